@@ -1,0 +1,97 @@
+# IntelGraph Maestro Conductor — developer commands. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Generated code lives under gen/ with gen/ as the import root.
+PROTOS = $(shell find proto -name '*.proto' | LC_ALL=C sort)
+BUF_BASELINE := buf.baseline.binpb
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) sync --frozen --python $(PY)
+	@touch $@
+
+.PHONY: install
+install: $(VENV)/.installed ## Create .venv and install the project with its dev tools (locked versions)
+
+.PHONY: lock
+lock: ## Re-resolve uv.lock after changing dependencies in pyproject.toml
+	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet uv==$(UV_VERSION); }
+	$(UV) lock
+
+.PHONY: gen
+gen: install ## Regenerate gen/ from proto/ with the pinned grpcio-tools
+	rm -rf gen/intelgraph
+	$(call protoc,gen)
+
+# $(call protoc,OUTDIR): generate messages, services and their mypy stubs into OUTDIR.
+protoc = mkdir -p $(1) && $(PY) -m grpc_tools.protoc -I proto \
+	--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) \
+	$(PROTOS) >/dev/null
+
+.PHONY: checkgenerate
+checkgenerate: install ## Fail if gen/ differs from what proto/ generates
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(call protoc,$$tmp); \
+	if ! diff -r "$$tmp/intelgraph" gen/intelgraph; then \
+	  echo "gen/ is stale: run 'make gen' and commit the result" >&2; exit 1; fi
+
+.PHONY: lint
+lint: install ## ruff (lint + format check), buf lint and buf format
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf format --diff --exit-code
+
+.PHONY: fmt
+fmt: install ## Format Python and proto sources in place
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/buf format -w
+
+.PHONY: typecheck
+typecheck: install ## mypy, strict on servers, interceptors and clients
+	$(VENV)/bin/mypy
+
+.PHONY: breaking
+breaking: install ## Fail on contract changes that break the recorded baseline
+	$(VENV)/bin/buf breaking --against $(BUF_BASELINE)
+
+.PHONY: baseline
+baseline: install ## Record the current contracts as the breaking-change baseline (needs an ADR)
+	$(VENV)/bin/buf build -o $(BUF_BASELINE)
+
+.PHONY: pytest
+pytest: install ## Run the test suite only
+	$(PY) -m pytest $(PYTEST_ARGS)
+PYTEST_ARGS ?=
+
+.PHONY: test
+test: install checkgenerate lint breaking typecheck pytest ## Everything CI checks
+
+.PHONY: run
+run: install ## Serve the platform on the embedded SQLite default
+	$(VENV)/bin/conductor serve
+
+.PHONY: bench
+bench: install ## Run every benchmark in quick mode
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b --quick; done
+
+.PHONY: clean
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
