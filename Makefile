@@ -21,7 +21,7 @@ help: ## List the targets
 $(VENV)/.installed: pyproject.toml uv.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) sync --frozen --python $(PY)
+	$(UV) sync --frozen --compile-bytecode --python $(PY)
 	@touch $@
 
 .PHONY: install

@@ -1,0 +1,202 @@
+"""The one shape every server interceptor here takes, and the chain that runs them.
+
+An interceptor implements `intercept(method, request_or_iterator, context, rpc)`,
+the shape of grpc-interceptor, on `grpc.aio`:
+
+* for a unary response, `method(...)` returns an awaitable; the interceptor
+  awaits it (or not) and returns the response;
+* for a streaming response, `method(...)` returns an async iterator; the
+  interceptor returns an async iterator too (the stream itself, or a wrapper
+  around it), without awaiting it.
+
+`InterceptorChain` is the single `grpc.aio.ServerInterceptor` given to the
+server. It composes the interceptors outermost first and wraps each method
+handler once, on its first call, rather than on every call.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import grpc
+from google.protobuf import descriptor, descriptor_pool
+
+#: A servicer method, or the rest of the chain below an interceptor.
+Method = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RpcMethod:
+    """What interceptors know about the method being called.
+
+    Attributes:
+        full_name: The wire name, "/intelgraph.access.v1.AccessService/GetJwks".
+        service: Fully qualified service name, "intelgraph.access.v1.AccessService".
+        name: The method's short name, "GetJwks".
+        request_streaming: The client streams requests.
+        response_streaming: The server streams responses.
+        descriptor: The method's descriptor (with its options), when the
+            service's file is in the default descriptor pool.
+    """
+
+    full_name: str
+    service: str
+    name: str
+    request_streaming: bool
+    response_streaming: bool
+    descriptor: descriptor.MethodDescriptor | None
+
+    @property
+    def kind(self) -> str:
+        """The gRPC method type: unary, client_stream, server_stream or bidi_stream."""
+        if self.request_streaming:
+            return "bidi_stream" if self.response_streaming else "client_stream"
+        return "server_stream" if self.response_streaming else "unary"
+
+
+def parse_method_name(full_name: str) -> tuple[str, str]:
+    """Split a wire method name into (service, method).
+
+    >>> parse_method_name("/intelgraph.access.v1.AccessService/GetJwks")
+    ('intelgraph.access.v1.AccessService', 'GetJwks')
+    """
+    service, _, method = full_name.lstrip("/").rpartition("/")
+    return service, method
+
+
+def describe_method(full_name: str, handler: grpc.RpcMethodHandler) -> RpcMethod:
+    """Build the `RpcMethod` of a handler, looking its descriptor up by name."""
+    service, name = parse_method_name(full_name)
+    try:
+        service_descriptor = descriptor_pool.Default().FindServiceByName(service)
+        method_descriptor = service_descriptor.methods_by_name.get(name)
+    except KeyError:
+        method_descriptor = None
+    return RpcMethod(
+        full_name=full_name,
+        service=service,
+        name=name,
+        request_streaming=bool(handler.request_streaming),
+        response_streaming=bool(handler.response_streaming),
+        descriptor=method_descriptor,
+    )
+
+
+class ServerInterceptor(abc.ABC):
+    """Base of the platform's server interceptors."""
+
+    @abc.abstractmethod
+    async def intercept(
+        self,
+        method: Method,
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext,
+        rpc: RpcMethod,
+    ) -> Any:
+        """Run around one call.
+
+        Args:
+            method: The rest of the chain; call it with (request_or_iterator, context).
+            request_or_iterator: The request, or an async iterator of requests
+                for client-streaming methods.
+            context: The call's servicer context.
+            rpc: What is being called.
+
+        Returns:
+            The response for unary-response methods; an async iterator of
+            responses for streaming-response methods.
+        """
+
+
+def _servicer_stream(behavior: Method) -> Method:
+    """Present a servicer's streamed responses as one async generator.
+
+    A grpc.aio servicer streams either as an async generator or as a
+    coroutine that calls `context.write`; both end up as one iterator here.
+    """
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        result = behavior(request, context)
+        if inspect.isawaitable(result):
+            await result
+            return
+        async for response in result:
+            yield response
+
+    return call
+
+
+class InterceptorChain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Runs `interceptors` around every method, outermost first."""
+
+    def __init__(self, interceptors: Sequence[ServerInterceptor]) -> None:
+        self._interceptors = tuple(interceptors)
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        """Return the wrapped handler of the called method (None if there is none)."""
+        full_name: str = handler_call_details.method
+        wrapped = self._handlers.get(full_name)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._wrap(full_name, handler)
+            self._handlers[full_name] = wrapped
+        return wrapped
+
+    def _wrap(self, full_name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        rpc = describe_method(full_name, handler)
+        behavior: Method = (
+            handler.unary_unary
+            or handler.unary_stream
+            or handler.stream_unary
+            or handler.stream_stream
+        )
+        if rpc.response_streaming:
+            below = _servicer_stream(behavior)
+            for layer in reversed(self._interceptors):
+                below = _stream_layer(layer, below, rpc)
+        else:
+            below = behavior
+            for layer in reversed(self._interceptors):
+                below = _unary_layer(layer, below, rpc)
+
+        factory = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[rpc.request_streaming, rpc.response_streaming]
+        return cast(
+            grpc.RpcMethodHandler,
+            factory(
+                below,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            ),
+        )
+
+
+def _unary_layer(layer: ServerInterceptor, below: Method, rpc: RpcMethod) -> Method:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await layer.intercept(below, request, context, rpc)
+
+    return call
+
+
+def _stream_layer(layer: ServerInterceptor, below: Method, rpc: RpcMethod) -> Method:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        responses = await layer.intercept(below, request, context, rpc)
+        async for response in responses:
+            yield response
+
+    return call

@@ -1,0 +1,91 @@
+"""The outermost interceptor: domain errors become gRPC statuses, nothing else leaks.
+
+A `DomainError` becomes its status code with the message as details and a
+`google.rpc.ErrorInfo` (reason, domain "intelgraph", metadata) in the
+`grpc-status-details-bin` trailer, which `grpcurl` and every gRPC client with
+rich-status support decode. Any other exception becomes INTERNAL with an
+incident id; the traceback goes to the server log under that id and never to
+the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from interceptors.base import Method, RpcMethod, ServerInterceptor
+from servers.errors import ERROR_DOMAIN, DomainError, ErrorReason, reason_name
+
+logger = logging.getLogger(__name__)
+
+#: Trailer that carries the serialised `google.rpc.Status`.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def rich_status(
+    code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str]
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
+    """Build (code, details, trailing metadata) carrying an `ErrorInfo`."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return code, message, ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+
+
+class ErrorMappingInterceptor(ServerInterceptor):
+    """Maps exceptions raised below it to statuses with `ErrorInfo`."""
+
+    async def intercept(
+        self,
+        method: Method,
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext,
+        rpc: RpcMethod,
+    ) -> Any:
+        """Run the call; abort with the mapped status if it raises."""
+        if rpc.response_streaming:
+            return self._map_stream(method(request_or_iterator, context), context, rpc)
+        try:
+            return await method(request_or_iterator, context)
+        except Exception as error:  # noqa: BLE001 - every failure must become a status
+            await self._abort(error, context, rpc)
+
+    async def _map_stream(
+        self, responses: AsyncIterator[Any], context: grpc.aio.ServicerContext, rpc: RpcMethod
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in responses:
+                yield response
+        except Exception as error:  # noqa: BLE001 - every failure must become a status
+            await self._abort(error, context, rpc)
+
+    async def _abort(
+        self, error: Exception, context: grpc.aio.ServicerContext, rpc: RpcMethod
+    ) -> NoReturn:
+        if isinstance(error, grpc.aio.AbortError):
+            # Something below already ended the call with a status of its own.
+            raise error
+        if isinstance(error, DomainError):
+            code, details, trailer = rich_status(
+                error.status_code, error.message, reason_name(error.reason), error.metadata
+            )
+        else:
+            incident = uuid.uuid4().hex[:16]
+            logger.error(
+                "unhandled error in %s (incident %s)", rpc.full_name, incident, exc_info=error
+            )
+            code, details, trailer = rich_status(
+                grpc.StatusCode.INTERNAL,
+                f"internal error (incident {incident})",
+                reason_name(ErrorReason.ERROR_REASON_INTERNAL),
+                {"incident": incident},
+            )
+        await context.abort(code, details, trailing_metadata=trailer)
+        raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises

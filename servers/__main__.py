@@ -1,0 +1,5 @@
+"""`python -m servers` is the `conductor` command."""
+
+from servers.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""One server process: gRPC (services, health, reflection) and the HTTP listener.
+
+`Platform.start` opens the store (migrating the embedded default), serves the
+selected services on one `grpc.aio` server behind the interceptor chain, and
+serves `/healthz` and `/metrics` under uvicorn on the same event loop.
+`Platform.stop` drains: health turns NOT_SERVING, new calls are refused,
+in-flight calls get the grace period to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+
+import grpc
+import uvicorn
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from interceptors import platform_chain
+from servers.config import Settings
+from servers.db import Database
+from servers.db.migrate import ensure_schema
+from servers.http import create_http_app
+from servers.registry import ServiceDefinition, services_named
+from servers.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+#: Set by the worker supervisor to tell workers apart in logs and /healthz.
+WORKER_ENV = "CONDUCTOR_WORKER_ID"
+
+
+class StartupError(RuntimeError):
+    """The platform could not start (a port is taken, the schema is behind, ...)."""
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn that leaves signals to the platform, which drains gRPC first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Platform:
+    """The services of one process, their listeners and their store.
+
+    Args:
+        settings: Validated settings.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: tuple[ServiceDefinition, ...] = services_named(settings.services)
+        self.database = Database(settings.database_url)
+        self.health = health.aio.HealthServicer()
+        self.grpc_port = 0
+        self.http_port = 0
+        self.state = "starting"
+        self._grpc: grpc.aio.Server | None = None
+        self._http: _EmbeddedUvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
+
+    @property
+    def grpc_target(self) -> str:
+        """Where clients reach the gRPC server, e.g. "127.0.0.1:50051"."""
+        return _join_host_port(self.settings.host, self.grpc_port)
+
+    async def start(self) -> None:
+        """Open the store, bind both listeners and report SERVING.
+
+        Raises:
+            StartupError: A listener could not bind, or the schema is not at head.
+            SchemaOutOfDate: The schema is behind and migrating at start is off.
+        """
+        started = time.perf_counter()
+        try:
+            await ensure_schema(self.database.engine, migrate=self.settings.migrates_at_start)
+            await self._start_grpc()
+            await self._start_http()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+        for name in ("", *(service.full_name for service in self.services)):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.state = "serving"
+        logger.info(
+            "conductor serving grpc=%s http=%s services=%s ready_ms=%.0f",
+            self.grpc_target,
+            _join_host_port(self.settings.host, self.http_port),
+            ",".join(service.name for service in self.services),
+            (time.perf_counter() - started) * 1000,
+        )
+
+    async def _start_grpc(self) -> None:
+        server = grpc.aio.server(
+            interceptors=[platform_chain()],
+            options=[("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)],
+        )
+        runtime = Runtime(settings=self.settings, database=self.database)
+        for service in self.services:
+            service.register(server, runtime)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [
+                *(service.full_name for service in self.services),
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        address = _join_host_port(self.settings.host, self.settings.grpc_port)
+        try:
+            self.grpc_port = server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise StartupError(f"cannot bind gRPC to {address}: {error}") from None
+        self._grpc = server
+        await server.start()
+
+    async def _start_http(self) -> None:
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.settings.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((self.settings.host, self.settings.http_port))
+        except OSError as error:
+            sock.close()
+            address = _join_host_port(self.settings.host, self.settings.http_port)
+            raise StartupError(f"cannot bind HTTP to {address}: {error.strerror}") from None
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_http_app(self.health_report),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+        )
+        self._http = _EmbeddedUvicorn(config)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
+        while not self._http.started:
+            if self._http_task.done():
+                await self._http_task
+                raise StartupError("HTTP listener stopped during start-up")
+            await asyncio.sleep(0.005)
+
+    async def health_report(self) -> tuple[bool, dict[str, object]]:
+        """Whether this process should receive traffic, and the facts behind it."""
+        database_ok = await self.database.ping()
+        document: dict[str, object] = {
+            "status": self.state,
+            "services": [service.full_name for service in self.services],
+            "database": "ok" if database_ok else "unreachable",
+            "pid": os.getpid(),
+            "worker": os.environ.get(WORKER_ENV, "0"),
+        }
+        return self.state == "serving" and database_ok, document
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: refuse new calls, give in-flight ones `grace` seconds, close the store."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        self.state = "draining"
+        await self.health.enter_graceful_shutdown()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
+        await self.database.dispose()
+        self.state = "stopped"
+
+
+async def serve(settings: Settings) -> None:
+    """Run one platform process until SIGTERM or SIGINT, then drain."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Installed before start-up, so a signal during it drains rather than kills.
+        loop.add_signal_handler(signum, stopping.set)
+    platform = Platform(settings)
+    await platform.start()
+    await stopping.wait()
+    logger.info("conductor draining (grace %.1fs)", settings.shutdown_grace)
+    await platform.stop()
+    logger.info("conductor stopped")

@@ -1,0 +1,110 @@
+"""The `conductor` command: serve the platform, migrate its store.
+
+Usage::
+
+  conductor serve [--grpc-port 50051] [--http-port 8080] [--database-url URL]
+                  [--services a,b] [--workers N]
+  conductor migrate [--database-url URL] [--to REVISION] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from servers.config import SERVICE_NAMES, ConfigurationError, Settings, load_settings
+
+logger = logging.getLogger("conductor")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conductor",
+        description="IntelGraph Maestro Conductor: the gRPC platform. "
+        "Every flag also reads from CONDUCTOR_<NAME> (e.g. CONDUCTOR_GRPC_PORT).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve the platform until SIGTERM")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port (default 50051; 0 = any free)")
+    serve.add_argument("--http-port", type=int, help="HTTP port (default 8080; 0 = any free)")
+    serve.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under var/)")
+    serve.add_argument(
+        "--services", help=f"comma-separated subset of {','.join(SERVICE_NAMES)} (default: all)"
+    )
+    serve.add_argument("--workers", type=int, help="processes sharing the ports (default 1)")
+    serve.add_argument(
+        "--shutdown-grace", type=float, help="seconds in-flight calls get on SIGTERM (default 10)"
+    )
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    migrate = commands.add_parser("migrate", help="bring the database schema to a revision")
+    migrate.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under var/)")
+    migrate.add_argument("--to", default="head", help="target revision (default head)")
+    migrate.add_argument(
+        "--check", action="store_true", help="only report; exit 1 if the schema is not at head"
+    )
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+    # Alembic narrates every step at INFO; its warnings and errors still show.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    not_settings = {"command", "to", "check"}
+    flags = {key: value for key, value in vars(args).items() if key not in not_settings}
+    try:
+        settings = load_settings(**flags)
+    except ConfigurationError as error:
+        print(f"conductor: {error}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings, args.to, check=args.check))
+    return _serve(settings)
+
+
+def _serve(settings: Settings) -> int:
+    from servers.app import StartupError, serve  # noqa: PLC0415 - keep `migrate` light
+    from servers.db.migrate import SchemaOutOfDate  # noqa: PLC0415
+
+    if settings.workers > 1:
+        from servers.workers import run_workers  # noqa: PLC0415
+
+        return run_workers(settings)
+    try:
+        asyncio.run(serve(settings))
+    except (StartupError, SchemaOutOfDate) as error:
+        logger.error("conductor cannot start: %s", error)  # noqa: TRY400 - no traceback wanted
+        return 1
+    return 0
+
+
+async def _migrate(settings: Settings, revision: str, *, check: bool) -> int:
+    from servers.db import Database  # noqa: PLC0415
+    from servers.db.migrate import current_revision, head_revision, upgrade  # noqa: PLC0415
+
+    database = Database(settings.database_url)
+    try:
+        if check:
+            current, head = await current_revision(database.engine), head_revision()
+            print(f"schema at {current or 'nothing'}, head is {head}")
+            return 0 if current == head else 1
+        await upgrade(database.engine, revision)
+        print(f"schema at {await current_revision(database.engine)}")
+        return 0
+    finally:
+        await database.dispose()

@@ -1,0 +1,146 @@
+"""Configuration: `CONDUCTOR_*` environment variables, overridden by flags, validated at start.
+
+Every setting has one name: the environment variable is `CONDUCTOR_` plus the
+upper-cased name, the flag is `--` plus the name with dashes
+(`CONDUCTOR_GRPC_PORT` / `--grpc-port`). A bad value stops the process at
+start with a message that names the variable and the flag.
+
+>>> Settings(grpc_port=0, http_port=0).database_url
+'sqlite+aiosqlite:///var/conductor.db'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: The services `--services` may name, in the order they are served.
+SERVICE_NAMES = ("access", "billing", "edge", "rag", "catalog", "analytics")
+
+_DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+psycopg://")
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Settings(BaseSettings):
+    """What `conductor` needs to run; immutable once validated."""
+
+    model_config = SettingsConfigDict(env_prefix="CONDUCTOR_", extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address both listeners bind to.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    http_port: int = Field(
+        8080, ge=0, le=65535, description="HTTP port (/healthz, /metrics); 0 picks a free one."
+    )
+    var_dir: Path = Field(Path("var"), description="Directory of the embedded default's files.")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means an SQLite file under var_dir."
+    )
+    auto_migrate: bool | None = Field(
+        None,
+        description="Migrate the schema to head at start; default: on for SQLite only.",
+    )
+    services: Annotated[tuple[str, ...], NoDecode] = Field(
+        SERVICE_NAMES, description="Comma-separated services to serve."
+    )
+    workers: int = Field(1, ge=1, le=64, description="Server processes sharing the ports.")
+    reuse_port: bool = Field(
+        False, description="Bind with SO_REUSEPORT so several processes share the ports."
+    )
+    shutdown_grace: float = Field(
+        10.0, ge=0, le=300, description="Seconds in-flight calls get to finish on SIGTERM."
+    )
+    log_level: LogLevel = "info"
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _split_services(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _known_services(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(SERVICE_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(SERVICE_NAMES)}"
+            )
+        if not value:
+            raise ValueError("name at least one service")
+        return tuple(name for name in SERVICE_NAMES if name in value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if value and not value.startswith(_DATABASE_SCHEMES):
+            raise ValueError(
+                f"unsupported database URL scheme; use one of {', '.join(_DATABASE_SCHEMES)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if not self.database_url:
+            object.__setattr__(
+                self, "database_url", f"sqlite+aiosqlite:///{self.var_dir / 'conductor.db'}"
+            )
+        if self.workers > 1 and 0 in (self.grpc_port, self.http_port):
+            raise ValueError("workers > 1 needs fixed ports: every worker binds the same ones")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the store is the embedded SQLite default (or another SQLite file)."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def migrates_at_start(self) -> bool:
+        """Whether `serve` brings the schema to head itself."""
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as `CONDUCTOR_*` variables, e.g. to hand to worker processes."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                text = ",".join(value)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            env[f"CONDUCTOR_{name.upper()}"] = text
+        return env
+
+
+class ConfigurationError(Exception):
+    """The configuration is invalid; the message says which setting and why."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, with `overrides` (e.g. flags) on top.
+
+    Raises:
+        ConfigurationError: A value is invalid; the message names each bad
+            setting by its variable and flag.
+    """
+    try:
+        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as error:
+        problems = []
+        for problem in error.errors():
+            location = [str(part) for part in problem["loc"]]
+            if location:
+                name = location[0]
+                where = f"CONDUCTOR_{name.upper()} / --{name.replace('_', '-')}"
+            else:
+                where = "settings"
+            message = problem["msg"].removeprefix("Value error, ")
+            problems.append(f"  {where}: {message}")
+        raise ConfigurationError("invalid configuration:\n" + "\n".join(problems)) from None

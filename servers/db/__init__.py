@@ -1,0 +1,19 @@
+"""Storage: SQLAlchemy 2 async on SQLite or PostgreSQL, tenant-confined sessions, migrations."""
+
+from servers.db.base import Base, TenantScoped
+from servers.db.database import Database, create_engine
+from servers.db.tenancy import ALL_TENANTS, TenantScopeError
+from servers.db.types import UUID, UtcDateTime, new_id, utc_now
+
+__all__ = [
+    "ALL_TENANTS",
+    "UUID",
+    "Base",
+    "Database",
+    "TenantScopeError",
+    "TenantScoped",
+    "UtcDateTime",
+    "create_engine",
+    "new_id",
+    "utc_now",
+]

@@ -1,0 +1,101 @@
+"""Engines and transactions: SQLite (embedded default) and PostgreSQL, both async."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from servers.db.tenancy import TENANT_KEY
+
+#: Seconds an SQLite writer waits for another writer's lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def create_engine(url: str, **options: Any) -> AsyncEngine:
+    """An async engine for `url`, tuned for the backend.
+
+    SQLite: the file's directory is created; WAL journal (readers never block
+    the writer), foreign keys on, a busy timeout, and transactions begun
+    explicitly so that they really are transactions (the sqlite3 module's
+    legacy implicit BEGIN skips SELECTs). PostgreSQL: pre-ping pooled
+    connections so a restarted server costs one retry, not an error.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, **options)
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(url, pool_pre_ping=True, **options)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+class Database:
+    """The platform's store: one engine, and transactions scoped to a tenant or not.
+
+    Args:
+        url: SQLAlchemy URL, `sqlite+aiosqlite:///path` or `postgresql+psycopg://...`.
+        engine_options: Passed to `create_async_engine`.
+    """
+
+    def __init__(self, url: str, **engine_options: Any) -> None:
+        self.url = url
+        self.engine = create_engine(url, **engine_options)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def tenant_session(self, tenant_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
+        """A transaction confined to one tenant's rows; commits on success, rolls back on error.
+
+        Every statement on a `TenantScoped` model in it is filtered to
+        `tenant_id`, and every row it writes belongs to `tenant_id`.
+        """
+        async with self._sessions(info={TENANT_KEY: tenant_id}) as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def platform_session(self) -> AsyncIterator[AsyncSession]:
+        """A transaction for platform tables (no tenant); tenant rows are out of reach."""
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

@@ -1,0 +1,12 @@
+"""Every model the migrations manage, collected on one metadata.
+
+Each store module defines its models on `servers.db.Base`; importing it here
+makes Alembic's autogenerate see them.
+"""
+
+from servers.db import leases
+from servers.db.base import Base
+
+metadata = Base.metadata
+
+__all__ = ["leases", "metadata"]

@@ -1,0 +1,53 @@
+"""The HTTP listener's application: `/healthz` for load balancers, `/metrics` for Prometheus.
+
+It runs under uvicorn on the same event loop as the gRPC server; the GraphQL
+facade mounts here too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+#: Reports whether the process serves, and what: (ok, document).
+HealthProbe = Callable[[], Awaitable[tuple[bool, dict[str, object]]]]
+
+
+def metrics_registry() -> CollectorRegistry:
+    """The registry `/metrics` exposes.
+
+    With several worker processes (`PROMETHEUS_MULTIPROC_DIR` set by the
+    supervisor), it aggregates every worker's samples, so a scrape through the
+    shared port sees the whole server rather than one random worker.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
+def create_http_app(health: HealthProbe) -> Starlette:
+    """The ASGI application with `/healthz` and `/metrics`."""
+    registry = metrics_registry()
+
+    async def healthz(_request: Request) -> JSONResponse:
+        ok, document = await health()
+        return JSONResponse(document, status_code=200 if ok else 503)
+
+    async def metrics(_request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+    )

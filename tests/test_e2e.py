@@ -1,0 +1,283 @@
+"""End to end: `conductor` as a subprocess, driven by the real grpcurl and plain HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+CONDUCTOR = str(BIN / "conductor")
+GRPCURL = str(BIN / "grpcurl")
+SERVING_LINE = re.compile(r"conductor serving grpc=(?P<grpc>\S+) http=(?P<http>\S+) ")
+SERVICES = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "intelgraph.access.v1.AccessService",
+    "intelgraph.analytics.v1.AnalyticsService",
+    "intelgraph.billing.v1.BillingService",
+    "intelgraph.catalog.v1.CatalogService",
+    "intelgraph.edge.v1.EdgeService",
+    "intelgraph.rag.v1.RagService",
+]
+
+
+@dataclass
+class Served:
+    """A running `conductor serve` and what it printed."""
+
+    process: subprocess.Popen[str]
+    grpc: str = ""
+    http: str = ""
+    log: list[str] = field(default_factory=list)
+    ready_after_s: float = 0.0
+    reader: threading.Thread | None = None
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, as an orchestrator would; returns the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        """Kill the process if it still runs and release its pipe."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.reader is not None:
+            self.reader.join(timeout=5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_")}
+    return {**env, "CONDUCTOR_VAR_DIR": str(tmp_path / "var"), **extra}
+
+
+def start_conductor(tmp_path: Path, *args: str, **env: str) -> Served:
+    """Start `conductor serve` and wait (at most 20 s) for its serving line."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [CONDUCTOR, "serve", *args],
+        env=_environment(tmp_path, **env),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    served = Served(process)
+    ready = threading.Event()
+
+    def read_log() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            served.log.append(line)
+            match = SERVING_LINE.search(line)
+            if match and not ready.is_set():
+                served.grpc, served.http = match["grpc"], match["http"]
+                served.ready_after_s = time.perf_counter() - started
+                ready.set()
+
+    served.reader = threading.Thread(target=read_log, daemon=True)
+    served.reader.start()
+    if not ready.wait(20):
+        served.close()
+        pytest.fail("conductor did not start:\n" + "".join(served.log))
+    return served
+
+
+@pytest.fixture
+def conductor(tmp_path: Path) -> Iterator[Served]:
+    served = start_conductor(tmp_path, "--grpc-port", "0", "--http-port", "0")
+    yield served
+    served.close()
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=20, check=False
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_grpcurl_lists_the_six_services_health_and_reflection(conductor: Served) -> None:
+    listed = grpcurl(conductor.grpc, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == SERVICES
+
+
+def test_grpcurl_sees_health_serving(conductor: Served) -> None:
+    for service in ["", "intelgraph.billing.v1.BillingService"]:
+        checked = grpcurl(
+            "-d", json.dumps({"service": service}), conductor.grpc, "grpc.health.v1.Health/Check"
+        )
+        assert checked.returncode == 0, checked.stderr
+        assert json.loads(checked.stdout) == {"status": "SERVING"}
+
+
+def test_grpcurl_describes_the_contracts_through_reflection(conductor: Served) -> None:
+    described = grpcurl(conductor.grpc, "describe", "intelgraph.access.v1.AccessService")
+    assert described.returncode == 0, described.stderr
+    assert "rpc RequestAccess ( .intelgraph.access.v1.RequestAccessRequest )" in described.stdout
+    assert "(.intelgraph.common.v1.authorization)" in described.stdout
+
+
+def test_an_unbuilt_rpc_answers_unimplemented_with_its_reason(conductor: Served) -> None:
+    called = grpcurl("-d", "{}", conductor.grpc, "intelgraph.catalog.v1.CatalogService/ListServices")
+    assert called.returncode != 0
+    assert "Code: Unimplemented" in called.stderr
+    assert "not built yet" in called.stderr
+    assert '"reason":"ERROR_REASON_NOT_IMPLEMENTED"' in called.stderr
+    assert '"domain":"intelgraph"' in called.stderr
+
+
+def test_http_healthz_and_metrics(conductor: Served) -> None:
+    with urllib.request.urlopen(f"http://{conductor.http}/healthz", timeout=5) as response:
+        document = json.load(response)
+    assert document["status"] == "serving"
+    assert document["database"] == "ok"
+    with urllib.request.urlopen(f"http://{conductor.http}/metrics", timeout=5) as response:
+        assert b"grpc_server_started_total" in response.read()
+
+
+def test_sigterm_drains_and_exits_cleanly(conductor: Served) -> None:
+    assert conductor.stop() == 0
+    log = "".join(conductor.log)
+    assert "conductor draining" in log
+    assert "conductor stopped" in log
+    assert "Traceback" not in log
+
+
+def test_start_up_to_serving_is_quick(conductor: Served) -> None:
+    # A loose bound that catches regressions (e.g. an import that costs seconds);
+    # bench/startup.py measures the figure properly.
+    print(f"start-up to SERVING: {conductor.ready_after_s:.2f}s")
+    assert conductor.ready_after_s < 10
+
+
+def test_workers_share_the_ports_and_drain_together(tmp_path: Path) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    served = start_conductor(
+        tmp_path, "--workers", "2", "--grpc-port", str(grpc_port), "--http-port", str(http_port)
+    )
+    try:
+        # The supervisor logs each worker's serving line; wait for the second.
+        deadline = time.monotonic() + 20
+        while sum("conductor serving" in line for line in served.log) < 2:
+            assert time.monotonic() < deadline, "".join(served.log)
+            time.sleep(0.05)
+        pids = set()
+        for _ in range(40):
+            url = f"http://127.0.0.1:{http_port}/healthz"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                pids.add(json.load(response)["pid"])
+        assert len(pids) == 2, "connections should reach both workers"
+        listed = grpcurl(f"127.0.0.1:{grpc_port}", "list")
+        assert listed.returncode == 0, listed.stderr
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
+            assert b"grpc_server_started_total" in response.read()
+    finally:
+        code = served.stop(timeout=30)
+    assert code == 0, "".join(served.log)
+    assert sum("conductor stopped" in line for line in served.log) == 2
+
+
+def test_a_second_server_on_a_taken_port_fails_loudly(conductor: Served, tmp_path: Path) -> None:
+    port = conductor.grpc.rsplit(":", 1)[1]
+    second = subprocess.run(
+        [CONDUCTOR, "serve", "--grpc-port", port, "--http-port", "0"],
+        env=_environment(tmp_path / "second"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert f"cannot bind gRPC to 127.0.0.1:{port}" in second.stderr
+
+
+def test_bad_configuration_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [CONDUCTOR, "serve", "--grpc-port", "70000", "--services", "access,nope"],
+        env=_environment(tmp_path, CONDUCTOR_WORKERS="zero"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "CONDUCTOR_GRPC_PORT / --grpc-port: Input should be less than or equal to 65535" in (
+        refused.stderr
+    )
+    assert "CONDUCTOR_SERVICES / --services: unknown service(s) nope" in refused.stderr
+    assert "CONDUCTOR_WORKERS / --workers" in refused.stderr
+
+
+def test_migrate_brings_a_database_to_head(tmp_path: Path) -> None:
+    def migrate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CONDUCTOR, "migrate", *args],
+            env=_environment(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert migrate("--check").returncode == 1
+    upgraded = migrate()
+    assert upgraded.returncode == 0, upgraded.stderr
+    checked = migrate("--check")
+    assert checked.returncode == 0
+    assert "schema at 0001, head is 0001" in checked.stdout
+
+
+@pytest.mark.postgres
+def test_serving_postgres_needs_a_migrated_schema(tmp_path: Path, postgres_schema_url: str) -> None:
+    env = {"CONDUCTOR_DATABASE_URL": postgres_schema_url}
+    refused = subprocess.run(
+        [CONDUCTOR, "serve", "--grpc-port", "0", "--http-port", "0"],
+        env=_environment(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "run `conductor migrate`" in refused.stderr
+    migrated = subprocess.run(
+        [CONDUCTOR, "migrate"],
+        env=_environment(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    served = start_conductor(tmp_path, "--grpc-port", "0", "--http-port", "0", **env)
+    try:
+        with urllib.request.urlopen(f"http://{served.http}/healthz", timeout=5) as response:
+            assert json.load(response)["database"] == "ok"
+    finally:
+        assert served.stop() == 0

@@ -1,0 +1,198 @@
+"""Error mapping: every reason reaches the caller with its status and `ErrorInfo`, on every
+RPC kind, over sync and async clients; unknown failures leak nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from intelgraph.common.v1 import errors_pb2
+from intelgraph.rag.v1 import rag_service_pb2 as rag
+from intelgraph.rag.v1 import rag_service_pb2_grpc
+
+from clients import ConductorError, ErrorReason, from_grpc_error
+from interceptors import platform_chain
+from servers import errors
+
+WIRE_REASONS = [
+    value.number
+    for value in errors_pb2.ErrorReason.DESCRIPTOR.values
+    if value.number != ErrorReason.ERROR_REASON_UNSPECIFIED
+]
+DOMAIN_ERRORS = [errors.DomainError, *errors.DomainError.__subclasses__()]
+SECRET = "password=hunter2 at /srv/conductor/secret.py"
+
+
+def error_for(reason: int) -> errors.DomainError:
+    """The domain error class of `reason`'s status, raised with `reason`."""
+    status = errors.status_code_of(reason)
+    (error_class,) = [cls for cls in DOMAIN_ERRORS if cls.status is status]
+    message = f"scripted {errors.reason_name(reason)}"
+    if error_class is errors.InvalidArgument:
+        return errors.InvalidArgument(message, field="upload_id", reason=reason)
+    return error_class(message, reason=reason, metadata={"script": "yes"})
+
+
+def run_script(script: str) -> None:
+    """Raise what `script` asks for; return when it says "ok"."""
+    if script == "ok":
+        return
+    if script == "crash":
+        raise RuntimeError(SECRET)
+    raise error_for(errors.ErrorReason.Value(script))
+
+
+class ScriptedRag(rag_service_pb2_grpc.RagServiceServicer):
+    """Rag RPCs of each kind that fail as their request says."""
+
+    async def GetUploadStatus(self, request: Any, context: Any) -> Any:
+        run_script(request.upload_id)
+        return rag.GetUploadStatusResponse(status=rag.UploadStatus(upload_id="ok"))
+
+    async def UploadDocument(self, request_iterator: Any, context: Any) -> Any:
+        parts = [part async for part in request_iterator]
+        run_script(parts[0].metadata.upload_id)
+        return rag.UploadDocumentResponse(status=rag.UploadStatus(received_bytes=len(parts)))
+
+    async def ExportDocument(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        yield rag.ExportDocumentResponse(offset=0, data=b"first chunk")
+        run_script(request.document_id)
+        yield rag.ExportDocumentResponse(offset=11, data=b"second chunk")
+
+    async def ListChunks(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.OUT_OF_RANGE, "aborted by the servicer itself")
+
+
+@pytest.fixture
+async def rag_target() -> AsyncIterator[str]:
+    server = grpc.aio.server(interceptors=[platform_chain()])
+    rag_service_pb2_grpc.add_RagServiceServicer_to_server(ScriptedRag(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+Call = Callable[[str, str], Awaitable[list[Any]]]
+
+
+def _requests(script: str) -> list[Any]:
+    return [
+        rag.UploadDocumentRequest(metadata=rag.UploadMetadata(upload_id=script)),
+        rag.UploadDocumentRequest(chunk=rag.UploadChunk(offset=0, data=b"x")),
+    ]
+
+
+@pytest.fixture(params=["async", "sync"])
+async def call(request: pytest.FixtureRequest, rag_target: str) -> AsyncIterator[Call]:
+    """call(kind, script) -> responses; raises ConductorError. Over an async or a sync client."""
+    if request.param == "async":
+        async with grpc.aio.insecure_channel(rag_target) as channel:
+            stub = rag_service_pb2_grpc.RagServiceStub(channel)
+
+            async def call_async(kind: str, script: str) -> list[Any]:
+                try:
+                    if kind == "unary":
+                        return [
+                            await stub.GetUploadStatus(rag.GetUploadStatusRequest(upload_id=script))
+                        ]
+                    if kind == "client_stream":
+                        return [await stub.UploadDocument(iter(_requests(script)))]
+                    responses = stub.ExportDocument(rag.ExportDocumentRequest(document_id=script))
+                    return [response async for response in responses]
+                except grpc.aio.AioRpcError as error:
+                    raise from_grpc_error(error) from None
+
+            yield call_async
+        return
+
+    with grpc.insecure_channel(rag_target) as channel:
+        sync_stub = rag_service_pb2_grpc.RagServiceStub(channel)
+
+        def call_sync(kind: str, script: str) -> list[Any]:
+            try:
+                if kind == "unary":
+                    return [sync_stub.GetUploadStatus(rag.GetUploadStatusRequest(upload_id=script))]
+                if kind == "client_stream":
+                    return [sync_stub.UploadDocument(iter(_requests(script)))]
+                return list(sync_stub.ExportDocument(rag.ExportDocumentRequest(document_id=script)))
+            except grpc.RpcError as error:
+                raise from_grpc_error(error) from None
+
+        async def in_thread(kind: str, script: str) -> list[Any]:
+            # The server shares this event loop: block a thread, not the loop.
+            return await asyncio.to_thread(call_sync, kind, script)
+
+        yield in_thread
+
+
+KINDS = ["unary", "client_stream", "server_stream"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_successful_calls_pass_through(call: Call, kind: str) -> None:
+    responses = await call(kind, "ok")
+    assert len(responses) == (2 if kind == "server_stream" else 1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reason", WIRE_REASONS, ids=errors.reason_name)
+async def test_every_reason_arrives_with_its_declared_status(
+    call: Call, kind: str, reason: int
+) -> None:
+    with pytest.raises(ConductorError) as raised:
+        await call(kind, errors.reason_name(reason))
+    error = raised.value
+    assert error.code is errors.status_code_of(reason)
+    assert error.reason == reason
+    assert error.details == f"scripted {errors.reason_name(reason)}"
+    expected_metadata = (
+        {"field": "upload_id"}
+        if error.code is grpc.StatusCode.INVALID_ARGUMENT
+        else {"script": "yes"}
+    )
+    assert error.metadata == expected_metadata
+    assert type(error).status in {error.code, None}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_unknown_failures_become_internal_without_internals(
+    call: Call, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR), pytest.raises(ConductorError) as raised:
+        await call(kind, "crash")
+    error = raised.value
+    assert error.code is grpc.StatusCode.INTERNAL
+    assert error.reason == ErrorReason.ERROR_REASON_INTERNAL
+    incident = error.metadata["incident"]
+    assert error.details == f"internal error (incident {incident})"
+    assert "hunter2" not in str(error)
+    assert "secret.py" not in str(error)
+    # Operators find the real failure in the log, under the same incident id.
+    logged = [r for r in caplog.records if incident in r.getMessage()]
+    assert logged
+    assert logged[0].exc_info is not None
+    assert SECRET in str(logged[0].exc_info[1])
+
+
+async def test_a_servicer_abort_keeps_its_own_status(rag_target: str) -> None:
+    async with grpc.aio.insecure_channel(rag_target) as channel:
+        stub = rag_service_pb2_grpc.RagServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.ListChunks(rag.ListChunksRequest())
+    assert raised.value.code() is grpc.StatusCode.OUT_OF_RANGE
+    assert raised.value.details() == "aborted by the servicer itself"
+
+
+def test_every_wire_reason_has_a_domain_error_class() -> None:
+    for reason in WIRE_REASONS:
+        assert error_for(reason).status_code is errors.status_code_of(reason)
+
+
+def test_a_reason_cannot_travel_with_another_status() -> None:
+    with pytest.raises(ValueError, match="declared as PERMISSION_DENIED, not NOT_FOUND"):
+        errors.NotFound("x", reason=ErrorReason.ERROR_REASON_PERMISSION_DENIED)
