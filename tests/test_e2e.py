@@ -144,7 +144,9 @@ def test_grpcurl_describes_the_contracts_through_reflection(conductor: Served) -
 
 
 def test_an_unbuilt_rpc_answers_unimplemented_with_its_reason(conductor: Served) -> None:
-    called = grpcurl("-d", "{}", conductor.grpc, "intelgraph.catalog.v1.CatalogService/ListServices")
+    called = grpcurl(
+        "-d", "{}", conductor.grpc, "intelgraph.catalog.v1.CatalogService/ListServices"
+    )
     assert called.returncode != 0
     assert "Code: Unimplemented" in called.stderr
     assert "not built yet" in called.stderr
