@@ -83,12 +83,16 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_database(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("database_url"):
+            var_dir = Path(data.get("var_dir") or "var")
+            data = {**data, "database_url": f"sqlite+aiosqlite:///{var_dir / 'conductor.db'}"}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if not self.database_url:
-            object.__setattr__(
-                self, "database_url", f"sqlite+aiosqlite:///{self.var_dir / 'conductor.db'}"
-            )
         if self.workers > 1 and 0 in (self.grpc_port, self.http_port):
             raise ValueError("workers > 1 needs fixed ports: every worker binds the same ones")
         return self

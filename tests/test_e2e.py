@@ -108,6 +108,20 @@ def conductor(tmp_path: Path) -> Iterator[Served]:
     served.close()
 
 
+def run_conductor(
+    tmp_path: Path, *args: str, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a `conductor` command to completion."""
+    return subprocess.run(
+        [CONDUCTOR, *args],
+        env=_environment(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=20, check=False
@@ -207,26 +221,20 @@ def test_workers_share_the_ports_and_drain_together(tmp_path: Path) -> None:
 
 def test_a_second_server_on_a_taken_port_fails_loudly(conductor: Served, tmp_path: Path) -> None:
     port = conductor.grpc.rsplit(":", 1)[1]
-    second = subprocess.run(
-        [CONDUCTOR, "serve", "--grpc-port", port, "--http-port", "0"],
-        env=_environment(tmp_path / "second"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    second = run_conductor(tmp_path / "second", "serve", "--grpc-port", port, "--http-port", "0")
     assert second.returncode == 1
     assert f"cannot bind gRPC to 127.0.0.1:{port}" in second.stderr
 
 
 def test_bad_configuration_is_refused_with_a_clear_message(tmp_path: Path) -> None:
-    refused = subprocess.run(
-        [CONDUCTOR, "serve", "--grpc-port", "70000", "--services", "access,nope"],
-        env=_environment(tmp_path, CONDUCTOR_WORKERS="zero"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    refused = run_conductor(
+        tmp_path,
+        "serve",
+        "--grpc-port",
+        "70000",
+        "--services",
+        "access,nope",
+        CONDUCTOR_WORKERS="zero",
     )
     assert refused.returncode == 2
     assert "CONDUCTOR_GRPC_PORT / --grpc-port: Input should be less than or equal to 65535" in (
@@ -238,14 +246,7 @@ def test_bad_configuration_is_refused_with_a_clear_message(tmp_path: Path) -> No
 
 def test_migrate_brings_a_database_to_head(tmp_path: Path) -> None:
     def migrate(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CONDUCTOR, "migrate", *args],
-            env=_environment(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_conductor(tmp_path, "migrate", *args)
 
     assert migrate("--check").returncode == 1
     upgraded = migrate()
@@ -258,24 +259,10 @@ def test_migrate_brings_a_database_to_head(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_serving_postgres_needs_a_migrated_schema(tmp_path: Path, postgres_schema_url: str) -> None:
     env = {"CONDUCTOR_DATABASE_URL": postgres_schema_url}
-    refused = subprocess.run(
-        [CONDUCTOR, "serve", "--grpc-port", "0", "--http-port", "0"],
-        env=_environment(tmp_path, **env),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    refused = run_conductor(tmp_path, "serve", "--grpc-port", "0", "--http-port", "0", **env)
     assert refused.returncode == 1
     assert "run `conductor migrate`" in refused.stderr
-    migrated = subprocess.run(
-        [CONDUCTOR, "migrate"],
-        env=_environment(tmp_path, **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    migrated = run_conductor(tmp_path, "migrate", **env)
     assert migrated.returncode == 0, migrated.stderr
     served = start_conductor(tmp_path, "--grpc-port", "0", "--http-port", "0", **env)
     try:

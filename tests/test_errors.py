@@ -4,6 +4,7 @@ RPC kind, over sync and async clients; unknown failures leak nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from intelgraph.common.v1 import errors_pb2
 from intelgraph.rag.v1 import rag_service_pb2 as rag
 from intelgraph.rag.v1 import rag_service_pb2_grpc
+from prometheus_client import REGISTRY
 
 from clients import ConductorError, ErrorReason, from_grpc_error
 from interceptors import platform_chain
@@ -196,3 +198,40 @@ def test_every_wire_reason_has_a_domain_error_class() -> None:
 def test_a_reason_cannot_travel_with_another_status() -> None:
     with pytest.raises(ValueError, match="declared as PERMISSION_DENIED, not NOT_FOUND"):
         errors.NotFound("x", reason=ErrorReason.ERROR_REASON_PERMISSION_DENIED)
+
+
+def _handled(method: str, kind: str, code: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "grpc_server_handled_total",
+        {
+            "grpc_type": kind,
+            "grpc_service": "intelgraph.rag.v1.RagService",
+            "grpc_method": method,
+            "grpc_code": code,
+        },
+    )
+    return value or 0.0
+
+
+async def test_metrics_count_each_call_under_its_final_status(call: Call) -> None:
+    cases = [
+        ("unary", "GetUploadStatus", "unary", "ok", "OK"),
+        ("unary", "GetUploadStatus", "unary", "ERROR_REASON_NOT_FOUND", "NOT_FOUND"),
+        ("unary", "GetUploadStatus", "unary", "crash", "INTERNAL"),
+        ("client_stream", "UploadDocument", "client_stream", "ERROR_REASON_CONFLICT", "ABORTED"),
+        ("server_stream", "ExportDocument", "server_stream", "ok", "OK"),
+        ("server_stream", "ExportDocument", "server_stream", "crash", "INTERNAL"),
+    ]
+    for kind, method, grpc_type, script, code in cases:
+        before = _handled(method, grpc_type, code)
+        with contextlib.suppress(ConductorError):
+            await call(kind, script)
+        assert _handled(method, grpc_type, code) == before + 1, (method, script)
+
+
+async def test_metrics_see_a_servicer_abort(rag_target: str) -> None:
+    before = _handled("ListChunks", "unary", "OUT_OF_RANGE")
+    async with grpc.aio.insecure_channel(rag_target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await rag_service_pb2_grpc.RagServiceStub(channel).ListChunks(rag.ListChunksRequest())
+    assert _handled("ListChunks", "unary", "OUT_OF_RANGE") == before + 1
