@@ -1,25 +1,44 @@
-"""Server interceptors, outermost first: error mapping, then metrics.
+"""Server interceptors, outermost first: error mapping → authentication → authorization → metrics.
 
-Authentication and authorization slot in between them (see the issue on JWT
-and ABAC); `platform_chain` is the order the server uses.
+`platform_chain` is the chain every platform server runs.
 """
 
+from interceptors.auth import (
+    AuthenticationInterceptor,
+    AuthorizationInterceptor,
+    current_principal,
+)
 from interceptors.base import InterceptorChain, RpcMethod, ServerInterceptor, parse_method_name
 from interceptors.errors import ErrorMappingInterceptor
 from interceptors.metrics import MetricsInterceptor
+from interceptors.policy import PolicyEngine
+from interceptors.tokens import Principal, TokenVerifier
 
 
-def platform_chain() -> InterceptorChain:
-    """The interceptor chain every platform server runs."""
-    return InterceptorChain([ErrorMappingInterceptor(), MetricsInterceptor()])
+def platform_chain(verifier: TokenVerifier, engine: PolicyEngine) -> InterceptorChain:
+    """The interceptor chain every platform server runs, outermost first."""
+    return InterceptorChain(
+        [
+            ErrorMappingInterceptor(),
+            AuthenticationInterceptor(verifier),
+            AuthorizationInterceptor(engine),
+            MetricsInterceptor(),
+        ]
+    )
 
 
 __all__ = [
+    "AuthenticationInterceptor",
+    "AuthorizationInterceptor",
     "ErrorMappingInterceptor",
     "InterceptorChain",
     "MetricsInterceptor",
+    "PolicyEngine",
+    "Principal",
     "RpcMethod",
     "ServerInterceptor",
+    "TokenVerifier",
+    "current_principal",
     "parse_method_name",
     "platform_chain",
 ]

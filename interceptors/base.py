@@ -112,6 +112,15 @@ class ServerInterceptor(abc.ABC):
         """
 
 
+async def proceed(
+    method: Method, request_or_iterator: Any, context: grpc.aio.ServicerContext, rpc: RpcMethod
+) -> Any:
+    """Continue down the chain: await a unary response; hand a response stream back un-awaited."""
+    if rpc.response_streaming:
+        return method(request_or_iterator, context)
+    return await method(request_or_iterator, context)
+
+
 def _servicer_stream(behavior: Method) -> Method:
     """Present a servicer's streamed responses as one async generator.
 

@@ -51,8 +51,28 @@ def _code_of(error: BaseException | None, context: grpc.aio.ServicerContext) -> 
     return str(code.name)
 
 
+class _MethodMetrics:
+    """One method's metric children, resolved once (label lookups cost on the hot path)."""
+
+    def __init__(self, rpc: RpcMethod) -> None:
+        self.labels = (rpc.kind, rpc.service, rpc.name)
+        self.started = STARTED.labels(*self.labels)
+        self.seconds = HANDLING_SECONDS.labels(*self.labels)
+        self._handled: dict[str, Any] = {}
+
+    def record(self, code: str, started: float) -> None:
+        handled = self._handled.get(code)
+        if handled is None:
+            handled = self._handled[code] = HANDLED.labels(*self.labels, code)
+        handled.inc()
+        self.seconds.observe(time.perf_counter() - started)
+
+
 class MetricsInterceptor(ServerInterceptor):
     """Counts RPCs and times them to their status."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, _MethodMetrics] = {}
 
     async def intercept(
         self,
@@ -62,12 +82,14 @@ class MetricsInterceptor(ServerInterceptor):
         rpc: RpcMethod,
     ) -> Any:
         """Record start, status and duration of the call."""
-        labels = (rpc.kind, rpc.service, rpc.name)
-        STARTED.labels(*labels).inc()
+        metrics = self._methods.get(rpc.full_name)
+        if metrics is None:
+            metrics = self._methods[rpc.full_name] = _MethodMetrics(rpc)
+        metrics.started.inc()
         started = time.perf_counter()
         if rpc.response_streaming:
             return self._observe_stream(
-                method(request_or_iterator, context), context, labels, started
+                method(request_or_iterator, context), context, metrics, started
             )
         error: BaseException | None = None
         try:
@@ -76,13 +98,13 @@ class MetricsInterceptor(ServerInterceptor):
             error = raised
             raise
         finally:
-            _record(labels, _code_of(error, context), started)
+            metrics.record(_code_of(error, context), started)
 
     async def _observe_stream(
         self,
         responses: AsyncIterator[Any],
         context: grpc.aio.ServicerContext,
-        labels: tuple[str, str, str],
+        metrics: _MethodMetrics,
         started: float,
     ) -> AsyncIterator[Any]:
         error: BaseException | None = None
@@ -93,9 +115,4 @@ class MetricsInterceptor(ServerInterceptor):
             error = raised
             raise
         finally:
-            _record(labels, _code_of(error, context), started)
-
-
-def _record(labels: tuple[str, str, str], code: str, started: float) -> None:
-    HANDLED.labels(*labels, code).inc()
-    HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+            metrics.record(_code_of(error, context), started)

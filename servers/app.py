@@ -23,7 +23,10 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from interceptors import platform_chain
+from interceptors import PolicyEngine, TokenVerifier, platform_chain
+from interceptors.keys import RING_FILE, KeyRingError, KeyStore, rotate
+from interceptors.policy import POLICY_DIR, PolicyError
+from interceptors.tokens import InMemoryRevocations
 from servers.config import Settings
 from servers.db import Database
 from servers.db.migrate import ensure_schema
@@ -53,6 +56,18 @@ def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def ensure_signing_keys(settings: Settings) -> None:
+    """On the embedded default, create the first signing key if there is none.
+
+    With a configured key directory, keys are the operator's to provide
+    (`conductor keys rotate`): replicas must share them, so none invents its own.
+    """
+    directory = settings.signing_keys_dir
+    if settings.generates_keys_at_start and not (directory / RING_FILE).exists():
+        logger.warning("no signing keys in %s: generating the first one", directory)
+        rotate(directory, settings.key_algorithm)
+
+
 class Platform:
     """The services of one process, their listeners and their store.
 
@@ -65,6 +80,10 @@ class Platform:
         self.services: tuple[ServiceDefinition, ...] = services_named(settings.services)
         self.database = Database(settings.database_url)
         self.health = health.aio.HealthServicer()
+        #: Revoked token ids this process refuses (the Access service feeds it).
+        self.revocations = InMemoryRevocations()
+        #: The signing keys, once started.
+        self.keys: KeyStore | None = None
         self.grpc_port = 0
         self.http_port = 0
         self.state = "starting"
@@ -104,11 +123,27 @@ class Platform:
         )
 
     async def _start_grpc(self) -> None:
+        try:
+            ensure_signing_keys(self.settings)
+            keys = self.keys = KeyStore(self.settings.signing_keys_dir)
+            engine = PolicyEngine(self.settings.policy_dir or POLICY_DIR)
+        except (KeyRingError, PolicyError) as error:
+            raise StartupError(str(error)) from None
+        revocations = self.revocations
+        verifier = TokenVerifier(
+            keys,
+            issuer=self.settings.token_issuer,
+            audience=self.settings.token_audience,
+            leeway_s=self.settings.token_leeway,
+            revocations=revocations,
+        )
         server = grpc.aio.server(
-            interceptors=[platform_chain()],
+            interceptors=[platform_chain(verifier, engine)],
             options=[("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)],
         )
-        runtime = Runtime(settings=self.settings, database=self.database)
+        runtime = Runtime(
+            settings=self.settings, database=self.database, keys=keys, revocations=revocations
+        )
         for service in self.services:
             service.register(server, runtime)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -5,6 +5,8 @@ Usage::
   conductor serve [--grpc-port 50051] [--http-port 8080] [--database-url URL]
                   [--services a,b] [--workers N]
   conductor migrate [--database-url URL] [--to REVISION] [--check]
+  conductor keys rotate|retire|list [--keys-dir DIR]
+  conductor token mint --tenant UUID --scopes a,b [--ttl 15m] [--sub NAME]
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 from servers.config import SERVICE_NAMES, ConfigurationError, Settings, load_settings
 
@@ -48,7 +53,40 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--check", action="store_true", help="only report; exit 1 if the schema is not at head"
     )
+    keys = commands.add_parser("keys", help="manage the token signing keys")
+    keys.add_argument(
+        "action",
+        choices=["rotate", "retire", "list"],
+        help="rotate: new current key, current becomes previous, previous is retired; "
+        "retire: stop accepting the previous key; list: show the keys",
+    )
+    keys.add_argument("--keys-dir", type=Path, help="key directory (default var/keys)")
+    keys.add_argument("--key-algorithm", choices=["EdDSA", "ES256"], help="for the new key")
+
+    token = commands.add_parser("token", help="mint tokens with the local keys")
+    token.add_argument("action", choices=["mint"])
+    token.add_argument("--tenant", required=True, help="tenant UUID")
+    token.add_argument("--scopes", required=True, help="comma-separated scopes")
+    token.add_argument("--ttl", default="15m", help="lifetime: 90s, 15m, 1h (default 15m)")
+    token.add_argument("--sub", default="operator", help="subject (default operator)")
+    token.add_argument("--keys-dir", type=Path, help="key directory (default var/keys)")
     return parser
+
+
+_TTL = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_TTL_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> float:
+    """Seconds in a lifetime such as "90s", "15m", "1h" or "2d" (bare numbers are seconds).
+
+    >>> parse_ttl("15m")
+    900.0
+    """
+    match = _TTL.match(text.strip())
+    if match is None:
+        raise ValueError(f"not a lifetime: {text!r} (try 90s, 15m, 1h)")
+    return float(match[1]) * _TTL_UNIT_S[match[2]]
 
 
 def _configure_logging(level: str) -> None:
@@ -64,7 +102,7 @@ def _configure_logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = _parser().parse_args(argv)
-    not_settings = {"command", "to", "check"}
+    not_settings = {"command", "to", "check", "action", "tenant", "scopes", "ttl", "sub"}
     flags = {key: value for key, value in vars(args).items() if key not in not_settings}
     try:
         settings = load_settings(**flags)
@@ -74,7 +112,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings.log_level)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings, args.to, check=args.check))
+    if args.command == "keys":
+        return _keys(settings, args.action)
+    if args.command == "token":
+        return _mint(settings, args)
     return _serve(settings)
+
+
+def _keys(settings: Settings, action: str) -> int:
+    from interceptors import keys  # noqa: PLC0415
+
+    directory = settings.signing_keys_dir
+    try:
+        if action == "rotate":
+            ring = keys.rotate(directory, settings.key_algorithm)
+        elif action == "retire":
+            ring = keys.retire_previous(directory)
+        else:
+            ring = keys.load(directory)
+    except keys.KeyRingError as error:
+        print(f"conductor: {error}", file=sys.stderr)
+        return 1
+    print(f"current  {ring.current.kid} {ring.current.algorithm}")
+    if ring.previous:
+        print(f"previous {ring.previous.kid} {ring.previous.algorithm}")
+    return 0
+
+
+def _mint(settings: Settings, args: argparse.Namespace) -> int:
+    from interceptors import keys, tokens  # noqa: PLC0415
+
+    try:
+        ttl = parse_ttl(args.ttl)
+        tenant = uuid.UUID(args.tenant)
+    except ValueError as error:
+        print(f"conductor: {error}", file=sys.stderr)
+        return 2
+    if ttl > settings.token_max_ttl:
+        print(
+            f"conductor: --ttl {args.ttl} exceeds the maximum of {settings.token_max_ttl:.0f}s "
+            "(CONDUCTOR_TOKEN_MAX_TTL)",
+            file=sys.stderr,
+        )
+        return 2
+    scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
+    try:
+        ring = keys.load(settings.signing_keys_dir)
+    except keys.KeyRingError as error:
+        print(f"conductor: {error}", file=sys.stderr)
+        return 1
+    print(
+        tokens.mint(
+            ring,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            subject=args.sub,
+            tenant=tenant,
+            scopes=scopes,
+            ttl_s=ttl,
+        )
+    )
+    return 0
 
 
 def _serve(settings: Settings) -> int:

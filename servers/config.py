@@ -54,6 +54,23 @@ class Settings(BaseSettings):
         10.0, ge=0, le=300, description="Seconds in-flight calls get to finish on SIGTERM."
     )
     log_level: LogLevel = "info"
+    keys_dir: Path | None = Field(
+        None, description="Directory of the token signing keys; default: var_dir/keys."
+    )
+    key_algorithm: Literal["EdDSA", "ES256"] = Field(
+        "EdDSA", description="Algorithm of newly generated signing keys."
+    )
+    token_issuer: str = Field("intelgraph-conductor", min_length=1, description="JWT `iss`.")
+    token_audience: str = Field("intelgraph", min_length=1, description="JWT `aud`.")
+    token_leeway: float = Field(
+        10.0, ge=0, le=300, description="Seconds of clock skew tolerated on exp/nbf/iat."
+    )
+    token_max_ttl: float = Field(
+        3600.0, gt=0, le=7 * 86400, description="Longest lifetime `conductor token mint` grants."
+    )
+    policy_dir: Path | None = Field(
+        None, description="Directory of the Rego policies; default: the shipped ones."
+    )
 
     @field_validator("services", mode="before")
     @classmethod
@@ -101,6 +118,16 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """True when the store is the embedded SQLite default (or another SQLite file)."""
         return self.database_url.startswith("sqlite")
+
+    @property
+    def signing_keys_dir(self) -> Path:
+        """Where the token signing keys live."""
+        return self.keys_dir or self.var_dir / "keys"
+
+    @property
+    def generates_keys_at_start(self) -> bool:
+        """Whether `serve` creates a first key itself: only on the embedded default."""
+        return self.keys_dir is None
 
     @property
     def migrates_at_start(self) -> bool:

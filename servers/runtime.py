@@ -1,9 +1,11 @@
-"""What every servicer is built with: the validated settings and the store."""
+"""What every servicer is built with: settings, the store, the signing keys."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from interceptors.keys import KeyStore
+from interceptors.tokens import InMemoryRevocations
 from servers.config import Settings
 from servers.db import Database
 
@@ -14,6 +16,8 @@ class Runtime:
 
     settings: Settings
     database: Database
+    keys: KeyStore
+    revocations: InMemoryRevocations
 
 
 class PlatformServicer:

@@ -20,7 +20,7 @@ import tempfile
 import threading
 from types import FrameType
 
-from servers.app import WORKER_ENV
+from servers.app import WORKER_ENV, ensure_signing_keys
 from servers.config import Settings
 from servers.db import Database
 from servers.db.migrate import ensure_schema
@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 KILL_AFTER_GRACE_S = 5.0
 
 
-async def _prepare_schema(settings: Settings) -> None:
+async def _prepare(settings: Settings) -> None:
+    """What workers must not race over: the first signing key and the schema."""
+    ensure_signing_keys(settings)
     database = Database(settings.database_url)
     try:
         await ensure_schema(database.engine, migrate=settings.migrates_at_start)
@@ -45,7 +47,7 @@ def run_workers(settings: Settings) -> int:
     Returns:
         The exit status: 0 after a clean drain, 1 if a worker failed.
     """
-    asyncio.run(_prepare_schema(settings))
+    asyncio.run(_prepare(settings))
     metrics_dir = tempfile.mkdtemp(prefix="conductor-metrics-")
     environment = {
         **os.environ,

@@ -16,10 +16,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from intelgraph.common.v1 import authorization_pb2
 from sqlalchemy.engine import make_url
 
+from interceptors import keys, tokens
+from servers.app import ensure_signing_keys
 from servers.config import Settings, load_settings
 from servers.db import Database
+from servers.registry import all_services
 
 POSTGRES_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -83,3 +87,63 @@ async def database(database_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.dispose()
+
+
+#: A tenant for tests, and another one to prove isolation.
+TENANT = uuid.UUID("0b7c6f9e-4c1e-4a4e-9d8e-3f2a1b0c9d8e")
+OTHER_TENANT = uuid.UUID("7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910")
+
+
+def all_permissions() -> list[str]:
+    """Every permission some RPC of the contracts declares."""
+    permissions = set()
+    for service in all_services():
+        for method in service.descriptor.methods:
+            rule = method.GetOptions().Extensions[authorization_pb2.authorization]
+            if rule.WhichOneof("rule") == "permission":
+                permissions.add(rule.permission)
+    return sorted(permissions)
+
+
+class Minter:
+    """Mints tokens with the keys of a settings' key directory, as `conductor token mint` does."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(
+        self,
+        scopes: list[str] | None = None,
+        *,
+        tenant: uuid.UUID = TENANT,
+        subject: str = "alice",
+        ttl_s: float = 600,
+        **overrides: object,
+    ) -> str:
+        ring = keys.load(self.settings.signing_keys_dir)
+        options: dict[str, object] = {
+            "issuer": self.settings.token_issuer,
+            "audience": self.settings.token_audience,
+            **overrides,
+        }
+        return tokens.mint(
+            ring,
+            subject=subject,
+            tenant=tenant,
+            scopes=all_permissions() if scopes is None else scopes,
+            ttl_s=ttl_s,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def metadata(
+        self, scopes: list[str] | None = None, **options: object
+    ) -> tuple[tuple[str, str]]:
+        """Call metadata carrying a fresh token."""
+        return (("authorization", f"Bearer {self(scopes, **options)}"),)
+
+
+@pytest.fixture
+def minter(settings: Settings) -> Minter:
+    """Tokens for the `settings` platform; its first key is created if needed."""
+    ensure_signing_keys(settings)
+    return Minter(settings)

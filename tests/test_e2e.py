@@ -20,6 +20,8 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
+TENANT = "0b7c6f9e-4c1e-4a4e-9d8e-3f2a1b0c9d8e"
+
 BIN = Path(sys.executable).parent
 CONDUCTOR = str(BIN / "conductor")
 GRPCURL = str(BIN / "grpcurl")
@@ -157,10 +159,46 @@ def test_grpcurl_describes_the_contracts_through_reflection(conductor: Served) -
     assert "(.intelgraph.common.v1.authorization)" in described.stdout
 
 
-def test_an_unbuilt_rpc_answers_unimplemented_with_its_reason(conductor: Served) -> None:
-    called = grpcurl(
-        "-d", "{}", conductor.grpc, "intelgraph.catalog.v1.CatalogService/ListServices"
+def mint(tmp_path: Path, scopes: str, ttl: str = "15m") -> str:
+    """A token from `conductor token mint`, with the keys the served platform uses."""
+    minted = run_conductor(
+        tmp_path, "token", "mint", "--tenant", TENANT, "--scopes", scopes, "--ttl", ttl
     )
+    assert minted.returncode == 0, minted.stderr
+    return minted.stdout.strip()
+
+
+def test_grpcurl_with_a_minted_token_gets_through(conductor: Served, tmp_path: Path) -> None:
+    token = mint(tmp_path, "catalog.read")
+    whoami = grpcurl(
+        "-H", f"authorization: Bearer {token}",
+        "-d", "{}", conductor.grpc, "intelgraph.access.v1.AccessService/GetCaller",
+    )  # fmt: skip
+    assert whoami.returncode == 0, whoami.stderr
+    caller = json.loads(whoami.stdout)
+    assert caller["tenant_id"] == TENANT  # grpcurl prints proto field names
+    assert caller["scopes"] == ["catalog.read"]
+    anonymous = grpcurl("-d", "{}", conductor.grpc, "intelgraph.access.v1.AccessService/GetCaller")
+    assert anonymous.returncode != 0
+    assert "Code: Unauthenticated" in anonymous.stderr
+    assert "ERROR_REASON_TOKEN_MISSING" in anonymous.stderr
+
+
+def test_grpcurl_gets_the_public_key_set_without_a_token(conductor: Served) -> None:
+    jwks = grpcurl("-d", "{}", conductor.grpc, "intelgraph.access.v1.AccessService/GetJwks")
+    assert jwks.returncode == 0, jwks.stderr
+    (key,) = json.loads(jwks.stdout)["keys"]
+    assert (key["kty"], key["crv"], key["alg"], key["use"]) == ("OKP", "Ed25519", "EdDSA", "sig")
+
+
+def test_an_unbuilt_rpc_answers_unimplemented_with_its_reason(
+    conductor: Served, tmp_path: Path
+) -> None:
+    token = mint(tmp_path, "catalog.read")
+    called = grpcurl(
+        "-H", f"authorization: Bearer {token}",
+        "-d", "{}", conductor.grpc, "intelgraph.catalog.v1.CatalogService/ListServices",
+    )  # fmt: skip
     assert called.returncode != 0
     assert "Code: Unimplemented" in called.stderr
     assert "not built yet" in called.stderr

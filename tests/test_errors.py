@@ -17,7 +17,7 @@ from intelgraph.rag.v1 import rag_service_pb2_grpc
 from prometheus_client import REGISTRY
 
 from clients import ConductorError, ErrorReason, from_grpc_error
-from interceptors import platform_chain
+from interceptors import ErrorMappingInterceptor, InterceptorChain, MetricsInterceptor
 from servers import errors
 
 WIRE_REASONS = [
@@ -71,7 +71,8 @@ class ScriptedRag(rag_service_pb2_grpc.RagServiceServicer):
 
 @pytest.fixture
 async def rag_target() -> AsyncIterator[str]:
-    server = grpc.aio.server(interceptors=[platform_chain()])
+    chain = InterceptorChain([ErrorMappingInterceptor(), MetricsInterceptor()])
+    server = grpc.aio.server(interceptors=[chain])
     rag_service_pb2_grpc.add_RagServiceServicer_to_server(ScriptedRag(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

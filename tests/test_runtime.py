@@ -21,12 +21,18 @@ from servers.catalog import SERVICE as CATALOG
 from servers.catalog import CatalogService
 from servers.config import Settings
 from servers.registry import all_services
+from tests.conftest import Minter
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-async def invoke(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
-    """Call any RPC with an empty request, whatever its streaming kind."""
+async def invoke(
+    channel: grpc.aio.Channel,
+    method: MethodDescriptor,
+    metadata: tuple[tuple[str, str], ...] = (),
+    request: Any = None,
+) -> Any:
+    """Call any RPC (with an empty request by default), whatever its streaming kind."""
     path = f"/{method.containing_service.full_name}/{method.name}"
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
@@ -34,17 +40,20 @@ async def invoke(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
         "request_serializer": request_class.SerializeToString,
         "response_deserializer": response_class.FromString,
     }
+    message = request_class() if request is None else request
     if method.client_streaming:
-        requests = iter([request_class()])
+        requests = iter([message])
         if method.server_streaming:
-            return [r async for r in channel.stream_stream(path, **options)(requests)]
-        return await channel.stream_unary(path, **options)(requests)
+            call = channel.stream_stream(path, **options)(requests, metadata=metadata)
+            return [r async for r in call]
+        return await channel.stream_unary(path, **options)(requests, metadata=metadata)
     if method.server_streaming:
-        return [r async for r in channel.unary_stream(path, **options)(request_class())]
-    return await channel.unary_unary(path, **options)(request_class())
+        call = channel.unary_stream(path, **options)(message, metadata=metadata)
+        return [r async for r in call]
+    return await channel.unary_unary(path, **options)(message, metadata=metadata)
 
 
-async def test_a_subset_of_services_serves_only_those(settings: Settings) -> None:
+async def test_a_subset_of_services_serves_only_those(settings: Settings, minter: Minter) -> None:
     subset = Platform(settings.model_copy(update={"services": ("catalog", "rag")}))
     await subset.start()
     try:
@@ -55,7 +64,7 @@ async def test_a_subset_of_services_serves_only_those(settings: Settings) -> Non
             )
             assert served.status == SERVING
             with pytest.raises(grpc.aio.AioRpcError) as not_served:
-                await invoke(channel, all_services()[0].descriptor.methods[0])
+                await invoke(channel, all_services()[0].descriptor.methods[0], minter.metadata())
     finally:
         await subset.stop(grace=0)
     # gRPC itself answers for a service that is not there: no ErrorInfo, plain UNIMPLEMENTED.
@@ -75,7 +84,7 @@ class SlowCatalog(CatalogService):
 
 
 async def test_draining_finishes_in_flight_calls_and_refuses_new_ones(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, minter: Minter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slow = dataclasses.replace(CATALOG, servicer_class=SlowCatalog)
     monkeypatch.setattr(app_module, "services_named", lambda _names: (slow,))
@@ -88,7 +97,10 @@ async def test_draining_finishes_in_flight_calls_and_refuses_new_ones(
             request_serializer=catalog.GetServiceRequest.SerializeToString,
             response_deserializer=catalog.GetServiceResponse.FromString,
         )
-        in_flight = asyncio.ensure_future(get_service(catalog.GetServiceRequest(id="svc-1")))
+        metadata = minter.metadata(["catalog.read"])
+        in_flight = asyncio.ensure_future(
+            get_service(catalog.GetServiceRequest(id="svc-1"), metadata=metadata)
+        )
         await SlowCatalog.started.wait()
         stopping = asyncio.create_task(platform.stop(grace=5))
         await asyncio.sleep(0.1)
@@ -99,7 +111,7 @@ async def test_draining_finishes_in_flight_calls_and_refuses_new_ones(
                     "/intelgraph.catalog.v1.CatalogService/GetService",
                     request_serializer=catalog.GetServiceRequest.SerializeToString,
                     response_deserializer=catalog.GetServiceResponse.FromString,
-                )(catalog.GetServiceRequest(id="svc-2"), timeout=2)
+                )(catalog.GetServiceRequest(id="svc-2"), timeout=2, metadata=metadata)
         response = await in_flight
         await stopping
     assert response.service.id == "svc-1"

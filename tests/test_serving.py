@@ -1,4 +1,4 @@
-"""A running platform, in-process: every RPC, health, reflection's view, HTTP endpoints.
+"""A running platform, in-process: every RPC with and without a token, health, HTTP endpoints.
 
 One platform serves the whole module (starting one per test would dominate the run).
 """
@@ -14,12 +14,14 @@ import pytest
 import pytest_asyncio
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from intelgraph.common.v1 import authorization_pb2
 
-from clients import ErrorReason, UnimplementedError, from_grpc_error
+from clients import ErrorReason, UnauthenticatedError, UnimplementedError, from_grpc_error
 from servers.app import Platform
 from servers.catalog import SERVICE as CATALOG
 from servers.config import load_settings
 from servers.registry import all_services
+from tests.conftest import Minter
 from tests.test_runtime import invoke
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -36,6 +38,12 @@ async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pl
     await running.stop(grace=0)
 
 
+@pytest.fixture(scope="module")
+def token(platform: Platform) -> tuple[tuple[str, str]]:
+    """Metadata with a token holding every permission the contracts name."""
+    return Minter(platform.settings).metadata(scopes=None)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def channel(platform: Platform) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(platform.grpc_target) as opened:
@@ -45,16 +53,45 @@ async def channel(platform: Platform) -> AsyncIterator[grpc.aio.Channel]:
 ALL_METHODS = [
     (service.name, method) for service in all_services() for method in service.descriptor.methods
 ]
+UNBUILT_METHODS = [
+    (service.name, service.descriptor.methods_by_name[name])
+    for service in all_services()
+    for name in service.unbuilt_rpcs()
+]
+
+
+def _is_public(method: MethodDescriptor) -> bool:
+    rule = method.GetOptions().Extensions[authorization_pb2.authorization]
+    return rule.WhichOneof("rule") == "public"
 
 
 @pytest.mark.parametrize(
     ("service_name", "method"), ALL_METHODS, ids=[f"{s}.{m.name}" for s, m in ALL_METHODS]
 )
-async def test_every_unbuilt_rpc_says_what_will_build_it(
+async def test_no_rpc_is_reachable_without_a_token_unless_public(
     channel: grpc.aio.Channel, service_name: str, method: MethodDescriptor
 ) -> None:
+    if _is_public(method):
+        await invoke(channel, method)  # answers, without any token
+        return
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await invoke(channel, method)
+    error = from_grpc_error(raised.value)
+    assert isinstance(error, UnauthenticatedError)
+    assert error.reason == ErrorReason.ERROR_REASON_TOKEN_MISSING
+
+
+@pytest.mark.parametrize(
+    ("service_name", "method"), UNBUILT_METHODS, ids=[f"{s}.{m.name}" for s, m in UNBUILT_METHODS]
+)
+async def test_every_unbuilt_rpc_says_what_will_build_it(
+    channel: grpc.aio.Channel,
+    token: tuple[tuple[str, str]],
+    service_name: str,
+    method: MethodDescriptor,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await invoke(channel, method, token)
     error = from_grpc_error(raised.value)
     assert isinstance(error, UnimplementedError)
     assert error.reason == ErrorReason.ERROR_REASON_NOT_IMPLEMENTED
@@ -76,10 +113,10 @@ async def test_health_reports_serving_overall_and_per_service(
 
 
 async def test_http_serves_healthz_and_metrics(
-    platform: Platform, channel: grpc.aio.Channel
+    platform: Platform, channel: grpc.aio.Channel, token: tuple[tuple[str, str]]
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError):
-        await invoke(channel, CATALOG.descriptor.methods_by_name["GetService"])
+        await invoke(channel, CATALOG.descriptor.methods_by_name["GetService"], token)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}") as http:
         healthz = await http.get("/healthz")
         metrics = await http.get("/metrics")

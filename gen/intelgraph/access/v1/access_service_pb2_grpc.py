@@ -82,6 +82,11 @@ class AccessServiceStub:
                 request_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.GetCaller = channel.unary_unary(
+                '/intelgraph.access.v1.AccessService/GetCaller',
+                request_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetCallerRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetCallerResponse.FromString,
+                _registered_method=True)
         self.ListAuditEvents = channel.unary_unary(
                 '/intelgraph.access.v1.AccessService/ListAuditEvents',
                 request_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListAuditEventsRequest.SerializeToString,
@@ -163,6 +168,13 @@ class AccessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCaller(self, request, context):
+        """Says who the platform takes the caller to be, from the verified token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAuditEvents(self, request, context):
         """Pages through the tenant's audit events.
         """
@@ -224,6 +236,11 @@ def add_AccessServiceServicer_to_server(servicer, server):
                     servicer.GetJwks,
                     request_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetJwksRequest.FromString,
                     response_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'GetCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaller,
+                    request_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetCallerRequest.FromString,
+                    response_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetCallerResponse.SerializeToString,
             ),
             'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEvents,
@@ -482,6 +499,33 @@ class AccessService:
             '/intelgraph.access.v1.AccessService/GetJwks',
             intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetJwksRequest.SerializeToString,
             intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.access.v1.AccessService/GetCaller',
+            intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetCallerRequest.SerializeToString,
+            intelgraph_dot_access_dot_v1_dot_access__service__pb2.GetCallerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,8 @@ class AccessServiceStub:
     """Lists grants; grantees see their own, approvers all."""
     GetJwks: _grpc.UnaryUnaryMultiCallable[_access_service_pb2.GetJwksRequest, _access_service_pb2.GetJwksResponse]
     """Serves the public signing keys as a standard JSON Web Key Set."""
+    GetCaller: _grpc.UnaryUnaryMultiCallable[_access_service_pb2.GetCallerRequest, _access_service_pb2.GetCallerResponse]
+    """Says who the platform takes the caller to be, from the verified token."""
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_access_service_pb2.ListAuditEventsRequest, _access_service_pb2.ListAuditEventsResponse]
     """Pages through the tenant's audit events."""
     VerifyAuditChain: _grpc.UnaryUnaryMultiCallable[_access_service_pb2.VerifyAuditChainRequest, _access_service_pb2.VerifyAuditChainResponse]
@@ -85,6 +87,8 @@ class AccessServiceAsyncStub(AccessServiceStub):
     """Lists grants; grantees see their own, approvers all."""
     GetJwks: _aio.UnaryUnaryMultiCallable[_access_service_pb2.GetJwksRequest, _access_service_pb2.GetJwksResponse]  # type: ignore[assignment]
     """Serves the public signing keys as a standard JSON Web Key Set."""
+    GetCaller: _aio.UnaryUnaryMultiCallable[_access_service_pb2.GetCallerRequest, _access_service_pb2.GetCallerResponse]  # type: ignore[assignment]
+    """Says who the platform takes the caller to be, from the verified token."""
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_access_service_pb2.ListAuditEventsRequest, _access_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Pages through the tenant's audit events."""
     VerifyAuditChain: _aio.UnaryUnaryMultiCallable[_access_service_pb2.VerifyAuditChainRequest, _access_service_pb2.VerifyAuditChainResponse]  # type: ignore[assignment]
@@ -167,6 +171,14 @@ class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_access_service_pb2.GetJwksResponse, _abc.Awaitable[_access_service_pb2.GetJwksResponse]]:
         """Serves the public signing keys as a standard JSON Web Key Set."""
+
+    @_abc_1.abstractmethod
+    def GetCaller(
+        self,
+        request: _access_service_pb2.GetCallerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_service_pb2.GetCallerResponse, _abc.Awaitable[_access_service_pb2.GetCallerResponse]]:
+        """Says who the platform takes the caller to be, from the verified token."""
 
     @_abc_1.abstractmethod
     def ListAuditEvents(

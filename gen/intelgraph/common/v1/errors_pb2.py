@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!intelgraph/common/v1/errors.proto\x12\x14intelgraph.common.v1\x1a google/protobuf/descriptor.proto*\xe7\x05\n\x0b\x45rrorReason\x12)\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x1a\x0b\xf2\xbb\x18\x07UNKNOWN\x12\'\n\x15\x45RROR_REASON_INTERNAL\x10\x01\x1a\x0c\xf2\xbb\x18\x08INTERNAL\x12\x33\n\x1c\x45RROR_REASON_NOT_IMPLEMENTED\x10\x02\x1a\x11\xf2\xbb\x18\rUNIMPLEMENTED\x12\x34\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x03\x1a\x14\xf2\xbb\x18\x10INVALID_ARGUMENT\x12\x39\n\x1f\x45RROR_REASON_INVALID_PAGE_TOKEN\x10\x04\x1a\x14\xf2\xbb\x18\x10INVALID_ARGUMENT\x12)\n\x16\x45RROR_REASON_NOT_FOUND\x10\x05\x1a\r\xf2\xbb\x18\tNOT_FOUND\x12\x33\n\x1b\x45RROR_REASON_ALREADY_EXISTS\x10\x06\x1a\x12\xf2\xbb\x18\x0e\x41LREADY_EXISTS\x12=\n ERROR_REASON_FAILED_PRECONDITION\x10\x07\x1a\x17\xf2\xbb\x18\x13\x46\x41ILED_PRECONDITION\x12&\n\x15\x45RROR_REASON_CONFLICT\x10\x08\x1a\x0b\xf2\xbb\x18\x07\x41\x42ORTED\x12-\n\x18\x45RROR_REASON_UNAVAILABLE\x10\t\x1a\x0f\xf2\xbb\x18\x0bUNAVAILABLE\x12;\n\x1f\x45RROR_REASON_RESOURCE_EXHAUSTED\x10\n\x1a\x16\xf2\xbb\x18\x12RESOURCE_EXHAUSTED\x12\x35\n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x0b\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12\x39\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x0c\x1a\x15\xf2\xbb\x18\x11PERMISSION_DENIED\x12\x39\n\x1e\x45RROR_REASON_DEADLINE_EXCEEDED\x10\r\x1a\x15\xf2\xbb\x18\x11\x44\x45\x41\x44LINE_EXCEEDED:8\n\x0bgrpc_status\x12!.google.protobuf.EnumValueOptions\x18\xbe\x87\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!intelgraph/common/v1/errors.proto\x12\x14intelgraph.common.v1\x1a google/protobuf/descriptor.proto*\xe5\n\n\x0b\x45rrorReason\x12)\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x1a\x0b\xf2\xbb\x18\x07UNKNOWN\x12\'\n\x15\x45RROR_REASON_INTERNAL\x10\x01\x1a\x0c\xf2\xbb\x18\x08INTERNAL\x12\x33\n\x1c\x45RROR_REASON_NOT_IMPLEMENTED\x10\x02\x1a\x11\xf2\xbb\x18\rUNIMPLEMENTED\x12\x34\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x03\x1a\x14\xf2\xbb\x18\x10INVALID_ARGUMENT\x12\x39\n\x1f\x45RROR_REASON_INVALID_PAGE_TOKEN\x10\x04\x1a\x14\xf2\xbb\x18\x10INVALID_ARGUMENT\x12)\n\x16\x45RROR_REASON_NOT_FOUND\x10\x05\x1a\r\xf2\xbb\x18\tNOT_FOUND\x12\x33\n\x1b\x45RROR_REASON_ALREADY_EXISTS\x10\x06\x1a\x12\xf2\xbb\x18\x0e\x41LREADY_EXISTS\x12=\n ERROR_REASON_FAILED_PRECONDITION\x10\x07\x1a\x17\xf2\xbb\x18\x13\x46\x41ILED_PRECONDITION\x12&\n\x15\x45RROR_REASON_CONFLICT\x10\x08\x1a\x0b\xf2\xbb\x18\x07\x41\x42ORTED\x12-\n\x18\x45RROR_REASON_UNAVAILABLE\x10\t\x1a\x0f\xf2\xbb\x18\x0bUNAVAILABLE\x12;\n\x1f\x45RROR_REASON_RESOURCE_EXHAUSTED\x10\n\x1a\x16\xf2\xbb\x18\x12RESOURCE_EXHAUSTED\x12\x35\n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x0b\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12\x39\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x0c\x1a\x15\xf2\xbb\x18\x11PERMISSION_DENIED\x12\x39\n\x1e\x45RROR_REASON_DEADLINE_EXCEEDED\x10\r\x1a\x15\xf2\xbb\x18\x11\x44\x45\x41\x44LINE_EXCEEDED\x12\x33\n\x1a\x45RROR_REASON_TOKEN_MISSING\x10\x0e\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12\x35\n\x1c\x45RROR_REASON_TOKEN_MALFORMED\x10\x0f\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12\x33\n\x1a\x45RROR_REASON_TOKEN_EXPIRED\x10\x10\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12\x39\n ERROR_REASON_TOKEN_NOT_YET_VALID\x10\x11\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12=\n$ERROR_REASON_TOKEN_SIGNATURE_INVALID\x10\x12\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12\x37\n\x1e\x45RROR_REASON_TOKEN_KEY_UNKNOWN\x10\x13\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12=\n$ERROR_REASON_TOKEN_ALGORITHM_INVALID\x10\x14\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12:\n!ERROR_REASON_TOKEN_ISSUER_INVALID\x10\x15\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12<\n#ERROR_REASON_TOKEN_AUDIENCE_INVALID\x10\x16\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12:\n!ERROR_REASON_TOKEN_CLAIMS_INVALID\x10\x17\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED\x12\x33\n\x1a\x45RROR_REASON_TOKEN_REVOKED\x10\x18\x1a\x13\xf2\xbb\x18\x0fUNAUTHENTICATED:8\n\x0bgrpc_status\x12!.google.protobuf.EnumValueOptions\x18\xbe\x87\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,6 +60,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ERRORREASON'].values_by_name["ERROR_REASON_PERMISSION_DENIED"]._serialized_options = b'\362\273\030\021PERMISSION_DENIED'
   _globals['_ERRORREASON'].values_by_name["ERROR_REASON_DEADLINE_EXCEEDED"]._loaded_options = None
   _globals['_ERRORREASON'].values_by_name["ERROR_REASON_DEADLINE_EXCEEDED"]._serialized_options = b'\362\273\030\021DEADLINE_EXCEEDED'
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_MISSING"]._loaded_options = None
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_MISSING"]._serialized_options = b'\362\273\030\017UNAUTHENTICATED'
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_MALFORMED"]._loaded_options = None
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_MALFORMED"]._serialized_options = b'\362\273\030\017UNAUTHENTICATED'
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_EXPIRED"]._loaded_options = None
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_EXPIRED"]._serialized_options = b'\362\273\030\017UNAUTHENTICATED'
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_NOT_YET_VALID"]._loaded_options = None
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_NOT_YET_VALID"]._serialized_options = b'\362\273\030\017UNAUTHENTICATED'
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_SIGNATURE_INVALID"]._loaded_options = None
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_SIGNATURE_INVALID"]._serialized_options = b'\362\273\030\017UNAUTHENTICATED'
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_KEY_UNKNOWN"]._loaded_options = None
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_KEY_UNKNOWN"]._serialized_options = b'\362\273\030\017UNAUTHENTICATED'
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_ALGORITHM_INVALID"]._loaded_options = None
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_ALGORITHM_INVALID"]._serialized_options = b'\362\273\030\017UNAUTHENTICATED'
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_ISSUER_INVALID"]._loaded_options = None
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_ISSUER_INVALID"]._serialized_options = b'\362\273\030\017UNAUTHENTICATED'
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_AUDIENCE_INVALID"]._loaded_options = None
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_AUDIENCE_INVALID"]._serialized_options = b'\362\273\030\017UNAUTHENTICATED'
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_CLAIMS_INVALID"]._loaded_options = None
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_CLAIMS_INVALID"]._serialized_options = b'\362\273\030\017UNAUTHENTICATED'
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_REVOKED"]._loaded_options = None
+  _globals['_ERRORREASON'].values_by_name["ERROR_REASON_TOKEN_REVOKED"]._serialized_options = b'\362\273\030\017UNAUTHENTICATED'
   _globals['_ERRORREASON']._serialized_start=94
-  _globals['_ERRORREASON']._serialized_end=837
+  _globals['_ERRORREASON']._serialized_end=1475
 # @@protoc_insertion_point(module_scope)

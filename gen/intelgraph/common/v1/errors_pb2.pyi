@@ -53,6 +53,28 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The policy refused the call; metadata carries the denying reasons."""
     ERROR_REASON_DEADLINE_EXCEEDED: _ErrorReason.ValueType  # 13
     """The work did not finish within its deadline or budget."""
+    ERROR_REASON_TOKEN_MISSING: _ErrorReason.ValueType  # 14
+    """No bearer token in the `authorization` metadata of a call that needs one."""
+    ERROR_REASON_TOKEN_MALFORMED: _ErrorReason.ValueType  # 15
+    """The token is not a well-formed JWT."""
+    ERROR_REASON_TOKEN_EXPIRED: _ErrorReason.ValueType  # 16
+    """The token's `exp` has passed."""
+    ERROR_REASON_TOKEN_NOT_YET_VALID: _ErrorReason.ValueType  # 17
+    """The token's `nbf` or `iat` lies in the future."""
+    ERROR_REASON_TOKEN_SIGNATURE_INVALID: _ErrorReason.ValueType  # 18
+    """The signature does not verify with the key the token names."""
+    ERROR_REASON_TOKEN_KEY_UNKNOWN: _ErrorReason.ValueType  # 19
+    """The token names a key (`kid`) the platform does not hold, or a retired one."""
+    ERROR_REASON_TOKEN_ALGORITHM_INVALID: _ErrorReason.ValueType  # 20
+    """The token's `alg` is not the algorithm of the key it names."""
+    ERROR_REASON_TOKEN_ISSUER_INVALID: _ErrorReason.ValueType  # 21
+    """The token was issued by someone else (`iss`)."""
+    ERROR_REASON_TOKEN_AUDIENCE_INVALID: _ErrorReason.ValueType  # 22
+    """The token is meant for someone else (`aud`)."""
+    ERROR_REASON_TOKEN_CLAIMS_INVALID: _ErrorReason.ValueType  # 23
+    """A required claim (sub, tenant, scopes, jti, exp, nbf, iat) is missing or mistyped."""
+    ERROR_REASON_TOKEN_REVOKED: _ErrorReason.ValueType  # 24
+    """The token (`jti`) was revoked."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable reason of a failed call. It travels as
@@ -90,6 +112,28 @@ ERROR_REASON_PERMISSION_DENIED: ErrorReason.ValueType  # 12
 """The policy refused the call; metadata carries the denying reasons."""
 ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 13
 """The work did not finish within its deadline or budget."""
+ERROR_REASON_TOKEN_MISSING: ErrorReason.ValueType  # 14
+"""No bearer token in the `authorization` metadata of a call that needs one."""
+ERROR_REASON_TOKEN_MALFORMED: ErrorReason.ValueType  # 15
+"""The token is not a well-formed JWT."""
+ERROR_REASON_TOKEN_EXPIRED: ErrorReason.ValueType  # 16
+"""The token's `exp` has passed."""
+ERROR_REASON_TOKEN_NOT_YET_VALID: ErrorReason.ValueType  # 17
+"""The token's `nbf` or `iat` lies in the future."""
+ERROR_REASON_TOKEN_SIGNATURE_INVALID: ErrorReason.ValueType  # 18
+"""The signature does not verify with the key the token names."""
+ERROR_REASON_TOKEN_KEY_UNKNOWN: ErrorReason.ValueType  # 19
+"""The token names a key (`kid`) the platform does not hold, or a retired one."""
+ERROR_REASON_TOKEN_ALGORITHM_INVALID: ErrorReason.ValueType  # 20
+"""The token's `alg` is not the algorithm of the key it names."""
+ERROR_REASON_TOKEN_ISSUER_INVALID: ErrorReason.ValueType  # 21
+"""The token was issued by someone else (`iss`)."""
+ERROR_REASON_TOKEN_AUDIENCE_INVALID: ErrorReason.ValueType  # 22
+"""The token is meant for someone else (`aud`)."""
+ERROR_REASON_TOKEN_CLAIMS_INVALID: ErrorReason.ValueType  # 23
+"""A required claim (sub, tenant, scopes, jti, exp, nbf, iat) is missing or mistyped."""
+ERROR_REASON_TOKEN_REVOKED: ErrorReason.ValueType  # 24
+"""The token (`jti`) was revoked."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 GRPC_STATUS_FIELD_NUMBER: _builtins.int

@@ -1,0 +1,140 @@
+"""ABAC decisions from Rego policies, evaluated in-process on regopy (rego-cpp).
+
+The policies in `interceptors/policies/*.rego` (Rego v1; `*_test.rego` are
+their unit tests) are compiled once, at start, into a bundle with one
+entrypoint per decision the platform asks for. A decision reads the input
+document `{subject, tenant, scopes, jit, method: {service, name, permission},
+resource, now}` and answers `{allow, deny}`, `deny` being the set of reasons.
+
+Decisions are cached in a bounded LRU keyed on every field of that input;
+`now` is whole seconds, so a cached decision never outlives the second it
+was made in (and so never the token it was made for).
+
+regopy is used with two precautions learned the hard way: an `Output` must
+stay referenced while anything read from it is used, and a failed output
+must not be rendered (both crash the process); results are read from the
+Python values `Output` parses itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cachetools import LRUCache
+from regopy import Input, Interpreter, RegoError
+
+#: The platform's policies, shipped with the code.
+POLICY_DIR = Path(__file__).with_name("policies")
+#: Entrypoints compiled into the bundle.
+AUTHZ_DECISION = "intelgraph/authz/decision"
+EDGE_SUSPICIOUS_LEAK = "intelgraph/edge/suspicious_leak"
+ENTRYPOINTS = (AUTHZ_DECISION, EDGE_SUSPICIOUS_LEAK)
+
+
+class PolicyError(RuntimeError):
+    """A policy failed to compile or to evaluate."""
+
+
+def policy_sources(directory: Path, *, tests: bool = False) -> dict[str, str]:
+    """The Rego modules in `directory` by file name; with `tests`, only the test modules."""
+    return {
+        path.name: path.read_text()
+        for path in sorted(directory.glob("*.rego"))
+        if path.name.endswith("_test.rego") == tests
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether a call may proceed and, if not, every reason why not."""
+
+    allow: bool
+    reasons: tuple[str, ...]
+
+
+class PolicyEngine:
+    """Compiled policies and the cache of their decisions.
+
+    One regopy interpreter is not thread-safe; evaluations take a lock (the
+    server evaluates on its event loop thread, so it is never contended there).
+
+    Args:
+        directory: Where the policies are.
+        cache_size: Decisions to remember.
+    """
+
+    def __init__(self, directory: Path = POLICY_DIR, *, cache_size: int = 65_536) -> None:
+        modules = policy_sources(directory)
+        if not modules:
+            raise PolicyError(f"no policies in {directory}")
+        compiler = Interpreter()
+        try:
+            for name, source in modules.items():
+                compiler.add_module(name, source)
+            self._bundle = compiler.build(None, list(ENTRYPOINTS))
+        except RegoError as error:
+            raise PolicyError(f"policies in {directory} do not compile: {error}") from None
+        if not self._bundle.ok():
+            raise PolicyError(f"policies in {directory} do not compile")
+        self._interpreter = Interpreter()
+        self._lock = threading.Lock()
+        self._decisions: LRUCache[tuple[Any, ...], Decision] = LRUCache(maxsize=cache_size)
+
+    def evaluate(self, entrypoint: str, document: Mapping[str, Any]) -> Any:
+        """The value of `entrypoint` for input `document`; None when undefined.
+
+        Raises:
+            PolicyError: The evaluation failed.
+        """
+        with self._lock:
+            policy_input = Input(dict(document))
+            self._interpreter.set_input(policy_input)
+            output = self._interpreter.query_bundle_entrypoint(self._bundle, entrypoint)
+            if not output.ok():
+                raise PolicyError(f"evaluating {entrypoint} failed")
+            if not len(output) or not output[0].expressions:
+                return None
+            return output[0].expressions[0]
+
+    def authorize(
+        self,
+        *,
+        subject: str,
+        tenant: str,
+        scopes: tuple[str, ...],
+        jit: bool,
+        service: str,
+        method: str,
+        permission: str,
+        resource: Mapping[str, str],
+        now: int,
+    ) -> Decision:
+        """The authorization decision for one call (cached)."""
+        resource_key = tuple(sorted(resource.items()))
+        key = (subject, tenant, scopes, jit, service, method, permission, resource_key, now)
+        decision = self._decisions.get(key)
+        if decision is None:
+            result = self.evaluate(
+                AUTHZ_DECISION,
+                {
+                    "subject": subject,
+                    "tenant": tenant,
+                    "scopes": list(scopes),
+                    "jit": jit,
+                    "method": {"service": service, "name": method, "permission": permission},
+                    "resource": dict(resource),
+                    "now": now,
+                },
+            )
+            if not isinstance(result, dict):
+                raise PolicyError(f"{AUTHZ_DECISION} is undefined for this input")
+            decision = Decision(
+                allow=result.get("allow") is True,
+                reasons=tuple(sorted(str(reason) for reason in result.get("deny", ()))),
+            )
+            self._decisions[key] = decision
+        return decision

@@ -1,0 +1,262 @@
+"""JWTs: minting with the current key, verifying against the ring, refusing revoked ones.
+
+Verification takes the algorithm from the key the token names (`kid`), never
+from the token's header, so `alg: none` and algorithm confusion (an HMAC token
+"signed" with a public key) are refused by construction. It checks the
+signature, `exp`, `nbf` and `iat` (with a small leeway), `iss`, `aud`, and the
+required claims `sub`, `tenant` (a UUID), `scopes` (a list of strings) and
+`jti`. Each failure has its own `ErrorReason`; no failure message repeats
+anything from the token or the key.
+
+Verified tokens are cached until they expire (or the ring changes), so the hot
+path costs a dictionary lookup, not a signature check; revocation is checked on
+every call, after the cache.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import jwt
+from cachetools import TLRUCache
+
+from interceptors.keys import KeyRing, KeyStore
+from servers.errors import ErrorReason, ReasonValue, Unauthenticated
+
+#: Claims every token must carry.
+REQUIRED_CLAIMS = ("exp", "nbf", "iat", "iss", "aud", "sub", "tenant", "scopes", "jti")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified token speaks for.
+
+    Attributes:
+        subject: The `sub` claim.
+        tenant: The tenant the caller acts in; every store query is confined to it.
+        scopes: Granted scopes, e.g. ("catalog.read",).
+        jit: True for a just-in-time token from an approved access request.
+        token_id: The `jti` claim, for revocation.
+        expires_at: Unix seconds of `exp`.
+    """
+
+    subject: str
+    tenant: uuid.UUID
+    scopes: tuple[str, ...]
+    jit: bool
+    token_id: str
+    expires_at: float
+
+    @property
+    def expires(self) -> datetime:
+        """`exp` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.expires_at, UTC)
+
+
+class RevocationList(Protocol):
+    """Where the verifier asks whether a token id was revoked (completed by the Access service)."""
+
+    def is_revoked(self, token_id: str) -> bool:
+        """True when the token with this `jti` must be refused."""
+        ...
+
+
+class InMemoryRevocations:
+    """Revoked token ids in this process; each entry expires with its token.
+
+    It never holds more than the live revoked tokens: an entry whose token has
+    expired is useless (the token is refused for its `exp` anyway) and goes.
+    """
+
+    def __init__(self, max_entries: int = 1_000_000) -> None:
+        self._revoked: TLRUCache[str, float] = TLRUCache(
+            maxsize=max_entries, ttu=lambda _jti, expires_at, _now: expires_at, timer=time.time
+        )
+
+    def revoke(self, token_id: str, expires_at: float) -> None:
+        """Refuse `token_id` until `expires_at` (Unix seconds)."""
+        if expires_at > time.time():
+            self._revoked[token_id] = expires_at
+
+    def is_revoked(self, token_id: str) -> bool:
+        """True when `token_id` was revoked and has not expired."""
+        return token_id in self._revoked
+
+    def __len__(self) -> int:
+        self._revoked.expire()
+        return len(self._revoked)
+
+
+def mint(
+    ring: KeyRing,
+    *,
+    issuer: str,
+    audience: str,
+    subject: str,
+    tenant: uuid.UUID,
+    scopes: Sequence[str],
+    ttl_s: float,
+    jit: bool = False,
+    now: float | None = None,
+    token_id: str | None = None,
+) -> str:
+    """A JWT signed with the ring's current key."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "tenant": str(tenant),
+        "scopes": list(scopes),
+        "jit": jit,
+        "jti": token_id or uuid.uuid4().hex,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + int(ttl_s),
+    }
+    key = ring.current
+    return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
+
+
+def _refuse(reason: ReasonValue, message: str) -> Unauthenticated:
+    return Unauthenticated(message, reason=reason)
+
+
+class TokenVerifier:
+    """Turns bearer tokens into principals, or refuses them with a precise reason.
+
+    Args:
+        keys: The key store (its ring may rotate underneath).
+        issuer: Required `iss`.
+        audience: Required `aud`.
+        leeway_s: Clock skew tolerated on `exp`, `nbf` and `iat`.
+        revocations: Consulted on every call.
+        cache_size: How many verified tokens to remember.
+    """
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        *,
+        issuer: str,
+        audience: str,
+        leeway_s: float,
+        revocations: RevocationList,
+        cache_size: int = 10_000,
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_s
+        self._revocations = revocations
+        self._verified: TLRUCache[str, Principal] = TLRUCache(
+            maxsize=cache_size,
+            ttu=lambda _token, principal, _now: principal.expires_at + leeway_s,
+            timer=time.time,
+        )
+        self._generation = keys.generation
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a valid, unrevoked token.
+
+        Raises:
+            Unauthenticated: With the reason the token is refused.
+        """
+        ring = self._keys.ring()
+        if self._keys.generation != self._generation:
+            # A rotation or retirement: what verified before may not verify now.
+            self._verified.clear()
+            self._generation = self._keys.generation
+        principal = self._verified.get(token)
+        if principal is None:
+            principal = self._verify_signed(token, ring)
+            self._verified[token] = principal
+        if self._revocations.is_revoked(principal.token_id):
+            raise _refuse(ErrorReason.ERROR_REASON_TOKEN_REVOKED, "token revoked")
+        return principal
+
+    def _verify_signed(self, token: str, ring: KeyRing) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise _refuse(ErrorReason.ERROR_REASON_TOKEN_MALFORMED, "malformed token") from None
+        kid = header.get("kid")
+        key = ring.verification_keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise _refuse(
+                ErrorReason.ERROR_REASON_TOKEN_KEY_UNKNOWN, "token signed by an unknown key"
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                key.public_key,
+                algorithms=[key.algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _refuse(ErrorReason.ERROR_REASON_TOKEN_EXPIRED, "token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise _refuse(
+                ErrorReason.ERROR_REASON_TOKEN_NOT_YET_VALID, "token not yet valid"
+            ) from None
+        except jwt.InvalidAlgorithmError:
+            raise _refuse(
+                ErrorReason.ERROR_REASON_TOKEN_ALGORITHM_INVALID, "token algorithm not accepted"
+            ) from None
+        except jwt.InvalidSignatureError:
+            raise _refuse(
+                ErrorReason.ERROR_REASON_TOKEN_SIGNATURE_INVALID, "token signature invalid"
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise _refuse(
+                ErrorReason.ERROR_REASON_TOKEN_ISSUER_INVALID, "token issuer not accepted"
+            ) from None
+        except jwt.InvalidAudienceError:
+            raise _refuse(
+                ErrorReason.ERROR_REASON_TOKEN_AUDIENCE_INVALID, "token audience not accepted"
+            ) from None
+        except (jwt.MissingRequiredClaimError, jwt.InvalidIssuedAtError):
+            raise _refuse(
+                ErrorReason.ERROR_REASON_TOKEN_CLAIMS_INVALID, "token lacks a required claim"
+            ) from None
+        except jwt.InvalidTokenError:
+            raise _refuse(ErrorReason.ERROR_REASON_TOKEN_MALFORMED, "malformed token") from None
+        return _principal(claims)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    scopes = claims["scopes"]
+    subject = claims["sub"]
+    token_id = claims["jti"]
+    try:
+        tenant = uuid.UUID(str(claims["tenant"]))
+    except ValueError:
+        tenant = None
+    well_typed = (
+        tenant is not None
+        and isinstance(subject, str)
+        and subject
+        and isinstance(token_id, str)
+        and token_id
+        and isinstance(scopes, list)
+        and all(isinstance(scope, str) for scope in scopes)
+        and isinstance(claims.get("jit", False), bool)
+    )
+    if not well_typed or tenant is None:
+        raise _refuse(ErrorReason.ERROR_REASON_TOKEN_CLAIMS_INVALID, "token claims malformed")
+    return Principal(
+        subject=subject,
+        tenant=tenant,
+        scopes=tuple(scopes),
+        jit=bool(claims.get("jit", False)),
+        token_id=token_id,
+        expires_at=float(claims["exp"]),
+    )
