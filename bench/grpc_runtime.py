@@ -17,15 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
-import statistics
-import sys
-import time
 from concurrent import futures
+from typing import Any
 
 import grpc
-
-METHOD = "/bench.Echo/Ping"
+from throughput import Call, Variant, compare
 
 
 def _handler(_request: bytes, _context: object) -> bytes:
@@ -42,62 +38,25 @@ def _generic(behavior: object) -> grpc.GenericRpcHandler:
     )
 
 
-def serve_sync(port_out: multiprocessing.Queue, stop: multiprocessing.Event) -> None:
+def serve_sync(ports: Any, stop: Any) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     server.add_generic_rpc_handlers([_generic(_handler)])
-    port_out.put(server.add_insecure_port("127.0.0.1:0"))
+    ports.put(server.add_insecure_port("127.0.0.1:0"))
     server.start()
     stop.wait()
     server.stop(0)
 
 
-def serve_aio(port_out: multiprocessing.Queue, stop: multiprocessing.Event) -> None:
+def serve_aio(ports: Any, stop: Any) -> None:
     async def main() -> None:
         server = grpc.aio.server()
         server.add_generic_rpc_handlers([_generic(_async_handler)])
-        port_out.put(server.add_insecure_port("127.0.0.1:0"))
+        ports.put(server.add_insecure_port("127.0.0.1:0"))
         await server.start()
         await asyncio.to_thread(stop.wait)
         await server.stop(0)
 
     asyncio.run(main())
-
-
-def drive(port: int, seconds: float, concurrency: int, result: multiprocessing.Queue) -> None:
-    async def main() -> int:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            ping = channel.unary_unary(METHOD)
-            await ping(b"warm-up")
-            deadline = time.perf_counter() + seconds
-            done = 0
-
-            async def worker() -> None:
-                nonlocal done
-                while time.perf_counter() < deadline:
-                    await ping(b"ping")
-                    done += 1
-
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return done
-
-    started = time.perf_counter()
-    calls = asyncio.run(main())
-    result.put(calls / (time.perf_counter() - started))
-
-
-def measure(server: object, seconds: float, concurrency: int) -> float:
-    context = multiprocessing.get_context("spawn")
-    ports, results, stop = context.Queue(), context.Queue(), context.Event()
-    process = context.Process(target=server, args=(ports, stop))
-    process.start()
-    port = ports.get(timeout=30)
-    client = context.Process(target=drive, args=(port, seconds, concurrency, results))
-    client.start()
-    rps = float(results.get(timeout=seconds + 60))
-    client.join()
-    stop.set()
-    process.join(10)
-    return rps
 
 
 def main() -> None:
@@ -109,20 +68,21 @@ def main() -> None:
     args = parser.parse_args()
     seconds = args.seconds or (4.0 if args.quick else 10.0)
     rounds = args.rounds or (2 if args.quick else 3)
-    sync_rps: list[float] = []
-    aio_rps: list[float] = []
-    for _ in range(rounds):  # alternate, so drift on a shared machine hits both alike
-        sync_rps.append(measure(serve_sync, seconds, args.concurrency))
-        aio_rps.append(measure(serve_aio, seconds, args.concurrency))
-        print(f"sync {sync_rps[-1]:8.0f} rps   aio {aio_rps[-1]:8.0f} rps", file=sys.stderr)
-    sync_median, aio_median = statistics.median(sync_rps), statistics.median(aio_rps)
+    sync, aio = Variant("sync", serve_sync), Variant("aio", serve_aio)
+    compare(
+        [sync, aio],
+        Call("/bench.Echo/Ping", b"ping"),
+        rounds=rounds,
+        seconds=seconds,
+        concurrency=args.concurrency,
+    )
     print(
         json.dumps(
             {
                 "bench": "grpc_runtime",
-                "sync_rps": round(sync_median),
-                "aio_rps": round(aio_median),
-                "ratio": round(aio_median / sync_median, 3),
+                "sync_rps": round(sync.median),
+                "aio_rps": round(aio.median),
+                "ratio": round(aio.median / sync.median, 3),
                 "concurrency": args.concurrency,
                 "seconds": seconds,
                 "rounds": rounds,

@@ -22,8 +22,8 @@ import grpc
 from intelgraph.common.v1 import authorization_pb2
 from prometheus_client import Counter
 
-from interceptors.base import Method, RpcMethod, ServerInterceptor, proceed
-from interceptors.policy import PolicyEngine
+from interceptors.base import CallGuard, Check, RpcMethod, invocation_metadata
+from interceptors.policy import NO_RESOURCE, MethodFacts, PolicyEngine
 from interceptors.tokens import Principal, TokenVerifier
 from servers.errors import DomainError, ErrorReason, PermissionDenied, Unauthenticated, reason_name
 
@@ -67,35 +67,28 @@ class MethodRule:
 
     kind: str  # "public" | "authenticated" | "permission" | "undeclared"
     permission: str = ""
+    #: The (unary) request names a tenant (`tenant_id`), a resource attribute.
+    reads_tenant: bool = False
 
 
 def method_rule(rpc: RpcMethod) -> MethodRule:
     """Read the rule of `rpc` from its descriptor."""
     if rpc.service in PUBLIC_SERVICES:
         return MethodRule("public")
-    options = rpc.descriptor.GetOptions() if rpc.descriptor is not None else None
-    if options is None or not options.HasExtension(authorization_pb2.authorization):
+    descriptor = rpc.descriptor
+    options = descriptor.GetOptions() if descriptor is not None else None
+    if descriptor is None or options is None:
         return MethodRule("undeclared")
+    if not options.HasExtension(authorization_pb2.authorization):
+        return MethodRule("undeclared")
+    reads_tenant = not rpc.request_streaming and "tenant_id" in descriptor.input_type.fields_by_name
     rule = options.Extensions[authorization_pb2.authorization]
     kind = rule.WhichOneof("rule")
     if kind == "permission" and rule.permission:
-        return MethodRule("permission", rule.permission)
+        return MethodRule("permission", rule.permission, reads_tenant)
     if kind in {"authenticated", "public"} and getattr(rule, kind) is True:
-        return MethodRule(kind)
+        return MethodRule(kind, "", reads_tenant)
     return MethodRule("undeclared")
-
-
-class _Rules:
-    """Rules by method name, read from descriptors once."""
-
-    def __init__(self) -> None:
-        self._rules: dict[str, MethodRule] = {}
-
-    def __call__(self, rpc: RpcMethod) -> MethodRule:
-        rule = self._rules.get(rpc.full_name)
-        if rule is None:
-            rule = self._rules[rpc.full_name] = method_rule(rpc)
-        return rule
 
 
 def bearer_token(context: grpc.aio.ServicerContext) -> str:
@@ -104,15 +97,15 @@ def bearer_token(context: grpc.aio.ServicerContext) -> str:
     Raises:
         Unauthenticated: There is none, or the metadata is not a bearer token.
     """
-    for key, value in context.invocation_metadata() or ():
+    for key, value in invocation_metadata(context):
         if key == "authorization":
-            scheme, _, token = str(value).partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            token = value[7:].strip() if value[:7].lower() == "bearer " else ""
+            if not token:
                 raise Unauthenticated(
                     "authorization metadata is not a bearer token",
                     reason=ErrorReason.ERROR_REASON_TOKEN_MALFORMED,
                 )
-            return token.strip()
+            return str(token)
     raise Unauthenticated(
         "missing bearer token in authorization metadata",
         reason=ErrorReason.ERROR_REASON_TOKEN_MISSING,
@@ -123,37 +116,32 @@ def _count_refusal(rpc: RpcMethod, error: DomainError) -> None:
     REFUSED.labels(rpc.service, rpc.name, reason_name(error.reason)).inc()
 
 
-class AuthenticationInterceptor(ServerInterceptor):
+class AuthenticationInterceptor(CallGuard):
     """Verifies the bearer token of every non-public call."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
-        self._rules = _Rules()
 
-    async def intercept(
-        self,
-        method: Method,
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext,
-        rpc: RpcMethod,
-    ) -> Any:
-        """Set the verified principal for the rest of the call, or refuse it."""
-        if self._rules(rpc).kind != "public":
+    def prepare(self, rpc: RpcMethod) -> Check | None:
+        """Public methods need no token; every other one a valid token."""
+        if method_rule(rpc).kind == "public":
+            return None
+        verify = self._verifier.verify
+
+        def authenticate(_request: Any, context: grpc.aio.ServicerContext) -> None:
             try:
-                principal = self._verifier.verify(bearer_token(context))
+                principal = verify(bearer_token(context))
             except Unauthenticated as error:
                 _count_refusal(rpc, error)
                 raise
             # Each RPC runs in its own task, so this stays within the call.
             _principal.set(principal)
-        return await proceed(method, request_or_iterator, context, rpc)
+
+        return authenticate
 
 
 def request_resource(request: Any) -> dict[str, str]:
-    """The resource attributes a request names: its `tenant_id`, if it has one."""
-    descriptor = getattr(request, "DESCRIPTOR", None)
-    if descriptor is None or "tenant_id" not in descriptor.fields_by_name:
-        return {}
+    """The resource attributes a request names: its `tenant_id`, when set."""
     tenant = request.tenant_id
     if not tenant:
         return {}
@@ -163,60 +151,51 @@ def request_resource(request: Any) -> dict[str, str]:
         return {"tenant": tenant}
 
 
-class AuthorizationInterceptor(ServerInterceptor):
+class AuthorizationInterceptor(CallGuard):
     """Asks the policy whether the verified caller may make this call."""
 
     def __init__(self, engine: PolicyEngine) -> None:
         self._engine = engine
-        self._rules = _Rules()
 
-    async def intercept(
-        self,
-        method: Method,
-        request_or_iterator: Any,
-        context: grpc.aio.ServicerContext,
-        rpc: RpcMethod,
-    ) -> Any:
-        """Let the call through if the policy allows it; refuse it with the reasons otherwise."""
-        rule = self._rules(rpc)
-        if rule.kind != "public":
-            try:
-                self._authorize(rule, request_or_iterator, rpc)
-            except PermissionDenied as error:
-                _count_refusal(rpc, error)
-                raise
-        return await proceed(method, request_or_iterator, context, rpc)
-
-    def _authorize(self, rule: MethodRule, request: Any, rpc: RpcMethod) -> None:
+    def prepare(self, rpc: RpcMethod) -> Check | None:
+        """The policy check of a method, with its rule read once."""
+        rule = method_rule(rpc)
+        if rule.kind == "public":
+            return None
         if rule.kind == "undeclared":
-            raise PermissionDenied(
-                f"{rpc.full_name} declares no authorization rule",
-                metadata={"method": rpc.full_name},
+
+            def refuse(_request: Any, _context: grpc.aio.ServicerContext) -> None:
+                error = PermissionDenied(
+                    f"{rpc.full_name} declares no authorization rule",
+                    metadata={"method": rpc.full_name},
+                )
+                _count_refusal(rpc, error)
+                raise error
+
+            return refuse
+        method = MethodFacts(rpc.service, rpc.name, rule.permission)
+        decide = self._engine.decide
+        reads_tenant = rule.reads_tenant
+
+        def authorize(request: Any, _context: grpc.aio.ServicerContext) -> None:
+            principal = current_principal()
+            resource = request_resource(request) if reads_tenant else NO_RESOURCE
+            decision = decide(principal.facts, method, resource, int(time.time()))
+            if decision.allow:
+                return
+            reasons = ",".join(decision.reasons) or "policy_denied"
+            logger.info(
+                "refused %s for subject %s of tenant %s: %s",
+                rpc.full_name,
+                principal.subject,
+                principal.tenant,
+                reasons,
             )
-        principal = current_principal()
-        resource = {} if rpc.request_streaming else request_resource(request)
-        decision = self._engine.authorize(
-            subject=principal.subject,
-            tenant=str(principal.tenant),
-            scopes=principal.scopes,
-            jit=principal.jit,
-            service=rpc.service,
-            method=rpc.name,
-            permission=rule.permission,
-            resource=resource,
-            now=int(time.time()),
-        )
-        if decision.allow:
-            return
-        reasons = ",".join(decision.reasons) or "policy_denied"
-        logger.info(
-            "refused %s for subject %s of tenant %s: %s",
-            rpc.full_name,
-            principal.subject,
-            principal.tenant,
-            reasons,
-        )
-        raise PermissionDenied(
-            f"permission denied: {reasons}",
-            metadata={"permission": rule.permission, "denied": reasons},
-        )
+            error = PermissionDenied(
+                f"permission denied: {reasons}",
+                metadata={"permission": rule.permission, "denied": reasons},
+            )
+            _count_refusal(rpc, error)
+            raise error
+
+        return authorize

@@ -22,7 +22,8 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from cachetools import LRUCache
 from regopy import Input, Interpreter, RegoError
@@ -46,6 +47,27 @@ def policy_sources(directory: Path, *, tests: bool = False) -> dict[str, str]:
         for path in sorted(directory.glob("*.rego"))
         if path.name.endswith("_test.rego") == tests
     }
+
+
+#: The resource of a call whose request names none.
+NO_RESOURCE: Mapping[str, str] = MappingProxyType({})
+
+
+class CallerFacts(NamedTuple):
+    """What the policy reads about the caller (from the verified token)."""
+
+    subject: str
+    tenant: str
+    scopes: tuple[str, ...]
+    jit: bool
+
+
+class MethodFacts(NamedTuple):
+    """What the policy reads about the method (from its contract)."""
+
+    service: str
+    name: str
+    permission: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,32 +122,29 @@ class PolicyEngine:
                 return None
             return output[0].expressions[0]
 
-    def authorize(
+    def decide(
         self,
-        *,
-        subject: str,
-        tenant: str,
-        scopes: tuple[str, ...],
-        jit: bool,
-        service: str,
-        method: str,
-        permission: str,
+        caller: CallerFacts,
+        method: MethodFacts,
         resource: Mapping[str, str],
         now: int,
     ) -> Decision:
-        """The authorization decision for one call (cached)."""
-        resource_key = tuple(sorted(resource.items()))
-        key = (subject, tenant, scopes, jit, service, method, permission, resource_key, now)
+        """The authorization decision for one call (cached on everything it reads)."""
+        key = (caller, method, tuple(resource.items()) if resource else (), now)
         decision = self._decisions.get(key)
         if decision is None:
             result = self.evaluate(
                 AUTHZ_DECISION,
                 {
-                    "subject": subject,
-                    "tenant": tenant,
-                    "scopes": list(scopes),
-                    "jit": jit,
-                    "method": {"service": service, "name": method, "permission": permission},
+                    "subject": caller.subject,
+                    "tenant": caller.tenant,
+                    "scopes": list(caller.scopes),
+                    "jit": caller.jit,
+                    "method": {
+                        "service": method.service,
+                        "name": method.name,
+                        "permission": method.permission,
+                    },
                     "resource": dict(resource),
                     "now": now,
                 },

@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import jwt
-from cachetools import TLRUCache
+from cachetools import LRUCache
 
 from interceptors.keys import KeyRing, KeyStore
+from interceptors.policy import CallerFacts
 from servers.errors import ErrorReason, ReasonValue, Unauthenticated
 
 #: Claims every token must carry.
@@ -39,6 +40,7 @@ class Principal:
     Attributes:
         subject: The `sub` claim.
         tenant: The tenant the caller acts in; every store query is confined to it.
+        tenant_id: `tenant` in its canonical text form, as policies see it.
         scopes: Granted scopes, e.g. ("catalog.read",).
         jit: True for a just-in-time token from an approved access request.
         token_id: The `jti` claim, for revocation.
@@ -47,10 +49,13 @@ class Principal:
 
     subject: str
     tenant: uuid.UUID
+    tenant_id: str
     scopes: tuple[str, ...]
     jit: bool
     token_id: str
     expires_at: float
+    #: The claims authorization decisions read, built once per verified token.
+    facts: CallerFacts
 
     @property
     def expires(self) -> datetime:
@@ -69,26 +74,36 @@ class RevocationList(Protocol):
 class InMemoryRevocations:
     """Revoked token ids in this process; each entry expires with its token.
 
-    It never holds more than the live revoked tokens: an entry whose token has
-    expired is useless (the token is refused for its `exp` anyway) and goes.
+    An entry whose token has expired is useless (the token is refused for its
+    `exp` anyway): it stops counting at once and is dropped at the next purge,
+    which runs whenever the set doubles, so it stays within twice the live
+    revoked tokens (plus a small floor).
     """
 
-    def __init__(self, max_entries: int = 1_000_000) -> None:
-        self._revoked: TLRUCache[str, float] = TLRUCache(
-            maxsize=max_entries, ttu=lambda _jti, expires_at, _now: expires_at, timer=time.time
-        )
+    def __init__(self) -> None:
+        self._revoked: dict[str, float] = {}
+        self._purge_at = 1024
 
     def revoke(self, token_id: str, expires_at: float) -> None:
         """Refuse `token_id` until `expires_at` (Unix seconds)."""
-        if expires_at > time.time():
-            self._revoked[token_id] = expires_at
+        now = time.time()
+        if expires_at <= now:
+            return
+        self._revoked[token_id] = expires_at
+        if len(self._revoked) >= self._purge_at:
+            self._purge(now)
+            self._purge_at = max(1024, 2 * len(self._revoked))
 
     def is_revoked(self, token_id: str) -> bool:
-        """True when `token_id` was revoked and has not expired."""
-        return token_id in self._revoked
+        """True when `token_id` was revoked and has not expired (one dict lookup when not)."""
+        expires_at = self._revoked.get(token_id)
+        return expires_at is not None and expires_at > time.time()
+
+    def _purge(self, now: float) -> None:
+        self._revoked = {jti: until for jti, until in self._revoked.items() if until > now}
 
     def __len__(self) -> int:
-        self._revoked.expire()
+        self._purge(time.time())
         return len(self._revoked)
 
 
@@ -154,11 +169,8 @@ class TokenVerifier:
         self._audience = audience
         self._leeway = leeway_s
         self._revocations = revocations
-        self._verified: TLRUCache[str, Principal] = TLRUCache(
-            maxsize=cache_size,
-            ttu=lambda _token, principal, _now: principal.expires_at + leeway_s,
-            timer=time.time,
-        )
+        # An LRU with the expiry checked on read: a fraction of TLRUCache's cost.
+        self._verified: LRUCache[str, Principal] = LRUCache(maxsize=cache_size)
         self._generation = keys.generation
 
     def verify(self, token: str) -> Principal:
@@ -173,10 +185,10 @@ class TokenVerifier:
             self._verified.clear()
             self._generation = self._keys.generation
         principal = self._verified.get(token)
-        if principal is None:
+        if principal is None or principal.expires_at + self._leeway <= time.time():
             principal = self._verify_signed(token, ring)
             self._verified[token] = principal
-        if self._revocations.is_revoked(principal.token_id):
+        if self._revocations.is_revoked(principal.token_id):  # after the cache, every call
             raise _refuse(ErrorReason.ERROR_REASON_TOKEN_REVOKED, "token revoked")
         return principal
 
@@ -255,8 +267,10 @@ def _principal(claims: dict[str, Any]) -> Principal:
     return Principal(
         subject=subject,
         tenant=tenant,
+        tenant_id=str(tenant),
         scopes=tuple(scopes),
         jit=bool(claims.get("jit", False)),
         token_id=token_id,
         expires_at=float(claims["exp"]),
+        facts=CallerFacts(subject, str(tenant), tuple(scopes), bool(claims.get("jit", False))),
     )

@@ -25,12 +25,13 @@ from grpc_reflection.v1alpha import reflection
 
 from interceptors import PolicyEngine, TokenVerifier, platform_chain
 from interceptors.keys import RING_FILE, KeyRingError, KeyStore, rotate
+from interceptors.metrics import RPC_STATS, write_snapshots
 from interceptors.policy import POLICY_DIR, PolicyError
 from interceptors.tokens import InMemoryRevocations
 from servers.config import Settings
 from servers.db import Database
 from servers.db.migrate import ensure_schema
-from servers.http import create_http_app
+from servers.http import create_http_app, multiprocess_dir
 from servers.registry import ServiceDefinition, services_named
 from servers.runtime import Runtime
 
@@ -90,6 +91,7 @@ class Platform:
         self._grpc: grpc.aio.Server | None = None
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self._snapshot_task: asyncio.Task[None] | None = None
 
     @property
     def grpc_target(self) -> str:
@@ -108,6 +110,9 @@ class Platform:
             await ensure_schema(self.database.engine, migrate=self.settings.migrates_at_start)
             await self._start_grpc()
             await self._start_http()
+            directory = multiprocess_dir()
+            if directory is not None:
+                self._snapshot_task = asyncio.create_task(write_snapshots(RPC_STATS, directory))
         except BaseException:
             await self.stop(grace=0)
             raise
@@ -209,6 +214,8 @@ class Platform:
         """Drain: refuse new calls, give in-flight ones `grace` seconds, close the store."""
         grace = self.settings.shutdown_grace if grace is None else grace
         self.state = "draining"
+        if self._snapshot_task is not None:
+            self._snapshot_task.cancel()
         await self.health.enter_graceful_shutdown()
         if self._grpc is not None:
             await self._grpc.stop(grace)

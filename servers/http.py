@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -16,21 +17,38 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from interceptors.metrics import RPC_STATS, RpcStatsCollector
+
 #: Reports whether the process serves, and what: (ok, document).
 HealthProbe = Callable[[], Awaitable[tuple[bool, dict[str, object]]]]
 
 
+def multiprocess_dir() -> Path | None:
+    """The metrics directory the worker supervisor shares with its workers, if any."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(directory) if directory else None
+
+
+_single_process_registered = False
+
+
 def metrics_registry() -> CollectorRegistry:
-    """The registry `/metrics` exposes.
+    """The registry `/metrics` exposes, with the RPC metrics in it.
 
     With several worker processes (`PROMETHEUS_MULTIPROC_DIR` set by the
     supervisor), it aggregates every worker's samples, so a scrape through the
     shared port sees the whole server rather than one random worker.
     """
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    global _single_process_registered  # noqa: PLW0603 - one registration per process
+    directory = multiprocess_dir()
+    if directory is not None:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(RpcStatsCollector(RPC_STATS, directory))
         return registry
+    if not _single_process_registered:
+        REGISTRY.register(RpcStatsCollector(RPC_STATS))
+        _single_process_registered = True
     return REGISTRY
 
 

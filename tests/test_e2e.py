@@ -207,6 +207,7 @@ def test_an_unbuilt_rpc_answers_unimplemented_with_its_reason(
 
 
 def test_http_healthz_and_metrics(conductor: Served) -> None:
+    assert grpcurl(conductor.grpc, "list").returncode == 0  # a call to count
     with urllib.request.urlopen(f"http://{conductor.http}/healthz", timeout=5) as response:
         document = json.load(response)
     assert document["status"] == "serving"
@@ -249,8 +250,16 @@ def test_workers_share_the_ports_and_drain_together(tmp_path: Path) -> None:
         assert len(pids) == 2, "connections should reach both workers"
         listed = grpcurl(f"127.0.0.1:{grpc_port}", "list")
         assert listed.returncode == 0, listed.stderr
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
-            assert b"grpc_server_started_total" in response.read()
+        # Either worker answers the scrape with both workers' counts; a worker
+        # publishes its counts within a second.
+        deadline = time.monotonic() + 5
+        while True:
+            url = f"http://127.0.0.1:{http_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if b"grpc_server_started_total" in response.read():
+                    break
+            assert time.monotonic() < deadline, "the call never showed in /metrics"
+            time.sleep(0.2)
     finally:
         code = served.stop(timeout=30)
     assert code == 0, "".join(served.log)

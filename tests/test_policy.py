@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from interceptors.policy import EDGE_SUSPICIOUS_LEAK, PolicyEngine, PolicyError
+from interceptors.policy import (
+    EDGE_SUSPICIOUS_LEAK,
+    CallerFacts,
+    MethodFacts,
+    PolicyEngine,
+    PolicyError,
+)
 from interceptors.policy_testing import PolicyTest, run_policy_tests, unexercised_rules
 
 RESULTS = run_policy_tests()
@@ -50,20 +56,18 @@ def test_unexercised_rules_are_reported(tmp_path: Path) -> None:
     ]
 
 
-def _decide(engine: PolicyEngine, **changes: object) -> tuple[bool, tuple[str, ...]]:
-    call: dict[str, object] = {
-        "subject": "alice",
-        "tenant": "t-1",
-        "scopes": ("catalog.read",),
-        "jit": False,
-        "service": "intelgraph.catalog.v1.CatalogService",
-        "method": "GetService",
-        "permission": "catalog.read",
-        "resource": {},
-        "now": 1_780_000_000,
-    }
-    call.update(changes)
-    decision = engine.authorize(**call)  # type: ignore[arg-type]
+def _decide(
+    engine: PolicyEngine,
+    scopes: tuple[str, ...] = ("catalog.read",),
+    permission: str = "catalog.read",
+    resource: dict[str, str] | None = None,
+) -> tuple[bool, tuple[str, ...]]:
+    decision = engine.decide(
+        CallerFacts("alice", "t-1", scopes, jit=False),
+        MethodFacts("intelgraph.catalog.v1.CatalogService", "GetService", permission),
+        resource or {},
+        1_780_000_000,
+    )
     return decision.allow, decision.reasons
 
 
@@ -81,21 +85,15 @@ def test_the_engine_evaluates_the_compiled_decision() -> None:
 
 def test_decisions_are_cached_per_input_and_second() -> None:
     engine = PolicyEngine(cache_size=8)
-    first = engine.authorize(
-        subject="a", tenant="t", scopes=("x",), jit=False, service="s", method="m",
-        permission="x", resource={}, now=1,
-    )  # fmt: skip
-    again = engine.authorize(
-        subject="a", tenant="t", scopes=("x",), jit=False, service="s", method="m",
-        permission="x", resource={}, now=1,
-    )  # fmt: skip
-    next_second = engine.authorize(
-        subject="a", tenant="t", scopes=("x",), jit=False, service="s", method="m",
-        permission="x", resource={}, now=2,
-    )  # fmt: skip
-    assert again is first
+    caller = CallerFacts("a", "t", ("x",), jit=False)
+    method = MethodFacts("s", "m", "x")
+    first = engine.decide(caller, method, {}, 1)
+    assert engine.decide(caller, method, {}, 1) is first
+    next_second = engine.decide(caller, method, {}, 2)
     assert next_second is not first
     assert next_second == first
+    other_caller = engine.decide(caller._replace(scopes=()), method, {}, 1)
+    assert other_caller.reasons == ("scope_missing",)
 
 
 def test_the_leak_detector_rule_is_compiled_in() -> None:
