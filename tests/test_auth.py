@@ -29,7 +29,7 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
 from clients import ConductorError, ErrorReason, from_grpc_error
-from interceptors import keys, tokens
+from interceptors import PolicyEngine, keys, platform_chain, tokens
 from servers.app import Platform
 from servers.config import load_settings
 from servers.registry import all_services
@@ -388,3 +388,40 @@ async def test_rotation_keeps_old_tokens_until_retirement(
         await stub.GetCaller(access.GetCallerRequest(), metadata=_bearer(before))
     assert from_grpc_error(raised.value).reason == ErrorReason.ERROR_REASON_TOKEN_KEY_UNKNOWN
     await stub.GetCaller(access.GetCallerRequest(), metadata=_bearer(after))
+
+
+async def test_an_rpc_without_a_rule_is_refused_even_with_a_good_token(
+    platform: Platform, minter: Minter
+) -> None:
+    async def ghost(_request: bytes, _context: object) -> bytes:
+        return b"should never run"
+
+    assert platform.keys is not None
+    verifier = tokens.TokenVerifier(
+        platform.keys,
+        issuer=platform.settings.token_issuer,
+        audience=platform.settings.token_audience,
+        leeway_s=1,
+        revocations=tokens.InMemoryRevocations(),
+    )
+    server = grpc.aio.server(interceptors=[platform_chain(verifier, PolicyEngine())])
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "intelgraph.nowhere.v1.GhostService",
+                {"Haunt": grpc.unary_unary_rpc_method_handler(ghost)},
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            haunt = channel.unary_unary("/intelgraph.nowhere.v1.GhostService/Haunt")
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await haunt(b"", metadata=minter.metadata())
+    finally:
+        await server.stop(0)
+    error = from_grpc_error(raised.value)
+    assert error.code is grpc.StatusCode.PERMISSION_DENIED
+    assert "declares no authorization rule" in error.details
