@@ -138,6 +138,42 @@ def mint(
     return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
 
 
+#: How PyJWT's refusals map to reasons; anything else it refuses is "malformed".
+_REFUSALS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], ReasonValue, str], ...] = (
+    (jwt.ExpiredSignatureError, ErrorReason.ERROR_REASON_TOKEN_EXPIRED, "token expired"),
+    (
+        jwt.ImmatureSignatureError,
+        ErrorReason.ERROR_REASON_TOKEN_NOT_YET_VALID,
+        "token not yet valid",
+    ),
+    (
+        jwt.InvalidAlgorithmError,
+        ErrorReason.ERROR_REASON_TOKEN_ALGORITHM_INVALID,
+        "token algorithm not accepted",
+    ),
+    (
+        jwt.InvalidSignatureError,
+        ErrorReason.ERROR_REASON_TOKEN_SIGNATURE_INVALID,
+        "token signature invalid",
+    ),
+    (
+        jwt.InvalidIssuerError,
+        ErrorReason.ERROR_REASON_TOKEN_ISSUER_INVALID,
+        "token issuer not accepted",
+    ),
+    (
+        jwt.InvalidAudienceError,
+        ErrorReason.ERROR_REASON_TOKEN_AUDIENCE_INVALID,
+        "token audience not accepted",
+    ),
+    (
+        (jwt.MissingRequiredClaimError, jwt.InvalidIssuedAtError),
+        ErrorReason.ERROR_REASON_TOKEN_CLAIMS_INVALID,
+        "token lacks a required claim",
+    ),
+)
+
+
 def _refuse(reason: ReasonValue, message: str) -> Unauthenticated:
     return Unauthenticated(message, reason=reason)
 
@@ -213,34 +249,16 @@ class TokenVerifier:
                 leeway=self._leeway,
                 options={"require": list(REQUIRED_CLAIMS)},
             )
-        except jwt.ExpiredSignatureError:
-            raise _refuse(ErrorReason.ERROR_REASON_TOKEN_EXPIRED, "token expired") from None
-        except jwt.ImmatureSignatureError:
-            raise _refuse(
-                ErrorReason.ERROR_REASON_TOKEN_NOT_YET_VALID, "token not yet valid"
-            ) from None
-        except jwt.InvalidAlgorithmError:
-            raise _refuse(
-                ErrorReason.ERROR_REASON_TOKEN_ALGORITHM_INVALID, "token algorithm not accepted"
-            ) from None
-        except jwt.InvalidSignatureError:
-            raise _refuse(
-                ErrorReason.ERROR_REASON_TOKEN_SIGNATURE_INVALID, "token signature invalid"
-            ) from None
-        except jwt.InvalidIssuerError:
-            raise _refuse(
-                ErrorReason.ERROR_REASON_TOKEN_ISSUER_INVALID, "token issuer not accepted"
-            ) from None
-        except jwt.InvalidAudienceError:
-            raise _refuse(
-                ErrorReason.ERROR_REASON_TOKEN_AUDIENCE_INVALID, "token audience not accepted"
-            ) from None
-        except (jwt.MissingRequiredClaimError, jwt.InvalidIssuedAtError):
-            raise _refuse(
-                ErrorReason.ERROR_REASON_TOKEN_CLAIMS_INVALID, "token lacks a required claim"
-            ) from None
-        except jwt.InvalidTokenError:
-            raise _refuse(ErrorReason.ERROR_REASON_TOKEN_MALFORMED, "malformed token") from None
+        except jwt.InvalidTokenError as error:
+            reason, message = next(
+                (
+                    (reason, message)
+                    for kinds, reason, message in _REFUSALS
+                    if isinstance(error, kinds)
+                ),
+                (ErrorReason.ERROR_REASON_TOKEN_MALFORMED, "malformed token"),
+            )
+            raise _refuse(reason, message) from None
         return _principal(claims)
 
 

@@ -79,14 +79,10 @@ def _bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
-def _signed_by_a_stranger(minter: Minter, _platform: Platform) -> tuple[tuple[str, str], ...]:
-    ring = keys.load(minter.settings.signing_keys_dir)
-    stranger = keys.generate_key("EdDSA")
-    # Same kid as our key, someone else's private key.
-    forged = keys.SigningKey(ring.current.kid, "EdDSA", stranger.private_key)
+def _minted_with(minter: Minter, key: keys.SigningKey) -> tuple[tuple[str, str], ...]:
     return _bearer(
         tokens.mint(
-            keys.KeyRing(forged),
+            keys.KeyRing(key),
             issuer=minter.settings.token_issuer,
             audience=minter.settings.token_audience,
             subject="mallory",
@@ -95,20 +91,17 @@ def _signed_by_a_stranger(minter: Minter, _platform: Platform) -> tuple[tuple[st
             ttl_s=600,
         )
     )
+
+
+def _signed_by_a_stranger(minter: Minter, _platform: Platform) -> tuple[tuple[str, str], ...]:
+    ours = keys.load(minter.settings.signing_keys_dir).current
+    # Our kid, someone else's private key.
+    forged = keys.SigningKey(ours.kid, "EdDSA", keys.generate_key("EdDSA").private_key)
+    return _minted_with(minter, forged)
 
 
 def _unknown_key(minter: Minter, _platform: Platform) -> tuple[tuple[str, str], ...]:
-    return _bearer(
-        tokens.mint(
-            keys.KeyRing(keys.generate_key("EdDSA")),
-            issuer=minter.settings.token_issuer,
-            audience=minter.settings.token_audience,
-            subject="mallory",
-            tenant=TENANT,
-            scopes=["catalog.read"],
-            ttl_s=600,
-        )
-    )
+    return _minted_with(minter, keys.generate_key("EdDSA"))
 
 
 def _claims(minter: Minter, **changes: object) -> dict[str, object]:
