@@ -1,4 +1,4 @@
-"""Server interceptors, outermost first: error mapping → authentication → authorization → metrics.
+"""Server interceptors, outermost first: errors, authentication, authorization, validation, metrics.
 
 `platform_chain` is the chain every platform server runs.
 """
@@ -13,6 +13,7 @@ from interceptors.errors import ErrorMappingInterceptor
 from interceptors.metrics import MetricsInterceptor
 from interceptors.policy import PolicyEngine
 from interceptors.tokens import Principal, TokenVerifier
+from interceptors.validation import RequiredFieldsGuard
 
 
 def platform_chain(verifier: TokenVerifier, engine: PolicyEngine) -> InterceptorChain:
@@ -22,6 +23,7 @@ def platform_chain(verifier: TokenVerifier, engine: PolicyEngine) -> Interceptor
             ErrorMappingInterceptor(),
             AuthenticationInterceptor(verifier),
             AuthorizationInterceptor(engine),
+            RequiredFieldsGuard(),
             MetricsInterceptor(),
         ]
     )
@@ -35,6 +37,7 @@ __all__ = [
     "MetricsInterceptor",
     "PolicyEngine",
     "Principal",
+    "RequiredFieldsGuard",
     "RpcMethod",
     "ServerInterceptor",
     "TokenVerifier",

@@ -24,6 +24,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.json_format import MessageToDict
 from intelgraph.access.v1 import access_service_pb2 as access
 from intelgraph.access.v1 import access_service_pb2_grpc
+from intelgraph.billing.v1 import billing_service_pb2 as billing
 from intelgraph.edge.v1 import edge_service_pb2 as edge
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
@@ -418,3 +419,17 @@ async def test_an_rpc_without_a_rule_is_refused_even_with_a_good_token(
     error = from_grpc_error(raised.value)
     assert error.code is grpc.StatusCode.PERMISSION_DENIED
     assert "declares no authorization rule" in error.details
+
+
+async def test_required_fields_are_checked_after_authorization(
+    channel: grpc.aio.Channel, minter: Minter
+) -> None:
+    method = _method("billing", "GetInvoice")
+    empty = billing.GetInvoiceRequest()
+    invalid = await _outcome(channel, method, minter.metadata(["billing.read"]), empty)
+    assert invalid.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert invalid.reason == ErrorReason.ERROR_REASON_INVALID_FIELD
+    assert invalid.metadata == {"field": "id"}
+    # A caller who may not call it learns nothing about its requests.
+    refused = await _outcome(channel, method, minter.metadata([]), empty)
+    assert refused.code is grpc.StatusCode.PERMISSION_DENIED

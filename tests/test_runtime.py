@@ -15,6 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from intelgraph.catalog.v1 import catalog_service_pb2 as catalog
 
 from clients import ErrorReason, from_grpc_error
+from interceptors import RpcMethod
+from interceptors.validation import required_fields
 from servers import app as app_module
 from servers.app import Platform, StartupError
 from servers.catalog import SERVICE as CATALOG
@@ -24,6 +26,28 @@ from servers.registry import all_services
 from tests.conftest import Minter
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def complete_request(method: MethodDescriptor, request: Any) -> Any:
+    """`request` with a placeholder in every field the contract marks required."""
+    rpc_method = RpcMethod(
+        full_name=f"/{method.containing_service.full_name}/{method.name}",
+        service=method.containing_service.full_name,
+        name=method.name,
+        request_streaming=method.client_streaming,
+        response_streaming=method.server_streaming,
+        descriptor=method,
+    )
+    for field in required_fields(rpc_method):
+        if field.is_repeated:
+            getattr(request, field.name).append("placeholder")
+        elif field.message_type is not None and field.message_type.full_name.endswith("Timestamp"):
+            getattr(request, field.name).GetCurrentTime()
+        elif field.message_type is not None:
+            getattr(request, field.name).SetInParent()
+        else:
+            setattr(request, field.name, "placeholder")
+    return request
 
 
 async def invoke(
@@ -40,7 +64,7 @@ async def invoke(
         "request_serializer": request_class.SerializeToString,
         "response_deserializer": response_class.FromString,
     }
-    message = request_class() if request is None else request
+    message = complete_request(method, request_class()) if request is None else request
     if method.client_streaming:
         requests = iter([message])
         if method.server_streaming:
