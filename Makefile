@@ -13,6 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Generated code lives under gen/ with gen/ as the import root.
 PROTOS = $(shell find proto -name '*.proto' | LC_ALL=C sort)
 BUF_BASELINE := buf.baseline.binpb
+GRAPHQL_SCHEMA := graphql/schema.graphql
 
 .PHONY: help
 help: ## List the targets
@@ -33,9 +34,10 @@ lock: ## Re-resolve uv.lock after changing dependencies in pyproject.toml
 	$(UV) lock
 
 .PHONY: gen
-gen: install ## Regenerate gen/ from proto/ with the pinned grpcio-tools
+gen: install ## Regenerate gen/ from proto/ (pinned grpcio-tools), then graphql/schema.graphql
 	rm -rf gen/intelgraph
 	$(call protoc,gen)
+	$(PY) -m servers.facade > $(GRAPHQL_SCHEMA)
 
 # $(call protoc,OUTDIR): generate messages, services and their mypy stubs into OUTDIR.
 protoc = mkdir -p $(1) && $(PY) -m grpc_tools.protoc -I proto \
@@ -45,11 +47,13 @@ protoc = mkdir -p $(1) && $(PY) -m grpc_tools.protoc -I proto \
 	$(PROTOS) >/dev/null
 
 .PHONY: checkgenerate
-checkgenerate: install ## Fail if gen/ differs from what proto/ generates
+checkgenerate: install ## Fail if gen/ or the GraphQL schema differ from what proto/ generates
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(call protoc,$$tmp); \
 	if ! diff -r "$$tmp/intelgraph" gen/intelgraph; then \
-	  echo "gen/ is stale: run 'make gen' and commit the result" >&2; exit 1; fi
+	  echo "gen/ is stale: run 'make gen' and commit the result" >&2; exit 1; fi; \
+	if ! $(PY) -m servers.facade | diff - $(GRAPHQL_SCHEMA); then \
+	  echo "$(GRAPHQL_SCHEMA) is stale: run 'make gen' and commit the result" >&2; exit 1; fi
 
 .PHONY: lint
 lint: install ## ruff (lint + format check), buf lint and buf format

@@ -31,6 +31,15 @@ from interceptors.tokens import InMemoryRevocations
 from servers.config import Settings
 from servers.db import Database
 from servers.db.migrate import ensure_schema
+from servers.facade import (
+    DEFAULT_OPERATIONS_DIR,
+    FacadeLimits,
+    Gateway,
+    GraphqlEndpoint,
+    OperationRegistry,
+    build_facade_schema,
+    executable_schema,
+)
 from servers.http import create_http_app, multiprocess_dir
 from servers.registry import ServiceDefinition, services_named
 from servers.runtime import Runtime
@@ -92,6 +101,7 @@ class Platform:
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._snapshot_task: asyncio.Task[None] | None = None
+        self._channel: grpc.aio.Channel | None = None
 
     @property
     def grpc_target(self) -> str:
@@ -142,6 +152,7 @@ class Platform:
             leeway_s=self.settings.token_leeway,
             revocations=revocations,
         )
+        self._verifier, self._engine = verifier, engine
         server = grpc.aio.server(
             interceptors=[platform_chain(verifier, engine)],
             options=[("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)],
@@ -184,7 +195,7 @@ class Platform:
         sock.setblocking(False)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            create_http_app(self.health_report),
+            create_http_app(self.health_report, self._graphql_endpoint().handle),
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -197,6 +208,28 @@ class Platform:
                 await self._http_task
                 raise StartupError("HTTP listener stopped during start-up")
             await asyncio.sleep(0.005)
+
+    def _graphql_endpoint(self) -> GraphqlEndpoint:
+        settings = self.settings
+        facade = build_facade_schema(service.descriptor for service in self.services)
+        self._channel = grpc.aio.insecure_channel(self.grpc_target)
+        gateway = Gateway(
+            self._channel, self._engine, max_stream_items=settings.graphql_max_stream_items
+        )
+        schema = executable_schema(facade, gateway)
+        operations = OperationRegistry(
+            schema, settings.graphql_operations_dir or DEFAULT_OPERATIONS_DIR
+        )
+        for problem in operations.problems:
+            logger.warning("persisted operation not registered: %s", problem)
+        limits = FacadeLimits(
+            production=settings.environment == "production",
+            auto_register=settings.graphql_auto_register,
+            max_document_bytes=settings.graphql_max_document_bytes,
+            max_depth=settings.graphql_max_depth,
+            max_fields=settings.graphql_max_fields,
+        )
+        return GraphqlEndpoint(schema, operations, self._verifier, self._engine, limits)
 
     async def health_report(self) -> tuple[bool, dict[str, object]]:
         """Whether this process should receive traffic, and the facts behind it."""
@@ -222,6 +255,8 @@ class Platform:
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
+        if self._channel is not None:
+            await self._channel.close()
         await self.database.dispose()
         self.state = "stopped"
 

@@ -71,6 +71,22 @@ class Settings(BaseSettings):
     policy_dir: Path | None = Field(
         None, description="Directory of the Rego policies; default: the shipped ones."
     )
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="production: GraphQL runs persisted operations only (admin.write excepted) "
+        "and serves no GraphiQL.",
+    )
+    graphql_operations_dir: Path | None = Field(
+        None,
+        description="Persisted GraphQL operations; default: the repository's graphql/operations.",
+    )
+    graphql_auto_register: bool = Field(
+        False, description="Register ad-hoc documents sent with their id (APQ); off by default."
+    )
+    graphql_max_document_bytes: int = Field(16384, ge=256, le=1 << 20)
+    graphql_max_depth: int = Field(10, ge=2, le=50)
+    graphql_max_fields: int = Field(500, ge=10, le=100_000)
+    graphql_max_stream_items: int = Field(1000, ge=1, le=1_000_000)
 
     @field_validator("services", mode="before")
     @classmethod

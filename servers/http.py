@@ -52,8 +52,10 @@ def metrics_registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def create_http_app(health: HealthProbe) -> Starlette:
-    """The ASGI application with `/healthz` and `/metrics`."""
+def create_http_app(
+    health: HealthProbe, graphql: Callable[[Request], Awaitable[Response]] | None = None
+) -> Starlette:
+    """The ASGI application with `/healthz`, `/metrics` and (when given) `/graphql`."""
     registry = metrics_registry()
 
     async def healthz(_request: Request) -> JSONResponse:
@@ -63,9 +65,10 @@ def create_http_app(health: HealthProbe) -> Starlette:
     async def metrics(_request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ]
-    )
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    if graphql is not None:
+        routes.append(Route("/graphql", graphql, methods=["GET", "POST"]))
+    return Starlette(routes=routes)

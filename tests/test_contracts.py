@@ -10,7 +10,14 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from intelgraph.common.v1 import authorization_pb2, errors_pb2
 
+from graphql import build_schema
 from servers.config import SERVICE_NAMES
+from servers.facade import (
+    DEFAULT_OPERATIONS_DIR,
+    SCHEMA_FILE,
+    OperationRegistry,
+    build_facade_schema,
+)
 from servers.registry import ServiceDefinition, all_services
 
 SERVICES = all_services()
@@ -143,3 +150,42 @@ def test_public_rpcs_are_few_and_deliberate() -> None:
         if _authorization(method).WhichOneof("rule") == "public"
     ]
     assert public == ["intelgraph.access.v1.AccessService.GetJwks"]
+
+
+def _sdl() -> str:
+    return build_facade_schema(service.descriptor for service in SERVICES).sdl
+
+
+def test_the_committed_graphql_schema_is_what_the_contracts_generate() -> None:
+    assert SCHEMA_FILE.read_text() == _sdl(), "run `make gen` and commit graphql/schema.graphql"
+
+
+def test_the_seed_schema_falls_out_of_the_access_contract() -> None:
+    sdl = _sdl()
+    seed_type = (
+        "type AccessRequest {\n  id: ID!\n  requester: String!\n  scope: [String!]!\n"
+        "  status: AccessRequestStatus!\n  expiresAt: DateTime\n"
+    )
+    assert seed_type in sdl
+    for field in [
+        "  accessRequests(page: PageRequestInput, status: AccessRequestStatus, requester: String)"
+        ': [AccessRequest!]! @auth(abac: "admin.write")\n',
+        "  requestAccess(scope: [String!]!, expiresAt: DateTime!, reason: String): ID!\n",
+        "  approveAccess(id: ID!, grantEndsAt: DateTime, comment: String): Boolean"
+        ' @auth(abac: "admin.write")\n',
+        '  denyAccess(id: ID!, comment: String): Boolean @auth(abac: "admin.write")\n',
+    ]:
+        assert field in sdl
+
+
+def test_every_committed_operation_validates_against_the_schema() -> None:
+    registry = OperationRegistry(build_schema(_sdl()), DEFAULT_OPERATIONS_DIR)
+    assert registry.problems == []
+    assert {operation.name for operation in registry} >= {
+        "AccessRequests",
+        "ApproveAccess",
+        "Caller",
+        "DenyAccess",
+        "Jwks",
+        "RequestAccess",
+    }

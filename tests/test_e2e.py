@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -17,6 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from gql import Client, gql
+from gql.transport.exceptions import TransportQueryError
+from gql.transport.httpx import HTTPXAsyncTransport
+
+from servers.facade import DEFAULT_OPERATIONS_DIR
 
 pytestmark = pytest.mark.e2e
 
@@ -189,6 +195,34 @@ def test_grpcurl_gets_the_public_key_set_without_a_token(conductor: Served) -> N
     assert jwks.returncode == 0, jwks.stderr
     (key,) = json.loads(jwks.stdout)["keys"]
     assert (key["kty"], key["crv"], key["alg"], key["use"]) == ("OKP", "Ed25519", "EdDSA", "sig")
+
+
+def test_graphql_through_a_real_client_in_production_mode(tmp_path: Path) -> None:
+    served = start_conductor(
+        tmp_path, "--grpc-port", "0", "--http-port", "0", CONDUCTOR_ENVIRONMENT="production"
+    )
+    token = mint(tmp_path, "catalog.read")
+
+    async def exercise() -> None:
+        transport = HTTPXAsyncTransport(
+            url=f"http://{served.http}/graphql", headers={"authorization": f"Bearer {token}"}
+        )
+        async with Client(transport=transport) as session:
+            # A persisted operation (gql re-prints it; the canonical form matches).
+            persisted = gql((DEFAULT_OPERATIONS_DIR / "Caller.graphql").read_text())
+            result = await session.execute(persisted)
+            assert result["caller"]["tenantId"] == TENANT
+            assert result["caller"]["scopes"] == ["catalog.read"]
+            # An ad-hoc document is refused for a caller without admin.write.
+            with pytest.raises(TransportQueryError) as refused:
+                await session.execute(gql("{ caller { subject } }"))
+            assert refused.value.errors is not None
+            assert refused.value.errors[0]["extensions"]["code"] == "PERSISTED_QUERY_REQUIRED"
+
+    try:
+        asyncio.run(exercise())
+    finally:
+        assert served.stop() == 0
 
 
 def test_an_unbuilt_rpc_answers_unimplemented_with_its_reason(

@@ -1,0 +1,318 @@
+"""`/graphql`: persisted operations, ad-hoc documents within limits, GraphiQL in development.
+
+Requests (GraphQL over HTTP, JSON): `POST {query | id, variables, operationName}`
+(Apollo's `extensions.persistedQuery.sha256Hash` also names an id), or `GET`
+with the same as query parameters for queries. A document whose text is a
+registered operation counts as that operation.
+
+* Production: only registered operations run, unless the caller holds
+  `admin.write`; unknown ids are refused (`PERSISTED_QUERY_NOT_FOUND`), ad-hoc
+  documents too (`PERSISTED_QUERY_REQUIRED`). With automatic registration on,
+  an ad-hoc document sent with its id is registered (off by default).
+* Development: ad-hoc documents run within the depth and field limits
+  (`QUERY_TOO_DEEP`, `QUERY_TOO_COMPLEX`); GET with `Accept: text/html` serves GraphiQL.
+
+Every problem is a GraphQL error with `extensions.code`, never a 500: the
+request-level ones (`GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`,
+`BAD_USER_INPUT`, `DOCUMENT_TOO_LARGE`, `UNAUTHENTICATED`, ...) with HTTP 400,
+errors while resolving fields in a 200 response beside the data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from clients import ErrorReason
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    GraphQLSchema,
+    OperationType,
+    execute,
+    get_operation_ast,
+    parse,
+    validate,
+)
+from interceptors.policy import MethodFacts, PolicyEngine
+from interceptors.tokens import TokenVerifier
+from servers.errors import DomainError, reason_name
+from servers.facade.gateway import FacadeContext
+from servers.facade.operations import OperationRegistry, measure, operation_id
+
+logger = logging.getLogger(__name__)
+
+#: What ad-hoc documents are checked against in production: holding it lifts the safelist.
+ADHOC = MethodFacts("graphql", "AdHocDocument", "admin.write")
+
+
+@dataclass(frozen=True)
+class FacadeLimits:
+    """What the endpoint accepts."""
+
+    production: bool
+    auto_register: bool
+    max_document_bytes: int
+    max_depth: int
+    max_fields: int
+
+
+class RequestProblem(Exception):
+    """A request the endpoint refuses as a whole."""
+
+    def __init__(self, message: str, code: str, **facts: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.facts = facts
+
+
+@dataclass
+class _Prepared:
+    document: DocumentNode
+    context: FacadeContext
+    variables: dict[str, Any]
+    operation_name: str | None
+
+
+class GraphqlEndpoint:
+    """The ASGI endpoint of `/graphql`."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        operations: OperationRegistry,
+        verifier: TokenVerifier,
+        engine: PolicyEngine,
+        limits: FacadeLimits,
+    ) -> None:
+        self._schema = schema
+        self._operations = operations
+        self._verifier = verifier
+        self._engine = engine
+        self._limits = limits
+
+    async def handle(self, request: Request) -> Response:
+        """Answer one GraphQL request (a Starlette endpoint)."""
+        if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            if self._limits.production:
+                return _problem(RequestProblem("GraphiQL is off in production", "NOT_FOUND"), 404)
+            return HTMLResponse(GRAPHIQL)
+        try:
+            prepared = await self._prepare(request)
+        except RequestProblem as problem:
+            return _problem(problem, 400)
+        result = execute(
+            self._schema,
+            prepared.document,
+            context_value=prepared.context,
+            variable_values=prepared.variables,
+            operation_name=prepared.operation_name,
+        )
+        if not isinstance(result, ExecutionResult):
+            result = await result
+        return _respond(result)
+
+    async def _prepare(self, request: Request) -> _Prepared:
+        payload = await self._payload(request)
+        context = self._context(request)
+        document = self._document(payload, context)
+        variables = payload.get("variables") or {}
+        if not isinstance(variables, dict):
+            raise RequestProblem("variables must be a JSON object", "BAD_USER_INPUT")
+        operation_name = payload.get("operationName")
+        if operation_name is not None and not isinstance(operation_name, str):
+            raise RequestProblem("operationName must be a string", "BAD_USER_INPUT")
+        operation = get_operation_ast(document, operation_name)
+        if operation is None:
+            raise RequestProblem("no operation of that name", "BAD_USER_INPUT")
+        if request.method == "GET" and operation.operation != OperationType.QUERY:
+            raise RequestProblem("only queries may be sent with GET", "BAD_REQUEST")
+        return _Prepared(document, context, variables, operation_name)
+
+    async def _payload(self, request: Request) -> dict[str, Any]:
+        if request.method == "GET":
+            payload: dict[str, Any] = dict(request.query_params)
+            for key in ("variables", "extensions"):
+                if key in payload:
+                    payload[key] = _json(payload[key], key)
+            return payload
+        body = await request.body()
+        if len(body) > self._limits.max_document_bytes * 4:
+            raise RequestProblem("request body too large", "DOCUMENT_TOO_LARGE")
+        decoded = _json(body, "the request body")
+        if not isinstance(decoded, dict):
+            raise RequestProblem("the request body must be a JSON object", "BAD_REQUEST")
+        return decoded
+
+    def _context(self, request: Request) -> FacadeContext:
+        header = request.headers.get("authorization")
+        if header is None:
+            return FacadeContext(token=None, principal=None)
+        if header[:7].lower() != "bearer " or not header[7:].strip():
+            raise RequestProblem(
+                "authorization header is not a bearer token",
+                "UNAUTHENTICATED",
+                reason=reason_name(ErrorReason.ERROR_REASON_TOKEN_MALFORMED),
+            )
+        token = header[7:].strip()
+        try:
+            return FacadeContext(token=token, principal=self._verifier.verify(token))
+        except DomainError as error:
+            raise RequestProblem(
+                error.message, "UNAUTHENTICATED", reason=reason_name(error.reason)
+            ) from None
+
+    def _document(self, payload: dict[str, Any], context: FacadeContext) -> DocumentNode:
+        query = payload.get("query")
+        identifier = payload.get("id") or _persisted_hash(payload.get("extensions"))
+        if query is not None and not isinstance(query, str):
+            raise RequestProblem("query must be a string", "BAD_USER_INPUT")
+        if identifier is not None and not isinstance(identifier, str):
+            raise RequestProblem("id must be a string", "BAD_USER_INPUT")
+        if query is not None and len(query.encode()) > self._limits.max_document_bytes:
+            raise RequestProblem(
+                f"document larger than {self._limits.max_document_bytes} bytes",
+                "DOCUMENT_TOO_LARGE",
+            )
+        if identifier is None and query is None:
+            raise RequestProblem("send a query or the id of a persisted operation", "BAD_REQUEST")
+        if identifier is not None:
+            persisted = self._operations.get(identifier)
+            if persisted is not None:
+                return persisted.ast
+            if query is None or not self._limits.auto_register:
+                raise RequestProblem(
+                    f"no persisted operation {identifier}", "PERSISTED_QUERY_NOT_FOUND"
+                )
+            if operation_id(query) != identifier:
+                raise RequestProblem("the id is not the SHA-256 of the query", "BAD_USER_INPUT")
+            # Automatic registration (opt-in): the document joins the safelist.
+            registered = self._operations.register(query, self._checked(_parsed(query)))
+            return registered.ast
+        assert query is not None
+        persisted = self._operations.get(operation_id(query))
+        if persisted is not None:
+            return persisted.ast
+        ast = _parsed(query)
+        # The same document, however a client library printed it, is the same operation.
+        persisted = self._operations.matching(ast)
+        if persisted is not None:
+            return persisted.ast
+        if self._limits.production and not self._may_send_ad_hoc(context):
+            raise RequestProblem(
+                "only persisted operations run here; send the id of a registered one",
+                "PERSISTED_QUERY_REQUIRED",
+            )
+        return self._checked(ast)
+
+    def _may_send_ad_hoc(self, context: FacadeContext) -> bool:
+        principal = context.principal
+        if principal is None:
+            return False
+        return self._engine.decide(principal.facts, ADHOC, {}, int(time.time())).allow
+
+    def _checked(self, ast: DocumentNode) -> DocumentNode:
+        """An ad-hoc document, refused unless within the limits and valid."""
+        size = measure(ast)
+        if size.depth > self._limits.max_depth:
+            raise RequestProblem(
+                f"document nests {size.depth} levels deep; the limit is {self._limits.max_depth}",
+                "QUERY_TOO_DEEP",
+            )
+        if size.fields > self._limits.max_fields:
+            raise RequestProblem(
+                f"document selects {size.fields} fields; the limit is {self._limits.max_fields}",
+                "QUERY_TOO_COMPLEX",
+            )
+        errors = validate(self._schema, ast)
+        if errors:
+            raise RequestProblem(errors[0].message, "GRAPHQL_VALIDATION_FAILED")
+        return ast
+
+
+def _parsed(query: str) -> DocumentNode:
+    try:
+        return parse(query)
+    except GraphQLError as error:
+        raise RequestProblem(error.message, "GRAPHQL_PARSE_FAILED") from None
+
+
+def _persisted_hash(extensions: Any) -> Any:
+    if isinstance(extensions, dict):
+        persisted = extensions.get("persistedQuery")
+        if isinstance(persisted, dict):
+            return persisted.get("sha256Hash")
+    return None
+
+
+def _json(text: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise RequestProblem(f"{what} is not valid JSON", "BAD_REQUEST") from None
+
+
+def _problem(problem: RequestProblem, status: int) -> JSONResponse:
+    error = {"message": problem.message, "extensions": {"code": problem.code, **problem.facts}}
+    return JSONResponse({"errors": [error]}, status_code=status)
+
+
+def _respond(result: ExecutionResult) -> JSONResponse:
+    body: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        body["errors"] = [_formatted(error) for error in result.errors]
+    return JSONResponse(body)
+
+
+def _formatted(error: GraphQLError) -> dict[str, Any]:
+    original = error.original_error
+    if original is not None and not isinstance(original, GraphQLError):
+        incident = uuid.uuid4().hex[:16]
+        logger.error(
+            "unhandled error resolving %s (incident %s)", error.path, incident, exc_info=original
+        )
+        error = GraphQLError(
+            f"internal error (incident {incident})",
+            path=error.path,
+            extensions={"code": "INTERNAL_SERVER_ERROR", "incident": incident},
+        )
+    formatted: dict[str, Any] = dict(error.formatted)
+    extensions: dict[str, Any] = dict(formatted.get("extensions") or {})
+    extensions.setdefault(
+        "code", "BAD_USER_INPUT" if error.path is None else "INTERNAL_SERVER_ERROR"
+    )
+    formatted["extensions"] = extensions
+    return formatted
+
+
+GRAPHIQL = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>IntelGraph Maestro Conductor - GraphiQL</title>
+  <link rel="stylesheet" href="https://unpkg.com/graphiql@3/graphiql.min.css">
+  <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
+</head>
+<body>
+  <div id="graphiql">Loading GraphiQL (development mode only)...</div>
+  <script crossorigin src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
+  <script crossorigin src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
+  <script crossorigin src="https://unpkg.com/graphiql@3/graphiql.min.js"></script>
+  <script>
+    const fetcher = GraphiQL.createFetcher({ url: window.location.pathname });
+    ReactDOM.createRoot(document.getElementById("graphiql")).render(
+      React.createElement(GraphiQL, { fetcher, defaultEditorToolbarOpen: true })
+    );
+  </script>
+</body>
+</html>
+"""
