@@ -18,6 +18,7 @@ Python values `Output` parses itself.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,11 +34,29 @@ POLICY_DIR = Path(__file__).with_name("policies")
 #: Entrypoints compiled into the bundle.
 AUTHZ_DECISION = "intelgraph/authz/decision"
 EDGE_SUSPICIOUS_LEAK = "intelgraph/edge/suspicious_leak"
-ENTRYPOINTS = (AUTHZ_DECISION, EDGE_SUSPICIOUS_LEAK)
+ACCESS_REQUEST_DECISION = "intelgraph/access/request_decision"
+ACCESS_REVIEW_DECISION = "intelgraph/access/review_decision"
+ENTRYPOINTS = (
+    AUTHZ_DECISION,
+    EDGE_SUSPICIOUS_LEAK,
+    ACCESS_REQUEST_DECISION,
+    ACCESS_REVIEW_DECISION,
+)
 
 
 class PolicyError(RuntimeError):
     """A policy failed to compile or to evaluate."""
+
+
+def policy_data(directory: Path) -> list[dict[str, Any]]:
+    """The data documents (`*.json`) the policies read, e.g. the access rules."""
+    documents = []
+    for path in sorted(directory.glob("*.json")):
+        document = json.loads(path.read_text())
+        if not isinstance(document, dict):
+            raise PolicyError(f"{path} must hold a JSON object")
+        documents.append(document)
+    return documents
 
 
 def policy_sources(directory: Path, *, tests: bool = False) -> dict[str, str]:
@@ -95,6 +114,8 @@ class PolicyEngine:
             raise PolicyError(f"no policies in {directory}")
         compiler = Interpreter()
         try:
+            for document in policy_data(directory):
+                compiler.add_data(document)
             for name, source in modules.items():
                 compiler.add_module(name, source)
             self._bundle = compiler.build(None, list(ENTRYPOINTS))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from regopy import Interpreter
 
-from interceptors.policy import ENTRYPOINTS, POLICY_DIR, policy_sources
+from interceptors.policy import ENTRYPOINTS, POLICY_DIR, policy_data, policy_sources
 
 _PACKAGE = re.compile(r"^package\s+([\w.]+)", re.MULTILINE)
 _TEST_RULE = re.compile(r"^(test_\w+)\s+if\b", re.MULTILINE)
@@ -44,6 +44,8 @@ def run_policy_tests(directory: Path = POLICY_DIR) -> list[PolicyTest]:
             results.append(PolicyTest(module, "<package>", passed=False, problem="no package"))
             continue
         interpreter = Interpreter()
+        for document in policy_data(directory):
+            interpreter.add_data(document)
         for name, policy in policies.items():
             interpreter.add_module(name, policy)
         interpreter.add_module(module, source)

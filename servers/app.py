@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import grpc
 import uvicorn
@@ -28,6 +30,7 @@ from interceptors.keys import RING_FILE, KeyRingError, KeyStore, rotate
 from interceptors.metrics import RPC_STATS, write_snapshots
 from interceptors.policy import POLICY_DIR, PolicyError
 from interceptors.tokens import InMemoryRevocations
+from servers.access.revocation import POLL_INTERVAL_S, RevocationFeed
 from servers.config import Settings
 from servers.db import Database
 from servers.db.migrate import ensure_schema
@@ -41,8 +44,9 @@ from servers.facade import (
     executable_schema,
 )
 from servers.http import create_http_app, multiprocess_dir
+from servers.jobs import every
 from servers.registry import ServiceDefinition, services_named
-from servers.runtime import Runtime
+from servers.runtime import PlatformServicer, Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +104,12 @@ class Platform:
         self._grpc: grpc.aio.Server | None = None
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
-        self._snapshot_task: asyncio.Task[None] | None = None
+        self._jobs: list[asyncio.Task[Any]] = []
+        self._servicers: list[PlatformServicer] = []
+        #: Keeps `revocations` in step with the shared store (and Redis, if configured).
+        self.revocation_feed = RevocationFeed(
+            self.database, self.revocations, redis_url=settings.redis_url
+        )
         self._channel: grpc.aio.Channel | None = None
 
     @property
@@ -120,9 +129,7 @@ class Platform:
             await ensure_schema(self.database.engine, migrate=self.settings.migrates_at_start)
             await self._start_grpc()
             await self._start_http()
-            directory = multiprocess_dir()
-            if directory is not None:
-                self._snapshot_task = asyncio.create_task(write_snapshots(RPC_STATS, directory))
+            await self._start_jobs()
         except BaseException:
             await self.stop(grace=0)
             raise
@@ -157,11 +164,14 @@ class Platform:
             interceptors=[platform_chain(verifier, engine)],
             options=[("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)],
         )
-        runtime = Runtime(
-            settings=self.settings, database=self.database, keys=keys, revocations=revocations
+        self.runtime = Runtime(
+            settings=self.settings,
+            database=self.database,
+            keys=keys,
+            engine=engine,
+            revocation_feed=self.revocation_feed,
         )
-        for service in self.services:
-            service.register(server, runtime)
+        self._servicers = [service.register(server, self.runtime) for service in self.services]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [
@@ -212,6 +222,20 @@ class Platform:
                 raise StartupError("HTTP listener stopped during start-up")
             await asyncio.sleep(0.005)
 
+    async def _start_jobs(self) -> None:
+        """Background work: revocation feed (always), each service's jobs, metrics snapshots."""
+        await self.revocation_feed.refresh()
+        jobs: list[Callable[[], Coroutine[Any, Any, Any]]] = [
+            functools.partial(every, POLL_INTERVAL_S, self.revocation_feed.refresh, "revocations"),
+            self.revocation_feed.listen,
+        ]
+        for servicer in self._servicers:
+            jobs += servicer.background_jobs()
+        directory = multiprocess_dir()
+        if directory is not None:
+            jobs.append(functools.partial(write_snapshots, RPC_STATS, directory))
+        self._jobs = [asyncio.create_task(job()) for job in jobs]
+
     def _graphql_endpoint(self) -> GraphqlEndpoint:
         settings = self.settings
         facade = build_facade_schema(service.descriptor for service in self.services)
@@ -250,8 +274,6 @@ class Platform:
         """Drain: refuse new calls, give in-flight ones `grace` seconds, close the store."""
         grace = self.settings.shutdown_grace if grace is None else grace
         self.state = "draining"
-        if self._snapshot_task is not None:
-            self._snapshot_task.cancel()
         await self.health.enter_graceful_shutdown()
         if self._grpc is not None:
             await self._grpc.stop(grace)
@@ -260,6 +282,10 @@ class Platform:
             await self._http_task
         if self._channel is not None:
             await self._channel.close()
+        for job in self._jobs:
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        await self.revocation_feed.close()
         await self.database.dispose()
         self.state = "stopped"
 

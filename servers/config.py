@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(10, ge=2, le=50)
     graphql_max_fields: int = Field(500, ge=10, le=100_000)
     graphql_max_stream_items: int = Field(1000, ge=1, le=1_000_000)
+    access_pending_ttl: float = Field(
+        86400.0, gt=0, le=30 * 86400, description="Seconds a pending access request lives."
+    )
+    access_reminder_lead: float = Field(
+        300.0, ge=0, le=86400, description="Seconds before a grant ends that its holder is told."
+    )
+    webhook_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Comma-separated webhook URLs notifications are POSTed to."
+    )
+    redis_url: str = Field(
+        "", description="Optional Redis (redis://...) that replicas share revocations through."
+    )
 
     @field_validator("services", mode="before")
     @classmethod
@@ -106,6 +118,28 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("name at least one service")
         return tuple(name for name in SERVICE_NAMES if name in value)
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(url.strip() for url in value.split(",") if url.strip())
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"not an http(s) URL: {url}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use a redis://, rediss:// or unix:// URL")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -68,9 +68,11 @@ class ServiceDefinition:
         completed = type(self.servicer_class.__name__, (self.servicer_class,), fillers)
         return cast(PlatformServicer, completed(runtime))
 
-    def register(self, server: grpc.aio.Server, runtime: Runtime) -> None:
-        """Build the servicer and add it to `server`."""
-        self.add_to_server(self.build(runtime), server)
+    def register(self, server: grpc.aio.Server, runtime: Runtime) -> PlatformServicer:
+        """Build the servicer, add it to `server` and return it."""
+        servicer = self.build(runtime)
+        self.add_to_server(servicer, server)
+        return servicer
 
 
 def _defining_module(cls: type, attribute: str) -> str:
@@ -92,16 +94,15 @@ def _not_built(method: str, capability: str) -> Callable[..., Any]:
 
 def all_services() -> tuple[ServiceDefinition, ...]:
     """Every service, in serving order."""
-    from servers import access, analytics, billing, catalog, edge, rag  # noqa: PLC0415
+    # Imported here: the service modules import this one.
+    from servers.access.service import SERVICE as ACCESS  # noqa: PLC0415
+    from servers.analytics.service import SERVICE as ANALYTICS  # noqa: PLC0415
+    from servers.billing.service import SERVICE as BILLING  # noqa: PLC0415
+    from servers.catalog.service import SERVICE as CATALOG  # noqa: PLC0415
+    from servers.edge.service import SERVICE as EDGE  # noqa: PLC0415
+    from servers.rag.service import SERVICE as RAG  # noqa: PLC0415
 
-    return (
-        access.SERVICE,
-        billing.SERVICE,
-        edge.SERVICE,
-        rag.SERVICE,
-        catalog.SERVICE,
-        analytics.SERVICE,
-    )
+    return (ACCESS, BILLING, EDGE, RAG, CATALOG, ANALYTICS)
 
 
 def services_named(names: tuple[str, ...]) -> tuple[ServiceDefinition, ...]:

@@ -1,13 +1,20 @@
-"""What every servicer is built with: settings, the store, the signing keys."""
+"""What every servicer is built with: settings, the store, keys, policies, the clock."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from interceptors.keys import KeyStore
-from interceptors.tokens import InMemoryRevocations
-from servers.config import Settings
-from servers.db import Database
+from servers.db import utc_now
+
+if TYPE_CHECKING:
+    from interceptors.keys import KeyStore
+    from interceptors.policy import PolicyEngine
+    from servers.access.revocation import RevocationFeed
+    from servers.config import Settings
+    from servers.db import Database
 
 
 @dataclass(frozen=True)
@@ -17,7 +24,9 @@ class Runtime:
     settings: Settings
     database: Database
     keys: KeyStore
-    revocations: InMemoryRevocations
+    engine: PolicyEngine
+    revocation_feed: RevocationFeed
+    clock: Callable[[], datetime] = field(default=utc_now)
 
 
 class PlatformServicer:
@@ -25,3 +34,7 @@ class PlatformServicer:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+
+    def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
+        """Coroutines the platform runs beside the service until it stops (none by default)."""
+        return []

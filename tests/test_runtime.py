@@ -19,8 +19,8 @@ from interceptors import RpcMethod
 from interceptors.validation import required_fields
 from servers import app as app_module
 from servers.app import Platform, StartupError
-from servers.catalog import SERVICE as CATALOG
-from servers.catalog import CatalogService
+from servers.catalog.service import SERVICE as CATALOG
+from servers.catalog.service import CatalogService
 from servers.config import Settings
 from servers.registry import all_services
 from tests.conftest import Minter

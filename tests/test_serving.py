@@ -18,7 +18,7 @@ from intelgraph.common.v1 import authorization_pb2
 
 from clients import ErrorReason, UnauthenticatedError, UnimplementedError, from_grpc_error
 from servers.app import Platform
-from servers.catalog import SERVICE as CATALOG
+from servers.catalog.service import SERVICE as CATALOG
 from servers.config import load_settings
 from servers.registry import all_services
 from tests.conftest import Minter

@@ -1,51 +1,292 @@
-"""The AccessService servicer: translates messages and calls the domain, nothing else."""
+"""The AccessService servicer: translates messages and calls the workflow, nothing else."""
 
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from intelgraph.access.v1 import access_service_pb2, access_service_pb2_grpc
+from intelgraph.access.v1 import access_service_pb2 as pb
+from intelgraph.access.v1 import access_service_pb2_grpc
+from intelgraph.common.v1.pagination_pb2 import PageResponse
 
 from interceptors import current_principal
+from servers.access.notifications import WebhookDispatcher
+from servers.access.store import AccessRequestRow, AuditEventRow, GrantRow, ReviewRow
+from servers.access.workflow import AccessWorkflow
+from servers.jobs import every, every_under_lease
+from servers.pagination import Page
 from servers.registry import ServiceDefinition
-from servers.runtime import PlatformServicer
+from servers.runtime import PlatformServicer, Runtime
+
+_REQUEST_STATUS = {
+    "pending": pb.ACCESS_REQUEST_STATUS_PENDING,
+    "approved": pb.ACCESS_REQUEST_STATUS_APPROVED,
+    "denied": pb.ACCESS_REQUEST_STATUS_DENIED,
+    "expired": pb.ACCESS_REQUEST_STATUS_EXPIRED,
+}
+_GRANT_STATUS = {
+    "active": pb.GRANT_STATUS_ACTIVE,
+    "expired": pb.GRANT_STATUS_EXPIRED,
+    "revoked": pb.GRANT_STATUS_REVOKED,
+}
+_DECISION = {"approve": pb.REVIEW_DECISION_APPROVE, "deny": pb.REVIEW_DECISION_DENY}
+_ACTION_PREFIX = "AUDIT_ACTION_"
+
+
+def _timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _moment(stamp: Timestamp, present: bool = True) -> datetime | None:
+    return stamp.ToDatetime(tzinfo=UTC) if present else None
+
+
+def _status_name(value: int, names: Mapping[str, int]) -> str:
+    return next((name for name, number in names.items() if number == value), "")
+
+
+def _review(row: ReviewRow) -> pb.Review:
+    return pb.Review(
+        reviewer=row.reviewer,
+        decision=_DECISION[row.decision],
+        reviewed_at=_timestamp(row.reviewed_at),
+        comment=row.comment,
+        grant_ends_at=_timestamp(row.grant_ends_at),
+    )
+
+
+def _request(
+    row: AccessRequestRow, reviews: Sequence[ReviewRow] = (), grant: GrantRow | None = None
+) -> pb.AccessRequest:
+    return pb.AccessRequest(
+        id=str(row.id),
+        requester=row.requester,
+        scope=list(row.scope),
+        status=_REQUEST_STATUS[row.status],
+        expires_at=_timestamp(row.expires_at),
+        created_at=_timestamp(row.created_at),
+        reason=row.reason,
+        reviews=[_review(review) for review in reviews],
+        approvals_required=row.approvals_required,
+        pending_until=_timestamp(row.pending_until),
+        grant_id=str(grant.id) if grant else "",
+    )
+
+
+def _grant(row: GrantRow) -> pb.Grant:
+    return pb.Grant(
+        id=str(row.id),
+        access_request_id=str(row.request_id),
+        grantee=row.grantee,
+        scope=list(row.scope),
+        status=_GRANT_STATUS[row.status],
+        starts_at=_timestamp(row.starts_at),
+        ends_at=_timestamp(row.ends_at),
+        jti=row.jti,
+        claimed_at=_timestamp(row.claimed_at),
+        revoked_at=_timestamp(row.revoked_at),
+        revoked_by=row.revoked_by or "",
+    )
+
+
+def _event(row: AuditEventRow) -> pb.AuditEvent:
+    return pb.AuditEvent(
+        id=str(row.id),
+        sequence=row.sequence,
+        action=pb.AuditAction.Value(_ACTION_PREFIX + row.action.upper()),
+        actor=row.actor,
+        resource_id=row.resource_id,
+        occurred_at=_timestamp(row.occurred_at),
+        attributes=row.attributes,
+        previous_hash=row.previous_hash,
+        hash=row.hash,
+    )
+
+
+def _page(request: Any, **filters: Any) -> Page:
+    return Page.from_request(request.page.page_size, request.page.page_token, filters=filters)
 
 
 class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServicer):
-    """Access requests, approvals, time-boxed JIT grants, revocation and the audit chain.
+    """Access requests, approvals, time-boxed JIT grants, revocation and the audit chain."""
 
-    Built so far: the public key set (GetJwks) and GetCaller. The request and
-    grant workflow answers UNIMPLEMENTED naming its capability.
-    """
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime)
+        self.workflow = AccessWorkflow(runtime)
 
-    async def GetJwks(
-        self, request: access_service_pb2.GetJwksRequest, context: Any
-    ) -> access_service_pb2.GetJwksResponse:
-        """The public signing keys (current and previous) as a standard JWKS."""
-        ring = self.runtime.keys.ring()
-        return access_service_pb2.GetJwksResponse(
-            keys=[access_service_pb2.Jwk(**jwk) for jwk in ring.jwks()]
+    def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
+        """Expiry (one replica), notifications (one replica), grant gauges (each replica)."""
+        database = self.runtime.database
+        jobs: list[Callable[[], Coroutine[Any, Any, Any]]] = [
+            functools.partial(
+                every_under_lease, database, "access.expiry", 1.0, self.workflow.expire_due
+            ),
+            functools.partial(every, 5.0, self.workflow.observe_grants, "access.gauges"),
+        ]
+        if self.runtime.settings.webhook_urls:
+            dispatcher = WebhookDispatcher(database, self.runtime.clock)
+            jobs.append(
+                functools.partial(
+                    every_under_lease, database, "access.notifications", 1.0, dispatcher.deliver_due
+                )
+            )
+        return jobs
+
+    async def RequestAccess(
+        self, request: pb.RequestAccessRequest, context: Any
+    ) -> pb.RequestAccessResponse:
+        """Ask for scopes until a time."""
+        row = await self.workflow.request_access(
+            current_principal(),
+            list(request.scope),
+            request.expires_at.ToDatetime(tzinfo=UTC),
+            request.reason,
+        )
+        return pb.RequestAccessResponse(access_request=_request(row))
+
+    async def GetAccessRequest(
+        self, request: pb.GetAccessRequestRequest, context: Any
+    ) -> pb.GetAccessRequestResponse:
+        """One request with its reviews and grant."""
+        row, reviews, grant = await self.workflow.get_request(current_principal(), request.id)
+        return pb.GetAccessRequestResponse(access_request=_request(row, reviews, grant))
+
+    async def ListAccessRequests(
+        self, request: pb.ListAccessRequestsRequest, context: Any
+    ) -> pb.ListAccessRequestsResponse:
+        """The tenant's requests, newest first (without their reviews)."""
+        status = _status_name(request.status, _REQUEST_STATUS)
+        listed = await self.workflow.list_requests(
+            current_principal(),
+            _page(request, status=status, requester=request.requester),
+            status,
+            request.requester,
+        )
+        return pb.ListAccessRequestsResponse(
+            access_requests=[_request(row) for row in listed.rows],
+            page=PageResponse(next_page_token=listed.next_page_token),
         )
 
-    async def GetCaller(
-        self, request: access_service_pb2.GetCallerRequest, context: Any
-    ) -> access_service_pb2.GetCallerResponse:
+    async def ApproveAccess(
+        self, request: pb.ApproveAccessRequest, context: Any
+    ) -> pb.ApproveAccessResponse:
+        """Approve; the approval that meets the threshold creates the grant."""
+        row, reviews, grant = await self.workflow.approve(
+            current_principal(),
+            request.id,
+            _moment(request.grant_ends_at, request.HasField("grant_ends_at")),
+            request.comment,
+        )
+        return pb.ApproveAccessResponse(
+            access_request=_request(row, reviews, grant), grant=_grant(grant) if grant else None
+        )
+
+    async def DenyAccess(
+        self, request: pb.DenyAccessRequest, context: Any
+    ) -> pb.DenyAccessResponse:
+        """Deny a pending request."""
+        row, reviews = await self.workflow.deny(current_principal(), request.id, request.comment)
+        return pb.DenyAccessResponse(access_request=_request(row, reviews))
+
+    async def ClaimGrant(
+        self, request: pb.ClaimGrantRequest, context: Any
+    ) -> pb.ClaimGrantResponse:
+        """The grantee's JIT token."""
+        claimed = await self.workflow.claim(current_principal(), request.grant_id)
+        return pb.ClaimGrantResponse(grant=_grant(claimed.grant), token=claimed.token)
+
+    async def RevokeGrant(
+        self, request: pb.RevokeGrantRequest, context: Any
+    ) -> pb.RevokeGrantResponse:
+        """End a grant now."""
+        grant = await self.workflow.revoke(current_principal(), request.grant_id, request.reason)
+        return pb.RevokeGrantResponse(grant=_grant(grant))
+
+    async def ListGrants(
+        self, request: pb.ListGrantsRequest, context: Any
+    ) -> pb.ListGrantsResponse:
+        """Grants: the caller's own, or every grant for approvers."""
+        status = _status_name(request.status, _GRANT_STATUS)
+        listed = await self.workflow.list_grants(
+            current_principal(),
+            _page(request, status=status, grantee=request.grantee),
+            status,
+            request.grantee,
+        )
+        return pb.ListGrantsResponse(
+            grants=[_grant(row) for row in listed.rows],
+            page=PageResponse(next_page_token=listed.next_page_token),
+        )
+
+    async def GetJwks(self, request: pb.GetJwksRequest, context: Any) -> pb.GetJwksResponse:
+        """The public signing keys (current and previous) as a standard JWKS."""
+        ring = self.runtime.keys.ring()
+        return pb.GetJwksResponse(keys=[pb.Jwk(**jwk) for jwk in ring.jwks()])
+
+    async def GetCaller(self, request: pb.GetCallerRequest, context: Any) -> pb.GetCallerResponse:
         """Who the verified token says the caller is."""
         principal = current_principal()
-        expires_at = Timestamp()
-        expires_at.FromDatetime(principal.expires)
-        return access_service_pb2.GetCallerResponse(
+        return pb.GetCallerResponse(
             subject=principal.subject,
-            tenant_id=str(principal.tenant),
+            tenant_id=principal.tenant_id,
             scopes=list(principal.scopes),
             jit=principal.jit,
             token_id=principal.token_id,
-            expires_at=expires_at,
+            expires_at=_timestamp(principal.expires),
+        )
+
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: Any
+    ) -> pb.ListAuditEventsResponse:
+        """A page of the tenant's audit chain."""
+        action = pb.AuditAction.Name(request.action).removeprefix(_ACTION_PREFIX).lower()
+        action = "" if action == "unspecified" else action
+        since = _moment(request.since, request.HasField("since"))
+        until = _moment(request.until, request.HasField("until"))
+        listed = await self.workflow.audit_events(
+            current_principal(),
+            _page(
+                request,
+                action=action,
+                actor=request.actor,
+                resource_id=request.resource_id,
+                since=str(since),
+                until=str(until),
+            ),
+            action=action,
+            actor=request.actor,
+            resource_id=request.resource_id,
+            since=since,
+            until=until,
+        )
+        return pb.ListAuditEventsResponse(
+            events=[_event(row) for row in listed.rows],
+            page=PageResponse(next_page_token=listed.next_page_token),
+        )
+
+    async def VerifyAuditChain(
+        self, request: pb.VerifyAuditChainRequest, context: Any
+    ) -> pb.VerifyAuditChainResponse:
+        """Recompute the tenant's audit chain."""
+        check = await self.workflow.verify_chain(current_principal())
+        return pb.VerifyAuditChainResponse(
+            valid=check.valid,
+            events_checked=check.events_checked,
+            first_invalid_sequence=check.first_invalid_sequence,
+            problem=check.problem,
         )
 
 
 SERVICE = ServiceDefinition(
     name="access",
-    descriptor=access_service_pb2.DESCRIPTOR.services_by_name["AccessService"],
+    descriptor=pb.DESCRIPTOR.services_by_name["AccessService"],
     servicer_class=AccessService,
     add_to_server=access_service_pb2_grpc.add_AccessServiceServicer_to_server,
     capability="access requests and just-in-time grants (issue #5)",

@@ -26,9 +26,9 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 def create_engine(url: str, **options: Any) -> AsyncEngine:
     """An async engine for `url`, tuned for the backend.
 
-    SQLite: the file's directory is created; WAL journal (readers never block
-    the writer), foreign keys on, a busy timeout, and transactions begun
-    explicitly so that they really are transactions (the sqlite3 module's
+    SQLite: the file's directory is created; WAL journal, foreign keys on, a
+    busy timeout, and transactions begun explicitly (`BEGIN IMMEDIATE`) so
+    that they really are serializable transactions (the sqlite3 module's
     legacy implicit BEGIN skips SELECTs). PostgreSQL: pre-ping pooled
     connections so a restarted server costs one retry, not an error.
     """
@@ -55,7 +55,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # IMMEDIATE: take the write lock up front, so a transaction never reads
+        # a row and then finds another writer got in first (SQLite serializes
+        # writers anyway; this makes it happen before the read, not after).
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:

@@ -4,9 +4,10 @@ Each store module defines its models on `servers.db.Base`; importing it here
 makes Alembic's autogenerate see them.
 """
 
+from servers.access import store as access_store
 from servers.db import leases
 from servers.db.base import Base
 
 metadata = Base.metadata
 
-__all__ = ["leases", "metadata"]
+__all__ = ["access_store", "leases", "metadata"]

@@ -75,6 +75,22 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A required claim (sub, tenant, scopes, jti, exp, nbf, iat) is missing or mistyped."""
     ERROR_REASON_TOKEN_REVOKED: _ErrorReason.ValueType  # 24
     """The token (`jti`) was revoked."""
+    ERROR_REASON_SCOPE_NOT_REQUESTABLE: _ErrorReason.ValueType  # 25
+    """The policy does not let this caller request this scope."""
+    ERROR_REASON_REASON_REQUIRED: _ErrorReason.ValueType  # 26
+    """The policy requires a justification for one of the requested scopes."""
+    ERROR_REASON_SELF_APPROVAL: _ErrorReason.ValueType  # 27
+    """Requesters never review their own requests."""
+    ERROR_REASON_NOT_AN_APPROVER: _ErrorReason.ValueType  # 28
+    """The caller is not in the approver set of a requested scope."""
+    ERROR_REASON_REQUEST_NOT_PENDING: _ErrorReason.ValueType  # 29
+    """The access request is no longer pending."""
+    ERROR_REASON_ALREADY_REVIEWED: _ErrorReason.ValueType  # 30
+    """The approver already reviewed this request."""
+    ERROR_REASON_GRANT_END_INVALID: _ErrorReason.ValueType  # 31
+    """An approver may shorten a grant, never lengthen it or end it in the past."""
+    ERROR_REASON_GRANT_NOT_ACTIVE: _ErrorReason.ValueType  # 32
+    """The grant has ended (expired or revoked)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable reason of a failed call. It travels as
@@ -134,6 +150,22 @@ ERROR_REASON_TOKEN_CLAIMS_INVALID: ErrorReason.ValueType  # 23
 """A required claim (sub, tenant, scopes, jti, exp, nbf, iat) is missing or mistyped."""
 ERROR_REASON_TOKEN_REVOKED: ErrorReason.ValueType  # 24
 """The token (`jti`) was revoked."""
+ERROR_REASON_SCOPE_NOT_REQUESTABLE: ErrorReason.ValueType  # 25
+"""The policy does not let this caller request this scope."""
+ERROR_REASON_REASON_REQUIRED: ErrorReason.ValueType  # 26
+"""The policy requires a justification for one of the requested scopes."""
+ERROR_REASON_SELF_APPROVAL: ErrorReason.ValueType  # 27
+"""Requesters never review their own requests."""
+ERROR_REASON_NOT_AN_APPROVER: ErrorReason.ValueType  # 28
+"""The caller is not in the approver set of a requested scope."""
+ERROR_REASON_REQUEST_NOT_PENDING: ErrorReason.ValueType  # 29
+"""The access request is no longer pending."""
+ERROR_REASON_ALREADY_REVIEWED: ErrorReason.ValueType  # 30
+"""The approver already reviewed this request."""
+ERROR_REASON_GRANT_END_INVALID: ErrorReason.ValueType  # 31
+"""An approver may shorten a grant, never lengthen it or end it in the past."""
+ERROR_REASON_GRANT_NOT_ACTIVE: ErrorReason.ValueType  # 32
+"""The grant has ended (expired or revoked)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 GRPC_STATUS_FIELD_NUMBER: _builtins.int

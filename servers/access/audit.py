@@ -1,0 +1,89 @@
+"""The tenant's hash-chained audit log: append under a per-tenant lock, verify end to end."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from servers.access.domain import GENESIS, AuditFacts, ChainCheck, audit_hash, verify_chain
+from servers.access.store import AuditEventRow
+
+
+def _chain_lock_key(tenant: uuid.UUID) -> int:
+    return int.from_bytes(tenant.bytes[:8], "big", signed=True)
+
+
+async def append_audit(
+    session: AsyncSession,
+    *,
+    tenant: uuid.UUID,
+    action: str,
+    actor: str,
+    resource_id: str,
+    at: datetime,
+    attributes: Mapping[str, str] | None = None,
+) -> AuditEventRow:
+    """Append one event to the tenant's chain, in the caller's transaction.
+
+    Appends to one tenant's chain are serialized (an advisory transaction lock
+    on PostgreSQL; SQLite's write lock), so sequences stay gapless and each
+    event links to the one before it.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _chain_lock_key(tenant)}
+        )
+    last = (
+        await session.execute(
+            select(AuditEventRow.sequence, AuditEventRow.hash)
+            .order_by(AuditEventRow.sequence.desc())
+            .limit(1)
+        )
+    ).first()
+    facts = AuditFacts(
+        tenant_id=str(tenant),
+        sequence=last.sequence + 1 if last else 1,
+        action=action,
+        actor=actor,
+        resource_id=resource_id,
+        occurred_at=at,
+        attributes={key: str(value) for key, value in (attributes or {}).items()},
+        previous_hash=last.hash if last else GENESIS,
+    )
+    row = AuditEventRow(
+        sequence=facts.sequence,
+        action=action,
+        actor=actor,
+        resource_id=resource_id,
+        occurred_at=at,
+        attributes=dict(facts.attributes),
+        previous_hash=facts.previous_hash,
+        hash=audit_hash(facts),
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+def facts_of(row: AuditEventRow) -> AuditFacts:
+    """The hashed content of a stored event."""
+    return AuditFacts(
+        tenant_id=str(row.tenant_id),
+        sequence=row.sequence,
+        action=row.action,
+        actor=row.actor,
+        resource_id=row.resource_id,
+        occurred_at=row.occurred_at,
+        attributes=row.attributes,
+        previous_hash=row.previous_hash,
+    )
+
+
+async def verify_audit_chain(session: AsyncSession) -> ChainCheck:
+    """Recompute the session tenant's whole chain."""
+    rows = (await session.execute(select(AuditEventRow).order_by(AuditEventRow.sequence))).scalars()
+    return verify_chain([(facts_of(row), row.hash) for row in rows])

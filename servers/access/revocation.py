@@ -1,0 +1,91 @@
+"""Revoked tokens reach every replica: the shared table, polled, and Redis pub/sub when configured.
+
+The authentication interceptor consults an in-process set (`InMemoryRevocations`)
+on every call. This feed keeps that set in step with `token_revocations`: it
+re-reads the live entries every half second (so a revocation committed on any
+replica is refused everywhere within about that), and with `CONDUCTOR_REDIS_URL`
+set it also listens to the channel revocations are announced on as they commit,
+which brings the delay to a round trip. Redis is a fast path, never the only one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import datetime
+
+import redis.asyncio as redis
+from sqlalchemy import select
+
+from interceptors.tokens import InMemoryRevocations
+from servers.access.store import RevocationRow
+from servers.db import ALL_TENANTS, Database, utc_now
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "conductor:revocations"
+POLL_INTERVAL_S = 0.5
+
+
+class RevocationFeed:
+    """Feeds revocations into this replica's in-process set."""
+
+    def __init__(
+        self, database: Database, revocations: InMemoryRevocations, *, redis_url: str = ""
+    ) -> None:
+        self._database = database
+        self._revocations = revocations
+        self._redis = redis.from_url(redis_url) if redis_url else None
+
+    async def refresh(self) -> int:
+        """Load every live revocation from the shared table; returns how many there are."""
+        async with self._database.platform_session() as session:
+            rows = (
+                await session.execute(
+                    select(RevocationRow.jti, RevocationRow.expires_at)
+                    .where(RevocationRow.expires_at > utc_now())
+                    .execution_options(**{ALL_TENANTS: True})
+                )
+            ).all()
+        for jti, expires_at in rows:
+            self._revocations.revoke(jti, expires_at.timestamp())
+        return len(rows)
+
+    async def announce(self, jti: str, expires_at: datetime) -> None:
+        """Refuse `jti` here at once, and tell the other replicas (after the commit)."""
+        self._revocations.revoke(jti, expires_at.timestamp())
+        if self._redis is None:
+            return
+        try:
+            await self._redis.publish(
+                CHANNEL, json.dumps({"jti": jti, "exp": expires_at.timestamp()})
+            )
+        except redis.RedisError:
+            logger.warning("could not announce a revocation on Redis; replicas poll within 0.5 s")
+
+    async def listen(self) -> None:
+        """Apply revocations announced on Redis until cancelled (reconnecting on failures)."""
+        if self._redis is None:
+            return
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        announced = json.loads(message["data"])
+                        self._revocations.revoke(str(announced["jti"]), float(announced["exp"]))
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError, ValueError, KeyError):
+                logger.warning("revocation channel lost; reconnecting in 1 s", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        """Close the Redis connection, if any."""
+        if self._redis is not None:
+            with contextlib.suppress(redis.RedisError):
+                await self._redis.aclose()
