@@ -7,12 +7,15 @@ Usage::
   conductor migrate [--database-url URL] [--to REVISION] [--check]
   conductor keys rotate|retire|list [--keys-dir DIR]
   conductor token mint --tenant UUID --scopes a,b [--ttl 15m] [--sub NAME]
+  conductor audit export --tenant UUID [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
 import re
 import sys
@@ -70,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", default="15m", help="lifetime: 90s, 15m, 1h (default 15m)")
     token.add_argument("--sub", default="operator", help="subject (default operator)")
     token.add_argument("--keys-dir", type=Path, help="key directory (default var/keys)")
+
+    audit = commands.add_parser("audit", help="the access audit log")
+    audit.add_argument("action", choices=["export"], help="export: write JSON Lines")
+    audit.add_argument("--tenant", required=True, help="tenant UUID")
+    audit.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    audit.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under var/)")
     return parser
 
 
@@ -102,7 +111,7 @@ def _configure_logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = _parser().parse_args(argv)
-    not_settings = {"command", "to", "check", "action", "tenant", "scopes", "ttl", "sub"}
+    not_settings = {"command", "to", "check", "action", "tenant", "scopes", "ttl", "sub", "out"}
     flags = {key: value for key, value in vars(args).items() if key not in not_settings}
     try:
         settings = load_settings(**flags)
@@ -116,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _keys(settings, args.action)
     if args.command == "token":
         return _mint(settings, args)
+    if args.command == "audit":
+        return asyncio.run(_export_audit(settings, args.tenant, args.out))
     return _serve(settings)
 
 
@@ -188,6 +199,35 @@ def _serve(settings: Settings) -> int:
     except (StartupError, SchemaOutOfDate) as error:
         logger.error("conductor cannot start: %s", error)  # noqa: TRY400 - no traceback wanted
         return 1
+    return 0
+
+
+async def _export_audit(settings: Settings, tenant_text: str, out: Path | None) -> int:
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from servers.access.audit import export_line  # noqa: PLC0415
+    from servers.access.store import AuditEventRow  # noqa: PLC0415
+    from servers.db import Database  # noqa: PLC0415
+
+    try:
+        tenant = uuid.UUID(tenant_text)
+    except ValueError as error:
+        print(f"conductor: {error}", file=sys.stderr)
+        return 2
+    database = Database(settings.database_url)
+    written = 0
+    try:
+        with out.open("w") if out else contextlib.nullcontext(sys.stdout) as sink:
+            async with database.tenant_session(tenant) as session:
+                events = await session.stream_scalars(
+                    select(AuditEventRow).order_by(AuditEventRow.sequence)
+                )
+                async for row in events:
+                    sink.write(json.dumps(export_line(row), sort_keys=True) + "\n")
+                    written += 1
+    finally:
+        await database.dispose()
+    print(f"exported {written} audit events", file=sys.stderr)
     return 0
 
 

@@ -36,6 +36,8 @@ POSTGRES_SKIP_REASON = (
 def pytest_configure(config: pytest.Config) -> None:
     if IN_CI and not POSTGRES_URL:
         raise pytest.UsageError("CI=true but CONDUCTOR_TEST_POSTGRES_URL is not set")
+    if IN_CI and not os.environ.get("CONDUCTOR_TEST_REDIS_URL"):
+        raise pytest.UsageError("CI=true but CONDUCTOR_TEST_REDIS_URL is not set")
 
 
 @pytest.fixture
@@ -49,7 +51,8 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-def _libpq_url(sqlalchemy_url: str) -> str:
+def libpq_url(sqlalchemy_url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as psycopg (libpq) takes it."""
     url = make_url(sqlalchemy_url)
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -60,13 +63,13 @@ def postgres_schema_url() -> Iterator[str]:
     if not POSTGRES_URL:
         pytest.skip(POSTGRES_SKIP_REASON)
     schema = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_libpq_url(POSTGRES_URL), autocommit=True) as connection:
+    with psycopg.connect(libpq_url(POSTGRES_URL), autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')
     url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
     try:
         yield url.render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(_libpq_url(POSTGRES_URL), autocommit=True) as connection:
+        with psycopg.connect(libpq_url(POSTGRES_URL), autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
@@ -147,3 +150,34 @@ def minter(settings: Settings) -> Minter:
     """Tokens for the `settings` platform; its first key is created if needed."""
     ensure_signing_keys(settings)
     return Minter(settings)
+
+
+REDIS_URL = os.environ.get("CONDUCTOR_TEST_REDIS_URL", "")
+REDIS_SKIP_REASON = (
+    "CONDUCTOR_TEST_REDIS_URL is not set: Redis tests skipped "
+    "(set it, e.g. redis://127.0.0.1:6379/0, to run them)"
+)
+
+
+@pytest.fixture(scope="module")
+def postgres_module_url() -> Iterator[str]:
+    """Like `postgres_schema_url`, for a whole module."""
+    if not POSTGRES_URL:
+        pytest.skip(POSTGRES_SKIP_REASON)
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(libpq_url(POSTGRES_URL), autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(libpq_url(POSTGRES_URL), autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis the tests may use (skipped, visibly, without one)."""
+    if not REDIS_URL:
+        pytest.skip(REDIS_SKIP_REASON)
+    return REDIS_URL

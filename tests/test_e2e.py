@@ -15,12 +15,17 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from gql import Client, gql
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXAsyncTransport
+from intelgraph.access.v1 import access_service_pb2 as access
+from intelgraph.access.v1 import access_service_pb2_grpc
 
 from servers.db.migrate import head_revision
 from servers.facade import DEFAULT_OPERATIONS_DIR
@@ -353,3 +358,72 @@ def test_serving_postgres_needs_a_migrated_schema(tmp_path: Path, postgres_schem
             assert json.load(response)["database"] == "ok"
     finally:
         assert served.stop() == 0
+
+
+@pytest.mark.postgres
+def test_two_replicas_share_revocations_within_a_second(
+    tmp_path: Path, postgres_schema_url: str, redis_url: str
+) -> None:
+    shared = {
+        "CONDUCTOR_DATABASE_URL": postgres_schema_url,
+        "CONDUCTOR_REDIS_URL": redis_url,
+        "CONDUCTOR_KEYS_DIR": str(tmp_path / "keys"),
+    }
+    assert run_conductor(tmp_path, "keys", "rotate", **shared).returncode == 0
+    assert run_conductor(tmp_path, "migrate", **shared).returncode == 0
+    replicas = [
+        start_conductor(tmp_path / name, "--grpc-port", "0", "--http-port", "0", **shared)
+        for name in ("a", "b")
+    ]
+
+    def token(subject: str, scopes: str) -> tuple[tuple[str, str]]:
+        minted = run_conductor(
+            tmp_path, "token", "mint", "--tenant", TENANT, "--scopes", scopes, "--sub", subject,
+            **shared,
+        )  # fmt: skip
+        return (("authorization", f"Bearer {minted.stdout.strip()}"),)
+
+    async def exercise() -> float:
+        alice, bob = token("alice", "catalog.read"), token("bob", "admin.write")
+        async with (
+            grpc.aio.insecure_channel(replicas[0].grpc) as a,
+            grpc.aio.insecure_channel(replicas[1].grpc) as b,
+        ):
+            on_a = access_service_pb2_grpc.AccessServiceStub(a)
+            on_b = access_service_pb2_grpc.AccessServiceStub(b)
+            expires = Timestamp()
+            expires.FromDatetime(datetime.now(UTC) + timedelta(minutes=10))
+            requested = await on_a.RequestAccess(
+                access.RequestAccessRequest(scope=["rag.read"], expires_at=expires), metadata=alice
+            )
+            approved = await on_a.ApproveAccess(
+                access.ApproveAccessRequest(id=requested.access_request.id), metadata=bob
+            )
+            claimed = await on_a.ClaimGrant(
+                access.ClaimGrantRequest(grant_id=approved.grant.id), metadata=alice
+            )
+            jit = (("authorization", f"Bearer {claimed.token}"),)
+            caller = await on_b.GetCaller(access.GetCallerRequest(), metadata=jit)
+            assert caller.jit
+            await on_a.RevokeGrant(
+                access.RevokeGrantRequest(grant_id=approved.grant.id), metadata=alice
+            )
+            revoked_at = time.perf_counter()
+            while True:
+                try:
+                    await on_b.GetCaller(access.GetCallerRequest(), metadata=jit)
+                except grpc.aio.AioRpcError as error:
+                    refused = error.code()
+                    break
+                assert time.perf_counter() - revoked_at < 5, "never refused on the other replica"
+                await asyncio.sleep(0.005)
+            assert refused is grpc.StatusCode.UNAUTHENTICATED
+            return time.perf_counter() - revoked_at
+
+    try:
+        delay = asyncio.run(exercise())
+    finally:
+        for replica in replicas:
+            assert replica.stop() == 0
+    print(f"revoked on A, refused on B after {delay * 1000:.1f} ms")
+    assert delay < 1.0

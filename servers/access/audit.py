@@ -87,3 +87,38 @@ async def verify_audit_chain(session: AsyncSession) -> ChainCheck:
     """Recompute the session tenant's whole chain."""
     rows = (await session.execute(select(AuditEventRow).order_by(AuditEventRow.sequence))).scalars()
     return verify_chain([(facts_of(row), row.hash) for row in rows])
+
+
+def export_line(row: AuditEventRow) -> dict[str, object]:
+    """One event as a JSON Lines record, with everything needed to re-verify the chain offline."""
+    return {
+        "tenant_id": str(row.tenant_id),
+        "sequence": row.sequence,
+        "id": str(row.id),
+        "action": row.action,
+        "actor": row.actor,
+        "resource_id": row.resource_id,
+        "occurred_at": row.occurred_at.isoformat(timespec="microseconds"),
+        "attributes": row.attributes,
+        "previous_hash": row.previous_hash,
+        "hash": row.hash,
+    }
+
+
+def facts_from_line(line: dict[str, object]) -> tuple[AuditFacts, str]:
+    """An exported record back as (facts, hash), for `verify_chain`."""
+    attributes = line["attributes"]
+    assert isinstance(attributes, dict)
+    return (
+        AuditFacts(
+            tenant_id=str(line["tenant_id"]),
+            sequence=int(str(line["sequence"])),
+            action=str(line["action"]),
+            actor=str(line["actor"]),
+            resource_id=str(line["resource_id"]),
+            occurred_at=datetime.fromisoformat(str(line["occurred_at"])),
+            attributes={str(key): str(value) for key, value in attributes.items()},
+            previous_hash=str(line["previous_hash"]),
+        ),
+        str(line["hash"]),
+    )
