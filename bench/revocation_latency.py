@@ -1,0 +1,218 @@
+"""How fast a revoked or expired JIT token is refused on another replica.
+
+Two `conductor serve` replicas share one PostgreSQL and (unless --no-redis) one
+Redis. For each grant (approved and claimed on replica A): RevokeGrant on A,
+then GetCaller with the JIT token on B, every 2 ms, until B refuses it; and for
+grants ending at staggered times: from the grant's end to B's refusal. Prints
+p50/p99 of both.
+
+The last line is JSON: {"bench": "revocation_latency", "revoke_p50_ms",
+"revoke_p99_ms", "expiry_p50_ms", "expiry_p99_ms", "p99_s", "grants", "redis"},
+with p99_s the worse of the two p99s, in seconds (target <= 1 s).
+
+    python bench/revocation_latency.py [--quick] [--grants N] [--no-redis]
+    (PostgreSQL and Redis on 127.0.0.1 by default; CONDUCTOR_BENCH_POSTGRES_URL / _REDIS_URL)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import psycopg
+from google.protobuf.timestamp_pb2 import Timestamp
+from intelgraph.access.v1 import access_service_pb2 as pb
+from intelgraph.access.v1 import access_service_pb2_grpc
+from sqlalchemy.engine import make_url
+
+from interceptors.keys import load, rotate
+from interceptors.tokens import mint
+
+BIN = Path(sys.executable).parent
+SERVING = re.compile(r"conductor serving grpc=(\S+) ")
+TENANT = uuid.UUID("0b7c6f9e-4c1e-4a4e-9d8e-3f2a1b0c9d8e")
+POLL_S = 0.002
+
+
+def _stamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+class Replicas:
+    """Two replicas on a private PostgreSQL schema."""
+
+    def __init__(self, postgres: str, redis: str, directory: Path) -> None:
+        self.schema = f"bench_{uuid.uuid4().hex[:10]}"
+        self.postgres = postgres
+        self.libpq = make_url(postgres).set(drivername="postgresql").render_as_string(False)
+        with psycopg.connect(self.libpq, autocommit=True) as connection:
+            connection.execute(f'CREATE SCHEMA "{self.schema}"')
+        url = make_url(postgres).update_query_dict({"options": f"-csearch_path={self.schema}"})
+        self.keys = directory / "keys"
+        rotate(self.keys, "EdDSA")
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_")},
+            "CONDUCTOR_DATABASE_URL": url.render_as_string(hide_password=False),
+            "CONDUCTOR_KEYS_DIR": str(self.keys),
+            "CONDUCTOR_TOKEN_LEEWAY": "0",
+            "CONDUCTOR_LOG_LEVEL": "warning",
+            **({"CONDUCTOR_REDIS_URL": redis} if redis else {}),
+        }
+        subprocess.run([str(BIN / "conductor"), "migrate"], env=self.env, check=True)
+        self.processes: list[subprocess.Popen[str]] = []
+        self.targets: list[str] = []
+        for name in ("a", "b"):
+            process = subprocess.Popen(
+                [str(BIN / "conductor"), "serve", "--grpc-port", "0", "--http-port", "0",
+                 "--log-level", "info"],
+                env={**self.env, "CONDUCTOR_VAR_DIR": str(directory / name)},
+                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+            assert process.stderr is not None
+            for line in process.stderr:
+                match = SERVING.search(line)
+                if match:
+                    self.targets.append(match[1])
+                    break
+            self.processes.append(process)
+
+    def token(self, subject: str, scopes: list[str]) -> tuple[tuple[str, str]]:
+        token = mint(
+            load(self.keys),
+            issuer="intelgraph-conductor",
+            audience="intelgraph",
+            subject=subject,
+            tenant=TENANT,
+            scopes=scopes,
+            ttl_s=3600,
+        )
+        return (("authorization", f"Bearer {token}"),)
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.terminate()
+            process.wait(30)
+        with psycopg.connect(self.libpq, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{self.schema}" CASCADE')
+
+
+async def _grant(
+    on_a: object, alice: object, bob: object, ends: datetime | None
+) -> tuple[str, str]:
+    requested = await on_a.RequestAccess(  # type: ignore[attr-defined]
+        pb.RequestAccessRequest(
+            scope=["rag.read"], expires_at=_stamp(datetime.now(UTC) + timedelta(minutes=30))
+        ),
+        metadata=alice,
+    )
+    approve = pb.ApproveAccessRequest(id=requested.access_request.id)
+    if ends is not None:
+        approve.grant_ends_at.CopyFrom(_stamp(ends))
+    approved = await on_a.ApproveAccess(approve, metadata=bob)  # type: ignore[attr-defined]
+    claimed = await on_a.ClaimGrant(  # type: ignore[attr-defined]
+        pb.ClaimGrantRequest(grant_id=approved.grant.id), metadata=alice
+    )
+    return approved.grant.id, claimed.token
+
+
+async def _refused_after(on_b: object, token: str, start: float) -> float:
+    jit = (("authorization", f"Bearer {token}"),)
+    while True:
+        try:
+            await on_b.GetCaller(pb.GetCallerRequest(), metadata=jit)  # type: ignore[attr-defined]
+        except grpc.aio.AioRpcError:
+            return time.time() - start
+        await asyncio.sleep(POLL_S)
+
+
+async def measure(replicas: Replicas, grants: int) -> dict[str, float]:
+    alice = replicas.token("alice", ["catalog.read"])
+    bob = replicas.token("bob", ["admin.write"])
+    async with (
+        grpc.aio.insecure_channel(replicas.targets[0]) as a,
+        grpc.aio.insecure_channel(replicas.targets[1]) as b,
+    ):
+        on_a = access_service_pb2_grpc.AccessServiceStub(a)
+        on_b = access_service_pb2_grpc.AccessServiceStub(b)
+        revoked = []
+        for _ in range(grants):
+            grant_id, token = await _grant(on_a, alice, bob, None)
+            await on_b.GetCaller(
+                pb.GetCallerRequest(), metadata=(("authorization", f"Bearer {token}"),)
+            )
+            await on_a.RevokeGrant(pb.RevokeGrantRequest(grant_id=grant_id), metadata=alice)
+            revoked.append(await _refused_after(on_b, token, time.time()))
+        # Grants ending in groups of 100 a second apart, after all are created; each is
+        # watched from just before its end.
+        lead = timedelta(seconds=2 + grants * 0.04)
+        first_end = datetime.now(UTC).replace(microsecond=0) + lead
+        ending = []
+        for index in range(grants):
+            end = first_end + timedelta(seconds=index // 100)
+            ending.append((end, (await _grant(on_a, alice, bob, end))[1]))
+
+        async def watch(end: datetime, token: str) -> float:
+            await asyncio.sleep(max(0.0, end.timestamp() - time.time() - 0.05))
+            return await _refused_after(on_b, token, end.timestamp())
+
+        expired = await asyncio.gather(*(watch(end, token) for end, token in ending))
+    revoke_p50, revoke_p99 = _percentiles(revoked)
+    expiry_p50, expiry_p99 = _percentiles(list(expired))
+    return {
+        "revoke_p50_ms": round(revoke_p50 * 1000, 1),
+        "revoke_p99_ms": round(revoke_p99 * 1000, 1),
+        "expiry_p50_ms": round(expiry_p50 * 1000, 1),
+        "expiry_p99_ms": round(expiry_p99 * 1000, 1),
+        "p99_s": round(max(revoke_p99, expiry_p99), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="50 grants (under 50 s)")
+    parser.add_argument("--grants", type=int)
+    parser.add_argument("--no-redis", action="store_true", help="replicas poll the table only")
+    args = parser.parse_args()
+    grants = args.grants or (50 if args.quick else 200)
+    postgres = os.environ.get(
+        "CONDUCTOR_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    redis = (
+        ""
+        if args.no_redis
+        else os.environ.get("CONDUCTOR_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        replicas = Replicas(postgres, redis, Path(directory))
+        try:
+            result = asyncio.run(measure(replicas, grants))
+        finally:
+            replicas.close()
+    print(
+        json.dumps(
+            {"bench": "revocation_latency", **result, "grants": grants, "redis": bool(redis)}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
