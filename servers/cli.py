@@ -8,6 +8,7 @@ Usage::
   conductor keys rotate|retire|list [--keys-dir DIR]
   conductor token mint --tenant UUID --scopes a,b [--ttl 15m] [--sub NAME]
   conductor audit export --tenant UUID [--out FILE]
+  conductor demo seed --tenant UUID [--nodes 250000] [--edges 1200000] [--seed 7]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from servers.config import SERVICE_NAMES, ConfigurationError, Settings, load_settings
@@ -79,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--tenant", required=True, help="tenant UUID")
     audit.add_argument("--out", type=Path, help="file to write (default: standard output)")
     audit.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under var/)")
+
+    demo = commands.add_parser("demo", help="sample data")
+    demo.add_argument("action", choices=["seed"], help="seed: a tenant graph, deterministic")
+    demo.add_argument("--tenant", required=True, help="tenant UUID")
+    demo.add_argument("--nodes", type=int, default=250_000)
+    demo.add_argument("--edges", type=int, default=1_200_000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under var/)")
     return parser
 
 
@@ -111,7 +120,10 @@ def _configure_logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = _parser().parse_args(argv)
-    not_settings = {"command", "to", "check", "action", "tenant", "scopes", "ttl", "sub", "out"}
+    not_settings = {
+        *("command", "to", "check", "action", "tenant", "scopes", "ttl", "sub", "out"),
+        *("nodes", "edges", "seed"),
+    }
     flags = {key: value for key, value in vars(args).items() if key not in not_settings}
     try:
         settings = load_settings(**flags)
@@ -119,15 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"conductor: {error}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
-    if args.command == "migrate":
-        return asyncio.run(_migrate(settings, args.to, check=args.check))
-    if args.command == "keys":
-        return _keys(settings, args.action)
-    if args.command == "token":
-        return _mint(settings, args)
-    if args.command == "audit":
-        return asyncio.run(_export_audit(settings, args.tenant, args.out))
-    return _serve(settings)
+    commands: dict[str, Callable[[], int]] = {
+        "serve": lambda: _serve(settings),
+        "migrate": lambda: asyncio.run(_migrate(settings, args.to, check=args.check)),
+        "keys": lambda: _keys(settings, args.action),
+        "token": lambda: _mint(settings, args),
+        "audit": lambda: asyncio.run(_export_audit(settings, args.tenant, args.out)),
+        "demo": lambda: asyncio.run(_seed(settings, args)),
+    }
+    return commands[args.command]()
 
 
 def _keys(settings: Settings, action: str) -> int:
@@ -228,6 +240,23 @@ async def _export_audit(settings: Settings, tenant_text: str, out: Path | None) 
     finally:
         await database.dispose()
     print(f"exported {written} audit events", file=sys.stderr)
+    return 0
+
+
+async def _seed(settings: Settings, args: argparse.Namespace) -> int:
+    from servers.analytics.demo import seed_tenant  # noqa: PLC0415
+    from servers.db import Database  # noqa: PLC0415
+    from servers.db.migrate import ensure_schema  # noqa: PLC0415
+
+    database = Database(settings.database_url)
+    try:
+        await ensure_schema(database.engine, migrate=settings.migrates_at_start)
+        revision = await seed_tenant(
+            database, uuid.UUID(args.tenant), args.nodes, args.edges, args.seed
+        )
+    finally:
+        await database.dispose()
+    print(f"seeded tenant {args.tenant}: graph revision {revision}", file=sys.stderr)
     return 0
 
 

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     webhook_urls: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Comma-separated webhook URLs notifications are POSTed to."
     )
+    analytics_workers: int = Field(
+        1, ge=1, le=16, description="Processes that run analytics packs (killed at deadlines)."
+    )
     redis_url: str = Field(
         "", description="Optional Redis (redis://...) that replicas share revocations through."
     )

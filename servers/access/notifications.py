@@ -55,7 +55,7 @@ class WebhookDispatcher:
     async def deliver_due(self) -> int:
         """Deliver what is due now; returns how many were delivered."""
         now = self._clock()
-        async with self._database.platform_session() as session:
+        async with self._database.platform_session(readonly=True) as session:
             due: Sequence[NotificationRow] = list(
                 (
                     await session.execute(

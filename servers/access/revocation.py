@@ -41,7 +41,7 @@ class RevocationFeed:
 
     async def refresh(self) -> int:
         """Load every live revocation from the shared table; returns how many there are."""
-        async with self._database.platform_session() as session:
+        async with self._database.platform_session(readonly=True) as session:
             rows = (
                 await session.execute(
                     select(RevocationRow.jti, RevocationRow.expires_at)

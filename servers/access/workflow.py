@@ -148,7 +148,7 @@ class AccessWorkflow:
         self, principal: Principal, request_id: str
     ) -> tuple[AccessRequestRow, list[ReviewRow], GrantRow | None]:
         """A request with its reviews and grant; requesters see their own, approvers all."""
-        async with self._db.tenant_session(principal.tenant) as session:
+        async with self._db.tenant_session(principal.tenant, readonly=True) as session:
             row = await _request(session, request_id)
             if row.requester != principal.subject and not self.is_approver(principal):
                 raise _request_not_found(request_id)
@@ -173,7 +173,7 @@ class AccessWorkflow:
                 | ((model.created_at == created) & (model.id < identifier))
             )
         query = query.order_by(model.created_at.desc(), model.id.desc()).limit(page.size + 1)
-        async with self._db.tenant_session(principal.tenant) as session:
+        async with self._db.tenant_session(principal.tenant, readonly=True) as session:
             rows = list((await session.execute(query)).scalars())
         token = page.next_token(rows, lambda row: [row.created_at.isoformat(), str(row.id)])
         return Listed(rows[: page.size], token)
@@ -473,7 +473,7 @@ class AccessWorkflow:
                 | ((GrantRow.starts_at == starts) & (GrantRow.id < identifier))
             )
         query = query.order_by(GrantRow.starts_at.desc(), GrantRow.id.desc()).limit(page.size + 1)
-        async with self._db.tenant_session(principal.tenant) as session:
+        async with self._db.tenant_session(principal.tenant, readonly=True) as session:
             rows = list((await session.execute(query)).scalars())
         token = page.next_token(rows, lambda row: [row.starts_at.isoformat(), str(row.id)])
         return Listed(rows[: page.size], token)
@@ -487,7 +487,7 @@ class AccessWorkflow:
         it recorded. Expiry is recorded distinctly from revocation.
         """
         now = self._now()
-        async with self._db.platform_session() as session:
+        async with self._db.platform_session(readonly=True) as session:
             due_grants = (
                 await session.execute(
                     select(GrantRow.tenant_id, GrantRow.id)
@@ -548,7 +548,7 @@ class AccessWorkflow:
     async def observe_grants(self) -> None:
         """Refresh the grant gauges: active grants, and grants past their end not yet expired."""
         now = self._now()
-        async with self._db.platform_session() as session:
+        async with self._db.platform_session(readonly=True) as session:
             active = await session.scalar(
                 select(func.count())
                 .select_from(GrantRow)
@@ -592,13 +592,13 @@ class AccessWorkflow:
         if page.after is not None:
             query = query.where(AuditEventRow.sequence > int(page.after[0]))
         query = query.order_by(AuditEventRow.sequence).limit(page.size + 1)
-        async with self._db.tenant_session(principal.tenant) as session:
+        async with self._db.tenant_session(principal.tenant, readonly=True) as session:
             rows = list((await session.execute(query)).scalars())
         return Listed(rows[: page.size], page.next_token(rows, lambda row: [row.sequence]))
 
     async def verify_chain(self, principal: Principal) -> ChainCheck:
         """Recompute the caller's tenant's audit chain."""
-        async with self._db.tenant_session(principal.tenant) as session:
+        async with self._db.tenant_session(principal.tenant, readonly=True) as session:
             return await verify_audit_chain(session)
 
 

@@ -1,21 +1,305 @@
-"""The AnalyticsService servicer: translates messages and calls the domain, nothing else."""
+"""The AnalyticsService servicer: graph import and persisted packs with cost hints and deadlines."""
 
-from intelgraph.analytics.v1 import analytics_service_pb2, analytics_service_pb2_grpc
+from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from pathlib import Path
+from typing import Any
+
+from intelgraph.analytics.v1 import analytics_service_pb2 as pb
+from intelgraph.analytics.v1 import analytics_service_pb2_grpc
+from intelgraph.common.v1.pagination_pb2 import PageResponse
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from interceptors import current_principal
+from servers.analytics import graph, metrics
+from servers.analytics.packs import PACKS, Estimate, PackSpec, bind, estimate, pack
+from servers.analytics.store import EntityRow, GraphRevisionRow, RelationshipRow
+from servers.analytics.workers import PackWorkers
+from servers.db import utc_now
+from servers.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
 from servers.registry import ServiceDefinition
-from servers.runtime import PlatformServicer
+from servers.runtime import PlatformServicer, Runtime
+
+#: Rows per INSERT statement when importing.
+CHUNK = 5000
+_PARAMETER_TYPES = {"integer": pb.PARAMETER_TYPE_INTEGER, "entity_id": pb.PARAMETER_TYPE_ENTITY_ID}
+
+
+def _upsert(session: AsyncSession, model: Any, columns: Iterable[str]) -> Any:
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(model)
+    return statement.on_conflict_do_update(
+        index_elements=["tenant_id", "id"],
+        set_={column: getattr(statement.excluded, column) for column in columns},
+    )
+
+
+async def import_batches(
+    session: AsyncSession, tenant: uuid.UUID, batches: AsyncIterator[Any]
+) -> tuple[int, int, int]:
+    """Upsert every batch (entities first, then relationships) and bump the revision.
+
+    Raises:
+        InvalidArgument: An id is empty, a weight not positive, or a relationship names an
+            entity that neither this import nor the stored graph has.
+    """
+    entities = relationships = 0
+    async for batch in batches:
+        entity_rows = []
+        for entity in batch.entities:
+            if not entity.id:
+                raise InvalidArgument("every entity needs an id", field="entities.id")
+            entity_rows.append(
+                {"tenant_id": tenant, "id": entity.id, "type": entity.type, "label": entity.label}
+            )
+        for start in range(0, len(entity_rows), CHUNK):
+            await session.execute(
+                _upsert(session, EntityRow, ("type", "label")), entity_rows[start : start + CHUNK]
+            )
+        relationship_rows = []
+        for relationship in batch.relationships:
+            if not (relationship.id and relationship.source_id and relationship.target_id):
+                raise InvalidArgument(
+                    "every relationship needs an id, a source_id and a target_id",
+                    field="relationships",
+                )
+            if not relationship.weight > 0:
+                raise InvalidArgument(
+                    f"relationship {relationship.id}: weight must be positive",
+                    field="relationships.weight",
+                )
+            relationship_rows.append(
+                {
+                    "tenant_id": tenant,
+                    "id": relationship.id,
+                    "source_id": relationship.source_id,
+                    "target_id": relationship.target_id,
+                    "type": relationship.type,
+                    "weight": relationship.weight,
+                }
+            )
+        await _check_endpoints(session, relationship_rows)
+        for start in range(0, len(relationship_rows), CHUNK):
+            await session.execute(
+                _upsert(session, RelationshipRow, ("source_id", "target_id", "type", "weight")),
+                relationship_rows[start : start + CHUNK],
+            )
+        entities += len(entity_rows)
+        relationships += len(relationship_rows)
+    row = await session.get(GraphRevisionRow, tenant, with_for_update=True)
+    if row is None:
+        row = GraphRevisionRow(
+            tenant_id=tenant, revision=0, entities=0, relationships=0, updated_at=utc_now()
+        )
+        session.add(row)
+    row.revision += 1
+    row.updated_at = utc_now()
+    row.entities = int(await session.scalar(select(func.count()).select_from(EntityRow)) or 0)
+    row.relationships = int(
+        await session.scalar(select(func.count()).select_from(RelationshipRow)) or 0
+    )
+    await session.flush()
+    return entities, relationships, row.revision
+
+
+async def _check_endpoints(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    wanted = {row["source_id"] for row in rows} | {row["target_id"] for row in rows}
+    known: set[str] = set()
+    ordered = sorted(wanted)
+    for start in range(0, len(ordered), CHUNK):
+        chunk = ordered[start : start + CHUNK]
+        known |= set(
+            (await session.execute(select(EntityRow.id).where(EntityRow.id.in_(chunk)))).scalars()
+        )
+    missing = sorted(wanted - known)
+    if missing:
+        raise InvalidArgument(
+            f"relationships name {len(missing)} unknown entities, e.g. {missing[0]!r}",
+            field="relationships",
+            metadata={"unknown_entity": missing[0]},
+        )
+
+
+def _spec_message(spec: PackSpec) -> pb.PackSpec:
+    return pb.PackSpec(
+        id=spec.id,
+        abac=list(spec.abac),
+        timeout_ms=spec.timeout_ms,
+        sample=spec.sample,
+        description=spec.description,
+        parameters=[
+            pb.PackParameter(
+                name=parameter.name,
+                type=_PARAMETER_TYPES[parameter.type],
+                description=parameter.description,
+                minimum=parameter.minimum,
+                maximum=parameter.maximum,
+                default_value=parameter.default,
+                required=parameter.required,
+            )
+            for parameter in spec.parameters
+        ],
+    )
+
+
+def _given(parameters: pb.PackParameters) -> dict[str, Any]:
+    given: dict[str, Any] = {"source_id": parameters.source_id, "target_id": parameters.target_id}
+    for name in ("top_k", "max_hops"):
+        if parameters.HasField(name):
+            given[name] = getattr(parameters, name)
+    return given
+
+
+def _estimate_message(found: Estimate, revision: int) -> pb.CostEstimate:
+    return pb.CostEstimate(
+        expected_ms=found.expected_ms,
+        memory_bytes=found.memory_bytes,
+        nodes_touched=found.nodes_touched,
+        edges_touched=found.edges_touched,
+        sampling_applies=found.sampling_applies,
+        within_budget=found.within_budget,
+        graph_revision=revision,
+    )
 
 
 class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsServiceServicer):
-    """Persisted graph analytics packs with cost hints, sampling and deadlines.
+    """Persisted graph analytics packs with cost hints, sampling and deadlines."""
 
-    No RPC is built yet; each answers UNIMPLEMENTED naming its capability.
-    """
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime)
+        self.workers = PackWorkers(runtime.settings.analytics_workers)
+        self._snapshots = runtime.settings.var_dir / "analytics"
+        self._building: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
+
+    def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
+        """Start the pack workers (and stop them when the platform stops)."""
+
+        async def run_workers() -> None:
+            await self.workers.start()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await self.workers.close()
+
+        return [run_workers]
+
+    async def ImportGraph(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> pb.ImportGraphResponse:
+        """Stream entities and relationships in, idempotently by id; one revision per import."""
+        principal = current_principal()
+        async with self.runtime.database.tenant_session(principal.tenant) as session:
+            entities, relationships, revision = await import_batches(
+                session, principal.tenant, request_iterator
+            )
+        return pb.ImportGraphResponse(
+            entities_upserted=entities,
+            relationships_upserted=relationships,
+            graph_revision=revision,
+        )
+
+    async def ListPacks(self, request: pb.ListPacksRequest, context: Any) -> pb.ListPacksResponse:
+        """Every registered pack (one page: the registry is small)."""
+        return pb.ListPacksResponse(
+            packs=[_spec_message(spec) for spec in PACKS.values()], page=PageResponse()
+        )
+
+    async def _graph(self, tenant: uuid.UUID) -> tuple[int, int, int]:
+        """The tenant's (revision, entities, relationships)."""
+        async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
+            row = await session.get(GraphRevisionRow, tenant)
+        if row is None:
+            raise FailedPrecondition("this tenant has no graph yet: ImportGraph first")
+        return row.revision, row.entities, row.relationships
+
+    async def _snapshot(self, tenant: uuid.UUID, revision: int) -> Path:
+        """The revision's snapshot file, built from the store the first time it is needed."""
+        path = graph.snapshot_path(self._snapshots, tenant, revision)
+        lock = self._building.setdefault((tenant, revision), asyncio.Lock())
+        async with lock:
+            if not path.exists():
+                snapshot = await graph.build_snapshot(self.runtime.database, tenant)
+                path = graph.snapshot_path(self._snapshots, tenant, snapshot.revision)
+                await asyncio.to_thread(graph.save, snapshot, path)
+        return path
+
+    def _priced(
+        self, spec: PackSpec, params: dict[str, Any], nodes: int, edges: int, budget_ms: float
+    ) -> Estimate:
+        speed = self.workers.seconds_per_unit or 3e-7
+        return estimate(spec, params, nodes, edges, speed, budget_ms)
+
+    async def EstimatePack(
+        self, request: pb.EstimatePackRequest, context: Any
+    ) -> pb.EstimatePackResponse:
+        """Price a run without running it."""
+        spec = pack(request.pack_id)
+        params = bind(spec, _given(request.parameters))
+        revision, nodes, edges = await self._graph(current_principal().tenant)
+        found = self._priced(spec, params, nodes, edges, spec.timeout_ms)
+        return pb.EstimatePackResponse(estimate=_estimate_message(found, revision))
+
+    async def RunPack(self, request: pb.RunPackRequest, context: Any) -> pb.RunPackResponse:
+        """Run a pack within budget and deadline (sampled, or refused, when it would not fit)."""
+        started = time.perf_counter()
+        spec = pack(request.pack_id)
+        params = bind(spec, _given(request.parameters))
+        tenant = current_principal().tenant
+        revision, nodes, edges = await self._graph(tenant)
+        remaining = context.time_remaining()
+        deadline_s = (
+            spec.timeout_ms / 1000 if remaining is None else min(spec.timeout_ms / 1000, remaining)
+        )
+        found = self._priced(spec, params, nodes, edges, deadline_s * 1000)
+        if not found.within_budget:
+            metrics.REFUSED.labels(spec.id).inc()
+            raise FailedPrecondition(
+                f"{spec.id} is estimated at {found.expected_ms:.0f} ms, over its "
+                f"{deadline_s * 1000:.0f} ms budget"
+                + ("" if spec.sample else " and it has no sampler"),
+                metadata={
+                    "expected_ms": f"{found.expected_ms:.0f}",
+                    "budget_ms": f"{deadline_s * 1000:.0f}",
+                },
+            )
+        ratio = spec.sample_ratio if found.sampling_applies else 1.0
+        snapshot = await self._snapshot(tenant, revision)
+        try:
+            result = await self.workers.run(snapshot, spec.id, params, ratio, deadline_s)
+        except DeadlineExceeded:
+            metrics.DEADLINE_KILLS.labels(spec.id).inc()
+            raise
+        if found.sampling_applies:
+            metrics.SAMPLED.labels(spec.id).inc()
+        metrics.PACK_SECONDS.labels(spec.id).observe(time.perf_counter() - started)
+        return pb.RunPackResponse(
+            result=pb.PackResult(
+                pack_id=spec.id,
+                graph_revision=revision,
+                entities=[pb.ScoredEntity(**entity) for entity in result.get("entities", [])],
+                path=result.get("path", []),
+                path_cost=result.get("path_cost", 0.0),
+                modularity=result.get("modularity", 0.0),
+                sampling=pb.Sampling(
+                    sampled=found.sampling_applies,
+                    sampler=spec.sample if found.sampling_applies else "",
+                    ratio=ratio,
+                ),
+                estimate=_estimate_message(found, revision),
+                elapsed_ms=result["elapsed_ms"],
+            )
+        )
 
 
 SERVICE = ServiceDefinition(
     name="analytics",
-    descriptor=analytics_service_pb2.DESCRIPTOR.services_by_name["AnalyticsService"],
+    descriptor=pb.DESCRIPTOR.services_by_name["AnalyticsService"],
     servicer_class=AnalyticsService,
     add_to_server=analytics_service_pb2_grpc.add_AnalyticsServiceServicer_to_server,
     capability="graph analytics packs (issue #6)",

@@ -19,8 +19,10 @@ from sqlalchemy.ext.asyncio import (
 
 from servers.db.tenancy import TENANT_KEY
 
-#: Seconds an SQLite writer waits for another writer's lock before failing.
-SQLITE_BUSY_TIMEOUT_MS = 5000
+#: Milliseconds an SQLite writer waits for another writer's lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Execution option of read-only transactions.
+READONLY = "intelgraph_readonly"
 
 
 def create_engine(url: str, **options: Any) -> AsyncEngine:
@@ -55,10 +57,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # IMMEDIATE: take the write lock up front, so a transaction never reads
-        # a row and then finds another writer got in first (SQLite serializes
+        # Writers: IMMEDIATE takes the write lock up front, so a transaction never
+        # reads a row and then finds another writer got in first (SQLite serializes
         # writers anyway; this makes it happen before the read, not after).
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers: a deferred BEGIN reads a WAL snapshot beside any writer.
+        readonly = connection.get_execution_options().get(READONLY, False)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -73,21 +77,29 @@ class Database:
         self.url = url
         self.engine = create_engine(url, **engine_options)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = async_sessionmaker(
+            self.engine.execution_options(**{READONLY: True}), expire_on_commit=False
+        )
 
     @asynccontextmanager
-    async def tenant_session(self, tenant_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
+    async def tenant_session(
+        self, tenant_id: uuid.UUID, *, readonly: bool = False
+    ) -> AsyncIterator[AsyncSession]:
         """A transaction confined to one tenant's rows; commits on success, rolls back on error.
 
         Every statement on a `TenantScoped` model in it is filtered to
-        `tenant_id`, and every row it writes belongs to `tenant_id`.
+        `tenant_id`, and every row it writes belongs to `tenant_id`. A `readonly`
+        transaction does not wait for writers (on SQLite) and must not write.
         """
-        async with self._sessions(info={TENANT_KEY: tenant_id}) as session, session.begin():
+        sessions = self._readers if readonly else self._sessions
+        async with sessions(info={TENANT_KEY: tenant_id}) as session, session.begin():
             yield session
 
     @asynccontextmanager
-    async def platform_session(self) -> AsyncIterator[AsyncSession]:
+    async def platform_session(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
         """A transaction for platform tables (no tenant); tenant rows are out of reach."""
-        async with self._sessions() as session, session.begin():
+        sessions = self._readers if readonly else self._sessions
+        async with sessions() as session, session.begin():
             yield session
 
     async def ping(self) -> bool:

@@ -1,0 +1,173 @@
+"""Pack workers: processes that hold projections and run packs, killed at their deadline.
+
+A pack runs in C (igraph) inside a worker process, so a deadline cannot be
+enforced by cancelling a coroutine: the server waits for the result until the
+deadline and, past it, kills the worker and answers DEADLINE_EXCEEDED at once; a
+fresh worker is started in the background. The clock starts once the worker
+holds the revision's projection (loading it is paid once per revision, not
+per run).
+
+Protocol on a pipe: the worker says ("hello", seconds_per_unit) when ready; for
+("run", path, pack_id, params, sample) it answers ("loaded",) then ("result",
+dict) or ("error", message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from servers.errors import DeadlineExceeded, InvalidArgument, Unavailable
+
+#: Seconds a worker may take to load a revision's projection.
+LOAD_TIMEOUT_S = 300.0
+#: Seconds a new worker may take to start.
+START_TIMEOUT_S = 60.0
+
+
+def worker_main(connection: Connection) -> None:
+    """The worker process: keep the latest projection per snapshot file, run packs on it."""
+    from servers.analytics import compute, graph  # noqa: PLC0415 - only in the worker
+
+    connection.send(("hello", compute.calibrate()))
+    projections: dict[str, compute.Projection] = {}
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):  # the server went away: so does the worker
+            return
+        _, path, pack_id, params, sample = message
+        projection = projections.get(path)
+        if projection is None:
+            projections.clear()  # one revision at a time keeps memory bounded
+            projection = projections[path] = compute.Projection.of(graph.load(Path(path)))
+        connection.send(("loaded",))
+        try:
+            started = time.perf_counter()
+            result = compute.run_pack(projection, pack_id, params, sample)
+            result["elapsed_ms"] = (time.perf_counter() - started) * 1000
+            connection.send(("result", result))
+        except LookupError as error:
+            connection.send(("error", str(error)))
+
+
+class _Worker:
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=worker_main, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+        self.seconds_per_unit = 0.0
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(5)
+        self.connection.close()
+
+
+async def _receive(connection: Connection, within_s: float) -> Any:
+    """The next message, or TimeoutError after `within_s` seconds (without blocking the loop)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(connection.fileno(), readable)
+    try:
+        if not connection.poll():
+            await asyncio.wait_for(ready, within_s)
+    finally:
+        loop.remove_reader(connection.fileno())
+    return connection.recv()
+
+
+class PackWorkers:
+    """A small pool of pack workers (one per spare core is plenty on two cores).
+
+    Args:
+        size: Worker processes.
+    """
+
+    def __init__(self, size: int = 1) -> None:
+        self._size = size
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self.seconds_per_unit = 0.0
+        self.kills = 0
+        self._starting: set[asyncio.Task[None]] = set()
+        self._workers: set[_Worker] = set()
+
+    async def start(self) -> None:
+        """Start the workers and learn this machine's speed from them."""
+        await asyncio.gather(*(self._spawn() for _ in range(self._size)))
+
+    async def _spawn(self) -> None:
+        worker = _Worker()
+        self._workers.add(worker)
+        try:
+            kind, speed = await _receive(worker.connection, START_TIMEOUT_S)
+        except (TimeoutError, EOFError):
+            worker.kill()
+            raise Unavailable("an analytics worker did not start") from None
+        assert kind == "hello"
+        worker.seconds_per_unit = speed
+        self.seconds_per_unit = self.seconds_per_unit or speed
+        await self._idle.put(worker)
+
+    async def run(
+        self, snapshot: Path, pack_id: str, params: dict[str, Any], sample: float, deadline_s: float
+    ) -> dict[str, Any]:
+        """Run a pack on a snapshot, within `deadline_s` of the projection being ready.
+
+        Raises:
+            DeadlineExceeded: The pack ran past its deadline (its worker was killed).
+            InvalidArgument: A parameter names no entity of the graph.
+        """
+        worker = await self._idle.get()
+        healthy = False
+        try:
+            worker.connection.send(("run", str(snapshot), pack_id, params, sample))
+            await _receive(worker.connection, LOAD_TIMEOUT_S)
+            started = time.perf_counter()
+            try:
+                kind, payload = await _receive(worker.connection, max(deadline_s, 0.0))
+            except TimeoutError:
+                self.kills += 1
+                raise DeadlineExceeded(
+                    f"{pack_id} ran past its {deadline_s * 1000:.0f} ms deadline and was stopped",
+                    metadata={
+                        "pack_id": pack_id,
+                        "elapsed_ms": f"{(time.perf_counter() - started) * 1000:.0f}",
+                    },
+                ) from None
+            healthy = True
+            if kind == "error":
+                raise InvalidArgument(str(payload), field="parameters")
+            result: dict[str, Any] = payload
+            return result
+        finally:
+            if healthy:
+                self._idle.put_nowait(worker)
+            else:
+                worker.kill()
+                self._workers.discard(worker)
+                task = asyncio.create_task(self._spawn())
+                self._starting.add(task)
+                task.add_done_callback(self._starting.discard)
+
+    async def close(self) -> None:
+        """Stop every worker."""
+        for task in self._starting:
+            task.cancel()
+        for worker in self._workers:
+            worker.kill()
+        self._workers.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._starting, return_exceptions=True)

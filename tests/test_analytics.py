@@ -1,0 +1,228 @@
+"""The analytics packs through gRPC: import, list, estimate, run, refusals, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from intelgraph.analytics.v1 import analytics_service_pb2 as pb
+from intelgraph.analytics.v1 import analytics_service_pb2_grpc
+
+from clients import ConductorError, from_grpc_error
+from servers.analytics import metrics
+from servers.analytics import packs as packs_module
+from servers.analytics.graph import heavy_tailed
+from servers.analytics.packs import PACKS
+from servers.app import Platform
+from servers.config import load_settings
+from tests.conftest import Minter
+
+# -- through gRPC ----------------------------------------------------------------------
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+    settings = load_settings(
+        grpc_port=0, http_port=0, var_dir=tmp_path_factory.mktemp("var"), services="analytics"
+    )
+    running = Platform(settings)
+    await running.start()
+    yield running
+    await running.stop(grace=0)
+
+
+class Analyst:
+    def __init__(self, stub: Any, minter: Minter, tenant: uuid.UUID) -> None:
+        self.stub, self.minter, self.tenant = stub, minter, tenant
+
+    async def call(
+        self, method: str, request: Any, scopes: list[str] | None = None, **options: Any
+    ) -> Any:
+        metadata = self.minter.metadata(
+            scopes or ["analytics.read", "analytics.write"], tenant=self.tenant
+        )
+        try:
+            rpc = getattr(self.stub, method)
+            return await rpc(request, metadata=metadata, **options)
+        except grpc.aio.AioRpcError as error:
+            raise from_grpc_error(error) from None
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def analyst(platform: Platform) -> AsyncIterator[Analyst]:
+    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+        yield Analyst(
+            analytics_service_pb2_grpc.AnalyticsServiceStub(channel),
+            Minter(platform.settings),
+            uuid.uuid4(),
+        )
+
+
+def _batches(nodes: int, edges: int, seed: int) -> list[pb.ImportGraphRequest]:
+    """The sample graph as import batches of at most 20,000 items (messages stay under 4 MB)."""
+    sources, targets, weights = heavy_tailed(nodes, edges, seed)
+    batches = [
+        pb.ImportGraphRequest(
+            entities=[
+                pb.Entity(id=f"e{i}", type="person")
+                for i in range(start, min(nodes, start + 20_000))
+            ]
+        )
+        for start in range(0, nodes, 20_000)
+    ]
+    relationships = [
+        pb.Relationship(
+            id=f"r{i}", source_id=f"e{s}", target_id=f"e{t}", type="knows", weight=float(w)
+        )
+        for i, (s, t, w) in enumerate(zip(sources, targets, weights, strict=True))
+    ]
+    batches += [
+        pb.ImportGraphRequest(relationships=relationships[start : start + 20_000])
+        for start in range(0, len(relationships), 20_000)
+    ]
+    return batches
+
+
+async def _refused(awaitable: Any) -> ConductorError:
+    with pytest.raises(ConductorError) as raised:
+        await awaitable
+    return raised.value
+
+
+async def test_importing_is_idempotent_by_id_and_bumps_the_revision(analyst: Analyst) -> None:
+    first = await analyst.call("ImportGraph", iter(_batches(200, 800, 1)))
+    again = await analyst.call("ImportGraph", iter(_batches(200, 800, 1)))
+    assert (first.entities_upserted, first.graph_revision, again.graph_revision) == (200, 1, 2)
+    estimate = await analyst.call(
+        "EstimatePack", pb.EstimatePackRequest(pack_id="analytics.degreeTop:v1")
+    )
+    assert estimate.estimate.nodes_touched == 200  # not 400: the same ids
+    dangling = pb.ImportGraphRequest(
+        relationships=[pb.Relationship(id="x", source_id="e1", target_id="ghost", weight=1.0)]
+    )
+    refused = await _refused(analyst.call("ImportGraph", iter([dangling])))
+    assert refused.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.metadata["unknown_entity"] == "ghost"
+
+
+async def test_every_pack_runs_with_analytics_read(analyst: Analyst) -> None:
+    await analyst.call("ImportGraph", iter(_batches(2000, 10_000, 2)))
+    listed = await analyst.call("ListPacks", pb.ListPacksRequest())
+    assert {spec.id for spec in listed.packs} == set(PACKS)
+    reader = ["analytics.read"]
+    for spec in listed.packs:
+        parameters = pb.PackParameters(top_k=5, max_hops=3, source_id="e1", target_id="e2")
+        run = await analyst.call(
+            "RunPack", pb.RunPackRequest(pack_id=spec.id, parameters=parameters), reader
+        )
+        result = run.result
+        assert result.pack_id == spec.id
+        assert result.graph_revision == 1
+        assert result.sampling.sampled == result.estimate.sampling_applies
+        if spec.id in {"analytics.betweennessTop:v1", "analytics.communities:v1"}:
+            assert (result.sampling.sampler, result.sampling.ratio) == ("top_edges:10%", 0.1)
+        if spec.id == "analytics.neighborhood:v1" or spec.id.endswith("Top:v1"):
+            assert 0 < len(result.entities) <= 5
+            assert all(entity.entity_id.startswith("e") for entity in result.entities)
+    writer_only = await _refused(
+        analyst.call(
+            "RunPack", pb.RunPackRequest(pack_id="analytics.degreeTop:v1"), ["analytics.write"]
+        )
+    )
+    assert writer_only.code is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_bad_runs_are_refused_clearly(analyst: Analyst) -> None:
+    none_yet = await _refused(
+        analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.degreeTop:v1"))
+    )
+    assert none_yet.code is grpc.StatusCode.FAILED_PRECONDITION
+    await analyst.call("ImportGraph", iter(_batches(100, 300, 3)))
+    unknown = await _refused(
+        analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.adhoc:v1"))
+    )
+    assert unknown.code is grpc.StatusCode.NOT_FOUND
+    too_many = await _refused(
+        analyst.call(
+            "RunPack",
+            pb.RunPackRequest(
+                pack_id="analytics.pagerankTop:v1", parameters=pb.PackParameters(top_k=5000)
+            ),
+        )
+    )
+    assert too_many.metadata == {"field": "parameters.top_k"}
+    ghost = await _refused(
+        analyst.call(
+            "RunPack",
+            pb.RunPackRequest(
+                pack_id="analytics.neighborhood:v1", parameters=pb.PackParameters(source_id="ghost")
+            ),
+        )
+    )
+    assert ghost.code is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_run_past_its_deadline_is_killed_and_answered_in_time(
+    analyst: Analyst, platform: Platform
+) -> None:
+    await analyst.call("ImportGraph", iter(_batches(30_000, 200_000, 4)))
+    kills = metrics.DEADLINE_KILLS.labels("analytics.communities:v1")._value.get()
+    # Warm the projection (paid once per revision, outside the deadline).
+    await analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.degreeTop:v1"))
+    deadline = 0.05
+    started = time.perf_counter()
+    expired = await _refused(
+        analyst.call(
+            "RunPack", pb.RunPackRequest(pack_id="analytics.communities:v1"), timeout=deadline
+        )
+    )
+    elapsed = time.perf_counter() - started
+    assert expired.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert elapsed < deadline + 0.05 + 0.05  # + 50 ms promised, + test slack
+    for _ in range(100):  # the server killed the worker, and replaces it
+        if metrics.DEADLINE_KILLS.labels("analytics.communities:v1")._value.get() > kills:
+            break
+        await asyncio.sleep(0.05)
+    assert metrics.DEADLINE_KILLS.labels("analytics.communities:v1")._value.get() == kills + 1
+    after = await analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.degreeTop:v1"))
+    assert after.result.entities
+
+
+async def test_a_run_over_budget_without_a_sampler_is_refused_with_the_hint(
+    analyst: Analyst, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await analyst.call("ImportGraph", iter(_batches(1000, 5000, 6)))
+    costly = dataclasses.replace(PACKS["analytics.shortestPath:v1"], cost_per_unit=1e6)
+    monkeypatch.setitem(packs_module.PACKS, costly.id, costly)
+    hinted = await _refused(
+        analyst.call(
+            "RunPack",
+            pb.RunPackRequest(
+                pack_id=costly.id, parameters=pb.PackParameters(source_id="e1", target_id="e2")
+            ),
+        )
+    )
+    assert hinted.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert float(hinted.metadata["expected_ms"]) > float(hinted.metadata["budget_ms"]) == 450
+    assert "has no sampler" in hinted.details
+
+
+async def test_estimates_answer_without_running(analyst: Analyst) -> None:
+    await analyst.call("ImportGraph", iter(_batches(1000, 5000, 5)))
+    started = time.perf_counter()
+    found = await analyst.call(
+        "EstimatePack", pb.EstimatePackRequest(pack_id="analytics.pagerankTop:v1")
+    )
+    assert time.perf_counter() - started < 0.1
+    assert found.estimate.expected_ms > 0
+    assert found.estimate.memory_bytes > 0
+    assert found.estimate.within_budget
