@@ -171,30 +171,77 @@ async def test_bad_runs_are_refused_clearly(analyst: Analyst) -> None:
     assert ghost.code is grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_a_run_past_its_deadline_is_killed_and_answered_in_time(
-    analyst: Analyst, platform: Platform
-) -> None:
-    await analyst.call("ImportGraph", iter(_batches(30_000, 200_000, 4)))
-    kills = metrics.DEADLINE_KILLS.labels("analytics.communities:v1")._value.get()
-    # Warm the projection (paid once per revision, outside the deadline).
+def _kills() -> float:
+    return float(metrics.DEADLINE_KILLS.labels("analytics.betweennessTop:v1")._value.get())
+
+
+async def _expires_in_time(analyst: Analyst, deadline_s: float, **options: Any) -> None:
+    """A cold full betweenness (about 0.1 s here) stopped at `deadline_s`, answered in time."""
+    kills = _kills()
+    # Warm the projection (loading it is paid once per revision, outside the deadline).
     await analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.degreeTop:v1"))
-    deadline = 0.05
     started = time.perf_counter()
     expired = await _refused(
-        analyst.call(
-            "RunPack", pb.RunPackRequest(pack_id="analytics.communities:v1"), timeout=deadline
-        )
+        analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.betweennessTop:v1"), **options)
     )
     elapsed = time.perf_counter() - started
     assert expired.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert elapsed < deadline + 0.05 + 0.05  # + 50 ms promised, + test slack
+    assert elapsed < deadline_s + 0.05 + 0.05  # + 50 ms promised, + test slack
     for _ in range(100):  # the server killed the worker, and replaces it
-        if metrics.DEADLINE_KILLS.labels("analytics.communities:v1")._value.get() > kills:
+        if _kills() > kills:
             break
         await asyncio.sleep(0.05)
-    assert metrics.DEADLINE_KILLS.labels("analytics.communities:v1")._value.get() == kills + 1
+    assert _kills() == kills + 1
     after = await analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.degreeTop:v1"))
     assert after.result.entities
+    assert after.result.projection_bytes > 1_000_000  # a fresh worker loaded it again
+
+
+@pytest.fixture
+def underpriced(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Betweenness on the whole graph, priced far too low: only the deadline can stop it."""
+
+    def patch(timeout_ms: int) -> None:
+        spec = dataclasses.replace(
+            PACKS["analytics.betweennessTop:v1"],
+            sample="",
+            always_sampled=False,
+            cost_per_unit=1e-9,
+            timeout_ms=timeout_ms,
+        )
+        monkeypatch.setitem(packs_module.PACKS, spec.id, spec)
+
+    return patch
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def larger_graph(platform: Platform) -> uuid.UUID:
+    """A tenant with a 30k-entity, 200k-relationship graph (imported once)."""
+    tenant = uuid.uuid4()
+    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+        importer = Analyst(
+            analytics_service_pb2_grpc.AnalyticsServiceStub(channel),
+            Minter(platform.settings),
+            tenant,
+        )
+        await importer.call("ImportGraph", iter(_batches(30_000, 200_000, 4)))
+    return tenant
+
+
+async def test_a_run_past_its_timeout_is_killed_and_answered_in_time(
+    analyst: Analyst, larger_graph: uuid.UUID, underpriced: Any
+) -> None:
+    analyst.tenant = larger_graph
+    underpriced(timeout_ms=20)
+    await _expires_in_time(analyst, 0.02)
+
+
+async def test_a_run_past_the_calls_deadline_is_killed_and_answered_in_time(
+    analyst: Analyst, larger_graph: uuid.UUID, underpriced: Any
+) -> None:
+    analyst.tenant = larger_graph
+    underpriced(timeout_ms=60_000)
+    await _expires_in_time(analyst, 0.03, timeout=0.03)
 
 
 async def test_a_run_over_budget_without_a_sampler_is_refused_with_the_hint(

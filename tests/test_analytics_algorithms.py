@@ -63,6 +63,7 @@ def test_pagerank_matches_networkx(name: str) -> None:
 def test_shortest_paths_are_identical(name: str) -> None:
     graph = GRAPHS[name]
     snapshot = _snapshot(graph)
+    projection = Projection.of(snapshot)
     index = {entity: i for i, entity in enumerate(snapshot.ids.tolist())}
     rng = np.random.default_rng(7)
     nodes = list(graph.nodes)
@@ -73,7 +74,7 @@ def test_shortest_paths_are_identical(name: str) -> None:
             expected = nx.dijkstra_path(graph, source, target, weight="weight")
         except nx.NetworkXNoPath:
             expected = []
-        path, cost = hop_limited_path(snapshot, index[str(source)], index[str(target)], 4)
+        path, cost = hop_limited_path(projection.out, index[str(source)], index[str(target)], 4)
         if expected and len(expected) - 1 <= 4:
             assert [snapshot.ids[i] for i in path] == [str(n) for n in expected]
             assert cost == pytest.approx(nx.path_weight(graph, expected, "weight"))
@@ -81,8 +82,44 @@ def test_shortest_paths_are_identical(name: str) -> None:
         elif not expected:
             assert path == []
         else:  # the lightest path is longer than 4 hops: ours is the lightest within 4
-            assert len(path) - 1 <= 4
+            within = [
+                nx.path_weight(graph, candidate, "weight")
+                for candidate in nx.all_simple_paths(graph, source, target, cutoff=4)
+            ]
+            if within:
+                assert len(path) - 1 <= 4
+                assert cost == pytest.approx(min(within))
+            else:
+                assert path == []
     assert compared > 10
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_neighborhoods_match_networkx_hop_distances(name: str) -> None:
+    graph = GRAPHS[name]
+    snapshot = _snapshot(graph)
+    projection = Projection.of(snapshot)
+    undirected = graph.to_undirected(as_view=True)
+    for source in list(graph.nodes)[:10]:
+        for hops in (1, 2, 3):
+            ours = run_pack(
+                projection,
+                "analytics.neighborhood:v1",
+                {"source_id": str(source), "max_hops": hops, "top_k": 1000},
+                1.0,
+            )["entities"]
+            reference = nx.single_source_shortest_path_length(undirected, source, cutoff=hops)
+            assert {e["entity_id"]: e["score"] for e in ours} == {
+                str(node): float(level) for node, level in reference.items() if node != source
+            }
+            assert [e["score"] for e in ours] == sorted(e["score"] for e in ours)
+        nearest = run_pack(
+            projection,
+            "analytics.neighborhood:v1",
+            {"source_id": str(source), "max_hops": 3, "top_k": 3},
+            1.0,
+        )["entities"]
+        assert nearest == ours[:3]  # the nearest first, the rest cut off
 
 
 @pytest.mark.parametrize("name", ["karate", "les_miserables", "florentine"])

@@ -7,9 +7,12 @@ with it, so later runs at that revision only select from it.
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import igraph
@@ -21,26 +24,80 @@ from servers.analytics.packs import BETWEENNESS_PIVOTS
 DAMPING = 0.85
 
 
+@dataclass(frozen=True)
+class Adjacency:
+    """Compressed sparse rows: node v's neighbours are `heads[offsets[v]:offsets[v + 1]]`."""
+
+    offsets: np.ndarray  # int64, one more than there are nodes
+    heads: np.ndarray  # int32
+    weights: np.ndarray  # float64, aligned with heads
+
+    @classmethod
+    def of(cls, nodes: int, tails: np.ndarray, heads: np.ndarray, weights: np.ndarray) -> Adjacency:
+        """The rows of the edges `tails[i] -> heads[i]`."""
+        order = np.argsort(tails, kind="stable")
+        offsets = np.zeros(nodes + 1, dtype=np.int64)
+        np.cumsum(np.bincount(tails, minlength=nodes), out=offsets[1:])
+        return cls(offsets, heads[order], weights[order])
+
+    def expand(self, frontier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(tail, position) of every edge out of `frontier`; positions index heads/weights."""
+        starts = self.offsets[frontier]
+        counts = self.offsets[frontier + 1] - starts
+        before = np.cumsum(counts) - counts
+        positions = np.arange(int(counts.sum())) + np.repeat(starts - before, counts)
+        return np.repeat(frontier, counts), positions
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (Linux), or 0 where it cannot be read."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 @dataclass
 class Projection:
-    """A revision's graph in igraph, its id index, and what packs derived from it."""
+    """A revision's graph in igraph and as adjacency rows, its id index, and what packs derived.
+
+    `memory_bytes` is the resident memory building it added to this process.
+    """
 
     snapshot: Snapshot
     graph: igraph.Graph
+    out: Adjacency
+    both: Adjacency
     index: dict[str, int]
+    memory_bytes: int = 0
     derived: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> Projection:
         """Build the projection of a snapshot (directed, weighted)."""
+        before = _resident_bytes()
         graph = igraph.Graph(
             n=snapshot.nodes,
             edges=np.column_stack([snapshot.sources, snapshot.targets]),
             directed=True,
         )
         graph.es["weight"] = snapshot.weights
-        index = {entity: position for position, entity in enumerate(snapshot.ids.tolist())}
-        return cls(snapshot, graph, index)
+        sources, targets, weights = snapshot.sources, snapshot.targets, snapshot.weights
+        projection = cls(
+            snapshot,
+            graph,
+            out=Adjacency.of(snapshot.nodes, sources, targets, weights),
+            both=Adjacency.of(
+                snapshot.nodes,
+                np.concatenate([sources, targets]),
+                np.concatenate([targets, sources]),
+                np.concatenate([weights, weights]),
+            ),
+            index={entity: position for position, entity in enumerate(snapshot.ids.tolist())},
+        )
+        projection.memory_bytes = max(0, _resident_bytes() - before)
+        return projection
 
     def memoized(self, key: tuple[Any, ...], compute: Any) -> Any:
         """`compute()`, once per key for the life of the projection."""
@@ -56,24 +113,30 @@ class Projection:
 
     def degrees(self) -> np.ndarray:
         """Relationships in and out, per entity."""
-        degrees: np.ndarray = self.memoized(
-            ("degree",), lambda: np.asarray(self.graph.degree(), dtype=np.int64)
-        )
+        degrees: np.ndarray = self.memoized(("degree",), lambda: np.diff(self.both.offsets))
         return degrees
 
-    def sample(self, ratio: float) -> igraph.Graph:
-        """The `ratio` of edges with the highest endpoint-degree product, all nodes kept."""
+    def sample_edges(self, ratio: float) -> np.ndarray:
+        """The top_edges sampler: the `ratio` of edges with the highest endpoint-degree product."""
 
-        def build() -> igraph.Graph:
-            degree = self.degrees().astype(np.float64)
+        def choose() -> np.ndarray:
             snapshot = self.snapshot
             keep = max(1, int(np.ceil(snapshot.edges * ratio)))
+            if keep >= snapshot.edges:
+                return np.arange(snapshot.edges)
+            degree = self.degrees().astype(np.float64)
             score = degree[snapshot.sources] * degree[snapshot.targets]
-            chosen = (
-                np.argpartition(-score, keep - 1)[:keep]
-                if keep < snapshot.edges
-                else np.arange(snapshot.edges)
-            )
+            chosen: np.ndarray = np.argpartition(-score, keep - 1)[:keep]
+            return chosen
+
+        chosen: np.ndarray = self.memoized(("sample", ratio), choose)
+        return chosen
+
+    def sample(self, ratio: float) -> igraph.Graph:
+        """The sampled edges as a directed igraph graph, all nodes kept."""
+
+        def build() -> igraph.Graph:
+            chosen, snapshot = self.sample_edges(ratio), self.snapshot
             sampled = igraph.Graph(
                 n=snapshot.nodes,
                 edges=np.column_stack([snapshot.sources[chosen], snapshot.targets[chosen]]),
@@ -82,7 +145,7 @@ class Projection:
             sampled.es["weight"] = snapshot.weights[chosen]
             return sampled
 
-        return self.memoized(("sample", ratio), build)
+        return self.memoized(("sample-graph", ratio), build)
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -111,53 +174,47 @@ def run_pack(
     Raises:
         LookupError: An entity parameter names no entity of the graph.
     """
-    graph = projection.graph if sample >= 1.0 else projection.sample(sample)
     key = (pack_id, sample)
+    top_k = int(params.get("top_k", 0))
     if pack_id == "analytics.pagerankTop:v1":
-        scores = projection.memoized(key, lambda: pagerank(graph))
-        return {"entities": _ranked(projection, scores, int(params["top_k"]))}
+        graph = projection.graph if sample >= 1.0 else projection.sample(sample)
+        return {
+            "entities": _ranked(
+                projection, projection.memoized(key, lambda: pagerank(graph)), top_k
+            )
+        }
     if pack_id == "analytics.degreeTop:v1":
-        return {
-            "entities": _ranked(
-                projection, projection.degrees().astype(np.float64), int(params["top_k"])
-            )
-        }
+        return {"entities": _ranked(projection, projection.degrees().astype(np.float64), top_k)}
     if pack_id == "analytics.betweennessTop:v1":
-        return {
-            "entities": _ranked(
-                projection,
-                projection.memoized(key, lambda: _betweenness(graph, projection)),
-                int(params["top_k"]),
-            )
-        }
+        graph = projection.graph if sample >= 1.0 else projection.sample(sample)
+        scores = projection.memoized(key, lambda: _betweenness(graph, projection))
+        return {"entities": _ranked(projection, scores, top_k)}
     if pack_id == "analytics.communities:v1":
-        membership, modularity = projection.memoized(key, lambda: _communities(graph))
-        top = _top(projection.degrees().astype(np.float64), int(params["top_k"]))
+        membership, modularity = projection.memoized(
+            key, lambda: _communities(projection, projection.sample_edges(sample))
+        )
+        degrees = projection.degrees()
         ids = projection.snapshot.ids
         return {
             "entities": [
                 {
                     "entity_id": str(ids[i]),
-                    "score": float(projection.degrees()[i]),
+                    "score": float(degrees[i]),
                     "community": int(membership[i]),
                 }
-                for i in top
+                for i in _top(degrees.astype(np.float64), top_k)
             ],
             "modularity": modularity,
         }
     if pack_id == "analytics.shortestPath:v1":
         source = projection.position(str(params["source_id"]), "source_id")
         target = projection.position(str(params["target_id"]), "target_id")
-        path, cost = hop_limited_path(projection.snapshot, source, target, int(params["max_hops"]))
+        path, cost = hop_limited_path(projection.out, source, target, int(params["max_hops"]))
         ids = projection.snapshot.ids
         return {"path": [str(ids[i]) for i in path], "path_cost": cost if path else 0.0}
     if pack_id == "analytics.neighborhood:v1":
         source = projection.position(str(params["source_id"]), "source_id")
-        return {
-            "entities": _neighborhood(
-                projection, source, int(params["max_hops"]), int(params["top_k"])
-            )
-        }
+        return {"entities": _neighborhood(projection, source, int(params["max_hops"]), top_k)}
     raise LookupError(f"no algorithm for {pack_id}")
 
 
@@ -167,7 +224,7 @@ def _betweenness(graph: igraph.Graph, projection: Projection) -> np.ndarray:
     The pivots are half the highest-degree nodes and half a seeded random draw.
     """
     count = min(BETWEENNESS_PIVOTS, graph.vcount())
-    hubs = np.argsort(-projection.degrees())[: count // 2]
+    hubs = np.argsort(-projection.degrees(), kind="stable")[: count // 2]
     rest = np.setdiff1d(np.arange(graph.vcount()), hubs)
     rng = np.random.default_rng(projection.snapshot.revision)
     pivots = np.concatenate([hubs, rng.choice(rest, size=count - len(hubs), replace=False)])
@@ -178,71 +235,93 @@ def _betweenness(graph: igraph.Graph, projection: Projection) -> np.ndarray:
     return scaled
 
 
-def _communities(graph: igraph.Graph) -> tuple[np.ndarray, float]:
-    undirected = graph.as_undirected(mode="collapse", combine_edges="sum")
-    partition = undirected.community_leiden(
-        objective_function="modularity", weights="weight", n_iterations=-1
+def _communities(projection: Projection, chosen: np.ndarray) -> tuple[np.ndarray, float]:
+    """Leiden (modularity, two iterations, seeded) on the undirected graph of `chosen` edges.
+
+    Only entities the edges touch take part (isolated ones cannot change the
+    modularity, and would dominate the run time of a sparse sample); the rest get
+    community -1. The modularity is the partition's on the graph it ran on.
+    """
+    snapshot = projection.snapshot
+    touched, ends = np.unique(
+        np.concatenate([snapshot.sources[chosen], snapshot.targets[chosen]]), return_inverse=True
     )
-    modularity = float(undirected.modularity(partition.membership, weights="weight"))
-    return np.asarray(partition.membership, dtype=np.int64), modularity
+    graph = igraph.Graph(n=len(touched), edges=ends.reshape(2, -1).T, directed=False)
+    graph.es["weight"] = snapshot.weights[chosen]
+    random.seed(snapshot.revision)  # igraph draws from Python's generator
+    partition = graph.community_leiden(
+        objective_function="modularity", weights="weight", n_iterations=2
+    )
+    membership = np.full(snapshot.nodes, -1, dtype=np.int64)
+    membership[touched] = partition.membership
+    modularity = float(graph.modularity(partition.membership, weights="weight"))
+    return membership, modularity
 
 
 def hop_limited_path(
-    snapshot: Snapshot, source: int, target: int, max_hops: int
+    out: Adjacency, source: int, target: int, max_hops: int
 ) -> tuple[list[int], float]:
     """The lightest path from `source` to `target` of at most `max_hops` relationships.
 
-    Bellman-Ford cut after `max_hops` rounds, vectorised over the edge arrays;
-    returns ([], inf) when no such path exists.
+    Bellman-Ford cut after `max_hops` rounds; each round relaxes only the edges
+    out of the nodes the previous round improved. Returns ([], inf) when no such
+    path exists.
     """
     if source == target:
         return [source], 0.0
-    distance = np.full(snapshot.nodes, np.inf)
+    distance = np.full(len(out.offsets) - 1, np.inf)
     distance[source] = 0.0
-    predecessors = []
+    frontier = np.array([source], dtype=np.int64)
+    rounds: list[tuple[np.ndarray, np.ndarray]] = []  # per round: improved nodes, predecessors
     for _ in range(max_hops):
-        candidate = distance[snapshot.sources] + snapshot.weights
-        best = np.full(snapshot.nodes, np.inf)
-        np.minimum.at(best, snapshot.targets, candidate)
-        improved = best < distance
-        predecessor = np.full(snapshot.nodes, -1, dtype=np.int64)
-        if improved.any():
-            winners = np.flatnonzero(
-                improved[snapshot.targets] & (candidate == best[snapshot.targets])
-            )
-            predecessor[snapshot.targets[winners]] = snapshot.sources[winners]
-        predecessor[~improved] = -2  # unchanged: keep the previous round's predecessor
-        distance = np.where(improved, best, distance)
-        predecessors.append(predecessor)
+        tails, positions = out.expand(frontier)
+        heads = out.heads[positions]
+        candidate = distance[tails] + out.weights[positions]
+        order = np.lexsort((candidate, heads))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = heads[order[1:]] != heads[order[:-1]]
+        best = order[first]  # the lightest candidate per head, heads ascending
+        improved = best[candidate[best] < distance[heads[best]]]
+        if improved.size == 0:
+            break
+        frontier = heads[improved].astype(np.int64)
+        distance[frontier] = candidate[improved]
+        rounds.append((frontier, tails[improved]))
     if not np.isfinite(distance[target]):
         return [], float("inf")
     path, node = [target], target
-    for predecessor in reversed(predecessors):
+    for improved_nodes, predecessors in reversed(rounds):
         if node == source:
             break
-        step = predecessor[node]
-        if step == -2:
-            continue
-        path.append(int(step))
-        node = int(step)
+        at = int(np.searchsorted(improved_nodes, node))
+        if at < len(improved_nodes) and improved_nodes[at] == node:
+            node = int(predecessors[at])
+            path.append(node)
     return list(reversed(path)), float(distance[target])
 
 
 def _neighborhood(
     projection: Projection, source: int, hops: int, limit: int
 ) -> list[dict[str, Any]]:
-    graph = projection.graph
-    layers = graph.bfs(source, mode="all")
-    order, starts = layers[0], layers[1]
+    """Breadth-first by hops in either direction, stopping once `limit` entities are found."""
+    both, ids = projection.both, projection.snapshot.ids
+    seen = np.zeros(projection.snapshot.nodes, dtype=bool)
+    seen[source] = True
+    frontier = np.array([source], dtype=np.int64)
     found: list[dict[str, Any]] = []
-    ids = projection.snapshot.ids
     for level in range(1, hops + 1):
-        if level >= len(starts) - 1:
+        _, positions = both.expand(frontier)
+        reached = np.unique(both.heads[positions])
+        frontier = reached[~seen[reached]].astype(np.int64)
+        if frontier.size == 0:
             break
-        for vertex in order[starts[level] : starts[level + 1]]:
-            if len(found) == limit:
-                return found
-            found.append({"entity_id": str(ids[vertex]), "score": float(level)})
+        seen[frontier] = True
+        found += [
+            {"entity_id": str(ids[vertex]), "score": float(level)}
+            for vertex in frontier[: limit - len(found)]
+        ]
+        if len(found) >= limit:
+            break
     return found
 
 

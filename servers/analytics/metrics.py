@@ -1,6 +1,6 @@
 """Analytics metrics: per-pack latency (the seed's "analytics p95"), refusals, samples, kills."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 PACK_SECONDS = Histogram(
     "analytics_pack_seconds",
@@ -12,4 +12,7 @@ REFUSED = Counter("analytics_runs_refused_total", "Runs refused by their cost hi
 SAMPLED = Counter("analytics_runs_sampled_total", "Runs answered from a sample.", ("pack",))
 DEADLINE_KILLS = Counter(
     "analytics_deadline_kills_total", "Runs stopped at their deadline (worker killed).", ("pack",)
+)
+PROJECTION_BYTES = Gauge(
+    "analytics_projection_bytes", "Resident memory of the projection a pack last ran on."
 )

@@ -22,8 +22,9 @@ from typing import Any
 
 from servers.errors import InvalidArgument, NotFound
 
-#: Bytes per node and per edge of an igraph projection with weights (measured).
-NODE_BYTES, EDGE_BYTES = 120, 40
+#: Resident bytes per node and per edge of a projection: igraph's graph, two adjacency
+#: row sets, the id index (measured by bench/analytics_estimates.py).
+NODE_BYTES, EDGE_BYTES = 200, 100
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,12 @@ class PackSpec:
     sample: str
     description: str
     parameters: tuple[Parameter, ...]
-    #: Work units per (edge + node) touched, relative to one PageRank iteration sweep.
+    #: Time per work unit (see `_work`), relative to PageRank's per node and edge.
     cost_per_unit: float
     #: Whether the pack always runs on its sample (its full run is never affordable).
     always_sampled: bool = False
+    #: Whether its sampled runs use the sample as an igraph graph (built once per revision).
+    builds_sample_graph: bool = True
 
     @property
     def sample_ratio(self) -> float:
@@ -86,7 +89,7 @@ PACKS: Mapping[str, PackSpec] = {
             "",
             "Entities ranked by degree (relationships in and out).",
             (TOP_K,),
-            cost_per_unit=0.02,
+            cost_per_unit=0.04,
         ),
         PackSpec(
             "analytics.betweennessTop:v1",
@@ -95,7 +98,7 @@ PACKS: Mapping[str, PackSpec] = {
             "top_edges:10%",
             "Entities ranked by betweenness, estimated from 16 pivots on a sample.",
             (TOP_K,),
-            cost_per_unit=0.9,  # per pivot
+            cost_per_unit=0.2,  # per pivot
             always_sampled=True,
         ),
         PackSpec(
@@ -105,8 +108,9 @@ PACKS: Mapping[str, PackSpec] = {
             "top_edges:10%",
             "Leiden communities (modularity) on a sample; the top-k entities by degree.",
             (TOP_K,),
-            cost_per_unit=1.6,
+            cost_per_unit=5.6,  # per sampled edge
             always_sampled=True,
+            builds_sample_graph=False,
         ),
         PackSpec(
             "analytics.shortestPath:v1",
@@ -115,7 +119,7 @@ PACKS: Mapping[str, PackSpec] = {
             "",
             "The lightest path of at most max_hops relationships (weights as distances).",
             (SOURCE, TARGET, HOPS),
-            cost_per_unit=0.15,
+            cost_per_unit=1.0,
         ),
         PackSpec(
             "analytics.neighborhood:v1",
@@ -124,7 +128,7 @@ PACKS: Mapping[str, PackSpec] = {
             "",
             "Entities within max_hops relationships, nearest first, at most top_k.",
             (SOURCE, HOPS, TOP_K),
-            cost_per_unit=0.05,
+            cost_per_unit=1.0,
         ),
     )
 }
@@ -184,17 +188,68 @@ class Estimate:
     within_budget: bool
 
 
-def _units(
-    spec: PackSpec, params: Mapping[str, Any], nodes: int, edges: int
+# Work units are the time a PageRank takes per node and edge (the workers time one at
+# start: `seconds_per_unit`); the constants are fitted by bench/analytics_estimates.py.
+#: What any run costs (the call, selecting the top k).
+FIXED_UNITS = 1500
+#: Scoring every edge and choosing the top_edges sample, per edge of the graph.
+CHOOSE_UNITS_PER_EDGE = 0.09
+#: Building an igraph graph of the sample, per sampled edge.
+BUILD_UNITS_PER_EDGE = 3.3
+#: The share of a heavy-tailed graph (nodes + edges) a directed traversal of so many
+#: hops touches, on average over where it starts: one hop stays local, two reach the
+#: hubs, three a fifth of the graph, four nearly all of it. The median start touches
+#: less, a hub as start more (up to 4x at three hops).
+TOUCHED_BY_HOPS = {1: 0.0, 2: 0.003, 3: 0.2, 4: 0.9}
+#: A neighbourhood follows relationships both ways (twice the reach), but stops once it
+#: has top_k entities, which hubs two hops away supply: it expands about this many
+#: two-hop traversals for 50 entities, growing with top_k ** NEIGHBOURHOOD_GROWTH.
+NEIGHBOURHOOD_TWO_HOPS, NEIGHBOURHOOD_GROWTH = 1.7, 0.55
+
+
+def _sampling_units(spec: PackSpec, edges: int, sample_edges: int) -> float:
+    """Choosing a cold sample, and building its igraph graph for the packs that use one."""
+    build = BUILD_UNITS_PER_EDGE * sample_edges if spec.builds_sample_graph else 0.0
+    return CHOOSE_UNITS_PER_EDGE * edges + build
+
+
+def _traversal(nodes: int, edges: int, hops: int) -> tuple[int, int]:
+    """(nodes, edges) a directed traversal of `hops` touches, on average."""
+    mean_degree = 2 * edges / max(nodes, 1)
+    share = TOUCHED_BY_HOPS[hops]
+    touched_nodes = min(nodes, max(1 + int(mean_degree), int(nodes * share)))
+    touched_edges = min(edges, max(int(mean_degree), int(edges * share)))
+    return touched_nodes, touched_edges
+
+
+def _work(
+    spec: PackSpec, params: Mapping[str, Any], nodes: int, edges: int, run_edges: int
 ) -> tuple[int, int, float]:
-    """(nodes, edges) the pack touches and its work units, on a graph of that size."""
-    if spec.id in {"analytics.shortestPath:v1", "analytics.neighborhood:v1"}:
-        reach = min(nodes, int((edges / max(nodes, 1) * 2 + 1) ** int(params["max_hops"])))
-        touched_edges = min(edges, int(reach * edges / max(nodes, 1)))
-        return reach, touched_edges, float(reach + touched_edges) * int(params["max_hops"])
+    """(nodes, edges) touched and the pack's own work units; `run_edges` < `edges` if sampled."""
+    if spec.id == "analytics.degreeTop:v1":
+        return nodes, edges, float(nodes)
+    if spec.id == "analytics.pagerankTop:v1":
+        return nodes, run_edges, float(nodes + run_edges)
     if spec.id == "analytics.betweennessTop:v1":
-        return nodes, edges, float(nodes + edges) * BETWEENNESS_PIVOTS
-    return nodes, edges, float(nodes + edges)
+        return nodes, run_edges, float(nodes + run_edges) * BETWEENNESS_PIVOTS
+    if spec.id == "analytics.communities:v1":
+        touched = min(nodes, 2 * run_edges)
+        return touched, run_edges, float(run_edges)
+    hops = int(params["max_hops"])
+    if spec.id == "analytics.neighborhood:v1":
+        reach = [2 * count for count in _traversal(nodes, edges, hops)]
+        two_hops = sum(_traversal(nodes, edges, 2))
+        limit = (
+            NEIGHBOURHOOD_TWO_HOPS * two_hops * (int(params["top_k"]) / 50) ** NEIGHBOURHOOD_GROWTH
+        )
+        share = min(1.0, limit / sum(reach))
+        touched_nodes, touched_edges = (
+            min(nodes, int(reach[0] * share)),
+            min(edges, int(reach[1] * share)),
+        )
+    else:
+        touched_nodes, touched_edges = _traversal(nodes, edges, hops)
+    return touched_nodes, touched_edges, float(touched_nodes + touched_edges)
 
 
 def estimate(  # noqa: PLR0917 - the facts a price depends on
@@ -205,21 +260,28 @@ def estimate(  # noqa: PLR0917 - the facts a price depends on
     seconds_per_unit: float,
     budget_ms: float,
 ) -> Estimate:
-    """Price a run of `spec` on a graph of `nodes` and `edges`.
+    """Price a cold run of `spec` (nothing derived yet) on a graph of `nodes` and `edges`.
 
     Sampling applies when the pack always samples, or when the full run would
-    not fit the budget and the pack has a sampler.
+    not fit the budget and the pack has a sampler. Runs at a revision a worker has
+    already derived from (a PageRank vector, a partition) take much less.
     """
-    full_nodes, full_edges, full_units = _units(spec, params, nodes, edges)
-    full_ms = full_units * spec.cost_per_unit * seconds_per_unit * 1000
-    sampled = spec.always_sampled or (bool(spec.sample) and full_ms > budget_ms)
+
+    def price(run_edges: int) -> tuple[int, int, float]:
+        touched_nodes, touched_edges, units = _work(spec, params, nodes, edges, run_edges)
+        shared = _sampling_units(spec, edges, run_edges) if run_edges < edges else 0.0
+        ms = (FIXED_UNITS + units * spec.cost_per_unit + shared) * seconds_per_unit * 1000
+        return touched_nodes, touched_edges, ms
+
+    touched_nodes, touched_edges, expected_ms = price(edges)
+    sampled = bool(spec.sample) and (spec.always_sampled or expected_ms > budget_ms)
     if sampled:
-        sample_edges = math.ceil(edges * spec.sample_ratio)
-        touched_nodes, touched_edges, units = _units(spec, params, nodes, sample_edges)
-    else:
-        touched_nodes, touched_edges, units = full_nodes, full_edges, full_units
-    expected_ms = units * spec.cost_per_unit * seconds_per_unit * 1000
-    memory = touched_nodes * NODE_BYTES + touched_edges * EDGE_BYTES
+        touched_nodes, touched_edges, expected_ms = price(
+            min(edges, math.ceil(edges * spec.sample_ratio))
+        )
+    memory = nodes * NODE_BYTES + edges * EDGE_BYTES  # the projection
+    if sampled:
+        memory += touched_nodes * NODE_BYTES + touched_edges * EDGE_BYTES
     return Estimate(
         expected_ms=round(expected_ms, 3),
         memory_bytes=int(memory),

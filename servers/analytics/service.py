@@ -22,7 +22,7 @@ from servers.analytics.packs import PACKS, Estimate, PackSpec, bind, estimate, p
 from servers.analytics.store import EntityRow, GraphRevisionRow, RelationshipRow
 from servers.analytics.workers import PackWorkers
 from servers.db import utc_now
-from servers.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
+from servers.errors import FailedPrecondition, InvalidArgument
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer, Runtime
 
@@ -270,14 +270,11 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
             )
         ratio = spec.sample_ratio if found.sampling_applies else 1.0
         snapshot = await self._snapshot(tenant, revision)
-        try:
-            result = await self.workers.run(snapshot, spec.id, params, ratio, deadline_s)
-        except DeadlineExceeded:
-            metrics.DEADLINE_KILLS.labels(spec.id).inc()
-            raise
+        result = await self.workers.run(snapshot, spec.id, params, ratio, deadline_s)
         if found.sampling_applies:
             metrics.SAMPLED.labels(spec.id).inc()
         metrics.PACK_SECONDS.labels(spec.id).observe(time.perf_counter() - started)
+        metrics.PROJECTION_BYTES.set(result["projection_bytes"])
         return pb.RunPackResponse(
             result=pb.PackResult(
                 pack_id=spec.id,
@@ -293,6 +290,7 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
                 ),
                 estimate=_estimate_message(found, revision),
                 elapsed_ms=result["elapsed_ms"],
+                projection_bytes=result["projection_bytes"],
             )
         )
 

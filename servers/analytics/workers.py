@@ -8,7 +8,7 @@ holds the revision's projection (loading it is paid once per revision, not
 per run).
 
 Protocol on a pipe: the worker says ("hello", seconds_per_unit) when ready; for
-("run", path, pack_id, params, sample) it answers ("loaded",) then ("result",
+("run", path, pack_id, params, sample) it answers ("loaded", projection_bytes) then ("result",
 dict) or ("error", message).
 """
 
@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from servers.analytics import metrics
 from servers.errors import DeadlineExceeded, InvalidArgument, Unavailable
 
 #: Seconds a worker may take to load a revision's projection.
@@ -46,7 +47,7 @@ def worker_main(connection: Connection) -> None:
         if projection is None:
             projections.clear()  # one revision at a time keeps memory bounded
             projection = projections[path] = compute.Projection.of(graph.load(Path(path)))
-        connection.send(("loaded",))
+        connection.send(("loaded", projection.memory_bytes))
         try:
             started = time.perf_counter()
             result = compute.run_pack(projection, pack_id, params, sample)
@@ -131,15 +132,15 @@ class PackWorkers:
             InvalidArgument: A parameter names no entity of the graph.
         """
         worker = await self._idle.get()
-        healthy = False
+        healthy = sent = False
         try:
             worker.connection.send(("run", str(snapshot), pack_id, params, sample))
-            await _receive(worker.connection, LOAD_TIMEOUT_S)
+            sent = True
+            _, projection_bytes = await _receive(worker.connection, LOAD_TIMEOUT_S)
             started = time.perf_counter()
             try:
                 kind, payload = await _receive(worker.connection, max(deadline_s, 0.0))
             except TimeoutError:
-                self.kills += 1
                 raise DeadlineExceeded(
                     f"{pack_id} ran past its {deadline_s * 1000:.0f} ms deadline and was stopped",
                     metadata={
@@ -148,10 +149,13 @@ class PackWorkers:
                     },
                 ) from None
             healthy = True
-            if kind == "error":
-                raise InvalidArgument(str(payload), field="parameters")
-            result: dict[str, Any] = payload
-            return result
+        except (DeadlineExceeded, asyncio.CancelledError):
+            # Past the deadline, or the call was cancelled (its gRPC deadline passed):
+            # the run is abandoned, and its worker killed below.
+            if sent:
+                self.kills += 1
+                metrics.DEADLINE_KILLS.labels(pack_id).inc()
+            raise
         finally:
             if healthy:
                 self._idle.put_nowait(worker)
@@ -161,6 +165,11 @@ class PackWorkers:
                 task = asyncio.create_task(self._spawn())
                 self._starting.add(task)
                 task.add_done_callback(self._starting.discard)
+        if kind == "error":
+            raise InvalidArgument(str(payload), field="parameters")
+        result: dict[str, Any] = payload
+        result["projection_bytes"] = projection_bytes
+        return result
 
     async def close(self) -> None:
         """Stop every worker."""

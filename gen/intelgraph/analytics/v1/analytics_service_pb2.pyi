@@ -290,7 +290,9 @@ class ScoredEntity(_message.Message):
     entity_id: _builtins.str
     score: _builtins.float
     community: _builtins.int
-    """Community index, for community packs."""
+    """Community index, for community packs (-1: not in the sample the
+    partition was computed on).
+    """
     def __init__(
         self,
         *,
@@ -319,12 +321,17 @@ class PackResult(_message.Message):
     SAMPLING_FIELD_NUMBER: _builtins.int
     ESTIMATE_FIELD_NUMBER: _builtins.int
     ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    PROJECTION_BYTES_FIELD_NUMBER: _builtins.int
     pack_id: _builtins.str
     graph_revision: _builtins.int
     path_cost: _builtins.float
     modularity: _builtins.float
-    """Modularity of the partition, for community packs."""
+    """Modularity of the partition on the graph it was computed on (the sample,
+    when sampled), for community packs.
+    """
     elapsed_ms: _builtins.float
+    projection_bytes: _builtins.int
+    """Resident memory the revision's in-memory projection took in its worker."""
     @_builtins.property
     def entities(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoredEntity]:
         """Ranked entities with scores (centrality, neighbourhood, communities)."""
@@ -349,10 +356,11 @@ class PackResult(_message.Message):
         sampling: Global___Sampling | None = ...,
         estimate: Global___CostEstimate | None = ...,
         elapsed_ms: _builtins.float = ...,
+        projection_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["estimate", b"estimate", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ms", b"elapsed_ms", "entities", b"entities", "estimate", b"estimate", "graph_revision", b"graph_revision", "modularity", b"modularity", "pack_id", b"pack_id", "path", b"path", "path_cost", b"path_cost", "sampling", b"sampling"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ms", b"elapsed_ms", "entities", b"entities", "estimate", b"estimate", "graph_revision", b"graph_revision", "modularity", b"modularity", "pack_id", b"pack_id", "path", b"path", "path_cost", b"path_cost", "projection_bytes", b"projection_bytes", "sampling", b"sampling"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
