@@ -7,21 +7,25 @@ import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 import pytest_asyncio
 from intelgraph.analytics.v1 import analytics_service_pb2 as pb
 from intelgraph.analytics.v1 import analytics_service_pb2_grpc
 
 from clients import ConductorError, from_grpc_error
-from servers.analytics import metrics
+from servers.analytics import graph, metrics
 from servers.analytics import packs as packs_module
 from servers.analytics.graph import heavy_tailed
 from servers.analytics.packs import PACKS
+from servers.analytics.workers import PackWorkers
 from servers.app import Platform
 from servers.config import load_settings
+from servers.errors import Conflict
 from tests.conftest import Minter
 
 # -- through gRPC ----------------------------------------------------------------------
@@ -273,3 +277,48 @@ async def test_estimates_answer_without_running(analyst: Analyst) -> None:
     assert found.estimate.expected_ms > 0
     assert found.estimate.memory_bytes > 0
     assert found.estimate.within_budget
+
+
+async def test_snapshots_are_built_after_imports_and_old_ones_pruned(
+    analyst: Analyst, platform: Platform
+) -> None:
+    directory = platform.settings.var_dir / "analytics"
+    for seed in range(3):
+        await analyst.call("ImportGraph", iter(_batches(100, 300 + seed, seed + 20)))
+    revisions: list[int] = []
+    for _ in range(200):  # built in the background: no run asked for them
+        revisions = sorted(
+            int(path.name.removesuffix(".npz").rsplit("-", 1)[1])
+            for path in directory.glob(f"{analyst.tenant}-*.npz")
+        )
+        if 3 in revisions:
+            break
+        await asyncio.sleep(0.05)
+    assert 3 in revisions
+    assert min(revisions) >= 2  # older ones pruned
+    latest = graph.load(graph.snapshot_path(directory, analyst.tenant, 3))
+    stored = await analyst.call(
+        "EstimatePack", pb.EstimatePackRequest(pack_id="analytics.degreeTop:v1")
+    )
+    assert (latest.revision, latest.nodes, latest.edges) == (
+        3,
+        stored.estimate.nodes_touched,
+        stored.estimate.edges_touched,
+    )
+
+
+async def test_a_snapshot_pruned_before_loading_asks_for_a_retry(tmp_path: Path) -> None:
+    workers = PackWorkers(1)
+    await workers.start()
+    try:
+        with pytest.raises(Conflict):
+            await workers.run(tmp_path / "gone.npz", "analytics.degreeTop:v1", {}, 1.0, 1.0)
+        # The worker is still usable.
+        sources, targets, weights = heavy_tailed(50, 200, seed=1)
+        ids = np.array([f"e{i:02d}" for i in range(50)], dtype=object)
+        path = tmp_path / "one.npz"
+        graph.save(graph.Snapshot(1, ids, sources, targets, weights), path)
+        result = await workers.run(path, "analytics.degreeTop:v1", {"top_k": 3}, 1.0, 5.0)
+        assert len(result["entities"]) == 3
+    finally:
+        await workers.close()

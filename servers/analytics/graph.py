@@ -45,31 +45,64 @@ def snapshot_path(directory: Path, tenant: uuid.UUID, revision: int) -> Path:
     return directory / f"{tenant}-{revision}.npz"
 
 
-async def revision_of(database: Database, tenant: uuid.UUID) -> int:
-    """The tenant's current graph revision (0: no graph imported)."""
-    async with database.tenant_session(tenant, readonly=True) as session:
-        revision = await session.scalar(select(GraphRevisionRow.revision))
-    return int(revision or 0)
+def prune(directory: Path, tenant: uuid.UUID, keep: int) -> None:
+    """Delete the tenant's snapshots older than `keep - 1`.
+
+    The one before `keep` stays for runs in flight; workers keep what they loaded.
+    """
+    for path in directory.glob(f"{tenant}-*.npz"):
+        revision = path.name.removeprefix(f"{tenant}-").removesuffix(".npz")
+        if revision.isdigit() and int(revision) < keep - 1:
+            path.unlink(missing_ok=True)
+
+
+#: Rows fetched and converted at a time while building a snapshot (the event loop runs
+#: other calls between batches).
+SNAPSHOT_BATCH = 10_000
 
 
 async def build_snapshot(database: Database, tenant: uuid.UUID) -> Snapshot:
-    """Read the tenant's graph (one consistent transaction) into arrays."""
+    """Read the tenant's graph (one consistent, read-only transaction) into arrays.
+
+    Rows are streamed in batches, so a large graph does not hold up the server's
+    other calls while it is read.
+    """
     async with database.tenant_session(tenant, readonly=True) as session:
+        if session.get_bind().dialect.name == "postgresql":  # one snapshot for every read
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         revision = int(await session.scalar(select(GraphRevisionRow.revision)) or 0)
-        ids = np.array(
-            (await session.execute(select(EntityRow.id).order_by(EntityRow.id))).scalars().all(),
-            dtype=object,
-        )
-        rows = (
-            await session.execute(
-                select(RelationshipRow.source_id, RelationshipRow.target_id, RelationshipRow.weight)
+        names: list[str] = []
+        async for batch in (
+            await session.stream_scalars(
+                select(EntityRow.id).execution_options(yield_per=SNAPSHOT_BATCH)
             )
-        ).all()
-    position = {entity: index for index, entity in enumerate(ids.tolist())}
-    sources = np.fromiter((position[row[0]] for row in rows), dtype=np.int32, count=len(rows))
-    targets = np.fromiter((position[row[1]] for row in rows), dtype=np.int32, count=len(rows))
-    weights = np.fromiter((row[2] for row in rows), dtype=np.float64, count=len(rows))
-    return Snapshot(revision, ids, sources, targets, weights)
+        ).partitions():
+            names += batch
+        ids = np.array(sorted(names), dtype=object)
+        position = {entity: index for index, entity in enumerate(ids.tolist())}
+        sources: list[np.ndarray] = []
+        targets: list[np.ndarray] = []
+        weights: list[np.ndarray] = []
+        rows = await session.stream(
+            select(
+                RelationshipRow.source_id, RelationshipRow.target_id, RelationshipRow.weight
+            ).execution_options(yield_per=SNAPSHOT_BATCH)
+        )
+        async for part in rows.partitions():
+            sources.append(np.fromiter((position[row[0]] for row in part), np.int32, len(part)))
+            targets.append(np.fromiter((position[row[1]] for row in part), np.int32, len(part)))
+            weights.append(np.fromiter((row[2] for row in part), np.float64, len(part)))
+
+    def joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+    return Snapshot(
+        revision,
+        ids,
+        joined(sources, np.int32),
+        joined(targets, np.int32),
+        joined(weights, np.float64),
+    )
 
 
 def save(snapshot: Snapshot, path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -25,6 +26,8 @@ from servers.db import utc_now
 from servers.errors import FailedPrecondition, InvalidArgument
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer, Runtime
+
+logger = logging.getLogger(__name__)
 
 #: Rows per INSERT statement when importing.
 CHUNK = 5000
@@ -175,7 +178,8 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         super().__init__(runtime)
         self.workers = PackWorkers(runtime.settings.analytics_workers)
         self._snapshots = runtime.settings.var_dir / "analytics"
-        self._building: dict[tuple[uuid.UUID, int], asyncio.Lock] = {}
+        self._building: dict[uuid.UUID, asyncio.Lock] = {}
+        self._prebuilding: set[asyncio.Task[None]] = set()
 
     def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
         """Start the pack workers (and stop them when the platform stops)."""
@@ -198,6 +202,7 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
             entities, relationships, revision = await import_batches(
                 session, principal.tenant, request_iterator
             )
+        self._prebuild(principal.tenant, revision)
         return pb.ImportGraphResponse(
             entities_upserted=entities,
             relationships_upserted=relationships,
@@ -221,13 +226,29 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
     async def _snapshot(self, tenant: uuid.UUID, revision: int) -> Path:
         """The revision's snapshot file, built from the store the first time it is needed."""
         path = graph.snapshot_path(self._snapshots, tenant, revision)
-        lock = self._building.setdefault((tenant, revision), asyncio.Lock())
+        lock = self._building.setdefault(tenant, asyncio.Lock())
         async with lock:
             if not path.exists():
                 snapshot = await graph.build_snapshot(self.runtime.database, tenant)
                 path = graph.snapshot_path(self._snapshots, tenant, snapshot.revision)
                 await asyncio.to_thread(graph.save, snapshot, path)
+                graph.prune(self._snapshots, tenant, snapshot.revision)
         return path
+
+    def _prebuild(self, tenant: uuid.UUID, revision: int) -> None:
+        """Build a new revision's snapshot in the background, before its first run needs it."""
+
+        async def build() -> None:
+            try:
+                await self._snapshot(tenant, revision)
+            except Exception:
+                logger.exception(
+                    "building the snapshot of tenant %s, revision %s", tenant, revision
+                )
+
+        task = asyncio.create_task(build())
+        self._prebuilding.add(task)
+        task.add_done_callback(self._prebuilding.discard)
 
     def _priced(
         self, spec: PackSpec, params: dict[str, Any], nodes: int, edges: int, budget_ms: float

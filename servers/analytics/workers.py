@@ -8,8 +8,9 @@ holds the revision's projection (loading it is paid once per revision, not
 per run).
 
 Protocol on a pipe: the worker says ("hello", seconds_per_unit) when ready; for
-("run", path, pack_id, params, sample) it answers ("loaded", projection_bytes) then ("result",
-dict) or ("error", message).
+("run", path, pack_id, params, sample) it answers ("loaded", projection_bytes)
+then ("result", dict) or ("error", message); or ("gone", why) alone if the
+snapshot was pruned before it could be loaded.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from servers.analytics import metrics
-from servers.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from servers.errors import Conflict, DeadlineExceeded, InvalidArgument, Unavailable
 
 #: Seconds a worker may take to load a revision's projection.
 LOAD_TIMEOUT_S = 300.0
@@ -46,7 +47,12 @@ def worker_main(connection: Connection) -> None:
         projection = projections.get(path)
         if projection is None:
             projections.clear()  # one revision at a time keeps memory bounded
-            projection = projections[path] = compute.Projection.of(graph.load(Path(path)))
+            try:
+                snapshot = graph.load(Path(path))
+            except OSError as error:  # pruned: newer revisions came in since the call began
+                connection.send(("gone", str(error)))
+                continue
+            projection = projections[path] = compute.Projection.of(snapshot)
         connection.send(("loaded", projection.memory_bytes))
         try:
             started = time.perf_counter()
@@ -129,6 +135,7 @@ class PackWorkers:
 
         Raises:
             DeadlineExceeded: The pack ran past its deadline (its worker was killed).
+            Conflict: The snapshot was replaced by a newer revision's before it was loaded.
             InvalidArgument: A parameter names no entity of the graph.
         """
         worker = await self._idle.get()
@@ -136,7 +143,10 @@ class PackWorkers:
         try:
             worker.connection.send(("run", str(snapshot), pack_id, params, sample))
             sent = True
-            _, projection_bytes = await _receive(worker.connection, LOAD_TIMEOUT_S)
+            loaded, projection_bytes = await _receive(worker.connection, LOAD_TIMEOUT_S)
+            if loaded == "gone":
+                healthy = True
+                raise Conflict("the graph changed while this run started; run it again")
             started = time.perf_counter()
             try:
                 kind, payload = await _receive(worker.connection, max(deadline_s, 0.0))
