@@ -133,7 +133,8 @@ async def test_every_pack_runs_with_analytics_read(analyst: Analyst) -> None:
         assert result.graph_revision == 1
         assert result.sampling.sampled == result.estimate.sampling_applies
         if spec.id in {"analytics.betweennessTop:v1", "analytics.communities:v1"}:
-            assert (result.sampling.sampler, result.sampling.ratio) == ("top_edges:10%", 0.1)
+            assert result.sampling.sampler == spec.sample
+            assert result.sampling.ratio == packs_module.sampler(spec.sample)[1]
         if spec.id == "analytics.neighborhood:v1" or spec.id.endswith("Top:v1"):
             assert 0 < len(result.entities) <= 5
             assert all(entity.entity_id.startswith("e") for entity in result.entities)
@@ -312,13 +313,13 @@ async def test_a_snapshot_pruned_before_loading_asks_for_a_retry(tmp_path: Path)
     await workers.start()
     try:
         with pytest.raises(Conflict):
-            await workers.run(tmp_path / "gone.npz", "analytics.degreeTop:v1", {}, 1.0, 1.0)
+            await workers.run(tmp_path / "gone.npz", "analytics.degreeTop:v1", {}, "", 1.0)
         # The worker is still usable.
         sources, targets, weights = heavy_tailed(50, 200, seed=1)
         ids = np.array([f"e{i:02d}" for i in range(50)], dtype=object)
         path = tmp_path / "one.npz"
         graph.save(graph.Snapshot(1, ids, sources, targets, weights), path)
-        result = await workers.run(path, "analytics.degreeTop:v1", {"top_k": 3}, 1.0, 5.0)
+        result = await workers.run(path, "analytics.degreeTop:v1", {"top_k": 3}, "", 5.0)
         assert len(result["entities"]) == 3
     finally:
         await workers.close()

@@ -6,9 +6,9 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from servers.analytics.compute import Projection, hop_limited_path, run_pack
+from servers.analytics.compute import Projection, hop_limited_path, modularity, run_pack
 from servers.analytics.graph import Snapshot, heavy_tailed
-from servers.analytics.packs import PACKS, estimate, pack
+from servers.analytics.packs import PACKS, estimate, pack, sampler
 
 # -- correctness against networkx ------------------------------------------------------
 
@@ -50,7 +50,7 @@ GRAPHS = {
 def test_pagerank_matches_networkx(name: str) -> None:
     graph = GRAPHS[name]
     projection = Projection.of(_snapshot(graph))
-    ours = run_pack(projection, "analytics.pagerankTop:v1", {"top_k": 1000}, 1.0)["entities"]
+    ours = run_pack(projection, "analytics.pagerankTop:v1", {"top_k": 1000})["entities"]
     reference = nx.pagerank(graph, alpha=0.85, weight="weight", tol=1e-13, max_iter=10_000)
     assert len(ours) == graph.number_of_nodes()
     for entity in ours:
@@ -117,7 +117,6 @@ def test_neighborhoods_match_networkx_hop_distances(name: str) -> None:
             projection,
             "analytics.neighborhood:v1",
             {"source_id": str(source), "max_hops": 3, "top_k": 3},
-            1.0,
         )["entities"]
         assert nearest == ours[:3]  # the nearest first, the rest cut off
 
@@ -126,7 +125,7 @@ def test_neighborhoods_match_networkx_hop_distances(name: str) -> None:
 def test_community_modularity_is_close_to_networkx_louvain(name: str) -> None:
     graph = GRAPHS[name]
     projection = Projection.of(_snapshot(graph))
-    ours = run_pack(projection, "analytics.communities:v1", {"top_k": 5}, 1.0)["modularity"]
+    ours = run_pack(projection, "analytics.communities:v1", {"top_k": 5})["modularity"]
     undirected = nx.Graph()
     for u, v, w in graph.edges(data="weight"):
         previous = undirected.get_edge_data(u, v, {"weight": 0.0})["weight"]
@@ -141,8 +140,8 @@ def test_the_default_sampler_keeps_the_pagerank_top_50() -> None:
     ids = np.array([f"e{i:05d}" for i in range(20_000)], dtype=object)
     projection = Projection.of(Snapshot(1, ids, sources, targets, weights))
     spec = PACKS["analytics.pagerankTop:v1"]
-    full = run_pack(projection, spec.id, {"top_k": 50}, 1.0)["entities"]
-    sampled = run_pack(projection, spec.id, {"top_k": 50}, spec.sample_ratio)["entities"]
+    full = run_pack(projection, spec.id, {"top_k": 50})["entities"]
+    sampled = run_pack(projection, spec.id, {"top_k": 50}, spec.sample)["entities"]
     overlap = len({e["entity_id"] for e in full} & {e["entity_id"] for e in sampled}) / 50
     assert overlap >= 0.8
 
@@ -153,6 +152,38 @@ def test_estimates_sample_or_refuse_over_budget() -> None:
     assert (fits.sampling_applies, fits.within_budget) == (False, True)
     big = estimate(pagerank, {"top_k": 10}, 5_000_000, 50_000_000, 3e-7, 450)
     assert big.sampling_applies
-    assert big.edges_touched == 5_000_000
+    assert big.edges_touched == 50_000_000 * sampler(big.sample)[1]
+    assert not big.within_budget  # even 1.25 % of it: the service refuses it
     too_big = estimate(path, {"max_hops": 4}, 5_000_000, 50_000_000, 3e-7, 1)
     assert (too_big.sampling_applies, too_big.within_budget) == (False, False)
+
+
+def test_sampled_runs_shrink_their_sample_to_fit_the_budget() -> None:
+    spec = pack("analytics.pagerankTop:v1")
+    ratios = []
+    for budget_ms in (100_000, 5_000, 2_000, 1_500, 1_000, 10):
+        found = estimate(spec, {"top_k": 10}, 1_000_000, 10_000_000, 3e-7, budget_ms)
+        ratios.append(sampler(found.sample)[1] if found.sample else 1.0)
+        if found.within_budget and found.sample != "top_edges:1.25%":
+            assert found.expected_ms <= budget_ms / 2  # planned with room for error
+    assert ratios == sorted(ratios, reverse=True)
+    assert (ratios[0], ratios[-1]) == (1.0, 0.0125)  # the whole graph .. the smallest halving
+    assert len(set(ratios)) >= 4
+
+
+@pytest.mark.parametrize("name", ["karate", "les_miserables", "random"])
+def test_modularity_matches_networkx(name: str) -> None:
+    graph = GRAPHS[name]
+    snapshot = _snapshot(graph)
+    rng = np.random.default_rng(3)
+    membership = rng.integers(-1, 4, size=snapshot.nodes)  # -1: on its own
+    undirected = nx.Graph()
+    undirected.add_nodes_from(range(snapshot.nodes))
+    for s, t, w in zip(snapshot.sources, snapshot.targets, snapshot.weights, strict=True):
+        previous = undirected.get_edge_data(s, t, {"weight": 0.0})["weight"]
+        undirected.add_edge(s, t, weight=previous + w)
+    groups: dict[int, set[int]] = {}
+    for node, label in enumerate(membership):
+        groups.setdefault(int(label) if label >= 0 else -1 - node, set()).add(node)
+    reference = nx.community.modularity(undirected, groups.values(), weight="weight")
+    assert modularity(snapshot, membership) == pytest.approx(reference, abs=1e-12)

@@ -132,11 +132,16 @@ def load(path: Path) -> Snapshot:
         )
 
 
-def heavy_tailed(nodes: int, edges: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A deterministic graph with a heavy-tailed degree distribution (for demos and benchmarks).
+def heavy_tailed(
+    nodes: int, edges: int, seed: int, mixing: float = 0.3, community_size: int = 500
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A deterministic graph with heavy-tailed degrees and communities (for demos, benchmarks).
 
-    Endpoints are drawn with Zipf-like popularity (weight ∝ rank^-0.8 over a
-    random permutation), self-loops dropped; weights uniform in [0.1, 1).
+    Each entity has a Zipf-like popularity (weight ∝ rank^-0.8 over a random
+    permutation) and one of nodes // community_size communities. A relationship
+    starts at a popular entity and ends, with probability 1 - mixing, at a popular
+    entity of the same community, else at one anywhere; self-loops are dropped,
+    weights are uniform in [0.1, 1).
 
     >>> sources, targets, weights = heavy_tailed(100, 500, seed=1)
     >>> bool((sources != targets).all()), len(sources) <= 500
@@ -144,10 +149,21 @@ def heavy_tailed(nodes: int, edges: int, seed: int) -> tuple[np.ndarray, np.ndar
     """
     rng = np.random.default_rng(seed)
     popularity = 1.0 / np.arange(1, nodes + 1) ** 0.8
-    popularity /= popularity.sum()
-    order = rng.permutation(nodes)
-    sources = order[rng.choice(nodes, size=edges, p=popularity)]
-    targets = order[rng.choice(nodes, size=edges, p=popularity)]
-    keep = sources != targets
-    weights = rng.uniform(0.1, 1.0, size=int(keep.sum()))
+    popularity = popularity[rng.permutation(nodes)] / popularity.sum()
+    drawn_edges = int(edges * 1.2) + 10
+    sources = rng.choice(nodes, size=drawn_edges, p=popularity)
+    targets = rng.choice(nodes, size=drawn_edges, p=popularity)
+    community = rng.integers(0, max(1, nodes // community_size), size=nodes)
+    grouped = np.argsort(community, kind="stable")  # entities, community by community
+    cumulative = np.cumsum(popularity[grouped])
+    first = np.searchsorted(community[grouped], np.arange(community.max() + 1))
+    last = np.append(first[1:], nodes) - 1
+    before = np.where(first > 0, cumulative[np.maximum(first - 1, 0)], 0.0)
+    inside = np.flatnonzero(rng.random(drawn_edges) >= mixing)
+    home = community[sources[inside]]
+    drawn = before[home] + rng.random(len(inside)) * (cumulative[last[home]] - before[home])
+    position = np.minimum(np.searchsorted(cumulative, drawn, side="right"), last[home])
+    targets[inside] = grouped[position]
+    keep = np.flatnonzero(sources != targets)[:edges]
+    weights = rng.uniform(0.1, 1.0, size=len(keep))
     return sources[keep].astype(np.int32), targets[keep].astype(np.int32), weights

@@ -24,7 +24,7 @@ from servers.errors import InvalidArgument, NotFound
 
 #: Resident bytes per node and per edge of a projection: igraph's graph, two adjacency
 #: row sets, the id index (measured by bench/analytics_estimates.py).
-NODE_BYTES, EDGE_BYTES = 200, 100
+NODE_BYTES, EDGE_BYTES = 150, 55
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,27 @@ class PackSpec:
     @property
     def sample_ratio(self) -> float:
         """The share of edges the sampler keeps (1.0 without a sampler)."""
-        if not self.sample:
-            return 1.0
-        return float(self.sample.rsplit(":", 1)[1].rstrip("%")) / 100
+        return sampler(self.sample)[1] if self.sample else 1.0
+
+
+#: Edge samplers: "top_edges" keeps the edges whose endpoints have the highest degree
+#: product (the hubs' backbone), "random_edges" a uniform draw (seeded by the revision).
+SAMPLERS = ("top_edges", "random_edges")
+
+
+def sampler(spec: str) -> tuple[str, float]:
+    """(name, share of edges kept) of a sampler spec such as "top_edges:20%".
+
+    >>> sampler("random_edges:20%")
+    ('random_edges', 0.2)
+    """
+    name, _, percent = spec.partition(":")
+    if name not in SAMPLERS or not percent.endswith("%"):
+        raise ValueError(f"unknown sampler {spec!r}")
+    ratio = float(percent.removesuffix("%")) / 100
+    if not 0 < ratio <= 1:
+        raise ValueError(f"sampler {spec!r} must keep between 0 and 100% of the edges")
+    return name, ratio
 
 
 TOP_K = Parameter("top_k", "integer", "How many entities to return.", 1, 1000, 50)
@@ -77,7 +95,7 @@ PACKS: Mapping[str, PackSpec] = {
             "analytics.pagerankTop:v1",
             ("analytics.read",),
             450,
-            "top_edges:10%",
+            "top_edges:20%",
             "Entities ranked by weighted PageRank (damping 0.85).",
             (TOP_K,),
             cost_per_unit=1.0,
@@ -104,11 +122,11 @@ PACKS: Mapping[str, PackSpec] = {
         PackSpec(
             "analytics.communities:v1",
             ("analytics.read",),
-            450,
-            "top_edges:10%",
+            1000,
+            "random_edges:20%",
             "Leiden communities (modularity) on a sample; the top-k entities by degree.",
             (TOP_K,),
-            cost_per_unit=5.6,  # per sampled edge
+            cost_per_unit=5.5,  # per sampled edge and touched entity
             always_sampled=True,
             builds_sample_graph=False,
         ),
@@ -186,25 +204,32 @@ class Estimate:
     edges_touched: int
     sampling_applies: bool
     within_budget: bool
+    #: The sample the run would use, e.g. "top_edges:10%" ("" for the whole graph).
+    sample: str = ""
 
 
 # Work units are the time a PageRank takes per node and edge (the workers time one at
 # start: `seconds_per_unit`); the constants are fitted by bench/analytics_estimates.py.
 #: What any run costs (the call, selecting the top k).
-FIXED_UNITS = 1500
-#: Scoring every edge and choosing the top_edges sample, per edge of the graph.
+FIXED_UNITS = 600
+#: Scoring every edge and choosing a sample, per edge of the graph.
 CHOOSE_UNITS_PER_EDGE = 0.09
 #: Building an igraph graph of the sample, per sampled edge.
-BUILD_UNITS_PER_EDGE = 3.3
+BUILD_UNITS_PER_EDGE = 1.5
 #: The share of a heavy-tailed graph (nodes + edges) a directed traversal of so many
-#: hops touches, on average over where it starts: one hop stays local, two reach the
-#: hubs, three a fifth of the graph, four nearly all of it. The median start touches
-#: less, a hub as start more (up to 4x at three hops).
-TOUCHED_BY_HOPS = {1: 0.0, 2: 0.003, 3: 0.2, 4: 0.9}
-#: A neighbourhood follows relationships both ways (twice the reach), but stops once it
-#: has top_k entities, which hubs two hops away supply: it expands about this many
-#: two-hop traversals for 50 entities, growing with top_k ** NEIGHBOURHOOD_GROWTH.
-NEIGHBOURHOOD_TWO_HOPS, NEIGHBOURHOOD_GROWTH = 1.7, 0.55
+#: hops touches from a typical entity: one hop stays local, two reach the hubs, three
+#: a few percent of the graph, four half of it. From a hub it touches far more (the
+#: mean over all starts is about twice these at two and three hops).
+TOUCHED_BY_HOPS = {1: 0.0, 2: 0.001, 3: 0.04, 4: 0.5}
+#: A neighbourhood stops once it has top_k entities: units per entity (it passes hubs).
+NEIGHBOURHOOD_UNITS_PER_RESULT = 35
+#: Communities' pass over every relationship (the modularity), per edge of the graph.
+MODULARITY_UNITS_PER_EDGE = 0.43
+#: Sampled runs over budget try the pack's ratio, then halves of it down to this share.
+MIN_SAMPLE_RATIO = 0.01
+#: Runs are planned to fit this share of their budget: estimates are good to about 2x,
+#: and a cold run killed at its deadline leaves nothing memoized for the next one.
+PLANNING_SHARE = 0.5
 
 
 def _sampling_units(spec: PackSpec, edges: int, sample_edges: int) -> float:
@@ -225,31 +250,39 @@ def _traversal(nodes: int, edges: int, hops: int) -> tuple[int, int]:
 def _work(
     spec: PackSpec, params: Mapping[str, Any], nodes: int, edges: int, run_edges: int
 ) -> tuple[int, int, float]:
-    """(nodes, edges) touched and the pack's own work units; `run_edges` < `edges` if sampled."""
+    """(nodes, edges) touched and work units; `run_edges` < `edges` if sampled."""
+    cost = spec.cost_per_unit
     if spec.id == "analytics.degreeTop:v1":
-        return nodes, edges, float(nodes)
+        return nodes, edges, cost * nodes
     if spec.id == "analytics.pagerankTop:v1":
-        return nodes, run_edges, float(nodes + run_edges)
+        return nodes, run_edges, cost * (nodes + run_edges)
     if spec.id == "analytics.betweennessTop:v1":
-        return nodes, run_edges, float(nodes + run_edges) * BETWEENNESS_PIVOTS
+        return nodes, run_edges, cost * (nodes + run_edges) * BETWEENNESS_PIVOTS
     if spec.id == "analytics.communities:v1":
-        touched = min(nodes, 2 * run_edges)
-        return touched, run_edges, float(run_edges)
-    hops = int(params["max_hops"])
+        # Leiden runs on the entities the sampled edges touch (fewer than a uniform
+        # draw of endpoints would: the hubs recur), then modularity on the whole graph.
+        touched = int(nodes * -math.expm1(-2 * run_edges / max(nodes, 1)))
+        return (
+            touched,
+            run_edges,
+            cost * (run_edges + touched) + (MODULARITY_UNITS_PER_EDGE * edges),
+        )
+    touched_nodes, touched_edges = _traversal(nodes, edges, int(params["max_hops"]))
     if spec.id == "analytics.neighborhood:v1":
-        reach = [2 * count for count in _traversal(nodes, edges, hops)]
-        two_hops = sum(_traversal(nodes, edges, 2))
-        limit = (
-            NEIGHBOURHOOD_TWO_HOPS * two_hops * (int(params["top_k"]) / 50) ** NEIGHBOURHOOD_GROWTH
-        )
-        share = min(1.0, limit / sum(reach))
-        touched_nodes, touched_edges = (
-            min(nodes, int(reach[0] * share)),
-            min(edges, int(reach[1] * share)),
-        )
-    else:
-        touched_nodes, touched_edges = _traversal(nodes, edges, hops)
-    return touched_nodes, touched_edges, float(touched_nodes + touched_edges)
+        found = NEIGHBOURHOOD_UNITS_PER_RESULT * int(params["top_k"])
+        share = min(1.0, found / max(touched_nodes + touched_edges, 1))
+        touched_nodes = max(1, int(touched_nodes * share))
+        touched_edges = int(touched_edges * share)
+    return touched_nodes, touched_edges, cost * (touched_nodes + touched_edges)
+
+
+def _samples(spec: PackSpec) -> list[str]:
+    """The pack's sampler at its ratio, then at halves of it down to MIN_SAMPLE_RATIO."""
+    name, ratio = sampler(spec.sample)
+    ratios = [ratio]
+    while ratios[-1] / 2 >= MIN_SAMPLE_RATIO:
+        ratios.append(ratios[-1] / 2)
+    return [f"{name}:{share * 100:g}%" for share in ratios]
 
 
 def estimate(  # noqa: PLR0917 - the facts a price depends on
@@ -262,31 +295,38 @@ def estimate(  # noqa: PLR0917 - the facts a price depends on
 ) -> Estimate:
     """Price a cold run of `spec` (nothing derived yet) on a graph of `nodes` and `edges`.
 
-    Sampling applies when the pack always samples, or when the full run would
-    not fit the budget and the pack has a sampler. Runs at a revision a worker has
-    already derived from (a PageRank vector, a partition) take much less.
+    Sampling applies when the pack always samples, or when the full run would not
+    fit the planned share of the budget and the pack has a sampler; the sample is
+    the pack's, or the largest halving of its ratio that fits. A run whose estimate
+    exceeds the whole budget is not within it (the service refuses it). Runs at a
+    revision a worker has already derived from (a PageRank vector, a partition)
+    take much less.
     """
 
     def price(run_edges: int) -> tuple[int, int, float]:
         touched_nodes, touched_edges, units = _work(spec, params, nodes, edges, run_edges)
         shared = _sampling_units(spec, edges, run_edges) if run_edges < edges else 0.0
-        ms = (FIXED_UNITS + units * spec.cost_per_unit + shared) * seconds_per_unit * 1000
+        ms = (FIXED_UNITS + units + shared) * seconds_per_unit * 1000
         return touched_nodes, touched_edges, ms
 
+    planned_ms = budget_ms * PLANNING_SHARE
     touched_nodes, touched_edges, expected_ms = price(edges)
-    sampled = bool(spec.sample) and (spec.always_sampled or expected_ms > budget_ms)
-    if sampled:
-        touched_nodes, touched_edges, expected_ms = price(
-            min(edges, math.ceil(edges * spec.sample_ratio))
-        )
+    sample = ""
+    if spec.sample and (spec.always_sampled or expected_ms > planned_ms):
+        for sample in _samples(spec):
+            run_edges = min(edges, math.ceil(edges * sampler(sample)[1]))
+            touched_nodes, touched_edges, expected_ms = price(run_edges)
+            if expected_ms <= planned_ms:
+                break
     memory = nodes * NODE_BYTES + edges * EDGE_BYTES  # the projection
-    if sampled:
+    if sample:
         memory += touched_nodes * NODE_BYTES + touched_edges * EDGE_BYTES
     return Estimate(
         expected_ms=round(expected_ms, 3),
         memory_bytes=int(memory),
         nodes_touched=touched_nodes,
         edges_touched=touched_edges,
-        sampling_applies=sampled,
+        sampling_applies=bool(sample),
         within_budget=expected_ms <= budget_ms,
+        sample=sample,
     )

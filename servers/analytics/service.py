@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from interceptors import current_principal
 from servers.analytics import graph, metrics
-from servers.analytics.packs import PACKS, Estimate, PackSpec, bind, estimate, pack
+from servers.analytics.packs import PACKS, Estimate, PackSpec, bind, estimate, pack, sampler
 from servers.analytics.store import EntityRow, GraphRevisionRow, RelationshipRow
 from servers.analytics.workers import PackWorkers
 from servers.db import utc_now
@@ -168,6 +168,7 @@ def _estimate_message(found: Estimate, revision: int) -> pb.CostEstimate:
         sampling_applies=found.sampling_applies,
         within_budget=found.within_budget,
         graph_revision=revision,
+        sampler=found.sample,
     )
 
 
@@ -289,9 +290,9 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
                     "budget_ms": f"{deadline_s * 1000:.0f}",
                 },
             )
-        ratio = spec.sample_ratio if found.sampling_applies else 1.0
+        sample = found.sample
         snapshot = await self._snapshot(tenant, revision)
-        result = await self.workers.run(snapshot, spec.id, params, ratio, deadline_s)
+        result = await self.workers.run(snapshot, spec.id, params, sample, deadline_s)
         if found.sampling_applies:
             metrics.SAMPLED.labels(spec.id).inc()
         metrics.PACK_SECONDS.labels(spec.id).observe(time.perf_counter() - started)
@@ -306,8 +307,8 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
                 modularity=result.get("modularity", 0.0),
                 sampling=pb.Sampling(
                     sampled=found.sampling_applies,
-                    sampler=spec.sample if found.sampling_applies else "",
-                    ratio=ratio,
+                    sampler=sample,
+                    ratio=sampler(sample)[1] if sample else 1.0,
                 ),
                 estimate=_estimate_message(found, revision),
                 elapsed_ms=result["elapsed_ms"],

@@ -129,9 +129,9 @@ class PackWorkers:
         await self._idle.put(worker)
 
     async def run(
-        self, snapshot: Path, pack_id: str, params: dict[str, Any], sample: float, deadline_s: float
+        self, snapshot: Path, pack_id: str, params: dict[str, Any], sample: str, deadline_s: float
     ) -> dict[str, Any]:
-        """Run a pack on a snapshot, within `deadline_s` of the projection being ready.
+        """Run a pack on a snapshot, or its sample `sample`, within `deadline_s` once loaded.
 
         Raises:
             DeadlineExceeded: The pack ran past its deadline (its worker was killed).

@@ -224,6 +224,7 @@ class CostEstimate(_message.Message):
     SAMPLING_APPLIES_FIELD_NUMBER: _builtins.int
     WITHIN_BUDGET_FIELD_NUMBER: _builtins.int
     GRAPH_REVISION_FIELD_NUMBER: _builtins.int
+    SAMPLER_FIELD_NUMBER: _builtins.int
     expected_ms: _builtins.float
     memory_bytes: _builtins.int
     nodes_touched: _builtins.int
@@ -234,6 +235,10 @@ class CostEstimate(_message.Message):
     """True when the full or sampled run fits the pack's budget."""
     graph_revision: _builtins.int
     """Graph revision the estimate was made on."""
+    sampler: _builtins.str
+    """The sample the run would use, for example "top_edges:10%" (empty: the
+    whole graph). A pack's own ratio, or the largest halving of it that fits.
+    """
     def __init__(
         self,
         *,
@@ -244,10 +249,11 @@ class CostEstimate(_message.Message):
         sampling_applies: _builtins.bool = ...,
         within_budget: _builtins.bool = ...,
         graph_revision: _builtins.int = ...,
+        sampler: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges_touched", b"edges_touched", "expected_ms", b"expected_ms", "graph_revision", b"graph_revision", "memory_bytes", b"memory_bytes", "nodes_touched", b"nodes_touched", "sampling_applies", b"sampling_applies", "within_budget", b"within_budget"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges_touched", b"edges_touched", "expected_ms", b"expected_ms", "graph_revision", b"graph_revision", "memory_bytes", b"memory_bytes", "nodes_touched", b"nodes_touched", "sampler", b"sampler", "sampling_applies", b"sampling_applies", "within_budget", b"within_budget"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,8 +332,8 @@ class PackResult(_message.Message):
     graph_revision: _builtins.int
     path_cost: _builtins.float
     modularity: _builtins.float
-    """Modularity of the partition on the graph it was computed on (the sample,
-    when sampled), for community packs.
+    """Modularity of the partition on the whole graph (relationships undirected,
+    entities outside a sample on their own), for community packs.
     """
     elapsed_ms: _builtins.float
     projection_bytes: _builtins.int
