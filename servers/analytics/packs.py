@@ -2,15 +2,15 @@
 
 Only registered packs run. Each has typed, bounded parameters, an ABAC
 permission, a time budget (`timeout_ms`) and, where its result survives it, a
-sampler (`top_edges:10%`: the tenth of the edges whose endpoints have the
-highest degree product; it keeps a PageRank top-50 overlap of 0.98 to 1.0 on
-the reference tenancy, where a random 10 % keeps 0.94 here and 0.52 on the
-issue's graph, see docs/analytics-sampling.md).
+sampler: `top_edges:20%` keeps the fifth of the edges whose endpoints have the
+highest degree product (PageRank top-50 overlap 0.94 on the reference tenancy),
+`random_edges:20%` a uniform fifth (what community detection needs); the
+curves are in docs/analytics-sampling.md.
 
-The cost model prices a run without running it: time is per-pack work units
-(edges and nodes touched, times iterations or pivots) multiplied by this
-machine's measured speed (the workers time a reference PageRank at start);
-memory is the projection plus the pack's working arrays.
+The cost model prices a cold run without running it: time is per-pack work
+units (nodes and edges touched, times pivots; a share of the graph for
+traversals) multiplied by this machine's measured speed (the workers time a
+reference PageRank at start); memory is the projection plus the sample.
 """
 
 from __future__ import annotations

@@ -251,10 +251,10 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         self._prebuilding.add(task)
         task.add_done_callback(self._prebuilding.discard)
 
-    def _priced(
+    async def _priced(
         self, spec: PackSpec, params: dict[str, Any], nodes: int, edges: int, budget_ms: float
     ) -> Estimate:
-        speed = self.workers.seconds_per_unit or 3e-7
+        speed = await self.workers.speed()
         return estimate(spec, params, nodes, edges, speed, budget_ms)
 
     async def EstimatePack(
@@ -264,7 +264,7 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         spec = pack(request.pack_id)
         params = bind(spec, _given(request.parameters))
         revision, nodes, edges = await self._graph(current_principal().tenant)
-        found = self._priced(spec, params, nodes, edges, spec.timeout_ms)
+        found = await self._priced(spec, params, nodes, edges, spec.timeout_ms)
         return pb.EstimatePackResponse(estimate=_estimate_message(found, revision))
 
     async def RunPack(self, request: pb.RunPackRequest, context: Any) -> pb.RunPackResponse:
@@ -274,11 +274,12 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         params = bind(spec, _given(request.parameters))
         tenant = current_principal().tenant
         revision, nodes, edges = await self._graph(tenant)
+        await self.workers.speed()  # only waits while the workers first start
         remaining = context.time_remaining()
         deadline_s = (
             spec.timeout_ms / 1000 if remaining is None else min(spec.timeout_ms / 1000, remaining)
         )
-        found = self._priced(spec, params, nodes, edges, deadline_s * 1000)
+        found = await self._priced(spec, params, nodes, edges, deadline_s * 1000)
         if not found.within_budget:
             metrics.REFUSED.labels(spec.id).inc()
             raise FailedPrecondition(

@@ -110,6 +110,19 @@ class PackWorkers:
         self.kills = 0
         self._starting: set[asyncio.Task[None]] = set()
         self._workers: set[_Worker] = set()
+        self._calibrated = asyncio.Event()
+
+    async def speed(self) -> float:
+        """Seconds per work unit on this machine, once the first worker has measured it.
+
+        Raises:
+            Unavailable: No worker started in time.
+        """
+        try:
+            await asyncio.wait_for(self._calibrated.wait(), START_TIMEOUT_S)
+        except TimeoutError:
+            raise Unavailable("the analytics workers have not started") from None
+        return self.seconds_per_unit
 
     async def start(self) -> None:
         """Start the workers and learn this machine's speed from them."""
@@ -126,6 +139,7 @@ class PackWorkers:
         assert kind == "hello"
         worker.seconds_per_unit = speed
         self.seconds_per_unit = self.seconds_per_unit or speed
+        self._calibrated.set()
         await self._idle.put(worker)
 
     async def run(
