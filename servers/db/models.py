@@ -6,9 +6,10 @@ makes Alembic's autogenerate see them.
 
 from servers.access import store as access_store
 from servers.analytics import store as analytics_store
+from servers.billing import store as billing_store
 from servers.db import leases
 from servers.db.base import Base
 
 metadata = Base.metadata
 
-__all__ = ["access_store", "analytics_store", "leases", "metadata"]
+__all__ = ["access_store", "analytics_store", "billing_store", "leases", "metadata"]

@@ -289,10 +289,13 @@ class InvoiceLine(_message.Message):
     SUBTOTAL_FIELD_NUMBER: _builtins.int
     TAX_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    PER_QUANTITY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     meter: _builtins.str
     description: _builtins.str
     quantity: _builtins.int
+    per_quantity: _builtins.int
+    """unit_price is the price of this many units (1 unless priced per batch)."""
     @_builtins.property
     def unit_price(self) -> _money_pb2.Money:
         """Price of one unit, in minor units of the invoice currency."""
@@ -316,10 +319,11 @@ class InvoiceLine(_message.Message):
         subtotal: _money_pb2.Money | None = ...,
         tax: _money_pb2.Money | None = ...,
         total: _money_pb2.Money | None = ...,
+        per_quantity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["subtotal", b"subtotal", "tax", b"tax", "total", b"total", "unit_price", b"unit_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "meter", b"meter", "quantity", b"quantity", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "unit_price", b"unit_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "meter", b"meter", "per_quantity", b"per_quantity", "quantity", b"quantity", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "unit_price", b"unit_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -347,6 +351,7 @@ class Invoice(_message.Message):
     SIGNING_KEY_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     FINALIZED_AT_FIELD_NUMBER: _builtins.int
+    SIGNED_PAYLOAD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     number: _builtins.str
     """Gapless number within its series, for example "INV-2026-000042"; set
@@ -358,6 +363,10 @@ class Invoice(_message.Message):
     """Base64 Ed25519 signature over the canonical serialisation."""
     signing_key_id: _builtins.str
     """Id of the key that signed it."""
+    signed_payload: _builtins.str
+    """The exact bytes that were signed (canonical JSON), for offline
+    verification with `conductor billing verify`.
+    """
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -403,10 +412,11 @@ class Invoice(_message.Message):
         signing_key_id: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         finalized_at: _timestamp_pb2.Timestamp | None = ...,
+        signed_payload: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount_credited", b"amount_credited", "amount_paid", b"amount_paid", "amount_refunded", b"amount_refunded", "created_at", b"created_at", "finalized_at", b"finalized_at", "period_end", b"period_end", "period_start", b"period_start", "subtotal", b"subtotal", "tax", b"tax", "tax_details", b"tax_details", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_credited", b"amount_credited", "amount_paid", b"amount_paid", "amount_refunded", b"amount_refunded", "created_at", b"created_at", "finalized_at", b"finalized_at", "id", b"id", "lines", b"lines", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "series", b"series", "signature", b"signature", "signing_key_id", b"signing_key_id", "status", b"status", "subtotal", b"subtotal", "tax", b"tax", "tax_details", b"tax_details", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_credited", b"amount_credited", "amount_paid", b"amount_paid", "amount_refunded", b"amount_refunded", "created_at", b"created_at", "finalized_at", b"finalized_at", "id", b"id", "lines", b"lines", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "series", b"series", "signature", b"signature", "signed_payload", b"signed_payload", "signing_key_id", b"signing_key_id", "status", b"status", "subtotal", b"subtotal", "tax", b"tax", "tax_details", b"tax_details", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -491,6 +501,8 @@ class CreditNote(_message.Message):
     SIGNING_KEY_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     VOIDED_AT_FIELD_NUMBER: _builtins.int
+    SIGNED_PAYLOAD_FIELD_NUMBER: _builtins.int
+    AMOUNT_REFUNDED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     number: _builtins.str
     invoice_id: _builtins.str
@@ -499,6 +511,8 @@ class CreditNote(_message.Message):
     memo: _builtins.str
     signature: _builtins.str
     signing_key_id: _builtins.str
+    signed_payload: _builtins.str
+    """The exact bytes that were signed (canonical JSON)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditNoteLine]: ...
     @_builtins.property
@@ -511,6 +525,10 @@ class CreditNote(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def voided_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def amount_refunded(self) -> _money_pb2.Money:
+        """Refunds paid out against this credit note so far."""
+
     def __init__(
         self,
         *,
@@ -528,10 +546,12 @@ class CreditNote(_message.Message):
         signing_key_id: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         voided_at: _timestamp_pb2.Timestamp | None = ...,
+        signed_payload: _builtins.str = ...,
+        amount_refunded: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "voided_at", b"voided_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount_refunded", b"amount_refunded", "created_at", b"created_at", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "voided_at", b"voided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "id", b"id", "invoice_id", b"invoice_id", "lines", b"lines", "memo", b"memo", "number", b"number", "reason", b"reason", "signature", b"signature", "signing_key_id", b"signing_key_id", "status", b"status", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "voided_at", b"voided_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_refunded", b"amount_refunded", "created_at", b"created_at", "id", b"id", "invoice_id", b"invoice_id", "lines", b"lines", "memo", b"memo", "number", b"number", "reason", b"reason", "signature", b"signature", "signed_payload", b"signed_payload", "signing_key_id", b"signing_key_id", "status", b"status", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "voided_at", b"voided_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -573,6 +593,114 @@ class Refund(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Refund: _TypeAlias = Refund  # noqa: Y015
+
+@_typing.final
+class Payment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    invoice_id: _builtins.str
+    reference: _builtins.str
+    """The payment processor's reference, for example a charge id."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        invoice_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        reference: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "id", b"id", "invoice_id", b"invoice_id", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Payment: _TypeAlias = Payment  # noqa: Y015
+
+@_typing.final
+class BillingProfile(_message.Message):
+    """The tenant's billing facts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    TAX_ID_FIELD_NUMBER: _builtins.int
+    TAX_MODE_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    currency_code: _builtins.str
+    """ISO-4217 currency of new invoices, for example "USD"."""
+    jurisdiction: _builtins.str
+    """Tax jurisdiction, for example "GB", "DE" or "US-NY"."""
+    tax_id: _builtins.str
+    """The tenant's tax id, for example a VAT number; may be empty."""
+    tax_mode: Global___TaxMode.ValueType
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        currency_code: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        tax_id: _builtins.str = ...,
+        tax_mode: Global___TaxMode.ValueType = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency_code", b"currency_code", "jurisdiction", b"jurisdiction", "tax_id", b"tax_id", "tax_mode", b"tax_mode", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BillingProfile: _TypeAlias = BillingProfile  # noqa: Y015
+
+@_typing.final
+class Price(_message.Message):
+    """What one meter costs the tenant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METER_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    PER_QUANTITY_FIELD_NUMBER: _builtins.int
+    TENANT_OVERRIDE_FIELD_NUMBER: _builtins.int
+    meter: _builtins.str
+    description: _builtins.str
+    per_quantity: _builtins.int
+    tenant_override: _builtins.bool
+    """True when the tenant has its own price for this meter."""
+    @_builtins.property
+    def unit_price(self) -> _money_pb2.Money:
+        """The price of `per_quantity` units."""
+
+    def __init__(
+        self,
+        *,
+        meter: _builtins.str = ...,
+        description: _builtins.str = ...,
+        unit_price: _money_pb2.Money | None = ...,
+        per_quantity: _builtins.int = ...,
+        tenant_override: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "meter", b"meter", "per_quantity", b"per_quantity", "tenant_override", b"tenant_override", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Price: _TypeAlias = Price  # noqa: Y015
 
 @_typing.final
 class TaxableLine(_message.Message):
@@ -1446,6 +1574,302 @@ class SetRolloutResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetRolloutResponse: _TypeAlias = SetRolloutResponse  # noqa: Y015
+
+@_typing.final
+class RecordPaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    reference: _builtins.str
+    idempotency_key: _builtins.str
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        reference: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "idempotency_key", b"idempotency_key", "invoice_id", b"invoice_id", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordPaymentRequest: _TypeAlias = RecordPaymentRequest  # noqa: Y015
+
+@_typing.final
+class RecordPaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment(self) -> Global___Payment: ...
+    def __init__(
+        self,
+        *,
+        payment: Global___Payment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordPaymentResponse: _TypeAlias = RecordPaymentResponse  # noqa: Y015
+
+@_typing.final
+class ListCreditNotesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    @_builtins.property
+    def page(self) -> _pagination_pb2.PageRequest: ...
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+        page: _pagination_pb2.PageRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice_id", b"invoice_id", "page", b"page"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCreditNotesRequest: _TypeAlias = ListCreditNotesRequest  # noqa: Y015
+
+@_typing.final
+class ListCreditNotesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_NOTES_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credit_notes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditNote]: ...
+    @_builtins.property
+    def page(self) -> _pagination_pb2.PageResponse: ...
+    def __init__(
+        self,
+        *,
+        credit_notes: _abc.Iterable[Global___CreditNote] | None = ...,
+        page: _pagination_pb2.PageResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_notes", b"credit_notes", "page", b"page"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCreditNotesResponse: _TypeAlias = ListCreditNotesResponse  # noqa: Y015
+
+@_typing.final
+class GetBillingProfileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBillingProfileRequest: _TypeAlias = GetBillingProfileRequest  # noqa: Y015
+
+@_typing.final
+class GetBillingProfileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def profile(self) -> Global___BillingProfile: ...
+    def __init__(
+        self,
+        *,
+        profile: Global___BillingProfile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBillingProfileResponse: _TypeAlias = GetBillingProfileResponse  # noqa: Y015
+
+@_typing.final
+class SetBillingProfileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def profile(self) -> Global___BillingProfile: ...
+    def __init__(
+        self,
+        *,
+        profile: Global___BillingProfile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBillingProfileRequest: _TypeAlias = SetBillingProfileRequest  # noqa: Y015
+
+@_typing.final
+class SetBillingProfileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def profile(self) -> Global___BillingProfile: ...
+    def __init__(
+        self,
+        *,
+        profile: Global___BillingProfile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBillingProfileResponse: _TypeAlias = SetBillingProfileResponse  # noqa: Y015
+
+@_typing.final
+class GetPriceBookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPriceBookRequest: _TypeAlias = GetPriceBookRequest  # noqa: Y015
+
+@_typing.final
+class GetPriceBookResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def prices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Price]: ...
+    def __init__(
+        self,
+        *,
+        prices: _abc.Iterable[Global___Price] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prices", b"prices"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPriceBookResponse: _TypeAlias = GetPriceBookResponse  # noqa: Y015
+
+@_typing.final
+class SetPriceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    METER_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    PER_QUANTITY_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    meter: _builtins.str
+    per_quantity: _builtins.int
+    clear: _builtins.bool
+    """Remove the tenant's price: the default applies again."""
+    @_builtins.property
+    def unit_price(self) -> _money_pb2.Money:
+        """The tenant's price of `per_quantity` units (at least 1)."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        meter: _builtins.str = ...,
+        unit_price: _money_pb2.Money | None = ...,
+        per_quantity: _builtins.int = ...,
+        clear: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit_price", b"unit_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear", b"clear", "meter", b"meter", "per_quantity", b"per_quantity", "tenant_id", b"tenant_id", "unit_price", b"unit_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPriceRequest: _TypeAlias = SetPriceRequest  # noqa: Y015
+
+@_typing.final
+class SetPriceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def price(self) -> Global___Price: ...
+    def __init__(
+        self,
+        *,
+        price: Global___Price | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["price", b"price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPriceResponse: _TypeAlias = SetPriceResponse  # noqa: Y015
+
+@_typing.final
+class GetSpendCapRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpendCapRequest: _TypeAlias = GetSpendCapRequest  # noqa: Y015
+
+@_typing.final
+class GetSpendCapResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEND_CAP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def spend_cap(self) -> Global___SpendCap: ...
+    def __init__(
+        self,
+        *,
+        spend_cap: Global___SpendCap | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spend_cap", b"spend_cap"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spend_cap", b"spend_cap"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpendCapResponse: _TypeAlias = GetSpendCapResponse  # noqa: Y015
 
 @_typing.final
 class ListBillingAlertsRequest(_message.Message):

@@ -108,6 +108,41 @@ class BillingServiceStub:
                 request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutResponse.FromString,
                 _registered_method=True)
+        self.RecordPayment = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/RecordPayment',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.RecordPaymentRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.RecordPaymentResponse.FromString,
+                _registered_method=True)
+        self.ListCreditNotes = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/ListCreditNotes',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListCreditNotesRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListCreditNotesResponse.FromString,
+                _registered_method=True)
+        self.GetBillingProfile = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/GetBillingProfile',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingProfileRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingProfileResponse.FromString,
+                _registered_method=True)
+        self.SetBillingProfile = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/SetBillingProfile',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBillingProfileRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBillingProfileResponse.FromString,
+                _registered_method=True)
+        self.GetPriceBook = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/GetPriceBook',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetPriceBookRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetPriceBookResponse.FromString,
+                _registered_method=True)
+        self.SetPrice = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/SetPrice',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetPriceRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetPriceResponse.FromString,
+                _registered_method=True)
+        self.GetSpendCap = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/GetSpendCap',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapResponse.FromString,
+                _registered_method=True)
         self.ListBillingAlerts = channel.unary_unary(
                 '/intelgraph.billing.v1.BillingService/ListBillingAlerts',
                 request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListBillingAlertsRequest.SerializeToString,
@@ -220,6 +255,55 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordPayment(self, request, context):
+        """Records a payment received against a finalized invoice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCreditNotes(self, request, context):
+        """Lists the credit notes of one invoice, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBillingProfile(self, request, context):
+        """Reads the tenant's billing profile: currency and tax facts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBillingProfile(self, request, context):
+        """Sets the tenant's billing profile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPriceBook(self, request, context):
+        """Reads the price book as it applies to the tenant (defaults and overrides).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPrice(self, request, context):
+        """Sets or clears one tenant's price for a meter (operators only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSpendCap(self, request, context):
+        """Reads the tenant's spend cap and what the current period has spent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListBillingAlerts(self, request, context):
         """Lists drift, variance, cap and tax alerts of the tenant.
         """
@@ -299,6 +383,41 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.SetRollout,
                     request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutRequest.FromString,
                     response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutResponse.SerializeToString,
+            ),
+            'RecordPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPayment,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.RecordPaymentRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.RecordPaymentResponse.SerializeToString,
+            ),
+            'ListCreditNotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCreditNotes,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListCreditNotesRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListCreditNotesResponse.SerializeToString,
+            ),
+            'GetBillingProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBillingProfile,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingProfileRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingProfileResponse.SerializeToString,
+            ),
+            'SetBillingProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBillingProfile,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBillingProfileRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBillingProfileResponse.SerializeToString,
+            ),
+            'GetPriceBook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPriceBook,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetPriceBookRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetPriceBookResponse.SerializeToString,
+            ),
+            'SetPrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPrice,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetPriceRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetPriceResponse.SerializeToString,
+            ),
+            'GetSpendCap': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpendCap,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapResponse.SerializeToString,
             ),
             'ListBillingAlerts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListBillingAlerts,
@@ -688,6 +807,195 @@ class BillingService:
             '/intelgraph.billing.v1.BillingService/SetRollout',
             intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutRequest.SerializeToString,
             intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/RecordPayment',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.RecordPaymentRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.RecordPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCreditNotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/ListCreditNotes',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListCreditNotesRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListCreditNotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBillingProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/GetBillingProfile',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingProfileRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBillingProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBillingProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/SetBillingProfile',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBillingProfileRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBillingProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPriceBook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/GetPriceBook',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetPriceBookRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetPriceBookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/SetPrice',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetPriceRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetPriceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpendCap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/GetSpendCap',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapResponse.FromString,
             options,
             channel_credentials,
             insecure,

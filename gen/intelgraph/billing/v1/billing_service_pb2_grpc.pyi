@@ -65,6 +65,20 @@ class BillingServiceStub:
     """Reads which tenants are pilot, GA or frozen."""
     SetRollout: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.SetRolloutRequest, _billing_service_pb2.SetRolloutResponse]
     """Moves a tenant between rollout stages, or backs out in one call."""
+    RecordPayment: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.RecordPaymentRequest, _billing_service_pb2.RecordPaymentResponse]
+    """Records a payment received against a finalized invoice."""
+    ListCreditNotes: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListCreditNotesRequest, _billing_service_pb2.ListCreditNotesResponse]
+    """Lists the credit notes of one invoice, oldest first."""
+    GetBillingProfile: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetBillingProfileRequest, _billing_service_pb2.GetBillingProfileResponse]
+    """Reads the tenant's billing profile: currency and tax facts."""
+    SetBillingProfile: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.SetBillingProfileRequest, _billing_service_pb2.SetBillingProfileResponse]
+    """Sets the tenant's billing profile."""
+    GetPriceBook: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetPriceBookRequest, _billing_service_pb2.GetPriceBookResponse]
+    """Reads the price book as it applies to the tenant (defaults and overrides)."""
+    SetPrice: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.SetPriceRequest, _billing_service_pb2.SetPriceResponse]
+    """Sets or clears one tenant's price for a meter (operators only)."""
+    GetSpendCap: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetSpendCapRequest, _billing_service_pb2.GetSpendCapResponse]
+    """Reads the tenant's spend cap and what the current period has spent."""
     ListBillingAlerts: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListBillingAlertsRequest, _billing_service_pb2.ListBillingAlertsResponse]
     """Lists drift, variance, cap and tax alerts of the tenant."""
 
@@ -105,6 +119,20 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Reads which tenants are pilot, GA or frozen."""
     SetRollout: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.SetRolloutRequest, _billing_service_pb2.SetRolloutResponse]  # type: ignore[assignment]
     """Moves a tenant between rollout stages, or backs out in one call."""
+    RecordPayment: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.RecordPaymentRequest, _billing_service_pb2.RecordPaymentResponse]  # type: ignore[assignment]
+    """Records a payment received against a finalized invoice."""
+    ListCreditNotes: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListCreditNotesRequest, _billing_service_pb2.ListCreditNotesResponse]  # type: ignore[assignment]
+    """Lists the credit notes of one invoice, oldest first."""
+    GetBillingProfile: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetBillingProfileRequest, _billing_service_pb2.GetBillingProfileResponse]  # type: ignore[assignment]
+    """Reads the tenant's billing profile: currency and tax facts."""
+    SetBillingProfile: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.SetBillingProfileRequest, _billing_service_pb2.SetBillingProfileResponse]  # type: ignore[assignment]
+    """Sets the tenant's billing profile."""
+    GetPriceBook: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetPriceBookRequest, _billing_service_pb2.GetPriceBookResponse]  # type: ignore[assignment]
+    """Reads the price book as it applies to the tenant (defaults and overrides)."""
+    SetPrice: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.SetPriceRequest, _billing_service_pb2.SetPriceResponse]  # type: ignore[assignment]
+    """Sets or clears one tenant's price for a meter (operators only)."""
+    GetSpendCap: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetSpendCapRequest, _billing_service_pb2.GetSpendCapResponse]  # type: ignore[assignment]
+    """Reads the tenant's spend cap and what the current period has spent."""
     ListBillingAlerts: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListBillingAlertsRequest, _billing_service_pb2.ListBillingAlertsResponse]  # type: ignore[assignment]
     """Lists drift, variance, cap and tax alerts of the tenant."""
 
@@ -226,6 +254,62 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_service_pb2.SetRolloutResponse, _abc.Awaitable[_billing_service_pb2.SetRolloutResponse]]:
         """Moves a tenant between rollout stages, or backs out in one call."""
+
+    @_abc_1.abstractmethod
+    def RecordPayment(
+        self,
+        request: _billing_service_pb2.RecordPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.RecordPaymentResponse, _abc.Awaitable[_billing_service_pb2.RecordPaymentResponse]]:
+        """Records a payment received against a finalized invoice."""
+
+    @_abc_1.abstractmethod
+    def ListCreditNotes(
+        self,
+        request: _billing_service_pb2.ListCreditNotesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ListCreditNotesResponse, _abc.Awaitable[_billing_service_pb2.ListCreditNotesResponse]]:
+        """Lists the credit notes of one invoice, oldest first."""
+
+    @_abc_1.abstractmethod
+    def GetBillingProfile(
+        self,
+        request: _billing_service_pb2.GetBillingProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetBillingProfileResponse, _abc.Awaitable[_billing_service_pb2.GetBillingProfileResponse]]:
+        """Reads the tenant's billing profile: currency and tax facts."""
+
+    @_abc_1.abstractmethod
+    def SetBillingProfile(
+        self,
+        request: _billing_service_pb2.SetBillingProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.SetBillingProfileResponse, _abc.Awaitable[_billing_service_pb2.SetBillingProfileResponse]]:
+        """Sets the tenant's billing profile."""
+
+    @_abc_1.abstractmethod
+    def GetPriceBook(
+        self,
+        request: _billing_service_pb2.GetPriceBookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetPriceBookResponse, _abc.Awaitable[_billing_service_pb2.GetPriceBookResponse]]:
+        """Reads the price book as it applies to the tenant (defaults and overrides)."""
+
+    @_abc_1.abstractmethod
+    def SetPrice(
+        self,
+        request: _billing_service_pb2.SetPriceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.SetPriceResponse, _abc.Awaitable[_billing_service_pb2.SetPriceResponse]]:
+        """Sets or clears one tenant's price for a meter (operators only)."""
+
+    @_abc_1.abstractmethod
+    def GetSpendCap(
+        self,
+        request: _billing_service_pb2.GetSpendCapRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetSpendCapResponse, _abc.Awaitable[_billing_service_pb2.GetSpendCapResponse]]:
+        """Reads the tenant's spend cap and what the current period has spent."""
 
     @_abc_1.abstractmethod
     def ListBillingAlerts(

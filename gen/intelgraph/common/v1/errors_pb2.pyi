@@ -91,6 +91,24 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An approver may shorten a grant, never lengthen it or end it in the past."""
     ERROR_REASON_GRANT_NOT_ACTIVE: _ErrorReason.ValueType  # 32
     """The grant has ended (expired or revoked)."""
+    ERROR_REASON_BILLING_FROZEN: _ErrorReason.ValueType  # 33
+    """Billing is not open for this tenant (not enrolled, or frozen by the rollout)."""
+    ERROR_REASON_INVOICE_STATE: _ErrorReason.ValueType  # 34
+    """The invoice is not in a state that allows this (draft, tax pending or finalized)."""
+    ERROR_REASON_CREDIT_EXCEEDS_INVOICE: _ErrorReason.ValueType  # 35
+    """Credit notes would exceed what the invoice, or one of its lines, can be credited."""
+    ERROR_REASON_REFUND_EXCEEDS_PAID: _ErrorReason.ValueType  # 36
+    """Refunds would exceed what was paid (on the invoice, or on the credit note)."""
+    ERROR_REASON_PAYMENT_EXCEEDS_DUE: _ErrorReason.ValueType  # 37
+    """The payment would exceed what is due on the invoice."""
+    ERROR_REASON_CREDIT_NOTE_STATE: _ErrorReason.ValueType  # 38
+    """The credit note is void, or refunded and so cannot be voided."""
+    ERROR_REASON_IDEMPOTENCY_KEY_REUSED: _ErrorReason.ValueType  # 39
+    """The idempotency key was used before with a different request."""
+    ERROR_REASON_SPEND_CAP_REACHED: _ErrorReason.ValueType  # 40
+    """The tenant's spend cap for the period is reached."""
+    ERROR_REASON_ROLLOUT_GA_LIMIT: _ErrorReason.ValueType  # 41
+    """At most max_ga_tenants tenants may be GA."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable reason of a failed call. It travels as
@@ -166,6 +184,24 @@ ERROR_REASON_GRANT_END_INVALID: ErrorReason.ValueType  # 31
 """An approver may shorten a grant, never lengthen it or end it in the past."""
 ERROR_REASON_GRANT_NOT_ACTIVE: ErrorReason.ValueType  # 32
 """The grant has ended (expired or revoked)."""
+ERROR_REASON_BILLING_FROZEN: ErrorReason.ValueType  # 33
+"""Billing is not open for this tenant (not enrolled, or frozen by the rollout)."""
+ERROR_REASON_INVOICE_STATE: ErrorReason.ValueType  # 34
+"""The invoice is not in a state that allows this (draft, tax pending or finalized)."""
+ERROR_REASON_CREDIT_EXCEEDS_INVOICE: ErrorReason.ValueType  # 35
+"""Credit notes would exceed what the invoice, or one of its lines, can be credited."""
+ERROR_REASON_REFUND_EXCEEDS_PAID: ErrorReason.ValueType  # 36
+"""Refunds would exceed what was paid (on the invoice, or on the credit note)."""
+ERROR_REASON_PAYMENT_EXCEEDS_DUE: ErrorReason.ValueType  # 37
+"""The payment would exceed what is due on the invoice."""
+ERROR_REASON_CREDIT_NOTE_STATE: ErrorReason.ValueType  # 38
+"""The credit note is void, or refunded and so cannot be voided."""
+ERROR_REASON_IDEMPOTENCY_KEY_REUSED: ErrorReason.ValueType  # 39
+"""The idempotency key was used before with a different request."""
+ERROR_REASON_SPEND_CAP_REACHED: ErrorReason.ValueType  # 40
+"""The tenant's spend cap for the period is reached."""
+ERROR_REASON_ROLLOUT_GA_LIMIT: ErrorReason.ValueType  # 41
+"""At most max_ga_tenants tenants may be GA."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 GRPC_STATUS_FIELD_NUMBER: _builtins.int
