@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import uvicorn
@@ -49,6 +49,8 @@ from servers.registry import ServiceDefinition, services_named
 from servers.runtime import PlatformServicer, Runtime
 
 logger = logging.getLogger(__name__)
+
+ServicerT = TypeVar("ServicerT", bound=PlatformServicer)
 
 #: Set by the worker supervisor to tell workers apart in logs and /healthz.
 WORKER_ENV = "CONDUCTOR_WORKER_ID"
@@ -221,6 +223,17 @@ class Platform:
                 await self._http_task
                 raise StartupError("HTTP listener stopped during start-up")
             await asyncio.sleep(0.005)
+
+    def servicer(self, kind: type[ServicerT]) -> ServicerT:
+        """The running servicer of class `kind` (for operators' drills and tests).
+
+        Raises:
+            LookupError: That service is not served here.
+        """
+        for servicer in self._servicers:
+            if isinstance(servicer, kind):
+                return servicer
+        raise LookupError(f"{kind.__name__} is not served here")
 
     async def _start_jobs(self) -> None:
         """Background work: revocation feed (always), each service's jobs, metrics snapshots."""

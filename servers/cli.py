@@ -9,6 +9,7 @@ Usage::
   conductor token mint --tenant UUID --scopes a,b [--ttl 15m] [--sub NAME]
   conductor audit export --tenant UUID [--out FILE]
   conductor demo seed --tenant UUID [--nodes 250000] [--edges 1200000] [--seed 7]
+  conductor billing verify FILE [--jwks FILE] | billing jwks [--database-url URL]
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--edges", type=int, default=1_200_000)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under var/)")
+
+    billing = commands.add_parser("billing", help="signed billing documents")
+    billing.add_argument(
+        "action",
+        choices=["verify", "jwks"],
+        help="verify: check a signed invoice or credit note (JSON, as GetInvoice returns it) "
+        "offline; jwks: print every public key that ever signed a document",
+    )
+    billing.add_argument("file", nargs="?", type=Path, help="the document to verify")
+    billing.add_argument(
+        "--jwks", type=Path, help="public keys to verify with (default: the local billing keys)"
+    )
+    billing.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under var/)")
     return parser
 
 
@@ -122,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     not_settings = {
         *("command", "to", "check", "action", "tenant", "scopes", "ttl", "sub", "out"),
-        *("nodes", "edges", "seed"),
+        *("nodes", "edges", "seed", "file", "jwks"),
     }
     flags = {key: value for key, value in vars(args).items() if key not in not_settings}
     try:
@@ -138,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "token": lambda: _mint(settings, args),
         "audit": lambda: asyncio.run(_export_audit(settings, args.tenant, args.out)),
         "demo": lambda: asyncio.run(_seed(settings, args)),
+        "billing": lambda: _billing(settings, args),
     }
     return commands[args.command]()
 
@@ -275,3 +290,48 @@ async def _migrate(settings: Settings, revision: str, *, check: bool) -> int:
         return 0
     finally:
         await database.dispose()
+
+
+def _billing(settings: Settings, args: argparse.Namespace) -> int:
+    from servers.billing import documents  # noqa: PLC0415
+
+    if args.action == "jwks":
+        print(json.dumps({"keys": asyncio.run(_billing_keys(settings))}, indent=2))
+        return 0
+    if args.file is None:
+        print("conductor billing verify: name the document file", file=sys.stderr)
+        return 2
+    try:
+        jwks = (
+            json.loads(args.jwks.read_text())["keys"]
+            if args.jwks
+            else documents.DocumentSigner(settings.document_keys_dir).jwks()
+        )
+        document = documents.verify(
+            *documents.signed_parts(json.loads(args.file.read_text())),
+            documents.public_keys(jwks),
+        )
+    except (OSError, ValueError, KeyError, documents.VerificationError) as error:
+        print(f"conductor billing verify: NOT VALID: {error}", file=sys.stderr)
+        return 1
+    print(f"valid {document['type']} {document['number']}: signature verified")
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+    return 0
+
+
+async def _billing_keys(settings: Settings) -> list[dict[str, str]]:
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from servers.billing.documents import DocumentSigner  # noqa: PLC0415
+    from servers.billing.store import SigningKeyRow  # noqa: PLC0415
+    from servers.db import Database  # noqa: PLC0415
+
+    found = {jwk["kid"]: jwk for jwk in DocumentSigner(settings.document_keys_dir).jwks()}
+    database = Database(settings.database_url)
+    try:
+        async with database.platform_session(readonly=True) as session:
+            for row in (await session.execute(select(SigningKeyRow))).scalars():
+                found.setdefault(row.kid, row.public_jwk)
+    finally:
+        await database.dispose()
+    return list(found.values())

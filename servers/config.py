@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "", description="Optional Redis (redis://...) that replicas share revocations through."
     )
+    billing_keys_dir: Path | None = Field(
+        None,
+        description="Directory of the keys billing documents are signed with; "
+        "default: var_dir/billing-keys (created on first use). Replicas must share it.",
+    )
 
     @field_validator("services", mode="before")
     @classmethod
@@ -171,6 +176,11 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """True when the store is the embedded SQLite default (or another SQLite file)."""
         return self.database_url.startswith("sqlite")
+
+    @property
+    def document_keys_dir(self) -> Path:
+        """Where the billing document signing keys live."""
+        return self.billing_keys_dir or self.var_dir / "billing-keys"
 
     @property
     def signing_keys_dir(self) -> Path:

@@ -330,12 +330,16 @@ class ReconciliationRow(TenantScoped, Base):
 
 
 class RolloutRow(Base):
-    """Which tenants bill as pilot, GA or frozen (a platform table: no tenant scope)."""
+    """Which tenants bill as pilot, GA or frozen.
+
+    A platform table: its rows are about tenants but belong to the operators,
+    so the column is `tenant`, not the `tenant_id` that marks tenant-scoped rows.
+    """
 
     __tablename__ = "billing_rollout"
     __table_args__ = (CheckConstraint("stage IN ('pilot', 'ga', 'frozen')", name="stage_known"),)
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     stage: Mapped[str] = mapped_column(String(8))
     updated_at: Mapped[datetime]
     updated_by: Mapped[str] = mapped_column(Text, default="")

@@ -224,14 +224,14 @@ def upgrade() -> None:
 
     op.create_table(
         "billing_rollout",
-        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("tenant", sa.Uuid(), nullable=False),
         sa.Column("stage", sa.String(length=8), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_by", sa.Text(), nullable=False),
         sa.CheckConstraint(
             "stage IN ('pilot', 'ga', 'frozen')", name=op.f("ck_billing_rollout_stage_known")
         ),
-        sa.PrimaryKeyConstraint("tenant_id", name=op.f("pk_billing_rollout")),
+        sa.PrimaryKeyConstraint("tenant", name=op.f("pk_billing_rollout")),
     )
     op.create_table(
         "billing_signing_keys",

@@ -1,0 +1,512 @@
+"""After an invoice is final: credit notes (preview, issue, void), payments and refunds.
+
+Each mutation is one transaction that locks the invoice row (concurrent credits
+on one invoice serialize), checks the invariants against what the store holds,
+writes the document, its ledger entry and its idempotency key together.
+Invariants (zero slack): non-void credit notes never exceed the invoice, nor
+any of its lines (subtotal and tax apart); refunds never exceed what was paid,
+nor the credit note they pay out; payments never exceed what is due; every
+document's subtotal + tax = total.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from servers.billing import idempotency, metrics, records
+from servers.billing.credits import (
+    CreditPart,
+    CreditRefused,
+    LineBalance,
+    credit_amount,
+    credit_lines,
+)
+from servers.billing.documents import timestamp
+from servers.billing.invoices import Billing, invoice_of, lines_of
+from servers.billing.rollout import require_billing
+from servers.billing.store import (
+    CreditNoteLineRow,
+    CreditNoteRow,
+    InvoiceLineRow,
+    InvoiceRow,
+    PaymentRow,
+    RefundRow,
+)
+from servers.billing.usage import series_of
+from servers.errors import ErrorReason, FailedPrecondition, InvalidArgument, NotFound
+
+
+@dataclass
+class InvoiceBalance:
+    """A finalized invoice and what happened to it since."""
+
+    invoice: InvoiceRow
+    lines: list[InvoiceLineRow]
+    balances: list[LineBalance]
+    credited: int
+    paid: int
+    refunded: int
+
+    @property
+    def due(self) -> int:
+        """What the tenant still owes on it (negative: overpaid, a refund is due)."""
+        return self.invoice.total - self.credited - (self.paid - self.refunded)
+
+
+@dataclass(frozen=True)
+class CreditRequest:
+    """A credit note asked for: by line (subtotals) or by amount (tax included)."""
+
+    invoice_id: uuid.UUID
+    lines: tuple[tuple[str, int], ...] = ()
+    amount: int = 0
+    currency: str = ""
+    reason: str = "other"
+    memo: str = ""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the request asks for, for idempotency keys."""
+        return {
+            "invoice_id": str(self.invoice_id),
+            "lines": [list(line) for line in self.lines],
+            "amount": self.amount,
+            "currency": self.currency,
+            "reason": self.reason,
+            "memo": self.memo,
+        }
+
+
+@dataclass
+class IssuedCreditNote:
+    """A credit note, its lines and what was refunded against it."""
+
+    note: CreditNoteRow
+    lines: list[CreditNoteLineRow] = field(default_factory=list)
+    refunded: int = 0
+
+
+async def balance_of(session: AsyncSession, invoice: InvoiceRow) -> InvoiceBalance:
+    """The invoice's lines with what issued credit notes took, and its payments and refunds."""
+    lines = await lines_of(session, invoice.id)
+    credited_lines = {
+        line_id: (int(subtotal), int(tax))
+        for line_id, subtotal, tax in (
+            await session.execute(
+                select(
+                    CreditNoteLineRow.invoice_line_id,
+                    func.sum(CreditNoteLineRow.subtotal),
+                    func.sum(CreditNoteLineRow.tax),
+                )
+                .join(CreditNoteRow, CreditNoteRow.id == CreditNoteLineRow.credit_note_id)
+                .where(CreditNoteRow.invoice_id == invoice.id, CreditNoteRow.status == "issued")
+                .group_by(CreditNoteLineRow.invoice_line_id)
+            )
+        ).all()
+    }
+    balances = [
+        LineBalance(str(line.id), line.subtotal, line.tax, *credited_lines.get(line.id, (0, 0)))
+        for line in lines
+    ]
+    paid = await session.scalar(
+        select(func.coalesce(func.sum(PaymentRow.amount), 0)).where(
+            PaymentRow.invoice_id == invoice.id
+        )
+    )
+    refunded = await session.scalar(
+        select(func.coalesce(func.sum(RefundRow.amount), 0)).where(
+            RefundRow.invoice_id == invoice.id
+        )
+    )
+    credited = sum(b.credited_subtotal + b.credited_tax for b in balances)
+    return InvoiceBalance(invoice, lines, balances, credited, int(paid or 0), int(refunded or 0))
+
+
+async def _finalized(session: AsyncSession, invoice_id: uuid.UUID) -> InvoiceRow:
+    """The invoice, locked for this transaction, once it is finalized."""
+    return _require_finalized(await invoice_of(session, invoice_id, lock=True))
+
+
+def _require_finalized(invoice: InvoiceRow) -> InvoiceRow:
+    if invoice.status != "finalized":
+        raise FailedPrecondition(
+            f"invoice {invoice.id} is {invoice.status.replace('_', ' ')}, not finalized",
+            reason=ErrorReason.ERROR_REASON_INVOICE_STATE,
+            metadata={"status": invoice.status},
+        )
+    return invoice
+
+
+def _same_currency(currency: str, invoice: InvoiceRow, field_name: str) -> None:
+    if currency and currency != invoice.currency:
+        raise InvalidArgument(
+            f"amounts must be in the invoice's currency, {invoice.currency}", field=field_name
+        )
+
+
+def _parts(balance: InvoiceBalance, request: CreditRequest) -> list[CreditPart]:
+    try:
+        if request.lines:
+            return credit_lines({b.line_id: b for b in balance.balances}, request.lines)
+        return credit_amount(balance.balances, request.amount)
+    except CreditRefused as refused:
+        if refused.reason == "exceeds":
+            raise FailedPrecondition(
+                str(refused),
+                reason=ErrorReason.ERROR_REASON_CREDIT_EXCEEDS_INVOICE,
+                metadata={"invoice_line_id": refused.line} if refused.line else {},
+            ) from None
+        raise InvalidArgument(
+            str(refused), field="lines" if request.lines else "amount.minor_units"
+        ) from None
+
+
+def credit_note_document(
+    note: CreditNoteRow, invoice: InvoiceRow, lines: list[CreditNoteLineRow]
+) -> dict[str, Any]:
+    """What a credit note's signature covers."""
+    return {
+        "type": "credit_note",
+        "id": str(note.id),
+        "tenant_id": str(note.tenant_id),
+        "series": note.series,
+        "number": note.number,
+        "invoice_id": str(invoice.id),
+        "invoice_number": invoice.number,
+        "reason": note.reason,
+        "memo": note.memo,
+        "currency": note.currency,
+        "subtotal": note.subtotal,
+        "tax": note.tax,
+        "total": note.total,
+        "issued_at": timestamp(note.created_at),
+        "lines": [
+            {
+                "id": str(line.id),
+                "invoice_line_id": str(line.invoice_line_id),
+                "subtotal": line.subtotal,
+                "tax": line.tax,
+                "total": line.total,
+            }
+            for line in lines
+        ],
+    }
+
+
+def _draft_note(
+    tenant: uuid.UUID, invoice: InvoiceRow, request: CreditRequest, parts: list[CreditPart]
+) -> IssuedCreditNote:
+    note = CreditNoteRow(
+        id=uuid.uuid4(),
+        tenant_id=tenant,
+        invoice_id=invoice.id,
+        series="",
+        number="",
+        status="issued",
+        reason=request.reason,
+        memo=request.memo,
+        currency=invoice.currency,
+        subtotal=sum(part.subtotal for part in parts),
+        tax=sum(part.tax for part in parts),
+        total=sum(part.total for part in parts),
+        signature="",
+        signing_key_id="",
+        signed_payload="",
+    )
+    lines = [
+        CreditNoteLineRow(
+            id=uuid.uuid4(),
+            tenant_id=tenant,
+            credit_note_id=note.id,
+            invoice_line_id=uuid.UUID(part.line_id),
+            subtotal=part.subtotal,
+            tax=part.tax,
+            total=part.total,
+        )
+        for part in parts
+    ]
+    return IssuedCreditNote(note, lines)
+
+
+async def preview_credit_note(
+    billing: Billing, tenant: uuid.UUID, request: CreditRequest
+) -> IssuedCreditNote:
+    """The credit note as it would be issued now (nothing is written)."""
+    async with billing.database.tenant_session(tenant, readonly=True) as session:
+        invoice = _require_finalized(await invoice_of(session, request.invoice_id))
+        _same_currency(request.currency, invoice, "amount.currency_code")
+        balance = await balance_of(session, invoice)
+        preview = _draft_note(tenant, invoice, request, _parts(balance, request))
+        preview.note.created_at = billing.clock()
+        return preview
+
+
+async def create_credit_note(
+    billing: Billing, tenant: uuid.UUID, request: CreditRequest, key: str = ""
+) -> IssuedCreditNote:
+    """Issue a signed, numbered credit note.
+
+    Raises:
+        NotFound: No such invoice.
+        FailedPrecondition: Not finalized, billing frozen, or it would credit too much.
+        InvalidArgument: Bad lines or amount, another currency, a reused key.
+    """
+    async with billing.database.tenant_session(tenant) as session:
+        await require_billing(session, tenant)
+        now = billing.clock()
+        if key:
+            earlier = await idempotency.replay(
+                session, tenant, "create_credit_note", key, request.fingerprint(), now
+            )
+            if earlier is not None:
+                return await credit_note_of(session, earlier)
+        invoice = await _finalized(session, request.invoice_id)
+        _same_currency(request.currency, invoice, "amount.currency_code")
+        balance = await balance_of(session, invoice)
+        issued = _draft_note(tenant, invoice, request, _parts(balance, request))
+        note = issued.note
+        note.series = series_of("CN", now)
+        note.number = await records.next_number(session, tenant, note.series)
+        note.created_at = now
+        document = credit_note_document(note, invoice, issued.lines)
+        signed = await billing.signer.sign(session, document)
+        note.signed_payload, note.signature, note.signing_key_id = (
+            signed.payload,
+            signed.signature,
+            signed.key_id,
+        )
+        session.add(note)
+        await session.flush()
+        session.add_all(issued.lines)
+        records.ledger(
+            session, tenant, "credit", -note.total, note.currency, invoice.id, str(note.id), now
+        )
+        if key:
+            await idempotency.settle(session, "create_credit_note", key, note.id)
+        await session.flush()
+        metrics.CREDIT_NOTES.inc()
+        return issued
+
+
+async def credit_note_of(session: AsyncSession, note_id: uuid.UUID) -> IssuedCreditNote:
+    """A credit note of the tenant, with its lines and refunds.
+
+    Raises:
+        NotFound: No such credit note.
+    """
+    note = (
+        await session.execute(select(CreditNoteRow).where(CreditNoteRow.id == note_id))
+    ).scalar_one_or_none()
+    if note is None:
+        raise NotFound(f"no credit note {note_id}")
+    lines = list(
+        (
+            await session.execute(
+                select(CreditNoteLineRow).where(CreditNoteLineRow.credit_note_id == note_id)
+            )
+        ).scalars()
+    )
+    refunded = await session.scalar(
+        select(func.coalesce(func.sum(RefundRow.amount), 0)).where(
+            RefundRow.credit_note_id == note_id
+        )
+    )
+    return IssuedCreditNote(note, lines, int(refunded or 0))
+
+
+async def credit_notes_of(session: AsyncSession, invoice_id: uuid.UUID) -> list[IssuedCreditNote]:
+    """The invoice's credit notes, oldest first."""
+    await invoice_of(session, invoice_id)
+    ids = (
+        await session.execute(
+            select(CreditNoteRow.id)
+            .where(CreditNoteRow.invoice_id == invoice_id)
+            .order_by(CreditNoteRow.created_at, CreditNoteRow.number)
+        )
+    ).scalars()
+    return [await credit_note_of(session, note_id) for note_id in ids]
+
+
+async def void_credit_note(
+    billing: Billing, tenant: uuid.UUID, note_id: uuid.UUID, key: str = ""
+) -> IssuedCreditNote:
+    """Void an issued credit note that nothing was refunded against.
+
+    Raises:
+        NotFound: No such credit note.
+        FailedPrecondition: Already void, refunded against, or billing frozen.
+    """
+    async with billing.database.tenant_session(tenant) as session:
+        await require_billing(session, tenant)
+        now = billing.clock()
+        if key:
+            earlier = await idempotency.replay(
+                session, tenant, "void_credit_note", key, {"id": str(note_id)}, now
+            )
+            if earlier is not None:
+                return await credit_note_of(session, earlier)
+        issued = await credit_note_of(session, note_id)
+        await invoice_of(session, issued.note.invoice_id, lock=True)
+        note = issued.note
+        if note.status != "issued" or issued.refunded:
+            raise FailedPrecondition(
+                "the credit note is already void"
+                if note.status != "issued"
+                else "refunds were paid out against this credit note: it cannot be voided",
+                reason=ErrorReason.ERROR_REASON_CREDIT_NOTE_STATE,
+                metadata={"status": note.status, "refunded": str(issued.refunded)},
+            )
+        note.status, note.voided_at = "void", now
+        records.ledger(
+            session, tenant, "void", note.total, note.currency, note.invoice_id, str(note.id), now
+        )
+        if key:
+            await idempotency.settle(session, "void_credit_note", key, note.id)
+        await session.flush()
+        return issued
+
+
+async def record_payment(  # noqa: PLR0917 - one payment's facts
+    billing: Billing,
+    tenant: uuid.UUID,
+    invoice_id: uuid.UUID,
+    amount: int,
+    currency: str,
+    reference: str = "",
+    key: str = "",
+) -> PaymentRow:
+    """Record money received against a finalized invoice.
+
+    Raises:
+        FailedPrecondition: Not finalized, billing frozen, or more than is due.
+        InvalidArgument: Not positive, another currency, a reused key.
+    """
+    request = {"invoice_id": str(invoice_id), "amount": amount, "currency": currency}
+    async with billing.database.tenant_session(tenant) as session:
+        await require_billing(session, tenant)
+        now = billing.clock()
+        if key:
+            earlier = await idempotency.replay(session, tenant, "record_payment", key, request, now)
+            if earlier is not None:
+                found = await session.get(PaymentRow, earlier)
+                assert found is not None
+                return found
+        invoice = await _finalized(session, invoice_id)
+        _same_currency(currency, invoice, "amount.currency_code")
+        if amount <= 0:
+            raise InvalidArgument("the payment must be positive", field="amount.minor_units")
+        balance = await balance_of(session, invoice)
+        if amount > balance.due:
+            raise FailedPrecondition(
+                f"{max(balance.due, 0)} is due on the invoice, not {amount}",
+                reason=ErrorReason.ERROR_REASON_PAYMENT_EXCEEDS_DUE,
+                metadata={"due": str(balance.due)},
+            )
+        payment = PaymentRow(
+            id=uuid.uuid4(),
+            tenant_id=tenant,
+            invoice_id=invoice.id,
+            amount=amount,
+            currency=invoice.currency,
+            reference=reference,
+            created_at=now,
+        )
+        session.add(payment)
+        records.ledger(
+            session, tenant, "payment", -amount, invoice.currency, invoice.id, str(payment.id), now
+        )
+        if key:
+            await idempotency.settle(session, "record_payment", key, payment.id)
+        await session.flush()
+        return payment
+
+
+async def create_refund(  # noqa: PLR0917 - one refund's facts
+    billing: Billing,
+    tenant: uuid.UUID,
+    invoice_id: uuid.UUID,
+    amount: int,
+    currency: str,
+    credit_note_id: uuid.UUID | None = None,
+    memo: str = "",
+    key: str = "",
+) -> RefundRow:
+    """Pay money back on an invoice (optionally paying out a credit note).
+
+    Raises:
+        FailedPrecondition: Not finalized, billing frozen, more than was paid (or than
+            the credit note holds), or a void credit note.
+        InvalidArgument: Not positive, another currency, a reused key.
+        NotFound: No such invoice or credit note.
+    """
+    request = {
+        "invoice_id": str(invoice_id),
+        "amount": amount,
+        "currency": currency,
+        "credit_note_id": str(credit_note_id or ""),
+        "memo": memo,
+    }
+    async with billing.database.tenant_session(tenant) as session:
+        await require_billing(session, tenant)
+        now = billing.clock()
+        if key:
+            earlier = await idempotency.replay(session, tenant, "create_refund", key, request, now)
+            if earlier is not None:
+                found = await session.get(RefundRow, earlier)
+                assert found is not None
+                return found
+        invoice = await _finalized(session, invoice_id)
+        _same_currency(currency, invoice, "amount.currency_code")
+        if amount <= 0:
+            raise InvalidArgument("the refund must be positive", field="amount.minor_units")
+        balance = await balance_of(session, invoice)
+        if amount > balance.paid - balance.refunded:
+            raise FailedPrecondition(
+                f"{balance.paid - balance.refunded} was paid and not refunded, not {amount}",
+                reason=ErrorReason.ERROR_REASON_REFUND_EXCEEDS_PAID,
+                metadata={"refundable": str(balance.paid - balance.refunded)},
+            )
+        if credit_note_id is not None:
+            await _check_credit_note_refund(session, invoice, credit_note_id, amount)
+        refund = RefundRow(
+            id=uuid.uuid4(),
+            tenant_id=tenant,
+            invoice_id=invoice.id,
+            credit_note_id=credit_note_id,
+            amount=amount,
+            currency=invoice.currency,
+            memo=memo,
+            created_at=now,
+        )
+        session.add(refund)
+        records.ledger(
+            session, tenant, "refund", amount, invoice.currency, invoice.id, str(refund.id), now
+        )
+        if key:
+            await idempotency.settle(session, "create_refund", key, refund.id)
+        await session.flush()
+        return refund
+
+
+async def _check_credit_note_refund(
+    session: AsyncSession, invoice: InvoiceRow, credit_note_id: uuid.UUID, amount: int
+) -> None:
+    issued = await credit_note_of(session, credit_note_id)
+    if issued.note.invoice_id != invoice.id:
+        raise InvalidArgument("the credit note belongs to another invoice", field="credit_note_id")
+    if issued.note.status != "issued":
+        raise FailedPrecondition(
+            "the credit note is void",
+            reason=ErrorReason.ERROR_REASON_CREDIT_NOTE_STATE,
+            metadata={"status": issued.note.status},
+        )
+    if issued.refunded + amount > issued.note.total:
+        raise FailedPrecondition(
+            f"the credit note has {issued.note.total - issued.refunded} left to refund",
+            reason=ErrorReason.ERROR_REASON_REFUND_EXCEEDS_PAID,
+            metadata={"refundable": str(issued.note.total - issued.refunded)},
+        )

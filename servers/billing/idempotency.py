@@ -1,0 +1,84 @@
+"""Idempotency keys: the first request with a key creates, every repeat gets the same result.
+
+The key's row is inserted first, in the mutation's own transaction, under a
+unique key (tenant, operation, key). A concurrent request with the same key
+blocks on that insert until the first commits (then finds its row) or rolls
+back (then proceeds itself): exactly one document, serialized by the store's
+unique index rather than a lock in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from servers.billing.documents import canonical
+from servers.billing.records import insert
+from servers.billing.store import IdempotencyRow
+from servers.errors import ErrorReason, InvalidArgument
+
+
+def fingerprint(request: Mapping[str, Any]) -> str:
+    """A hash of what the request asks for (its key excluded)."""
+    return hashlib.sha256(canonical(request).encode()).hexdigest()
+
+
+async def replay(  # noqa: PLR0917 - a key's identity and its request
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    operation: str,
+    key: str,
+    request: Mapping[str, Any],
+    at: datetime,
+) -> uuid.UUID | None:
+    """None when this request is the key's first (go on, then `settle`); else what the first made.
+
+    Raises:
+        InvalidArgument: The key was used before with a different request.
+    """
+    request_hash = fingerprint(request)
+    inserted = await session.execute(
+        insert(session, IdempotencyRow)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "operation", "key"])
+        .returning(IdempotencyRow.key),
+        {
+            "tenant_id": tenant,
+            "operation": operation,
+            "key": key,
+            "request_hash": request_hash,
+            "resource_id": None,
+            "created_at": at,
+        },
+    )
+    if inserted.first() is not None:
+        return None
+    earlier = (
+        await session.execute(
+            select(IdempotencyRow.request_hash, IdempotencyRow.resource_id).where(
+                IdempotencyRow.operation == operation, IdempotencyRow.key == key
+            )
+        )
+    ).one()
+    if earlier.request_hash != request_hash:
+        raise InvalidArgument(
+            f"idempotency key {key!r} was used with a different {operation} request",
+            field="idempotency_key",
+            reason=ErrorReason.ERROR_REASON_IDEMPOTENCY_KEY_REUSED,
+        )
+    resource: uuid.UUID | None = earlier.resource_id
+    return resource
+
+
+async def settle(session: AsyncSession, operation: str, key: str, resource_id: uuid.UUID) -> None:
+    """Record what the key's first request created."""
+    await session.execute(
+        update(IdempotencyRow)
+        .where(IdempotencyRow.operation == operation, IdempotencyRow.key == key)
+        .values(resource_id=resource_id)
+    )

@@ -1,0 +1,275 @@
+"""Invoices: draft → tax_pending → finalized (numbered, signed, immutable).
+
+Finalizing takes three steps, so the tax provider is never called inside a
+transaction: (1) the draft closes (status tax_pending, its period ends now,
+the tenant's tax facts are copied onto it; new usage goes to a new draft);
+(2) the provider taxes its lines; (3) the taxed lines, the number, the
+signature and the ledger's tax entry are written in one transaction. When the
+provider is unavailable the invoice stays tax_pending, an alert is raised and a
+background job retries with exponential backoff: nothing is guessed, nothing
+is lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from servers.billing import metrics, records
+from servers.billing.documents import DocumentSigner, timestamp
+from servers.billing.pricing import profile_of
+from servers.billing.rollout import require_billing
+from servers.billing.store import InvoiceLineRow, InvoiceRow
+from servers.billing.tax import LineToTax, TaxCalculation, TaxProvider, TaxUnavailable
+from servers.db import Database
+from servers.errors import DomainError, NotFound
+
+#: Longest wait between two attempts at taxing a pending invoice.
+MAX_TAX_BACKOFF = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Billing:
+    """What billing operations need besides a session."""
+
+    database: Database
+    provider: TaxProvider
+    signer: DocumentSigner
+    clock: Callable[[], datetime]
+
+
+def tax_backoff(attempts: int) -> timedelta:
+    """Wait before attempt `attempts + 1`: 1 s, 2 s, 4 s, ... up to 15 minutes.
+
+    >>> [tax_backoff(n).total_seconds() for n in (1, 2, 3, 20)]
+    [1.0, 2.0, 4.0, 900.0]
+    """
+    return min(timedelta(seconds=2 ** max(attempts - 1, 0)), MAX_TAX_BACKOFF)
+
+
+async def invoice_of(
+    session: AsyncSession, invoice_id: uuid.UUID, *, lock: bool = False
+) -> InvoiceRow:
+    """The tenant's invoice `invoice_id`.
+
+    Raises:
+        NotFound: No such invoice for this tenant.
+    """
+    query = select(InvoiceRow).where(InvoiceRow.id == invoice_id)
+    if lock:
+        query = query.with_for_update()
+    found = (await session.execute(query)).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"no invoice {invoice_id}")
+    return found
+
+
+async def lines_of(session: AsyncSession, invoice_id: uuid.UUID) -> list[InvoiceLineRow]:
+    """The invoice's lines, in order."""
+    return list(
+        (
+            await session.execute(
+                select(InvoiceLineRow)
+                .where(InvoiceLineRow.invoice_id == invoice_id)
+                .order_by(InvoiceLineRow.position)
+            )
+        ).scalars()
+    )
+
+
+def invoice_document(invoice: InvoiceRow, lines: list[InvoiceLineRow]) -> dict[str, Any]:
+    """What an invoice's signature covers."""
+    return {
+        "type": "invoice",
+        "id": str(invoice.id),
+        "tenant_id": str(invoice.tenant_id),
+        "series": invoice.series,
+        "number": invoice.number,
+        "currency": invoice.currency,
+        "period_start": timestamp(invoice.period_start),
+        "period_end": timestamp(invoice.period_end),
+        "finalized_at": timestamp(invoice.finalized_at),
+        "subtotal": invoice.subtotal,
+        "tax": invoice.tax,
+        "total": invoice.total,
+        "tax_details": {
+            "tax_id": invoice.tax_id,
+            "jurisdiction": invoice.jurisdiction,
+            "rate": invoice.tax_rate,
+            "mode": invoice.tax_mode,
+            "provider_reference": invoice.tax_reference,
+        },
+        "lines": [
+            {
+                "id": str(line.id),
+                "meter": line.meter,
+                "description": line.description,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "per_quantity": line.per_quantity,
+                "subtotal": line.subtotal,
+                "tax": line.tax,
+                "total": line.total,
+                "tax_rate": line.tax_rate,
+                "exemption": line.exemption,
+            }
+            for line in lines
+        ],
+    }
+
+
+async def finalize(billing: Billing, tenant: uuid.UUID, invoice_id: uuid.UUID) -> InvoiceRow:
+    """Close, tax, number and sign an invoice (tax_pending if the provider is down).
+
+    Finalizing a finalized invoice returns it unchanged.
+
+    Raises:
+        NotFound: No such invoice.
+        FailedPrecondition: The tenant does not bill (not enrolled, or frozen).
+    """
+    async with billing.database.tenant_session(tenant) as session:
+        await require_billing(session, tenant)
+        invoice = await invoice_of(session, invoice_id, lock=True)
+        if invoice.status == "finalized":
+            return invoice
+        if invoice.status == "draft":
+            now = billing.clock()
+            profile = await profile_of(session, tenant)
+            invoice.status = "tax_pending"
+            invoice.period_end = max(min(invoice.period_end, now), invoice.period_start)
+            invoice.tax_id, invoice.jurisdiction = profile.tax_id, profile.jurisdiction
+            invoice.tax_mode = profile.tax_mode
+            invoice.next_tax_attempt_at = now
+        lines = await lines_of(session, invoice_id)
+        facts = (invoice.jurisdiction, invoice.tax_id, invoice.tax_mode, invoice.currency)
+    return await _tax_and_issue(billing, tenant, invoice_id, lines, facts)
+
+
+async def _tax_and_issue(
+    billing: Billing,
+    tenant: uuid.UUID,
+    invoice_id: uuid.UUID,
+    lines: list[InvoiceLineRow],
+    facts: tuple[str, str, str, str],
+) -> InvoiceRow:
+    jurisdiction, tax_id, mode, currency = facts
+    try:
+        calculation = await billing.provider.calculate(
+            [LineToTax(str(line.id), line.amount, line.tax_code) for line in lines],
+            jurisdiction=jurisdiction,
+            customer_tax_id=tax_id,
+            mode="inclusive" if mode == "inclusive" else "exclusive",
+            currency=currency,
+        )
+    except TaxUnavailable as error:
+        return await _postpone(billing, tenant, invoice_id, str(error))
+    async with billing.database.tenant_session(tenant) as session:
+        invoice = await invoice_of(session, invoice_id, lock=True)
+        if invoice.status != "tax_pending":
+            return invoice  # another finalizer issued it meanwhile
+        await _issue(session, billing, invoice, calculation)
+        return invoice
+
+
+async def _postpone(
+    billing: Billing, tenant: uuid.UUID, invoice_id: uuid.UUID, why: str
+) -> InvoiceRow:
+    async with billing.database.tenant_session(tenant) as session:
+        invoice = await invoice_of(session, invoice_id, lock=True)
+        if invoice.status != "tax_pending":
+            return invoice
+        now = billing.clock()
+        invoice.tax_attempts += 1
+        invoice.next_tax_attempt_at = now + tax_backoff(invoice.tax_attempts)
+        await records.alert(
+            session,
+            tenant,
+            "tax_pending",
+            f"invoice {invoice.id} waits for the tax provider: {why}",
+            f"tax_pending:{invoice.id}",
+            now,
+            {"invoice_id": str(invoice.id)},
+        )
+        return invoice
+
+
+async def _issue(
+    session: AsyncSession, billing: Billing, invoice: InvoiceRow, calculation: TaxCalculation
+) -> None:
+    now = billing.clock()
+    lines = await lines_of(session, invoice.id)
+    taxed = {line.reference: line for line in calculation.lines}
+    for line in lines:
+        result = taxed[str(line.id)]
+        line.subtotal, line.tax, line.total = result.taxable, result.tax, result.total
+        line.tax_rate, line.exemption = str(result.rate), result.exemption
+    await session.flush()  # the lines first: the store freezes them once the invoice is final
+    rated = invoice.subtotal
+    invoice.subtotal, invoice.tax = calculation.subtotal, calculation.tax
+    invoice.total = calculation.total
+    invoice.tax_rate = str(calculation.rate)
+    invoice.tax_reference = calculation.provider_reference
+    invoice.number = await records.next_number(session, invoice.tenant_id, invoice.series)
+    invoice.finalized_at = now
+    invoice.next_tax_attempt_at = None
+    signed = await billing.signer.sign(session, invoice_document(invoice, lines))
+    invoice.signed_payload, invoice.signature = signed.payload, signed.signature
+    invoice.signing_key_id = signed.key_id
+    invoice.status = "finalized"
+    records.ledger(
+        session,
+        invoice.tenant_id,
+        "tax",
+        invoice.total - rated,
+        invoice.currency,
+        invoice.id,
+        str(invoice.id),
+        now,
+    )
+    await session.flush()
+
+
+async def finalize_due(billing: Billing, now: datetime) -> int:
+    """Finalize what is due: drafts whose period ended, tax_pending invoices whose retry is due.
+
+    Tenants that do not bill (frozen, not enrolled) are skipped; their drafts
+    wait. Returns how many invoices were issued.
+    """
+    async with billing.database.platform_session(readonly=True) as session:
+        due = (
+            await session.execute(
+                select(InvoiceRow.tenant_id, InvoiceRow.id)
+                .where(
+                    or_(
+                        and_(InvoiceRow.status == "draft", InvoiceRow.period_end <= now),
+                        and_(
+                            InvoiceRow.status == "tax_pending",
+                            InvoiceRow.next_tax_attempt_at <= now,
+                        ),
+                    )
+                )
+                .execution_options(all_tenants=True)
+            )
+        ).all()
+    issued = 0
+    for tenant, invoice_id in due:
+        try:
+            invoice = await finalize(billing, tenant, invoice_id)
+        except DomainError:
+            continue
+        issued += invoice.status == "finalized"
+    async with billing.database.platform_session(readonly=True) as session:
+        pending = await session.scalar(
+            select(func.count())
+            .select_from(InvoiceRow)
+            .where(InvoiceRow.status == "tax_pending")
+            .execution_options(all_tenants=True)
+        )
+    metrics.TAX_PENDING.set(int(pending or 0))
+    return issued

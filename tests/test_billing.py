@@ -1,0 +1,737 @@
+"""Billing through gRPC, on SQLite and PostgreSQL: usage, invoices, credit notes, refunds,
+tax, idempotency, immutability, caps, rollout, reconciliation, signatures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from intelgraph.billing.v1 import billing_service_pb2 as pb
+from intelgraph.billing.v1 import billing_service_pb2_grpc
+from intelgraph.common.v1.money_pb2 import Money
+from sqlalchemy import text
+
+from clients import ConductorError, ErrorReason, from_grpc_error
+from servers.app import Platform
+from servers.billing.documents import VerificationError, public_keys, signed_parts, verify
+from servers.billing.service import BillingService
+from servers.cli import main
+from servers.config import load_settings
+from tests.conftest import Minter
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('billing') / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_module_url")
+    return url
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def platform(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
+    settings = load_settings(
+        grpc_port=0,
+        http_port=0,
+        var_dir=tmp_path_factory.mktemp("var"),
+        database_url=database_url,
+        auto_migrate=True,
+        services="billing",
+    )
+    running = Platform(settings)
+    await running.start()
+    yield running
+    await running.stop(grace=0)
+
+
+class Biller:
+    """One tenant's caller (every permission unless told otherwise)."""
+
+    def __init__(self, stub: Any, minter: Minter, tenant: uuid.UUID) -> None:
+        self.stub, self.minter, self.tenant = stub, minter, tenant
+
+    async def __call__(
+        self, method: str, request: Any, scopes: list[str] | None = None, **options: Any
+    ) -> Any:
+        try:
+            return await getattr(self.stub, method)(
+                request, metadata=self.minter.metadata(scopes, tenant=self.tenant), **options
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_grpc_error(error) from None
+
+    async def refused(self, method: str, request: Any, **options: Any) -> ConductorError:
+        with pytest.raises(ConductorError) as raised:
+            await self(method, request, **options)
+        return raised.value
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def biller(platform: Platform) -> AsyncIterator[Biller]:
+    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+        yield Biller(
+            billing_service_pb2_grpc.BillingServiceStub(channel),
+            Minter(platform.settings),
+            uuid.uuid4(),
+        )
+
+
+def gbp(minor_units: int) -> Money:
+    return Money(minor_units=minor_units, currency_code="GBP")
+
+
+async def enrolled(biller: Biller, stage: int = pb.ROLLOUT_STAGE_PILOT, **profile: Any) -> None:
+    """Enroll the tenant and bill it in GBP under UK VAT (20 %), exclusive."""
+    await biller("SetRollout", pb.SetRolloutRequest(tenant_id=str(biller.tenant), stage=stage))
+    await biller(
+        "SetBillingProfile",
+        pb.SetBillingProfileRequest(
+            profile=pb.BillingProfile(
+                currency_code="GBP",
+                jurisdiction=profile.get("jurisdiction", "GB"),
+                tax_id=profile.get("tax_id", ""),
+                tax_mode=profile.get("tax_mode", pb.TAX_MODE_EXCLUSIVE),
+            )
+        ),
+    )
+
+
+METERS = ("api.call", "analytics.pack_run", "graphql.operation", "rag.bytes")
+
+
+async def invoice_with(biller: Biller, prices: list[int]) -> pb.Invoice:
+    """A finalized invoice with one line per price (quantity 1 on its own meter)."""
+    for meter, price in zip(METERS, prices, strict=False):
+        await biller(
+            "SetPrice",
+            pb.SetPriceRequest(
+                tenant_id=str(biller.tenant), meter=meter, unit_price=gbp(price), per_quantity=1
+            ),
+        )
+        await biller(
+            "RecordUsage",
+            pb.RecordUsageRequest(event_id=uuid.uuid4().hex, meter=meter, quantity=1),
+        )
+    drafts = await biller("ListInvoices", pb.ListInvoicesRequest(status=pb.INVOICE_STATUS_DRAFT))
+    (draft,) = drafts.invoices
+    finalized = await biller("FinalizeInvoice", pb.FinalizeInvoiceRequest(id=draft.id))
+    assert finalized.invoice.status == pb.INVOICE_STATUS_FINALIZED
+    return finalized.invoice
+
+
+def line_credit(line: pb.InvoiceLine, amount: int | None = None) -> pb.CreditNoteLineInput:
+    return pb.CreditNoteLineInput(
+        invoice_line_id=line.id, amount=gbp(line.subtotal.minor_units if amount is None else amount)
+    )
+
+
+# -- invoices and credit notes ---------------------------------------------------------------
+
+
+async def test_crediting_four_lines_one_by_one_returns_exactly_the_tax(biller: Biller) -> None:
+    await enrolled(biller)
+    invoice = await invoice_with(biller, [6833, 6833, 5750, 8500])
+    assert [line.tax.minor_units for line in invoice.lines] == [1367, 1367, 1150, 1700]
+    assert (invoice.subtotal.minor_units, invoice.tax.minor_units) == (27916, 5584)
+    assert invoice.total.minor_units == 33500
+    assert invoice.number.startswith(f"{invoice.series}-")
+    credited_tax = 0
+    for line in invoice.lines:
+        note = await biller(
+            "CreateCreditNote",
+            pb.CreateCreditNoteRequest(
+                invoice_id=invoice.id,
+                lines=[line_credit(line)],
+                reason=pb.CREDIT_NOTE_REASON_ORDER_CHANGE,
+            ),
+        )
+        assert note.credit_note.tax.minor_units == line.tax.minor_units
+        credited_tax += note.credit_note.tax.minor_units
+    assert credited_tax == invoice.tax.minor_units
+    after = await biller("GetInvoice", pb.GetInvoiceRequest(id=invoice.id))
+    assert after.invoice.amount_credited.minor_units == invoice.total.minor_units
+    more = await biller.refused(
+        "CreateCreditNote",
+        pb.CreateCreditNoteRequest(
+            invoice_id=invoice.id, amount=gbp(1), reason=pb.CREDIT_NOTE_REASON_OTHER
+        ),
+    )
+    assert more.reason == ErrorReason.ERROR_REASON_CREDIT_EXCEEDS_INVOICE
+
+
+async def test_partial_credits_then_the_rest_return_exactly_each_lines_tax(biller: Biller) -> None:
+    await enrolled(biller)
+    invoice = await invoice_with(biller, [6833, 5750])
+    first, second = invoice.lines
+    taxes = []
+    for amount in (1, 3333, 1, None):  # odd pieces, then whatever is left
+        left = first.subtotal.minor_units - sum(part for part in (1, 3333, 1)[: len(taxes)])
+        note = await biller(
+            "CreateCreditNote",
+            pb.CreateCreditNoteRequest(
+                invoice_id=invoice.id,
+                lines=[line_credit(first, left if amount is None else amount)],
+                reason=pb.CREDIT_NOTE_REASON_PRODUCT_UNSATISFACTORY,
+            ),
+        )
+        assert (
+            note.credit_note.subtotal.minor_units + note.credit_note.tax.minor_units
+            == note.credit_note.total.minor_units
+        )
+        taxes.append(note.credit_note.tax.minor_units)
+    assert sum(taxes) == first.tax.minor_units
+    by_amount = await biller(
+        "CreateCreditNote",
+        pb.CreateCreditNoteRequest(
+            invoice_id=invoice.id,
+            amount=gbp(second.total.minor_units),
+            reason=pb.CREDIT_NOTE_REASON_OTHER,
+        ),
+    )
+    assert by_amount.credit_note.tax.minor_units == second.tax.minor_units
+    over = await biller.refused(
+        "CreateCreditNote",
+        pb.CreateCreditNoteRequest(
+            invoice_id=invoice.id, lines=[line_credit(first, 1)], reason=pb.CREDIT_NOTE_REASON_OTHER
+        ),
+    )
+    assert over.reason == ErrorReason.ERROR_REASON_CREDIT_EXCEEDS_INVOICE
+    assert over.metadata["invoice_line_id"] == first.id
+
+
+async def test_preview_matches_what_is_issued_and_writes_nothing(biller: Biller) -> None:
+    await enrolled(biller)
+    invoice = await invoice_with(biller, [10001, 333])
+    request = {
+        "invoice_id": invoice.id,
+        "amount": gbp(5000),
+        "reason": pb.CREDIT_NOTE_REASON_DUPLICATE,
+        "memo": "double charge",
+    }
+    preview = await biller("PreviewCreditNote", pb.PreviewCreditNoteRequest(**request))
+    assert (preview.credit_note.id, preview.credit_note.number, preview.credit_note.signature) == (
+        "",
+        "",
+        "",
+    )
+    listed = await biller("ListCreditNotes", pb.ListCreditNotesRequest(invoice_id=invoice.id))
+    assert not listed.credit_notes
+    issued = await biller("CreateCreditNote", pb.CreateCreditNoteRequest(**request))
+    assert [
+        (line.invoice_line_id, line.subtotal.minor_units, line.tax.minor_units)
+        for line in issued.credit_note.lines
+    ] == [
+        (line.invoice_line_id, line.subtotal.minor_units, line.tax.minor_units)
+        for line in preview.credit_note.lines
+    ]
+    assert issued.credit_note.total.minor_units == 5000
+
+
+async def test_credit_notes_are_refused_clearly(biller: Biller) -> None:
+    await enrolled(biller)
+    await biller("RecordUsage", pb.RecordUsageRequest(event_id="u1", meter="api.call", quantity=5))
+    (draft,) = (await biller("ListInvoices", pb.ListInvoicesRequest())).invoices
+    not_final = await biller.refused(
+        "CreateCreditNote",
+        pb.CreateCreditNoteRequest(
+            invoice_id=draft.id, amount=gbp(1), reason=pb.CREDIT_NOTE_REASON_OTHER
+        ),
+    )
+    assert not_final.reason == ErrorReason.ERROR_REASON_INVOICE_STATE
+    invoice = (await biller("FinalizeInvoice", pb.FinalizeInvoiceRequest(id=draft.id))).invoice
+    dollars = await biller.refused(
+        "CreateCreditNote",
+        pb.CreateCreditNoteRequest(
+            invoice_id=invoice.id,
+            amount=Money(minor_units=1, currency_code="USD"),
+            reason=pb.CREDIT_NOTE_REASON_OTHER,
+        ),
+    )
+    assert dollars.code is grpc.StatusCode.INVALID_ARGUMENT
+    no_reason = await biller.refused(
+        "CreateCreditNote", pb.CreateCreditNoteRequest(invoice_id=invoice.id, amount=gbp(1))
+    )
+    assert no_reason.metadata["field"] == "reason"
+    ghost = await biller.refused(
+        "CreateCreditNote",
+        pb.CreateCreditNoteRequest(
+            invoice_id=str(uuid.uuid4()), amount=gbp(1), reason=pb.CREDIT_NOTE_REASON_OTHER
+        ),
+    )
+    assert ghost.code is grpc.StatusCode.NOT_FOUND
+
+
+# -- payments, refunds, voids ----------------------------------------------------------------
+
+
+async def test_payments_refunds_and_voids_hold_their_limits(biller: Biller) -> None:
+    await enrolled(biller)
+    invoice = await invoice_with(biller, [10000])
+    total = invoice.total.minor_units  # 120.00 with VAT
+    early_refund = await biller.refused(
+        "CreateRefund", pb.CreateRefundRequest(invoice_id=invoice.id, amount=gbp(1))
+    )
+    assert early_refund.reason == ErrorReason.ERROR_REASON_REFUND_EXCEEDS_PAID
+    overpay = await biller.refused(
+        "RecordPayment", pb.RecordPaymentRequest(invoice_id=invoice.id, amount=gbp(total + 1))
+    )
+    assert overpay.reason == ErrorReason.ERROR_REASON_PAYMENT_EXCEEDS_DUE
+    await biller("RecordPayment", pb.RecordPaymentRequest(invoice_id=invoice.id, amount=gbp(total)))
+    note = (
+        await biller(
+            "CreateCreditNote",
+            pb.CreateCreditNoteRequest(
+                invoice_id=invoice.id, amount=gbp(3000), reason=pb.CREDIT_NOTE_REASON_OTHER
+            ),
+        )
+    ).credit_note
+    beyond_note = await biller.refused(
+        "CreateRefund",
+        pb.CreateRefundRequest(invoice_id=invoice.id, amount=gbp(3001), credit_note_id=note.id),
+    )
+    assert beyond_note.reason == ErrorReason.ERROR_REASON_REFUND_EXCEEDS_PAID
+    await biller(
+        "CreateRefund",
+        pb.CreateRefundRequest(invoice_id=invoice.id, amount=gbp(1000), credit_note_id=note.id),
+    )
+    refunded_note = await biller.refused("VoidCreditNote", pb.VoidCreditNoteRequest(id=note.id))
+    assert refunded_note.reason == ErrorReason.ERROR_REASON_CREDIT_NOTE_STATE
+    other = (
+        await biller(
+            "CreateCreditNote",
+            pb.CreateCreditNoteRequest(
+                invoice_id=invoice.id, amount=gbp(500), reason=pb.CREDIT_NOTE_REASON_DUPLICATE
+            ),
+        )
+    ).credit_note
+    voided = await biller("VoidCreditNote", pb.VoidCreditNoteRequest(id=other.id))
+    assert voided.credit_note.status == pb.CREDIT_NOTE_STATUS_VOID
+    twice = await biller.refused("VoidCreditNote", pb.VoidCreditNoteRequest(id=other.id))
+    assert twice.reason == ErrorReason.ERROR_REASON_CREDIT_NOTE_STATE
+    on_void = await biller.refused(
+        "CreateRefund",
+        pb.CreateRefundRequest(invoice_id=invoice.id, amount=gbp(1), credit_note_id=other.id),
+    )
+    assert on_void.reason == ErrorReason.ERROR_REASON_CREDIT_NOTE_STATE
+    await biller(
+        "CreateRefund", pb.CreateRefundRequest(invoice_id=invoice.id, amount=gbp(total - 1000))
+    )
+    all_back = await biller.refused(
+        "CreateRefund", pb.CreateRefundRequest(invoice_id=invoice.id, amount=gbp(1))
+    )
+    assert all_back.reason == ErrorReason.ERROR_REASON_REFUND_EXCEEDS_PAID
+    final = (await biller("GetInvoice", pb.GetInvoiceRequest(id=invoice.id))).invoice
+    assert (final.amount_paid.minor_units, final.amount_refunded.minor_units) == (total, total)
+    assert final.amount_credited.minor_units == 3000  # the void one no longer counts
+
+
+# -- idempotency -----------------------------------------------------------------------------
+
+
+async def test_an_idempotency_key_creates_once_and_refuses_another_request(biller: Biller) -> None:
+    await enrolled(biller)
+    invoice = await invoice_with(biller, [5000])
+    request = pb.CreateCreditNoteRequest(
+        invoice_id=invoice.id,
+        amount=gbp(100),
+        reason=pb.CREDIT_NOTE_REASON_OTHER,
+        idempotency_key="k1",
+    )
+    first = await biller("CreateCreditNote", request)
+    again = await biller("CreateCreditNote", request)
+    assert again.credit_note.id == first.credit_note.id
+    assert again.credit_note.number == first.credit_note.number
+    changed = pb.CreateCreditNoteRequest()
+    changed.CopyFrom(request)
+    changed.amount.minor_units = 200
+    reused = await biller.refused("CreateCreditNote", changed)
+    assert reused.reason == ErrorReason.ERROR_REASON_IDEMPOTENCY_KEY_REUSED
+    event = pb.RecordUsageRequest(event_id="same", meter="api.call", quantity=3)
+    assert not (await biller("RecordUsage", event)).duplicate
+    assert (await biller("RecordUsage", event)).duplicate
+    other = await biller.refused(
+        "RecordUsage", pb.RecordUsageRequest(event_id="same", meter="api.call", quantity=4)
+    )
+    assert other.reason == ErrorReason.ERROR_REASON_IDEMPOTENCY_KEY_REUSED
+
+
+async def test_a_hundred_concurrent_identical_requests_create_one_credit_note(
+    biller: Biller,
+) -> None:
+    await enrolled(biller)
+    invoice = await invoice_with(biller, [9999])
+    request = pb.CreateCreditNoteRequest(
+        invoice_id=invoice.id,
+        amount=gbp(250),
+        reason=pb.CREDIT_NOTE_REASON_OTHER,
+        idempotency_key="burst",
+    )
+    answers = await asyncio.gather(*(biller("CreateCreditNote", request) for _ in range(100)))
+    assert len({answer.credit_note.id for answer in answers}) == 1
+    listed = await biller("ListCreditNotes", pb.ListCreditNotesRequest(invoice_id=invoice.id))
+    assert len(listed.credit_notes) == 1
+    payments = await asyncio.gather(
+        *(
+            biller(
+                "RecordPayment",
+                pb.RecordPaymentRequest(
+                    invoice_id=invoice.id, amount=gbp(10), idempotency_key="pay"
+                ),
+            )
+            for _ in range(50)
+        )
+    )
+    assert len({answer.payment.id for answer in payments}) == 1
+    after = await biller("GetInvoice", pb.GetInvoiceRequest(id=invoice.id))
+    assert after.invoice.amount_paid.minor_units == 10
+
+
+# -- the store keeps documents immutable -----------------------------------------------------
+
+
+async def test_finalized_documents_cannot_be_changed_in_the_store(
+    biller: Biller, platform: Platform
+) -> None:
+    await enrolled(biller)
+    invoice = await invoice_with(biller, [4200])
+    note = (
+        await biller(
+            "CreateCreditNote",
+            pb.CreateCreditNoteRequest(
+                invoice_id=invoice.id, amount=gbp(10), reason=pb.CREDIT_NOTE_REASON_OTHER
+            ),
+        )
+    ).credit_note
+    hex_id = uuid.UUID(invoice.id)
+    is_postgres = platform.database.engine.dialect.name == "postgresql"
+    invoice_key = str(hex_id) if is_postgres else hex_id.hex
+    note_key = str(uuid.UUID(note.id)) if is_postgres else uuid.UUID(note.id).hex
+    for statement in (
+        "UPDATE invoices SET total = total + 1, subtotal = subtotal + 1 WHERE id = :id",
+        "DELETE FROM invoices WHERE id = :id",
+        "UPDATE invoice_lines SET quantity = 7 WHERE invoice_id = :id",
+        "DELETE FROM billing_ledger WHERE invoice_id = :id",
+    ):
+        with pytest.raises(Exception, match=r"immutable|append-only"):
+            async with platform.database.engine.begin() as connection:
+                await connection.execute(text(statement), {"id": invoice_key})
+    with pytest.raises(Exception, match="only be voided"):
+        async with platform.database.engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE credit_notes SET total = 1, subtotal = 1, tax = 0 WHERE id = :id"),
+                {"id": note_key},
+            )
+    unchanged = await biller("GetInvoice", pb.GetInvoiceRequest(id=invoice.id))
+    assert unchanged.invoice.total.minor_units == invoice.total.minor_units
+
+
+# -- signatures ------------------------------------------------------------------------------
+
+
+async def test_documents_verify_offline_and_tampering_is_caught(
+    biller: Biller, platform: Platform, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await enrolled(biller)
+    invoice = await invoice_with(biller, [1234, 5678])
+    note = (
+        await biller(
+            "CreateCreditNote",
+            pb.CreateCreditNoteRequest(
+                invoice_id=invoice.id, amount=gbp(99), reason=pb.CREDIT_NOTE_REASON_OTHER
+            ),
+        )
+    ).credit_note
+    keys = public_keys(platform.servicer(BillingService).billing.signer.jwks())
+    document = verify(
+        *signed_parts(
+            {
+                "invoice": {
+                    "signedPayload": invoice.signed_payload,
+                    "signature": invoice.signature,
+                    "signingKeyId": invoice.signing_key_id,
+                }
+            }
+        ),
+        keys,
+    )
+    assert (document["number"], document["total"]) == (invoice.number, invoice.total.minor_units)
+    assert [line["tax"] for line in document["lines"]] == [
+        line.tax.minor_units for line in invoice.lines
+    ]
+    noted = verify(note.signed_payload, note.signature, note.signing_key_id, keys)
+    assert (noted["invoice_number"], noted["total"]) == (invoice.number, 99)
+    forged = invoice.signed_payload.replace(f'"total":{invoice.total.minor_units}', '"total":1')
+    with pytest.raises(VerificationError):
+        verify(forged, invoice.signature, invoice.signing_key_id, keys)
+    from google.protobuf.json_format import MessageToDict  # noqa: PLC0415
+
+    exported = tmp_path / "invoice.json"
+    exported.write_text(json.dumps({"invoice": MessageToDict(invoice)}))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": platform.servicer(BillingService).billing.signer.jwks()}))
+    assert main(["billing", "verify", str(exported), "--jwks", str(jwks)]) == 0
+    assert invoice.number in capsys.readouterr().out
+    exported.write_text(
+        json.dumps({"invoice": {**MessageToDict(invoice), "signedPayload": forged}})
+    )
+    assert main(["billing", "verify", str(exported), "--jwks", str(jwks)]) == 1
+
+
+# -- tax -------------------------------------------------------------------------------------
+
+
+async def test_a_tax_outage_leaves_the_invoice_pending_and_it_is_issued_later(
+    biller: Biller, platform: Platform
+) -> None:
+    await enrolled(biller)
+    await biller(
+        "RecordUsage", pb.RecordUsageRequest(event_id="t1", meter="api.call", quantity=700)
+    )
+    (draft,) = (await biller("ListInvoices", pb.ListInvoicesRequest())).invoices
+    service = platform.servicer(BillingService)
+    service.tax.outage = True
+    try:
+        pending = (await biller("FinalizeInvoice", pb.FinalizeInvoiceRequest(id=draft.id))).invoice
+        assert pending.status == pb.INVOICE_STATUS_TAX_PENDING
+        assert (pending.number, pending.tax.minor_units, pending.signature) == ("", 0, "")
+        alerts = await biller(
+            "ListBillingAlerts", pb.ListBillingAlertsRequest(kind=pb.BILLING_ALERT_KIND_TAX_PENDING)
+        )
+        assert [alert.details["invoice_id"] for alert in alerts.alerts] == [draft.id]
+        await biller(
+            "RecordUsage", pb.RecordUsageRequest(event_id="t2", meter="api.call", quantity=1)
+        )
+        invoices = (await biller("ListInvoices", pb.ListInvoicesRequest())).invoices
+        assert len(invoices) == 2  # new usage went to a new draft, not the closed one
+        still = await biller("FinalizeInvoice", pb.FinalizeInvoiceRequest(id=draft.id))
+        assert still.invoice.status == pb.INVOICE_STATUS_TAX_PENDING
+    finally:
+        service.tax.outage = False
+    for _ in range(100):  # the background job retries with backoff
+        again = (await biller("GetInvoice", pb.GetInvoiceRequest(id=draft.id))).invoice
+        if again.status == pb.INVOICE_STATUS_FINALIZED:
+            break
+        await asyncio.sleep(0.1)
+    assert again.status == pb.INVOICE_STATUS_FINALIZED
+    assert (again.subtotal.minor_units, again.tax.minor_units) == (700, 140)
+
+
+async def test_tax_modes_exemptions_and_currencies(biller: Biller) -> None:
+    await enrolled(biller)
+    tax = await biller(
+        "CalculateTax",
+        pb.CalculateTaxRequest(
+            lines=[pb.TaxableLine(reference="a", amount=gbp(12000))],
+            jurisdiction="GB",
+            mode=pb.TAX_MODE_INCLUSIVE,
+        ),
+    )
+    assert (tax.calculation.subtotal.minor_units, tax.calculation.tax.minor_units) == (10000, 2000)
+    reverse = await biller(
+        "CalculateTax",
+        pb.CalculateTaxRequest(
+            lines=[pb.TaxableLine(reference="a", amount=gbp(12000))],
+            jurisdiction="DE",
+            customer_tax_id="FR12345678901",
+            mode=pb.TAX_MODE_EXCLUSIVE,
+        ),
+    )
+    assert reverse.calculation.tax.minor_units == 0
+    assert reverse.calculation.lines[0].exemption == "reverse_charge"
+    yen = await biller(
+        "CalculateTax",
+        pb.CalculateTaxRequest(
+            lines=[
+                pb.TaxableLine(reference="a", amount=Money(minor_units=1005, currency_code="JPY"))
+            ],
+            jurisdiction="JP",
+            mode=pb.TAX_MODE_EXCLUSIVE,
+        ),
+    )
+    assert yen.calculation.tax == Money(minor_units=101, currency_code="JPY")  # 100.5 → 101
+    unknown = await biller.refused(
+        "CalculateTax",
+        pb.CalculateTaxRequest(lines=[pb.TaxableLine(amount=gbp(1))], jurisdiction="XX"),
+    )
+    assert unknown.metadata["field"] == "jurisdiction"
+    bad_currency = await biller.refused(
+        "CalculateTax",
+        pb.CalculateTaxRequest(
+            lines=[pb.TaxableLine(amount=Money(minor_units=1, currency_code="ZZZ"))]
+        ),
+    )
+    assert bad_currency.code is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_inclusive_invoice_keeps_its_gross_and_splits_the_tax(biller: Biller) -> None:
+    await enrolled(biller, tax_mode=pb.TAX_MODE_INCLUSIVE)
+    invoice = await invoice_with(biller, [12000, 999])
+    assert [line.total.minor_units for line in invoice.lines] == [12000, 999]
+    assert [line.tax.minor_units for line in invoice.lines] == [2000, 166]  # 999/1.2 = 832.5 → 833
+    assert invoice.tax_details.mode == pb.TAX_MODE_INCLUSIVE
+
+
+# -- caps, rollout, tenancy ------------------------------------------------------------------
+
+
+async def test_a_spend_cap_refuses_usage_past_it_and_warns_at_80_and_100(biller: Biller) -> None:
+    await enrolled(biller)
+    await biller(
+        "SetPrice",
+        pb.SetPriceRequest(tenant_id=str(biller.tenant), meter="api.call", unit_price=gbp(10)),
+    )
+    await biller("SetSpendCap", pb.SetSpendCapRequest(cap=gbp(100)))
+    accepted = 0
+    refused = None
+    for index in range(20):
+        try:
+            await biller(
+                "RecordUsage",
+                pb.RecordUsageRequest(event_id=f"cap{index}", meter="api.call", quantity=3),
+            )
+            accepted += 1
+        except ConductorError as error:
+            refused = error
+            break
+    assert refused is not None
+    assert refused.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.reason == ErrorReason.ERROR_REASON_SPEND_CAP_REACHED
+    assert accepted == 4  # 30, 60, 90, 120: the one event that crossed it, no more
+    cap = (await biller("GetSpendCap", pb.GetSpendCapRequest())).spend_cap
+    assert (cap.cap.minor_units, cap.spent.minor_units) == (100, 120)
+    kinds = [
+        alert.kind
+        for alert in (await biller("ListBillingAlerts", pb.ListBillingAlertsRequest())).alerts
+    ]
+    assert sorted(kinds) == [
+        pb.BILLING_ALERT_KIND_SPEND_CAP_80,
+        pb.BILLING_ALERT_KIND_SPEND_CAP_100,
+    ]
+    wrong = await biller.refused(
+        "SetSpendCap", pb.SetSpendCapRequest(cap=Money(minor_units=5, currency_code="USD"))
+    )
+    assert wrong.metadata["field"] == "cap.currency_code"
+
+
+async def test_the_rollout_holds_eight_ga_tenants_and_backs_out_in_one_call(
+    biller: Biller, platform: Platform
+) -> None:
+    tenants = [str(uuid.uuid4()) for _ in range(9)]
+    before = await biller("GetRollout", pb.GetRolloutRequest())
+    assert before.max_ga_tenants == 8
+    ga_now = sum(1 for tenant in before.tenants if tenant.stage == pb.ROLLOUT_STAGE_GA)
+    for tenant in tenants[: 8 - ga_now]:
+        await biller(
+            "SetRollout", pb.SetRolloutRequest(tenant_id=tenant, stage=pb.ROLLOUT_STAGE_GA)
+        )
+    ninth = await biller.refused(
+        "SetRollout", pb.SetRolloutRequest(tenant_id=tenants[8], stage=pb.ROLLOUT_STAGE_GA)
+    )
+    assert ninth.reason == ErrorReason.ERROR_REASON_ROLLOUT_GA_LIMIT
+    operator_only = await biller.refused(
+        "SetRollout",
+        pb.SetRolloutRequest(backout=True),
+        scopes=["billing.read", "billing.write", "admin.write"],
+    )
+    assert operator_only.code is grpc.StatusCode.PERMISSION_DENIED
+    await enrolled(biller, stage=pb.ROLLOUT_STAGE_PILOT)
+    backed = await biller("SetRollout", pb.SetRolloutRequest(backout=True))
+    stages = {tenant.tenant_id: tenant.stage for tenant in backed.tenants}
+    assert pb.ROLLOUT_STAGE_GA not in stages.values()
+    assert stages[str(biller.tenant)] == pb.ROLLOUT_STAGE_PILOT  # pilots keep billing
+    frozen = Biller(biller.stub, biller.minter, uuid.UUID(tenants[0]))
+    await frozen("RecordUsage", pb.RecordUsageRequest(event_id="f1", meter="api.call", quantity=2))
+    (draft,) = (await frozen("ListInvoices", pb.ListInvoicesRequest())).invoices
+    refused = await frozen.refused("FinalizeInvoice", pb.FinalizeInvoiceRequest(id=draft.id))
+    assert refused.reason == ErrorReason.ERROR_REASON_BILLING_FROZEN
+    for tenant in tenants[:8]:  # leave no GA tenants for the next tests
+        await biller(
+            "SetRollout", pb.SetRolloutRequest(tenant_id=tenant, stage=pb.ROLLOUT_STAGE_FROZEN)
+        )
+
+
+async def test_tenants_never_see_each_others_documents(biller: Biller) -> None:
+    await enrolled(biller)
+    invoice = await invoice_with(biller, [777])
+    stranger = Biller(biller.stub, biller.minter, uuid.uuid4())
+    hidden = await stranger.refused("GetInvoice", pb.GetInvoiceRequest(id=invoice.id))
+    assert hidden.code is grpc.StatusCode.NOT_FOUND
+    listed = await stranger("ListInvoices", pb.ListInvoicesRequest())
+    assert not listed.invoices
+    await enrolled(stranger)
+    crossing = await stranger.refused(
+        "CreateCreditNote",
+        pb.CreateCreditNoteRequest(
+            invoice_id=invoice.id, amount=gbp(1), reason=pb.CREDIT_NOTE_REASON_OTHER
+        ),
+    )
+    assert crossing.code is grpc.StatusCode.NOT_FOUND
+
+
+# -- reconciliation --------------------------------------------------------------------------
+
+
+async def test_reconciliation_finds_no_drift_and_catches_a_stray_ledger_entry(
+    biller: Biller, platform: Platform
+) -> None:
+    await enrolled(biller)
+    invoice = await invoice_with(biller, [3333, 1])
+    for index in range(30):
+        await biller(
+            "RecordUsage",
+            pb.RecordUsageRequest(event_id=f"r{index}", meter="graphql.operation", quantity=7),
+        )
+    await biller(
+        "CreateCreditNote",
+        pb.CreateCreditNoteRequest(
+            invoice_id=invoice.id, amount=gbp(17), reason=pb.CREDIT_NOTE_REASON_OTHER
+        ),
+    )
+    await biller("RecordPayment", pb.RecordPaymentRequest(invoice_id=invoice.id, amount=gbp(100)))
+    await biller("CreateRefund", pb.CreateRefundRequest(invoice_id=invoice.id, amount=gbp(30)))
+    today = (await biller("GetInvoice", pb.GetInvoiceRequest(id=invoice.id))).invoice.finalized_at
+    day = today.ToDatetime().date().isoformat()
+    report = (await biller("RunReconciliation", pb.RunReconciliationRequest(day=day))).report
+    assert report.drift.minor_units == 0
+    assert not report.alert
+    assert report.ledger_total.minor_units == (
+        report.metered_total.minor_units + report.documents_total.minor_units
+    )
+    is_postgres = platform.database.engine.dialect.name == "postgresql"
+    async with platform.database.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO billing_ledger (id, tenant_id, kind, amount, currency, invoice_id,"
+                " source_id, recorded_at) VALUES (:id, :tenant, 'usage', 2, 'GBP', :invoice,"
+                " 'stray', :at)"
+            ),
+            {
+                "id": str(uuid.uuid4()) if is_postgres else uuid.uuid4().hex,
+                "tenant": str(biller.tenant) if is_postgres else biller.tenant.hex,
+                "invoice": invoice.id if is_postgres else uuid.UUID(invoice.id).hex,
+                "at": today.ToDatetime()
+                if not is_postgres
+                else today.ToDatetime().isoformat() + "+00:00",
+            },
+        )
+    drifted = (await biller("RunReconciliation", pb.RunReconciliationRequest(day=day))).report
+    assert (drifted.drift.minor_units, drifted.alert) == (2, True)
+    stored = await biller("GetReconciliationReport", pb.GetReconciliationReportRequest(day=day))
+    assert stored.report.drift.minor_units == 2
+    alerts = await biller(
+        "ListBillingAlerts",
+        pb.ListBillingAlertsRequest(kind=pb.BILLING_ALERT_KIND_RECONCILIATION_DRIFT),
+    )
+    assert alerts.alerts[0].details["drift"] == "2"
