@@ -31,8 +31,9 @@ from interceptors.metrics import RPC_STATS, write_snapshots
 from interceptors.policy import POLICY_DIR, PolicyError
 from interceptors.tokens import InMemoryRevocations
 from servers.access.revocation import POLL_INTERVAL_S, RevocationFeed
+from servers.billing.metering import Metering
 from servers.config import Settings
-from servers.db import Database
+from servers.db import Database, utc_now
 from servers.db.migrate import ensure_schema
 from servers.facade import (
     DEFAULT_OPERATIONS_DIR,
@@ -166,12 +167,14 @@ class Platform:
             interceptors=[platform_chain(verifier, engine)],
             options=[("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)],
         )
+        self.metering = Metering(self.database, utc_now) if self.settings.metering else None
         self.runtime = Runtime(
             settings=self.settings,
             database=self.database,
             keys=keys,
             engine=engine,
             revocation_feed=self.revocation_feed,
+            metering=self.metering,
         )
         self._servicers = [service.register(server, self.runtime) for service in self.services]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -244,6 +247,8 @@ class Platform:
         ]
         for servicer in self._servicers:
             jobs += servicer.background_jobs()
+        if self.metering is not None:
+            jobs.append(self.metering.run)
         directory = multiprocess_dir()
         if directory is not None:
             jobs.append(functools.partial(write_snapshots, RPC_STATS, directory))
@@ -269,7 +274,9 @@ class Platform:
             max_depth=settings.graphql_max_depth,
             max_fields=settings.graphql_max_fields,
         )
-        return GraphqlEndpoint(schema, operations, self._verifier, self._engine, limits)
+        return GraphqlEndpoint(
+            schema, operations, self._verifier, self._engine, limits, metering=self.metering
+        )
 
     async def health_report(self) -> tuple[bool, dict[str, object]]:
         """Whether this process should receive traffic, and the facts behind it."""

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "", description="Optional Redis (redis://...) that replicas share revocations through."
     )
+    metering: bool = Field(
+        True, description="Record analytics pack runs and GraphQL operations as billing usage."
+    )
     billing_keys_dir: Path | None = Field(
         None,
         description="Directory of the keys billing documents are signed with; "

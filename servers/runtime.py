@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from interceptors.keys import KeyStore
     from interceptors.policy import PolicyEngine
     from servers.access.revocation import RevocationFeed
+    from servers.billing.metering import Metering
     from servers.config import Settings
     from servers.db import Database
 
@@ -27,6 +28,8 @@ class Runtime:
     engine: PolicyEngine
     revocation_feed: RevocationFeed
     clock: Callable[[], datetime] = field(default=utc_now)
+    #: Where services count billable work (None: not metered).
+    metering: Metering | None = None
 
 
 class PlatformServicer:

@@ -33,6 +33,7 @@ from servers.billing.adjustments import (
 from servers.billing.credits import CreditRefused, LineBalance, credit_amount, credit_lines
 from servers.billing.documents import DocumentSigner
 from servers.billing.invoices import Billing, finalize, finalize_due, invoice_of
+from servers.billing.metering import Metering
 from servers.billing.money import allocate, apply_rate, round_half_up, split_inclusive
 from servers.billing.rollout import set_stage
 from servers.billing.store import (
@@ -44,10 +45,10 @@ from servers.billing.store import (
     RefundRow,
 )
 from servers.billing.tax import SandboxTaxProvider
-from servers.billing.usage import record_usage
+from servers.billing.usage import record_usage, set_spend_cap
 from servers.db import Database
 from servers.db.migrate import upgrade
-from servers.errors import DomainError
+from servers.errors import DomainError, ErrorReason
 from tests.conftest import POSTGRES_SKIP_REASON, POSTGRES_URL, TENANT, libpq_url
 
 # -- money and credit arithmetic ----------------------------------------------------------------
@@ -455,3 +456,31 @@ TestBillingPropertiesOnPostgres.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+# -- metering ------------------------------------------------------------------------------------
+
+
+async def test_metered_work_is_flushed_once_and_the_cap_stops_new_work(
+    store: Database, tmp_path: Path
+) -> None:
+    clock = Clock(datetime(2026, 8, 1, 9, tzinfo=UTC))
+    billing = billing_on(store, tmp_path, clock)
+    metering = Metering(store, clock, admit_cache_s=0)
+    for _ in range(1500):
+        metering.count(TENANT, "graphql.operation")
+    metering.count(TENANT, "analytics.pack_run", 3)
+    assert await metering.flush() == 2
+    assert await metering.flush() == 0  # nothing new: nothing recorded twice
+    (draft,) = await invoices(billing)
+    assert draft.subtotal == 8 + 6  # 1500 operations at 5 per 1000 (7.5 -> 8), 3 runs at 2
+    async with store.tenant_session(TENANT) as session:
+        await set_spend_cap(session, TENANT, 20, "USD", clock.now)
+    await metering.admit(TENANT)
+    metering.count(TENANT, "analytics.pack_run", 4)  # admitted: 14 -> 22, past the cap
+    await metering.flush()
+    (draft,) = await invoices(billing)
+    assert draft.subtotal == 22
+    with pytest.raises(DomainError) as refused:
+        await metering.admit(TENANT)
+    assert refused.value.reason == ErrorReason.ERROR_REASON_SPEND_CAP_REACHED

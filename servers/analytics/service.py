@@ -273,6 +273,9 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         spec = pack(request.pack_id)
         params = bind(spec, _given(request.parameters))
         tenant = current_principal().tenant
+        metering = self.runtime.metering
+        if metering is not None:
+            await metering.admit(tenant)  # RESOURCE_EXHAUSTED once the spend cap is reached
         revision, nodes, edges = await self._graph(tenant)
         await self.workers.speed()  # only waits while the workers first start
         remaining = context.time_remaining()
@@ -296,6 +299,8 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         result = await self.workers.run(snapshot, spec.id, params, sample, deadline_s)
         if found.sampling_applies:
             metrics.SAMPLED.labels(spec.id).inc()
+        if metering is not None:
+            metering.count(tenant, "analytics.pack_run")
         metrics.PACK_SECONDS.labels(spec.id).observe(time.perf_counter() - started)
         metrics.PROJECTION_BYTES.set(result["projection_bytes"])
         return pb.RunPackResponse(

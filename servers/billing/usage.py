@@ -155,8 +155,12 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
     quantity: int,
     occurred_at: datetime,
     now: datetime,
+    *,
+    enforce_cap: bool = True,
 ) -> Recorded:
     """Record and rate one usage event (idempotent by event id).
+
+    `enforce_cap=False` records work that was admitted before the cap was reached.
 
     Raises:
         InvalidArgument: Quantity not positive, an unknown meter, an event in the
@@ -172,7 +176,7 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
         return _duplicate(earlier, meter, quantity)
     cap = await session.get(SpendCapRow, tenant, with_for_update=True)
     draft = await current_draft(session, tenant, now)
-    if cap is not None and cap.cap > 0 and draft.subtotal >= cap.cap:
+    if enforce_cap and cap is not None and cap.cap > 0 and draft.subtotal >= cap.cap:
         metrics.CAP_REFUSALS.inc()
         raise ResourceExhausted(
             f"the spend cap of {cap.cap} {cap.currency} minor units for this period is reached",

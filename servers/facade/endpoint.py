@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -47,6 +47,9 @@ from interceptors.tokens import TokenVerifier
 from servers.errors import DomainError, reason_name
 from servers.facade.gateway import FacadeContext
 from servers.facade.operations import OperationRegistry, measure, operation_id
+
+if TYPE_CHECKING:
+    from servers.billing.metering import Metering
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +96,15 @@ class GraphqlEndpoint:
         verifier: TokenVerifier,
         engine: PolicyEngine,
         limits: FacadeLimits,
+        *,
+        metering: Metering | None = None,
     ) -> None:
         self._schema = schema
         self._operations = operations
         self._verifier = verifier
         self._engine = engine
         self._limits = limits
+        self._metering = metering
 
     async def handle(self, request: Request) -> Response:
         """Answer one GraphQL request (a Starlette endpoint)."""
@@ -119,6 +125,9 @@ class GraphqlEndpoint:
         )
         if not isinstance(result, ExecutionResult):
             result = await result
+        principal = prepared.context.principal
+        if self._metering is not None and principal is not None and result.data is not None:
+            self._metering.count(principal.tenant, "graphql.operation")
         return _respond(result)
 
     async def _prepare(self, request: Request) -> _Prepared:

@@ -1,0 +1,140 @@
+"""Other services meter their work through billing: analytics pack runs, GraphQL operations.
+
+Counting happens in memory and is flushed as usage events every second (and
+when the server stops): one event per tenant, meter and flush, with an event id
+unique to this process and flush, so a retried flush never counts twice.
+Before admitting work, a service asks whether the tenant's spend cap is
+reached (`admit`, cached for a second); work already admitted is always
+recorded, so a cap is overshot by at most the work in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+
+from cachetools import TTLCache
+from prometheus_client import Counter as MetricCounter
+
+from servers.billing.store import InvoiceRow, SpendCapRow
+from servers.billing.usage import record_usage
+from servers.db import Database
+from servers.errors import DomainError, ErrorReason, ResourceExhausted
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 1.0
+METERING_FAILURES = MetricCounter(
+    "billing_metering_failures_total", "Usage flushes that failed (kept and retried).", ("meter",)
+)
+
+
+class Metering:
+    """Buffers usage counts per (tenant, meter) and flushes them as usage events.
+
+    Args:
+        database: The platform's store.
+        clock: The platform's clock.
+        admit_cache_s: How long `admit` trusts what it read about a tenant's cap.
+    """
+
+    def __init__(
+        self, database: Database, clock: Callable[[], datetime], admit_cache_s: float = 1.0
+    ) -> None:
+        self._database = database
+        self._clock = clock
+        self._counts: Counter[tuple[uuid.UUID, str]] = Counter()
+        self._capped: TTLCache[uuid.UUID, bool] = TTLCache(maxsize=10_000, ttl=admit_cache_s)
+        self._process = uuid.uuid4().hex[:12]
+        self._flushes = 0
+        self._lock = asyncio.Lock()
+
+    def count(self, tenant: uuid.UUID, meter: str, quantity: int = 1) -> None:
+        """Add work to the next flush."""
+        self._counts[tenant, meter] += quantity
+
+    async def admit(self, tenant: uuid.UUID) -> None:
+        """Refuse new work once the tenant's spend cap for the period is reached.
+
+        Raises:
+            ResourceExhausted: The cap is reached.
+        """
+        capped = self._capped.get(tenant)
+        if capped is None:
+            capped = self._capped[tenant] = await self._cap_reached(tenant)
+        if capped:
+            raise ResourceExhausted(
+                "the tenant's spend cap for this period is reached",
+                reason=ErrorReason.ERROR_REASON_SPEND_CAP_REACHED,
+            )
+
+    async def _cap_reached(self, tenant: uuid.UUID) -> bool:
+        from sqlalchemy import select  # noqa: PLC0415
+
+        now = self._clock()
+        async with self._database.tenant_session(tenant, readonly=True) as session:
+            cap = await session.get(SpendCapRow, tenant)
+            if cap is None or cap.cap <= 0:
+                return False
+            spent = await session.scalar(
+                select(InvoiceRow.subtotal).where(
+                    InvoiceRow.status == "draft",
+                    InvoiceRow.period_start <= now,
+                    InvoiceRow.period_end > now,
+                )
+            )
+        return int(spent or 0) >= cap.cap
+
+    async def flush(self) -> int:
+        """Record what was counted; what fails stays counted for the next flush."""
+        async with self._lock:
+            counts, self._counts = self._counts, Counter()
+            self._flushes += 1
+            flush = self._flushes
+            recorded = 0
+            for (tenant, meter), quantity in counts.items():
+                event_id = f"meter:{self._process}:{flush}:{meter}"
+                try:
+                    async with self._database.tenant_session(tenant) as session:
+                        now = self._clock()
+                        await record_usage(session, tenant, event_id, meter, quantity, now, now)
+                    recorded += 1
+                except ResourceExhausted:
+                    recorded += 1  # admitted work past the cap: the cap refuses what comes next
+                    self._capped[tenant] = True
+                    await self._record_over_cap(tenant, event_id, meter, quantity)
+                except (DomainError, OSError) as error:
+                    METERING_FAILURES.labels(meter).inc()
+                    logger.warning("metering %s for tenant %s failed: %s", meter, tenant, error)
+                    self._counts[tenant, meter] += quantity
+        return recorded
+
+    async def _record_over_cap(
+        self, tenant: uuid.UUID, event_id: str, meter: str, quantity: int
+    ) -> None:
+        """Work admitted before the cap was reached is still billed (the one overshoot)."""
+        from servers.billing import usage  # noqa: PLC0415
+
+        async with self._database.tenant_session(tenant) as session:
+            now = self._clock()
+            await usage.record_usage(
+                session, tenant, event_id, meter, quantity, now, now, enforce_cap=False
+            )
+
+    async def run(self) -> None:
+        """Flush every second until cancelled, then once more."""
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self.flush()
+                except Exception:
+                    logger.exception("metering flush failed")
+                await asyncio.sleep(max(0.0, FLUSH_INTERVAL_S - (time.monotonic() - started)))
+        finally:
+            await asyncio.shield(self.flush())
