@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servers.billing import idempotency, metrics, records
@@ -27,8 +27,8 @@ from servers.billing.credits import (
     credit_lines,
 )
 from servers.billing.documents import timestamp
-from servers.billing.invoices import Billing, invoice_of, lines_of
-from servers.billing.rollout import require_billing
+from servers.billing.invoices import Billing, invoice_of
+from servers.billing.rollout import check_stage, require_billing, stage_query
 from servers.billing.store import (
     CreditNoteLineRow,
     CreditNoteRow,
@@ -90,45 +90,96 @@ class IssuedCreditNote:
     refunded: int = 0
 
 
+def _paid_and_refunded(invoice_id: Any) -> tuple[Any, Any]:
+    """Scalar subqueries: what was paid on the invoice, and refunded."""
+    return (
+        select(func.coalesce(func.sum(PaymentRow.amount), 0))
+        .where(PaymentRow.invoice_id == invoice_id)
+        .scalar_subquery(),
+        select(func.coalesce(func.sum(RefundRow.amount), 0))
+        .where(RefundRow.invoice_id == invoice_id)
+        .scalar_subquery(),
+    )
+
+
+def _lines_query() -> Select[InvoiceLineRow, Any, Any]:
+    """An invoice's lines (:invoice_id) with what its issued credit notes took of each."""
+    credited = (
+        select(
+            CreditNoteLineRow.invoice_line_id,
+            func.sum(CreditNoteLineRow.subtotal).label("subtotal"),
+            func.sum(CreditNoteLineRow.tax).label("tax"),
+        )
+        .join(CreditNoteRow, CreditNoteRow.id == CreditNoteLineRow.credit_note_id)
+        .where(
+            CreditNoteRow.invoice_id == bindparam("invoice_id"), CreditNoteRow.status == "issued"
+        )
+        .group_by(CreditNoteLineRow.invoice_line_id)
+        .subquery()
+    )
+    return (
+        select(
+            InvoiceLineRow,
+            func.coalesce(credited.c.subtotal, 0),
+            func.coalesce(credited.c.tax, 0),
+        )
+        .outerjoin(credited, credited.c.invoice_line_id == InvoiceLineRow.id)
+        .where(InvoiceLineRow.invoice_id == bindparam("invoice_id"))
+        .order_by(InvoiceLineRow.position)
+    )
+
+
+# Built once: these run in every credit note, payment and refund.
+_LINES = _lines_query()
+_PAID_AND_REFUNDED = select(*_paid_and_refunded(bindparam("invoice_id")))
+_LOCKED_INVOICE = (
+    select(InvoiceRow, stage_query(bindparam("tenant")), *_paid_and_refunded(InvoiceRow.id))
+    .where(InvoiceRow.id == bindparam("invoice_id"))
+    .with_for_update(of=InvoiceRow)
+)
+
+
+async def _balance(
+    session: AsyncSession, invoice: InvoiceRow, paid: int, refunded: int
+) -> InvoiceBalance:
+    """The invoice's lines with what its issued credit notes took (one query)."""
+    rows = (await session.execute(_LINES, {"invoice_id": invoice.id})).all()
+    lines = [line for line, _, _ in rows]
+    balances = [
+        LineBalance(str(line.id), line.subtotal, line.tax, int(subtotal), int(tax))
+        for line, subtotal, tax in rows
+    ]
+    credited_total = sum(b.credited_subtotal + b.credited_tax for b in balances)
+    return InvoiceBalance(invoice, lines, balances, credited_total, paid, refunded)
+
+
 async def balance_of(session: AsyncSession, invoice: InvoiceRow) -> InvoiceBalance:
     """The invoice's lines with what issued credit notes took, and its payments and refunds."""
-    lines = await lines_of(session, invoice.id)
-    credited_lines = {
-        line_id: (int(subtotal), int(tax))
-        for line_id, subtotal, tax in (
-            await session.execute(
-                select(
-                    CreditNoteLineRow.invoice_line_id,
-                    func.sum(CreditNoteLineRow.subtotal),
-                    func.sum(CreditNoteLineRow.tax),
-                )
-                .join(CreditNoteRow, CreditNoteRow.id == CreditNoteLineRow.credit_note_id)
-                .where(CreditNoteRow.invoice_id == invoice.id, CreditNoteRow.status == "issued")
-                .group_by(CreditNoteLineRow.invoice_line_id)
-            )
-        ).all()
-    }
-    balances = [
-        LineBalance(str(line.id), line.subtotal, line.tax, *credited_lines.get(line.id, (0, 0)))
-        for line in lines
-    ]
-    paid = await session.scalar(
-        select(func.coalesce(func.sum(PaymentRow.amount), 0)).where(
-            PaymentRow.invoice_id == invoice.id
-        )
-    )
-    refunded = await session.scalar(
-        select(func.coalesce(func.sum(RefundRow.amount), 0)).where(
-            RefundRow.invoice_id == invoice.id
-        )
-    )
-    credited = sum(b.credited_subtotal + b.credited_tax for b in balances)
-    return InvoiceBalance(invoice, lines, balances, credited, int(paid or 0), int(refunded or 0))
+    paid, refunded = (await session.execute(_PAID_AND_REFUNDED, {"invoice_id": invoice.id})).one()
+    return await _balance(session, invoice, int(paid), int(refunded))
 
 
-async def _finalized(session: AsyncSession, invoice_id: uuid.UUID) -> InvoiceRow:
-    """The invoice, locked for this transaction, once it is finalized."""
-    return _require_finalized(await invoice_of(session, invoice_id, lock=True))
+async def _locked_balance(
+    session: AsyncSession, tenant: uuid.UUID, invoice_id: uuid.UUID
+) -> InvoiceBalance:
+    """The finalized invoice, locked for this transaction, and its balance.
+
+    One query locks the invoice and reads the tenant's billing stage and the
+    invoice's payments and refunds; one more reads its lines and credits.
+
+    Raises:
+        FailedPrecondition: Billing frozen for the tenant, or the invoice not finalized.
+        NotFound: No such invoice.
+    """
+    found = (
+        await session.execute(_LOCKED_INVOICE, {"tenant": tenant, "invoice_id": invoice_id})
+    ).one_or_none()
+    if found is None:
+        await require_billing(session, tenant)  # frozen tenants learn that first
+        raise NotFound(f"no invoice {invoice_id}")
+    invoice, stage, paid, refunded = found
+    check_stage(stage)
+    return await _balance(session, _require_finalized(invoice), int(paid), int(refunded))
 
 
 def _require_finalized(invoice: InvoiceRow) -> InvoiceRow:
@@ -198,10 +249,14 @@ def credit_note_document(
 
 
 def _draft_note(
-    tenant: uuid.UUID, invoice: InvoiceRow, request: CreditRequest, parts: list[CreditPart]
+    tenant: uuid.UUID,
+    invoice: InvoiceRow,
+    request: CreditRequest,
+    parts: list[CreditPart],
+    note_id: uuid.UUID | None = None,
 ) -> IssuedCreditNote:
     note = CreditNoteRow(
-        id=uuid.uuid4(),
+        id=note_id or uuid.uuid4(),
         tenant_id=tenant,
         invoice_id=invoice.id,
         series="",
@@ -255,19 +310,19 @@ async def create_credit_note(
         FailedPrecondition: Not finalized, billing frozen, or it would credit too much.
         InvalidArgument: Bad lines or amount, another currency, a reused key.
     """
+    note_id = uuid.uuid4()
     async with billing.database.tenant_session(tenant) as session:
-        await require_billing(session, tenant)
         now = billing.clock()
         if key:
-            earlier = await idempotency.replay(
-                session, tenant, "create_credit_note", key, request.fingerprint(), now
+            earlier = await idempotency.claim(
+                session, tenant, "create_credit_note", key, request.fingerprint(), now, note_id
             )
             if earlier is not None:
                 return await credit_note_of(session, earlier)
-        invoice = await _finalized(session, request.invoice_id)
+        balance = await _locked_balance(session, tenant, request.invoice_id)
+        invoice = balance.invoice
         _same_currency(request.currency, invoice, "amount.currency_code")
-        balance = await balance_of(session, invoice)
-        issued = _draft_note(tenant, invoice, request, _parts(balance, request))
+        issued = _draft_note(tenant, invoice, request, _parts(balance, request), note_id)
         note = issued.note
         note.series = series_of("CN", now)
         note.number = await records.next_number(session, tenant, note.series)
@@ -280,13 +335,11 @@ async def create_credit_note(
             signed.key_id,
         )
         session.add(note)
-        await session.flush()
+        await session.flush()  # no ORM relationship orders the lines after their note
         session.add_all(issued.lines)
         records.ledger(
             session, tenant, "credit", -note.total, note.currency, invoice.id, str(note.id), now
         )
-        if key:
-            await idempotency.settle(session, "create_credit_note", key, note.id)
         await session.flush()
         metrics.CREDIT_NOTES.inc()
         return issued
@@ -344,8 +397,8 @@ async def void_credit_note(
         await require_billing(session, tenant)
         now = billing.clock()
         if key:
-            earlier = await idempotency.replay(
-                session, tenant, "void_credit_note", key, {"id": str(note_id)}, now
+            earlier = await idempotency.claim(
+                session, tenant, "void_credit_note", key, {"id": str(note_id)}, now, note_id
             )
             if earlier is not None:
                 return await credit_note_of(session, earlier)
@@ -364,8 +417,6 @@ async def void_credit_note(
         records.ledger(
             session, tenant, "void", note.total, note.currency, note.invoice_id, str(note.id), now
         )
-        if key:
-            await idempotency.settle(session, "void_credit_note", key, note.id)
         await session.flush()
         return issued
 
@@ -386,20 +437,22 @@ async def record_payment(  # noqa: PLR0917 - one payment's facts
         InvalidArgument: Not positive, another currency, a reused key.
     """
     request = {"invoice_id": str(invoice_id), "amount": amount, "currency": currency}
+    payment_id = uuid.uuid4()
     async with billing.database.tenant_session(tenant) as session:
-        await require_billing(session, tenant)
         now = billing.clock()
         if key:
-            earlier = await idempotency.replay(session, tenant, "record_payment", key, request, now)
+            earlier = await idempotency.claim(
+                session, tenant, "record_payment", key, request, now, payment_id
+            )
             if earlier is not None:
                 found = await session.get(PaymentRow, earlier)
                 assert found is not None
                 return found
-        invoice = await _finalized(session, invoice_id)
+        balance = await _locked_balance(session, tenant, invoice_id)
+        invoice = balance.invoice
         _same_currency(currency, invoice, "amount.currency_code")
         if amount <= 0:
             raise InvalidArgument("the payment must be positive", field="amount.minor_units")
-        balance = await balance_of(session, invoice)
         if amount > balance.due:
             raise FailedPrecondition(
                 f"{max(balance.due, 0)} is due on the invoice, not {amount}",
@@ -407,7 +460,7 @@ async def record_payment(  # noqa: PLR0917 - one payment's facts
                 metadata={"due": str(balance.due)},
             )
         payment = PaymentRow(
-            id=uuid.uuid4(),
+            id=payment_id,
             tenant_id=tenant,
             invoice_id=invoice.id,
             amount=amount,
@@ -419,8 +472,6 @@ async def record_payment(  # noqa: PLR0917 - one payment's facts
         records.ledger(
             session, tenant, "payment", -amount, invoice.currency, invoice.id, str(payment.id), now
         )
-        if key:
-            await idempotency.settle(session, "record_payment", key, payment.id)
         await session.flush()
         return payment
 
@@ -450,20 +501,22 @@ async def create_refund(  # noqa: PLR0917 - one refund's facts
         "credit_note_id": str(credit_note_id or ""),
         "memo": memo,
     }
+    refund_id = uuid.uuid4()
     async with billing.database.tenant_session(tenant) as session:
-        await require_billing(session, tenant)
         now = billing.clock()
         if key:
-            earlier = await idempotency.replay(session, tenant, "create_refund", key, request, now)
+            earlier = await idempotency.claim(
+                session, tenant, "create_refund", key, request, now, refund_id
+            )
             if earlier is not None:
                 found = await session.get(RefundRow, earlier)
                 assert found is not None
                 return found
-        invoice = await _finalized(session, invoice_id)
+        balance = await _locked_balance(session, tenant, invoice_id)
+        invoice = balance.invoice
         _same_currency(currency, invoice, "amount.currency_code")
         if amount <= 0:
             raise InvalidArgument("the refund must be positive", field="amount.minor_units")
-        balance = await balance_of(session, invoice)
         if amount > balance.paid - balance.refunded:
             raise FailedPrecondition(
                 f"{balance.paid - balance.refunded} was paid and not refunded, not {amount}",
@@ -473,7 +526,7 @@ async def create_refund(  # noqa: PLR0917 - one refund's facts
         if credit_note_id is not None:
             await _check_credit_note_refund(session, invoice, credit_note_id, amount)
         refund = RefundRow(
-            id=uuid.uuid4(),
+            id=refund_id,
             tenant_id=tenant,
             invoice_id=invoice.id,
             credit_note_id=credit_note_id,
@@ -486,8 +539,6 @@ async def create_refund(  # noqa: PLR0917 - one refund's facts
         records.ledger(
             session, tenant, "refund", amount, invoice.currency, invoice.id, str(refund.id), now
         )
-        if key:
-            await idempotency.settle(session, "create_refund", key, refund.id)
         await session.flush()
         return refund
 

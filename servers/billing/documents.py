@@ -21,6 +21,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,6 +65,7 @@ class DocumentSigner:
         if not (directory / keys.RING_FILE).exists():
             keys.rotate(directory, "EdDSA")
         self._store = keys.KeyStore(directory)
+        self._recorded: set[str] = set()
 
     async def sign(self, session: AsyncSession, document: Mapping[str, Any]) -> Signed:
         """Sign `document`'s canonical form; remember the key's public half in the store."""
@@ -73,11 +75,20 @@ class DocumentSigner:
             raise keys.KeyRingError("billing documents are signed with Ed25519 keys only")
         payload = canonical(document)
         signature = base64.b64encode(private.sign(payload.encode())).decode("ascii")
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        await session.execute(
-            dialect.insert(SigningKeyRow).on_conflict_do_nothing(index_elements=["kid"]),
-            {"kid": key.kid, "public_jwk": key.public_jwk(), "first_used_at": datetime.now(UTC)},
-        )
+        if key.kid not in self._recorded:  # once per key and process is enough
+            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+            await session.execute(
+                dialect.insert(SigningKeyRow).on_conflict_do_nothing(index_elements=["kid"]),
+                {
+                    "kid": key.kid,
+                    "public_jwk": key.public_jwk(),
+                    "first_used_at": datetime.now(UTC),
+                },
+            )
+            kid = key.kid
+            event.listen(
+                session.sync_session, "after_commit", lambda _: self._recorded.add(kid), once=True
+            )
         return Signed(payload, signature, key.kid)
 
     def jwks(self) -> list[dict[str, str]]:

@@ -1,7 +1,8 @@
 """Idempotency keys: the first request with a key creates, every repeat gets the same result.
 
 The key's row is inserted first, in the mutation's own transaction, under a
-unique key (tenant, operation, key). A concurrent request with the same key
+unique key (tenant, operation, key), naming the id the mutation will give what
+it creates. A concurrent request with the same key
 blocks on that insert until the first commits (then finds its row) or rolls
 back (then proceeds itself): exactly one document, serialized by the store's
 unique index rather than a lock in Python.
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servers.billing.documents import canonical
@@ -29,15 +30,18 @@ def fingerprint(request: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(request).encode()).hexdigest()
 
 
-async def replay(  # noqa: PLR0917 - a key's identity and its request
+async def claim(  # noqa: PLR0917 - a key's identity, its request and its result
     session: AsyncSession,
     tenant: uuid.UUID,
     operation: str,
     key: str,
     request: Mapping[str, Any],
     at: datetime,
+    resource_id: uuid.UUID,
 ) -> uuid.UUID | None:
-    """None when this request is the key's first (go on, then `settle`); else what the first made.
+    """None when this request is the key's first (go on: create `resource_id`).
+
+    Otherwise the id of what the key's first request created.
 
     Raises:
         InvalidArgument: The key was used before with a different request.
@@ -52,7 +56,7 @@ async def replay(  # noqa: PLR0917 - a key's identity and its request
             "operation": operation,
             "key": key,
             "request_hash": request_hash,
-            "resource_id": None,
+            "resource_id": resource_id,
             "created_at": at,
         },
     )
@@ -71,14 +75,5 @@ async def replay(  # noqa: PLR0917 - a key's identity and its request
             field="idempotency_key",
             reason=ErrorReason.ERROR_REASON_IDEMPOTENCY_KEY_REUSED,
         )
-    resource: uuid.UUID | None = earlier.resource_id
+    resource: uuid.UUID = earlier.resource_id
     return resource
-
-
-async def settle(session: AsyncSession, operation: str, key: str, resource_id: uuid.UUID) -> None:
-    """Record what the key's first request created."""
-    await session.execute(
-        update(IdempotencyRow)
-        .where(IdempotencyRow.operation == operation, IdempotencyRow.key == key)
-        .values(resource_id=resource_id)
-    )

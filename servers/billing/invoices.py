@@ -142,7 +142,10 @@ async def finalize(billing: Billing, tenant: uuid.UUID, invoice_id: uuid.UUID) -
             now = billing.clock()
             profile = await profile_of(session, tenant)
             invoice.status = "tax_pending"
-            invoice.period_end = max(min(invoice.period_end, now), invoice.period_start)
+            # Never an empty period: the next draft starts where this one ends.
+            invoice.period_end = max(
+                min(invoice.period_end, now), invoice.period_start + timedelta(microseconds=1)
+            )
             invoice.tax_id, invoice.jurisdiction = profile.tax_id, profile.jurisdiction
             invoice.tax_mode = profile.tax_mode
             invoice.next_tax_attempt_at = now

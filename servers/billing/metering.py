@@ -21,8 +21,8 @@ from datetime import datetime
 from cachetools import TTLCache
 from prometheus_client import Counter as MetricCounter
 
-from servers.billing.store import InvoiceRow, SpendCapRow
-from servers.billing.usage import record_usage
+from servers.billing.store import SpendCapRow
+from servers.billing.usage import record_usage, spent
 from servers.db import Database
 from servers.errors import DomainError, ErrorReason, ResourceExhausted
 
@@ -74,21 +74,11 @@ class Metering:
             )
 
     async def _cap_reached(self, tenant: uuid.UUID) -> bool:
-        from sqlalchemy import select  # noqa: PLC0415
-
-        now = self._clock()
         async with self._database.tenant_session(tenant, readonly=True) as session:
             cap = await session.get(SpendCapRow, tenant)
             if cap is None or cap.cap <= 0:
                 return False
-            spent = await session.scalar(
-                select(InvoiceRow.subtotal).where(
-                    InvoiceRow.status == "draft",
-                    InvoiceRow.period_start <= now,
-                    InvoiceRow.period_end > now,
-                )
-            )
-        return int(spent or 0) >= cap.cap
+            return await spent(session, self._clock()) >= cap.cap
 
     async def flush(self) -> int:
         """Record what was counted; what fails stays counted for the next flush."""

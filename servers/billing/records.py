@@ -11,7 +11,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -88,16 +87,12 @@ async def alert(  # noqa: PLR0917 - one alert's facts
 
 async def next_number(session: AsyncSession, tenant: uuid.UUID, series: str) -> str:
     """The series' next number, taken in this transaction (the row lock serializes issuers)."""
-    await session.execute(
-        insert(session, DocumentSeriesRow).on_conflict_do_nothing(
-            index_elements=["tenant_id", "series"]
-        ),
-        {"tenant_id": tenant, "series": series, "next_number": 1},
-    )
+    statement = insert(session, DocumentSeriesRow)
     taken = await session.scalar(
-        update(DocumentSeriesRow)
-        .where(DocumentSeriesRow.tenant_id == tenant, DocumentSeriesRow.series == series)
-        .values(next_number=DocumentSeriesRow.next_number + 1)
-        .returning(DocumentSeriesRow.next_number - 1)
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "series"],
+            set_={"next_number": DocumentSeriesRow.next_number + 1},
+        ).returning(DocumentSeriesRow.next_number - 1),
+        {"tenant_id": tenant, "series": series, "next_number": 2},
     )
     return f"{series}-{int(taken or 0):0{NUMBER_DIGITS}d}"

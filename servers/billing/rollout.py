@@ -13,6 +13,8 @@ from datetime import datetime
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from servers.billing.store import RolloutRow
 from servers.errors import ErrorReason, FailedPrecondition, InvalidArgument
@@ -24,10 +26,14 @@ _ROLLOUT_LOCK = 0x6269_6C6C  # "bill"
 BILLING_STAGES = ("pilot", "ga")
 
 
+def stage_query(tenant: uuid.UUID | BindParameter[uuid.UUID]) -> ScalarSelect[str]:
+    """The tenant's stage as a scalar subquery (NULL when not enrolled)."""
+    return select(RolloutRow.stage).where(RolloutRow.tenant == tenant).scalar_subquery()
+
+
 async def stage_of(session: AsyncSession, tenant: uuid.UUID) -> str:
     """The tenant's stage ("" when not enrolled)."""
-    stage = await session.scalar(select(RolloutRow.stage).where(RolloutRow.tenant == tenant))
-    return str(stage or "")
+    return str(await session.scalar(select(stage_query(tenant))) or "")
 
 
 async def require_billing(session: AsyncSession, tenant: uuid.UUID) -> None:
@@ -36,7 +42,15 @@ async def require_billing(session: AsyncSession, tenant: uuid.UUID) -> None:
     Raises:
         FailedPrecondition: Not enrolled, or frozen.
     """
-    stage = await stage_of(session, tenant)
+    check_stage(await stage_of(session, tenant))
+
+
+def check_stage(stage: str | None) -> None:
+    """Refuse unless `stage` is one that bills.
+
+    Raises:
+        FailedPrecondition: Not enrolled (None or ""), or frozen.
+    """
     if stage not in BILLING_STAGES:
         raise FailedPrecondition(
             "billing is frozen for this tenant"

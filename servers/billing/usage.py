@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,7 +49,7 @@ def series_of(prefix: str, moment: datetime) -> str:
 
 
 async def current_draft(session: AsyncSession, tenant: uuid.UUID, now: datetime) -> InvoiceRow:
-    """The draft whose period contains `now`, created (and locked) if needed.
+    """The draft whose period is current at `now`, created (and locked) if needed.
 
     Periods are calendar months; an invoice finalized before its month ends
     closes its period then, and the next draft starts where it stopped.
@@ -59,7 +60,7 @@ async def current_draft(session: AsyncSession, tenant: uuid.UUID, now: datetime)
     start, end = month_of(now)
     closed = await session.scalar(
         select(func.max(InvoiceRow.period_end)).where(
-            InvoiceRow.period_start >= start, InvoiceRow.period_end <= now
+            InvoiceRow.period_start >= start, InvoiceRow.period_end < end
         )
     )
     if closed is not None and closed > start:
@@ -90,15 +91,16 @@ async def current_draft(session: AsyncSession, tenant: uuid.UUID, now: datetime)
     return draft
 
 
+def current(now: datetime) -> Any:
+    """The condition of the draft that takes usage at `now` (past months' drafts do not)."""
+    return (InvoiceRow.status == "draft") & (InvoiceRow.period_end > now)
+
+
 async def _open_draft(session: AsyncSession, now: datetime) -> InvoiceRow | None:
     return (
         await session.execute(
             select(InvoiceRow)
-            .where(
-                InvoiceRow.status == "draft",
-                InvoiceRow.period_start <= now,
-                InvoiceRow.period_end > now,
-            )
+            .where(current(now))
             .order_by(InvoiceRow.period_start.desc())
             .limit(1)
             .with_for_update()

@@ -41,7 +41,7 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
         engine = create_async_engine(url, **options)
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, **options)
+    return create_async_engine(url, **{"pool_pre_ping": True, **options})
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
