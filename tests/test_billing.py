@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 import pytest_asyncio
 from intelgraph.billing.v1 import billing_service_pb2 as pb
@@ -623,6 +624,37 @@ async def test_a_spend_cap_refuses_usage_past_it_and_warns_at_80_and_100(biller:
         "SetSpendCap", pb.SetSpendCapRequest(cap=Money(minor_units=5, currency_code="USD"))
     )
     assert wrong.metadata["field"] == "cap.currency_code"
+
+
+async def test_metrics_report_the_seeds_billing_families(
+    biller: Biller, platform: Platform
+) -> None:
+    await enrolled(biller)
+    await biller(
+        "SetPrice",
+        pb.SetPriceRequest(tenant_id=str(biller.tenant), meter="api.call", unit_price=gbp(10)),
+    )
+    await biller("SetSpendCap", pb.SetSpendCapRequest(cap=gbp(5)))
+    await biller("RecordUsage", pb.RecordUsageRequest(event_id="m1", meter="api.call", quantity=1))
+    refused = await biller.refused(
+        "RecordUsage", pb.RecordUsageRequest(event_id="m2", meter="api.call", quantity=1)
+    )
+    assert refused.reason == ErrorReason.ERROR_REASON_SPEND_CAP_REACHED
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}") as http:
+        text = (await http.get("/metrics")).text
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples["billing_cap_refusals_total"] >= 1
+    for family in (
+        "billing_variance",
+        "billing_credit_notes_issued_total",
+        "billing_reconciliation_drift_minor_units",
+        "billing_tax_pending_invoices",
+    ):
+        assert f"# TYPE {family} " in text, family
 
 
 async def test_the_rollout_holds_eight_ga_tenants_and_backs_out_in_one_call(
