@@ -70,14 +70,16 @@ def main() -> None:
             traceback.print_exc()
         print(f"{name}: {runs} sequences so far", file=sys.stderr)
     print(
-        json.dumps({
-            "bench": "billing_properties",
-            "examples": runs,
-            "steps": args.steps,
-            "violations": violations,
-            "seconds": round(time.perf_counter() - started, 1),
-            "backends": [name for name, _ in machines],
-        })
+        json.dumps(
+            {
+                "bench": "billing_properties",
+                "examples": runs,
+                "steps": args.steps,
+                "violations": violations,
+                "seconds": round(time.perf_counter() - started, 1),
+                "backends": [name for name, _ in machines],
+            }
+        )
     )
 
 
