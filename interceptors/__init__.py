@@ -16,8 +16,10 @@ from interceptors.tokens import Principal, TokenVerifier
 from interceptors.validation import RequiredFieldsGuard
 
 
-def platform_chain(verifier: TokenVerifier, engine: PolicyEngine) -> InterceptorChain:
-    """The interceptor chain every platform server runs, outermost first."""
+def platform_chain(
+    verifier: TokenVerifier, engine: PolicyEngine, *inner: ServerInterceptor
+) -> InterceptorChain:
+    """The interceptor chain every platform server runs, outermost first; `inner` go last."""
     return InterceptorChain(
         [
             ErrorMappingInterceptor(),
@@ -25,6 +27,7 @@ def platform_chain(verifier: TokenVerifier, engine: PolicyEngine) -> Interceptor
             AuthorizationInterceptor(engine),
             RequiredFieldsGuard(),
             MetricsInterceptor(),
+            *inner,
         ]
     )
 

@@ -34,11 +34,13 @@ POLICY_DIR = Path(__file__).with_name("policies")
 #: Entrypoints compiled into the bundle.
 AUTHZ_DECISION = "intelgraph/authz/decision"
 EDGE_SUSPICIOUS_LEAK = "intelgraph/edge/suspicious_leak"
+EDGE_LEAK_VERDICT = "intelgraph/edge/leak_verdict"
 ACCESS_REQUEST_DECISION = "intelgraph/access/request_decision"
 ACCESS_REVIEW_DECISION = "intelgraph/access/review_decision"
 ENTRYPOINTS = (
     AUTHZ_DECISION,
     EDGE_SUSPICIOUS_LEAK,
+    EDGE_LEAK_VERDICT,
     ACCESS_REQUEST_DECISION,
     ACCESS_REVIEW_DECISION,
 )

@@ -35,6 +35,8 @@ from servers.billing.metering import Metering
 from servers.config import Settings
 from servers.db import Database, utc_now
 from servers.db.migrate import ensure_schema
+from servers.edge.graph import build_mutation_graph
+from servers.edge.layer import EdgeDefaults, EdgeLayer, InvalidationInterceptor
 from servers.facade import (
     DEFAULT_OPERATIONS_DIR,
     FacadeLimits,
@@ -46,7 +48,7 @@ from servers.facade import (
 )
 from servers.http import create_http_app, multiprocess_dir
 from servers.jobs import every
-from servers.registry import ServiceDefinition, services_named
+from servers.registry import ServiceDefinition, all_services, services_named
 from servers.runtime import PlatformServicer, Runtime
 
 logger = logging.getLogger(__name__)
@@ -114,6 +116,8 @@ class Platform:
             self.database, self.revocations, redis_url=settings.redis_url
         )
         self._channel: grpc.aio.Channel | None = None
+        #: The edge cache of persisted GraphQL reads, once started (None when turned off).
+        self.edge: EdgeLayer | None = None
 
     @property
     def grpc_target(self) -> str:
@@ -163,8 +167,10 @@ class Platform:
             revocations=revocations,
         )
         self._verifier, self._engine = verifier, engine
+        self.edge = self._edge_layer(engine)
+        inner = [InvalidationInterceptor(self.edge.graph, self.edge.cache)] if self.edge else []
         server = grpc.aio.server(
-            interceptors=[platform_chain(verifier, engine)],
+            interceptors=[platform_chain(verifier, engine, *inner)],
             options=[("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)],
         )
         self.metering = Metering(self.database, utc_now) if self.settings.metering else None
@@ -175,6 +181,7 @@ class Platform:
             engine=engine,
             revocation_feed=self.revocation_feed,
             metering=self.metering,
+            edge=self.edge,
         )
         self._servicers = [service.register(server, self.runtime) for service in self.services]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -249,6 +256,8 @@ class Platform:
             jobs += servicer.background_jobs()
         if self.metering is not None:
             jobs.append(self.metering.run)
+        if self.edge is not None:
+            jobs += self.edge.background_jobs()
         directory = multiprocess_dir()
         if directory is not None:
             jobs.append(functools.partial(write_snapshots, RPC_STATS, directory))
@@ -275,7 +284,37 @@ class Platform:
             max_fields=settings.graphql_max_fields,
         )
         return GraphqlEndpoint(
-            schema, operations, self._verifier, self._engine, limits, metering=self.metering
+            schema,
+            operations,
+            self._verifier,
+            self._engine,
+            limits,
+            metering=self.metering,
+            edge=self.edge,
+            roots=facade.roots,
+        )
+
+    def _edge_layer(self, engine: PolicyEngine) -> EdgeLayer | None:
+        """The edge cache, when on: the mutation graph covers every contract, served or not."""
+        settings = self.settings
+        if not settings.edge_cache:
+            return None
+        every_service = all_services()
+        graph = build_mutation_graph(
+            (service.descriptor for service in every_service),
+            (
+                f"/{service.full_name}/{method.name}"
+                for service in every_service
+                for method in service.descriptor.methods
+                if method.name not in service.unbuilt_rpcs()
+            ),
+        )
+        return EdgeLayer(
+            self.database,
+            engine,
+            graph,
+            defaults=EdgeDefaults(settings.edge_ttl, settings.edge_stale, settings.edge_cap_bytes),
+            coalescing=settings.edge_coalescing,
         )
 
     async def health_report(self) -> tuple[bool, dict[str, object]]:

@@ -105,6 +105,22 @@ class Settings(BaseSettings):
     metering: bool = Field(
         True, description="Record analytics pack runs and GraphQL operations as billing usage."
     )
+    edge_cache: bool = Field(True, description="Cache results of persisted GraphQL reads.")
+    edge_coalescing: bool = Field(
+        True, description="Concurrent identical cache misses share one origin call."
+    )
+    edge_ttl: float = Field(
+        30.0, gt=0, le=86400, description="Seconds a cached read stays fresh, unless it says."
+    )
+    edge_stale: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="Seconds past its TTL a read may be served while it is refreshed.",
+    )
+    edge_cap_bytes: int = Field(
+        512 * 1024 * 1024, ge=0, description="Default per-tenant cache byte cap."
+    )
     billing_keys_dir: Path | None = Field(
         None,
         description="Directory of the keys billing documents are signed with; "

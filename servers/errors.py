@@ -15,6 +15,7 @@ status fails at once.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from functools import cache
 from typing import ClassVar, TypeAlias
@@ -100,6 +101,18 @@ class InvalidArgument(DomainError):
     ) -> None:
         super().__init__(message, reason=reason, metadata={"field": field, **(metadata or {})})
         self.field = field
+
+
+def uuid_field(value: str, field: str) -> uuid.UUID:
+    """A request field that must hold a UUID.
+
+    Raises:
+        InvalidArgument: It does not.
+    """
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(f"{field} is not a UUID", field=field) from None
 
 
 class NotFound(DomainError):

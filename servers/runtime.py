@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from servers.billing.metering import Metering
     from servers.config import Settings
     from servers.db import Database
+    from servers.edge.layer import EdgeLayer
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=utc_now)
     #: Where services count billable work (None: not metered).
     metering: Metering | None = None
+    #: The edge cache of persisted GraphQL reads (None: turned off).
+    edge: EdgeLayer | None = None
 
 
 class PlatformServicer:

@@ -82,6 +82,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """Like `database_url`, shared by a whole module (for a platform the module serves)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('store') / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_module_url")
+    return url
+
+
 @pytest.fixture
 async def database(database_url: str) -> AsyncIterator[Database]:
     """An empty database on each backend; disposed afterwards."""

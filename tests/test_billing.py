@@ -29,25 +29,15 @@ from tests.conftest import Minter
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('billing') / 'store.db'}"
-    url: str = request.getfixturevalue("postgres_module_url")
-    return url
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def platform(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
     settings = load_settings(
         grpc_port=0,
         http_port=0,
         var_dir=tmp_path_factory.mktemp("var"),
-        database_url=database_url,
+        database_url=module_database_url,
         auto_migrate=True,
         services="billing",
     )

@@ -6,12 +6,13 @@ import re
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from intelgraph.common.v1 import authorization_pb2, errors_pb2
 
 from graphql import build_schema
 from servers.config import SERVICE_NAMES
+from servers.edge.graph import build_mutation_graph, cache_policy
 from servers.facade import (
     DEFAULT_OPERATIONS_DIR,
     SCHEMA_FILE,
@@ -189,3 +190,28 @@ def test_every_committed_operation_validates_against_the_schema() -> None:
         "Jwks",
         "RequestAccess",
     }
+
+
+def test_the_mutation_graph_covers_every_implemented_mutation() -> None:
+    services = all_services()
+    built = [
+        f"/{service.full_name}/{method.name}"
+        for service in services
+        for method in service.descriptor.methods
+        if method.name not in service.unbuilt_rpcs()
+    ]
+    graph = build_mutation_graph((service.descriptor for service in services), built)
+    covered, mutating = graph.coverage(implemented_only=True)
+    uncovered = [
+        m.method for m in graph.mutations.values() if m.implemented and not m.invalidated_reads
+    ]
+    assert covered == mutating > 0, f"mutations that invalidate nothing: {uncovered}"
+    assert graph.coverage() == (len(graph.mutations), len(graph.mutations))
+
+
+def test_declared_resources_name_real_messages() -> None:
+    pool = descriptor_pool.Default()
+    for service in all_services():
+        for method in service.descriptor.methods:
+            for name in cache_policy(method).resources:
+                assert pool.FindMessageTypeByName(name).full_name == name, method.full_name

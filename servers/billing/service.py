@@ -38,18 +38,11 @@ from servers.billing.store import (
     SpendCapRow,
 )
 from servers.billing.tax import LineToTax, SandboxTaxProvider, TaxUnavailable, UnknownJurisdiction
-from servers.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from servers.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, uuid_field
 from servers.jobs import every_under_lease
 from servers.pagination import Page
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer, Runtime
-
-
-def _uuid(value: str, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(f"{field} is not a UUID", field=field) from None
 
 
 def _page(request: Any, **filters: Any) -> Page:
@@ -129,7 +122,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         self, request: pb.GetInvoiceRequest, context: Any
     ) -> pb.GetInvoiceResponse:
         """One invoice with what was paid, credited and refunded."""
-        return pb.GetInvoiceResponse(invoice=await self._balance(_uuid(request.id, "id")))
+        return pb.GetInvoiceResponse(invoice=await self._balance(uuid_field(request.id, "id")))
 
     async def ListInvoices(
         self, request: pb.ListInvoicesRequest, context: Any
@@ -160,7 +153,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
 
         Finalizing is idempotent by nature: a finalized invoice is returned as it is.
         """
-        invoice_id = _uuid(request.id, "id")
+        invoice_id = uuid_field(request.id, "id")
         await finalize(self.billing, current_principal().tenant, invoice_id)
         return pb.FinalizeInvoiceResponse(invoice=await self._balance(invoice_id))
 
@@ -171,7 +164,11 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         for index, line in enumerate(request.lines):
             amount, code = messages.amount_in(line.amount, f"lines[{index}].amount")
             lines.append(
-                (str(_uuid(line.invoice_line_id, f"lines[{index}].invoice_line_id")), amount, code)
+                (
+                    str(uuid_field(line.invoice_line_id, f"lines[{index}].invoice_line_id")),
+                    amount,
+                    code,
+                )
             )
         amount, code = (0, "")
         if not lines:
@@ -187,7 +184,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
                 "reason must be one of the CreditNoteReason values", field="reason"
             )
         return CreditRequest(
-            _uuid(request.invoice_id, "invoice_id"),
+            uuid_field(request.invoice_id, "invoice_id"),
             tuple((line_id, value) for line_id, value, _ in lines),
             amount,
             codes.pop() if codes else "",
@@ -223,7 +220,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         voided = await void_credit_note(
             self.billing,
             current_principal().tenant,
-            _uuid(request.id, "id"),
+            uuid_field(request.id, "id"),
             request.idempotency_key,
         )
         return pb.VoidCreditNoteResponse(credit_note=messages.credit_note(voided))
@@ -234,7 +231,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         """The invoice's credit notes, oldest first (one page: an invoice has few)."""
         tenant = current_principal().tenant
         async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
-            notes = await credit_notes_of(session, _uuid(request.invoice_id, "invoice_id"))
+            notes = await credit_notes_of(session, uuid_field(request.invoice_id, "invoice_id"))
         return pb.ListCreditNotesResponse(
             credit_notes=[messages.credit_note(note) for note in notes], page=PageResponse()
         )
@@ -247,7 +244,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         payment = await record_payment(
             self.billing,
             current_principal().tenant,
-            _uuid(request.invoice_id, "invoice_id"),
+            uuid_field(request.invoice_id, "invoice_id"),
             amount,
             code,
             request.reference,
@@ -263,10 +260,12 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         refund = await create_refund(
             self.billing,
             current_principal().tenant,
-            _uuid(request.invoice_id, "invoice_id"),
+            uuid_field(request.invoice_id, "invoice_id"),
             amount,
             code,
-            _uuid(request.credit_note_id, "credit_note_id") if request.credit_note_id else None,
+            uuid_field(request.credit_note_id, "credit_note_id")
+            if request.credit_note_id
+            else None,
             request.memo,
             request.idempotency_key,
         )
@@ -376,7 +375,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
                 stage = messages.STAGES.get(request.stage)
                 if stage is None:
                     raise InvalidArgument("stage must be pilot, GA or frozen", field="stage")
-                tenant = _uuid(request.tenant_id, "tenant_id")
+                tenant = uuid_field(request.tenant_id, "tenant_id")
                 rows = await rollout.set_stage(session, tenant, stage, actor, now)
             return pb.SetRolloutResponse(tenants=[messages.rollout(row) for row in rows])
 
@@ -472,7 +471,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
 
     async def SetPrice(self, request: pb.SetPriceRequest, context: Any) -> pb.SetPriceResponse:
         """Set or clear one tenant's price for a meter; lines already open keep their price."""
-        tenant = _uuid(request.tenant_id, "tenant_id")
+        tenant = uuid_field(request.tenant_id, "tenant_id")
         if request.meter not in PRICE_BOOK:
             raise InvalidArgument(f"no meter {request.meter!r} in the price book", field="meter")
         now = self.runtime.clock()

@@ -9,7 +9,8 @@ from servers.analytics import store as analytics_store
 from servers.billing import store as billing_store
 from servers.db import leases
 from servers.db.base import Base
+from servers.edge import store as edge_store
 
 metadata = Base.metadata
 
-__all__ = ["access_store", "analytics_store", "billing_store", "leases", "metadata"]
+__all__ = ["access_store", "analytics_store", "billing_store", "edge_store", "leases", "metadata"]

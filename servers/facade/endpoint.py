@@ -24,6 +24,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,13 +44,16 @@ from graphql import (
     validate,
 )
 from interceptors.policy import MethodFacts, PolicyEngine
-from interceptors.tokens import TokenVerifier
+from interceptors.tokens import Principal, TokenVerifier
+from servers.edge.cache import CacheKey, canonical_variables, scope_hash
 from servers.errors import DomainError, reason_name
 from servers.facade.gateway import FacadeContext
 from servers.facade.operations import OperationRegistry, measure, operation_id
+from servers.facade.schema import Operation, RootField
 
 if TYPE_CHECKING:
     from servers.billing.metering import Metering
+    from servers.edge.layer import EdgeLayer
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +88,8 @@ class _Prepared:
     context: FacadeContext
     variables: dict[str, Any]
     operation_name: str | None
+    #: The persisted operation's id; None for an ad-hoc document.
+    operation_id: str | None
 
 
 class GraphqlEndpoint:
@@ -98,6 +104,8 @@ class GraphqlEndpoint:
         limits: FacadeLimits,
         *,
         metering: Metering | None = None,
+        edge: EdgeLayer | None = None,
+        roots: Mapping[tuple[Operation, str], RootField] | None = None,
     ) -> None:
         self._schema = schema
         self._operations = operations
@@ -105,6 +113,8 @@ class GraphqlEndpoint:
         self._engine = engine
         self._limits = limits
         self._metering = metering
+        self._edge = edge
+        self._roots = roots or {}
 
     async def handle(self, request: Request) -> Response:
         """Answer one GraphQL request (a Starlette endpoint)."""
@@ -116,6 +126,16 @@ class GraphqlEndpoint:
             prepared = await self._prepare(request)
         except RequestProblem as problem:
             return _problem(problem, 400)
+        cached = await self._from_cache(prepared)
+        if cached is not None:
+            return cached
+        result = await self._execute(prepared)
+        principal = prepared.context.principal
+        if self._metering is not None and principal is not None and result.data is not None:
+            self._metering.count(principal.tenant, "graphql.operation")
+        return _respond(result)
+
+    async def _execute(self, prepared: _Prepared) -> ExecutionResult:
         result = execute(
             self._schema,
             prepared.document,
@@ -125,15 +145,60 @@ class GraphqlEndpoint:
         )
         if not isinstance(result, ExecutionResult):
             result = await result
+        return result
+
+    async def _from_cache(self, prepared: _Prepared) -> Response | None:
+        """The answer through the edge cache; None when the request is not one it serves.
+
+        Only persisted queries of a verified caller are cached, and only when
+        the caller may run every root field (a refused caller gets the
+        errors from the services, uncached).
+        """
         principal = prepared.context.principal
-        if self._metering is not None and principal is not None and result.data is not None:
+        if self._edge is None or principal is None or prepared.operation_id is None:
+            return None
+        plan = self._edge.plan(
+            prepared.operation_id, prepared.document, prepared.operation_name, self._roots
+        )
+        if plan is None or not self._may_run(principal, plan.roots):
+            return None
+        key = CacheKey(
+            principal.tenant_id,
+            scope_hash(
+                principal.scopes,
+                jit=principal.jit,
+                subject=principal.subject if plan.per_caller else None,
+            ),
+            f"{prepared.operation_id}:{prepared.operation_name or ''}",
+            canonical_variables(prepared.variables),
+        )
+
+        async def origin() -> tuple[bytes, bool]:
+            result = await self._execute(prepared)
+            return bytes(_respond(result).body), result.data is not None and not result.errors
+
+        outcome = await self._edge.cache.fetch(key, plan.freshness, origin)
+        if self._metering is not None:
             self._metering.count(principal.tenant, "graphql.operation")
-        return _respond(result)
+        return Response(
+            outcome.body, media_type="application/json", headers={"x-cache": outcome.kind}
+        )
+
+    def _may_run(self, principal: Principal, roots: Iterable[RootField]) -> bool:
+        now = int(time.time())
+        for root in roots:
+            if root.public:
+                continue
+            method = root.method
+            facts = MethodFacts(method.containing_service.full_name, method.name, root.permission)
+            if not self._engine.decide(principal.facts, facts, {}, now).allow:
+                return False
+        return True
 
     async def _prepare(self, request: Request) -> _Prepared:
         payload = await self._payload(request)
         context = self._context(request)
-        document = self._document(payload, context)
+        document, persisted_id = self._document(payload, context)
         variables = payload.get("variables") or {}
         if not isinstance(variables, dict):
             raise RequestProblem("variables must be a JSON object", "BAD_USER_INPUT")
@@ -145,7 +210,7 @@ class GraphqlEndpoint:
             raise RequestProblem("no operation of that name", "BAD_USER_INPUT")
         if request.method == "GET" and operation.operation != OperationType.QUERY:
             raise RequestProblem("only queries may be sent with GET", "BAD_REQUEST")
-        return _Prepared(document, context, variables, operation_name)
+        return _Prepared(document, context, variables, operation_name, persisted_id)
 
     async def _payload(self, request: Request) -> dict[str, Any]:
         if request.method == "GET":
@@ -180,7 +245,10 @@ class GraphqlEndpoint:
                 error.message, "UNAUTHENTICATED", reason=reason_name(error.reason)
             ) from None
 
-    def _document(self, payload: dict[str, Any], context: FacadeContext) -> DocumentNode:
+    def _document(
+        self, payload: dict[str, Any], context: FacadeContext
+    ) -> tuple[DocumentNode, str | None]:
+        """The document to run, and the id of the persisted operation it is (if it is one)."""
         query = payload.get("query")
         identifier = payload.get("id") or _persisted_hash(payload.get("extensions"))
         if query is not None and not isinstance(query, str):
@@ -197,7 +265,7 @@ class GraphqlEndpoint:
         if identifier is not None:
             persisted = self._operations.get(identifier)
             if persisted is not None:
-                return persisted.ast
+                return persisted.ast, persisted.id
             if query is None or not self._limits.auto_register:
                 raise RequestProblem(
                     f"no persisted operation {identifier}", "PERSISTED_QUERY_NOT_FOUND"
@@ -206,22 +274,22 @@ class GraphqlEndpoint:
                 raise RequestProblem("the id is not the SHA-256 of the query", "BAD_USER_INPUT")
             # Automatic registration (opt-in): the document joins the safelist.
             registered = self._operations.register(query, self._checked(_parsed(query)))
-            return registered.ast
+            return registered.ast, registered.id
         assert query is not None
         persisted = self._operations.get(operation_id(query))
         if persisted is not None:
-            return persisted.ast
+            return persisted.ast, persisted.id
         ast = _parsed(query)
         # The same document, however a client library printed it, is the same operation.
         persisted = self._operations.matching(ast)
         if persisted is not None:
-            return persisted.ast
+            return persisted.ast, persisted.id
         if self._limits.production and not self._may_send_ad_hoc(context):
             raise RequestProblem(
                 "only persisted operations run here; send the id of a registered one",
                 "PERSISTED_QUERY_REQUIRED",
             )
-        return self._checked(ast)
+        return self._checked(ast), None
 
     def _may_send_ad_hoc(self, context: FacadeContext) -> bool:
         principal = context.principal

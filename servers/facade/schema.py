@@ -168,7 +168,8 @@ def _is_map(field_descriptor: FieldDescriptor) -> bool:
     )
 
 
-def _is_read(method: MethodDescriptor) -> bool:
+def is_read(method: MethodDescriptor) -> bool:
+    """True for RPCs without side effects (declared, or by their name)."""
     level = method.GetOptions().idempotency_level
     return level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS or method.name.startswith(
         _READ_PREFIXES
@@ -413,7 +414,7 @@ class _Builder:
         options = method.GetOptions()
         rule = options.Extensions[authorization_pb2.authorization]
         exposure = options.Extensions[graphql_pb2.graphql]
-        operation: Operation = "query" if _is_read(method) else "mutation"
+        operation: Operation = "query" if is_read(method) else "mutation"
         name = _field_name(method)
         if (operation, name) in self.roots:
             other = self.roots[operation, name].method.full_name

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from intelgraph.common.v1 import authorization_pb2 as intelgraph_dot_common_dot_v1_dot_authorization__pb2
+from intelgraph.common.v1 import cache_pb2 as intelgraph_dot_common_dot_v1_dot_cache__pb2
 from intelgraph.common.v1 import field_behavior_pb2 as intelgraph_dot_common_dot_v1_dot_field__behavior__pb2
 from intelgraph.common.v1 import pagination_pb2 as intelgraph_dot_common_dot_v1_dot_pagination__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/intelgraph/analytics/v1/analytics_service.proto\x12\x17intelgraph.analytics.v1\x1a(intelgraph/common/v1/authorization.proto\x1a)intelgraph/common/v1/field_behavior.proto\x1a%intelgraph/common/v1/pagination.proto\"1\n\x06\x45ntity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\"^\n\x0cRelationship\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x11\n\ttarget_id\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0e\n\x06weight\x18\x05 \x01(\x01\"\xb3\x01\n\rPackParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x04type\x18\x02 \x01(\x0e\x32&.intelgraph.analytics.v1.ParameterType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07minimum\x18\x04 \x01(\x03\x12\x0f\n\x07maximum\x18\x05 \x01(\x03\x12\x15\n\rdefault_value\x18\x06 \x01(\x03\x12\x10\n\x08required\x18\x07 \x01(\x08\"\x99\x01\n\x08PackSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x62\x61\x63\x18\x02 \x03(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x05\x12\x0e\n\x06sample\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12:\n\nparameters\x18\x06 \x03(\x0b\x32&.intelgraph.analytics.v1.PackParameter\"x\n\x0ePackParameters\x12\x12\n\x05top_k\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\x08max_hops\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12\x11\n\ttarget_id\x18\x04 \x01(\tB\x08\n\x06_top_kB\x0b\n\t_max_hops\"\xc1\x01\n\x0c\x43ostEstimate\x12\x13\n\x0b\x65xpected_ms\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x15\n\rnodes_touched\x18\x03 \x01(\x03\x12\x15\n\redges_touched\x18\x04 \x01(\x03\x12\x18\n\x10sampling_applies\x18\x05 \x01(\x08\x12\x15\n\rwithin_budget\x18\x06 \x01(\x08\x12\x16\n\x0egraph_revision\x18\x07 \x01(\x03\x12\x0f\n\x07sampler\x18\x08 \x01(\t\";\n\x08Sampling\x12\x0f\n\x07sampled\x18\x01 \x01(\x08\x12\x0f\n\x07sampler\x18\x02 \x01(\t\x12\r\n\x05ratio\x18\x03 \x01(\x01\"C\n\x0cScoredEntity\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tcommunity\x18\x03 \x01(\x05\"\xbf\x02\n\nPackResult\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12\x16\n\x0egraph_revision\x18\x02 \x01(\x03\x12\x37\n\x08\x65ntities\x18\x03 \x03(\x0b\x32%.intelgraph.analytics.v1.ScoredEntity\x12\x0c\n\x04path\x18\x04 \x03(\t\x12\x11\n\tpath_cost\x18\x05 \x01(\x01\x12\x12\n\nmodularity\x18\x06 \x01(\x01\x12\x33\n\x08sampling\x18\x07 \x01(\x0b\x32!.intelgraph.analytics.v1.Sampling\x12\x37\n\x08\x65stimate\x18\x08 \x01(\x0b\x32%.intelgraph.analytics.v1.CostEstimate\x12\x12\n\nelapsed_ms\x18\t \x01(\x01\x12\x18\n\x10projection_bytes\x18\n \x01(\x03\"\x85\x01\n\x12ImportGraphRequest\x12\x31\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x1f.intelgraph.analytics.v1.Entity\x12<\n\rrelationships\x18\x02 \x03(\x0b\x32%.intelgraph.analytics.v1.Relationship\"h\n\x13ImportGraphResponse\x12\x19\n\x11\x65ntities_upserted\x18\x01 \x01(\x03\x12\x1e\n\x16relationships_upserted\x18\x02 \x01(\x03\x12\x16\n\x0egraph_revision\x18\x03 \x01(\x03\"C\n\x10ListPacksRequest\x12/\n\x04page\x18\x01 \x01(\x0b\x32!.intelgraph.common.v1.PageRequest\"w\n\x11ListPacksResponse\x12\x30\n\x05packs\x18\x01 \x03(\x0b\x32!.intelgraph.analytics.v1.PackSpec\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".intelgraph.common.v1.PageResponse\"i\n\x13\x45stimatePackRequest\x12\x15\n\x07pack_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12;\n\nparameters\x18\x02 \x01(\x0b\x32\'.intelgraph.analytics.v1.PackParameters\"O\n\x14\x45stimatePackResponse\x12\x37\n\x08\x65stimate\x18\x01 \x01(\x0b\x32%.intelgraph.analytics.v1.CostEstimate\"d\n\x0eRunPackRequest\x12\x15\n\x07pack_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12;\n\nparameters\x18\x02 \x01(\x0b\x32\'.intelgraph.analytics.v1.PackParameters\"F\n\x0fRunPackResponse\x12\x33\n\x06result\x18\x01 \x01(\x0b\x32#.intelgraph.analytics.v1.PackResult*i\n\rParameterType\x12\x1e\n\x1aPARAMETER_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PARAMETER_TYPE_INTEGER\x10\x01\x12\x1c\n\x18PARAMETER_TYPE_ENTITY_ID\x10\x02\x32\x8e\x04\n\x10\x41nalyticsService\x12\x81\x01\n\x0bImportGraph\x12+.intelgraph.analytics.v1.ImportGraphRequest\x1a,.intelgraph.analytics.v1.ImportGraphResponse\"\x15\xa2\xbb\x18\x11\n\x0f\x61nalytics.write(\x01\x12{\n\tListPacks\x12).intelgraph.analytics.v1.ListPacksRequest\x1a*.intelgraph.analytics.v1.ListPacksResponse\"\x17\x90\x02\x01\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\x12\x84\x01\n\x0c\x45stimatePack\x12,.intelgraph.analytics.v1.EstimatePackRequest\x1a-.intelgraph.analytics.v1.EstimatePackResponse\"\x17\x90\x02\x01\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\x12r\n\x07RunPack\x12\'.intelgraph.analytics.v1.RunPackRequest\x1a(.intelgraph.analytics.v1.RunPackResponse\"\x14\xa2\xbb\x18\x10\n\x0e\x61nalytics.readb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/intelgraph/analytics/v1/analytics_service.proto\x12\x17intelgraph.analytics.v1\x1a(intelgraph/common/v1/authorization.proto\x1a intelgraph/common/v1/cache.proto\x1a)intelgraph/common/v1/field_behavior.proto\x1a%intelgraph/common/v1/pagination.proto\"1\n\x06\x45ntity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\"^\n\x0cRelationship\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x11\n\ttarget_id\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0e\n\x06weight\x18\x05 \x01(\x01\"\xb3\x01\n\rPackParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x04type\x18\x02 \x01(\x0e\x32&.intelgraph.analytics.v1.ParameterType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07minimum\x18\x04 \x01(\x03\x12\x0f\n\x07maximum\x18\x05 \x01(\x03\x12\x15\n\rdefault_value\x18\x06 \x01(\x03\x12\x10\n\x08required\x18\x07 \x01(\x08\"\x99\x01\n\x08PackSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x62\x61\x63\x18\x02 \x03(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x05\x12\x0e\n\x06sample\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12:\n\nparameters\x18\x06 \x03(\x0b\x32&.intelgraph.analytics.v1.PackParameter\"x\n\x0ePackParameters\x12\x12\n\x05top_k\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\x08max_hops\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12\x11\n\ttarget_id\x18\x04 \x01(\tB\x08\n\x06_top_kB\x0b\n\t_max_hops\"\xc1\x01\n\x0c\x43ostEstimate\x12\x13\n\x0b\x65xpected_ms\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x15\n\rnodes_touched\x18\x03 \x01(\x03\x12\x15\n\redges_touched\x18\x04 \x01(\x03\x12\x18\n\x10sampling_applies\x18\x05 \x01(\x08\x12\x15\n\rwithin_budget\x18\x06 \x01(\x08\x12\x16\n\x0egraph_revision\x18\x07 \x01(\x03\x12\x0f\n\x07sampler\x18\x08 \x01(\t\";\n\x08Sampling\x12\x0f\n\x07sampled\x18\x01 \x01(\x08\x12\x0f\n\x07sampler\x18\x02 \x01(\t\x12\r\n\x05ratio\x18\x03 \x01(\x01\"C\n\x0cScoredEntity\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tcommunity\x18\x03 \x01(\x05\"\xbf\x02\n\nPackResult\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12\x16\n\x0egraph_revision\x18\x02 \x01(\x03\x12\x37\n\x08\x65ntities\x18\x03 \x03(\x0b\x32%.intelgraph.analytics.v1.ScoredEntity\x12\x0c\n\x04path\x18\x04 \x03(\t\x12\x11\n\tpath_cost\x18\x05 \x01(\x01\x12\x12\n\nmodularity\x18\x06 \x01(\x01\x12\x33\n\x08sampling\x18\x07 \x01(\x0b\x32!.intelgraph.analytics.v1.Sampling\x12\x37\n\x08\x65stimate\x18\x08 \x01(\x0b\x32%.intelgraph.analytics.v1.CostEstimate\x12\x12\n\nelapsed_ms\x18\t \x01(\x01\x12\x18\n\x10projection_bytes\x18\n \x01(\x03\"\x85\x01\n\x12ImportGraphRequest\x12\x31\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x1f.intelgraph.analytics.v1.Entity\x12<\n\rrelationships\x18\x02 \x03(\x0b\x32%.intelgraph.analytics.v1.Relationship\"h\n\x13ImportGraphResponse\x12\x19\n\x11\x65ntities_upserted\x18\x01 \x01(\x03\x12\x1e\n\x16relationships_upserted\x18\x02 \x01(\x03\x12\x16\n\x0egraph_revision\x18\x03 \x01(\x03\"C\n\x10ListPacksRequest\x12/\n\x04page\x18\x01 \x01(\x0b\x32!.intelgraph.common.v1.PageRequest\"w\n\x11ListPacksResponse\x12\x30\n\x05packs\x18\x01 \x03(\x0b\x32!.intelgraph.analytics.v1.PackSpec\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".intelgraph.common.v1.PageResponse\"i\n\x13\x45stimatePackRequest\x12\x15\n\x07pack_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12;\n\nparameters\x18\x02 \x01(\x0b\x32\'.intelgraph.analytics.v1.PackParameters\"O\n\x14\x45stimatePackResponse\x12\x37\n\x08\x65stimate\x18\x01 \x01(\x0b\x32%.intelgraph.analytics.v1.CostEstimate\"d\n\x0eRunPackRequest\x12\x15\n\x07pack_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12;\n\nparameters\x18\x02 \x01(\x0b\x32\'.intelgraph.analytics.v1.PackParameters\"F\n\x0fRunPackResponse\x12\x33\n\x06result\x18\x01 \x01(\x0b\x32#.intelgraph.analytics.v1.PackResult*i\n\rParameterType\x12\x1e\n\x1aPARAMETER_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PARAMETER_TYPE_INTEGER\x10\x01\x12\x1c\n\x18PARAMETER_TYPE_ENTITY_ID\x10\x02\x32\xfc\x04\n\x10\x41nalyticsService\x12\xab\x01\n\x0bImportGraph\x12+.intelgraph.analytics.v1.ImportGraphRequest\x1a,.intelgraph.analytics.v1.ImportGraphResponse\"?\xa2\xbb\x18\x11\n\x0f\x61nalytics.write\xe2\xbd\x18&*$intelgraph.analytics.v1.CostEstimate(\x01\x12{\n\tListPacks\x12).intelgraph.analytics.v1.ListPacksRequest\x1a*.intelgraph.analytics.v1.ListPacksResponse\"\x17\x90\x02\x01\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\x12\x84\x01\n\x0c\x45stimatePack\x12,.intelgraph.analytics.v1.EstimatePackRequest\x1a-.intelgraph.analytics.v1.EstimatePackResponse\"\x17\x90\x02\x01\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\x12\xb5\x01\n\x07RunPack\x12\'.intelgraph.analytics.v1.RunPackRequest\x1a(.intelgraph.analytics.v1.RunPackResponse\"W\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\xe2\xbd\x18?*\x1dintelgraph.billing.v1.Invoice*\x1eintelgraph.billing.v1.SpendCapb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,49 +40,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNPACKREQUEST'].fields_by_name['pack_id']._loaded_options = None
   _globals['_RUNPACKREQUEST'].fields_by_name['pack_id']._serialized_options = b'\300\274\030\001'
   _globals['_ANALYTICSSERVICE'].methods_by_name['ImportGraph']._loaded_options = None
-  _globals['_ANALYTICSSERVICE'].methods_by_name['ImportGraph']._serialized_options = b'\242\273\030\021\n\017analytics.write'
+  _globals['_ANALYTICSSERVICE'].methods_by_name['ImportGraph']._serialized_options = b'\242\273\030\021\n\017analytics.write\342\275\030&*$intelgraph.analytics.v1.CostEstimate'
   _globals['_ANALYTICSSERVICE'].methods_by_name['ListPacks']._loaded_options = None
   _globals['_ANALYTICSSERVICE'].methods_by_name['ListPacks']._serialized_options = b'\220\002\001\242\273\030\020\n\016analytics.read'
   _globals['_ANALYTICSSERVICE'].methods_by_name['EstimatePack']._loaded_options = None
   _globals['_ANALYTICSSERVICE'].methods_by_name['EstimatePack']._serialized_options = b'\220\002\001\242\273\030\020\n\016analytics.read'
   _globals['_ANALYTICSSERVICE'].methods_by_name['RunPack']._loaded_options = None
-  _globals['_ANALYTICSSERVICE'].methods_by_name['RunPack']._serialized_options = b'\242\273\030\020\n\016analytics.read'
-  _globals['_PARAMETERTYPE']._serialized_start=2249
-  _globals['_PARAMETERTYPE']._serialized_end=2354
-  _globals['_ENTITY']._serialized_start=200
-  _globals['_ENTITY']._serialized_end=249
-  _globals['_RELATIONSHIP']._serialized_start=251
-  _globals['_RELATIONSHIP']._serialized_end=345
-  _globals['_PACKPARAMETER']._serialized_start=348
-  _globals['_PACKPARAMETER']._serialized_end=527
-  _globals['_PACKSPEC']._serialized_start=530
-  _globals['_PACKSPEC']._serialized_end=683
-  _globals['_PACKPARAMETERS']._serialized_start=685
-  _globals['_PACKPARAMETERS']._serialized_end=805
-  _globals['_COSTESTIMATE']._serialized_start=808
-  _globals['_COSTESTIMATE']._serialized_end=1001
-  _globals['_SAMPLING']._serialized_start=1003
-  _globals['_SAMPLING']._serialized_end=1062
-  _globals['_SCOREDENTITY']._serialized_start=1064
-  _globals['_SCOREDENTITY']._serialized_end=1131
-  _globals['_PACKRESULT']._serialized_start=1134
-  _globals['_PACKRESULT']._serialized_end=1453
-  _globals['_IMPORTGRAPHREQUEST']._serialized_start=1456
-  _globals['_IMPORTGRAPHREQUEST']._serialized_end=1589
-  _globals['_IMPORTGRAPHRESPONSE']._serialized_start=1591
-  _globals['_IMPORTGRAPHRESPONSE']._serialized_end=1695
-  _globals['_LISTPACKSREQUEST']._serialized_start=1697
-  _globals['_LISTPACKSREQUEST']._serialized_end=1764
-  _globals['_LISTPACKSRESPONSE']._serialized_start=1766
-  _globals['_LISTPACKSRESPONSE']._serialized_end=1885
-  _globals['_ESTIMATEPACKREQUEST']._serialized_start=1887
-  _globals['_ESTIMATEPACKREQUEST']._serialized_end=1992
-  _globals['_ESTIMATEPACKRESPONSE']._serialized_start=1994
-  _globals['_ESTIMATEPACKRESPONSE']._serialized_end=2073
-  _globals['_RUNPACKREQUEST']._serialized_start=2075
-  _globals['_RUNPACKREQUEST']._serialized_end=2175
-  _globals['_RUNPACKRESPONSE']._serialized_start=2177
-  _globals['_RUNPACKRESPONSE']._serialized_end=2247
-  _globals['_ANALYTICSSERVICE']._serialized_start=2357
-  _globals['_ANALYTICSSERVICE']._serialized_end=2883
+  _globals['_ANALYTICSSERVICE'].methods_by_name['RunPack']._serialized_options = b'\242\273\030\020\n\016analytics.read\342\275\030?*\035intelgraph.billing.v1.Invoice*\036intelgraph.billing.v1.SpendCap'
+  _globals['_PARAMETERTYPE']._serialized_start=2283
+  _globals['_PARAMETERTYPE']._serialized_end=2388
+  _globals['_ENTITY']._serialized_start=234
+  _globals['_ENTITY']._serialized_end=283
+  _globals['_RELATIONSHIP']._serialized_start=285
+  _globals['_RELATIONSHIP']._serialized_end=379
+  _globals['_PACKPARAMETER']._serialized_start=382
+  _globals['_PACKPARAMETER']._serialized_end=561
+  _globals['_PACKSPEC']._serialized_start=564
+  _globals['_PACKSPEC']._serialized_end=717
+  _globals['_PACKPARAMETERS']._serialized_start=719
+  _globals['_PACKPARAMETERS']._serialized_end=839
+  _globals['_COSTESTIMATE']._serialized_start=842
+  _globals['_COSTESTIMATE']._serialized_end=1035
+  _globals['_SAMPLING']._serialized_start=1037
+  _globals['_SAMPLING']._serialized_end=1096
+  _globals['_SCOREDENTITY']._serialized_start=1098
+  _globals['_SCOREDENTITY']._serialized_end=1165
+  _globals['_PACKRESULT']._serialized_start=1168
+  _globals['_PACKRESULT']._serialized_end=1487
+  _globals['_IMPORTGRAPHREQUEST']._serialized_start=1490
+  _globals['_IMPORTGRAPHREQUEST']._serialized_end=1623
+  _globals['_IMPORTGRAPHRESPONSE']._serialized_start=1625
+  _globals['_IMPORTGRAPHRESPONSE']._serialized_end=1729
+  _globals['_LISTPACKSREQUEST']._serialized_start=1731
+  _globals['_LISTPACKSREQUEST']._serialized_end=1798
+  _globals['_LISTPACKSRESPONSE']._serialized_start=1800
+  _globals['_LISTPACKSRESPONSE']._serialized_end=1919
+  _globals['_ESTIMATEPACKREQUEST']._serialized_start=1921
+  _globals['_ESTIMATEPACKREQUEST']._serialized_end=2026
+  _globals['_ESTIMATEPACKRESPONSE']._serialized_start=2028
+  _globals['_ESTIMATEPACKRESPONSE']._serialized_end=2107
+  _globals['_RUNPACKREQUEST']._serialized_start=2109
+  _globals['_RUNPACKREQUEST']._serialized_end=2209
+  _globals['_RUNPACKRESPONSE']._serialized_start=2211
+  _globals['_RUNPACKRESPONSE']._serialized_end=2281
+  _globals['_ANALYTICSSERVICE']._serialized_start=2391
+  _globals['_ANALYTICSSERVICE']._serialized_end=3027
 # @@protoc_insertion_point(module_scope)

@@ -24,12 +24,13 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from intelgraph.common.v1 import authorization_pb2 as intelgraph_dot_common_dot_v1_dot_authorization__pb2
+from intelgraph.common.v1 import cache_pb2 as intelgraph_dot_common_dot_v1_dot_cache__pb2
 from intelgraph.common.v1 import field_behavior_pb2 as intelgraph_dot_common_dot_v1_dot_field__behavior__pb2
 from intelgraph.common.v1 import money_pb2 as intelgraph_dot_common_dot_v1_dot_money__pb2
 from intelgraph.common.v1 import pagination_pb2 as intelgraph_dot_common_dot_v1_dot_pagination__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+intelgraph/catalog/v1/catalog_service.proto\x12\x15intelgraph.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a(intelgraph/common/v1/authorization.proto\x1a)intelgraph/common/v1/field_behavior.proto\x1a intelgraph/common/v1/money.proto\x1a%intelgraph/common/v1/pagination.proto\"7\n\x03Slo\x12\x1b\n\x13\x61vailability_target\x18\x01 \x01(\x01\x12\x13\n\x0bwindow_days\x18\x02 \x01(\x05\"\x83\x01\n\nBudgetLink\x12\x11\n\tbudget_id\x18\x01 \x01(\t\x12\x33\n\x0emonthly_amount\x18\x02 \x01(\x0b\x32\x1b.intelgraph.common.v1.Money\x12-\n\tlinked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9b\x02\n\x07Service\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65pendency_ids\x18\x05 \x03(\t\x12\'\n\x03slo\x18\x06 \x01(\x0b\x32\x1a.intelgraph.catalog.v1.Slo\x12\x31\n\x06\x62udget\x18\x07 \x01(\x0b\x32!.intelgraph.catalog.v1.BudgetLink\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc4\x01\n\tSloReport\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x1b\n\x13\x61vailability_target\x18\x02 \x01(\x01\x12\x1d\n\x15\x61\x63hieved_availability\x18\x03 \x01(\x01\x12\x1b\n\x13\x65rror_budget_events\x18\x04 \x01(\x01\x12\x17\n\x0f\x62udget_consumed\x18\x05 \x01(\x01\x12\x11\n\tburn_rate\x18\x06 \x01(\x01\x12\x1e\n\x16\x63omposite_availability\x18\x07 \x01(\x01\"\x8a\x01\n\rServiceChange\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x19\n\x0c\x61vailability\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\x12\x61\x64\x64_dependency_ids\x18\x03 \x03(\t\x12\x1d\n\x15remove_dependency_ids\x18\x04 \x03(\tB\x0f\n\r_availability\"\x9f\x01\n\x08Scenario\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x35\n\x07\x63hanges\x18\x03 \x03(\x0b\x32$.intelgraph.catalog.v1.ServiceChange\x12\x12\n\ncreated_by\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\rServiceImpact\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x1d\n\x15\x62\x61seline_availability\x18\x02 \x01(\x01\x12\x1d\n\x15scenario_availability\x18\x03 \x01(\x01\x12\x1d\n\x15\x62udget_consumed_delta\x18\x04 \x01(\x01\"M\n\x14UpsertServiceRequest\x12\x35\n\x07service\x18\x01 \x01(\x0b\x32\x1e.intelgraph.catalog.v1.ServiceB\x04\xc0\xbc\x18\x01\"Y\n\x15UpsertServiceResponse\x12/\n\x07service\x18\x01 \x01(\x0b\x32\x1e.intelgraph.catalog.v1.Service\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"%\n\x11GetServiceRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\"E\n\x12GetServiceResponse\x12/\n\x07service\x18\x01 \x01(\x0b\x32\x1e.intelgraph.catalog.v1.Service\"U\n\x13ListServicesRequest\x12/\n\x04page\x18\x01 \x01(\x0b\x32!.intelgraph.common.v1.PageRequest\x12\r\n\x05owner\x18\x02 \x01(\t\"z\n\x14ListServicesResponse\x12\x30\n\x08services\x18\x01 \x03(\x0b\x32\x1e.intelgraph.catalog.v1.Service\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".intelgraph.common.v1.PageResponse\"m\n\x11\x43omputeSloRequest\x12\x18\n\nservice_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12\x14\n\x0ctotal_events\x18\x02 \x01(\x03\x12\x12\n\nbad_events\x18\x03 \x01(\x03\x12\x14\n\x0c\x65lapsed_days\x18\x04 \x01(\x01\"F\n\x12\x43omputeSloResponse\x12\x30\n\x06report\x18\x01 \x01(\x0b\x32 .intelgraph.catalog.v1.SloReport\"K\n\x10RunWhatIfRequest\x12\x37\n\x08scenario\x18\x01 \x01(\x0b\x32\x1f.intelgraph.catalog.v1.ScenarioB\x04\xc0\xbc\x18\x01\"J\n\x11RunWhatIfResponse\x12\x35\n\x07impacts\x18\x01 \x03(\x0b\x32$.intelgraph.catalog.v1.ServiceImpact\"N\n\x13SaveScenarioRequest\x12\x37\n\x08scenario\x18\x01 \x01(\x0b\x32\x1f.intelgraph.catalog.v1.ScenarioB\x04\xc0\xbc\x18\x01\"I\n\x14SaveScenarioResponse\x12\x31\n\x08scenario\x18\x01 \x01(\x0b\x32\x1f.intelgraph.catalog.v1.Scenario\"&\n\x12GetScenarioRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\"H\n\x13GetScenarioResponse\x12\x31\n\x08scenario\x18\x01 \x01(\x0b\x32\x1f.intelgraph.catalog.v1.Scenario\"F\n\x10\x45xportCsvRequest\x12\x32\n\x04kind\x18\x01 \x01(\x0e\x32$.intelgraph.catalog.v1.CsvExportKind\"!\n\x11\x45xportCsvResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"{\n\x11LinkBudgetRequest\x12\x18\n\nservice_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12\x17\n\tbudget_id\x18\x02 \x01(\tB\x04\xc0\xbc\x18\x01\x12\x33\n\x0emonthly_amount\x18\x03 \x01(\x0b\x32\x1b.intelgraph.common.v1.Money\"E\n\x12LinkBudgetResponse\x12/\n\x07service\x18\x01 \x01(\x0b\x32\x1e.intelgraph.catalog.v1.Service*h\n\rCsvExportKind\x12\x1f\n\x1b\x43SV_EXPORT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43SV_EXPORT_KIND_SERVICES\x10\x01\x12\x18\n\x14\x43SV_EXPORT_KIND_SLOS\x10\x02\x32\xec\x08\n\x0e\x43\x61talogService\x12\x82\x01\n\rUpsertService\x12+.intelgraph.catalog.v1.UpsertServiceRequest\x1a,.intelgraph.catalog.v1.UpsertServiceResponse\"\x16\x90\x02\x02\xa2\xbb\x18\x0f\n\rcatalog.write\x12x\n\nGetService\x12(.intelgraph.catalog.v1.GetServiceRequest\x1a).intelgraph.catalog.v1.GetServiceResponse\"\x15\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read\x12~\n\x0cListServices\x12*.intelgraph.catalog.v1.ListServicesRequest\x1a+.intelgraph.catalog.v1.ListServicesResponse\"\x15\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read\x12x\n\nComputeSlo\x12(.intelgraph.catalog.v1.ComputeSloRequest\x1a).intelgraph.catalog.v1.ComputeSloResponse\"\x15\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read\x12u\n\tRunWhatIf\x12\'.intelgraph.catalog.v1.RunWhatIfRequest\x1a(.intelgraph.catalog.v1.RunWhatIfResponse\"\x15\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read\x12|\n\x0cSaveScenario\x12*.intelgraph.catalog.v1.SaveScenarioRequest\x1a+.intelgraph.catalog.v1.SaveScenarioResponse\"\x13\xa2\xbb\x18\x0f\n\rcatalog.write\x12{\n\x0bGetScenario\x12).intelgraph.catalog.v1.GetScenarioRequest\x1a*.intelgraph.catalog.v1.GetScenarioResponse\"\x15\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read\x12w\n\tExportCsv\x12\'.intelgraph.catalog.v1.ExportCsvRequest\x1a(.intelgraph.catalog.v1.ExportCsvResponse\"\x15\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read0\x01\x12v\n\nLinkBudget\x12(.intelgraph.catalog.v1.LinkBudgetRequest\x1a).intelgraph.catalog.v1.LinkBudgetResponse\"\x13\xa2\xbb\x18\x0f\n\rcatalog.writeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+intelgraph/catalog/v1/catalog_service.proto\x12\x15intelgraph.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a(intelgraph/common/v1/authorization.proto\x1a intelgraph/common/v1/cache.proto\x1a)intelgraph/common/v1/field_behavior.proto\x1a intelgraph/common/v1/money.proto\x1a%intelgraph/common/v1/pagination.proto\"7\n\x03Slo\x12\x1b\n\x13\x61vailability_target\x18\x01 \x01(\x01\x12\x13\n\x0bwindow_days\x18\x02 \x01(\x05\"\x83\x01\n\nBudgetLink\x12\x11\n\tbudget_id\x18\x01 \x01(\t\x12\x33\n\x0emonthly_amount\x18\x02 \x01(\x0b\x32\x1b.intelgraph.common.v1.Money\x12-\n\tlinked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9b\x02\n\x07Service\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65pendency_ids\x18\x05 \x03(\t\x12\'\n\x03slo\x18\x06 \x01(\x0b\x32\x1a.intelgraph.catalog.v1.Slo\x12\x31\n\x06\x62udget\x18\x07 \x01(\x0b\x32!.intelgraph.catalog.v1.BudgetLink\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc4\x01\n\tSloReport\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x1b\n\x13\x61vailability_target\x18\x02 \x01(\x01\x12\x1d\n\x15\x61\x63hieved_availability\x18\x03 \x01(\x01\x12\x1b\n\x13\x65rror_budget_events\x18\x04 \x01(\x01\x12\x17\n\x0f\x62udget_consumed\x18\x05 \x01(\x01\x12\x11\n\tburn_rate\x18\x06 \x01(\x01\x12\x1e\n\x16\x63omposite_availability\x18\x07 \x01(\x01\"\x8a\x01\n\rServiceChange\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x19\n\x0c\x61vailability\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\x12\x61\x64\x64_dependency_ids\x18\x03 \x03(\t\x12\x1d\n\x15remove_dependency_ids\x18\x04 \x03(\tB\x0f\n\r_availability\"\x9f\x01\n\x08Scenario\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x35\n\x07\x63hanges\x18\x03 \x03(\x0b\x32$.intelgraph.catalog.v1.ServiceChange\x12\x12\n\ncreated_by\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\rServiceImpact\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x1d\n\x15\x62\x61seline_availability\x18\x02 \x01(\x01\x12\x1d\n\x15scenario_availability\x18\x03 \x01(\x01\x12\x1d\n\x15\x62udget_consumed_delta\x18\x04 \x01(\x01\"M\n\x14UpsertServiceRequest\x12\x35\n\x07service\x18\x01 \x01(\x0b\x32\x1e.intelgraph.catalog.v1.ServiceB\x04\xc0\xbc\x18\x01\"Y\n\x15UpsertServiceResponse\x12/\n\x07service\x18\x01 \x01(\x0b\x32\x1e.intelgraph.catalog.v1.Service\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"%\n\x11GetServiceRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\"E\n\x12GetServiceResponse\x12/\n\x07service\x18\x01 \x01(\x0b\x32\x1e.intelgraph.catalog.v1.Service\"U\n\x13ListServicesRequest\x12/\n\x04page\x18\x01 \x01(\x0b\x32!.intelgraph.common.v1.PageRequest\x12\r\n\x05owner\x18\x02 \x01(\t\"z\n\x14ListServicesResponse\x12\x30\n\x08services\x18\x01 \x03(\x0b\x32\x1e.intelgraph.catalog.v1.Service\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".intelgraph.common.v1.PageResponse\"m\n\x11\x43omputeSloRequest\x12\x18\n\nservice_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12\x14\n\x0ctotal_events\x18\x02 \x01(\x03\x12\x12\n\nbad_events\x18\x03 \x01(\x03\x12\x14\n\x0c\x65lapsed_days\x18\x04 \x01(\x01\"F\n\x12\x43omputeSloResponse\x12\x30\n\x06report\x18\x01 \x01(\x0b\x32 .intelgraph.catalog.v1.SloReport\"K\n\x10RunWhatIfRequest\x12\x37\n\x08scenario\x18\x01 \x01(\x0b\x32\x1f.intelgraph.catalog.v1.ScenarioB\x04\xc0\xbc\x18\x01\"J\n\x11RunWhatIfResponse\x12\x35\n\x07impacts\x18\x01 \x03(\x0b\x32$.intelgraph.catalog.v1.ServiceImpact\"N\n\x13SaveScenarioRequest\x12\x37\n\x08scenario\x18\x01 \x01(\x0b\x32\x1f.intelgraph.catalog.v1.ScenarioB\x04\xc0\xbc\x18\x01\"I\n\x14SaveScenarioResponse\x12\x31\n\x08scenario\x18\x01 \x01(\x0b\x32\x1f.intelgraph.catalog.v1.Scenario\"&\n\x12GetScenarioRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\"H\n\x13GetScenarioResponse\x12\x31\n\x08scenario\x18\x01 \x01(\x0b\x32\x1f.intelgraph.catalog.v1.Scenario\"F\n\x10\x45xportCsvRequest\x12\x32\n\x04kind\x18\x01 \x01(\x0e\x32$.intelgraph.catalog.v1.CsvExportKind\"!\n\x11\x45xportCsvResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"{\n\x11LinkBudgetRequest\x12\x18\n\nservice_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12\x17\n\tbudget_id\x18\x02 \x01(\tB\x04\xc0\xbc\x18\x01\x12\x33\n\x0emonthly_amount\x18\x03 \x01(\x0b\x32\x1b.intelgraph.common.v1.Money\"E\n\x12LinkBudgetResponse\x12/\n\x07service\x18\x01 \x01(\x0b\x32\x1e.intelgraph.catalog.v1.Service*h\n\rCsvExportKind\x12\x1f\n\x1b\x43SV_EXPORT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43SV_EXPORT_KIND_SERVICES\x10\x01\x12\x18\n\x14\x43SV_EXPORT_KIND_SLOS\x10\x02\x32\x90\t\n\x0e\x43\x61talogService\x12\x82\x01\n\rUpsertService\x12+.intelgraph.catalog.v1.UpsertServiceRequest\x1a,.intelgraph.catalog.v1.UpsertServiceResponse\"\x16\x90\x02\x02\xa2\xbb\x18\x0f\n\rcatalog.write\x12x\n\nGetService\x12(.intelgraph.catalog.v1.GetServiceRequest\x1a).intelgraph.catalog.v1.GetServiceResponse\"\x15\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read\x12~\n\x0cListServices\x12*.intelgraph.catalog.v1.ListServicesRequest\x1a+.intelgraph.catalog.v1.ListServicesResponse\"\x15\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read\x12x\n\nComputeSlo\x12(.intelgraph.catalog.v1.ComputeSloRequest\x1a).intelgraph.catalog.v1.ComputeSloResponse\"\x15\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read\x12u\n\tRunWhatIf\x12\'.intelgraph.catalog.v1.RunWhatIfRequest\x1a(.intelgraph.catalog.v1.RunWhatIfResponse\"\x15\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read\x12|\n\x0cSaveScenario\x12*.intelgraph.catalog.v1.SaveScenarioRequest\x1a+.intelgraph.catalog.v1.SaveScenarioResponse\"\x13\xa2\xbb\x18\x0f\n\rcatalog.write\x12{\n\x0bGetScenario\x12).intelgraph.catalog.v1.GetScenarioRequest\x1a*.intelgraph.catalog.v1.GetScenarioResponse\"\x15\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read\x12\x9a\x01\n\tExportCsv\x12\'.intelgraph.catalog.v1.ExportCsvRequest\x1a(.intelgraph.catalog.v1.ExportCsvResponse\"8\x90\x02\x01\xa2\xbb\x18\x0e\n\x0c\x63\x61talog.read\xe2\xbd\x18\x1f*\x1dintelgraph.catalog.v1.Service0\x01\x12v\n\nLinkBudget\x12(.intelgraph.catalog.v1.LinkBudgetRequest\x1a).intelgraph.catalog.v1.LinkBudgetResponse\"\x13\xa2\xbb\x18\x0f\n\rcatalog.writeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -67,61 +68,61 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CATALOGSERVICE'].methods_by_name['GetScenario']._loaded_options = None
   _globals['_CATALOGSERVICE'].methods_by_name['GetScenario']._serialized_options = b'\220\002\001\242\273\030\016\n\014catalog.read'
   _globals['_CATALOGSERVICE'].methods_by_name['ExportCsv']._loaded_options = None
-  _globals['_CATALOGSERVICE'].methods_by_name['ExportCsv']._serialized_options = b'\220\002\001\242\273\030\016\n\014catalog.read'
+  _globals['_CATALOGSERVICE'].methods_by_name['ExportCsv']._serialized_options = b'\220\002\001\242\273\030\016\n\014catalog.read\342\275\030\037*\035intelgraph.catalog.v1.Service'
   _globals['_CATALOGSERVICE'].methods_by_name['LinkBudget']._loaded_options = None
   _globals['_CATALOGSERVICE'].methods_by_name['LinkBudget']._serialized_options = b'\242\273\030\017\n\rcatalog.write'
-  _globals['_CSVEXPORTKIND']._serialized_start=2770
-  _globals['_CSVEXPORTKIND']._serialized_end=2874
-  _globals['_SLO']._serialized_start=261
-  _globals['_SLO']._serialized_end=316
-  _globals['_BUDGETLINK']._serialized_start=319
-  _globals['_BUDGETLINK']._serialized_end=450
-  _globals['_SERVICE']._serialized_start=453
-  _globals['_SERVICE']._serialized_end=736
-  _globals['_SLOREPORT']._serialized_start=739
-  _globals['_SLOREPORT']._serialized_end=935
-  _globals['_SERVICECHANGE']._serialized_start=938
-  _globals['_SERVICECHANGE']._serialized_end=1076
-  _globals['_SCENARIO']._serialized_start=1079
-  _globals['_SCENARIO']._serialized_end=1238
-  _globals['_SERVICEIMPACT']._serialized_start=1241
-  _globals['_SERVICEIMPACT']._serialized_end=1369
-  _globals['_UPSERTSERVICEREQUEST']._serialized_start=1371
-  _globals['_UPSERTSERVICEREQUEST']._serialized_end=1448
-  _globals['_UPSERTSERVICERESPONSE']._serialized_start=1450
-  _globals['_UPSERTSERVICERESPONSE']._serialized_end=1539
-  _globals['_GETSERVICEREQUEST']._serialized_start=1541
-  _globals['_GETSERVICEREQUEST']._serialized_end=1578
-  _globals['_GETSERVICERESPONSE']._serialized_start=1580
-  _globals['_GETSERVICERESPONSE']._serialized_end=1649
-  _globals['_LISTSERVICESREQUEST']._serialized_start=1651
-  _globals['_LISTSERVICESREQUEST']._serialized_end=1736
-  _globals['_LISTSERVICESRESPONSE']._serialized_start=1738
-  _globals['_LISTSERVICESRESPONSE']._serialized_end=1860
-  _globals['_COMPUTESLOREQUEST']._serialized_start=1862
-  _globals['_COMPUTESLOREQUEST']._serialized_end=1971
-  _globals['_COMPUTESLORESPONSE']._serialized_start=1973
-  _globals['_COMPUTESLORESPONSE']._serialized_end=2043
-  _globals['_RUNWHATIFREQUEST']._serialized_start=2045
-  _globals['_RUNWHATIFREQUEST']._serialized_end=2120
-  _globals['_RUNWHATIFRESPONSE']._serialized_start=2122
-  _globals['_RUNWHATIFRESPONSE']._serialized_end=2196
-  _globals['_SAVESCENARIOREQUEST']._serialized_start=2198
-  _globals['_SAVESCENARIOREQUEST']._serialized_end=2276
-  _globals['_SAVESCENARIORESPONSE']._serialized_start=2278
-  _globals['_SAVESCENARIORESPONSE']._serialized_end=2351
-  _globals['_GETSCENARIOREQUEST']._serialized_start=2353
-  _globals['_GETSCENARIOREQUEST']._serialized_end=2391
-  _globals['_GETSCENARIORESPONSE']._serialized_start=2393
-  _globals['_GETSCENARIORESPONSE']._serialized_end=2465
-  _globals['_EXPORTCSVREQUEST']._serialized_start=2467
-  _globals['_EXPORTCSVREQUEST']._serialized_end=2537
-  _globals['_EXPORTCSVRESPONSE']._serialized_start=2539
-  _globals['_EXPORTCSVRESPONSE']._serialized_end=2572
-  _globals['_LINKBUDGETREQUEST']._serialized_start=2574
-  _globals['_LINKBUDGETREQUEST']._serialized_end=2697
-  _globals['_LINKBUDGETRESPONSE']._serialized_start=2699
-  _globals['_LINKBUDGETRESPONSE']._serialized_end=2768
-  _globals['_CATALOGSERVICE']._serialized_start=2877
-  _globals['_CATALOGSERVICE']._serialized_end=4009
+  _globals['_CSVEXPORTKIND']._serialized_start=2804
+  _globals['_CSVEXPORTKIND']._serialized_end=2908
+  _globals['_SLO']._serialized_start=295
+  _globals['_SLO']._serialized_end=350
+  _globals['_BUDGETLINK']._serialized_start=353
+  _globals['_BUDGETLINK']._serialized_end=484
+  _globals['_SERVICE']._serialized_start=487
+  _globals['_SERVICE']._serialized_end=770
+  _globals['_SLOREPORT']._serialized_start=773
+  _globals['_SLOREPORT']._serialized_end=969
+  _globals['_SERVICECHANGE']._serialized_start=972
+  _globals['_SERVICECHANGE']._serialized_end=1110
+  _globals['_SCENARIO']._serialized_start=1113
+  _globals['_SCENARIO']._serialized_end=1272
+  _globals['_SERVICEIMPACT']._serialized_start=1275
+  _globals['_SERVICEIMPACT']._serialized_end=1403
+  _globals['_UPSERTSERVICEREQUEST']._serialized_start=1405
+  _globals['_UPSERTSERVICEREQUEST']._serialized_end=1482
+  _globals['_UPSERTSERVICERESPONSE']._serialized_start=1484
+  _globals['_UPSERTSERVICERESPONSE']._serialized_end=1573
+  _globals['_GETSERVICEREQUEST']._serialized_start=1575
+  _globals['_GETSERVICEREQUEST']._serialized_end=1612
+  _globals['_GETSERVICERESPONSE']._serialized_start=1614
+  _globals['_GETSERVICERESPONSE']._serialized_end=1683
+  _globals['_LISTSERVICESREQUEST']._serialized_start=1685
+  _globals['_LISTSERVICESREQUEST']._serialized_end=1770
+  _globals['_LISTSERVICESRESPONSE']._serialized_start=1772
+  _globals['_LISTSERVICESRESPONSE']._serialized_end=1894
+  _globals['_COMPUTESLOREQUEST']._serialized_start=1896
+  _globals['_COMPUTESLOREQUEST']._serialized_end=2005
+  _globals['_COMPUTESLORESPONSE']._serialized_start=2007
+  _globals['_COMPUTESLORESPONSE']._serialized_end=2077
+  _globals['_RUNWHATIFREQUEST']._serialized_start=2079
+  _globals['_RUNWHATIFREQUEST']._serialized_end=2154
+  _globals['_RUNWHATIFRESPONSE']._serialized_start=2156
+  _globals['_RUNWHATIFRESPONSE']._serialized_end=2230
+  _globals['_SAVESCENARIOREQUEST']._serialized_start=2232
+  _globals['_SAVESCENARIOREQUEST']._serialized_end=2310
+  _globals['_SAVESCENARIORESPONSE']._serialized_start=2312
+  _globals['_SAVESCENARIORESPONSE']._serialized_end=2385
+  _globals['_GETSCENARIOREQUEST']._serialized_start=2387
+  _globals['_GETSCENARIOREQUEST']._serialized_end=2425
+  _globals['_GETSCENARIORESPONSE']._serialized_start=2427
+  _globals['_GETSCENARIORESPONSE']._serialized_end=2499
+  _globals['_EXPORTCSVREQUEST']._serialized_start=2501
+  _globals['_EXPORTCSVREQUEST']._serialized_end=2571
+  _globals['_EXPORTCSVRESPONSE']._serialized_start=2573
+  _globals['_EXPORTCSVRESPONSE']._serialized_end=2606
+  _globals['_LINKBUDGETREQUEST']._serialized_start=2608
+  _globals['_LINKBUDGETREQUEST']._serialized_end=2731
+  _globals['_LINKBUDGETRESPONSE']._serialized_start=2733
+  _globals['_LINKBUDGETRESPONSE']._serialized_end=2802
+  _globals['_CATALOGSERVICE']._serialized_start=2911
+  _globals['_CATALOGSERVICE']._serialized_end=4079
 # @@protoc_insertion_point(module_scope)

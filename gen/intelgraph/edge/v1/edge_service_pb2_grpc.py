@@ -42,6 +42,11 @@ class EdgeServiceStub:
                 request_serializer=intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeResponse.FromString,
                 _registered_method=True)
+        self.PurgeEverything = channel.unary_unary(
+                '/intelgraph.edge.v1.EdgeService/PurgeEverything',
+                request_serializer=intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeEverythingRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeEverythingResponse.FromString,
+                _registered_method=True)
         self.GetCacheStats = channel.unary_unary(
                 '/intelgraph.edge.v1.EdgeService/GetCacheStats',
                 request_serializer=intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.GetCacheStatsRequest.SerializeToString,
@@ -72,6 +77,13 @@ class EdgeServiceServicer:
 
     def Purge(self, request, context):
         """Purges the caller's tenant's entries by tag, or all of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeEverything(self, request, context):
+        """Emergency purge: every tenant's entries, on every replica within a second.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,6 +124,11 @@ def add_EdgeServiceServicer_to_server(servicer, server):
                     servicer.Purge,
                     request_deserializer=intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeRequest.FromString,
                     response_serializer=intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeResponse.SerializeToString,
+            ),
+            'PurgeEverything': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeEverything,
+                    request_deserializer=intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeEverythingRequest.FromString,
+                    response_serializer=intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeEverythingResponse.SerializeToString,
             ),
             'GetCacheStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCacheStats,
@@ -164,6 +181,33 @@ class EdgeService:
             '/intelgraph.edge.v1.EdgeService/Purge',
             intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeRequest.SerializeToString,
             intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeEverything(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.edge.v1.EdgeService/PurgeEverything',
+            intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeEverythingRequest.SerializeToString,
+            intelgraph_dot_edge_dot_v1_dot_edge__service__pb2.PurgeEverythingResponse.FromString,
             options,
             channel_credentials,
             insecure,

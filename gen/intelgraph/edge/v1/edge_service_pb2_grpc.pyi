@@ -38,6 +38,8 @@ class EdgeServiceStub:
     def __new__(cls, channel: _aio.Channel) -> EdgeServiceAsyncStub: ...
     Purge: _grpc.UnaryUnaryMultiCallable[_edge_service_pb2.PurgeRequest, _edge_service_pb2.PurgeResponse]
     """Purges the caller's tenant's entries by tag, or all of them."""
+    PurgeEverything: _grpc.UnaryUnaryMultiCallable[_edge_service_pb2.PurgeEverythingRequest, _edge_service_pb2.PurgeEverythingResponse]
+    """Emergency purge: every tenant's entries, on every replica within a second."""
     GetCacheStats: _grpc.UnaryUnaryMultiCallable[_edge_service_pb2.GetCacheStatsRequest, _edge_service_pb2.GetCacheStatsResponse]
     """Reports the caller's tenant's cache counters."""
     GetMutationGraph: _grpc.UnaryUnaryMultiCallable[_edge_service_pb2.GetMutationGraphRequest, _edge_service_pb2.GetMutationGraphResponse]
@@ -57,6 +59,8 @@ class EdgeServiceAsyncStub(EdgeServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Purge: _aio.UnaryUnaryMultiCallable[_edge_service_pb2.PurgeRequest, _edge_service_pb2.PurgeResponse]  # type: ignore[assignment]
     """Purges the caller's tenant's entries by tag, or all of them."""
+    PurgeEverything: _aio.UnaryUnaryMultiCallable[_edge_service_pb2.PurgeEverythingRequest, _edge_service_pb2.PurgeEverythingResponse]  # type: ignore[assignment]
+    """Emergency purge: every tenant's entries, on every replica within a second."""
     GetCacheStats: _aio.UnaryUnaryMultiCallable[_edge_service_pb2.GetCacheStatsRequest, _edge_service_pb2.GetCacheStatsResponse]  # type: ignore[assignment]
     """Reports the caller's tenant's cache counters."""
     GetMutationGraph: _aio.UnaryUnaryMultiCallable[_edge_service_pb2.GetMutationGraphRequest, _edge_service_pb2.GetMutationGraphResponse]  # type: ignore[assignment]
@@ -79,6 +83,14 @@ class EdgeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_edge_service_pb2.PurgeResponse, _abc.Awaitable[_edge_service_pb2.PurgeResponse]]:
         """Purges the caller's tenant's entries by tag, or all of them."""
+
+    @_abc_1.abstractmethod
+    def PurgeEverything(
+        self,
+        request: _edge_service_pb2.PurgeEverythingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_service_pb2.PurgeEverythingResponse, _abc.Awaitable[_edge_service_pb2.PurgeEverythingResponse]]:
+        """Emergency purge: every tenant's entries, on every replica within a second."""
 
     @_abc_1.abstractmethod
     def GetCacheStats(

@@ -1,0 +1,327 @@
+"""The edge layer of one server process: the cache, the mutation graph and what feeds them.
+
+* `EdgeLayer` owns the cache, the mutation graph (built from every contract
+  at start), the per-tenant caps (kept in the store, applied on every replica
+  within `CAP_REFRESH_S`), the leak detector (the `intelgraph.edge` Rego rules,
+  memoized) and the alarm sink (alarms land in the store in the background;
+  the hit path never waits on them).
+* `InvalidationInterceptor` invalidates, after every successful mutating RPC
+  (through the facade or straight over gRPC), the tags the graph gives it, for
+  the caller's tenant and for a tenant the request names (`tenant_id`); a
+  request with an empty `tenant_id` changes a platform-wide resource (a
+  default price) and invalidates the tags for every tenant.
+* `plan` says how a persisted operation is cached: not at all (mutations,
+  introspection, `no_store` reads), or with which TTL, grace, tags, and
+  whether per caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from cachetools import LRUCache
+from sqlalchemy import select
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    OperationType,
+    SelectionSetNode,
+    get_operation_ast,
+)
+from interceptors.auth import current_principal
+from interceptors.base import Method, RpcMethod, ServerInterceptor, proceed
+from interceptors.policy import EDGE_LEAK_VERDICT, PolicyEngine
+from servers.db import Database
+from servers.edge import metrics
+from servers.edge.cache import (
+    EVERY_TENANT,
+    EdgeCache,
+    Freshness,
+    LeakDetector,
+    LeakVerdict,
+    SharedTier,
+)
+from servers.edge.graph import MutationGraph, cache_policy
+from servers.edge.store import LeakAlarmRow, TenantCacheCapRow
+from servers.facade.schema import Operation, RootField
+from servers.jobs import every
+
+logger = logging.getLogger(__name__)
+
+#: Seconds within which a cap set on one replica applies on the others.
+CAP_REFRESH_S = 2.0
+
+
+def rego_detector(engine: PolicyEngine, *, memo_size: int = 4096) -> LeakDetector:
+    """The leak detector: the `intelgraph.edge` rules, memoized on their whole input."""
+    memo: LRUCache[tuple[tuple[str, str], tuple[str, str]], LeakVerdict] = LRUCache(memo_size)
+
+    def detect(entry: tuple[str, str], request: tuple[str, str]) -> LeakVerdict:
+        verdict = memo.get((entry, request))
+        if verdict is None:
+            result = engine.evaluate(
+                EDGE_LEAK_VERDICT,
+                {
+                    "cache_key": {"tenant": entry[0], "scope_hash": entry[1]},
+                    "request": {"tenant": request[0], "scope_hash": request[1]},
+                },
+            )
+            if not isinstance(result, dict):  # undefined: refuse rather than serve
+                verdict = LeakVerdict(True, ("policy undefined",))
+            else:
+                verdict = LeakVerdict(
+                    bool(result.get("suspicious")), tuple(sorted(result.get("reasons") or ()))
+                )
+            memo[entry, request] = verdict
+        return verdict
+
+    return detect
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """How one persisted operation is cached."""
+
+    freshness: Freshness
+    per_caller: bool
+    roots: tuple[RootField, ...]
+
+
+@dataclass(frozen=True)
+class EdgeDefaults:
+    """TTL and grace of reads that declare none, and the default cap."""
+
+    ttl_s: float = 30.0
+    grace_s: float = 10.0
+    cap_bytes: int = 512 * 1024 * 1024
+
+
+class EdgeLayer:
+    """The cache and everything around it, in one server process."""
+
+    def __init__(
+        self,
+        database: Database,
+        engine: PolicyEngine,
+        graph: MutationGraph,
+        *,
+        defaults: EdgeDefaults = EdgeDefaults(),
+        coalescing: bool = True,
+        shared: SharedTier | None = None,
+    ) -> None:
+        self.database = database
+        self.graph = graph
+        self.defaults = defaults
+        self.cache = EdgeCache(
+            rego_detector(engine),
+            self._record_alarm,
+            default_cap=defaults.cap_bytes,
+            coalescing=coalescing,
+            shared=shared,
+        )
+        self._plans: dict[tuple[str, str | None], CachePlan | None] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+        covered, mutating = graph.coverage()
+        metrics.COVERAGE.set(100.0 * covered / mutating if mutating else 100.0)
+
+    # -- plans -----------------------------------------------------------------------------------
+
+    def plan(
+        self,
+        operation_id: str,
+        document: DocumentNode,
+        operation_name: str | None,
+        roots: Mapping[tuple[Operation, str], RootField],
+    ) -> CachePlan | None:
+        """How the operation's results are cached (None: they are not)."""
+        key = (operation_id, operation_name)
+        if key not in self._plans:
+            self._plans[key] = self._make_plan(document, operation_name, roots)
+        return self._plans[key]
+
+    def _make_plan(
+        self,
+        document: DocumentNode,
+        operation_name: str | None,
+        roots: Mapping[tuple[Operation, str], RootField],
+    ) -> CachePlan | None:
+        operation = get_operation_ast(document, operation_name)
+        if operation is None or operation.operation != OperationType.QUERY:
+            return None
+        fragments = {
+            definition.name.value: definition
+            for definition in document.definitions
+            if isinstance(definition, FragmentDefinitionNode)
+        }
+        names = _root_names(operation.selection_set, fragments)
+        if not names or any(name.startswith("__") for name in names - {"__typename"}):
+            return None  # introspection is not cached
+        fields = [roots.get(("query", name)) for name in sorted(names - {"__typename"})]
+        if not fields or any(field is None for field in fields):
+            return None
+        chosen = tuple(field for field in fields if field is not None)
+        if any("tenant_id" in field.method.input_type.fields_by_name for field in chosen):
+            return None  # operators' reads of a named tenant are not cached
+        policies = [cache_policy(field.method) for field in chosen]
+        if any(policy.no_store for policy in policies):
+            return None
+        ttl = min(policy.ttl_seconds or self.defaults.ttl_s for policy in policies)
+        grace = min(policy.stale_seconds or self.defaults.grace_s for policy in policies)
+        tags = frozenset().union(
+            *(self.graph.reads.get(field.path, frozenset()) for field in chosen)
+        )
+        return CachePlan(
+            Freshness(float(ttl), float(grace), tags),
+            any(policy.per_caller for policy in policies),
+            chosen,
+        )
+
+    # -- caps ------------------------------------------------------------------------------------
+
+    async def load_caps(self) -> None:
+        """Apply the caps the store holds (and defaults where a cap was removed)."""
+        async with self.database.platform_session(readonly=True) as session:
+            rows = (await session.execute(select(TenantCacheCapRow))).scalars().all()
+        held = {str(row.tenant): int(row.cap_bytes) for row in rows}
+        for tenant in set(self.cache.tenants()) | set(held):
+            self.cache.set_cap(tenant, held.get(tenant))
+
+    async def set_cap(self, tenant: uuid.UUID, cap_bytes: int) -> None:
+        """Store a tenant's cap (0 restores the default) and apply it here at once."""
+        async with self.database.platform_session() as session:
+            row = await session.get(TenantCacheCapRow, tenant)
+            if cap_bytes == 0:
+                if row is not None:
+                    await session.delete(row)
+            elif row is None:
+                session.add(
+                    TenantCacheCapRow(tenant=tenant, cap_bytes=cap_bytes, updated_at=_now())
+                )
+            else:
+                row.cap_bytes, row.updated_at = cap_bytes, _now()
+        self.cache.set_cap(str(tenant), cap_bytes or None)
+
+    def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
+        """Caps refreshed from the store on every replica."""
+        return [lambda: every(CAP_REFRESH_S, self.load_caps, "edge.caps")]
+
+    # -- alarms ----------------------------------------------------------------------------------
+
+    def _record_alarm(self, tenant: str, operation: str, reason: str, digest: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._write_alarm(uuid.UUID(tenant), operation, reason, digest)
+        )
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_alarm(
+        self, tenant: uuid.UUID, operation: str, reason: str, digest: str
+    ) -> None:
+        try:
+            async with self.database.tenant_session(tenant) as session:
+                session.add(
+                    LeakAlarmRow(
+                        tenant_id=tenant,
+                        occurred_at=_now(),
+                        operation_id=operation[:200],
+                        reason=reason[:200],
+                        cache_key_hash=digest,
+                    )
+                )
+        except Exception:
+            logger.exception("could not record a leak alarm (it is counted and logged)")
+
+    async def settled(self) -> None:
+        """Wait for alarms being written (tests, shutdown)."""
+        while self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _root_names(
+    selections: SelectionSetNode, fragments: Mapping[str, FragmentDefinitionNode]
+) -> set[str]:
+    names: set[str] = set()
+    for selection in selections.selections:
+        if isinstance(selection, FieldNode):
+            names.add(selection.name.value)
+        elif isinstance(selection, InlineFragmentNode):
+            names |= _root_names(selection.selection_set, fragments)
+        elif isinstance(selection, FragmentSpreadNode):
+            fragment = fragments.get(selection.name.value)
+            if fragment is not None:
+                names |= _root_names(fragment.selection_set, fragments)
+    return names
+
+
+class InvalidationInterceptor(ServerInterceptor):
+    """After a successful mutating RPC, invalidate what the mutation graph says it touched."""
+
+    def __init__(self, graph: MutationGraph, cache: EdgeCache) -> None:
+        self._graph = graph
+        self._cache = cache
+
+    async def intercept(
+        self,
+        method: Method,
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext,
+        rpc: RpcMethod,
+    ) -> Any:
+        """Run the call; once it has succeeded, invalidate what it touched."""
+        tags = self._graph.tags_of(rpc.full_name)
+        if not tags:
+            return await proceed(method, request_or_iterator, context, rpc)
+        tenants = _tenants_of(request_or_iterator, rpc)
+        if rpc.response_streaming:
+            return self._after_stream(method(request_or_iterator, context), tenants, tags)
+        response = await method(request_or_iterator, context)
+        await self._invalidate(tenants, tags)
+        return response
+
+    async def _after_stream(
+        self, responses: AsyncIterator[Any], tenants: list[str], tags: frozenset[str]
+    ) -> AsyncIterator[Any]:
+        async for response in responses:
+            yield response
+        await self._invalidate(tenants, tags)
+
+    async def _invalidate(self, tenants: Iterable[str], tags: frozenset[str]) -> None:
+        for tenant in tenants:
+            try:
+                await self._cache.invalidate(tenant, tags)
+            except Exception:  # the mutation happened; TTL fences bound what this loses
+                logger.exception("could not invalidate edge cache tags %s", sorted(tags))
+
+
+def _tenants_of(request: Any, rpc: RpcMethod) -> list[str]:
+    """Whose cached reads a mutation touches: the caller's, and a tenant the request names."""
+    tenants: list[str] = []
+    try:
+        tenants.append(current_principal().tenant_id)
+    except Exception:  # noqa: BLE001 - no caller (a public RPC): nothing of a tenant to touch
+        logger.debug("no principal for %s", rpc.full_name)
+    if rpc.request_streaming or not hasattr(request, "DESCRIPTOR"):
+        return tenants
+    if "tenant_id" in request.DESCRIPTOR.fields_by_name:
+        named = request.tenant_id
+        if not named:
+            return [EVERY_TENANT]
+        with contextlib.suppress(ValueError):  # the RPC itself refuses a malformed one
+            tenants.append(str(uuid.UUID(named)))
+    return list(dict.fromkeys(tenants))

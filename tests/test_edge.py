@@ -1,0 +1,293 @@
+"""The edge cache through the platform: GraphQL reads cached, mutations invalidate, Edge RPCs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+import pytest_asyncio
+from intelgraph.access.v1 import access_service_pb2_grpc
+from intelgraph.billing.v1 import billing_service_pb2 as billing_pb
+from intelgraph.billing.v1 import billing_service_pb2_grpc
+from intelgraph.common.v1.money_pb2 import Money
+from intelgraph.edge.v1 import edge_service_pb2 as pb
+from intelgraph.edge.v1 import edge_service_pb2_grpc
+
+from clients import ConductorError, ErrorReason, from_grpc_error
+from servers.app import Platform
+from servers.config import load_settings
+from servers.edge.cache import CacheKey, canonical_variables, scope_hash
+from servers.facade import DEFAULT_OPERATIONS_DIR
+from servers.facade.operations import operation_id
+from tests.conftest import Minter
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+READER = ["billing.read", "edge.read"]
+OPERATIONS = {
+    path.stem: path.read_text() for path in Path(DEFAULT_OPERATIONS_DIR).glob("*.graphql")
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def platform(
+    module_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
+    settings = load_settings(
+        grpc_port=0,
+        http_port=0,
+        var_dir=tmp_path_factory.mktemp("var"),
+        database_url=module_database_url,
+        auto_migrate=True,
+        services="access,billing,edge",
+        metering=False,
+    )
+    running = Platform(settings)
+    await running.start()
+    yield running
+    await running.stop(grace=0)
+
+
+class Tenant:
+    """One tenant: GraphQL over HTTP, and the Edge, Billing and Access RPCs, with minted tokens."""
+
+    def __init__(self, platform: Platform, channel: grpc.aio.Channel) -> None:
+        self.id = uuid.uuid4()
+        self.platform = platform
+        self.minter = Minter(platform.settings)
+        self.edge = edge_service_pb2_grpc.EdgeServiceStub(channel)
+        self.billing = billing_service_pb2_grpc.BillingServiceStub(channel)
+        self.access = access_service_pb2_grpc.AccessServiceStub(channel)
+
+    def token(self, scopes: list[str], subject: str = "alice") -> str:
+        return self.minter(scopes, tenant=self.id, subject=subject)
+
+    async def read(
+        self, name: str, variables: dict[str, Any] | None = None, **who: Any
+    ) -> tuple[dict[str, Any], str]:
+        """Run a persisted operation: (the response, how the cache answered it)."""
+        token = self.token(who.pop("scopes", READER), **who)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.platform.http_port}"
+        ) as http:
+            response = await http.post(
+                "/graphql",
+                json={"id": operation_id(OPERATIONS[name]), "variables": variables or {}},
+                headers={"authorization": f"Bearer {token}"},
+            )
+        assert response.status_code == 200, response.text
+        return response.json(), response.headers.get("x-cache", "none")
+
+    async def call(self, stub: Any, method: str, request: Any, scopes: list[str]) -> Any:
+        metadata = (("authorization", f"Bearer {self.token(scopes)}"),)
+        try:
+            return await getattr(stub, method)(request, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            raise from_grpc_error(error) from None
+
+    async def set_price(self, minor_units: int) -> None:
+        await self.call(
+            self.billing,
+            "SetPrice",
+            billing_pb.SetPriceRequest(
+                tenant_id=str(self.id),
+                meter="api.call",
+                unit_price=Money(minor_units=minor_units, currency_code="USD"),
+            ),
+            ["platform.admin"],
+        )
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def tenant(platform: Platform) -> AsyncIterator[Tenant]:
+    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+        yield Tenant(platform, channel)
+
+
+def api_call_price(response: dict[str, Any]) -> int:
+    prices = response["data"]["priceBook"]["prices"]
+    return int(next(p for p in prices if p["meter"] == "api.call")["unitPrice"]["minorUnits"])
+
+
+async def test_a_read_is_cached_and_a_mutation_over_grpc_invalidates_it(tenant: Tenant) -> None:
+    first, kind = await tenant.read("PriceBook")
+    assert kind == "miss"
+    again, kind = await tenant.read("PriceBook")
+    assert (again, kind) == (first, "hit")
+    await tenant.set_price(777)
+    changed, kind = await tenant.read("PriceBook")
+    assert (api_call_price(changed), kind) == (777, "miss")  # read-your-write
+    assert (await tenant.read("PriceBook"))[1] == "hit"
+    stats = (
+        await tenant.call(tenant.edge, "GetCacheStats", pb.GetCacheStatsRequest(), READER)
+    ).stats
+    assert (stats.hits, stats.misses, stats.entries) == (2, 2, 1)
+    assert 0 < stats.bytes <= stats.cap_bytes == 512 * 1024 * 1024
+
+
+async def test_tenants_and_scopes_never_share_entries(platform: Platform, tenant: Tenant) -> None:
+    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+        other = Tenant(platform, channel)
+        await other.set_price(555)
+        await tenant.set_price(333)
+        for _ in range(2):
+            mine, _ = await tenant.read("PriceBook")
+            theirs, _ = await other.read("PriceBook")
+            assert (api_call_price(mine), api_call_price(theirs)) == (333, 555)
+        assert (await tenant.read("PriceBook", scopes=["billing.read"]))[1] == "miss"
+
+
+async def test_a_mutation_through_the_facade_invalidates_per_caller_reads(tenant: Tenant) -> None:
+    approver = {"scopes": ["admin.write"], "subject": "bob"}
+    listed, kind = await tenant.read("AccessRequests", **approver)
+    assert (listed["data"]["accessRequests"], kind) == ([], "miss")
+    assert (await tenant.read("AccessRequests", **approver))[1] == "hit"
+    ends = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    made, kind = await tenant.read(
+        "RequestAccess",
+        {"scope": ["catalog.read"], "expiresAt": ends, "reason": "on call"},
+        scopes=[],
+        subject="alice",
+    )
+    assert kind == "none"  # mutations are never cached
+    assert made["data"]["requestAccess"]
+    listed, kind = await tenant.read("AccessRequests", **approver)
+    assert (len(listed["data"]["accessRequests"]), kind) == (1, "miss")
+
+
+async def test_purges_by_tag_and_whole_tenant(tenant: Tenant) -> None:
+    await tenant.read("PriceBook")
+    await tenant.read("SpendCap")
+    purged = await tenant.call(
+        tenant.edge, "Purge", pb.PurgeRequest(tags=["intelgraph.billing.v1.Price"]), ["admin.write"]
+    )
+    assert purged.generation >= 1
+    assert [(await tenant.read(name))[1] for name in ("PriceBook", "SpendCap")] == ["miss", "hit"]
+    await tenant.call(tenant.edge, "Purge", pb.PurgeRequest(all=True), ["admin.write"])
+    assert [(await tenant.read(name))[1] for name in ("PriceBook", "SpendCap")] == ["miss", "miss"]
+    for request, field in (
+        (pb.PurgeRequest(tags=["intelgraph.billing.v1.Nothing"]), "tags"),
+        (pb.PurgeRequest(), "tags"),
+    ):
+        with pytest.raises(ConductorError) as refused:
+            await tenant.call(tenant.edge, "Purge", request, ["admin.write"])
+        assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.metadata["field"] == field
+
+
+async def test_the_emergency_purge_needs_platform_admin_and_reaches_every_tenant(
+    platform: Platform, tenant: Tenant
+) -> None:
+    await tenant.read("PriceBook")
+    with pytest.raises(ConductorError) as refused:
+        await tenant.call(
+            tenant.edge, "PurgeEverything", pb.PurgeEverythingRequest(), ["admin.write"]
+        )
+    assert refused.value.reason == ErrorReason.ERROR_REASON_PERMISSION_DENIED
+    done = await tenant.call(
+        tenant.edge,
+        "PurgeEverything",
+        pb.PurgeEverythingRequest(reason="drill"),
+        ["platform.admin"],
+    )
+    assert done.generation >= 1
+    assert (await tenant.read("PriceBook"))[1] == "miss"
+
+
+async def test_caps_are_set_by_operators_and_hold(platform: Platform, tenant: Tenant) -> None:
+    with pytest.raises(ConductorError) as refused:
+        await tenant.call(
+            tenant.edge,
+            "SetTenantCacheCap",
+            pb.SetTenantCacheCapRequest(tenant_id=str(tenant.id), cap_bytes=1),
+            ["admin.write"],
+        )
+    assert refused.value.reason == ErrorReason.ERROR_REASON_PERMISSION_DENIED
+    await tenant.read("PriceBook")
+    one = (await tenant.call(tenant.edge, "GetCacheStats", pb.GetCacheStatsRequest(), READER)).stats
+    cap = one.bytes + 100  # room for the one entry, not for another beside it
+    stats = (
+        await tenant.call(
+            tenant.edge,
+            "SetTenantCacheCap",
+            pb.SetTenantCacheCapRequest(tenant_id=str(tenant.id), cap_bytes=cap),
+            ["platform.admin"],
+        )
+    ).stats
+    assert stats.cap_bytes == cap
+    for name in ("PriceBook", "SpendCap", "PriceBook", "SpendCap"):
+        await tenant.read(name)
+    stats = (
+        await tenant.call(tenant.edge, "GetCacheStats", pb.GetCacheStatsRequest(), READER)
+    ).stats
+    assert stats.bytes <= cap
+    assert stats.evictions >= 2
+    await tenant.call(
+        tenant.edge,
+        "SetTenantCacheCap",
+        pb.SetTenantCacheCapRequest(tenant_id=str(tenant.id), cap_bytes=0),
+        ["platform.admin"],
+    )
+    assert platform.edge is not None
+    assert platform.edge.cache.cap_of(str(tenant.id)) == 512 * 1024 * 1024
+
+
+async def test_a_planted_entry_of_another_tenant_is_refused_listed_and_counted(
+    platform: Platform, tenant: Tenant
+) -> None:
+    assert platform.edge is not None
+    await tenant.read("PriceBook")
+    key = CacheKey(
+        str(tenant.id),
+        scope_hash(READER, jit=False),
+        f"{operation_id(OPERATIONS['PriceBook'])}:",
+        canonical_variables({}),
+    )
+    platform.edge.cache.corrupt(key, tenant=str(uuid.uuid4()))
+    served, kind = await tenant.read("PriceBook")
+    assert kind == "miss"
+    assert "errors" not in served
+    await platform.edge.settled()
+    alarms = (
+        await tenant.call(tenant.edge, "ListLeakAlarms", pb.ListLeakAlarmsRequest(), READER)
+    ).alarms
+    assert [(alarm.reason, alarm.cache_key_hash) for alarm in alarms] == [
+        ("tenant mismatch", key.digest)
+    ]
+    assert alarms[0].operation_id.startswith(operation_id(OPERATIONS["PriceBook"]))
+    stats = (
+        await tenant.call(tenant.edge, "GetCacheStats", pb.GetCacheStatsRequest(), READER)
+    ).stats
+    assert stats.leak_alarms == 1
+
+
+async def test_the_graph_and_the_metrics_report_coverage(
+    platform: Platform, tenant: Tenant
+) -> None:
+    graph = await tenant.call(tenant.edge, "GetMutationGraph", pb.GetMutationGraphRequest(), READER)
+    assert graph.coverage == 1.0
+    assert graph.covered_rpcs == graph.mutating_rpcs > 20
+    approve = next(m for m in graph.mutations if m.method.endswith("/ApproveAccess"))
+    assert "/intelgraph.access.v1.AccessService/ListAccessRequests" in approve.invalidated_reads
+    assert "intelgraph.access.v1.AuditEvent" in approve.resource_types
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}") as http:
+        text = (await http.get("/metrics")).text
+    assert "edge_invalidation_coverage_percent 100.0" in text
+    for family in ("edge_cache_requests_total", "edge_cache_leak_alarms_total", "edge_cache_bytes"):
+        assert f"# TYPE {family} " in text, family
+
+
+async def test_uncacheable_reads_go_to_the_services(tenant: Tenant) -> None:
+    denied, kind = await tenant.read("PriceBook", scopes=["edge.read"])
+    assert kind == "none"
+    assert denied["errors"][0]["extensions"]["code"] == "PERMISSION_DENIED"
+    caller, kind = await tenant.read("Caller", subject="carol")
+    assert (caller["data"]["caller"]["subject"], kind) == ("carol", "miss")
+    caller, kind = await tenant.read("Caller", subject="dave")  # per caller: not carol's entry
+    assert (caller["data"]["caller"]["subject"], kind) == ("dave", "miss")
