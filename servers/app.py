@@ -257,6 +257,7 @@ class Platform:
         if self.metering is not None:
             jobs.append(self.metering.run)
         if self.edge is not None:
+            await self.edge.start()
             jobs += self.edge.background_jobs()
         directory = multiprocess_dir()
         if directory is not None:
@@ -315,6 +316,8 @@ class Platform:
             graph,
             defaults=EdgeDefaults(settings.edge_ttl, settings.edge_stale, settings.edge_cap_bytes),
             coalescing=settings.edge_coalescing,
+            redis_url=settings.redis_url,
+            redis_prefix=settings.edge_redis_prefix,
         )
 
     async def health_report(self) -> tuple[bool, dict[str, object]]:
@@ -345,6 +348,8 @@ class Platform:
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)
         await self.revocation_feed.close()
+        if self.edge is not None:
+            await self.edge.close()
         await self.database.dispose()
         self.state = "stopped"
 

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     edge_cap_bytes: int = Field(
         512 * 1024 * 1024, ge=0, description="Default per-tenant cache byte cap."
     )
+    edge_redis_prefix: str = Field(
+        "intelgraph:edge:",
+        min_length=1,
+        description="Namespace of the edge cache's Redis keys (one platform's replicas share it).",
+    )
     billing_keys_dir: Path | None = Field(
         None,
         description="Directory of the keys billing documents are signed with; "

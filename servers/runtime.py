@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,15 @@ class Runtime:
     metering: Metering | None = None
     #: The edge cache of persisted GraphQL reads (None: turned off).
     edge: EdgeLayer | None = None
+
+    async def changed(self, tenant: uuid.UUID, *resource_types: str) -> None:
+        """Work outside an RPC (a job) changed these resources of `tenant`.
+
+        The edge cache drops that tenant's cached reads of them, as it does after
+        a mutating RPC.
+        """
+        if self.edge is not None:
+            await self.edge.cache.invalidate(str(tenant), resource_types)
 
 
 class PlatformServicer:

@@ -67,6 +67,14 @@ class Listed:
     next_page_token: str
 
 
+#: What an expiry changes, for the edge cache (the resource types of the contract).
+_EXPIRY_TOUCHES = (
+    "intelgraph.access.v1.Grant",
+    "intelgraph.access.v1.AccessRequest",
+    "intelgraph.access.v1.AuditEvent",
+)
+
+
 class AccessWorkflow:
     """The access requests and JIT grants of every tenant, one transaction per step."""
 
@@ -520,6 +528,7 @@ class AccessWorkflow:
                     attributes={"jti": grant.jti, "ends_at": grant.ends_at.isoformat()},
                 )
             metrics.EXPIRIES.inc()
+            await self._runtime.changed(tenant, *_EXPIRY_TOUCHES)
         for tenant, request_id in due_requests:
             async with self._db.tenant_session(tenant) as session:
                 request = await session.get(AccessRequestRow, request_id, with_for_update=True)
@@ -543,6 +552,7 @@ class AccessWorkflow:
                     request,
                     now,
                 )
+            await self._runtime.changed(tenant, *_EXPIRY_TOUCHES)
         return len(due_grants) + len(due_requests)
 
     async def observe_grants(self) -> None:

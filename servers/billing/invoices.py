@@ -13,7 +13,7 @@ is lost.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -238,11 +238,16 @@ async def _issue(
     await session.flush()
 
 
-async def finalize_due(billing: Billing, now: datetime) -> int:
+async def finalize_due(
+    billing: Billing,
+    now: datetime,
+    changed: Callable[[uuid.UUID], Awaitable[None]] | None = None,
+) -> int:
     """Finalize what is due: drafts whose period ended, tax_pending invoices whose retry is due.
 
     Tenants that do not bill (frozen, not enrolled) are skipped; their drafts
-    wait. Returns how many invoices were issued.
+    wait. `changed` hears of each tenant whose invoice moved. Returns how many
+    invoices were issued.
     """
     async with billing.database.platform_session(readonly=True) as session:
         due = (
@@ -267,6 +272,8 @@ async def finalize_due(billing: Billing, now: datetime) -> int:
         except DomainError:
             continue
         issued += invoice.status == "finalized"
+        if changed is not None:
+            await changed(tenant)
     async with billing.database.platform_session(readonly=True) as session:
         pending = await session.scalar(
             select(func.count())

@@ -84,7 +84,12 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         ]
 
     async def _finalize_due(self) -> int:
-        return await finalize_due(self.billing, self.runtime.clock())
+        return await finalize_due(self.billing, self.runtime.clock(), self._invoices_changed)
+
+    async def _invoices_changed(self, tenant: uuid.UUID) -> None:
+        await self.runtime.changed(
+            tenant, "intelgraph.billing.v1.Invoice", "intelgraph.billing.v1.BillingAlert"
+        )
 
     async def _reconcile_yesterday(self) -> int:
         now = self.runtime.clock()

@@ -51,9 +51,9 @@ from servers.edge.cache import (
     Freshness,
     LeakDetector,
     LeakVerdict,
-    SharedTier,
 )
 from servers.edge.graph import MutationGraph, cache_policy
+from servers.edge.shared import POLL_S, RedisTier
 from servers.edge.store import LeakAlarmRow, TenantCacheCapRow
 from servers.facade.schema import Operation, RootField
 from servers.jobs import every
@@ -119,7 +119,8 @@ class EdgeLayer:
         *,
         defaults: EdgeDefaults = EdgeDefaults(),
         coalescing: bool = True,
-        shared: SharedTier | None = None,
+        redis_url: str = "",
+        redis_prefix: str = "intelgraph:edge:",
     ) -> None:
         self.database = database
         self.graph = graph
@@ -129,8 +130,11 @@ class EdgeLayer:
             self._record_alarm,
             default_cap=defaults.cap_bytes,
             coalescing=coalescing,
-            shared=shared,
         )
+        self.shared = (
+            RedisTier(redis_url, self.cache.generations, prefix=redis_prefix) if redis_url else None
+        )
+        self.cache.shared = self.shared
         self._plans: dict[tuple[str, str | None], CachePlan | None] = {}
         self._writes: set[asyncio.Task[None]] = set()
         covered, mutating = graph.coverage()
@@ -213,9 +217,30 @@ class EdgeLayer:
                 row.cap_bytes, row.updated_at = cap_bytes, _now()
         self.cache.set_cap(str(tenant), cap_bytes or None)
 
+    async def start(self) -> None:
+        """Before serving: the caps, and the cluster's generations (with a shared tier)."""
+        await self.load_caps()
+        if self.shared is not None:
+            try:
+                await self.shared.poll()
+            except Exception:  # noqa: BLE001 - Redis down: start anyway, TTL fences hold
+                logger.warning("edge cache: could not read generations from Redis at start")
+
     def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
-        """Caps refreshed from the store on every replica."""
-        return [lambda: every(CAP_REFRESH_S, self.load_caps, "edge.caps")]
+        """Caps refreshed from the store; generations followed on Redis (announced and polled)."""
+        jobs: list[Callable[[], Coroutine[Any, Any, Any]]] = [
+            lambda: every(CAP_REFRESH_S, self.load_caps, "edge.caps")
+        ]
+        shared = self.shared
+        if shared is not None:
+            jobs += [shared.listen, lambda: every(POLL_S, shared.poll, "edge.generations")]
+        return jobs
+
+    async def close(self) -> None:
+        """Finish alarm writes; close the shared tier."""
+        await self.settled()
+        if self.shared is not None:
+            await self.shared.close()
 
     # -- alarms ----------------------------------------------------------------------------------
 

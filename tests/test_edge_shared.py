@@ -1,0 +1,146 @@
+"""Two replicas sharing the edge cache's Redis tier: entries, purges, one origin call per key."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+import redis.asyncio as redis
+from intelgraph.edge.v1 import edge_service_pb2 as pb
+
+from servers.app import Platform
+from servers.config import load_settings
+from tests.test_edge import Tenant, api_call_price
+
+pytestmark = pytest.mark.asyncio
+
+#: The bound the issue sets for an emergency purge to reach every replica.
+PURGE_BOUND_S = 1.0
+
+
+@pytest_asyncio.fixture
+async def replicas(tmp_path: Path, redis_url: str) -> AsyncIterator[list[Platform]]:
+    prefix = f"test:edge:{uuid.uuid4().hex[:8]}:"
+    started = []
+    for _replica in ("a", "b"):
+        settings = load_settings(
+            grpc_port=0,
+            http_port=0,
+            var_dir=tmp_path / "var",
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'store.db'}",
+            auto_migrate=True,
+            services="access,billing,edge",
+            metering=False,
+            redis_url=redis_url,
+            edge_redis_prefix=prefix,
+        )
+        platform = Platform(settings)
+        await platform.start()
+        started.append(platform)
+    yield started
+    for platform in started:
+        await platform.stop(grace=0)
+    client = redis.from_url(redis_url)
+    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def tenants(replicas: list[Platform]) -> AsyncIterator[list[Tenant]]:
+    """The same tenant, seen through replica a and replica b."""
+    tenant_id = uuid.uuid4()
+    async with (
+        grpc.aio.insecure_channel(replicas[0].grpc_target) as a,
+        grpc.aio.insecure_channel(replicas[1].grpc_target) as b,
+    ):
+        seen = [Tenant(replicas[0], a), Tenant(replicas[1], b)]
+        for tenant in seen:
+            tenant.id = tenant_id
+        yield seen
+
+
+def origin_calls(platform: Platform, tenant: Tenant) -> int:
+    assert platform.edge is not None
+    return platform.edge.cache.space(str(tenant.id)).stats.origin_calls
+
+
+async def until_changed(tenant: Tenant, name: str, before: object) -> float:
+    """Seconds until the replica serves something other than `before`."""
+    started = time.monotonic()
+    while time.monotonic() - started < 5:
+        now, _ = await tenant.read(name)
+        if now != before:
+            return time.monotonic() - started
+        await asyncio.sleep(0.005)
+    return float("inf")
+
+
+async def test_an_entry_filled_on_one_replica_is_served_by_the_other(
+    replicas: list[Platform], tenants: list[Tenant]
+) -> None:
+    a, b = tenants
+    filled, kind = await a.read("PriceBook")
+    assert kind == "miss"
+    shared, kind = await b.read("PriceBook")
+    assert (shared, kind) == (filled, "shared")
+    assert (await b.read("PriceBook"))[1] == "hit"
+    assert origin_calls(replicas[1], b) == 0
+
+
+async def test_a_mutation_on_one_replica_invalidates_the_other(tenants: list[Tenant]) -> None:
+    a, b = tenants
+    await a.read("PriceBook")
+    before, _ = await b.read("PriceBook")
+    await a.set_price(4242)
+    took = await until_changed(b, "PriceBook", before)
+    assert took < PURGE_BOUND_S
+    assert api_call_price((await b.read("PriceBook"))[0]) == 4242
+
+
+async def test_the_emergency_purge_reaches_every_replica_within_a_second(
+    tenants: list[Tenant],
+) -> None:
+    a, b = tenants
+    await b.read("SpendCap")
+    assert (await b.read("SpendCap"))[1] == "hit"
+    await a.call(a.edge, "PurgeEverything", pb.PurgeEverythingRequest(), ["platform.admin"])
+    started = time.monotonic()
+    while (await b.read("SpendCap"))[1] == "hit":
+        assert time.monotonic() - started < PURGE_BOUND_S
+        await asyncio.sleep(0.005)
+
+
+async def test_a_lost_announcement_is_caught_by_polling(
+    replicas: list[Platform], tenants: list[Tenant], redis_url: str
+) -> None:
+    b = tenants[1]
+    await b.read("PriceBook")
+    shared = replicas[1].edge.shared if replicas[1].edge else None
+    assert shared is not None
+    client = redis.from_url(redis_url)
+    # A purge whose announcement never arrives: the counter moves, nothing is published.
+    await client.hincrby(shared.generation_key, f"t:{b.id}", 1)
+    await client.aclose()
+    started = time.monotonic()
+    while (await b.read("PriceBook"))[1] == "hit":
+        assert time.monotonic() - started < PURGE_BOUND_S
+        await asyncio.sleep(0.01)
+
+
+async def test_concurrent_misses_across_replicas_make_one_origin_call(
+    replicas: list[Platform], tenants: list[Tenant]
+) -> None:
+    a, b = tenants
+    results = await asyncio.gather(
+        *(tenant.read("Invoices", {"pageSize": 7}) for _ in range(10) for tenant in (a, b))
+    )
+    assert len({str(body) for body, _ in results}) == 1
+    assert origin_calls(replicas[0], a) + origin_calls(replicas[1], b) == 1
