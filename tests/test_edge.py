@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,13 +73,21 @@ class Tenant:
         return self.minter(scopes, tenant=self.id, subject=subject)
 
     async def read(
-        self, name: str, variables: dict[str, Any] | None = None, **who: Any
+        self,
+        name: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        http: httpx.AsyncClient | None = None,
+        token: str = "",
+        **who: Any,
     ) -> tuple[dict[str, Any], str]:
         """Run a persisted operation: (the response, how the cache answered it)."""
-        token = self.token(who.pop("scopes", READER), **who)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{self.platform.http_port}"
-        ) as http:
+        token = token or self.token(who.pop("scopes", READER), **who)
+        async with contextlib.AsyncExitStack() as stack:
+            if http is None:
+                http = await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.platform.http_port}")
+                )
             response = await http.post(
                 "/graphql",
                 json={"id": operation_id(OPERATIONS[name]), "variables": variables or {}},
@@ -291,3 +303,56 @@ async def test_uncacheable_reads_go_to_the_services(tenant: Tenant) -> None:
     assert (caller["data"]["caller"]["subject"], kind) == ("carol", "miss")
     caller, kind = await tenant.read("Caller", subject="dave")  # per caller: not carol's entry
     assert (caller["data"]["caller"]["subject"], kind) == ("dave", "miss")
+
+
+async def test_mixed_tenant_traffic_never_serves_another_tenants_or_stale_data(
+    platform: Platform,
+) -> None:
+    """Fuzz through the platform: each tenant's price and cap are its marks; marks change."""
+    rng = random.Random(5)
+    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+        tenants = [Tenant(platform, channel) for _ in range(6)]
+        marks: dict[uuid.UUID, tuple[int, int]] = {}
+
+        async def mark(tenant: Tenant) -> None:
+            price, cap = rng.randrange(1, 10**6), rng.randrange(1, 10**6)
+            await tenant.set_price(price)
+            await tenant.call(
+                tenant.billing,
+                "SetSpendCap",
+                billing_pb.SetSpendCapRequest(cap=Money(minor_units=cap, currency_code="USD")),
+                ["admin.write"],
+            )
+            marks[tenant.id] = (price, cap)
+
+        for tenant in tenants:
+            await mark(tenant)
+        scopes = [READER, ["billing.read"], ["billing.read", "admin.write"]]
+        tokens = {(t.id, index): t.token(s) for t in tenants for index, s in enumerate(scopes)}
+        wrong = 0
+        kinds: Counter[str] = Counter()
+        base = f"http://127.0.0.1:{platform.http_port}"
+        async with httpx.AsyncClient(base_url=base) as http:
+            for _ in range(50):  # 50 rounds of 20 concurrent reads: 1,000 requests
+                asked = [
+                    (rng.choice(tenants), rng.choice(["PriceBook", "SpendCap"]), rng.randrange(3))
+                    for _ in range(20)
+                ]
+                answers = await asyncio.gather(
+                    *(
+                        tenant.read(name, http=http, token=tokens[tenant.id, scope])
+                        for tenant, name, scope in asked
+                    )
+                )
+                for (tenant, name, _), (response, kind) in zip(asked, answers, strict=True):
+                    kinds[kind] += 1
+                    price, cap = marks[tenant.id]
+                    if name == "PriceBook":
+                        wrong += api_call_price(response) != price
+                    else:
+                        held = response["data"]["spendCap"]["spendCap"]["cap"]["minorUnits"]
+                        wrong += int(held) != cap
+                if rng.random() < 0.3:
+                    await mark(rng.choice(tenants))  # read-your-write: the next round sees it
+        assert wrong == 0
+        assert kinds["hit"] > 500
