@@ -23,11 +23,21 @@ Job = Callable[[], Awaitable[Any]]
 
 
 async def every(interval_s: float, job: Job, name: str) -> None:
-    """Run `job` every `interval_s` seconds until cancelled; a failure is logged, not fatal."""
+    """Run `job` every `interval_s` seconds until cancelled; a failure is logged, not fatal.
+
+    Cancelled while a run is under way, the run is finished first (it may hold
+    a database connection or a transaction; cutting it off mid-query can leave
+    the connection unclosed), then the cancellation goes on.
+    """
     while True:
+        run = asyncio.ensure_future(job())
         try:
-            await job()
+            await asyncio.shield(run)
         except asyncio.CancelledError:
+            if not run.done():
+                await asyncio.wait([run])
+            if not run.cancelled() and run.exception() is not None:
+                logger.warning("background job %s failed while stopping", name)
             raise
         except Exception:
             logger.exception("background job %s failed; retrying in %.1fs", name, interval_s)
