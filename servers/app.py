@@ -318,6 +318,11 @@ class Platform:
             coalescing=settings.edge_coalescing,
             redis_url=settings.redis_url,
             redis_prefix=settings.edge_redis_prefix,
+            share_counters=(
+                settings.edge_shared_counters
+                if settings.edge_shared_counters is not None
+                else settings.workers > 1 or not settings.database_url.startswith("sqlite")
+            ),
         )
 
     async def health_report(self) -> tuple[bool, dict[str, object]]:

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     edge_cap_bytes: int = Field(
         512 * 1024 * 1024, ge=0, description="Default per-tenant cache byte cap."
     )
+    edge_shared_counters: bool | None = Field(
+        None,
+        description="Share cache invalidations between processes through the store when there is "
+        "no Redis; default: on unless one process serves an SQLite store.",
+    )
     edge_redis_prefix: str = Field(
         "intelgraph:edge:",
         min_length=1,

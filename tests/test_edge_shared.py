@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,9 +25,8 @@ pytestmark = pytest.mark.asyncio
 PURGE_BOUND_S = 1.0
 
 
-@pytest_asyncio.fixture
-async def replicas(tmp_path: Path, redis_url: str) -> AsyncIterator[list[Platform]]:
-    prefix = f"test:edge:{uuid.uuid4().hex[:8]}:"
+async def start_two(tmp_path: Path, **options: object) -> list[Platform]:
+    """Two replicas on one SQLite store and key directory."""
     started = []
     for _replica in ("a", "b"):
         settings = load_settings(
@@ -37,12 +37,18 @@ async def replicas(tmp_path: Path, redis_url: str) -> AsyncIterator[list[Platfor
             auto_migrate=True,
             services="access,billing,edge",
             metering=False,
-            redis_url=redis_url,
-            edge_redis_prefix=prefix,
+            **options,
         )
         platform = Platform(settings)
         await platform.start()
         started.append(platform)
+    return started
+
+
+@pytest_asyncio.fixture
+async def replicas(tmp_path: Path, redis_url: str) -> AsyncIterator[list[Platform]]:
+    prefix = f"test:edge:{uuid.uuid4().hex[:8]}:"
+    started = await start_two(tmp_path, redis_url=redis_url, edge_redis_prefix=prefix)
     yield started
     for platform in started:
         await platform.stop(grace=0)
@@ -53,8 +59,8 @@ async def replicas(tmp_path: Path, redis_url: str) -> AsyncIterator[list[Platfor
     await client.aclose()
 
 
-@pytest_asyncio.fixture
-async def tenants(replicas: list[Platform]) -> AsyncIterator[list[Tenant]]:
+@contextlib.asynccontextmanager
+async def one_tenant(replicas: list[Platform]) -> AsyncIterator[list[Tenant]]:
     """The same tenant, seen through replica a and replica b."""
     tenant_id = uuid.uuid4()
     async with (
@@ -64,6 +70,12 @@ async def tenants(replicas: list[Platform]) -> AsyncIterator[list[Tenant]]:
         seen = [Tenant(replicas[0], a), Tenant(replicas[1], b)]
         for tenant in seen:
             tenant.id = tenant_id
+        yield seen
+
+
+@pytest_asyncio.fixture
+async def tenants(replicas: list[Platform]) -> AsyncIterator[list[Tenant]]:
+    async with one_tenant(replicas) as seen:
         yield seen
 
 
@@ -144,3 +156,25 @@ async def test_concurrent_misses_across_replicas_make_one_origin_call(
     )
     assert len({str(body) for body, _ in results}) == 1
     assert origin_calls(replicas[0], a) + origin_calls(replicas[1], b) == 1
+
+
+async def test_without_redis_processes_share_invalidations_through_the_store(
+    tmp_path: Path,
+) -> None:
+    replicas = await start_two(tmp_path, edge_shared_counters=True)
+    try:
+        async with one_tenant(replicas) as (a, b):
+            before, _ = await b.read("PriceBook")
+            assert (await b.read("PriceBook"))[1] == "hit"
+            await a.set_price(2468)
+            took = await until_changed(b, "PriceBook", before)
+            assert took < PURGE_BOUND_S
+            assert api_call_price((await b.read("PriceBook"))[0]) == 2468
+            await a.call(a.edge, "PurgeEverything", pb.PurgeEverythingRequest(), ["platform.admin"])
+            started = time.monotonic()
+            while (await b.read("PriceBook"))[1] == "hit":
+                assert time.monotonic() - started < PURGE_BOUND_S
+                await asyncio.sleep(0.01)
+    finally:
+        for platform in replicas:
+            await platform.stop(grace=0)

@@ -108,15 +108,17 @@ async def build_snapshot(database: Database, tenant: uuid.UUID) -> Snapshot:
 def save(snapshot: Snapshot, path: Path) -> None:
     """Write atomically (a worker never reads half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".tmp.npz")
-    np.savez(
-        staging,
-        revision=np.array([snapshot.revision]),
-        ids=snapshot.ids.astype(str),
-        sources=snapshot.sources,
-        targets=snapshot.targets,
-        weights=snapshot.weights,
-    )
+    # Not named *.npz while it is written: readers and pruning glob for those.
+    staging = path.with_name(path.name + ".partial")
+    with staging.open("wb") as file:
+        np.savez(
+            file,
+            revision=np.array([snapshot.revision]),
+            ids=snapshot.ids.astype(str),
+            sources=snapshot.sources,
+            targets=snapshot.targets,
+            weights=snapshot.weights,
+        )
     staging.replace(path)
 
 

@@ -241,6 +241,13 @@ class SharedTier(Protocol):
         """Advance shared counters and announce them; their new values."""
 
 
+class SharedCounters(Protocol):
+    """Where replicas share invalidation counters only (the store, without Redis)."""
+
+    async def bump(self, names: list[str]) -> dict[str, int]:
+        """Advance shared counters; their new values."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a request was answered: hit, stale, miss, coalesced or shared."""
@@ -269,8 +276,11 @@ class EdgeCache:
         clock: Callable[[], float] = time.time,
         coalescing: bool = True,
         shared: SharedTier | None = None,
+        counters: SharedCounters | None = None,
     ) -> None:
         self.generations = Generations()
+        #: Where invalidations are shared when there is no shared tier (None: this process only).
+        self.counters = counters
         self.default_cap = default_cap
         self.coalescing = coalescing
         self.shared = shared
@@ -521,9 +531,10 @@ class EdgeCache:
         return values[PLATFORM_COUNTER]
 
     async def _bump(self, names: list[str]) -> dict[str, int]:
-        if self.shared is None:
+        shared = self.shared or self.counters
+        if shared is None:
             return {name: self.generations.bump(name) for name in names}
-        values = await self.shared.bump(names)
+        values = await shared.bump(names)
         for name, value in values.items():
             self.generations.observe(name, value)
         return values

@@ -52,6 +52,8 @@ from servers.edge.cache import (
     LeakDetector,
     LeakVerdict,
 )
+from servers.edge.counters import POLL_S as COUNTERS_POLL_S
+from servers.edge.counters import StoreCounters
 from servers.edge.graph import MutationGraph, cache_policy
 from servers.edge.shared import POLL_S, RedisTier
 from servers.edge.store import LeakAlarmRow, TenantCacheCapRow
@@ -121,6 +123,7 @@ class EdgeLayer:
         coalescing: bool = True,
         redis_url: str = "",
         redis_prefix: str = "intelgraph:edge:",
+        share_counters: bool = False,
     ) -> None:
         self.database = database
         self.graph = graph
@@ -135,6 +138,13 @@ class EdgeLayer:
             RedisTier(redis_url, self.cache.generations, prefix=redis_prefix) if redis_url else None
         )
         self.cache.shared = self.shared
+        #: Without Redis, invalidations reach the store's other processes through it.
+        self.counters = (
+            StoreCounters(database, self.cache.generations)
+            if share_counters and self.shared is None
+            else None
+        )
+        self.cache.counters = self.counters
         self._plans: dict[tuple[str, str | None], CachePlan | None] = {}
         self._writes: set[asyncio.Task[None]] = set()
         covered, mutating = graph.coverage()
@@ -220,6 +230,8 @@ class EdgeLayer:
     async def start(self) -> None:
         """Before serving: the caps, and the cluster's generations (with a shared tier)."""
         await self.load_caps()
+        if self.counters is not None:
+            await self.counters.poll()
         if self.shared is not None:
             try:
                 await self.shared.poll()
@@ -234,6 +246,9 @@ class EdgeLayer:
         shared = self.shared
         if shared is not None:
             jobs += [shared.listen, lambda: every(POLL_S, shared.poll, "edge.generations")]
+        counters = self.counters
+        if counters is not None:
+            jobs.append(lambda: every(COUNTERS_POLL_S, counters.poll, "edge.generations"))
         return jobs
 
     async def close(self) -> None:

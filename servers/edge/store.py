@@ -24,6 +24,18 @@ class TenantCacheCapRow(Base):
     updated_at: Mapped[datetime]
 
 
+class GenerationRow(Base):
+    """An invalidation counter shared by the processes of one store (when there is no Redis).
+
+    A platform table: the name carries the tenant ("t:<tenant>", "x:<tenant>:<tag>", "p").
+    """
+
+    __tablename__ = "edge_generations"
+
+    name: Mapped[str] = mapped_column(String(300), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
 class LeakAlarmRow(TenantScoped, Base):
     """A refused suspicious cache hit, kept for the tenant whose request it was."""
 
