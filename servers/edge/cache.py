@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -71,8 +72,12 @@ class CacheKey:
 
 def scope_hash(scopes: Iterable[str], *, jit: bool, subject: str | None = None) -> str:
     """The hash of what authorization sees of a caller (plus who, for per-caller reads)."""
-    parts = sorted(set(scopes))
-    text = json.dumps([parts, jit, subject], separators=(",", ":"))
+    return _scope_hash(tuple(sorted(set(scopes))), jit, subject)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scope_hash(scopes: tuple[str, ...], jit: bool, subject: str | None) -> str:
+    text = json.dumps([scopes, jit, subject], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
