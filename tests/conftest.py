@@ -9,6 +9,7 @@ by skipping them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +21,7 @@ from intelgraph.common.v1 import authorization_pb2
 from sqlalchemy.engine import make_url
 
 from interceptors import keys, tokens
-from servers.app import ensure_signing_keys
+from servers.app import Platform, ensure_signing_keys
 from servers.config import Settings, load_settings
 from servers.db import Database
 from servers.registry import all_services
@@ -194,3 +195,16 @@ def redis_url() -> str:
     if not REDIS_URL:
         pytest.skip(REDIS_SKIP_REASON)
     return REDIS_URL
+
+
+@contextlib.asynccontextmanager
+async def serving(var_dir: Path, **options: object) -> AsyncIterator[Platform]:
+    """A platform on free ports, its schema migrated at start, stopped at once afterwards."""
+    platform = Platform(
+        load_settings(grpc_port=0, http_port=0, var_dir=var_dir, auto_migrate=True, **options)
+    )
+    await platform.start()
+    try:
+        yield platform
+    finally:
+        await platform.stop(grace=0)

@@ -21,8 +21,7 @@ from intelgraph.access.v1 import access_service_pb2_grpc
 
 from clients import ConductorError, ErrorReason, from_grpc_error
 from servers.app import Platform
-from servers.config import load_settings
-from tests.conftest import Minter
+from tests.conftest import Minter, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -31,18 +30,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def platform(
     module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
-    settings = load_settings(
-        grpc_port=0,
-        http_port=0,
-        var_dir=tmp_path_factory.mktemp("var"),
-        database_url=module_database_url,
-        auto_migrate=True,
-        token_leeway=0,
-    )
-    running = Platform(settings)
-    await running.start()
-    yield running
-    await running.stop(grace=0)
+    async with serving(
+        tmp_path_factory.mktemp("var"), database_url=module_database_url, token_leeway=0
+    ) as running:
+        yield running
 
 
 @dataclass

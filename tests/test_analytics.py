@@ -24,9 +24,8 @@ from servers.analytics.graph import heavy_tailed
 from servers.analytics.packs import PACKS
 from servers.analytics.workers import PackWorkers
 from servers.app import Platform
-from servers.config import load_settings
 from servers.errors import Conflict
-from tests.conftest import Minter
+from tests.conftest import Minter, serving
 
 # -- through gRPC ----------------------------------------------------------------------
 
@@ -35,13 +34,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
-    settings = load_settings(
-        grpc_port=0, http_port=0, var_dir=tmp_path_factory.mktemp("var"), services="analytics"
-    )
-    running = Platform(settings)
-    await running.start()
-    yield running
-    await running.stop(grace=0)
+    async with serving(tmp_path_factory.mktemp("var"), services="analytics") as running:
+        yield running
 
 
 class Analyst:

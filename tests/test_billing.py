@@ -23,8 +23,7 @@ from servers.app import Platform
 from servers.billing.documents import VerificationError, public_keys, signed_parts, verify
 from servers.billing.service import BillingService
 from servers.cli import main
-from servers.config import load_settings
-from tests.conftest import Minter
+from tests.conftest import Minter, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -33,18 +32,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def platform(
     module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
-    settings = load_settings(
-        grpc_port=0,
-        http_port=0,
-        var_dir=tmp_path_factory.mktemp("var"),
-        database_url=module_database_url,
-        auto_migrate=True,
-        services="billing",
-    )
-    running = Platform(settings)
-    await running.start()
-    yield running
-    await running.stop(grace=0)
+    async with serving(
+        tmp_path_factory.mktemp("var"), database_url=module_database_url, services="billing"
+    ) as running:
+        yield running
 
 
 class Biller:

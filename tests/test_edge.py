@@ -25,11 +25,10 @@ from intelgraph.edge.v1 import edge_service_pb2_grpc
 
 from clients import ConductorError, ErrorReason, from_grpc_error
 from servers.app import Platform
-from servers.config import load_settings
 from servers.edge.cache import CacheKey, canonical_variables, scope_hash
 from servers.facade import DEFAULT_OPERATIONS_DIR
 from servers.facade.operations import operation_id
-from tests.conftest import Minter
+from tests.conftest import Minter, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -43,19 +42,13 @@ OPERATIONS = {
 async def platform(
     module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
-    settings = load_settings(
-        grpc_port=0,
-        http_port=0,
-        var_dir=tmp_path_factory.mktemp("var"),
+    async with serving(
+        tmp_path_factory.mktemp("var"),
         database_url=module_database_url,
-        auto_migrate=True,
         services="access,billing,edge",
         metering=False,
-    )
-    running = Platform(settings)
-    await running.start()
-    yield running
-    await running.stop(grace=0)
+    ) as running:
+        yield running
 
 
 class Tenant:

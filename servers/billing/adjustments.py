@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +40,9 @@ from servers.billing.store import (
 )
 from servers.billing.usage import series_of
 from servers.errors import ErrorReason, FailedPrecondition, InvalidArgument, NotFound
+
+#: A document an idempotency key replays.
+_Row = TypeVar("_Row", PaymentRow, RefundRow)
 
 
 @dataclass
@@ -421,6 +425,27 @@ async def void_credit_note(
         return issued
 
 
+async def _replayed(  # noqa: PLR0917 - a key's claim
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    model: type[_Row],
+    operation: str,
+    key: str,
+    request: dict[str, Any],
+    now: datetime,
+    new_id: uuid.UUID,
+) -> _Row | None:
+    """What the key's first request made, or None when this request is the first (or keyless)."""
+    if not key:
+        return None
+    earlier = await idempotency.claim(session, tenant, operation, key, request, now, new_id)
+    if earlier is None:
+        return None
+    found = await session.get(model, earlier)
+    assert found is not None
+    return found
+
+
 async def record_payment(  # noqa: PLR0917 - one payment's facts
     billing: Billing,
     tenant: uuid.UUID,
@@ -440,14 +465,11 @@ async def record_payment(  # noqa: PLR0917 - one payment's facts
     payment_id = uuid.uuid4()
     async with billing.database.tenant_session(tenant) as session:
         now = billing.clock()
-        if key:
-            earlier = await idempotency.claim(
-                session, tenant, "record_payment", key, request, now, payment_id
-            )
-            if earlier is not None:
-                found = await session.get(PaymentRow, earlier)
-                assert found is not None
-                return found
+        earlier = await _replayed(
+            session, tenant, PaymentRow, "record_payment", key, request, now, payment_id
+        )
+        if earlier is not None:
+            return earlier
         balance = await _locked_balance(session, tenant, invoice_id)
         invoice = balance.invoice
         _same_currency(currency, invoice, "amount.currency_code")
@@ -504,14 +526,11 @@ async def create_refund(  # noqa: PLR0917 - one refund's facts
     refund_id = uuid.uuid4()
     async with billing.database.tenant_session(tenant) as session:
         now = billing.clock()
-        if key:
-            earlier = await idempotency.claim(
-                session, tenant, "create_refund", key, request, now, refund_id
-            )
-            if earlier is not None:
-                found = await session.get(RefundRow, earlier)
-                assert found is not None
-                return found
+        earlier = await _replayed(
+            session, tenant, RefundRow, "create_refund", key, request, now, refund_id
+        )
+        if earlier is not None:
+            return earlier
         balance = await _locked_balance(session, tenant, invoice_id)
         invoice = balance.invoice
         _same_currency(currency, invoice, "amount.currency_code")

@@ -63,7 +63,7 @@ class CacheKey:
     operation: str
     variables: str
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """The key's hash: the entry's name in every tier, and what alarms show."""
         text = "\x1f".join((self.tenant, self.scope_hash, self.operation, self.variables))
@@ -373,7 +373,7 @@ class EdgeCache:
             body, _ = await asyncio.shield(flight)
             return Outcome(body, "coalesced")
         space.stats.misses += 1
-        task = self._start_fill(key, freshness, origin)
+        task = self._start_fill(key, freshness, origin, shared=self.coalescing)
         body, shared_hit = await asyncio.shield(task)
         kind = "shared" if shared_hit else "miss"
         metrics.REQUESTS.labels(kind).inc()
@@ -385,16 +385,19 @@ class EdgeCache:
         return Outcome(entry.body, kind)
 
     def _servable(self, entry: Entry, key: CacheKey, digest: str, space: TenantSpace) -> bool:
-        """Leak detector, then generations; an entry that fails either is dropped."""
+        """An entry that fails `_valid` is dropped."""
+        if self._valid(entry, key):
+            return True
+        space.entries.pop(digest, None)
+        return False
+
+    def _valid(self, entry: Entry, key: CacheKey) -> bool:
+        """The leak detector passes it (else an alarm is raised) and its generations hold."""
         verdict = self._detector((entry.tenant, entry.scope_hash), (key.tenant, key.scope_hash))
         if verdict.suspicious:
-            space.entries.pop(digest, None)
-            self._alarm(key, digest, verdict)
+            self._alarm(key, key.digest, verdict)
             return False
-        if entry.stamp != self.generations.stamp(entry.tenant, entry.tags):
-            space.entries.pop(digest, None)
-            return False
-        return True
+        return entry.stamp == self.generations.stamp(entry.tenant, entry.tags)
 
     def _alarm(self, key: CacheKey, digest: str, verdict: LeakVerdict) -> None:
         self.space(key.tenant).stats.leak_alarms += 1
@@ -413,10 +416,13 @@ class EdgeCache:
         key: CacheKey,
         freshness: Freshness,
         origin: Callable[[], Awaitable[tuple[bytes, bool]]],
+        *,
+        shared: bool,
     ) -> asyncio.Task[tuple[bytes, bool]]:
+        """The fill's task; `shared`: later misses of the key wait on it."""
         digest = key.digest
         task = asyncio.create_task(self._fill(key, freshness, origin))
-        if self.coalescing:
+        if shared:
             self._inflight[digest] = task
             task.add_done_callback(lambda _: self._inflight.pop(digest, None))
         return task
@@ -464,14 +470,7 @@ class EdgeCache:
 
     def _usable_shared(self, entry: Entry, key: CacheKey) -> bool:
         """A shared entry is used only if it would be servable here, fresh."""
-        verdict = self._detector((entry.tenant, entry.scope_hash), (key.tenant, key.scope_hash))
-        if verdict.suspicious:
-            self._alarm(key, key.digest, verdict)
-            return False
-        return (
-            entry.stamp == self.generations.stamp(entry.tenant, entry.tags)
-            and entry.age(self._clock()) < entry.ttl_s
-        )
+        return self._valid(entry, key) and entry.age(self._clock()) < entry.ttl_s
 
     def _store(self, key: CacheKey, entry: Entry) -> None:
         if entry.stamp != self.generations.stamp(entry.tenant, entry.tags):
@@ -493,10 +492,7 @@ class EdgeCache:
         """Refresh a stale entry in the background, once however many hits see it stale."""
         if key.digest in self._inflight:
             return
-        task = self._start_fill(key, freshness, origin)
-        if not self.coalescing:  # still only one refresh per key
-            self._inflight[key.digest] = task
-            task.add_done_callback(lambda _: self._inflight.pop(key.digest, None))
+        task = self._start_fill(key, freshness, origin, shared=True)  # even without coalescing
         self._refreshing.add(task)
         task.add_done_callback(self._refreshed)
 
