@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from intelgraph.common.v1 import authorization_pb2
 from prometheus_client import Counter
 
 from interceptors.base import CallGuard, Check, RpcMethod, invocation_metadata
-from interceptors.policy import NO_RESOURCE, MethodFacts, PolicyEngine
+from interceptors.policy import NO_RESOURCE, Decision, MethodFacts, PolicyEngine
 from interceptors.tokens import Principal, TokenVerifier
 from servers.errors import DomainError, ErrorReason, PermissionDenied, Unauthenticated, reason_name
 
@@ -174,13 +175,26 @@ class AuthorizationInterceptor(CallGuard):
 
             return refuse
         method = MethodFacts(rpc.service, rpc.name, rule.permission)
-        decide = self._engine.decide
+        engine = self._engine
         reads_tenant = rule.reads_tenant
 
-        def authorize(request: Any, _context: grpc.aio.ServicerContext) -> None:
+        def authorize(request: Any, _context: grpc.aio.ServicerContext) -> Awaitable[None] | None:
             principal = current_principal()
             resource = request_resource(request) if reads_tenant else NO_RESOURCE
-            decision = decide(principal.facts, method, resource, int(time.time()))
+            now = int(time.time())
+            decision = engine.cached_decision(principal.facts, method, resource, now)
+            if decision is None:
+                # A miss is evaluated off the event loop; the call waits for it.
+                return _after_evaluation(principal, resource, now)
+            _enforce(decision, principal)
+            return None
+
+        async def _after_evaluation(
+            principal: Principal, resource: Mapping[str, str], now: int
+        ) -> None:
+            _enforce(await engine.decision(principal.facts, method, resource, now), principal)
+
+        def _enforce(decision: Decision, principal: Principal) -> None:
             if decision.allow:
                 return
             reasons = ",".join(decision.reasons) or "policy_denied"

@@ -134,7 +134,9 @@ class ServerInterceptor(abc.ABC):
 
 
 #: A guard's check for one method: returns to let the call through, raises to refuse it.
-Check = Callable[[Any, grpc.aio.ServicerContext], None]
+#: A check that must wait (a policy evaluated off the event loop) returns an awaitable
+#: that does the same; one that can decide at once returns None.
+Check = Callable[[Any, grpc.aio.ServicerContext], Awaitable[None] | None]
 
 
 class CallGuard(ServerInterceptor):
@@ -161,8 +163,14 @@ class CallGuard(ServerInterceptor):
         """Check, then continue (the chain inlines this; kept for use on its own)."""
         check = self.prepare(rpc)
         if check is not None:
-            check(request_or_iterator, context)
+            await _passed(check(request_or_iterator, context))
         return await proceed(method, request_or_iterator, context, rpc)
+
+
+async def _passed(outcome: Awaitable[None] | None) -> None:
+    """Wait for a check that could not decide at once."""
+    if outcome is not None:
+        await outcome
 
 
 async def proceed(
@@ -272,7 +280,9 @@ def _guard_step(checks: tuple[Check, ...], below: Method, rpc: RpcMethod) -> Met
         # Checked lazily, inside the stream, so the layers above map refusals.
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             for check in checks:
-                check(request, context)
+                pending = check(request, context)
+                if pending is not None:
+                    await pending
             async for response in below(request, context):
                 yield response
 
@@ -280,7 +290,9 @@ def _guard_step(checks: tuple[Check, ...], below: Method, rpc: RpcMethod) -> Met
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         for check in checks:
-            check(request, context)
+            pending = check(request, context)
+            if pending is not None:
+                await pending
         return await below(request, context)
 
     return call

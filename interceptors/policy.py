@@ -10,24 +10,35 @@ Decisions are cached in a bounded LRU keyed on every field of that input;
 `now` is whole seconds, so a cached decision never outlives the second it
 was made in (and so never the token it was made for).
 
-regopy is used with two precautions learned the hard way: an `Output` must
-stay referenced while anything read from it is used, and a failed output
-must not be rendered (both crash the process); results are read from the
-Python values `Output` parses itself.
+An evaluation costs from about 0.2 ms (the leak verdict) to several ms (an
+access request over many scopes), so the server never runs one on its event
+loop: `decision` and `query` evaluate on the engine's own thread (regopy
+releases the GIL while rego-cpp works), and concurrent identical
+authorization misses share one evaluation. `decide` and `evaluate` run in the
+caller's thread, for tools and tests.
+
+regopy is used with three precautions learned the hard way: it is loaded
+through `interceptors.rego`, which keeps its allocations from leaking; an
+`Output` must stay referenced while anything read from it is used, and a
+failed output must not be rendered (both crash the process); results are
+read from the Python values `Output` parses itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from cachetools import LRUCache
-from regopy import Input, Interpreter, RegoError
+
+from interceptors.rego import Input, Interpreter, RegoError
 
 #: The platform's policies, shipped with the code.
 POLICY_DIR = Path(__file__).with_name("policies")
@@ -99,11 +110,16 @@ class Decision:
     reasons: tuple[str, ...]
 
 
+#: An authorization decision's cache key: everything the policy reads.
+DecisionKey = tuple[CallerFacts, MethodFacts, tuple[tuple[str, str], ...], int]
+
+
 class PolicyEngine:
     """Compiled policies and the cache of their decisions.
 
-    One regopy interpreter is not thread-safe; evaluations take a lock (the
-    server evaluates on its event loop thread, so it is never contended there).
+    One regopy interpreter is not thread-safe: evaluations take a lock. The
+    server's evaluations run on the engine's single thread (`decision`,
+    `query`), so the lock is only contended by tools and tests.
 
     Args:
         directory: Where the policies are.
@@ -127,10 +143,15 @@ class PolicyEngine:
             raise PolicyError(f"policies in {directory} do not compile")
         self._interpreter = Interpreter()
         self._lock = threading.Lock()
-        self._decisions: LRUCache[tuple[Any, ...], Decision] = LRUCache(maxsize=cache_size)
+        self._decisions: LRUCache[DecisionKey, Decision] = LRUCache(maxsize=cache_size)
+        #: Authorization evaluations under way, by key (event-loop side only).
+        self._pending: dict[DecisionKey, asyncio.Future[Decision]] = {}
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
 
     def evaluate(self, entrypoint: str, document: Mapping[str, Any]) -> Any:
         """The value of `entrypoint` for input `document`; None when undefined.
+
+        Runs in the calling thread; on the event loop, use `query`.
 
         Raises:
             PolicyError: The evaluation failed.
@@ -145,6 +166,17 @@ class PolicyEngine:
                 return None
             return output[0].expressions[0]
 
+    async def query(self, entrypoint: str, document: Mapping[str, Any]) -> Any:
+        """`evaluate`, on the engine's thread: the event loop goes on meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self.evaluate, entrypoint, document)
+
+    def cached_decision(
+        self, caller: CallerFacts, method: MethodFacts, resource: Mapping[str, str], now: int
+    ) -> Decision | None:
+        """The decision for one call if it is cached; None when it must be evaluated."""
+        return self._decisions.get(_decision_key(caller, method, resource, now))
+
     def decide(
         self,
         caller: CallerFacts,
@@ -152,31 +184,73 @@ class PolicyEngine:
         resource: Mapping[str, str],
         now: int,
     ) -> Decision:
-        """The authorization decision for one call (cached on everything it reads)."""
-        key = (caller, method, tuple(resource.items()) if resource else (), now)
+        """The authorization decision for one call, evaluated in this thread on a miss."""
+        key = _decision_key(caller, method, resource, now)
         decision = self._decisions.get(key)
         if decision is None:
-            result = self.evaluate(
-                AUTHZ_DECISION,
-                {
-                    "subject": caller.subject,
-                    "tenant": caller.tenant,
-                    "scopes": list(caller.scopes),
-                    "jit": caller.jit,
-                    "method": {
-                        "service": method.service,
-                        "name": method.name,
-                        "permission": method.permission,
-                    },
-                    "resource": dict(resource),
-                    "now": now,
-                },
-            )
-            if not isinstance(result, dict):
-                raise PolicyError(f"{AUTHZ_DECISION} is undefined for this input")
-            decision = Decision(
-                allow=result.get("allow") is True,
-                reasons=tuple(sorted(str(reason) for reason in result.get("deny", ()))),
-            )
-            self._decisions[key] = decision
+            decision = self._decisions[key] = self._evaluate_decision(key)
         return decision
+
+    async def decision(
+        self,
+        caller: CallerFacts,
+        method: MethodFacts,
+        resource: Mapping[str, str],
+        now: int,
+    ) -> Decision:
+        """The authorization decision for one call, evaluated off the event loop on a miss.
+
+        Concurrent misses of the same key (a burst from one caller as the
+        second turns) wait for one evaluation.
+        """
+        key = _decision_key(caller, method, resource, now)
+        decision = self._decisions.get(key)
+        if decision is not None:
+            return decision
+        pending = self._pending.get(key)
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = loop.run_in_executor(self._thread, self._evaluate_decision, key)
+            self._pending[key] = pending
+            pending.add_done_callback(lambda done: self._settle(key, done))
+        return await asyncio.shield(pending)
+
+    def _settle(self, key: DecisionKey, done: asyncio.Future[Decision]) -> None:
+        self._pending.pop(key, None)
+        if not done.cancelled() and done.exception() is None:
+            self._decisions[key] = done.result()
+
+    def _evaluate_decision(self, key: DecisionKey) -> Decision:
+        caller, method, resource, now = key
+        result = self.evaluate(
+            AUTHZ_DECISION,
+            {
+                "subject": caller.subject,
+                "tenant": caller.tenant,
+                "scopes": list(caller.scopes),
+                "jit": caller.jit,
+                "method": {
+                    "service": method.service,
+                    "name": method.name,
+                    "permission": method.permission,
+                },
+                "resource": dict(resource),
+                "now": now,
+            },
+        )
+        if not isinstance(result, dict):
+            raise PolicyError(f"{AUTHZ_DECISION} is undefined for this input")
+        return Decision(
+            allow=result.get("allow") is True,
+            reasons=tuple(sorted(str(reason) for reason in result.get("deny", ()))),
+        )
+
+    def close(self) -> None:
+        """Stop the engine's thread (evaluations in the calling thread still work)."""
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+
+def _decision_key(
+    caller: CallerFacts, method: MethodFacts, resource: Mapping[str, str], now: int
+) -> DecisionKey:
+    return (caller, method, tuple(resource.items()) if resource else (), now)

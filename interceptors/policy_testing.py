@@ -12,9 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from regopy import Interpreter
-
 from interceptors.policy import ENTRYPOINTS, POLICY_DIR, policy_data, policy_sources
+from interceptors.rego import Interpreter
 
 _PACKAGE = re.compile(r"^package\s+([\w.]+)", re.MULTILINE)
 _TEST_RULE = re.compile(r"^(test_\w+)\s+if\b", re.MULTILINE)

@@ -118,6 +118,7 @@ class Platform:
         self._channel: grpc.aio.Channel | None = None
         #: The edge cache of persisted GraphQL reads, once started (None when turned off).
         self.edge: EdgeLayer | None = None
+        self._engine: PolicyEngine | None = None
 
     @property
     def grpc_target(self) -> str:
@@ -266,6 +267,8 @@ class Platform:
 
     def _graphql_endpoint(self) -> GraphqlEndpoint:
         settings = self.settings
+        if self._engine is None:
+            raise StartupError("the GraphQL facade needs the policy engine: start gRPC first")
         facade = build_facade_schema(service.descriptor for service in self.services)
         self._channel = grpc.aio.insecure_channel(self.grpc_target)
         gateway = Gateway(
@@ -356,6 +359,8 @@ class Platform:
         if self.edge is not None:
             await self.edge.close()
         await self.database.dispose()
+        if self._engine is not None:
+            self._engine.close()
         self.state = "stopped"
 
 

@@ -87,9 +87,10 @@ class AccessWorkflow:
     def _now(self) -> datetime:
         return self._runtime.clock()
 
-    def is_approver(self, principal: Principal) -> bool:
+    async def is_approver(self, principal: Principal) -> bool:
         """Whether the caller holds admin.write (needed to review and to see every request)."""
-        return self._engine.decide(principal.facts, APPROVER, {}, int(time.time())).allow
+        decision = await self._engine.decision(principal.facts, APPROVER, {}, int(time.time()))
+        return decision.allow
 
     # -- requests -----------------------------------------------------------------
 
@@ -101,7 +102,7 @@ class AccessWorkflow:
         requested = sorted({item.strip() for item in scope if item.strip()})
         if expires_at <= now:
             raise InvalidArgument("expires_at must be in the future", field="expires_at")
-        verdict = self._engine.evaluate(
+        verdict = await self._engine.query(
             ACCESS_REQUEST_DECISION,
             {
                 "subject": principal.subject,
@@ -158,7 +159,7 @@ class AccessWorkflow:
         """A request with its reviews and grant; requesters see their own, approvers all."""
         async with self._db.tenant_session(principal.tenant, readonly=True) as session:
             row = await _request(session, request_id)
-            if row.requester != principal.subject and not self.is_approver(principal):
+            if row.requester != principal.subject and not await self.is_approver(principal):
                 raise _request_not_found(request_id)
             return row, await _reviews(session, row.id), await _grant_of(session, row.id)
 
@@ -341,7 +342,7 @@ class AccessWorkflow:
         self, session: AsyncSession, principal: Principal, request_id: str, now: datetime
     ) -> AccessRequestRow:
         row = await _request(session, request_id)
-        verdict = self._engine.evaluate(
+        verdict = await self._engine.query(
             ACCESS_REVIEW_DECISION,
             {
                 "subject": principal.subject,
@@ -421,7 +422,7 @@ class AccessWorkflow:
         now = self._now()
         async with self._db.tenant_session(principal.tenant) as session:
             grant = await _grant(session, grant_id)
-            if grant.grantee != principal.subject and not self.is_approver(principal):
+            if grant.grantee != principal.subject and not await self.is_approver(principal):
                 raise _grant_not_found(grant_id)
             if grant.status != "active" or grant.ends_at <= now:
                 raise FailedPrecondition(
@@ -468,7 +469,7 @@ class AccessWorkflow:
     ) -> Listed:
         """Grants the caller may see: their own, or all for approvers."""
         query = select(GrantRow)
-        if not self.is_approver(principal):
+        if not await self.is_approver(principal):
             grantee = principal.subject
         if status:
             query = query.where(GrantRow.status == status)

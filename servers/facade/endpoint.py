@@ -160,7 +160,7 @@ class GraphqlEndpoint:
         plan = self._edge.plan(
             prepared.operation_id, prepared.document, prepared.operation_name, self._roots
         )
-        if plan is None or not self._may_run(principal, plan.roots):
+        if plan is None or not await self._may_run(principal, plan.roots):
             return None
         key = CacheKey(
             principal.tenant_id,
@@ -184,21 +184,21 @@ class GraphqlEndpoint:
             outcome.body, media_type="application/json", headers={"x-cache": outcome.kind}
         )
 
-    def _may_run(self, principal: Principal, roots: Iterable[RootField]) -> bool:
+    async def _may_run(self, principal: Principal, roots: Iterable[RootField]) -> bool:
         now = int(time.time())
         for root in roots:
             if root.public:
                 continue
             method = root.method
             facts = MethodFacts(method.containing_service.full_name, method.name, root.permission)
-            if not self._engine.decide(principal.facts, facts, {}, now).allow:
+            if not (await self._engine.decision(principal.facts, facts, {}, now)).allow:
                 return False
         return True
 
     async def _prepare(self, request: Request) -> _Prepared:
         payload = await self._payload(request)
         context = self._context(request)
-        document, persisted_id = self._document(payload, context)
+        document, persisted_id = await self._document(payload, context)
         variables = payload.get("variables") or {}
         if not isinstance(variables, dict):
             raise RequestProblem("variables must be a JSON object", "BAD_USER_INPUT")
@@ -245,7 +245,7 @@ class GraphqlEndpoint:
                 error.message, "UNAUTHENTICATED", reason=reason_name(error.reason)
             ) from None
 
-    def _document(
+    async def _document(
         self, payload: dict[str, Any], context: FacadeContext
     ) -> tuple[DocumentNode, str | None]:
         """The document to run, and the id of the persisted operation it is (if it is one)."""
@@ -284,18 +284,19 @@ class GraphqlEndpoint:
         persisted = self._operations.matching(ast)
         if persisted is not None:
             return persisted.ast, persisted.id
-        if self._limits.production and not self._may_send_ad_hoc(context):
+        if self._limits.production and not await self._may_send_ad_hoc(context):
             raise RequestProblem(
                 "only persisted operations run here; send the id of a registered one",
                 "PERSISTED_QUERY_REQUIRED",
             )
         return self._checked(ast), None
 
-    def _may_send_ad_hoc(self, context: FacadeContext) -> bool:
+    async def _may_send_ad_hoc(self, context: FacadeContext) -> bool:
         principal = context.principal
         if principal is None:
             return False
-        return self._engine.decide(principal.facts, ADHOC, {}, int(time.time())).allow
+        decision = await self._engine.decision(principal.facts, ADHOC, {}, int(time.time()))
+        return decision.allow
 
     def _checked(self, ast: DocumentNode) -> DocumentNode:
         """An ad-hoc document, refused unless within the limits and valid."""

@@ -163,7 +163,7 @@ class Gateway:
         async def resolve(_parent: Any, info: Any, **arguments: Any) -> Any:
             context: FacadeContext = info.context
             if not root.public:
-                self._authorize(context, facts, arguments)
+                await self._authorize(context, facts, arguments)
             try:
                 request = json_format.ParseDict(
                     to_proto_json(arguments, method.input_type), request_class()
@@ -188,7 +188,7 @@ class Gateway:
 
         return resolve
 
-    def _authorize(
+    async def _authorize(
         self, context: FacadeContext, facts: MethodFacts, arguments: Mapping[str, Any]
     ) -> None:
         principal = context.principal
@@ -205,7 +205,7 @@ class Gateway:
                 resource["tenant"] = str(uuid.UUID(str(tenant)))
             except ValueError:
                 resource["tenant"] = str(tenant)
-        decision = self._engine.decide(principal.facts, facts, resource, int(time.time()))
+        decision = await self._engine.decision(principal.facts, facts, resource, int(time.time()))
         if not decision.allow:
             reasons = ",".join(decision.reasons) or "policy_denied"
             raise graphql_error(
