@@ -96,21 +96,28 @@ def bearer_token(context: grpc.aio.ServicerContext) -> str:
     """The token in the call's `authorization: Bearer <token>` metadata.
 
     Raises:
-        Unauthenticated: There is none, or the metadata is not a bearer token.
+        Unauthenticated: There is none, more than one, or the metadata is not a bearer token.
     """
-    for key, value in invocation_metadata(context):
-        if key == "authorization":
-            token = value[7:].strip() if value[:7].lower() == "bearer " else ""
-            if not token:
-                raise Unauthenticated(
-                    "authorization metadata is not a bearer token",
-                    reason=ErrorReason.ERROR_REASON_TOKEN_MALFORMED,
-                )
-            return str(token)
-    raise Unauthenticated(
-        "missing bearer token in authorization metadata",
-        reason=ErrorReason.ERROR_REASON_TOKEN_MISSING,
-    )
+    values = [value for key, value in invocation_metadata(context) if key == "authorization"]
+    if not values:
+        raise Unauthenticated(
+            "missing bearer token in authorization metadata",
+            reason=ErrorReason.ERROR_REASON_TOKEN_MISSING,
+        )
+    if len(values) > 1:
+        # Which one would count is a proxy's guess; refuse rather than pick.
+        raise Unauthenticated(
+            "more than one authorization metadata entry",
+            reason=ErrorReason.ERROR_REASON_TOKEN_MALFORMED,
+        )
+    value = values[0]
+    token = value[7:].strip() if isinstance(value, str) and value[:7].lower() == "bearer " else ""
+    if not token:
+        raise Unauthenticated(
+            "authorization metadata is not a bearer token",
+            reason=ErrorReason.ERROR_REASON_TOKEN_MALFORMED,
+        )
+    return token
 
 
 def _count_refusal(rpc: RpcMethod, error: DomainError) -> None:

@@ -31,6 +31,15 @@ from servers.errors import ErrorReason, ReasonValue, Unauthenticated
 
 #: Claims every token must carry.
 REQUIRED_CLAIMS = ("exp", "nbf", "iat", "iss", "aud", "sub", "tenant", "scopes", "jti")
+#: The longest token accepted, in characters; longer ones are refused unread.
+MAX_TOKEN_CHARS = 8192
+#: Bounds of the claims a principal is built from (the policy and the logs read them).
+MAX_SUBJECT_CHARS = 256
+MAX_TOKEN_ID_CHARS = 128
+MAX_SCOPES = 64
+MAX_SCOPE_CHARS = 128
+#: The furthest a token's `exp` may lie ahead: no token the platform issues lives longer.
+MAX_LIFETIME_S = 366 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +224,11 @@ class TokenVerifier:
         Raises:
             Unauthenticated: With the reason the token is refused.
         """
+        if len(token) > MAX_TOKEN_CHARS:
+            raise _refuse(
+                ErrorReason.ERROR_REASON_TOKEN_MALFORMED,
+                f"token longer than {MAX_TOKEN_CHARS} characters",
+            )
         ring = self._keys.ring()
         if self._keys.generation != self._generation:
             # A rotation or retirement: what verified before may not verify now.
@@ -231,7 +245,8 @@ class TokenVerifier:
     def _verify_signed(self, token: str, ring: KeyRing) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:
+            # Not base64 or JSON, a `kid` that is not a string, a `crit` extension, ...
             raise _refuse(ErrorReason.ERROR_REASON_TOKEN_MALFORMED, "malformed token") from None
         kid = header.get("kid")
         key = ring.verification_keys.get(kid) if isinstance(kid, str) else None
@@ -262,23 +277,31 @@ class TokenVerifier:
         return _principal(claims)
 
 
+def _bounded_text(value: Any, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit and "\x00" not in value
+
+
 def _principal(claims: dict[str, Any]) -> Principal:
+    """The principal of verified claims, refused unless every claim it keeps is within bounds."""
     scopes = claims["scopes"]
     subject = claims["sub"]
     token_id = claims["jti"]
+    expires_at = claims["exp"]
     try:
         tenant = uuid.UUID(str(claims["tenant"]))
     except ValueError:
         tenant = None
     well_typed = (
         tenant is not None
-        and isinstance(subject, str)
-        and subject
-        and isinstance(token_id, str)
-        and token_id
+        and _bounded_text(subject, MAX_SUBJECT_CHARS)
+        and _bounded_text(token_id, MAX_TOKEN_ID_CHARS)
         and isinstance(scopes, list)
-        and all(isinstance(scope, str) for scope in scopes)
+        and len(scopes) <= MAX_SCOPES
+        and all(_bounded_text(scope, MAX_SCOPE_CHARS) for scope in scopes)
         and isinstance(claims.get("jit", False), bool)
+        and isinstance(expires_at, int | float)
+        # PyJWT has checked that it has not passed; it must not lie absurdly far ahead either.
+        and expires_at <= time.time() + MAX_LIFETIME_S
     )
     if not well_typed or tenant is None:
         raise _refuse(ErrorReason.ERROR_REASON_TOKEN_CLAIMS_INVALID, "token claims malformed")
@@ -289,6 +312,6 @@ def _principal(claims: dict[str, Any]) -> Principal:
         scopes=tuple(scopes),
         jit=bool(claims.get("jit", False)),
         token_id=token_id,
-        expires_at=float(claims["exp"]),
+        expires_at=float(expires_at),
         facts=CallerFacts(subject, str(tenant), tuple(scopes), bool(claims.get("jit", False))),
     )

@@ -145,6 +145,20 @@ def _hmac_with_the_public_key(minter: Minter, _platform: Platform) -> tuple[tupl
     return _bearer(f"{header}.{body}.{_unpadded(signature)}")
 
 
+def _unsigned(header: dict[str, object], claims: dict[str, object]) -> tuple[tuple[str, str], ...]:
+    parts = (_unpadded(json.dumps(header).encode()), _unpadded(json.dumps(claims).encode()), "c2ln")
+    return _bearer(".".join(parts))
+
+
+def _kid_not_a_string(minter: Minter, _platform: Platform) -> tuple[tuple[str, str], ...]:
+    return _unsigned({"alg": "EdDSA", "typ": "JWT", "kid": 5}, _claims(minter))
+
+
+def _critical_extension(minter: Minter, _platform: Platform) -> tuple[tuple[str, str], ...]:
+    kid = keys.load(minter.settings.signing_keys_dir).current.kid
+    return _unsigned({"alg": "EdDSA", "kid": kid, "crit": ["exp"]}, _claims(minter))
+
+
 def _revoked(minter: Minter, platform: Platform) -> tuple[tuple[str, str], ...]:
     token_id = uuid.uuid4().hex
     platform.revocations.revoke(token_id, time.time() + 600)
@@ -218,6 +232,26 @@ CASES = [
         R.ERROR_REASON_TOKEN_CLAIMS_INVALID,
     ),
     Case("revoked", _revoked, UNAUTHENTICATED, R.ERROR_REASON_TOKEN_REVOKED),
+    Case("kid_not_a_string", _kid_not_a_string, UNAUTHENTICATED, R.ERROR_REASON_TOKEN_MALFORMED),
+    Case("crit_header", _critical_extension, UNAUTHENTICATED, R.ERROR_REASON_TOKEN_MALFORMED),
+    Case(
+        "absurd_exp",
+        lambda m, p: _signed(m, _claims(m, exp=10**20)),
+        UNAUTHENTICATED,
+        R.ERROR_REASON_TOKEN_CLAIMS_INVALID,
+    ),
+    Case(
+        "too_many_scopes",
+        lambda m, p: _signed(m, _claims(m, scopes=[f"s{i}" for i in range(65)])),
+        UNAUTHENTICATED,
+        R.ERROR_REASON_TOKEN_CLAIMS_INVALID,
+    ),
+    Case(
+        "two_authorization_entries",
+        lambda m, p: (*m.metadata(), *m.metadata(["admin.write"])),
+        UNAUTHENTICATED,
+        R.ERROR_REASON_TOKEN_MALFORMED,
+    ),
     Case(
         "policy_denied",
         lambda m, p: m.metadata(["billing.usage.write"]),

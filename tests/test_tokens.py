@@ -165,3 +165,45 @@ def test_retirement_drops_cached_verifications(tmp_path: Path) -> None:
     with pytest.raises(Unauthenticated) as refused:
         verifier.verify(token)
     assert refused.value.reason == ErrorReason.ERROR_REASON_TOKEN_KEY_UNKNOWN
+
+
+def test_tokens_over_the_size_bound_are_refused_unread(tmp_path: Path) -> None:
+    keys.rotate(tmp_path, "EdDSA")
+    verifier = _verifier(tmp_path, tokens.InMemoryRevocations())
+    with pytest.raises(Unauthenticated) as refused:
+        verifier.verify("a" * (tokens.MAX_TOKEN_CHARS + 1))
+    assert refused.value.reason == ErrorReason.ERROR_REASON_TOKEN_MALFORMED
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        ("exp", 10**20),
+        ("exp", 1e300),
+        ("sub", "x" * (tokens.MAX_SUBJECT_CHARS + 1)),
+        ("sub", "nul\x00byte"),
+        ("jti", "j" * (tokens.MAX_TOKEN_ID_CHARS + 1)),
+        ("scopes", ["s"] * (tokens.MAX_SCOPES + 1)),
+        ("scopes", ["s" * (tokens.MAX_SCOPE_CHARS + 1)]),
+    ],
+)
+def test_signed_claims_out_of_bounds_are_refused(tmp_path: Path, claim: str, value: object) -> None:
+    ring = keys.rotate(tmp_path, "EdDSA")
+    now = int(time.time())
+    claims = {
+        "iss": "iss",
+        "aud": "aud",
+        "sub": "alice",
+        "tenant": str(TENANT),
+        "scopes": ["catalog.read"],
+        "jti": "j1",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 60,
+        claim: value,
+    }
+    key = ring.current
+    token = jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
+    with pytest.raises(Unauthenticated) as refused:
+        _verifier(tmp_path, tokens.InMemoryRevocations()).verify(token)
+    assert refused.value.reason == ErrorReason.ERROR_REASON_TOKEN_CLAIMS_INVALID

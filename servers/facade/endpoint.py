@@ -228,9 +228,16 @@ class GraphqlEndpoint:
         return decoded
 
     def _context(self, request: Request) -> FacadeContext:
-        header = request.headers.get("authorization")
-        if header is None:
+        headers = request.headers.getlist("authorization")
+        if not headers:
             return FacadeContext(token=None, principal=None)
+        if len(headers) > 1:
+            raise RequestProblem(
+                "more than one authorization header",
+                "UNAUTHENTICATED",
+                reason=reason_name(ErrorReason.ERROR_REASON_TOKEN_MALFORMED),
+            )
+        header = headers[0]
         if header[:7].lower() != "bearer " or not header[7:].strip():
             raise RequestProblem(
                 "authorization header is not a bearer token",
