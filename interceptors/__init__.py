@@ -1,4 +1,4 @@
-"""Server interceptors, outermost first: errors, authentication, authorization, validation, metrics.
+"""Server interceptors, outermost first: errors, authn, authz, validation, stream limits, metrics.
 
 `platform_chain` is the chain every platform server runs.
 """
@@ -12,12 +12,16 @@ from interceptors.base import InterceptorChain, RpcMethod, ServerInterceptor, pa
 from interceptors.errors import ErrorMappingInterceptor
 from interceptors.metrics import MetricsInterceptor
 from interceptors.policy import PolicyEngine
+from interceptors.streams import StreamLimits, StreamLimitsInterceptor
 from interceptors.tokens import Principal, TokenVerifier
-from interceptors.validation import RequiredFieldsGuard
+from interceptors.validation import BoundsGuard, RequiredFieldsGuard
 
 
 def platform_chain(
-    verifier: TokenVerifier, engine: PolicyEngine, *inner: ServerInterceptor
+    verifier: TokenVerifier,
+    engine: PolicyEngine,
+    *inner: ServerInterceptor,
+    stream_limits: StreamLimits | None = None,
 ) -> InterceptorChain:
     """The interceptor chain every platform server runs, outermost first; `inner` go last."""
     return InterceptorChain(
@@ -26,6 +30,8 @@ def platform_chain(
             AuthenticationInterceptor(verifier),
             AuthorizationInterceptor(engine),
             RequiredFieldsGuard(),
+            BoundsGuard(),
+            StreamLimitsInterceptor(stream_limits or StreamLimits()),
             MetricsInterceptor(),
             *inner,
         ]
@@ -35,6 +41,7 @@ def platform_chain(
 __all__ = [
     "AuthenticationInterceptor",
     "AuthorizationInterceptor",
+    "BoundsGuard",
     "ErrorMappingInterceptor",
     "InterceptorChain",
     "MetricsInterceptor",
@@ -43,6 +50,8 @@ __all__ = [
     "RequiredFieldsGuard",
     "RpcMethod",
     "ServerInterceptor",
+    "StreamLimits",
+    "StreamLimitsInterceptor",
     "TokenVerifier",
     "current_principal",
     "parse_method_name",

@@ -110,6 +110,10 @@ def describe_method(full_name: str, handler: grpc.RpcMethodHandler) -> RpcMethod
 class ServerInterceptor(abc.ABC):
     """Base of the platform's server interceptors."""
 
+    def applies_to(self, rpc: RpcMethod) -> bool:
+        """Whether this interceptor runs around calls of `rpc`; the chain leaves it out if not."""
+        return True
+
     @abc.abstractmethod
     async def intercept(
         self,
@@ -239,6 +243,8 @@ class InterceptorChain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 checks = tuple(check for guard in layer if (check := guard.prepare(rpc)))
                 if checks:
                     below = _guard_step(checks, below, rpc)
+            elif not layer.applies_to(rpc):
+                continue
             elif rpc.response_streaming:
                 below = _stream_layer(layer, below, rpc)
             else:

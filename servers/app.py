@@ -25,7 +25,7 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from interceptors import PolicyEngine, TokenVerifier, platform_chain
+from interceptors import PolicyEngine, StreamLimits, TokenVerifier, platform_chain
 from interceptors.keys import RING_FILE, KeyRingError, KeyStore, rotate
 from interceptors.metrics import RPC_STATS, write_snapshots
 from interceptors.policy import POLICY_DIR, PolicyError
@@ -97,7 +97,9 @@ class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: tuple[ServiceDefinition, ...] = services_named(settings.services)
-        self.database = Database(settings.database_url)
+        self.database = Database(
+            settings.database_url, tenant_connections=settings.tenant_connections
+        )
         self.health = health.aio.HealthServicer()
         #: Revoked token ids this process refuses (the Access service feeds it).
         self.revocations = InMemoryRevocations()
@@ -170,8 +172,9 @@ class Platform:
         self._verifier, self._engine = verifier, engine
         self.edge = self._edge_layer(engine)
         inner = [InvalidationInterceptor(self.edge.graph, self.edge.cache)] if self.edge else []
+        limits = StreamLimits(self.settings.stream_idle_timeout, self.settings.stream_max_duration)
         server = grpc.aio.server(
-            interceptors=[platform_chain(verifier, engine, *inner)],
+            interceptors=[platform_chain(verifier, engine, *inner, stream_limits=limits)],
             options=[("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)],
         )
         self.metering = Metering(self.database, utc_now) if self.settings.metering else None

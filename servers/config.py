@@ -54,6 +54,21 @@ class Settings(BaseSettings):
         10.0, ge=0, le=300, description="Seconds in-flight calls get to finish on SIGTERM."
     )
     log_level: LogLevel = "info"
+    tenant_connections: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Pooled database connections one tenant's transactions may hold at once.",
+    )
+    stream_idle_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client stream (ImportGraph, uploads) may wait between messages.",
+    )
+    stream_max_duration: float = Field(
+        900.0, gt=0, le=86400, description="Seconds a whole client stream may last."
+    )
     keys_dir: Path | None = Field(
         None, description="Directory of the token signing keys; default: var_dir/keys."
     )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from datetime import timedelta
 
 import pytest
 from intelgraph.analytics.v1 import analytics_service_pb2 as pb
 
 from servers.analytics.graph import build_snapshot, heavy_tailed
-from servers.analytics.service import import_batches
-from servers.db import Database
+from servers.analytics.imports import GraphImport, import_graph, sweep_abandoned
+from servers.analytics.store import GraphRevisionRow
+from servers.db import Database, utc_now
 from servers.db.migrate import upgrade
 from servers.errors import InvalidArgument
 from tests.conftest import OTHER_TENANT, TENANT
@@ -47,10 +49,8 @@ def _edges(batches: list[pb.ImportGraphRequest]) -> set[tuple[str, str, float]]:
 async def test_imports_and_snapshots_stay_within_their_tenant(database: Database) -> None:
     await upgrade(database.engine)
     ours, theirs = _graph(300, 1500, 1, "a"), _graph(40, 100, 2, "b")
-    async with database.tenant_session(TENANT) as session:
-        assert (await import_batches(session, TENANT, _stream(ours)))[2] == 1
-    async with database.tenant_session(OTHER_TENANT) as session:
-        await import_batches(session, OTHER_TENANT, _stream(theirs))
+    assert (await import_graph(database, TENANT, _stream(ours))).revision == 1
+    await import_graph(database, OTHER_TENANT, _stream(theirs))
     snapshot = await build_snapshot(database, TENANT)
     assert (snapshot.revision, snapshot.nodes) == (1, 300)
     assert list(snapshot.ids) == sorted(f"a{i}" for i in range(300))
@@ -71,8 +71,7 @@ async def test_imports_and_snapshots_stay_within_their_tenant(database: Database
 
 async def test_a_failed_import_leaves_nothing_behind(database: Database) -> None:
     await upgrade(database.engine)
-    async with database.tenant_session(TENANT) as session:
-        await import_batches(session, TENANT, _stream(_graph(50, 200, 3, "a")))
+    await import_graph(database, TENANT, _stream(_graph(50, 200, 3, "a")))
     before = await build_snapshot(database, TENANT)
     bad = [
         *_graph(60, 300, 4, "c"),  # new entities and relationships, then a dangling one
@@ -81,8 +80,31 @@ async def test_a_failed_import_leaves_nothing_behind(database: Database) -> None
         ),
     ]
     with pytest.raises(InvalidArgument):
-        async with database.tenant_session(TENANT) as session:
-            await import_batches(session, TENANT, _stream(bad))
+        await import_graph(database, TENANT, _stream(bad))
     after = await build_snapshot(database, TENANT)
     assert (after.revision, after.nodes, after.edges) == (1, before.nodes, before.edges)
     assert list(after.ids) == list(before.ids)
+
+
+async def test_relationships_cannot_name_another_tenants_entities(database: Database) -> None:
+    await upgrade(database.engine)
+    await import_graph(database, OTHER_TENANT, _stream(_graph(10, 20, 5, "b")))
+    across = pb.ImportGraphRequest(
+        entities=[pb.Entity(id="a0", type="person")],
+        relationships=[pb.Relationship(id="x", source_id="a0", target_id="b1", weight=1)],
+    )
+    with pytest.raises(InvalidArgument) as refused:
+        await import_graph(database, TENANT, _stream([across]))
+    assert refused.value.metadata["unknown_entity"] == "b1"
+    async with database.tenant_session(TENANT, readonly=True) as session:
+        assert await session.get(GraphRevisionRow, TENANT) is None
+
+
+async def test_abandoned_staging_is_swept(database: Database) -> None:
+    await upgrade(database.engine)
+    staging = GraphImport(database, TENANT, clock=lambda: utc_now() - timedelta(hours=3))
+    await staging.stage(_graph(5, 5, 6, "s")[0])
+    fresh = GraphImport(database, TENANT)
+    await fresh.stage(_graph(7, 5, 6, "f")[0])
+    assert await sweep_abandoned(database, timedelta(hours=2)) == 5
+    assert (await fresh.commit()).entities == 7

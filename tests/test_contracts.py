@@ -7,10 +7,11 @@ import re
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from intelgraph.common.v1 import authorization_pb2, errors_pb2
 
 from graphql import build_schema
+from interceptors.validation import field_bounds
 from servers.config import SERVICE_NAMES
 from servers.edge.graph import build_mutation_graph, cache_policy
 from servers.facade import (
@@ -215,3 +216,43 @@ def test_declared_resources_name_real_messages() -> None:
         for method in service.descriptor.methods:
             for name in cache_policy(method).resources:
                 assert pool.FindMessageTypeByName(name).full_name == name, method.full_name
+
+
+def _request_fields() -> dict[str, FieldDescriptor]:
+    """Every field a request can carry, by "Message.field", through nested messages."""
+    found: dict[str, FieldDescriptor] = {}
+    seen: set[str] = set()
+    pending = [method.input_type for _, method in METHODS]
+    while pending:
+        message = pending.pop()
+        if message.full_name in seen or message.full_name.startswith("google.protobuf."):
+            continue
+        seen.add(message.full_name)
+        for field in message.fields:
+            found[f"{message.full_name}.{field.name}"] = field
+            if field.message_type is not None:
+                pending.append(field.message_type)
+    return found
+
+
+def test_every_wide_integer_a_request_carries_declares_its_bounds() -> None:
+    """64-bit integers reach sums and products (money, quantities, sizes): each says its range."""
+    wide = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64}
+    unbounded = [
+        name
+        for name, field in _request_fields().items()
+        if field.type in wide
+        and not (field_bounds(field).HasField("min") and field_bounds(field).HasField("max"))
+    ]
+    assert unbounded == []
+
+
+def test_declared_bounds_fit_their_fields() -> None:
+    for name, field in _request_fields().items():
+        bounds = field_bounds(field)
+        if bounds.max_len:
+            assert field.type in {FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES}, name
+        if bounds.max_items:
+            assert field.is_repeated, name
+        if bounds.HasField("min") and bounds.HasField("max"):
+            assert bounds.min <= bounds.max, name

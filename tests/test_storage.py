@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import ForeignKey, String, delete, func, insert, inspect, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from servers.db import ALL_TENANTS, Base, Database, TenantScoped, TenantScopeError
+from servers.db import ALL_TENANTS, Base, Database, TenantScoped, TenantScopeError, copy_rows
 from servers.db.leases import acquire_lease, release_lease
 from servers.db.migrate import (
     SchemaOutOfDate,
@@ -175,6 +175,42 @@ async def test_bulk_insert_checks_every_row(notes: Database) -> None:
     async with notes.tenant_session(TENANT_A) as session:
         count = (await session.execute(select(func.count()).select_from(Note))).scalar_one()
     assert count == 4
+
+
+class Archived(TenantScoped, _TestBase):
+    __tablename__ = "archived_notes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    body: Mapped[str] = mapped_column(String(200))
+
+
+async def test_copying_rows_reads_and_writes_only_the_sessions_tenant(notes: Database) -> None:
+    everyone = select(Note.tenant_id, Note.id, Note.body)  # no tenant filter of its own
+    async with notes.tenant_session(TENANT_A) as session:
+        await session.execute(
+            copy_rows(insert(Archived), ("tenant_id", "id", "body"), everyone, TENANT_A)
+        )
+    async with notes.platform_session() as session:
+        copied = (
+            await session.execute(
+                select(Archived.tenant_id, Archived.body).execution_options(all_tenants=True)
+            )
+        ).all()
+    assert copied == [(TENANT_A, "a's note")]
+
+
+async def test_an_unconfined_insert_of_a_select_is_refused(notes: Database) -> None:
+    copy = insert(Archived).from_select(
+        ["tenant_id", "id", "body"], select(Note.tenant_id, Note.id, Note.body)
+    )
+    with pytest.raises(TenantScopeError):
+        async with notes.tenant_session(TENANT_A) as session:
+            await session.execute(copy)
+    with pytest.raises(TenantScopeError):
+        async with notes.tenant_session(TENANT_A) as session:
+            await session.execute(
+                copy_rows(insert(Archived), ("tenant_id", "id", "body"), select(Note.id), TENANT_B)
+            )
 
 
 async def _write_then_fail(database: Database) -> None:

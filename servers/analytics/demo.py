@@ -9,7 +9,7 @@ import numpy as np
 from intelgraph.analytics.v1 import analytics_service_pb2 as pb
 
 from servers.analytics.graph import heavy_tailed
-from servers.analytics.service import import_batches
+from servers.analytics.imports import import_graph
 from servers.db import Database
 
 ENTITY_TYPES = ("person", "organization", "account", "device", "location")
@@ -48,6 +48,5 @@ async def seed_tenant(
     database: Database, tenant: uuid.UUID, nodes: int, edges: int, seed: int
 ) -> int:
     """Import the sample graph into `tenant` (idempotent: the same ids every time)."""
-    async with database.tenant_session(tenant) as session:
-        _, _, revision = await import_batches(session, tenant, _batches(nodes, edges, seed))
-    return revision
+    imported = await import_graph(database, tenant, _batches(nodes, edges, seed))
+    return imported.revision

@@ -3,130 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from intelgraph.analytics.v1 import analytics_service_pb2 as pb
 from intelgraph.analytics.v1 import analytics_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from interceptors import current_principal
 from servers.analytics import graph, metrics
+from servers.analytics.imports import import_graph, sweep_abandoned
 from servers.analytics.packs import PACKS, Estimate, PackSpec, bind, estimate, pack, sampler
-from servers.analytics.store import EntityRow, GraphRevisionRow, RelationshipRow
+from servers.analytics.store import GraphRevisionRow
 from servers.analytics.workers import PackWorkers
-from servers.db import utc_now
-from servers.errors import FailedPrecondition, InvalidArgument
+from servers.errors import FailedPrecondition
+from servers.jobs import every_under_lease
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer, Runtime
 
 logger = logging.getLogger(__name__)
 
-#: Rows per INSERT statement when importing.
-CHUNK = 5000
 _PARAMETER_TYPES = {"integer": pb.PARAMETER_TYPE_INTEGER, "entity_id": pb.PARAMETER_TYPE_ENTITY_ID}
-
-
-def _upsert(session: AsyncSession, model: Any, columns: Iterable[str]) -> Any:
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(model)
-    return statement.on_conflict_do_update(
-        index_elements=["tenant_id", "id"],
-        set_={column: getattr(statement.excluded, column) for column in columns},
-    )
-
-
-async def import_batches(
-    session: AsyncSession, tenant: uuid.UUID, batches: AsyncIterator[Any]
-) -> tuple[int, int, int]:
-    """Upsert every batch (entities first, then relationships) and bump the revision.
-
-    Raises:
-        InvalidArgument: An id is empty, a weight not positive, or a relationship names an
-            entity that neither this import nor the stored graph has.
-    """
-    entities = relationships = 0
-    async for batch in batches:
-        entity_rows = []
-        for entity in batch.entities:
-            if not entity.id:
-                raise InvalidArgument("every entity needs an id", field="entities.id")
-            entity_rows.append(
-                {"tenant_id": tenant, "id": entity.id, "type": entity.type, "label": entity.label}
-            )
-        for start in range(0, len(entity_rows), CHUNK):
-            await session.execute(
-                _upsert(session, EntityRow, ("type", "label")), entity_rows[start : start + CHUNK]
-            )
-        relationship_rows = []
-        for relationship in batch.relationships:
-            if not (relationship.id and relationship.source_id and relationship.target_id):
-                raise InvalidArgument(
-                    "every relationship needs an id, a source_id and a target_id",
-                    field="relationships",
-                )
-            if not relationship.weight > 0:
-                raise InvalidArgument(
-                    f"relationship {relationship.id}: weight must be positive",
-                    field="relationships.weight",
-                )
-            relationship_rows.append(
-                {
-                    "tenant_id": tenant,
-                    "id": relationship.id,
-                    "source_id": relationship.source_id,
-                    "target_id": relationship.target_id,
-                    "type": relationship.type,
-                    "weight": relationship.weight,
-                }
-            )
-        await _check_endpoints(session, relationship_rows)
-        for start in range(0, len(relationship_rows), CHUNK):
-            await session.execute(
-                _upsert(session, RelationshipRow, ("source_id", "target_id", "type", "weight")),
-                relationship_rows[start : start + CHUNK],
-            )
-        entities += len(entity_rows)
-        relationships += len(relationship_rows)
-    row = await session.get(GraphRevisionRow, tenant, with_for_update=True)
-    if row is None:
-        row = GraphRevisionRow(
-            tenant_id=tenant, revision=0, entities=0, relationships=0, updated_at=utc_now()
-        )
-        session.add(row)
-    row.revision += 1
-    row.updated_at = utc_now()
-    row.entities = int(await session.scalar(select(func.count()).select_from(EntityRow)) or 0)
-    row.relationships = int(
-        await session.scalar(select(func.count()).select_from(RelationshipRow)) or 0
-    )
-    await session.flush()
-    return entities, relationships, row.revision
-
-
-async def _check_endpoints(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    wanted = {row["source_id"] for row in rows} | {row["target_id"] for row in rows}
-    known: set[str] = set()
-    ordered = sorted(wanted)
-    for start in range(0, len(ordered), CHUNK):
-        chunk = ordered[start : start + CHUNK]
-        known |= set(
-            (await session.execute(select(EntityRow.id).where(EntityRow.id.in_(chunk)))).scalars()
-        )
-    missing = sorted(wanted - known)
-    if missing:
-        raise InvalidArgument(
-            f"relationships name {len(missing)} unknown entities, e.g. {missing[0]!r}",
-            field="relationships",
-            metadata={"unknown_entity": missing[0]},
-        )
 
 
 def _spec_message(spec: PackSpec) -> pb.PackSpec:
@@ -183,7 +86,7 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         self._prebuilding: set[asyncio.Task[None]] = set()
 
     def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
-        """Start the pack workers (and stop them when the platform stops)."""
+        """The pack workers (stopped with the platform); the sweep of abandoned imports."""
 
         async def run_workers() -> None:
             await self.workers.start()
@@ -192,22 +95,27 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
             finally:
                 await self.workers.close()
 
-        return [run_workers]
+        # Staged rows outlive any stream that could still be running once this old.
+        abandoned = timedelta(seconds=self.runtime.settings.stream_max_duration + 3600)
+        sweep = functools.partial(sweep_abandoned, self.runtime.database, abandoned)
+        return [
+            run_workers,
+            functools.partial(
+                every_under_lease, self.runtime.database, "analytics.staging_sweep", 3600.0, sweep
+            ),
+        ]
 
     async def ImportGraph(
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> pb.ImportGraphResponse:
         """Stream entities and relationships in, idempotently by id; one revision per import."""
         principal = current_principal()
-        async with self.runtime.database.tenant_session(principal.tenant) as session:
-            entities, relationships, revision = await import_batches(
-                session, principal.tenant, request_iterator
-            )
-        self._prebuild(principal.tenant, revision)
+        imported = await import_graph(self.runtime.database, principal.tenant, request_iterator)
+        self._prebuild(principal.tenant, imported.revision)
         return pb.ImportGraphResponse(
-            entities_upserted=entities,
-            relationships_upserted=relationships,
-            graph_revision=revision,
+            entities_upserted=imported.entities,
+            relationships_upserted=imported.relationships,
+            graph_revision=imported.revision,
         )
 
     async def ListPacks(self, request: pb.ListPacksRequest, context: Any) -> pb.ListPacksResponse:

@@ -47,3 +47,32 @@ class GraphRevisionRow(TenantScoped, Base):
     entities: Mapped[int] = mapped_column(BigInteger)
     relationships: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+
+
+class StagedEntityRow(TenantScoped, Base):
+    """An entity of an import in progress; merged into `graph_entities` when the import commits."""
+
+    __tablename__ = "graph_staged_entities"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    import_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(Text, default="")
+    staged_at: Mapped[datetime]
+
+
+class StagedRelationshipRow(TenantScoped, Base):
+    """A relationship of an import in progress (its endpoints are checked when it commits)."""
+
+    __tablename__ = "graph_staged_relationships"
+    __table_args__ = (CheckConstraint("weight > 0", name="weight_positive"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    import_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(128))
+    target_id: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(64))
+    weight: Mapped[float] = mapped_column(Float)
+    staged_at: Mapped[datetime]

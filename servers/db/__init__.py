@@ -2,7 +2,7 @@
 
 from servers.db.base import Base, TenantScoped
 from servers.db.database import Database, create_engine
-from servers.db.tenancy import ALL_TENANTS, TenantScopeError
+from servers.db.tenancy import ALL_TENANTS, TenantScopeError, copy_rows
 from servers.db.types import UUID, UtcDateTime, new_id, utc_now
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "TenantScopeError",
     "TenantScoped",
     "UtcDateTime",
+    "copy_rows",
     "create_engine",
     "new_id",
     "utc_now",

@@ -1,7 +1,14 @@
-"""Engines and transactions: SQLite (embedded default) and PostgreSQL, both async."""
+"""Engines and transactions: SQLite (embedded default) and PostgreSQL, both async.
+
+Every tenant's transactions together hold at most `tenant_connections` pooled
+connections at once: a tenant that opens more waits for one of its own to
+finish (and is refused with RESOURCE_EXHAUSTED after `TENANT_SHARE_WAIT_S`),
+so no tenant can take the whole pool from the others.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,11 +25,16 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from servers.db.tenancy import TENANT_KEY
+from servers.errors import ResourceExhausted
 
 #: Milliseconds an SQLite writer waits for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: Execution option of read-only transactions.
 READONLY = "intelgraph_readonly"
+#: Connections one tenant's transactions may hold at once, unless configured.
+DEFAULT_TENANT_CONNECTIONS = 4
+#: Seconds a transaction waits for its tenant's share of the pool before it is refused.
+TENANT_SHARE_WAIT_S = 10.0
 
 
 def create_engine(url: str, **options: Any) -> AsyncEngine:
@@ -65,16 +77,65 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+class TenantShares:
+    """Caps the connections each tenant's transactions hold at once.
+
+    Args:
+        limit: Connections per tenant.
+        wait_s: How long a transaction waits for its tenant's share.
+    """
+
+    def __init__(self, limit: int, wait_s: float = TENANT_SHARE_WAIT_S) -> None:
+        self.limit = limit
+        self._wait_s = wait_s
+        #: Per tenant: its semaphore and how many transactions hold or want it.
+        self._tenants: dict[uuid.UUID, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @asynccontextmanager
+    async def held(self, tenant: uuid.UUID) -> AsyncIterator[None]:
+        """Hold one of `tenant`'s connections for the duration of the block.
+
+        Raises:
+            ResourceExhausted: The tenant's share stayed taken for `wait_s`.
+        """
+        semaphore, users = self._tenants.setdefault(tenant, (asyncio.Semaphore(self.limit), [0]))
+        users[0] += 1
+        try:
+            try:
+                await asyncio.wait_for(semaphore.acquire(), self._wait_s)
+            except TimeoutError:
+                raise ResourceExhausted(
+                    f"this tenant already has {self.limit} transactions open; retry shortly",
+                    metadata={"connections": str(self.limit)},
+                ) from None
+            try:
+                yield
+            finally:
+                semaphore.release()
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._tenants[tenant]
+
+
 class Database:
     """The platform's store: one engine, and transactions scoped to a tenant or not.
 
     Args:
         url: SQLAlchemy URL, `sqlite+aiosqlite:///path` or `postgresql+psycopg://...`.
+        tenant_connections: Connections one tenant's transactions may hold at once.
         engine_options: Passed to `create_async_engine`.
     """
 
-    def __init__(self, url: str, **engine_options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        tenant_connections: int = DEFAULT_TENANT_CONNECTIONS,
+        **engine_options: Any,
+    ) -> None:
         self.url = url
+        self.shares = TenantShares(tenant_connections)
         self.engine = create_engine(url, **engine_options)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._readers = async_sessionmaker(
@@ -92,7 +153,11 @@ class Database:
         transaction does not wait for writers (on SQLite) and must not write.
         """
         sessions = self._readers if readonly else self._sessions
-        async with sessions(info={TENANT_KEY: tenant_id}) as session, session.begin():
+        async with (
+            self.shares.held(tenant_id),
+            sessions(info={TENANT_KEY: tenant_id}) as session,
+            session.begin(),
+        ):
             yield session
 
     @asynccontextmanager

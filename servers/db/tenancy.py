@@ -11,17 +11,23 @@ tenants by design. New and changed rows are stamped with, and checked
 against, the session's tenant at flush.
 
 Stores query tenant rows through ORM entities (`select(Model)`); the criteria
-do not rewrite Core `Table` constructs.
+do not rewrite Core `Table` constructs. An INSERT of a SELECT (copying rows
+between tables, for example from a staging table) cannot have its rows
+checked one by one: it is built with `copy_rows`, which confines every
+tenant table the SELECT reads to the session's tenant, and is refused in a
+tenant session otherwise.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Executable, Table, event
+from sqlalchemy import Executable, Insert, Select, Table, event
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, with_loader_criteria
 from sqlalchemy.sql import visitors
+from sqlalchemy.sql.selectable import Alias
 
 from servers.db.base import TenantScoped
 
@@ -29,6 +35,8 @@ from servers.db.base import TenantScoped
 TENANT_KEY = "tenant_id"
 #: Execution option that lets a platform job query across tenants.
 ALL_TENANTS = "all_tenants"
+#: Execution option marking an INSERT ... SELECT built by `copy_rows`, with its tenant.
+_COPY_TENANT = "intelgraph_copy_tenant"
 
 
 class TenantScopeError(RuntimeError):
@@ -73,6 +81,8 @@ def _confine_statement(state: ORMExecuteState) -> None:
             )
         return
     if state.is_insert:
+        if state.execution_options.get(_COPY_TENANT) == tenant:
+            return  # built by copy_rows: its SELECT reads this tenant's rows only
         if tenant_tables(state.statement):
             _check_insert_rows(state, tenant)
         return
@@ -113,3 +123,31 @@ def _stamp_tenant(session: Session, _flush: UOWTransaction, _instances: object) 
             row.tenant_id = tenant
         elif current != tenant:
             raise TenantScopeError(f"writing {type(row).__name__} of another tenant")
+
+
+InsertT = TypeVar("InsertT", bound=Insert)
+
+
+def copy_rows(
+    insert: InsertT,
+    columns: Sequence[str],
+    source: Select[*tuple[Any, ...]],
+    tenant: uuid.UUID,
+) -> InsertT:
+    """`insert` of the rows `source` selects, confined to `tenant`'s rows.
+
+    Every tenant-scoped table `source` reads is filtered to `tenant`, so the
+    copy can only read (and, selecting their `tenant_id`, only write) that
+    tenant's rows. Run it in a session of the same tenant.
+
+    Raises:
+        TenantScopeError: `source` reads a tenant table through an alias,
+            which the filter cannot reach.
+    """
+    confined = source
+    for element in visitors.iterate(cast(visitors.ExternallyTraversible, source)):
+        if isinstance(element, Table) and "tenant_id" in element.c:
+            confined = confined.where(element.c.tenant_id == tenant)
+        elif isinstance(element, Alias):
+            raise TenantScopeError("copy_rows cannot confine an aliased table")
+    return insert.from_select(list(columns), confined).execution_options(**{_COPY_TENANT: tenant})

@@ -5,14 +5,80 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
+from google.protobuf import message as _message
 from google.protobuf.internal import extension_dict as _extension_dict
 import builtins as _builtins
+import sys
+import typing as _typing
+
+if sys.version_info >= (3, 10):
+    from typing import TypeAlias as _TypeAlias
+else:
+    from typing_extensions import TypeAlias as _TypeAlias
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+@_typing.final
+class FieldBounds(_message.Message):
+    """FieldBounds bound a request field. The validation interceptor checks every
+    request (and every message of a request stream) against the bounds of its
+    fields, and of the fields of the messages in it, after authorization and
+    before the servicer runs; a request out of bounds is refused with
+    INVALID_ARGUMENT, reason INVALID_FIELD and metadata "field" naming the
+    field's path (for example "lines[2].amount.minor_units"). Refusals never
+    repeat the offending value.
+
+    Every field is bounded, declared or not. Without a declaration:
+    strings hold at most 256 characters, bytes at most 1 MiB, repeated fields at
+    most 100 items; integers are unbounded within their type. Always: strings
+    hold no NUL character, doubles and floats are finite, enums hold one of
+    their declared values, and timestamps lie between 0001-01-01 and
+    9999-12-31 with nanos in [0, 999999999].
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_LEN_FIELD_NUMBER: _builtins.int
+    MAX_ITEMS_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    max_len: _builtins.int
+    """Strings: the most characters; bytes: the most bytes. 0 keeps the default."""
+    max_items: _builtins.int
+    """Repeated fields: the most items. 0 keeps the default."""
+    min: _builtins.int
+    """Integers: the smallest value accepted."""
+    max: _builtins.int
+    """Integers: the largest value accepted."""
+    def __init__(
+        self,
+        *,
+        max_len: _builtins.int = ...,
+        max_items: _builtins.int = ...,
+        min: _builtins.int | None = ...,
+        max: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "min", b"min"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "max_items", b"max_items", "max_len", b"max_len", "min", b"min"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max: _TypeAlias = _typing.Literal["max"]  # noqa: Y015
+    _WhichOneofArgType__max: _TypeAlias = _typing.Literal["_max", b"_max"]  # noqa: Y015
+    _WhichOneofReturnType__min: _TypeAlias = _typing.Literal["min"]  # noqa: Y015
+    _WhichOneofArgType__min: _TypeAlias = _typing.Literal["_min", b"_min"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max) -> _WhichOneofReturnType__max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min) -> _WhichOneofReturnType__min | None: ...
+
+Global___FieldBounds: _TypeAlias = FieldBounds  # noqa: Y015
+
 REQUIRED_FIELD_NUMBER: _builtins.int
+BOUNDS_FIELD_NUMBER: _builtins.int
 required: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.bool]
 """The request is refused with INVALID_ARGUMENT (reason INVALID_FIELD) unless
 this field is set: a non-empty string, bytes or list, a present message.
 The GraphQL facade makes the argument non-null.
 """
+bounds: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___FieldBounds]
+"""The field's bounds (see FieldBounds); the defaults apply where it is unset."""

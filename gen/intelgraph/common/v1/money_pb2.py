@@ -22,15 +22,20 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from intelgraph.common.v1 import field_behavior_pb2 as intelgraph_dot_common_dot_v1_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n intelgraph/common/v1/money.proto\x12\x14intelgraph.common.v1\"3\n\x05Money\x12\x13\n\x0bminor_units\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n intelgraph/common/v1/money.proto\x12\x14intelgraph.common.v1\x1a)intelgraph/common/v1/field_behavior.proto\"U\n\x05Money\x12-\n\x0bminor_units\x18\x01 \x01(\x03\x42\x18\xca\xbc\x18\x14\x18\x80\x80\xe6\xd9\x95\xd0\x9c\xfe\xff\x01 \x80\x80\x9a\xa6\xea\xaf\xe3\x01\x12\x1d\n\rcurrency_code\x18\x02 \x01(\tB\x06\xca\xbc\x18\x02\x08\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'intelgraph.common.v1.money_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MONEY']._serialized_start=58
-  _globals['_MONEY']._serialized_end=109
+  _globals['_MONEY'].fields_by_name['minor_units']._loaded_options = None
+  _globals['_MONEY'].fields_by_name['minor_units']._serialized_options = b'\312\274\030\024\030\200\200\346\331\225\320\234\376\377\001 \200\200\232\246\352\257\343\001'
+  _globals['_MONEY'].fields_by_name['currency_code']._loaded_options = None
+  _globals['_MONEY'].fields_by_name['currency_code']._serialized_options = b'\312\274\030\002\010\003'
+  _globals['_MONEY']._serialized_start=101
+  _globals['_MONEY']._serialized_end=186
 # @@protoc_insertion_point(module_scope)

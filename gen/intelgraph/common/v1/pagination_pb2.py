@@ -22,17 +22,20 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from intelgraph.common.v1 import field_behavior_pb2 as intelgraph_dot_common_dot_v1_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%intelgraph/common/v1/pagination.proto\x12\x14intelgraph.common.v1\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\'\n\x0cPageResponse\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%intelgraph/common/v1/pagination.proto\x12\x14intelgraph.common.v1\x1a)intelgraph/common/v1/field_behavior.proto\"=\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x08\"\'\n\x0cPageResponse\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'intelgraph.common.v1.pagination_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAGEREQUEST']._serialized_start=63
-  _globals['_PAGEREQUEST']._serialized_end=115
-  _globals['_PAGERESPONSE']._serialized_start=117
-  _globals['_PAGERESPONSE']._serialized_end=156
+  _globals['_PAGEREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_PAGEREQUEST'].fields_by_name['page_token']._serialized_options = b'\312\274\030\003\010\200\010'
+  _globals['_PAGEREQUEST']._serialized_start=106
+  _globals['_PAGEREQUEST']._serialized_end=167
+  _globals['_PAGERESPONSE']._serialized_start=169
+  _globals['_PAGERESPONSE']._serialized_end=208
 # @@protoc_insertion_point(module_scope)
