@@ -748,3 +748,68 @@ async def test_reconciliation_finds_no_drift_and_catches_a_stray_ledger_entry(
         pb.ListBillingAlertsRequest(kind=pb.BILLING_ALERT_KIND_RECONCILIATION_DRIFT),
     )
     assert alerts.alerts[0].details["drift"] == "2"
+
+
+INT64_MAX = 2**63 - 1
+
+
+async def test_amounts_and_quantities_past_their_bounds_are_refused_and_nothing_is_poisoned(
+    biller: Biller,
+) -> None:
+    """Before bounds, 2^63-1 units went in (PostgreSQL) and every later call was INTERNAL,
+    or 2^62 was finalized into a signed invoice (SQLite)."""
+    await enrolled(biller)
+    refusals = {
+        "quantity": (
+            "RecordUsage",
+            pb.RecordUsageRequest(event_id="huge", meter="api.call", quantity=INT64_MAX),
+        ),
+        "unit_price.minor_units": (
+            "SetPrice",
+            pb.SetPriceRequest(
+                tenant_id=str(biller.tenant), meter="api.call", unit_price=gbp(INT64_MAX)
+            ),
+        ),
+        "lines[0].amount.minor_units": (
+            "CalculateTax",
+            pb.CalculateTaxRequest(lines=[pb.TaxableLine(amount=gbp(2**62))]),
+        ),
+        "per_quantity": (
+            "SetPrice",
+            pb.SetPriceRequest(
+                tenant_id=str(biller.tenant),
+                meter="api.call",
+                unit_price=gbp(1),
+                per_quantity=INT64_MAX,
+            ),
+        ),
+        "cap.minor_units": ("SetSpendCap", pb.SetSpendCapRequest(cap=gbp(INT64_MAX))),
+    }
+    for field, (method, request) in refusals.items():
+        error = await biller.refused(method, request)
+        assert (error.code, error.metadata["field"]) == (grpc.StatusCode.INVALID_ARGUMENT, field)
+        assert str(INT64_MAX) not in error.details
+    # Within each bound, but past them together: the period's charges may not overflow.
+    most = 10**15
+    await biller(
+        "SetPrice",
+        pb.SetPriceRequest(tenant_id=str(biller.tenant), meter="api.call", unit_price=gbp(most)),
+    )
+    error = await biller.refused(
+        "RecordUsage", pb.RecordUsageRequest(event_id="big", meter="api.call", quantity=10**12)
+    )
+    assert (error.code, error.metadata["field"]) == (grpc.StatusCode.INVALID_ARGUMENT, "quantity")
+    sums = pb.CalculateTaxRequest(lines=[pb.TaxableLine(amount=gbp(most)) for _ in range(2)])
+    assert (await biller.refused("CalculateTax", sums)).metadata["field"] == "lines"
+    # The tenant is not poisoned: ordinary usage, a finalized invoice, reconciliation work.
+    await biller(
+        "SetPrice",
+        pb.SetPriceRequest(tenant_id=str(biller.tenant), meter="api.call", unit_price=gbp(7)),
+    )
+    await biller("RecordUsage", pb.RecordUsageRequest(event_id="ok", meter="api.call", quantity=3))
+    drafts = await biller("ListInvoices", pb.ListInvoicesRequest(status=pb.INVOICE_STATUS_DRAFT))
+    (draft,) = drafts.invoices
+    finalized = await biller("FinalizeInvoice", pb.FinalizeInvoiceRequest(id=draft.id))
+    assert finalized.invoice.subtotal.minor_units == 21
+    report = await biller("RunReconciliation", pb.RunReconciliationRequest())
+    assert report.report.day

@@ -22,6 +22,18 @@ from babel.numbers import get_currency_precision, list_currencies
 
 _CURRENCIES = frozenset(list_currencies())
 
+#: The largest amount, in minor units, that any price, line, document or cap may hold
+#: (ten trillion dollars in cents); the contract bounds every Money it accepts to it, so
+#: sums of a document's amounts stay far from the 64-bit limit of the store.
+MAX_MINOR_UNITS = 10**15
+#: The largest quantity one invoice line may accumulate over its period.
+MAX_LINE_QUANTITY = 10**15
+
+
+def within_bounds(amount: int) -> bool:
+    """Whether `amount` is an amount the platform may store (|amount| <= MAX_MINOR_UNITS)."""
+    return -MAX_MINOR_UNITS <= amount <= MAX_MINOR_UNITS
+
 
 def currency(code: str) -> str:
     """The ISO-4217 code `code`, checked.

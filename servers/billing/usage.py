@@ -24,7 +24,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servers.billing import metrics, records
-from servers.billing.money import round_half_up
+from servers.billing.money import (
+    MAX_LINE_QUANTITY,
+    MAX_MINOR_UNITS,
+    round_half_up,
+    within_bounds,
+)
 from servers.billing.pricing import month_of, price_of, profile_of
 from servers.billing.store import InvoiceLineRow, InvoiceRow, SpendCapRow, UsageEventRow
 from servers.errors import ErrorReason, InvalidArgument, ResourceExhausted
@@ -166,7 +171,8 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
 
     Raises:
         InvalidArgument: Quantity not positive, an unknown meter, an event in the
-            future, or an event id already used for a different event.
+            future, an event id already used for a different event, or charges
+            that would pass the bounds of an amount (`MAX_MINOR_UNITS`).
         ResourceExhausted: The tenant's spend cap is reached.
     """
     if quantity <= 0:
@@ -186,10 +192,21 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
             metadata={"cap": str(cap.cap), "spent": str(draft.subtotal)},
         )
     line = await _line(session, tenant, draft, meter)
+    if line.quantity + quantity > MAX_LINE_QUANTITY:
+        raise InvalidArgument(
+            f"the period's quantity of this meter would pass {MAX_LINE_QUANTITY}",
+            field="quantity",
+        )
     amount = round_half_up(
         Fraction((line.quantity + quantity) * line.unit_price, line.per_quantity)
     )
     change = amount - line.amount
+    if not (within_bounds(amount) and within_bounds(draft.subtotal + change)):
+        raise InvalidArgument(
+            f"the period's charges would pass {MAX_MINOR_UNITS} minor units",
+            field="quantity",
+            metadata={"max_minor_units": str(MAX_MINOR_UNITS)},
+        )
     inserted = await session.execute(
         records.insert(session, UsageEventRow)
         .on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
