@@ -17,6 +17,7 @@ handler once, on its first call, rather than on every call.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -65,6 +66,9 @@ class RpcMethod:
     request_streaming: bool
     response_streaming: bool
     descriptor: descriptor.MethodDescriptor | None
+    #: Parses one request message from its bytes, when the outermost interceptor
+    #: takes requests undecoded (`ServerInterceptor.decodes_requests`); else None.
+    decode: Callable[[bytes], Any] | None = None
 
     @property
     def kind(self) -> str:
@@ -107,8 +111,25 @@ def describe_method(full_name: str, handler: grpc.RpcMethodHandler) -> RpcMethod
     )
 
 
+def decoded_stream(rpc: RpcMethod, raw: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+    """The messages of a request stream that arrives undecoded, parsed one by one."""
+    decode = rpc.decode
+    assert decode is not None
+
+    async def messages() -> AsyncIterator[Any]:
+        async for data in raw:
+            yield decode(data)
+
+    return messages()
+
+
 class ServerInterceptor(abc.ABC):
     """Base of the platform's server interceptors."""
+
+    #: The outermost interceptor may take requests as bytes and parse them itself (with
+    #: `rpc.decode`), so that a request that is not a valid message becomes a status of
+    #: its choosing rather than grpc's UNKNOWN with the parser's message.
+    decodes_requests = False
 
     def applies_to(self, rpc: RpcMethod) -> bool:
         """Whether this interceptor runs around calls of `rpc`; the chain leaves it out if not."""
@@ -231,6 +252,11 @@ class InterceptorChain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _wrap(self, full_name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         rpc = describe_method(full_name, handler)
+        decodes = bool(self._interceptors) and self._interceptors[0].decodes_requests
+        deserializer = handler.request_deserializer
+        if decodes and deserializer is not None:
+            rpc = dataclasses.replace(rpc, decode=deserializer)
+            deserializer = None  # the outermost interceptor parses
         behavior: Method = (
             handler.unary_unary
             or handler.unary_stream
@@ -260,7 +286,7 @@ class InterceptorChain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             grpc.RpcMethodHandler,
             factory(
                 below,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             ),
         )

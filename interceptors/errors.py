@@ -17,10 +17,17 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-from interceptors.base import Method, RpcMethod, ServerInterceptor
-from servers.errors import ERROR_DOMAIN, DomainError, ErrorReason, reason_name
+from interceptors.base import Method, RpcMethod, ServerInterceptor, decoded_stream
+from servers.errors import (
+    ERROR_DOMAIN,
+    DomainError,
+    ErrorReason,
+    InvalidArgument,
+    reason_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +46,23 @@ def rich_status(
     return code, message, ((STATUS_DETAILS_KEY, status.SerializeToString()),)
 
 
+def _parsed(rpc: RpcMethod, request_or_iterator: Any) -> Any:
+    """The request (or stream) parsed from bytes, when the chain left the parsing here."""
+    if rpc.decode is None:
+        return request_or_iterator
+    if rpc.request_streaming:
+        return decoded_stream(rpc, request_or_iterator)
+    return rpc.decode(request_or_iterator)
+
+
 class ErrorMappingInterceptor(ServerInterceptor):
-    """Maps exceptions raised below it to statuses with `ErrorInfo`."""
+    """Maps exceptions raised below it to statuses with `ErrorInfo`.
+
+    It also parses the requests (`decodes_requests`): one that is not a valid
+    message of its type is refused with INVALID_ARGUMENT, not grpc's UNKNOWN.
+    """
+
+    decodes_requests = True
 
     async def intercept(
         self,
@@ -51,17 +73,21 @@ class ErrorMappingInterceptor(ServerInterceptor):
     ) -> Any:
         """Run the call; abort with the mapped status if it raises."""
         if rpc.response_streaming:
-            return self._map_stream(method(request_or_iterator, context), context, rpc)
+            return self._map_stream(method, request_or_iterator, context, rpc)
         try:
-            return await method(request_or_iterator, context)
+            return await method(_parsed(rpc, request_or_iterator), context)
         except Exception as error:  # noqa: BLE001 - every failure must become a status
             await self._abort(error, context, rpc)
 
     async def _map_stream(
-        self, responses: AsyncIterator[Any], context: grpc.aio.ServicerContext, rpc: RpcMethod
+        self,
+        method: Method,
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext,
+        rpc: RpcMethod,
     ) -> AsyncIterator[Any]:
         try:
-            async for response in responses:
+            async for response in method(_parsed(rpc, request_or_iterator), context):
                 yield response
         except Exception as error:  # noqa: BLE001 - every failure must become a status
             await self._abort(error, context, rpc)
@@ -72,6 +98,10 @@ class ErrorMappingInterceptor(ServerInterceptor):
         if isinstance(error, grpc.aio.AbortError):
             # Something below already ended the call with a status of its own.
             raise error
+        if isinstance(error, DecodeError):
+            error = InvalidArgument(
+                f"the request is not a valid {rpc.name} request message", field="request"
+            )
         if isinstance(error, DomainError):
             code, details, trailer = rich_status(
                 error.status_code, error.message, reason_name(error.reason), error.metadata

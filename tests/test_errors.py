@@ -252,3 +252,38 @@ async def test_metrics_see_a_servicer_abort(rag_target: str) -> None:
         with pytest.raises(grpc.aio.AioRpcError):
             await rag_service_pb2_grpc.RagServiceStub(channel).ListChunks(rag.ListChunksRequest())
     assert await _counted("ListChunks", "unary", "OUT_OF_RANGE", before + 1) == before + 1
+
+
+@pytest.mark.parametrize("kind", ["unary", "client_stream", "server_stream"])
+async def test_a_request_that_is_not_a_valid_message_is_invalid_argument(
+    rag_target: str, kind: str
+) -> None:
+    """grpc answered UNKNOWN with the parser's own message before the chain parsed requests."""
+    method = {
+        "unary": "GetUploadStatus",
+        "client_stream": "UploadDocument",
+        "server_stream": "ExportDocument",
+    }[kind]
+    path = f"/intelgraph.rag.v1.RagService/{method}"
+    garbage = b"\x0a\x03\xff\xfe\xfd"  # field 1, a string whose bytes are not UTF-8
+
+    def raw(data: bytes) -> bytes:
+        return data
+
+    options = {"request_serializer": raw, "response_deserializer": raw}
+
+    async def send(channel: grpc.aio.Channel) -> None:
+        if kind == "unary":
+            await channel.unary_unary(path, **options)(garbage)
+        elif kind == "client_stream":
+            await channel.stream_unary(path, **options)(iter([garbage]))
+        else:
+            [_ async for _ in channel.unary_stream(path, **options)(garbage)]
+
+    async with grpc.aio.insecure_channel(rag_target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await send(channel)
+    error = from_grpc_error(raised.value)
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.metadata == {"field": "request"}
+    assert "UTF-8" not in error.details
