@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from interceptors.base import Method, RpcMethod, ServerInterceptor, proceed
-from interceptors.validation import message_check
+from interceptors.validation import within_bounds
 from servers.errors import DeadlineExceeded
 
 
@@ -54,7 +54,7 @@ class StreamLimitsInterceptor(ServerInterceptor):
         return await proceed(method, limited, context, rpc)
 
     async def _limited(self, requests: AsyncIterator[Any], rpc: RpcMethod) -> AsyncIterator[Any]:
-        check = message_check(rpc.descriptor.input_type) if rpc.descriptor is not None else None
+        check = within_bounds(rpc.descriptor.input_type) if rpc.descriptor is not None else None
         loop = asyncio.get_running_loop()
         ends = loop.time() + self._limits.max_duration_s
         iterator = aiter(requests)
@@ -74,5 +74,5 @@ class StreamLimitsInterceptor(ServerInterceptor):
                     f"no message on the request stream for {self._limits.idle_timeout_s:g} s"
                 ) from None
             if check is not None:
-                check(request, "")
+                check(request)
             yield request

@@ -52,10 +52,11 @@ _INTEGERS = frozenset(
 )
 _FLOATS = frozenset({FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT})
 
-#: Checks one value of a field; the argument after it is the field's path.
-ValueCheck = Callable[[Any, str], None]
-#: Checks a whole message; the second argument is the path of the message ("" at the top).
-MessageCheck = Callable[[Any, str], None]
+#: Where in a value a bound is broken ("" for the value itself, else a path below it,
+#: as "amount.minor_units" or "[3].id") and how.
+Violation = tuple[str, str]
+#: Finds the first broken bound in one value of a field (an item, for a repeated field).
+ValueCheck = Callable[[Any], Violation | None]
 
 
 def required_fields(rpc: RpcMethod) -> list[FieldDescriptor]:
@@ -103,32 +104,34 @@ def field_bounds(field: FieldDescriptor) -> field_behavior_pb2.FieldBounds:
     return field_behavior_pb2.FieldBounds()
 
 
-def _joined(parent: str, name: str) -> str:
-    return f"{parent}.{name}" if parent else name
-
-
-def _refuse(path: str, problem: str) -> InvalidArgument:
-    return InvalidArgument(f"{path} {problem}", field=path)
+def _below(name: str, violation: Violation) -> Violation:
+    """`violation`, found in the value of `name`, as seen from the value holding it."""
+    rest, problem = violation
+    if not rest:
+        return name, problem
+    return (f"{name}{rest}" if rest.startswith("[") else f"{name}.{rest}"), problem
 
 
 def _text_check(bounds: field_behavior_pb2.FieldBounds) -> ValueCheck:
     most = bounds.max_len or DEFAULT_MAX_STRING_CHARS
+    too_long = ("", f"is longer than {most} characters")
 
-    def text(value: str, path: str) -> None:
+    def text(value: str) -> Violation | None:
         if len(value) > most:
-            raise _refuse(path, f"is longer than {most} characters")
+            return too_long
         if "\x00" in value:
-            raise _refuse(path, "holds a NUL character")
+            return "", "holds a NUL character"
+        return None
 
     return text
 
 
 def _bytes_check(bounds: field_behavior_pb2.FieldBounds) -> ValueCheck:
     most = bounds.max_len or DEFAULT_MAX_BYTES
+    too_long = ("", f"is longer than {most} bytes")
 
-    def data(value: bytes, path: str) -> None:
-        if len(value) > most:
-            raise _refuse(path, f"is longer than {most} bytes")
+    def data(value: bytes) -> Violation | None:
+        return too_long if len(value) > most else None
 
     return data
 
@@ -137,32 +140,33 @@ def _integer_check(bounds: field_behavior_pb2.FieldBounds) -> ValueCheck:
     low = bounds.min if bounds.HasField("min") else None
     high = bounds.max if bounds.HasField("max") else None
 
-    def integer(value: int, path: str) -> None:
+    def integer(value: int) -> Violation | None:
         if low is not None and value < low:
-            raise _refuse(path, f"must be at least {low}")
+            return "", f"must be at least {low}"
         if high is not None and value > high:
-            raise _refuse(path, f"must be at most {high}")
+            return "", f"must be at most {high}"
+        return None
 
     return integer
 
 
-def _finite(value: float, path: str) -> None:
-    if not math.isfinite(value):
-        raise _refuse(path, "must be a finite number")
+def _finite(value: float) -> Violation | None:
+    return None if math.isfinite(value) else ("", "must be a finite number")
 
 
 def _enum_check(enum: EnumDescriptor) -> ValueCheck:
     defined = frozenset(value.number for value in enum.values)
+    unknown = ("", f"is not a value of {enum.full_name}")
 
-    def member(value: int, path: str) -> None:
-        if value not in defined:
-            raise _refuse(path, f"is not a value of {enum.full_name}")
+    def member(value: int) -> Violation | None:
+        return None if value in defined else unknown
 
     return member
 
 
-def _anything(_value: Any, _path: str) -> None:
+def _anything(_value: Any) -> Violation | None:
     """Booleans: every value is in bounds."""
+    return None
 
 
 def _value_check(field: FieldDescriptor, bounds: field_behavior_pb2.FieldBounds) -> ValueCheck:
@@ -181,38 +185,38 @@ def _value_check(field: FieldDescriptor, bounds: field_behavior_pb2.FieldBounds)
     return _finite if kind in _FLOATS else _anything
 
 
-def _timestamp(value: Any, path: str) -> None:
+def _timestamp(value: Any) -> Violation | None:
     if not TIMESTAMP_MIN_S <= value.seconds <= TIMESTAMP_MAX_S:
-        raise _refuse(path, "lies outside 0001-01-01 .. 9999-12-31")
+        return "", "lies outside 0001-01-01 .. 9999-12-31"
     if not 0 <= value.nanos <= 999_999_999:
-        raise _refuse(path, "has nanos outside 0 .. 999999999")
+        return "", "has nanos outside 0 .. 999999999"
+    return None
 
 
-def _map_check(
-    name: str, bounds: field_behavior_pb2.FieldBounds, entry: Descriptor
-) -> MessageCheck:
+def _map_check(name: str, bounds: field_behavior_pb2.FieldBounds, entry: Descriptor) -> ValueCheck:
     """A map field: at most `max_items` entries, each key and value within its own bounds."""
     most = bounds.max_items or DEFAULT_MAX_ITEMS
-    key_field, value_field = entry.fields_by_name["key"], entry.fields_by_name["value"]
-    check_key = _value_check(key_field, bounds)
-    check_value = _value_check(value_field, bounds)
+    check_key = _value_check(entry.fields_by_name["key"], bounds)
+    check_value = _value_check(entry.fields_by_name["value"], bounds)
 
-    def entries(message: Any, parent: str) -> None:
+    def entries(message: Any) -> Violation | None:
         values = getattr(message, name)
-        if not values:
-            return
-        path = _joined(parent, name)
         if len(values) > most:
-            raise _refuse(path, f"has more than {most} entries")
+            return name, f"has more than {most} entries"
         for key, value in values.items():
-            check_key(key, f"{path}.key")
-            check_value(value, f"{path}.value")
+            found = check_key(key)
+            if found is not None:
+                return _below(f"{name}.key", found)
+            found = check_value(value)
+            if found is not None:
+                return _below(f"{name}.value", found)
+        return None
 
     return entries
 
 
-def _field_check(field: FieldDescriptor) -> MessageCheck:
-    """The check of `field` within its message."""
+def _field_check(field: FieldDescriptor) -> ValueCheck:
+    """The check of `field` within its message (it is given the message)."""
     name = field.name
     bounds = field_bounds(field)
     entry = field.message_type
@@ -221,36 +225,40 @@ def _field_check(field: FieldDescriptor) -> MessageCheck:
     check = _value_check(field, bounds)
     if field.is_repeated:
         most = bounds.max_items or DEFAULT_MAX_ITEMS
+        too_many = (name, f"has more than {most} items")
 
-        def items(message: Any, parent: str) -> None:
+        def items(message: Any) -> Violation | None:
             values = getattr(message, name)
-            if not values:
-                return
-            path = _joined(parent, name)
             if len(values) > most:
-                raise _refuse(path, f"has more than {most} items")
+                return too_many
             for index, value in enumerate(values):
-                check(value, f"{path}[{index}]")
+                found = check(value)
+                if found is not None:
+                    return _below(f"{name}[{index}]", found)
+            return None
 
         return items
     if field.type == FieldDescriptor.TYPE_MESSAGE:
 
-        def present(message: Any, parent: str) -> None:
-            if message.HasField(name):
-                check(getattr(message, name), _joined(parent, name))
+        def present(message: Any) -> Violation | None:
+            if not message.HasField(name):
+                return None
+            found = check(getattr(message, name))
+            return None if found is None else _below(name, found)
 
         return present
 
-    def scalar(message: Any, parent: str) -> None:
-        check(getattr(message, name), _joined(parent, name))
+    def scalar(message: Any) -> Violation | None:
+        found = check(getattr(message, name))
+        return None if found is None else _below(name, found)
 
     return scalar
 
 
-_MESSAGE_CHECKS: dict[str, MessageCheck] = {}
+_MESSAGE_CHECKS: dict[str, ValueCheck] = {}
 
 
-def message_check(descriptor: Descriptor) -> MessageCheck:
+def message_check(descriptor: Descriptor) -> ValueCheck:
     """The check of every field of messages of type `descriptor` (built once per type)."""
     found = _MESSAGE_CHECKS.get(descriptor.full_name)
     if found is not None:
@@ -258,16 +266,36 @@ def message_check(descriptor: Descriptor) -> MessageCheck:
     if descriptor.full_name == _TIMESTAMP:
         _MESSAGE_CHECKS[_TIMESTAMP] = _timestamp
         return _timestamp
-    checks: list[MessageCheck] = []
+    checks: list[ValueCheck] = []
 
-    def check(message: Any, parent: str) -> None:
+    def check(message: Any) -> Violation | None:
         for field_check in checks:
-            field_check(message, parent)
+            violation = field_check(message)
+            if violation is not None:
+                return violation
+        return None
 
     # Registered before its fields are compiled, so a recursive type finds itself.
     _MESSAGE_CHECKS[descriptor.full_name] = check
     checks.extend(_field_check(field) for field in descriptor.fields)
     return check
+
+
+def within_bounds(descriptor: Descriptor) -> Callable[[Any], None]:
+    """A function that refuses a message of type `descriptor` with a field out of bounds.
+
+    Raises (from the function it returns):
+        InvalidArgument: Naming the first field out of bounds (never its value).
+    """
+    check = message_check(descriptor)
+
+    def refuse_out_of_bounds(message: Any) -> None:
+        violation = check(message)
+        if violation is not None:
+            path, problem = violation
+            raise InvalidArgument(f"{path} {problem}", field=path)
+
+    return refuse_out_of_bounds
 
 
 class BoundsGuard(CallGuard):
@@ -277,9 +305,9 @@ class BoundsGuard(CallGuard):
         """The bounds check of one method's requests; None when it has no contract."""
         if rpc.descriptor is None or rpc.request_streaming:
             return None
-        check = message_check(rpc.descriptor.input_type)
+        check = within_bounds(rpc.descriptor.input_type)
 
         def validate(request: Any, _context: grpc.aio.ServicerContext) -> None:
-            check(request, "")
+            check(request)
 
         return validate

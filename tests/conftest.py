@@ -25,6 +25,7 @@ from servers.app import Platform, ensure_signing_keys
 from servers.config import Settings, load_settings
 from servers.db import Database
 from servers.registry import all_services
+from tests import slow_callbacks
 
 POSTGRES_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -35,10 +36,25 @@ POSTGRES_SKIP_REASON = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    slow_callbacks.install()
     if IN_CI and not POSTGRES_URL:
         raise pytest.UsageError("CI=true but CONDUCTOR_TEST_POSTGRES_URL is not set")
     if IN_CI and not os.environ.get("CONDUCTOR_TEST_REDIS_URL"):
         raise pytest.UsageError("CI=true but CONDUCTOR_TEST_REDIS_URL is not set")
+
+
+@pytest.fixture(autouse=True)
+def _serving_path_never_holds_the_loop() -> Iterator[None]:
+    """Fail a test during which a serving-path callback held its event loop over 100 ms."""
+    slow_callbacks.collected()  # what earlier tests' leftovers did is not this test's
+    yield
+    slow = slow_callbacks.collected()
+    if slow:
+        listed = "; ".join(
+            f"{found.what} ({found.cpu_s * 1000:.0f} ms){found.stack and chr(10) + found.stack}"
+            for found in slow
+        )
+        pytest.fail(f"event loop held over {slow_callbacks.LIMIT_S * 1000:.0f} ms: {listed}")
 
 
 @pytest.fixture

@@ -66,16 +66,16 @@ async def analyst(platform: Platform) -> AsyncIterator[Analyst]:
 
 
 def _batches(nodes: int, edges: int, seed: int) -> list[pb.ImportGraphRequest]:
-    """The sample graph as import batches of at most 20,000 items (messages stay under 4 MB)."""
+    """The sample graph as import batches of at most 5,000 items (the contract's bound)."""
     sources, targets, weights = heavy_tailed(nodes, edges, seed)
     batches = [
         pb.ImportGraphRequest(
             entities=[
                 pb.Entity(id=f"e{i}", type="person")
-                for i in range(start, min(nodes, start + 20_000))
+                for i in range(start, min(nodes, start + 5_000))
             ]
         )
-        for start in range(0, nodes, 20_000)
+        for start in range(0, nodes, 5_000)
     ]
     relationships = [
         pb.Relationship(
@@ -84,8 +84,8 @@ def _batches(nodes: int, edges: int, seed: int) -> list[pb.ImportGraphRequest]:
         for i, (s, t, w) in enumerate(zip(sources, targets, weights, strict=True))
     ]
     batches += [
-        pb.ImportGraphRequest(relationships=relationships[start : start + 20_000])
-        for start in range(0, len(relationships), 20_000)
+        pb.ImportGraphRequest(relationships=relationships[start : start + 5_000])
+        for start in range(0, len(relationships), 5_000)
     ]
     return batches
 

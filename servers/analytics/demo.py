@@ -14,7 +14,7 @@ from servers.db import Database
 
 ENTITY_TYPES = ("person", "organization", "account", "device", "location")
 RELATIONSHIP_TYPES = ("knows", "owns", "transfers", "located_at")
-BATCH = 20_000
+BATCH = 5_000
 
 
 async def _batches(nodes: int, edges: int, seed: int) -> AsyncIterator[pb.ImportGraphRequest]:

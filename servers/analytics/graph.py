@@ -8,6 +8,7 @@ the pack workers with `numpy.load`; the igraph projection is built from it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,12 @@ def prune(directory: Path, tenant: uuid.UUID, keep: int) -> None:
 SNAPSHOT_BATCH = 10_000
 
 
+def _indexed(names: list[str]) -> tuple[np.ndarray, dict[str, int]]:
+    """The entity ids in order, and each one's position among them."""
+    ids = np.array(sorted(names), dtype=object)
+    return ids, {entity: index for index, entity in enumerate(ids.tolist())}
+
+
 async def build_snapshot(database: Database, tenant: uuid.UUID) -> Snapshot:
     """Read the tenant's graph (one consistent, read-only transaction) into arrays.
 
@@ -78,8 +85,8 @@ async def build_snapshot(database: Database, tenant: uuid.UUID) -> Snapshot:
             )
         ).partitions():
             names += batch
-        ids = np.array(sorted(names), dtype=object)
-        position = {entity: index for index, entity in enumerate(ids.tolist())}
+        # Sorting and indexing a large graph's ids takes a while: not on the event loop.
+        ids, position = await asyncio.to_thread(_indexed, names)
         sources: list[np.ndarray] = []
         targets: list[np.ndarray] = []
         weights: list[np.ndarray] = []

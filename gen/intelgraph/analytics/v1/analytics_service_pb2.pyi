@@ -374,6 +374,10 @@ Global___PackResult: _TypeAlias = PackResult  # noqa: Y015
 
 @_typing.final
 class ImportGraphRequest(_message.Message):
+    """One batch of an import: at most 5,000 entities and 5,000 relationships (send
+    as many batches as the graph needs; the import commits when the stream ends).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITIES_FIELD_NUMBER: _builtins.int

@@ -28,7 +28,10 @@ class Money(_message.Message):
     MINOR_UNITS_FIELD_NUMBER: _builtins.int
     CURRENCY_CODE_FIELD_NUMBER: _builtins.int
     minor_units: _builtins.int
-    """Amount in minor units; negative for credits."""
+    """Amount in minor units; negative for credits. At most 10^15 either way (ten
+    trillion dollars in cents), so that sums of amounts stay far from the limits
+    of 64-bit integers.
+    """
     currency_code: _builtins.str
     """Three-letter ISO-4217 currency code, upper case, for example "USD"."""
     def __init__(
