@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,15 +23,13 @@ from intelgraph.access.v1 import access_service_pb2_grpc
 
 from servers.db.migrate import head_revision
 from servers.facade import DEFAULT_OPERATIONS_DIR
+from tests.processes import BIN, CONDUCTOR, Served, environment, start_conductor
 
 pytestmark = pytest.mark.e2e
 
 TENANT = "0b7c6f9e-4c1e-4a4e-9d8e-3f2a1b0c9d8e"
 
-BIN = Path(sys.executable).parent
-CONDUCTOR = str(BIN / "conductor")
 GRPCURL = str(BIN / "grpcurl")
-SERVING_LINE = re.compile(r"conductor serving grpc=(?P<grpc>\S+) http=(?P<http>\S+) ")
 SERVICES = [
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
@@ -48,71 +40,6 @@ SERVICES = [
     "intelgraph.edge.v1.EdgeService",
     "intelgraph.rag.v1.RagService",
 ]
-
-
-@dataclass
-class Served:
-    """A running `conductor serve` and what it printed."""
-
-    process: subprocess.Popen[str]
-    grpc: str = ""
-    http: str = ""
-    log: list[str] = field(default_factory=list)
-    ready_after_s: float = 0.0
-    reader: threading.Thread | None = None
-
-    def stop(self, timeout: float = 15) -> int:
-        """SIGTERM, as an orchestrator would; returns the exit status."""
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=timeout)
-        self.close()
-        return code
-
-    def close(self) -> None:
-        """Kill the process if it still runs and release its pipe."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        if self.reader is not None:
-            self.reader.join(timeout=5)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-
-
-def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_")}
-    return {**env, "CONDUCTOR_VAR_DIR": str(tmp_path / "var"), **extra}
-
-
-def start_conductor(tmp_path: Path, *args: str, **env: str) -> Served:
-    """Start `conductor serve` and wait (at most 20 s) for its serving line."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [CONDUCTOR, "serve", *args],
-        env=_environment(tmp_path, **env),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    served = Served(process)
-    ready = threading.Event()
-
-    def read_log() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            served.log.append(line)
-            match = SERVING_LINE.search(line)
-            if match and not ready.is_set():
-                served.grpc, served.http = match["grpc"], match["http"]
-                served.ready_after_s = time.perf_counter() - started
-                ready.set()
-
-    served.reader = threading.Thread(target=read_log, daemon=True)
-    served.reader.start()
-    if not ready.wait(20):
-        served.close()
-        pytest.fail("conductor did not start:\n" + "".join(served.log))
-    return served
 
 
 @pytest.fixture
@@ -128,7 +55,7 @@ def run_conductor(
     """Run a `conductor` command to completion."""
     return subprocess.run(
         [CONDUCTOR, *args],
-        env=_environment(tmp_path, **env),
+        env=environment(tmp_path, **env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -17,7 +17,7 @@ from servers.access.notifications import WebhookDispatcher
 from servers.access.store import AccessRequestRow, AuditEventRow, GrantRow, ReviewRow
 from servers.access.workflow import AccessWorkflow
 from servers.jobs import every, every_under_lease
-from servers.pagination import Page
+from servers.pagination import SEQUENCE, TIME_AND_ID, Keyset, Page
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer, Runtime
 
@@ -110,8 +110,10 @@ def _event(row: AuditEventRow) -> pb.AuditEvent:
     )
 
 
-def _page(request: Any, **filters: Any) -> Page:
-    return Page.from_request(request.page.page_size, request.page.page_token, filters=filters)
+def _page(request: Any, keyset: Keyset = TIME_AND_ID, **filters: Any) -> Page:
+    return Page.from_request(
+        request.page.page_size, request.page.page_token, filters=filters, keyset=keyset
+    )
 
 
 class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServicer):
@@ -254,6 +256,7 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
             current_principal(),
             _page(
                 request,
+                SEQUENCE,
                 action=action,
                 actor=request.actor,
                 resource_id=request.resource_id,

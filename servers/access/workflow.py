@@ -176,7 +176,7 @@ class AccessWorkflow:
 
     async def _page(self, principal: Principal, query: Any, model: Any, page: Page) -> Listed:
         if page.after is not None:
-            created, identifier = datetime.fromisoformat(page.after[0]), uuid.UUID(page.after[1])
+            created, identifier = page.after
             query = query.where(
                 (model.created_at < created)
                 | ((model.created_at == created) & (model.id < identifier))
@@ -184,7 +184,7 @@ class AccessWorkflow:
         query = query.order_by(model.created_at.desc(), model.id.desc()).limit(page.size + 1)
         async with self._db.tenant_session(principal.tenant, readonly=True) as session:
             rows = list((await session.execute(query)).scalars())
-        token = page.next_token(rows, lambda row: [row.created_at.isoformat(), str(row.id)])
+        token = page.next_token(rows, lambda row: (row.created_at, row.id))
         return Listed(rows[: page.size], token)
 
     # -- reviews ------------------------------------------------------------------
@@ -476,7 +476,7 @@ class AccessWorkflow:
         if grantee:
             query = query.where(GrantRow.grantee == grantee)
         if page.after is not None:
-            starts, identifier = datetime.fromisoformat(page.after[0]), uuid.UUID(page.after[1])
+            starts, identifier = page.after
             query = query.where(
                 (GrantRow.starts_at < starts)
                 | ((GrantRow.starts_at == starts) & (GrantRow.id < identifier))
@@ -484,7 +484,7 @@ class AccessWorkflow:
         query = query.order_by(GrantRow.starts_at.desc(), GrantRow.id.desc()).limit(page.size + 1)
         async with self._db.tenant_session(principal.tenant, readonly=True) as session:
             rows = list((await session.execute(query)).scalars())
-        token = page.next_token(rows, lambda row: [row.starts_at.isoformat(), str(row.id)])
+        token = page.next_token(rows, lambda row: (row.starts_at, row.id))
         return Listed(rows[: page.size], token)
 
     # -- expiry (a background job) ---------------------------------------------------
@@ -601,11 +601,11 @@ class AccessWorkflow:
         if until is not None:
             query = query.where(AuditEventRow.occurred_at < until)
         if page.after is not None:
-            query = query.where(AuditEventRow.sequence > int(page.after[0]))
+            query = query.where(AuditEventRow.sequence > page.after[0])
         query = query.order_by(AuditEventRow.sequence).limit(page.size + 1)
         async with self._db.tenant_session(principal.tenant, readonly=True) as session:
             rows = list((await session.execute(query)).scalars())
-        return Listed(rows[: page.size], page.next_token(rows, lambda row: [row.sequence]))
+        return Listed(rows[: page.size], page.next_token(rows, lambda row: (row.sequence,)))
 
     async def verify_chain(self, principal: Principal) -> ChainCheck:
         """Recompute the caller's tenant's audit chain."""

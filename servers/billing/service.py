@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Coroutine
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, timedelta
 from typing import Any
 
 from intelgraph.billing.v1 import billing_service_pb2 as pb
@@ -41,22 +41,31 @@ from servers.billing.store import (
 from servers.billing.tax import LineToTax, SandboxTaxProvider, TaxUnavailable, UnknownJurisdiction
 from servers.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, uuid_field
 from servers.jobs import every_under_lease
-from servers.pagination import Page
+from servers.pagination import TIME_AND_ID, Page
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer, Runtime
 
 
 def _page(request: Any, **filters: Any) -> Page:
-    return Page.from_request(request.page.page_size, request.page.page_token, filters=filters)
+    return Page.from_request(
+        request.page.page_size, request.page.page_token, filters=filters, keyset=TIME_AND_ID
+    )
+
+
+#: The first day billing can have data for.
+FIRST_DAY = date(1970, 1, 1)
 
 
 def _day(value: str, field: str) -> date:
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise InvalidArgument(
             f"{field} must be an ISO 8601 day (2026-05-27)", field=field
         ) from None
+    if day < FIRST_DAY:
+        raise InvalidArgument(f"{field} must not be before {FIRST_DAY.isoformat()}", field=field)
+    return day
 
 
 class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceServicer):
@@ -140,13 +149,12 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         if status:
             query = query.where(InvoiceRow.status == status)
         if page.after is not None:
-            after = (datetime.fromisoformat(page.after[0]), uuid.UUID(page.after[1]))
-            query = query.where(tuple_(InvoiceRow.period_start, InvoiceRow.id) < after)
+            query = query.where(tuple_(InvoiceRow.period_start, InvoiceRow.id) < page.after)
         query = query.order_by(InvoiceRow.period_start.desc(), InvoiceRow.id.desc())
         tenant = current_principal().tenant
         async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
             rows = list((await session.execute(query.limit(page.size + 1))).scalars())
-            token = page.next_token(rows, lambda row: [row.period_start.isoformat(), str(row.id)])
+            token = page.next_token(rows, lambda row: (row.period_start, row.id))
             invoices = [
                 messages.invoice(await balance_of(session, row)) for row in rows[: page.size]
             ]
@@ -321,6 +329,8 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         """Reconcile one day of the caller's tenant now (yesterday by default)."""
         now = self.runtime.clock()
         day = _day(request.day, "day") if request.day else (now - timedelta(days=1)).date()
+        if day > now.date():
+            raise InvalidArgument("a day in the future cannot be reconciled", field="day")
         tenant = current_principal().tenant
         async with self.runtime.database.tenant_session(tenant) as session:
             row = await reconciliation.reconcile(session, tenant, day, now)
@@ -399,13 +409,12 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         if kind:
             query = query.where(AlertRow.kind == kind)
         if page.after is not None:
-            after = (datetime.fromisoformat(page.after[0]), uuid.UUID(page.after[1]))
-            query = query.where(tuple_(AlertRow.raised_at, AlertRow.id) < after)
+            query = query.where(tuple_(AlertRow.raised_at, AlertRow.id) < page.after)
         query = query.order_by(AlertRow.raised_at.desc(), AlertRow.id.desc()).limit(page.size + 1)
         tenant = current_principal().tenant
         async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
             rows = list((await session.execute(query)).scalars())
-        token = page.next_token(rows, lambda row: [row.raised_at.isoformat(), str(row.id)])
+        token = page.next_token(rows, lambda row: (row.raised_at, row.id))
         return pb.ListBillingAlertsResponse(
             alerts=[messages.alert(row) for row in rows[: page.size]],
             page=PageResponse(next_page_token=token),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from intelgraph.common.v1.pagination_pb2 import PageResponse
@@ -15,7 +15,7 @@ from interceptors import current_principal
 from servers.edge.layer import EdgeLayer
 from servers.edge.store import LeakAlarmRow
 from servers.errors import FailedPrecondition, InvalidArgument, uuid_field
-from servers.pagination import Page
+from servers.pagination import TIME_AND_ID, Page
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer
 
@@ -118,18 +118,18 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
             request.page.page_size,
             request.page.page_token,
             filters={"since": since.isoformat() if since else ""},
+            keyset=TIME_AND_ID,
         )
         query = select(LeakAlarmRow)
         if since is not None:
             query = query.where(LeakAlarmRow.occurred_at >= since)
         if page.after is not None:
-            after = (datetime.fromisoformat(page.after[0]), uuid_field(page.after[1], "page"))
-            query = query.where(tuple_(LeakAlarmRow.occurred_at, LeakAlarmRow.id) < after)
+            query = query.where(tuple_(LeakAlarmRow.occurred_at, LeakAlarmRow.id) < page.after)
         query = query.order_by(LeakAlarmRow.occurred_at.desc(), LeakAlarmRow.id.desc())
         tenant = current_principal().tenant
         async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
             rows = list((await session.execute(query.limit(page.size + 1))).scalars())
-        token = page.next_token(rows, lambda row: [row.occurred_at.isoformat(), str(row.id)])
+        token = page.next_token(rows, lambda row: (row.occurred_at, row.id))
         alarms = []
         for row in rows[: page.size]:
             alarm = pb.LeakAlarm(
