@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -44,9 +44,11 @@ from servers.facade import (
     Gateway,
     GraphqlEndpoint,
     OperationRegistry,
+    RootField,
     build_facade_schema,
     executable_schema,
 )
+from servers.facade.schema import Operation
 from servers.http import create_http_app, multiprocess_dir
 from servers.jobs import every
 from servers.registry import ServiceDefinition, all_services, services_named
@@ -122,6 +124,9 @@ class Platform:
         #: The edge cache of persisted GraphQL reads, once started (None when turned off).
         self.edge: EdgeLayer | None = None
         self._engine: PolicyEngine | None = None
+        #: The persisted GraphQL operations and the facade's root fields, once started.
+        self.operations: OperationRegistry | None = None
+        self.graphql_roots: Mapping[tuple[Operation, str], RootField] = {}
 
     @property
     def grpc_target(self) -> str:
@@ -279,9 +284,10 @@ class Platform:
             self._channel, self._engine, max_stream_items=settings.graphql_max_stream_items
         )
         schema = executable_schema(facade, gateway)
-        operations = OperationRegistry(
+        operations = self.operations = OperationRegistry(
             schema, settings.graphql_operations_dir or DEFAULT_OPERATIONS_DIR
         )
+        self.graphql_roots = facade.roots
         for problem in operations.problems:
             logger.warning("persisted operation not registered: %s", problem)
         limits = FacadeLimits(

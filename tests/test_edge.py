@@ -349,3 +349,52 @@ async def test_mixed_tenant_traffic_never_serves_another_tenants_or_stale_data(
                     await mark(rng.choice(tenants))  # read-your-write: the next round sees it
         assert wrong == 0
         assert kinds["hit"] > 500
+
+
+async def test_a_second_token_of_the_same_caller_sees_its_own_token_id(tenant: Tenant) -> None:
+    """The persisted Caller once answered a second token with the first one's id and expiry."""
+    first, second = tenant.token(READER), tenant.token(READER)
+    answers = []
+    for token in (first, second, first, second):
+        answer, _ = await tenant.read("Caller", token=token)
+        answers.append(answer["data"]["caller"])
+    ids = [tokens_id(token) for token in (first, second, first, second)]
+    assert [caller["tokenId"] for caller in answers] == ids
+    assert answers[0] == answers[2]  # the same token is still served from the cache
+
+
+def tokens_id(token: str) -> str:
+    import jwt  # noqa: PLC0415 - only this helper reads tokens
+
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return str(claims["jti"])
+
+
+async def test_no_cached_read_depends_on_the_token_beyond_its_key(
+    platform: Platform, tenant: Tenant
+) -> None:
+    """For every persisted read the cache serves: answered uncached to two tokens of the same
+    subject and scopes, the results are the same, or the contract keys it per token."""
+    layer = platform.edge
+    assert layer is not None
+    await tenant.set_price(123)
+    scopes = [*READER, "admin.write", "catalog.read"]
+    first, second = tenant.token(scopes), tenant.token(scopes)
+    registry = platform.operations
+    assert registry is not None
+    checked = []
+    for name, text in sorted(OPERATIONS.items()):
+        persisted = registry.get(operation_id(text))
+        if persisted is None:
+            continue
+        plan = layer.plan(persisted.id, persisted.ast, None, platform.graphql_roots)
+        if plan is None:
+            continue  # mutations and uncached reads
+        await layer.cache.purge_everything()
+        one, _ = await tenant.read(name, token=first)
+        await layer.cache.purge_everything()
+        two, _ = await tenant.read(name, token=second)
+        assert "errors" not in one, (name, one)
+        assert one == two or plan.per_token, f"{name} depends on the token but is shared"
+        checked.append(name)
+    assert "Caller" in checked

@@ -70,14 +70,19 @@ class CacheKey:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def scope_hash(scopes: Iterable[str], *, jit: bool, subject: str | None = None) -> str:
-    """The hash of what authorization sees of a caller (plus who, for per-caller reads)."""
-    return _scope_hash(tuple(sorted(set(scopes))), jit, subject)
+def scope_hash(
+    scopes: Iterable[str], *, jit: bool, subject: str | None = None, token: str | None = None
+) -> str:
+    """The hash of what authorization sees of a caller, and who or which token it is, if asked.
+
+    Reads whose results depend on the caller pass `subject`; on the token, `token` too.
+    """
+    return _scope_hash(tuple(sorted(set(scopes))), jit, subject, token)
 
 
 @functools.lru_cache(maxsize=4096)
-def _scope_hash(scopes: tuple[str, ...], jit: bool, subject: str | None) -> str:
-    text = json.dumps([scopes, jit, subject], separators=(",", ":"))
+def _scope_hash(scopes: tuple[str, ...], jit: bool, subject: str | None, token: str | None) -> str:
+    text = json.dumps([scopes, jit, subject, token], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

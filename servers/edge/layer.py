@@ -97,7 +97,10 @@ class CachePlan:
     """How one persisted operation is cached."""
 
     freshness: Freshness
+    #: Each caller (subject) has entries of its own.
     per_caller: bool
+    #: Each token has entries of its own (the result shows the token's id or expiry).
+    per_token: bool
     roots: tuple[RootField, ...]
 
 
@@ -196,9 +199,11 @@ class EdgeLayer:
         tags = frozenset().union(
             *(self.graph.reads.get(field.path, frozenset()) for field in chosen)
         )
+        per_token = any(policy.per_token for policy in policies)
         return CachePlan(
             Freshness(float(ttl), float(grace), tags),
-            any(policy.per_caller for policy in policies),
+            per_token or any(policy.per_caller for policy in policies),
+            per_token,
             chosen,
         )
 

@@ -168,6 +168,7 @@ class GraphqlEndpoint:
                 principal.scopes,
                 jit=principal.jit,
                 subject=principal.subject if plan.per_caller else None,
+                token=principal.token_id if plan.per_token else None,
             ),
             f"{prepared.operation_id}:{prepared.operation_name or ''}",
             canonical_variables(prepared.variables),

@@ -25,13 +25,13 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n intelgraph/common/v1/cache.proto\x12\x14intelgraph.common.v1\x1a google/protobuf/descriptor.proto\"r\n\x0b\x43\x61\x63hePolicy\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x05\x12\x15\n\rstale_seconds\x18\x02 \x01(\x05\x12\x12\n\nper_caller\x18\x03 \x01(\x08\x12\x10\n\x08no_store\x18\x04 \x01(\x08\x12\x11\n\tresources\x18\x05 \x03(\t:R\n\x05\x63\x61\x63he\x12\x1e.google.protobuf.MethodOptions\x18\xdc\x87\x03 \x01(\x0b\x32!.intelgraph.common.v1.CachePolicyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n intelgraph/common/v1/cache.proto\x12\x14intelgraph.common.v1\x1a google/protobuf/descriptor.proto\"\x85\x01\n\x0b\x43\x61\x63hePolicy\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x05\x12\x15\n\rstale_seconds\x18\x02 \x01(\x05\x12\x12\n\nper_caller\x18\x03 \x01(\x08\x12\x10\n\x08no_store\x18\x04 \x01(\x08\x12\x11\n\tresources\x18\x05 \x03(\t\x12\x11\n\tper_token\x18\x06 \x01(\x08:R\n\x05\x63\x61\x63he\x12\x1e.google.protobuf.MethodOptions\x18\xdc\x87\x03 \x01(\x0b\x32!.intelgraph.common.v1.CachePolicyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'intelgraph.common.v1.cache_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CACHEPOLICY']._serialized_start=92
-  _globals['_CACHEPOLICY']._serialized_end=206
+  _globals['_CACHEPOLICY']._serialized_start=93
+  _globals['_CACHEPOLICY']._serialized_end=226
 # @@protoc_insertion_point(module_scope)

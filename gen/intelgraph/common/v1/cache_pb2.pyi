@@ -38,6 +38,7 @@ class CachePolicy(_message.Message):
     PER_CALLER_FIELD_NUMBER: _builtins.int
     NO_STORE_FIELD_NUMBER: _builtins.int
     RESOURCES_FIELD_NUMBER: _builtins.int
+    PER_TOKEN_FIELD_NUMBER: _builtins.int
     ttl_seconds: _builtins.int
     """Reads: seconds a cached result stays fresh; 0 takes the platform default."""
     stale_seconds: _builtins.int
@@ -50,6 +51,11 @@ class CachePolicy(_message.Message):
     """
     no_store: _builtins.bool
     """Reads: never cached (results that must be live)."""
+    per_token: _builtins.bool
+    """Reads: the result depends on the token itself (its id or expiry, which
+    differ between two tokens of the same subject and scopes), so each token
+    has entries of its own. Implies per_caller.
+    """
     @_builtins.property
     def resources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Resource types (full message names) the RPC reads or writes beyond those
@@ -65,10 +71,11 @@ class CachePolicy(_message.Message):
         per_caller: _builtins.bool = ...,
         no_store: _builtins.bool = ...,
         resources: _abc.Iterable[_builtins.str] | None = ...,
+        per_token: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["no_store", b"no_store", "per_caller", b"per_caller", "resources", b"resources", "stale_seconds", b"stale_seconds", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["no_store", b"no_store", "per_caller", b"per_caller", "per_token", b"per_token", "resources", b"resources", "stale_seconds", b"stale_seconds", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
