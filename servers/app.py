@@ -17,14 +17,18 @@ import logging
 import os
 import signal
 import socket
+import stat
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from interceptors import PolicyEngine, StreamLimits, TokenVerifier, platform_chain
 from interceptors.keys import RING_FILE, KeyRingError, KeyStore, rotate
@@ -35,6 +39,7 @@ from servers.access.revocation import POLL_INTERVAL_S, RevocationFeed
 from servers.billing.metering import Metering
 from servers.config import Settings
 from servers.db import Database, utc_now
+from servers.db.database import describe
 from servers.db.migrate import ensure_schema
 from servers.edge.graph import build_mutation_graph
 from servers.edge.layer import EdgeDefaults, EdgeLayer, InvalidationInterceptor
@@ -60,6 +65,20 @@ ServicerT = TypeVar("ServicerT", bound=PlatformServicer)
 
 #: Set by the worker supervisor to tell workers apart in logs and /healthz.
 WORKER_ENV = "CONDUCTOR_WORKER_ID"
+#: Seconds between checks that the store still takes writes (for /healthz).
+WRITE_CHECK_S = 10.0
+
+
+def loose_files(directory: Path) -> list[Path]:
+    """`directory` and the files in it that its owner's group or others may access."""
+    if not directory.is_dir():
+        return []
+    found = [directory] if stat.S_IMODE(directory.stat().st_mode) & 0o077 else []
+    return found + [
+        path
+        for path in sorted(directory.iterdir())
+        if path.is_file() and stat.S_IMODE(path.stat().st_mode) & 0o077
+    ]
 
 
 class StartupError(RuntimeError):
@@ -124,6 +143,8 @@ class Platform:
         #: The edge cache of persisted GraphQL reads, once started (None when turned off).
         self.edge: EdgeLayer | None = None
         self._engine: PolicyEngine | None = None
+        #: Why the store refuses writes, as last checked (None: it takes them).
+        self.write_problem: str | None = None
         #: The persisted GraphQL operations and the facade's root fields, once started.
         self.operations: OperationRegistry | None = None
         self.graphql_roots: Mapping[tuple[Operation, str], RootField] = {}
@@ -142,7 +163,7 @@ class Platform:
         """
         started = time.perf_counter()
         try:
-            await ensure_schema(self.database.engine, migrate=self.settings.migrates_at_start)
+            await self._open_store()
             await self._start_grpc()
             await self._start_http()
             await self._start_jobs()
@@ -159,6 +180,32 @@ class Platform:
             ",".join(service.name for service in self.services),
             (time.perf_counter() - started) * 1000,
         )
+
+    async def _open_store(self) -> None:
+        """Reach the store, bring (or check) its schema, and make sure it takes writes.
+
+        Raises:
+            StartupError: In one line naming the cause and the setting to look at.
+        """
+        where = make_url(self.database.url).render_as_string(hide_password=True)
+        flag = "CONDUCTOR_DATABASE_URL / --database-url"
+        try:
+            await ensure_schema(self.database.engine, migrate=self.settings.migrates_at_start)
+        except (DBAPIError, OSError) as error:
+            raise StartupError(
+                f"cannot use the database {where} ({flag}): {describe(error)}"
+            ) from None
+        problem = await self.database.write_problem()
+        if problem is not None:
+            raise StartupError(f"the database {where} refuses writes ({flag}): {problem}")
+        self.write_problem = None
+        for directory in (self.settings.signing_keys_dir, self.settings.document_keys_dir):
+            for loose in loose_files(directory):
+                logger.warning("%s is open to others: chmod go-rwx it (keys live there)", loose)
+
+    async def check_writes(self) -> None:
+        """Keep `write_problem` current, for /healthz (a database can turn read-only)."""
+        self.write_problem = await self.database.write_problem()
 
     async def _start_grpc(self) -> None:
         try:
@@ -261,6 +308,7 @@ class Platform:
         jobs: list[Callable[[], Coroutine[Any, Any, Any]]] = [
             functools.partial(every, POLL_INTERVAL_S, self.revocation_feed.refresh, "revocations"),
             self.revocation_feed.listen,
+            functools.partial(every, WRITE_CHECK_S, self.check_writes, "database writes"),
         ]
         for servicer in self._servicers:
             jobs += servicer.background_jobs()
@@ -340,15 +388,21 @@ class Platform:
 
     async def health_report(self) -> tuple[bool, dict[str, object]]:
         """Whether this process should receive traffic, and the facts behind it."""
-        database_ok = await self.database.ping()
+        reachable = await self.database.ping()
+        if not reachable:
+            database = "unreachable"
+        elif self.write_problem is not None:
+            database = f"refuses writes: {self.write_problem}"
+        else:
+            database = "ok"
         document: dict[str, object] = {
             "status": self.state,
             "services": [service.full_name for service in self.services],
-            "database": "ok" if database_ok else "unreachable",
+            "database": database,
             "pid": os.getpid(),
             "worker": os.environ.get(WORKER_ENV, "0"),
         }
-        return self.state == "serving" and database_ok, document
+        return self.state == "serving" and database == "ok", document
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: refuse new calls, give in-flight ones `grace` seconds, close the store."""

@@ -22,8 +22,9 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from servers.config import SERVICE_NAMES, ConfigurationError, Settings, load_settings
 
@@ -147,14 +148,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings.log_level)
     commands: dict[str, Callable[[], int]] = {
         "serve": lambda: _serve(settings),
-        "migrate": lambda: asyncio.run(_migrate(settings, args.to, check=args.check)),
+        "migrate": lambda: _with_database(settings, _migrate(settings, args.to, check=args.check)),
         "keys": lambda: _keys(settings, args.action),
         "token": lambda: _mint(settings, args),
-        "audit": lambda: asyncio.run(_export_audit(settings, args.tenant, args.out)),
-        "demo": lambda: asyncio.run(_seed(settings, args)),
+        "audit": lambda: _with_database(settings, _export_audit(settings, args.tenant, args.out)),
+        "demo": lambda: _with_database(settings, _seed(settings, args)),
         "billing": lambda: _billing(settings, args),
     }
     return commands[args.command]()
+
+
+def _with_database(settings: Settings, command: Coroutine[Any, Any, int]) -> int:
+    """Run a command that uses the database; a database failure is one line, exit 1."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 - keep the CLI's start light
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
+    from servers.db.database import describe  # noqa: PLC0415
+
+    try:
+        return asyncio.run(command)
+    except (DBAPIError, OSError) as error:
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        print(
+            f"conductor: cannot use the database {where} "
+            f"(CONDUCTOR_DATABASE_URL / --database-url): {describe(error)}",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _keys(settings: Settings, action: str) -> int:

@@ -103,6 +103,19 @@ class InvalidArgument(DomainError):
         self.field = field
 
 
+def quoted(value: object, limit: int = 64) -> str:
+    """`value` as a message may repeat it: quoted, and cut to `limit` characters.
+
+    Messages never carry what a caller sent in full (it may be large, or made to
+    look like something else in a log).
+
+    >>> quoted("x" * 100, limit=8)
+    "'xxxxxxxx…'"
+    """
+    text = str(value)
+    return repr(text if len(text) <= limit else f"{text[:limit]}…")
+
+
 def uuid_field(value: str, field: str) -> uuid.UUID:
     """A request field that must hold a UUID.
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import socket
+import stat
 from typing import Any
 
 import grpc
@@ -13,6 +15,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from intelgraph.catalog.v1 import catalog_service_pb2 as catalog
+from sqlalchemy import text
 
 from clients import ErrorReason, from_grpc_error
 from interceptors import RpcMethod
@@ -155,3 +158,68 @@ async def test_a_taken_port_is_a_clear_start_up_error(settings: Settings) -> Non
         blocked_grpc = Platform(settings.model_copy(update={"grpc_port": port}))
         with pytest.raises(StartupError, match=f"cannot bind gRPC to 127.0.0.1:{port}"):
             await blocked_grpc.start()
+
+
+async def test_an_unreachable_database_is_one_line_naming_the_setting(settings: Settings) -> None:
+    url = "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/nowhere"
+    platform = Platform(settings.model_copy(update={"database_url": url}))
+    with pytest.raises(StartupError) as refused:
+        await platform.start()
+    message = str(refused.value)
+    assert "CONDUCTOR_DATABASE_URL / --database-url" in message
+    assert "hunter2" not in message
+    assert "\n" not in message
+
+
+async def test_a_database_that_refuses_writes_does_not_serve(settings: Settings) -> None:
+    ready = Platform(settings)  # creates and migrates the file
+    await ready.start()
+    await ready.stop(grace=0)
+    path = settings.var_dir / "conductor.db"
+    read_only = f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"
+    platform = Platform(settings.model_copy(update={"database_url": read_only}))
+    with pytest.raises(StartupError, match=r"refuses writes .*: attempt to write a readonly"):
+        await platform.start()
+
+
+async def test_healthz_turns_unhealthy_when_the_database_stops_taking_writes(
+    settings: Settings,
+) -> None:
+    platform = Platform(settings)
+    await platform.start()
+    try:
+        assert (await platform.health_report())[0]
+        refuse = (
+            "CREATE TRIGGER refuse_writes BEFORE INSERT ON job_leases "
+            "BEGIN SELECT RAISE(ABORT, 'no more writes'); END"
+        )
+        async with platform.database.engine.begin() as connection:
+            await connection.execute(text(refuse))
+        await platform.check_writes()
+        healthy, document = await platform.health_report()
+        assert (healthy, document["database"]) == (False, "refuses writes: no more writes")
+        async with platform.database.engine.begin() as connection:
+            await connection.execute(text("DROP TRIGGER refuse_writes"))
+        await platform.check_writes()
+        assert (await platform.health_report())[0]
+    finally:
+        await platform.stop(grace=0)
+
+
+async def test_files_that_hold_secrets_are_private(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    platform = Platform(settings)
+    await platform.start()
+    await platform.stop(grace=0)
+    database = settings.var_dir / "conductor.db"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    database.chmod(0o644)
+    settings.signing_keys_dir.chmod(0o755)
+    with caplog.at_level(logging.WARNING):
+        again = Platform(settings)
+        await again.start()
+        await again.stop(grace=0)
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert f"the database file {database} is open to others (mode 0644)" in warned
+    assert f"{settings.signing_keys_dir} is open to others" in warned

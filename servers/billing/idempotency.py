@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from servers.billing.documents import canonical
 from servers.billing.records import insert
 from servers.billing.store import IdempotencyRow
-from servers.errors import ErrorReason, InvalidArgument
+from servers.errors import ErrorReason, InvalidArgument, quoted
 
 
 def fingerprint(request: Mapping[str, Any]) -> str:
@@ -71,7 +71,7 @@ async def claim(  # noqa: PLR0917 - a key's identity, its request and its result
     ).one()
     if earlier.request_hash != request_hash:
         raise InvalidArgument(
-            f"idempotency key {key!r} was used with a different {operation} request",
+            f"idempotency key {quoted(key)} was used with a different {operation} request",
             field="idempotency_key",
             reason=ErrorReason.ERROR_REASON_IDEMPOTENCY_KEY_REUSED,
         )

@@ -20,6 +20,8 @@ from fractions import Fraction
 
 from babel.numbers import get_currency_precision, list_currencies
 
+from servers.errors import quoted
+
 _CURRENCIES = frozenset(list_currencies())
 
 #: The largest amount, in minor units, that any price, line, document or cap may hold
@@ -42,7 +44,7 @@ def currency(code: str) -> str:
         ValueError: Not an active ISO-4217 currency code.
     """
     if code not in _CURRENCIES or len(code) != 3 or not code.isupper():
-        raise ValueError(f"{code!r} is not an ISO-4217 currency code")
+        raise ValueError(f"{quoted(code)} is not an ISO-4217 currency code")
     return code
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servers.billing.store import BillingProfileRow, PriceRow
-from servers.errors import FailedPrecondition, InvalidArgument
+from servers.errors import FailedPrecondition, InvalidArgument, quoted
 
 PRICE_BOOK_FILE = Path(__file__).with_name("price_book.json")
 PRICE_BOOK: dict[str, dict[str, Any]] = json.loads(PRICE_BOOK_FILE.read_text())
@@ -95,13 +95,13 @@ async def price_of(session: AsyncSession, meter: str, currency: str) -> Price:
     """
     if meter not in PRICE_BOOK and await session.get(PriceRow, (_tenant(session), meter)) is None:
         raise InvalidArgument(
-            f"no meter {meter!r} in the price book", field="meter", metadata={"meter": meter}
+            f"no meter {quoted(meter)} in the price book", field="meter", metadata={"meter": meter}
         )
     for price in await price_book(session, currency):
         if price.meter == meter:
             return price
     raise FailedPrecondition(
-        f"meter {meter!r} has no price in {currency}", metadata={"meter": meter}
+        f"meter {quoted(meter)} has no price in {currency}", metadata={"meter": meter}
     )
 
 

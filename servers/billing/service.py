@@ -39,7 +39,14 @@ from servers.billing.store import (
     SpendCapRow,
 )
 from servers.billing.tax import LineToTax, SandboxTaxProvider, TaxUnavailable, UnknownJurisdiction
-from servers.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, uuid_field
+from servers.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    quoted,
+    uuid_field,
+)
 from servers.jobs import every_under_lease
 from servers.pagination import TIME_AND_ID, Page
 from servers.registry import ServiceDefinition
@@ -492,7 +499,9 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         """Set or clear one tenant's price for a meter; lines already open keep their price."""
         tenant = uuid_field(request.tenant_id, "tenant_id")
         if request.meter not in PRICE_BOOK:
-            raise InvalidArgument(f"no meter {request.meter!r} in the price book", field="meter")
+            raise InvalidArgument(
+                f"no meter {quoted(request.meter)} in the price book", field="meter"
+            )
         now = self.runtime.clock()
         async with self.runtime.database.tenant_session(tenant) as session:
             existing = await session.get(PriceRow, (tenant, request.meter))

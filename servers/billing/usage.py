@@ -32,7 +32,7 @@ from servers.billing.money import (
 )
 from servers.billing.pricing import month_of, price_of, profile_of
 from servers.billing.store import InvoiceLineRow, InvoiceRow, SpendCapRow, UsageEventRow
-from servers.errors import ErrorReason, InvalidArgument, ResourceExhausted
+from servers.errors import ErrorReason, InvalidArgument, ResourceExhausted, quoted
 
 #: How far in the future an event may say it occurred (clock skew between services).
 FUTURE_SKEW = timedelta(minutes=5)
@@ -245,7 +245,7 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
 def _duplicate(earlier: UsageEventRow, meter: str, quantity: int) -> Recorded:
     if (earlier.meter, earlier.quantity) != (meter, quantity):
         raise InvalidArgument(
-            f"event {earlier.event_id!r} was recorded with another meter or quantity",
+            f"event {quoted(earlier.event_id)} was recorded with another meter or quantity",
             field="event_id",
             reason=ErrorReason.ERROR_REASON_IDEMPOTENCY_KEY_REUSED,
         )

@@ -9,14 +9,19 @@ so no tenant can take the whole pool from the others.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import stat
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +31,8 @@ from sqlalchemy.ext.asyncio import (
 
 from servers.db.tenancy import TENANT_KEY
 from servers.errors import ResourceExhausted
+
+logger = logging.getLogger(__name__)
 
 #: Milliseconds an SQLite writer waits for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -48,12 +55,37 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
+            _private_file(Path(parsed.database))
         engine = create_async_engine(url, **options)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(url, **{"pool_pre_ping": True, **options})
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only; warn if others may read it.
+
+    SQLite gives its WAL and shared-memory files the mode of the database file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            logger.warning(
+                "the database file %s is open to others (mode %04o): chmod 600 it", path, mode
+            )
+    else:
+        os.close(descriptor)
+
+
+def describe(error: BaseException) -> str:
+    """One line saying what went wrong with the database (the driver's own first line)."""
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -175,6 +207,35 @@ class Database:
         except Exception:  # noqa: BLE001 - any failure means "not reachable"
             return False
         return True
+
+    async def write_problem(self) -> str | None:
+        """Why the database refuses writes (read-only file or server, ...); None if it takes them.
+
+        It writes a row into `job_leases` and rolls the transaction back, so it
+        needs (and proves) exactly what every write needs.
+        """
+        probe = text(
+            "INSERT INTO job_leases (name, holder, acquired_at, expires_at) "
+            "VALUES (:name, 'write-probe', :now, :now)"
+        )
+        now = datetime.now(UTC).replace(tzinfo=None) if self.is_sqlite else datetime.now(UTC)
+        try:
+            async with self.engine.connect() as connection:
+                transaction = await connection.begin()
+                try:
+                    await connection.execute(
+                        probe, {"name": f"write-probe:{uuid.uuid4()}", "now": now}
+                    )
+                finally:
+                    await transaction.rollback()
+        except (DBAPIError, OSError) as error:
+            return describe(error)
+        return None
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the store is the embedded SQLite file."""
+        return self.engine.dialect.name == "sqlite"
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

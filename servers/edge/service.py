@@ -14,7 +14,7 @@ from sqlalchemy import select, tuple_
 from interceptors import current_principal
 from servers.edge.layer import EdgeLayer
 from servers.edge.store import LeakAlarmRow
-from servers.errors import FailedPrecondition, InvalidArgument, uuid_field
+from servers.errors import FailedPrecondition, InvalidArgument, quoted, uuid_field
 from servers.pagination import TIME_AND_ID, Page
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer
@@ -66,7 +66,7 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
         unknown = sorted(set(tags) - self.edge.graph.known_tags)
         if unknown:
             raise InvalidArgument(
-                f"no cached read is tagged {unknown[0]!r} (tags are resource types)",
+                f"no cached read is tagged {quoted(unknown[0])} (tags are resource types)",
                 field="tags",
             )
         generation = await self.edge.cache.purge(tenant, tags)

@@ -29,6 +29,7 @@ from clients import ErrorReason, from_grpc_error
 from graphql import GraphQLError, GraphQLSchema, build_schema
 from interceptors.policy import MethodFacts, PolicyEngine
 from interceptors.tokens import Principal
+from servers.errors import quoted
 from servers.facade.schema import FacadeSchema, RootField
 
 #: Seconds a resolver's RPC may take.
@@ -61,7 +62,7 @@ def _date_time(value: Any) -> str:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise GraphQLError(f"not an RFC 3339 date and time: {value!r}") from None
+        raise GraphQLError(f"not an RFC 3339 date and time: {quoted(value)}") from None
     if parsed.tzinfo is None:
         raise GraphQLError("DateTime needs a time zone, e.g. 2026-05-27T09:00:00Z")
     return value
@@ -73,7 +74,7 @@ def _int64(value: Any) -> str:
     try:
         return str(int(value, 10) if isinstance(value, str) else int(value))
     except (TypeError, ValueError):
-        raise GraphQLError(f"not an Int64: {value!r}") from None
+        raise GraphQLError(f"not an Int64: {quoted(value)}") from None
 
 
 def _base64(value: Any) -> str:
