@@ -400,3 +400,37 @@ async def test_metrics_report_grant_time_and_revocations(
         "access_grants_overdue",
     ):
         assert family in text, family
+
+
+async def test_a_request_for_thousands_of_scopes_is_refused_at_once(
+    platform: Platform, tenant: Tenant
+) -> None:
+    """3,000 scopes held the event loop 3.7 s in the policy (10,000: 21 s)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
+
+    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        request = pb.RequestAccessRequest(
+            scope=[f"scope.{index}" for index in range(3000)],
+            expires_at=_at(datetime.now(UTC) + timedelta(minutes=10)),
+        )
+        with pytest.raises(ConductorError) as refused:
+            await tenant.call("RequestAccess", request, tenant.who("alice", ALICE))
+        assert (refused.value.code, refused.value.metadata["field"]) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "scope",
+        )
+        # The most a request may ask for is evaluated off the event loop: health answers meanwhile.
+        most = pb.RequestAccessRequest(
+            scope=[f"scope{index}.read" for index in range(16)],
+            expires_at=_at(datetime.now(UTC) + timedelta(minutes=10)),
+            reason="audit",
+        )
+        asking = asyncio.ensure_future(
+            tenant.call("RequestAccess", most, tenant.who("alice", ALICE))
+        )
+        answered = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert answered.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(ConductorError) as not_requestable:
+            await asking
+        assert not_requestable.value.reason == ErrorReason.ERROR_REASON_SCOPE_NOT_REQUESTABLE
