@@ -3,7 +3,8 @@
 `conductor serve` (SQLite in a temporary directory) is run twice, with
 CONDUCTOR_EDGE_COALESCING=true and then false, under the same seeded load:
 
-* `--rps` (300) persisted GraphQL reads for `--seconds` (30), arriving in
+* `--rps` (300) persisted GraphQL reads for `--seconds` (30; --quick: 8, so
+  that both phases, each with its server's start, fit in 50 s), arriving in
   bursts every 100 ms (clients refresh together), keys drawn with a Zipf skew
   over 4 tenants x (AccessRequests and Invoices at 6 page sizes, PriceBook,
   SpendCap): 56 keys;
@@ -22,9 +23,11 @@ The last line is JSON: {"bench": "edge_burst", "requests", "origin_calls_on",
 "origin_reduction_hot" (the same on the hot keys), "cache_offload" (1 -
 origin calls/requests with coalescing on), "hit_p50_ms", "hit_p99_ms",
 "max_tenant_bytes_over_cap" (peak bytes - cap, over tenants; <= 0 holds the
-cap), "coalesced"} (seed: >= 20 % fewer origin hits; target >= 90 % on hot keys).
+cap), "coalesced", "seconds" (per phase), "elapsed_s_on", "elapsed_s_off" (how long
+each phase's load took to be served: more than "seconds" when the machine fell
+behind)} (seed: >= 20 % fewer origin hits; target >= 90 % on hot keys).
 
-    python bench/edge_burst.py [--seconds 30] [--rps 300]
+    python bench/edge_burst.py [--quick] [--seconds 30] [--rps 300]
 """
 
 from __future__ import annotations
@@ -298,15 +301,15 @@ def _percentile(samples: list[float], share: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="8 s per phase (under 50 s)")
+    parser.add_argument("--seconds", type=float)
     parser.add_argument("--rps", type=int, default=300)
     args = parser.parse_args()
+    seconds = args.seconds or (8.0 if args.quick else 30.0)
     runs = {}
     for coalescing in (True, False):
         with tempfile.TemporaryDirectory(prefix="edge-burst-") as directory:
-            runs[coalescing] = asyncio.run(
-                phase(Path(directory), coalescing, args.seconds, args.rps)
-            )
+            runs[coalescing] = asyncio.run(phase(Path(directory), coalescing, seconds, args.rps))
         run = runs[coalescing]
         kinds = Counter(kind for _, kind, _ in run["outcomes"])
         print(
@@ -340,6 +343,9 @@ def main() -> None:
                 "hit_p99_ms": round(_percentile(hits, 0.99), 2),
                 "max_tenant_bytes_over_cap": max(on["peaks"] + off["peaks"]),
                 "coalesced": sum(1 for _, kind, _ in on["outcomes"] if kind == "coalesced"),
+                "seconds": seconds,
+                "elapsed_s_on": round(on["elapsed"], 1),
+                "elapsed_s_off": round(off["elapsed"], 1),
             }
         )
     )

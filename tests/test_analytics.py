@@ -174,6 +174,14 @@ def _kills() -> float:
     return float(metrics.DEADLINE_KILLS.labels("analytics.betweennessTop:v1")._value.get())
 
 
+#: How late past its deadline a stopped run may be answered here. The server promises 50 ms
+#: (about 35 ms on an idle 2-core machine), but this test shares the cores with the server,
+#: the worker being replaced and whatever else the machine runs, so a bound near the promise
+#: fails on a loaded machine. What shows the run was stopped rather than finished is the
+#: DEADLINE_EXCEEDED answer and the killed worker; this bound only catches an answer that hangs.
+ANSWER_SLACK_ON_A_LOADED_MACHINE_S = 2.0
+
+
 async def _expires_in_time(analyst: Analyst, deadline_s: float, **options: Any) -> None:
     """A cold full betweenness (about 0.1 s here) stopped at `deadline_s`, answered in time."""
     kills = _kills()
@@ -185,7 +193,7 @@ async def _expires_in_time(analyst: Analyst, deadline_s: float, **options: Any) 
     )
     elapsed = time.perf_counter() - started
     assert expired.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert elapsed < deadline_s + 0.05 + 0.05  # + 50 ms promised, + test slack
+    assert elapsed < deadline_s + ANSWER_SLACK_ON_A_LOADED_MACHINE_S
     for _ in range(100):  # the server killed the worker, and replaces it
         if _kills() > kills:
             break
@@ -262,13 +270,20 @@ async def test_a_run_over_budget_without_a_sampler_is_refused_with_the_hint(
     assert "has no sampler" in hinted.details
 
 
-async def test_estimates_answer_without_running(analyst: Analyst) -> None:
+async def test_estimates_answer_without_running(
+    analyst: Analyst, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await analyst.call("ImportGraph", iter(_batches(1000, 5000, 5)))
-    started = time.perf_counter()
+
+    # Any run would reach a worker: refuse them all (a wall-clock bound would also refuse a
+    # loaded machine).
+    async def no_run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise AssertionError("EstimatePack ran the pack")
+
+    monkeypatch.setattr(PackWorkers, "run", no_run)
     found = await analyst.call(
         "EstimatePack", pb.EstimatePackRequest(pack_id="analytics.pagerankTop:v1")
     )
-    assert time.perf_counter() - started < 0.1
     assert found.estimate.expected_ms > 0
     assert found.estimate.memory_bytes > 0
     assert found.estimate.within_budget
