@@ -111,6 +111,8 @@ class PackWorkers:
         self._starting: set[asyncio.Task[None]] = set()
         self._workers: set[_Worker] = set()
         self._calibrated = asyncio.Event()
+        #: Set by `close`: no worker starts after it (not even to replace a killed one).
+        self._closed = False
 
     async def speed(self) -> float:
         """Seconds per work unit on this machine, once the first worker has measured it.
@@ -129,6 +131,8 @@ class PackWorkers:
         await asyncio.gather(*(self._spawn() for _ in range(self._size)))
 
     async def _spawn(self) -> None:
+        if self._closed:
+            return
         worker = _Worker()
         self._workers.add(worker)
         try:
@@ -186,9 +190,10 @@ class PackWorkers:
             else:
                 worker.kill()
                 self._workers.discard(worker)
-                task = asyncio.create_task(self._spawn())
-                self._starting.add(task)
-                task.add_done_callback(self._starting.discard)
+                if not self._closed:
+                    task = asyncio.create_task(self._spawn())
+                    self._starting.add(task)
+                    task.add_done_callback(self._starting.discard)
         if kind == "error":
             raise InvalidArgument(str(payload), field="parameters")
         result: dict[str, Any] = payload
@@ -196,7 +201,8 @@ class PackWorkers:
         return result
 
     async def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker; none starts afterwards."""
+        self._closed = True
         for task in self._starting:
             task.cancel()
         for worker in self._workers:
