@@ -89,10 +89,10 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         """The pack workers (stopped with the platform); the sweep of abandoned imports."""
 
         async def run_workers() -> None:
-            await self.workers.start()
             try:
+                await self.workers.start()
                 await asyncio.Event().wait()
-            finally:
+            finally:  # also when the platform stops while the workers still start
                 await self.workers.close()
 
         # Staged rows outlive any stream that could still be running once this old.
