@@ -187,15 +187,10 @@ class CallGuard(ServerInterceptor):
     ) -> Any:
         """Check, then continue (the chain inlines this; kept for use on its own)."""
         check = self.prepare(rpc)
-        if check is not None:
-            await _passed(check(request_or_iterator, context))
+        pending = None if check is None else check(request_or_iterator, context)
+        if pending is not None:
+            await pending
         return await proceed(method, request_or_iterator, context, rpc)
-
-
-async def _passed(outcome: Awaitable[None] | None) -> None:
-    """Wait for a check that could not decide at once."""
-    if outcome is not None:
-        await outcome
 
 
 async def proceed(

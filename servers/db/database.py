@@ -130,16 +130,22 @@ class TenantShares:
         Raises:
             ResourceExhausted: The tenant's share stayed taken for `wait_s`.
         """
-        semaphore, users = self._tenants.setdefault(tenant, (asyncio.Semaphore(self.limit), [0]))
+        entry = self._tenants.get(tenant)
+        if entry is None:
+            entry = self._tenants[tenant] = (asyncio.Semaphore(self.limit), [0])
+        semaphore, users = entry
         users[0] += 1
         try:
-            try:
-                await asyncio.wait_for(semaphore.acquire(), self._wait_s)
-            except TimeoutError:
-                raise ResourceExhausted(
-                    f"this tenant already has {self.limit} transactions open; retry shortly",
-                    metadata={"connections": str(self.limit)},
-                ) from None
+            if semaphore.locked():  # the share is taken: wait, but not for ever
+                try:
+                    await asyncio.wait_for(semaphore.acquire(), self._wait_s)
+                except TimeoutError:
+                    raise ResourceExhausted(
+                        f"this tenant already has {self.limit} transactions open; retry shortly",
+                        metadata={"connections": str(self.limit)},
+                    ) from None
+            else:
+                await semaphore.acquire()  # free: returns at once
             try:
                 yield
             finally:
