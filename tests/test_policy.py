@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +134,24 @@ def test_policy_decisions_keep_the_process_memory_flat() -> None:
     figures = json.loads(output.stdout.strip().splitlines()[-1])
     assert figures["decisions"] >= 2000
     assert figures["rss_growth_mb"] <= 20, figures
+
+
+async def test_concurrent_misses_share_one_evaluation_off_the_loop() -> None:
+    engine = PolicyEngine()
+    evaluations: list[str] = []
+    evaluate = engine._evaluate_decision
+
+    def counted(key: Any) -> Any:
+        evaluations.append(threading.current_thread().name)
+        return evaluate(key)
+
+    engine._evaluate_decision = counted  # type: ignore[method-assign]
+    caller = CallerFacts("alice", "t", ("catalog.read",), jit=False)
+    method = MethodFacts("intelgraph.catalog.v1.CatalogService", "GetService", "catalog.read")
+    assert engine.cached_decision(caller, method, {}, 7) is None
+    decisions = await asyncio.gather(*(engine.decision(caller, method, {}, 7) for _ in range(20)))
+    assert {decision.allow for decision in decisions} == {True}
+    assert len(evaluations) == 1
+    assert evaluations[0].startswith("policy")  # the engine's thread, not the event loop's
+    assert engine.cached_decision(caller, method, {}, 7) is decisions[0]
+    engine.close()
