@@ -8,6 +8,14 @@ whole stream within `max_duration_s`, and each message is checked against the
 bounds of its contract (`interceptors.validation`) as it arrives. A stream
 that breaks a limit ends with DEADLINE_EXCEEDED or INVALID_ARGUMENT, raised
 from the handler's next read, so the handler's own cleanup runs.
+
+A stream the client abandons (cancelled, past its deadline, or cut off by the
+server's shutdown) ends for grpc as if the client had finished sending, and
+the cancellation reaches the handler just after (in the same batch of events
+from the transport, measured at the next turn of the loop). So the end of a
+stream is held for `END_SETTLE_S` before the handler sees it: an abandoned
+stream is cancelled there, and no handler mistakes half a stream for a whole
+one (an import would commit what it had).
 """
 
 from __future__ import annotations
@@ -22,6 +30,9 @@ import grpc
 from interceptors.base import Method, RpcMethod, ServerInterceptor, proceed
 from interceptors.validation import within_bounds
 from servers.errors import DeadlineExceeded
+
+#: Seconds the end of a request stream waits for a cancellation that came with it.
+END_SETTLE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -50,10 +61,12 @@ class StreamLimitsInterceptor(ServerInterceptor):
         rpc: RpcMethod,
     ) -> Any:
         """Hand the handler a limited view of its request stream."""
-        limited = self._limited(request_or_iterator, rpc)
+        limited = self._limited(request_or_iterator, context, rpc)
         return await proceed(method, limited, context, rpc)
 
-    async def _limited(self, requests: AsyncIterator[Any], rpc: RpcMethod) -> AsyncIterator[Any]:
+    async def _limited(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, rpc: RpcMethod
+    ) -> AsyncIterator[Any]:
         check = within_bounds(rpc.descriptor.input_type) if rpc.descriptor is not None else None
         loop = asyncio.get_running_loop()
         ends = loop.time() + self._limits.max_duration_s
@@ -62,8 +75,15 @@ class StreamLimitsInterceptor(ServerInterceptor):
             left = ends - loop.time()
             wait = min(self._limits.idle_timeout_s, left)
             try:
-                request = await asyncio.wait_for(anext(iterator), max(wait, 0))
+                # A timeout of the current task, not wait_for's task around the read: reading
+                # in a task of its own keeps grpc's cancellation of an abandoned call from
+                # reaching the handler.
+                async with asyncio.timeout(max(wait, 0)):
+                    request = await anext(iterator)
             except StopAsyncIteration:
+                await asyncio.sleep(END_SETTLE_S)  # an abandoned call is cancelled here
+                if context.cancelled() or context.done():
+                    raise asyncio.CancelledError("the client abandoned the stream") from None
                 return
             except TimeoutError:
                 if wait >= left:

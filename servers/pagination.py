@@ -22,7 +22,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from servers.errors import ErrorReason, InvalidArgument
@@ -37,7 +37,7 @@ def _instant(value: Any) -> datetime:
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         raise ValueError("a timestamp without its zone")
-    return moment
+    return moment.astimezone(UTC)  # OverflowError at the ends of the calendar
 
 
 def _identifier(value: Any) -> uuid.UUID:

@@ -39,6 +39,8 @@ FORGED = [
     ["2026-11-30T10:00:00+00:00"],
     ["not a time", str(uuid.uuid4())],
     ["2026-11-30T10:00:00", str(uuid.uuid4())],  # no zone
+    ["0001-01-01T00:00:00+05:00", str(uuid.uuid4())],  # before year 1 in UTC
+    ["9999-12-31T23:59:59-05:00", str(uuid.uuid4())],  # after year 9999 in UTC
     ["2026-11-30T10:00:00+00:00", "not-a-uuid"],
     [12345, 678],
     [None, None],

@@ -26,7 +26,7 @@ from intelgraph.billing.v1 import billing_service_pb2_grpc
 from sqlalchemy import func, select
 
 from clients import ConductorError, ErrorReason, from_grpc_error
-from servers.analytics.store import StagedEntityRow
+from servers.analytics.store import GraphRevisionRow, StagedEntityRow
 from servers.app import Platform
 from servers.db import Database
 from servers.db.database import TenantShares
@@ -233,3 +233,46 @@ async def test_one_tenant_holds_at_most_its_share_of_connections(database: Datab
     await asyncio.gather(*holders)
     async with database.tenant_session(TENANT, readonly=True):
         pass
+
+
+async def _revision(database: Database, tenant: uuid.UUID) -> int:
+    async with database.tenant_session(tenant, readonly=True) as session:
+        row = await session.get(GraphRevisionRow, tenant)
+    return 0 if row is None else row.revision
+
+
+@pytest.mark.parametrize("how", ["cancelled", "deadline"])
+async def test_an_abandoned_import_commits_nothing(tmp_path: Path, how: str) -> None:
+    """grpc ends an abandoned request stream as if the client had finished: it must not commit."""
+    async with (
+        serving(tmp_path / "var") as platform,
+        grpc.aio.insecure_channel(platform.grpc_target) as channel,
+    ):
+        metadata = Minter(platform.settings).metadata(["analytics.write"])
+        stub = analytics_service_pb2_grpc.AnalyticsServiceStub(channel)
+        sent = asyncio.Event()
+
+        async def one_batch_then_wait() -> AsyncIterator[pb.ImportGraphRequest]:
+            yield ENTITIES
+            sent.set()
+            await asyncio.Event().wait()
+
+        call = stub.ImportGraph(
+            one_batch_then_wait(), metadata=metadata, timeout=1.0 if how == "deadline" else None
+        )
+
+        async def staged() -> bool:
+            return await _staged(platform.database, TENANT) == 50
+
+        await sent.wait()
+        await _until(staged)
+        if how == "cancelled":
+            call.cancel()
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            await call
+
+        async def cleaned() -> bool:
+            return await _staged(platform.database, TENANT) == 0
+
+        await _until(cleaned)
+        assert await _revision(platform.database, TENANT) == 0
