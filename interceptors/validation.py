@@ -7,7 +7,11 @@ learns nothing about what its requests must contain:
 * `BoundsGuard`: every field of the request, and of every message in it,
   within its `(intelgraph.common.v1.bounds)` or the platform's defaults
   (`intelgraph/common/v1/field_behavior.proto` says which). Each message of a
-  request stream is checked as it arrives.
+  request stream is checked as it arrives (`interceptors.streams`).
+
+(Bytes that are not a message of the request's type at all are refused before
+either, by the outermost interceptor, which parses requests: that says nothing
+about the RPC.)
 
 Both refuse with INVALID_ARGUMENT naming the field's path; neither repeats
 the value it refused. A message type's checks are worked out once from its
@@ -17,6 +21,7 @@ descriptor, so a request costs a few attribute reads per field.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +41,8 @@ TIMESTAMP_MIN_S = -62_135_596_800
 TIMESTAMP_MAX_S = 253_402_300_799
 
 _TIMESTAMP = "google.protobuf.Timestamp"
+#: Control characters no string may hold (C0 but tab, line feed, carriage return; DEL).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _INTEGERS = frozenset(
     {
         FieldDescriptor.TYPE_INT32,
@@ -115,12 +122,13 @@ def _below(name: str, violation: Violation) -> Violation:
 def _text_check(bounds: field_behavior_pb2.FieldBounds) -> ValueCheck:
     most = bounds.max_len or DEFAULT_MAX_STRING_CHARS
     too_long = ("", f"is longer than {most} characters")
+    control = ("", "holds a control character (only tab, line feed and carriage return may)")
 
     def text(value: str) -> Violation | None:
         if len(value) > most:
             return too_long
-        if "\x00" in value:
-            return "", "holds a NUL character"
+        if _CONTROL.search(value) is not None:
+            return control
         return None
 
     return text
@@ -150,8 +158,20 @@ def _integer_check(bounds: field_behavior_pb2.FieldBounds) -> ValueCheck:
     return integer
 
 
-def _finite(value: float) -> Violation | None:
-    return None if math.isfinite(value) else ("", "must be a finite number")
+def _number_check(bounds: field_behavior_pb2.FieldBounds) -> ValueCheck:
+    low = bounds.float_min if bounds.HasField("float_min") else -math.inf
+    high = bounds.float_max if bounds.HasField("float_max") else math.inf
+
+    def number(value: float) -> Violation | None:
+        if not math.isfinite(value):
+            return "", "must be a finite number"
+        if value < low:
+            return "", f"must be at least {low:g}"
+        if value > high:
+            return "", f"must be at most {high:g}"
+        return None
+
+    return number
 
 
 def _enum_check(enum: EnumDescriptor) -> ValueCheck:
@@ -182,7 +202,7 @@ def _value_check(field: FieldDescriptor, bounds: field_behavior_pb2.FieldBounds)
         return _bytes_check(bounds)
     if kind in _INTEGERS:
         return _integer_check(bounds)
-    return _finite if kind in _FLOATS else _anything
+    return _number_check(bounds) if kind in _FLOATS else _anything
 
 
 def _timestamp(value: Any) -> Violation | None:

@@ -27,7 +27,6 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from interceptors import PolicyEngine, StreamLimits, TokenVerifier, platform_chain
@@ -39,7 +38,7 @@ from servers.access.revocation import POLL_INTERVAL_S, RevocationFeed
 from servers.billing.metering import Metering
 from servers.config import Settings
 from servers.db import Database, utc_now
-from servers.db.database import describe
+from servers.db.database import describe, displayed
 from servers.db.migrate import ensure_schema
 from servers.edge.graph import build_mutation_graph
 from servers.edge.layer import EdgeDefaults, EdgeLayer, InvalidationInterceptor
@@ -65,6 +64,8 @@ ServicerT = TypeVar("ServicerT", bound=PlatformServicer)
 
 #: Set by the worker supervisor to tell workers apart in logs and /healthz.
 WORKER_ENV = "CONDUCTOR_WORKER_ID"
+#: Where the database is configured, as start-up errors name it.
+DATABASE_SETTING = "CONDUCTOR_DATABASE_URL / --database-url"
 #: Seconds between checks that the store still takes writes (for /healthz).
 WRITE_CHECK_S = 10.0
 
@@ -119,9 +120,15 @@ class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: tuple[ServiceDefinition, ...] = services_named(settings.services)
-        self.database = Database(
-            settings.database_url, tenant_connections=settings.tenant_connections
-        )
+        try:
+            self.database = Database(
+                settings.database_url, tenant_connections=settings.tenant_connections
+            )
+        except OSError as error:  # the SQLite file's directory cannot be made
+            raise StartupError(
+                f"cannot create the database file {displayed(settings.database_url)} "
+                f"({DATABASE_SETTING}): {error.strerror}: {error.filename}"
+            ) from None
         self.health = health.aio.HealthServicer()
         #: Revoked token ids this process refuses (the Access service feeds it).
         self.revocations = InMemoryRevocations()
@@ -187,8 +194,8 @@ class Platform:
         Raises:
             StartupError: In one line naming the cause and the setting to look at.
         """
-        where = make_url(self.database.url).render_as_string(hide_password=True)
-        flag = "CONDUCTOR_DATABASE_URL / --database-url"
+        where = displayed(self.database.url)
+        flag = DATABASE_SETTING
         try:
             await ensure_schema(self.database.engine, migrate=self.settings.migrates_at_start)
         except (DBAPIError, OSError) as error:
@@ -199,9 +206,10 @@ class Platform:
         if problem is not None:
             raise StartupError(f"the database {where} refuses writes ({flag}): {problem}")
         self.write_problem = None
-        for directory in (self.settings.signing_keys_dir, self.settings.document_keys_dir):
+        secrets = (self.settings.signing_keys_dir, self.settings.document_keys_dir)
+        for directory in (*secrets, self.settings.var_dir / "analytics"):
             for loose in loose_files(directory):
-                logger.warning("%s is open to others: chmod go-rwx it (keys live there)", loose)
+                logger.warning("%s is open to others: chmod go-rwx it", loose)
 
     async def check_writes(self) -> None:
         """Keep `write_problem` current, for /healthz (a database can turn read-only)."""

@@ -160,15 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _with_database(settings: Settings, command: Coroutine[Any, Any, int]) -> int:
     """Run a command that uses the database; a database failure is one line, exit 1."""
-    from sqlalchemy.engine import make_url  # noqa: PLC0415 - keep the CLI's start light
-    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415 - keep the CLI's start light
 
-    from servers.db.database import describe  # noqa: PLC0415
+    from servers.db.database import describe, displayed  # noqa: PLC0415
 
     try:
         return asyncio.run(command)
     except (DBAPIError, OSError) as error:
-        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        where = displayed(settings.database_url)
         print(
             f"conductor: cannot use the database {where} "
             f"(CONDUCTOR_DATABASE_URL / --database-url): {describe(error)}",

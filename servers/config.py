@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 #: The services `--services` may name, in the order they are served.
 SERVICE_NAMES = ("access", "billing", "edge", "rag", "catalog", "analytics")
@@ -196,9 +197,19 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:
-        if value and not value.startswith(_DATABASE_SCHEMES):
+        if not value:
+            return value
+        if not value.startswith(_DATABASE_SCHEMES):
             raise ValueError(
                 f"unsupported database URL scheme; use one of {', '.join(_DATABASE_SCHEMES)}"
+            )
+        try:
+            url = make_url(value)
+        except ValueError:
+            raise ValueError("not a database URL (is the port a number?)") from None
+        if url.get_backend_name() == "sqlite" and url.database in {None, "", ":memory:"}:
+            raise ValueError(
+                "an in-memory SQLite database is empty on every connection: name a file"
             )
         return value
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -306,6 +307,10 @@ async def test_snapshots_are_built_after_imports_and_old_ones_pruned(
         await asyncio.sleep(0.05)
     assert 3 in revisions
     assert min(revisions) >= 2  # older ones pruned
+    # They hold the tenant's entity ids: its owner's only.
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    snapshot_file = graph.snapshot_path(directory, analyst.tenant, 3)
+    assert stat.S_IMODE(snapshot_file.stat().st_mode) == 0o600
     latest = graph.load(graph.snapshot_path(directory, analyst.tenant, 3))
     stored = await analyst.call(
         "EstimatePack", pb.EstimatePackRequest(pack_id="analytics.degreeTop:v1")

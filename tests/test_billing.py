@@ -795,10 +795,15 @@ async def test_amounts_and_quantities_past_their_bounds_are_refused_and_nothing_
         "SetPrice",
         pb.SetPriceRequest(tenant_id=str(biller.tenant), meter="api.call", unit_price=gbp(most)),
     )
-    error = await biller.refused(
-        "RecordUsage", pb.RecordUsageRequest(event_id="big", meter="api.call", quantity=10**12)
-    )
-    assert (error.code, error.metadata["field"]) == (grpc.StatusCode.INVALID_ARGUMENT, "quantity")
+    for quantity in (10**12, 1):  # 10^15 rated is past what a document may rate (with its tax)
+        error = await biller.refused(
+            "RecordUsage",
+            pb.RecordUsageRequest(event_id=f"big{quantity}", meter="api.call", quantity=quantity),
+        )
+        assert (error.code, error.metadata["field"]) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "quantity",
+        )
     sums = pb.CalculateTaxRequest(lines=[pb.TaxableLine(amount=gbp(most)) for _ in range(2)])
     assert (await biller.refused("CalculateTax", sums)).metadata["field"] == "lines"
     # The tenant is not poisoned: ordinary usage, a finalized invoice, reconciliation work.

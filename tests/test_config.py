@@ -52,6 +52,15 @@ def test_postgres_is_migrated_deliberately_unless_asked() -> None:
         ({"services": " , "}, "CONDUCTOR_SERVICES / --services: name at least one service"),
         ({"workers": 0}, "CONDUCTOR_WORKERS / --workers: Input should be greater than"),
         ({"database_url": "mysql://x"}, "CONDUCTOR_DATABASE_URL / --database-url: unsupported"),
+        (
+            {"database_url": "postgresql+psycopg://bob:pw@127.0.0.1:notaport/db"},
+            "CONDUCTOR_DATABASE_URL / --database-url: not a database URL",
+        ),
+        (
+            {"database_url": "sqlite+aiosqlite:///:memory:"},
+            "CONDUCTOR_DATABASE_URL / --database-url: an in-memory SQLite database",
+        ),
+        ({"database_url": "sqlite+aiosqlite://"}, "an in-memory SQLite database"),
         ({"workers": 2, "grpc_port": 0}, "workers > 1 needs fixed ports"),
         ({"log_level": "loud"}, "CONDUCTOR_LOG_LEVEL / --log-level"),
     ],

@@ -160,8 +160,16 @@ async def test_a_taken_port_is_a_clear_start_up_error(settings: Settings) -> Non
             await blocked_grpc.start()
 
 
-async def test_an_unreachable_database_is_one_line_naming_the_setting(settings: Settings) -> None:
-    url = "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/nowhere"
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/nowhere",
+        "postgresql+psycopg:///nowhere?host=/nonexistent&password=hunter2",
+    ],
+)
+async def test_an_unreachable_database_is_one_line_naming_the_setting(
+    settings: Settings, url: str
+) -> None:
     platform = Platform(settings.model_copy(update={"database_url": url}))
     with pytest.raises(StartupError) as refused:
         await platform.start()
@@ -169,6 +177,14 @@ async def test_an_unreachable_database_is_one_line_naming_the_setting(settings: 
     assert "CONDUCTOR_DATABASE_URL / --database-url" in message
     assert "hunter2" not in message
     assert "\n" not in message
+
+
+def test_a_database_file_that_cannot_be_made_is_one_line(settings: Settings) -> None:
+    settings.var_dir.mkdir(parents=True)
+    (settings.var_dir / "afile").write_text("")
+    url = f"sqlite+aiosqlite:///{settings.var_dir / 'afile' / 'store.db'}"
+    with pytest.raises(StartupError, match=r"cannot create the database file .*: File exists"):
+        Platform(settings.model_copy(update={"database_url": url}))
 
 
 async def test_a_database_that_refuses_writes_does_not_serve(settings: Settings) -> None:

@@ -191,8 +191,14 @@ async def test_every_message_of_a_stream_is_held_to_its_bounds(tmp_path: Path) -
         infinite = pb.Relationship(
             id="r", source_id="e1", target_id="e2", type="t", weight=float("inf")
         )
+        huge = pb.Relationship(id="h", source_id="e1", target_id="e2", type="t", weight=1.7e308)
+        fine = pb.Relationship(id="f", source_id="e1", target_id="e2", type="t", weight=1.0)
         cases = {
             "relationships[0].weight": [ENTITIES, pb.ImportGraphRequest(relationships=[infinite])],
+            "relationships[1].weight": [
+                ENTITIES,
+                pb.ImportGraphRequest(relationships=[fine, huge]),
+            ],
             "entities[0].id": [pb.ImportGraphRequest(entities=[pb.Entity(id="x" * 129)])],
             "entities": [
                 pb.ImportGraphRequest(entities=[pb.Entity(id=f"e{i}") for i in range(5_001)])

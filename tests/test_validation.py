@@ -78,6 +78,11 @@ async def test_hostile_values_are_refused_naming_the_field(stubs: tuple[Any, Any
             ),
             "memo",
         ),
+        (
+            money.RecordUsage,
+            billing.RecordUsageRequest(event_id="esc\x1b[2J", meter="api.call", quantity=1),
+            "event_id",
+        ),
         (money.ListInvoices, billing.ListInvoicesRequest(status=999), "status"),
         (people.ListAccessRequests, access.ListAccessRequestsRequest(status=-1), "status"),
     ]

@@ -9,6 +9,7 @@ the pack workers with `numpy.load`; the igraph projection is built from it.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,11 +114,15 @@ async def build_snapshot(database: Database, tenant: uuid.UUID) -> Snapshot:
 
 
 def save(snapshot: Snapshot, path: Path) -> None:
-    """Write atomically (a worker never reads half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (a worker never reads half a file), readable by its owner only.
+
+    Snapshots hold a tenant's entity ids: their directory is 0700, the files 0600.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Not named *.npz while it is written: readers and pruning glob for those.
     staging = path.with_name(path.name + ".partial")
-    with staging.open("wb") as file:
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
         np.savez(
             file,
             revision=np.array([snapshot.revision]),

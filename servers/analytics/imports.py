@@ -32,7 +32,7 @@ from servers.analytics.store import (
     StagedRelationshipRow,
 )
 from servers.db import ALL_TENANTS, Database, copy_rows, utc_now
-from servers.errors import InvalidArgument
+from servers.errors import InvalidArgument, quoted
 
 #: Rows per INSERT statement when staging.
 CHUNK = 5000
@@ -62,9 +62,9 @@ def _upsert(session: AsyncSession, model: Any, key: Iterable[str], columns: Iter
 
 def _entity_rows(batch: Any, tenant: uuid.UUID, import_id: uuid.UUID, now: datetime) -> list[Any]:
     rows = []
-    for entity in batch.entities:
+    for index, entity in enumerate(batch.entities):
         if not entity.id:
-            raise InvalidArgument("every entity needs an id", field="entities.id")
+            raise InvalidArgument("every entity needs an id", field=f"entities[{index}].id")
         rows.append(
             {
                 "tenant_id": tenant,
@@ -82,14 +82,12 @@ def _relationship_rows(
     batch: Any, tenant: uuid.UUID, import_id: uuid.UUID, now: datetime
 ) -> list[Any]:
     rows = []
-    for relationship in batch.relationships:
+    for index, relationship in enumerate(batch.relationships):
         if not (relationship.id and relationship.source_id and relationship.target_id):
             raise InvalidArgument(
                 "every relationship needs an id, a source_id and a target_id",
-                field="relationships",
+                field=f"relationships[{index}]",
             )
-        if not relationship.weight > 0:
-            raise InvalidArgument("weights must be positive", field="relationships.weight")
         rows.append(
             {
                 "tenant_id": tenant,
@@ -126,7 +124,7 @@ class GraphImport:
         """Write one batch to the staging tables, in a transaction of its own.
 
         Raises:
-            InvalidArgument: An id is empty or a weight not positive.
+            InvalidArgument: An id is empty (weights are held to their bounds by the contract).
         """
         now = self._clock()
         entities = _entity_rows(batch, self._tenant, self.id, now)
@@ -202,7 +200,7 @@ class GraphImport:
             )
             raise InvalidArgument(
                 f"relationships name {missing} unknown entities (as {endpoint.key}), "
-                f"e.g. {example!r}",
+                f"e.g. {quoted(example)}",
                 field="relationships",
                 metadata={"unknown_entity": example},
             )

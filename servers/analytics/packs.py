@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from servers.errors import InvalidArgument, NotFound
+from servers.errors import InvalidArgument, NotFound, quoted
 
 #: Resident bytes per node and per edge of a projection: igraph's graph, two adjacency
 #: row sets, the id index (measured by bench/analytics_estimates.py).
@@ -163,7 +163,7 @@ def pack(pack_id: str) -> PackSpec:
     """
     spec = PACKS.get(pack_id)
     if spec is None:
-        raise NotFound(f"no analytics pack {pack_id!r}; ListPacks names the registered ones")
+        raise NotFound(f"no analytics pack {quoted(pack_id)}; ListPacks names the registered ones")
     return spec
 
 

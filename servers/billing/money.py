@@ -28,6 +28,9 @@ _CURRENCIES = frozenset(list_currencies())
 #: (ten trillion dollars in cents); the contract bounds every Money it accepts to it, so
 #: sums of a document's amounts stay far from the 64-bit limit of the store.
 MAX_MINOR_UNITS = 10**15
+#: The largest subtotal usage may rate into a document: with tax (a rate below 1) its
+#: total stays within MAX_MINOR_UNITS, so it can be paid, credited or refunded in one amount.
+MAX_SUBTOTAL = MAX_MINOR_UNITS // 2
 #: The largest quantity one invoice line may accumulate over its period.
 MAX_LINE_QUANTITY = 10**15
 

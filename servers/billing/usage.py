@@ -24,12 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servers.billing import metrics, records
-from servers.billing.money import (
-    MAX_LINE_QUANTITY,
-    MAX_MINOR_UNITS,
-    round_half_up,
-    within_bounds,
-)
+from servers.billing.money import MAX_LINE_QUANTITY, MAX_SUBTOTAL, round_half_up
 from servers.billing.pricing import month_of, price_of, profile_of
 from servers.billing.store import InvoiceLineRow, InvoiceRow, SpendCapRow, UsageEventRow
 from servers.errors import ErrorReason, InvalidArgument, ResourceExhausted, quoted
@@ -172,7 +167,7 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
     Raises:
         InvalidArgument: Quantity not positive, an unknown meter, an event in the
             future, an event id already used for a different event, or charges
-            that would pass the bounds of an amount (`MAX_MINOR_UNITS`).
+            that would pass what a document may rate (`MAX_SUBTOTAL`).
         ResourceExhausted: The tenant's spend cap is reached.
     """
     if quantity <= 0:
@@ -201,11 +196,11 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
         Fraction((line.quantity + quantity) * line.unit_price, line.per_quantity)
     )
     change = amount - line.amount
-    if not (within_bounds(amount) and within_bounds(draft.subtotal + change)):
+    if amount > MAX_SUBTOTAL or draft.subtotal + change > MAX_SUBTOTAL:
         raise InvalidArgument(
-            f"the period's charges would pass {MAX_MINOR_UNITS} minor units",
+            f"the period's charges would pass {MAX_SUBTOTAL} minor units",
             field="quantity",
-            metadata={"max_minor_units": str(MAX_MINOR_UNITS)},
+            metadata={"max_minor_units": str(MAX_SUBTOTAL)},
         )
     inserted = await session.execute(
         records.insert(session, UsageEventRow)

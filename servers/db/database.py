@@ -81,6 +81,15 @@ def _private_file(path: Path) -> None:
         os.close(descriptor)
 
 
+def displayed(url: str) -> str:
+    """`url` as messages may show it: passwords hidden, in the user part and in the query."""
+    parsed = make_url(url)
+    query = {
+        key: "***" if "password" in key.lower() else value for key, value in parsed.query.items()
+    }
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
 def describe(error: BaseException) -> str:
     """One line saying what went wrong with the database (the driver's own first line)."""
     original = getattr(error, "orig", None) or error

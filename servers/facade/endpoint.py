@@ -46,7 +46,7 @@ from graphql import (
 from interceptors.policy import MethodFacts, PolicyEngine
 from interceptors.tokens import Principal, TokenVerifier
 from servers.edge.cache import CacheKey, canonical_variables, scope_hash
-from servers.errors import DomainError, reason_name
+from servers.errors import DomainError, quoted, reason_name
 from servers.facade.gateway import FacadeContext
 from servers.facade.operations import OperationRegistry, measure, operation_id
 from servers.facade.schema import Operation, RootField
@@ -276,7 +276,7 @@ class GraphqlEndpoint:
                 return persisted.ast, persisted.id
             if query is None or not self._limits.auto_register:
                 raise RequestProblem(
-                    f"no persisted operation {identifier}", "PERSISTED_QUERY_NOT_FOUND"
+                    f"no persisted operation {quoted(identifier)}", "PERSISTED_QUERY_NOT_FOUND"
                 )
             if operation_id(query) != identifier:
                 raise RequestProblem("the id is not the SHA-256 of the query", "BAD_USER_INPUT")

@@ -78,7 +78,7 @@ class Relationship(_message.Message):
     target_id: _builtins.str
     type: _builtins.str
     weight: _builtins.float
-    """Positive weight; shortest paths treat it as a distance."""
+    """Positive weight, between 1e-9 and 1e9; shortest paths treat it as a distance."""
     def __init__(
         self,
         *,

@@ -25,13 +25,13 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)intelgraph/common/v1/field_behavior.proto\x12\x14intelgraph.common.v1\x1a google/protobuf/descriptor.proto\"e\n\x0b\x46ieldBounds\x12\x0f\n\x07max_len\x18\x01 \x01(\r\x12\x11\n\tmax_items\x18\x02 \x01(\r\x12\x10\n\x03min\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max:1\n\x08required\x12\x1d.google.protobuf.FieldOptions\x18\xc8\x87\x03 \x01(\x08:R\n\x06\x62ounds\x12\x1d.google.protobuf.FieldOptions\x18\xc9\x87\x03 \x01(\x0b\x32!.intelgraph.common.v1.FieldBoundsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)intelgraph/common/v1/field_behavior.proto\x12\x14intelgraph.common.v1\x1a google/protobuf/descriptor.proto\"\xb1\x01\n\x0b\x46ieldBounds\x12\x0f\n\x07max_len\x18\x01 \x01(\r\x12\x11\n\tmax_items\x18\x02 \x01(\r\x12\x10\n\x03min\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x16\n\tfloat_min\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\tfloat_max\x18\x06 \x01(\x01H\x03\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_maxB\x0c\n\n_float_minB\x0c\n\n_float_max:1\n\x08required\x12\x1d.google.protobuf.FieldOptions\x18\xc8\x87\x03 \x01(\x08:R\n\x06\x62ounds\x12\x1d.google.protobuf.FieldOptions\x18\xc9\x87\x03 \x01(\x0b\x32!.intelgraph.common.v1.FieldBoundsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'intelgraph.common.v1.field_behavior_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FIELDBOUNDS']._serialized_start=101
-  _globals['_FIELDBOUNDS']._serialized_end=202
+  _globals['_FIELDBOUNDS']._serialized_start=102
+  _globals['_FIELDBOUNDS']._serialized_end=279
 # @@protoc_insertion_point(module_scope)

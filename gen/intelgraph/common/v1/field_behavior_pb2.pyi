@@ -30,10 +30,11 @@ class FieldBounds(_message.Message):
 
     Every field is bounded, declared or not. Without a declaration:
     strings hold at most 256 characters, bytes at most 1 MiB, repeated fields at
-    most 100 items; integers are unbounded within their type. Always: strings
-    hold no NUL character, doubles and floats are finite, enums hold one of
-    their declared values, and timestamps lie between 0001-01-01 and
-    9999-12-31 with nanos in [0, 999999999].
+    most 100 items; numbers are unbounded within their type. Always: strings
+    hold no control character but tab, line feed and carriage return, doubles
+    and floats are finite, enums hold one of their declared values, and
+    timestamps lie between 0001-01-01 and 9999-12-31 with nanos in
+    [0, 999999999].
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -42,6 +43,8 @@ class FieldBounds(_message.Message):
     MAX_ITEMS_FIELD_NUMBER: _builtins.int
     MIN_FIELD_NUMBER: _builtins.int
     MAX_FIELD_NUMBER: _builtins.int
+    FLOAT_MIN_FIELD_NUMBER: _builtins.int
+    FLOAT_MAX_FIELD_NUMBER: _builtins.int
     max_len: _builtins.int
     """Strings: the most characters; bytes: the most bytes. 0 keeps the default."""
     max_items: _builtins.int
@@ -50,6 +53,10 @@ class FieldBounds(_message.Message):
     """Integers: the smallest value accepted."""
     max: _builtins.int
     """Integers: the largest value accepted."""
+    float_min: _builtins.float
+    """Doubles and floats: the smallest value accepted."""
+    float_max: _builtins.float
+    """Doubles and floats: the largest value accepted."""
     def __init__(
         self,
         *,
@@ -57,15 +64,25 @@ class FieldBounds(_message.Message):
         max_items: _builtins.int = ...,
         min: _builtins.int | None = ...,
         max: _builtins.int | None = ...,
+        float_min: _builtins.float | None = ...,
+        float_max: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "min", b"min"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_float_max", b"_float_max", "_float_min", b"_float_min", "_max", b"_max", "_min", b"_min", "float_max", b"float_max", "float_min", b"float_min", "max", b"max", "min", b"min"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "max_items", b"max_items", "max_len", b"max_len", "min", b"min"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_float_max", b"_float_max", "_float_min", b"_float_min", "_max", b"_max", "_min", b"_min", "float_max", b"float_max", "float_min", b"float_min", "max", b"max", "max_items", b"max_items", "max_len", b"max_len", "min", b"min"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__float_max: _TypeAlias = _typing.Literal["float_max"]  # noqa: Y015
+    _WhichOneofArgType__float_max: _TypeAlias = _typing.Literal["_float_max", b"_float_max"]  # noqa: Y015
+    _WhichOneofReturnType__float_min: _TypeAlias = _typing.Literal["float_min"]  # noqa: Y015
+    _WhichOneofArgType__float_min: _TypeAlias = _typing.Literal["_float_min", b"_float_min"]  # noqa: Y015
     _WhichOneofReturnType__max: _TypeAlias = _typing.Literal["max"]  # noqa: Y015
     _WhichOneofArgType__max: _TypeAlias = _typing.Literal["_max", b"_max"]  # noqa: Y015
     _WhichOneofReturnType__min: _TypeAlias = _typing.Literal["min"]  # noqa: Y015
     _WhichOneofArgType__min: _TypeAlias = _typing.Literal["_min", b"_min"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__float_max) -> _WhichOneofReturnType__float_max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__float_min) -> _WhichOneofReturnType__float_min | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max) -> _WhichOneofReturnType__max | None: ...
     @_typing.overload
