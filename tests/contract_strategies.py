@@ -11,7 +11,6 @@ contract change changes what is drawn.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -190,8 +189,3 @@ def requests(
     if descriptor.full_name == "google.protobuf.Timestamp":
         return _timestamps(descriptor)
     return _message(descriptor, tuple(known), depth)
-
-
-def known_ids(*values: object) -> tuple[str, ...]:
-    """Ids as strings, for `requests(known=...)`."""
-    return tuple(str(value) for value in values if isinstance(value, str | uuid.UUID))

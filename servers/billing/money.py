@@ -35,7 +35,7 @@ MAX_SUBTOTAL = MAX_MINOR_UNITS // 2
 MAX_LINE_QUANTITY = 10**15
 
 
-def within_bounds(amount: int) -> bool:
+def within_money_bound(amount: int) -> bool:
     """Whether `amount` is an amount the platform may store (|amount| <= MAX_MINOR_UNITS)."""
     return -MAX_MINOR_UNITS <= amount <= MAX_MINOR_UNITS
 

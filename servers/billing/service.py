@@ -27,7 +27,7 @@ from servers.billing.adjustments import (
 )
 from servers.billing.documents import DocumentSigner
 from servers.billing.invoices import Billing, finalize, finalize_due, invoice_of
-from servers.billing.money import MAX_MINOR_UNITS, within_bounds
+from servers.billing.money import MAX_MINOR_UNITS, within_money_bound
 from servers.billing.money import currency as iso_currency
 from servers.billing.pricing import PRICE_BOOK, price_book, profile_of
 from servers.billing.store import (
@@ -308,7 +308,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
             lines.append(LineToTax(line.reference or str(index), amount, line.tax_code))
         if len(codes) > 1:
             raise InvalidArgument("every amount must be in one currency", field="lines")
-        if not within_bounds(sum(line.amount for line in lines)):
+        if not within_money_bound(sum(line.amount for line in lines)):
             raise InvalidArgument(
                 f"the lines add up to more than {MAX_MINOR_UNITS} minor units", field="lines"
             )
