@@ -56,8 +56,9 @@ checkgenerate: install ## Fail if gen/ or the GraphQL schema differ from what pr
 	  echo "$(GRAPHQL_SCHEMA) is stale: run 'make gen' and commit the result" >&2; exit 1; fi
 
 .PHONY: lint
-lint: install ## ruff (lint + format check), buf lint and buf format
+lint: install ## ruff (lint + format check), the layering contracts (.importlinter), buf lint and buf format
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code

@@ -41,15 +41,14 @@ async def soak(decisions: int, warmup: int, seed: int) -> dict[str, float]:
     """Make `warmup` then `decisions` mixed decisions; RSS before and after the latter."""
     import servers.app  # noqa: F401, PLC0415 - everything the server loads, in its order
     from interceptors.policy import (  # noqa: PLC0415
-        ACCESS_REQUEST_DECISION,
-        ACCESS_REVIEW_DECISION,
-        EDGE_LEAK_VERDICT,
         POLICY_DIR,
         CallerFacts,
         MethodFacts,
         PolicyEngine,
         policy_data,
     )
+    from servers.access.domain import REQUEST_DECISION, REVIEW_DECISION  # noqa: PLC0415
+    from servers.edge.layer import LEAK_VERDICT  # noqa: PLC0415
 
     rng = random.Random(seed)
     engine = PolicyEngine()
@@ -73,7 +72,7 @@ async def soak(decisions: int, warmup: int, seed: int) -> dict[str, float]:
                 "requested": requested,
                 "reason": rng.choice(["", "incident 42"]),
             }
-            await engine.query(ACCESS_REQUEST_DECISION, document)
+            await engine.query(REQUEST_DECISION, document)
         elif kind == 2:
             document = {
                 "subject": rng.choice(["alice", "bob"]),
@@ -81,13 +80,13 @@ async def soak(decisions: int, warmup: int, seed: int) -> dict[str, float]:
                 "requester": "alice",
                 "requested": requested,
             }
-            await engine.query(ACCESS_REVIEW_DECISION, document)
+            await engine.query(REVIEW_DECISION, document)
         else:
             hit = {
                 "cache_key": {"tenant": "t", "scope_hash": rng.choice(["a", "b"])},
                 "request": {"tenant": rng.choice(["t", "u"]), "scope_hash": "a"},
             }
-            await engine.query(EDGE_LEAK_VERDICT, hit)
+            await engine.query(LEAK_VERDICT, hit)
 
     for _ in range(warmup):
         await one()

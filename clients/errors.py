@@ -8,8 +8,8 @@ never on the message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import ClassVar, TypeAlias
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, TypeAlias, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -149,7 +149,7 @@ def from_grpc_error(error: grpc.RpcError) -> ConductorError:
     details: str = error.details() or ""
     reason: ReasonValue = ErrorReason.ERROR_REASON_UNSPECIFIED
     metadata: dict[str, str] = {}
-    for key, value in error.trailing_metadata() or ():
+    for key, value in cast(Sequence[tuple[str, Any]], error.trailing_metadata() or ()):
         if key != _STATUS_DETAILS_KEY:
             continue
         status = status_pb2.Status.FromString(value)

@@ -19,14 +19,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-from intelgraph.common.v1 import authorization_pb2
 from prometheus_client import Counter
 
-from interceptors.base import CallGuard, Check, RpcMethod, invocation_metadata
+from core.descriptors import authorization
+from core.errors import DomainError, ErrorReason, PermissionDenied, Unauthenticated, reason_name
+from interceptors.base import CallGuard, Check, Context, RpcMethod, invocation_metadata
 from interceptors.policy import NO_RESOURCE, Decision, MethodFacts, PolicyEngine
 from interceptors.tokens import Principal, TokenVerifier
-from servers.errors import DomainError, ErrorReason, PermissionDenied, Unauthenticated, reason_name
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +76,10 @@ def method_rule(rpc: RpcMethod) -> MethodRule:
     if rpc.service in PUBLIC_SERVICES:
         return MethodRule("public")
     descriptor = rpc.descriptor
-    options = descriptor.GetOptions() if descriptor is not None else None
-    if descriptor is None or options is None:
-        return MethodRule("undeclared")
-    if not options.HasExtension(authorization_pb2.authorization):
+    rule = authorization(descriptor) if descriptor is not None else None
+    if descriptor is None or rule is None:
         return MethodRule("undeclared")
     reads_tenant = not rpc.request_streaming and "tenant_id" in descriptor.input_type.fields_by_name
-    rule = options.Extensions[authorization_pb2.authorization]
     kind = rule.WhichOneof("rule")
     if kind == "permission" and rule.permission:
         return MethodRule("permission", rule.permission, reads_tenant)
@@ -92,7 +88,7 @@ def method_rule(rpc: RpcMethod) -> MethodRule:
     return MethodRule("undeclared")
 
 
-def bearer_token(context: grpc.aio.ServicerContext) -> str:
+def bearer_token(context: Context) -> str:
     """The token in the call's `authorization: Bearer <token>` metadata.
 
     Raises:
@@ -136,7 +132,7 @@ class AuthenticationInterceptor(CallGuard):
             return None
         verify = self._verifier.verify
 
-        def authenticate(_request: Any, context: grpc.aio.ServicerContext) -> None:
+        def authenticate(_request: Any, context: Context) -> None:
             try:
                 principal = verify(bearer_token(context))
             except Unauthenticated as error:
@@ -172,7 +168,7 @@ class AuthorizationInterceptor(CallGuard):
             return None
         if rule.kind == "undeclared":
 
-            def refuse(_request: Any, _context: grpc.aio.ServicerContext) -> None:
+            def refuse(_request: Any, _context: Context) -> None:
                 error = PermissionDenied(
                     f"{rpc.full_name} declares no authorization rule",
                     metadata={"method": rpc.full_name},
@@ -185,7 +181,7 @@ class AuthorizationInterceptor(CallGuard):
         engine = self._engine
         reads_tenant = rule.reads_tenant
 
-        def authorize(request: Any, _context: grpc.aio.ServicerContext) -> Awaitable[None] | None:
+        def authorize(request: Any, _context: Context) -> Awaitable[None] | None:
             principal = current_principal()
             resource = request_resource(request) if reads_tenant else NO_RESOURCE
             now = int(time.time())

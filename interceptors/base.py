@@ -23,13 +23,17 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import grpc
 from google.protobuf import descriptor, descriptor_pool
 
 #: A servicer method, or the rest of the chain below an interceptor.
-Method = Callable[[Any, grpc.aio.ServicerContext], Any]
+#: The servicer context of any RPC, as interceptors see it.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+#: A method handler, as grpc registers it.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Method = Callable[[Any, Context], Any]
 
 #: The metadata grpc handed the chain for the current call. Reading it here is
 #: much cheaper than `context.invocation_metadata()`, which rebuilds it (~9 µs).
@@ -38,11 +42,11 @@ _call_metadata: ContextVar[Sequence[tuple[str, Any]] | None] = ContextVar(
 )
 
 
-def invocation_metadata(context: grpc.aio.ServicerContext) -> Sequence[tuple[str, Any]]:
+def invocation_metadata(context: Context) -> Sequence[tuple[str, Any]]:
     """The current call's metadata."""
     metadata = _call_metadata.get()
     if metadata is None:
-        metadata = context.invocation_metadata() or ()
+        return tuple(context.invocation_metadata() or ())
     return metadata
 
 
@@ -93,7 +97,7 @@ def parse_method_name(full_name: str) -> tuple[str, str]:
     return service, method
 
 
-def describe_method(full_name: str, handler: grpc.RpcMethodHandler) -> RpcMethod:
+def describe_method(full_name: str, handler: Handler) -> RpcMethod:
     """Build the `RpcMethod` of a handler, looking its descriptor up by name."""
     service, name = parse_method_name(full_name)
     try:
@@ -140,7 +144,7 @@ class ServerInterceptor(abc.ABC):
         self,
         method: Method,
         request_or_iterator: Any,
-        context: grpc.aio.ServicerContext,
+        context: Context,
         rpc: RpcMethod,
     ) -> Any:
         """Run around one call.
@@ -161,7 +165,7 @@ class ServerInterceptor(abc.ABC):
 #: A guard's check for one method: returns to let the call through, raises to refuse it.
 #: A check that must wait (a policy evaluated off the event loop) returns an awaitable
 #: that does the same; one that can decide at once returns None.
-Check = Callable[[Any, grpc.aio.ServicerContext], Awaitable[None] | None]
+Check = Callable[[Any, Context], Awaitable[None] | None]
 
 
 class CallGuard(ServerInterceptor):
@@ -182,7 +186,7 @@ class CallGuard(ServerInterceptor):
         self,
         method: Method,
         request_or_iterator: Any,
-        context: grpc.aio.ServicerContext,
+        context: Context,
         rpc: RpcMethod,
     ) -> Any:
         """Check, then continue (the chain inlines this; kept for use on its own)."""
@@ -194,7 +198,7 @@ class CallGuard(ServerInterceptor):
 
 
 async def proceed(
-    method: Method, request_or_iterator: Any, context: grpc.aio.ServicerContext, rpc: RpcMethod
+    method: Method, request_or_iterator: Any, context: Context, rpc: RpcMethod
 ) -> Any:
     """Continue down the chain: await a unary response; hand a response stream back un-awaited."""
     if rpc.response_streaming:
@@ -209,7 +213,7 @@ def _servicer_stream(behavior: Method) -> Method:
     coroutine that calls `context.write`; both end up as one iterator here.
     """
 
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         result = behavior(request, context)
         if inspect.isawaitable(result):
             await result
@@ -220,18 +224,18 @@ def _servicer_stream(behavior: Method) -> Method:
     return call
 
 
-class InterceptorChain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class InterceptorChain(grpc.aio.ServerInterceptor):
     """Runs `interceptors` around every method, outermost first."""
 
     def __init__(self, interceptors: Sequence[ServerInterceptor]) -> None:
         self._interceptors = tuple(interceptors)
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._handlers: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler | None:
         """Return the wrapped handler of the called method (None if there is none)."""
         full_name: str = handler_call_details.method
         # intercept_service runs in the call's own task, ahead of its handler.
@@ -245,18 +249,21 @@ class InterceptorChain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self._handlers[full_name] = wrapped
         return wrapped
 
-    def _wrap(self, full_name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, full_name: str, handler: Handler) -> Handler:
         rpc = describe_method(full_name, handler)
         decodes = bool(self._interceptors) and self._interceptors[0].decodes_requests
         deserializer = handler.request_deserializer
         if decodes and deserializer is not None:
             rpc = dataclasses.replace(rpc, decode=deserializer)
             deserializer = None  # the outermost interceptor parses
-        behavior: Method = (
+        # grpc's stubs type handlers for sync servers; on grpc.aio they are coroutines
+        # (or async generators) taking the aio context.
+        behavior = cast(
+            Method,
             handler.unary_unary
             or handler.unary_stream
             or handler.stream_unary
-            or handler.stream_stream
+            or handler.stream_stream,
         )
         below = _servicer_stream(behavior) if rpc.response_streaming else behavior
         for layer in reversed(_group_guards(self._interceptors)):
@@ -277,13 +284,10 @@ class InterceptorChain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             (True, False): grpc.stream_unary_rpc_method_handler,
             (True, True): grpc.stream_stream_rpc_method_handler,
         }[rpc.request_streaming, rpc.response_streaming]
-        return cast(
-            grpc.RpcMethodHandler,
-            factory(
-                below,
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            ),
+        return factory(
+            below,
+            request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
         )
 
 
@@ -305,7 +309,7 @@ def _group_guards(
 def _guard_step(checks: tuple[Check, ...], below: Method, rpc: RpcMethod) -> Method:
     if rpc.response_streaming:
         # Checked lazily, inside the stream, so the layers above map refusals.
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             for check in checks:
                 pending = check(request, context)
                 if pending is not None:
@@ -315,7 +319,7 @@ def _guard_step(checks: tuple[Check, ...], below: Method, rpc: RpcMethod) -> Met
 
         return stream
 
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def call(request: Any, context: Context) -> Any:
         for check in checks:
             pending = check(request, context)
             if pending is not None:
@@ -326,14 +330,14 @@ def _guard_step(checks: tuple[Check, ...], below: Method, rpc: RpcMethod) -> Met
 
 
 def _unary_layer(layer: ServerInterceptor, below: Method, rpc: RpcMethod) -> Method:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def call(request: Any, context: Context) -> Any:
         return await layer.intercept(below, request, context, rpc)
 
     return call
 
 
 def _stream_layer(layer: ServerInterceptor, below: Method, rpc: RpcMethod) -> Method:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         responses = await layer.intercept(below, request, context, rpc)
         async for response in responses:
             yield response

@@ -20,14 +20,14 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-from interceptors.base import Method, RpcMethod, ServerInterceptor, decoded_stream
-from servers.errors import (
+from core.errors import (
     ERROR_DOMAIN,
     DomainError,
     ErrorReason,
     InvalidArgument,
     reason_name,
 )
+from interceptors.base import Context, Method, RpcMethod, ServerInterceptor, decoded_stream
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class ErrorMappingInterceptor(ServerInterceptor):
         self,
         method: Method,
         request_or_iterator: Any,
-        context: grpc.aio.ServicerContext,
+        context: Context,
         rpc: RpcMethod,
     ) -> Any:
         """Run the call; abort with the mapped status if it raises."""
@@ -83,7 +83,7 @@ class ErrorMappingInterceptor(ServerInterceptor):
         self,
         method: Method,
         request_or_iterator: Any,
-        context: grpc.aio.ServicerContext,
+        context: Context,
         rpc: RpcMethod,
     ) -> AsyncIterator[Any]:
         try:
@@ -92,9 +92,7 @@ class ErrorMappingInterceptor(ServerInterceptor):
         except Exception as error:  # noqa: BLE001 - every failure must become a status
             await self._abort(error, context, rpc)
 
-    async def _abort(
-        self, error: Exception, context: grpc.aio.ServicerContext, rpc: RpcMethod
-    ) -> NoReturn:
+    async def _abort(self, error: Exception, context: Context, rpc: RpcMethod) -> NoReturn:
         if isinstance(error, grpc.aio.AbortError):
             # Something below already ended the call with a status of its own.
             raise error

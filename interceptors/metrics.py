@@ -22,14 +22,14 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from interceptors.base import Method, RpcMethod, ServerInterceptor
-from servers.errors import DomainError
+from core.errors import DomainError
+from interceptors.base import Context, Method, RpcMethod, ServerInterceptor
 
 #: Upper bounds (seconds) of the handling-time histogram's buckets.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -165,11 +165,11 @@ async def write_snapshots(stats: RpcStats, directory: Path) -> None:
         await asyncio.sleep(SNAPSHOT_INTERVAL_S)
 
 
-def _code_of(error: BaseException | None, context: grpc.aio.ServicerContext) -> str:
+def _code_of(error: BaseException | None, context: Context) -> str:
     """The status code a call ends with, given what (if anything) it raised.
 
     A call that returns is counted OK: servicers report failures by raising
-    (see `servers.errors`), and asking the context for its code on every
+    (see `core.errors`), and asking the context for its code on every
     successful call would cost more than the rest of this interceptor.
     """
     code: grpc.StatusCode
@@ -180,7 +180,8 @@ def _code_of(error: BaseException | None, context: grpc.aio.ServicerContext) -> 
     elif isinstance(error, (asyncio.CancelledError, GeneratorExit)):
         code = grpc.StatusCode.CANCELLED
     elif isinstance(error, grpc.aio.AbortError):
-        code = context.code() or grpc.StatusCode.UNKNOWN
+        # Typed as always set, but None until the handler set one.
+        code = cast("grpc.StatusCode | None", context.code()) or grpc.StatusCode.UNKNOWN
     else:
         # The error-mapping interceptor turns anything else into INTERNAL.
         code = grpc.StatusCode.INTERNAL
@@ -197,7 +198,7 @@ class MetricsInterceptor(ServerInterceptor):
         self,
         method: Method,
         request_or_iterator: Any,
-        context: grpc.aio.ServicerContext,
+        context: Context,
         rpc: RpcMethod,
     ) -> Any:
         """Record start, status and duration of the call."""
@@ -220,7 +221,7 @@ class MetricsInterceptor(ServerInterceptor):
     async def _observe_stream(
         self,
         responses: AsyncIterator[Any],
-        context: grpc.aio.ServicerContext,
+        context: Context,
         labels: Labels,
         started: float,
     ) -> AsyncIterator[Any]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -42,18 +43,16 @@ from interceptors.rego import Input, Interpreter, RegoError
 
 #: The platform's policies, shipped with the code.
 POLICY_DIR = Path(__file__).with_name("policies")
-#: Entrypoints compiled into the bundle.
+#: The entrypoint every call's authorization is decided by.
 AUTHZ_DECISION = "intelgraph/authz/decision"
-EDGE_SUSPICIOUS_LEAK = "intelgraph/edge/suspicious_leak"
-EDGE_LEAK_VERDICT = "intelgraph/edge/leak_verdict"
-ACCESS_REQUEST_DECISION = "intelgraph/access/request_decision"
-ACCESS_REVIEW_DECISION = "intelgraph/access/review_decision"
-ENTRYPOINTS = (
-    AUTHZ_DECISION,
-    EDGE_SUSPICIOUS_LEAK,
-    EDGE_LEAK_VERDICT,
-    ACCESS_REQUEST_DECISION,
-    ACCESS_REVIEW_DECISION,
+
+_PACKAGE = re.compile(r"^package\s+([\w.]+)", re.MULTILINE)
+#: OPA's annotation for a bundle entrypoint: a METADATA comment block with
+#: `entrypoint: true`, directly above the rule.
+_ENTRYPOINT = re.compile(
+    r"^# METADATA\n(?:#[^\n]*\n)*?# entrypoint: true\n(?:#[^\n]*\n)*"
+    r"(?:default\s+)?([a-z_][a-z0-9_]*)\b",
+    re.MULTILINE,
 )
 
 
@@ -70,6 +69,27 @@ def policy_data(directory: Path) -> list[dict[str, Any]]:
             raise PolicyError(f"{path} must hold a JSON object")
         documents.append(document)
     return documents
+
+
+def entrypoints(sources: Mapping[str, str]) -> tuple[str, ...]:
+    r"""The entrypoints the policy modules annotate, as "package/path/rule", sorted.
+
+    A service that queries its own decision (the access workflow, the edge
+    cache's leak detector) annotates the rule in its policy; the engine
+    compiles every annotated rule, so no list of them lives in the interceptors.
+
+    >>> source = "package x.y\n\n# METADATA\n# entrypoint: true\nallow := true\n"
+    >>> entrypoints({"a.rego": source})
+    ('x/y/allow',)
+    """
+    found: set[str] = set()
+    for name, source in sources.items():
+        package = _PACKAGE.search(source)
+        if package is None:
+            raise PolicyError(f"{name} declares no package")
+        prefix = package[1].replace(".", "/")
+        found.update(f"{prefix}/{rule}" for rule in _ENTRYPOINT.findall(source))
+    return tuple(sorted(found))
 
 
 def policy_sources(directory: Path, *, tests: bool = False) -> dict[str, str]:
@@ -136,7 +156,10 @@ class PolicyEngine:
                 compiler.add_data(document)
             for name, source in modules.items():
                 compiler.add_module(name, source)
-            self._bundle = compiler.build(None, list(ENTRYPOINTS))
+            self.entrypoints = entrypoints(modules)
+            if AUTHZ_DECISION not in self.entrypoints:
+                raise PolicyError(f"no policy in {directory} annotates {AUTHZ_DECISION}")
+            self._bundle = compiler.build(None, list(self.entrypoints))
         except RegoError as error:
             raise PolicyError(f"policies in {directory} do not compile: {error}") from None
         if not self._bundle.ok():

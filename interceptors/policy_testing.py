@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from interceptors.policy import ENTRYPOINTS, POLICY_DIR, policy_data, policy_sources
+from interceptors.policy import POLICY_DIR, entrypoints, policy_data, policy_sources
 from interceptors.rego import Interpreter
 
 _PACKAGE = re.compile(r"^package\s+([\w.]+)", re.MULTILINE)
@@ -72,8 +72,8 @@ def unexercised_rules(directory: Path = POLICY_DIR) -> list[str]:
     tests = "\n".join(policy_sources(directory, tests=True).values())
     missing = []
     for module, source in policy_sources(directory).items():
-        entrypoints = {entrypoint.rsplit("/", 1)[1] for entrypoint in ENTRYPOINTS}
-        for rule in sorted(set(_RULE_HEAD.findall(source)) - {"package", "import"} - entrypoints):
+        annotated = {entrypoint.rsplit("/", 1)[1] for entrypoint in entrypoints({module: source})}
+        for rule in sorted(set(_RULE_HEAD.findall(source)) - {"package", "import"} - annotated):
             if not re.search(rf"\.{rule}\b", tests):
                 missing.append(f"{module}: rule {rule}")
         for reason in _DENY_REASON.findall(source):

@@ -25,11 +25,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
-from interceptors.base import Method, RpcMethod, ServerInterceptor, proceed
+from core.errors import DeadlineExceeded
+from interceptors.base import Context, Method, RpcMethod, ServerInterceptor, proceed
 from interceptors.validation import within_bounds
-from servers.errors import DeadlineExceeded
 
 #: Seconds the end of a request stream waits for a cancellation that came with it.
 END_SETTLE_S = 0.05
@@ -57,7 +55,7 @@ class StreamLimitsInterceptor(ServerInterceptor):
         self,
         method: Method,
         request_or_iterator: Any,
-        context: grpc.aio.ServicerContext,
+        context: Context,
         rpc: RpcMethod,
     ) -> Any:
         """Hand the handler a limited view of its request stream."""
@@ -65,7 +63,7 @@ class StreamLimitsInterceptor(ServerInterceptor):
         return await proceed(method, limited, context, rpc)
 
     async def _limited(
-        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, rpc: RpcMethod
+        self, requests: AsyncIterator[Any], context: Context, rpc: RpcMethod
     ) -> AsyncIterator[Any]:
         check = within_bounds(rpc.descriptor.input_type) if rpc.descriptor is not None else None
         loop = asyncio.get_running_loop()

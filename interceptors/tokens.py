@@ -25,9 +25,9 @@ from typing import Any, Protocol
 import jwt
 from cachetools import LRUCache
 
+from core.errors import ErrorReason, ReasonValue, Unauthenticated
 from interceptors.keys import KeyRing, KeyStore
 from interceptors.policy import CallerFacts
-from servers.errors import ErrorReason, ReasonValue, Unauthenticated
 
 #: Claims every token must carry.
 REQUIRED_CLAIMS = ("exp", "nbf", "iat", "iss", "aud", "sub", "tenant", "scopes", "jti")

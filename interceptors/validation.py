@@ -25,12 +25,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import grpc
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from intelgraph.common.v1 import field_behavior_pb2
 
-from interceptors.base import CallGuard, Check, RpcMethod
-from servers.errors import InvalidArgument
+from core.errors import InvalidArgument
+from interceptors.base import CallGuard, Check, Context, RpcMethod
 
 #: Defaults of fields that declare no bounds (field_behavior.proto documents them).
 DEFAULT_MAX_STRING_CHARS = 256
@@ -95,7 +94,7 @@ class RequiredFieldsGuard(CallGuard):
         if not fields:
             return None
 
-        def validate(request: Any, _context: grpc.aio.ServicerContext) -> None:
+        def validate(request: Any, _context: Context) -> None:
             for field in fields:
                 if not is_set(request, field):
                     raise InvalidArgument(f"{field.name} is required", field=field.name)
@@ -327,7 +326,7 @@ class BoundsGuard(CallGuard):
             return None
         check = within_bounds(rpc.descriptor.input_type)
 
-        def validate(request: Any, _context: grpc.aio.ServicerContext) -> None:
+        def validate(request: Any, _context: Context) -> None:
             check(request)
 
         return validate

@@ -16,7 +16,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from servers.errors import NotBuilt
+from core.errors import NotBuilt
 from servers.runtime import PlatformServicer, Runtime
 
 #: Suffix of the modules grpcio-tools generates servicer base classes into.

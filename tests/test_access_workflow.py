@@ -22,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
+from core.errors import DomainError, ErrorReason
 from interceptors.keys import KeyStore, rotate
 from interceptors.policy import CallerFacts, PolicyEngine
 from interceptors.tokens import InMemoryRevocations, Principal
@@ -44,7 +45,6 @@ from servers.cli import main
 from servers.config import load_settings
 from servers.db import ALL_TENANTS, Database
 from servers.db.migrate import upgrade
-from servers.errors import DomainError, ErrorReason
 from servers.runtime import Runtime
 from tests.conftest import POSTGRES_SKIP_REASON, POSTGRES_URL, libpq_url
 

@@ -19,13 +19,13 @@ from intelgraph.analytics.v1 import analytics_service_pb2 as pb
 from intelgraph.analytics.v1 import analytics_service_pb2_grpc
 
 from clients import ConductorError, from_grpc_error
+from core.errors import Conflict
 from servers.analytics import graph, metrics
 from servers.analytics import packs as packs_module
 from servers.analytics.graph import heavy_tailed
 from servers.analytics.packs import PACKS
 from servers.analytics.workers import PackWorkers
 from servers.app import Platform
-from servers.errors import Conflict
 from tests.conftest import Minter, serving
 
 # -- through gRPC ----------------------------------------------------------------------

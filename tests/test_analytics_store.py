@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from intelgraph.analytics.v1 import analytics_service_pb2 as pb
 
+from core.errors import InvalidArgument
 from servers.analytics.graph import build_snapshot, heavy_tailed
 from servers.analytics.imports import GraphImport, import_graph, sweep_abandoned
 from servers.analytics.store import GraphRevisionRow
 from servers.db import Database, utc_now
 from servers.db.migrate import upgrade
-from servers.errors import InvalidArgument
 from tests.conftest import OTHER_TENANT, TENANT
 
 

@@ -21,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from core.errors import DomainError, ErrorReason
 from servers.billing import reconciliation
 from servers.billing.adjustments import (
     CreditRequest,
@@ -48,7 +49,6 @@ from servers.billing.tax import SandboxTaxProvider
 from servers.billing.usage import record_usage, set_spend_cap
 from servers.db import Database
 from servers.db.migrate import upgrade
-from servers.errors import DomainError, ErrorReason
 from tests.conftest import POSTGRES_SKIP_REASON, POSTGRES_URL, TENANT, libpq_url
 
 # -- money and credit arithmetic ----------------------------------------------------------------

@@ -17,9 +17,9 @@ from intelgraph.rag.v1 import rag_service_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from clients import ConductorError, ErrorReason, from_grpc_error
+from core import errors
 from interceptors import ErrorMappingInterceptor, InterceptorChain, MetricsInterceptor
 from interceptors.metrics import RPC_STATS, RpcStatsCollector
-from servers import errors
 
 WIRE_REASONS = [
     value.number

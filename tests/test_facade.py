@@ -22,10 +22,10 @@ import pytest_asyncio
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from core.errors import DomainError, ErrorReason, status_code_of
 from interceptors import PolicyEngine, TokenVerifier, platform_chain
 from interceptors.keys import KeyStore, load, rotate
 from interceptors.tokens import InMemoryRevocations, mint
-from servers.errors import DomainError, ErrorReason, status_code_of
 from servers.facade import (
     FacadeLimits,
     Gateway,

@@ -2,7 +2,7 @@
 
 ListInvoices and ListLeakAlarms answered INTERNAL to a token with the right
 fingerprint and a position that did not parse; every list now reads its
-tokens through `servers.pagination.Keyset`.
+tokens through `core.pagination.Keyset`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from intelgraph.edge.v1 import edge_service_pb2 as edge
 from intelgraph.edge.v1 import edge_service_pb2_grpc
 
 from clients import ErrorReason, from_grpc_error
-from servers.errors import InvalidArgument
-from servers.pagination import SEQUENCE, TIME_AND_ID, Page, _fingerprint
+from core.errors import InvalidArgument
+from core.pagination import SEQUENCE, TIME_AND_ID, Page, _fingerprint
 from tests.conftest import Minter, serving
 
 #: Positions that are not what any list writes (after the right fingerprint).

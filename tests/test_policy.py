@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from interceptors.policy import (
-    EDGE_SUSPICIOUS_LEAK,
     POLICY_DIR,
     CallerFacts,
     MethodFacts,
@@ -22,6 +21,9 @@ from interceptors.policy import (
     policy_sources,
 )
 from interceptors.policy_testing import PolicyTest, run_policy_tests, unexercised_rules
+
+#: The edge policy's own rule (its entrypoint annotation makes it queryable).
+SUSPICIOUS_LEAK = "intelgraph/edge/suspicious_leak"
 
 RESULTS = run_policy_tests()
 
@@ -109,8 +111,8 @@ def test_the_leak_detector_rule_is_compiled_in() -> None:
     engine = PolicyEngine()
     leak = {"cache_key": {"tenant": "a"}, "request": {"tenant": "b"}}
     same = {"cache_key": {"tenant": "a"}, "request": {"tenant": "a"}}
-    assert engine.evaluate(EDGE_SUSPICIOUS_LEAK, leak) is True
-    assert engine.evaluate(EDGE_SUSPICIOUS_LEAK, same) is False
+    assert engine.evaluate(SUSPICIOUS_LEAK, leak) is True
+    assert engine.evaluate(SUSPICIOUS_LEAK, same) is False
 
 
 def test_policies_that_do_not_compile_stop_the_start(tmp_path: Path) -> None:

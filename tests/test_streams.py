@@ -26,12 +26,12 @@ from intelgraph.billing.v1 import billing_service_pb2_grpc
 from sqlalchemy import func, select
 
 from clients import ConductorError, ErrorReason, from_grpc_error
+from core.errors import ResourceExhausted
 from servers.analytics.store import GraphRevisionRow, StagedEntityRow
 from servers.app import Platform
 from servers.db import Database
 from servers.db.database import TenantShares
 from servers.db.migrate import upgrade
-from servers.errors import ResourceExhausted
 from tests.conftest import OTHER_TENANT, TENANT, Minter, serving
 
 ENTITIES = pb.ImportGraphRequest(entities=[pb.Entity(id=f"e{i}", type="t") for i in range(50)])

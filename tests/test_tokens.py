@@ -11,8 +11,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from core.errors import ErrorReason, Unauthenticated
 from interceptors import keys, tokens
-from servers.errors import ErrorReason, Unauthenticated
 
 TENANT = uuid.UUID("0b7c6f9e-4c1e-4a4e-9d8e-3f2a1b0c9d8e")
 

@@ -21,8 +21,8 @@ from intelgraph.billing.v1 import billing_service_pb2_grpc
 from intelgraph.common.v1.money_pb2 import Money
 
 from clients import ErrorReason, from_grpc_error
+from core.errors import InvalidArgument
 from interceptors.validation import within_bounds
-from servers.errors import InvalidArgument
 from tests.conftest import Minter, serving
 
 HUGE = "x" * (1 << 20)

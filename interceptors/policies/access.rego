@@ -8,8 +8,12 @@ package intelgraph.access
 
 import rego.v1
 
+# METADATA
+# entrypoint: true
 request_decision := request_verdict(input)
 
+# METADATA
+# entrypoint: true
 review_decision := review_verdict(input)
 
 request_verdict(req) := {

@@ -12,6 +12,8 @@ package intelgraph.authz
 import rego.v1
 
 # The entrypoint the authorization interceptor queries.
+# METADATA
+# entrypoint: true
 decision := verdict(input)
 
 verdict(call) := {"allow": count(denials(call)) == 0, "deny": denials(call)}

@@ -10,6 +10,8 @@ package intelgraph.edge
 
 import rego.v1
 
+# METADATA
+# entrypoint: true
 default suspicious_leak := false
 
 # The seed's rule. (Written out: rego-cpp fails to evaluate a rule that passes
@@ -17,6 +19,8 @@ default suspicious_leak := false
 suspicious_leak if not input.cache_key.tenant == input.request.tenant
 
 # The entrypoint the cache queries.
+# METADATA
+# entrypoint: true
 leak_verdict := judged(input)
 
 judged(hit) := {"suspicious": count(leak_reasons(hit)) > 0, "reasons": leak_reasons(hit)}

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 #: `previous_hash` of a tenant's first audit event.
+#: Policy entrypoints the workflow queries (interceptors/policies/access.rego).
+REQUEST_DECISION = "intelgraph/access/request_decision"
+REVIEW_DECISION = "intelgraph/access/review_decision"
+
 GENESIS = ""
 
 

@@ -12,12 +12,12 @@ from intelgraph.access.v1 import access_service_pb2 as pb
 from intelgraph.access.v1 import access_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
 
+from core.pagination import SEQUENCE, TIME_AND_ID, Keyset, Page
 from interceptors import current_principal
 from servers.access.notifications import WebhookDispatcher
 from servers.access.store import AccessRequestRow, AuditEventRow, GrantRow, ReviewRow
 from servers.access.workflow import AccessWorkflow
 from servers.jobs import every, every_under_lease
-from servers.pagination import SEQUENCE, TIME_AND_ID, Keyset, Page
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer, Runtime
 

@@ -19,15 +19,25 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from interceptors.policy import (
-    ACCESS_REQUEST_DECISION,
-    ACCESS_REVIEW_DECISION,
-    MethodFacts,
+from core.errors import (
+    ErrorReason,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
 )
+from core.pagination import Page
+from interceptors.policy import MethodFacts
 from interceptors.tokens import Principal, mint
 from servers.access import metrics
 from servers.access.audit import append_audit, verify_audit_chain
-from servers.access.domain import ChainCheck, grant_end, whole_seconds
+from servers.access.domain import (
+    REQUEST_DECISION,
+    REVIEW_DECISION,
+    ChainCheck,
+    grant_end,
+    whole_seconds,
+)
 from servers.access.store import (
     AccessRequestRow,
     AuditEventRow,
@@ -37,14 +47,6 @@ from servers.access.store import (
     RevocationRow,
 )
 from servers.db import ALL_TENANTS
-from servers.errors import (
-    ErrorReason,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-)
-from servers.pagination import Page
 from servers.runtime import Runtime
 
 #: What approvers are checked against: holding admin.write (and the scope's approver set).
@@ -103,7 +105,7 @@ class AccessWorkflow:
         if expires_at <= now:
             raise InvalidArgument("expires_at must be in the future", field="expires_at")
         verdict = await self._engine.query(
-            ACCESS_REQUEST_DECISION,
+            REQUEST_DECISION,
             {
                 "subject": principal.subject,
                 "tenant": principal.tenant_id,
@@ -343,7 +345,7 @@ class AccessWorkflow:
     ) -> AccessRequestRow:
         row = await _request(session, request_id)
         verdict = await self._engine.query(
-            ACCESS_REVIEW_DECISION,
+            REVIEW_DECISION,
             {
                 "subject": principal.subject,
                 "scopes": list(principal.scopes),

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, delete, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.errors import InvalidArgument, quoted
 from servers.analytics.store import (
     EntityRow,
     GraphRevisionRow,
@@ -32,7 +33,6 @@ from servers.analytics.store import (
     StagedRelationshipRow,
 )
 from servers.db import ALL_TENANTS, Database, copy_rows, utc_now
-from servers.errors import InvalidArgument, quoted
 
 #: Rows per INSERT statement when staging.
 CHUNK = 5000

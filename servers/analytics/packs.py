@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from servers.errors import InvalidArgument, NotFound, quoted
+from core.errors import InvalidArgument, NotFound, quoted
 
 #: Resident bytes per node and per edge of a projection: igraph's graph, two adjacency
 #: row sets, the id index (measured by bench/analytics_estimates.py).

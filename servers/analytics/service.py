@@ -16,13 +16,13 @@ from intelgraph.analytics.v1 import analytics_service_pb2 as pb
 from intelgraph.analytics.v1 import analytics_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
 
+from core.errors import FailedPrecondition
 from interceptors import current_principal
 from servers.analytics import graph, metrics
 from servers.analytics.imports import import_graph, sweep_abandoned
 from servers.analytics.packs import PACKS, Estimate, PackSpec, bind, estimate, pack, sampler
 from servers.analytics.store import GraphRevisionRow
 from servers.analytics.workers import PackWorkers
-from servers.errors import FailedPrecondition
 from servers.jobs import every_under_lease
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer, Runtime

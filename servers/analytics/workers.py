@@ -23,8 +23,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from core.errors import Conflict, DeadlineExceeded, InvalidArgument, Unavailable
 from servers.analytics import metrics
-from servers.errors import Conflict, DeadlineExceeded, InvalidArgument, Unavailable
 
 #: Seconds a worker may take to load a revision's projection.
 LOAD_TIMEOUT_S = 300.0

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.errors import ErrorReason, FailedPrecondition, InvalidArgument, NotFound
 from servers.billing import idempotency, metrics, records
 from servers.billing.credits import (
     CreditPart,
@@ -39,7 +40,6 @@ from servers.billing.store import (
     RefundRow,
 )
 from servers.billing.usage import series_of
-from servers.errors import ErrorReason, FailedPrecondition, InvalidArgument, NotFound
 
 #: A document an idempotency key replays.
 _Row = TypeVar("_Row", PaymentRow, RefundRow)

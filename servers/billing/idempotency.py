@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.errors import ErrorReason, InvalidArgument, quoted
 from servers.billing.documents import canonical
 from servers.billing.records import insert
 from servers.billing.store import IdempotencyRow
-from servers.errors import ErrorReason, InvalidArgument, quoted
 
 
 def fingerprint(request: Mapping[str, Any]) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.errors import DomainError, NotFound
 from servers.billing import metrics, records
 from servers.billing.documents import DocumentSigner, timestamp
 from servers.billing.pricing import profile_of
@@ -28,7 +29,6 @@ from servers.billing.rollout import require_billing
 from servers.billing.store import InvoiceLineRow, InvoiceRow
 from servers.billing.tax import LineToTax, TaxCalculation, TaxProvider, TaxUnavailable
 from servers.db import Database
-from servers.errors import DomainError, NotFound
 
 #: Longest wait between two attempts at taxing a pending invoice.
 MAX_TAX_BACKOFF = timedelta(minutes=15)

@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from intelgraph.billing.v1 import billing_service_pb2 as pb
 from intelgraph.common.v1.money_pb2 import Money
 
+from core.errors import InvalidArgument
 from servers.billing.adjustments import InvoiceBalance, IssuedCreditNote
 from servers.billing.money import currency
 from servers.billing.pricing import Price
@@ -24,7 +25,6 @@ from servers.billing.store import (
     UsageEventRow,
 )
 from servers.billing.tax import TaxCalculation
-from servers.errors import InvalidArgument
 
 INVOICE_STATUS = {
     "draft": pb.INVOICE_STATUS_DRAFT,

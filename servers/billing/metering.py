@@ -21,10 +21,10 @@ from datetime import datetime
 from cachetools import TTLCache
 from prometheus_client import Counter as MetricCounter
 
+from core.errors import DomainError, ErrorReason, ResourceExhausted
 from servers.billing.store import SpendCapRow
 from servers.billing.usage import record_usage, spent
 from servers.db import Database
-from servers.errors import DomainError, ErrorReason, ResourceExhausted
 
 logger = logging.getLogger(__name__)
 

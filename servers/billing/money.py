@@ -20,7 +20,7 @@ from fractions import Fraction
 
 from babel.numbers import get_currency_precision, list_currencies
 
-from servers.errors import quoted
+from core.errors import quoted
 
 _CURRENCIES = frozenset(list_currencies())
 

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.errors import FailedPrecondition, InvalidArgument, quoted
 from servers.billing.store import BillingProfileRow, PriceRow
-from servers.errors import FailedPrecondition, InvalidArgument, quoted
 
 PRICE_BOOK_FILE = Path(__file__).with_name("price_book.json")
 PRICE_BOOK: dict[str, dict[str, Any]] = json.loads(PRICE_BOOK_FILE.read_text())

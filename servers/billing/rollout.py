@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import ScalarSelect
 
+from core.errors import ErrorReason, FailedPrecondition, InvalidArgument
 from servers.billing.store import RolloutRow
-from servers.errors import ErrorReason, FailedPrecondition, InvalidArgument
 
 #: The seed's limit: billing GA for at most eight production tenants.
 MAX_GA_TENANTS = 8

@@ -13,6 +13,15 @@ from intelgraph.billing.v1 import billing_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
 from sqlalchemy import select, tuple_
 
+from core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    quoted,
+    uuid_field,
+)
+from core.pagination import TIME_AND_ID, Page
 from interceptors import current_principal
 from servers.billing import messages, reconciliation, rollout, usage
 from servers.billing.adjustments import (
@@ -39,16 +48,7 @@ from servers.billing.store import (
     SpendCapRow,
 )
 from servers.billing.tax import LineToTax, SandboxTaxProvider, TaxUnavailable, UnknownJurisdiction
-from servers.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    Unavailable,
-    quoted,
-    uuid_field,
-)
 from servers.jobs import every_under_lease
-from servers.pagination import TIME_AND_ID, Page
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer, Runtime
 

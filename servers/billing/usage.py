@@ -23,11 +23,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.errors import ErrorReason, InvalidArgument, ResourceExhausted, quoted
 from servers.billing import metrics, records
 from servers.billing.money import MAX_LINE_QUANTITY, MAX_SUBTOTAL, round_half_up
 from servers.billing.pricing import month_of, price_of, profile_of
 from servers.billing.store import InvoiceLineRow, InvoiceRow, SpendCapRow, UsageEventRow
-from servers.errors import ErrorReason, InvalidArgument, ResourceExhausted, quoted
 
 #: How far in the future an event may say it occurred (clock skew between services).
 FUTURE_SKEW = timedelta(minutes=5)

@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from core.errors import ResourceExhausted
 from servers.db.tenancy import TENANT_KEY
-from servers.errors import ResourceExhausted
 
 logger = logging.getLogger(__name__)
 

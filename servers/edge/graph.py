@@ -15,19 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
-from intelgraph.common.v1 import cache_pb2
 
-from servers.facade.schema import is_read
-
-
-def method_path(method: MethodDescriptor) -> str:
-    """The wire name, "/package.Service/Method"."""
-    return f"/{method.containing_service.full_name}/{method.name}"
-
-
-def cache_policy(method: MethodDescriptor) -> cache_pb2.CachePolicy:
-    """The RPC's `(intelgraph.common.v1.cache)` option (empty when not declared)."""
-    return method.GetOptions().Extensions[cache_pb2.cache]
+from core.descriptors import cache_policy, is_read, method_path
 
 
 def _reached(message: Descriptor, package: str, wrappers: set[str], found: set[str]) -> None:

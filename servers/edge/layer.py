@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 from cachetools import LRUCache
 from sqlalchemy import select
 
+from core.descriptors import cache_policy
 from graphql import (
     DocumentNode,
     FieldNode,
@@ -41,8 +41,8 @@ from graphql import (
     get_operation_ast,
 )
 from interceptors.auth import current_principal
-from interceptors.base import Method, RpcMethod, ServerInterceptor, proceed
-from interceptors.policy import EDGE_LEAK_VERDICT, PolicyEngine
+from interceptors.base import Context, Method, RpcMethod, ServerInterceptor, proceed
+from interceptors.policy import PolicyEngine
 from servers.db import Database
 from servers.edge import metrics
 from servers.edge.cache import (
@@ -54,13 +54,16 @@ from servers.edge.cache import (
 )
 from servers.edge.counters import POLL_S as COUNTERS_POLL_S
 from servers.edge.counters import StoreCounters
-from servers.edge.graph import MutationGraph, cache_policy
+from servers.edge.graph import MutationGraph
 from servers.edge.shared import POLL_S, RedisTier
 from servers.edge.store import LeakAlarmRow, TenantCacheCapRow
 from servers.facade.schema import Operation, RootField
 from servers.jobs import every
 
 logger = logging.getLogger(__name__)
+
+#: The policy entrypoint that judges a cache hit (interceptors/policies/edge.rego).
+LEAK_VERDICT = "intelgraph/edge/leak_verdict"
 
 #: Seconds within which a cap set on one replica applies on the others.
 CAP_REFRESH_S = 2.0
@@ -74,7 +77,7 @@ def rego_detector(engine: PolicyEngine, *, memo_size: int = 4096) -> LeakDetecto
         verdict = memo.get((entry, request))
         if verdict is None:
             result = engine.evaluate(
-                EDGE_LEAK_VERDICT,
+                LEAK_VERDICT,
                 {
                     "cache_key": {"tenant": entry[0], "scope_hash": entry[1]},
                     "request": {"tenant": request[0], "scope_hash": request[1]},
@@ -325,7 +328,7 @@ class InvalidationInterceptor(ServerInterceptor):
         self,
         method: Method,
         request_or_iterator: Any,
-        context: grpc.aio.ServicerContext,
+        context: Context,
         rpc: RpcMethod,
     ) -> Any:
         """Run the call; once it has succeeded, invalidate what it touched."""

@@ -11,11 +11,11 @@ from intelgraph.edge.v1 import edge_service_pb2 as pb
 from intelgraph.edge.v1 import edge_service_pb2_grpc
 from sqlalchemy import select, tuple_
 
+from core.errors import FailedPrecondition, InvalidArgument, quoted, uuid_field
+from core.pagination import TIME_AND_ID, Page
 from interceptors import current_principal
 from servers.edge.layer import EdgeLayer
 from servers.edge.store import LeakAlarmRow
-from servers.errors import FailedPrecondition, InvalidArgument, quoted, uuid_field
-from servers.pagination import TIME_AND_ID, Page
 from servers.registry import ServiceDefinition
 from servers.runtime import PlatformServicer
 

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from clients import ErrorReason
+from core.errors import DomainError, quoted, reason_name
 from graphql import (
     DocumentNode,
     ExecutionResult,
@@ -46,7 +47,6 @@ from graphql import (
 from interceptors.policy import MethodFacts, PolicyEngine
 from interceptors.tokens import Principal, TokenVerifier
 from servers.edge.cache import CacheKey, canonical_variables, scope_hash
-from servers.errors import DomainError, quoted, reason_name
 from servers.facade.gateway import FacadeContext
 from servers.facade.operations import OperationRegistry, measure, operation_id
 from servers.facade.schema import Operation, RootField

@@ -15,7 +15,7 @@ import base64
 import binascii
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,10 +26,10 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from graphql.language import IntValueNode, StringValueNode, ValueNode
 
 from clients import ErrorReason, from_grpc_error
+from core.errors import quoted
 from graphql import GraphQLError, GraphQLSchema, build_schema
 from interceptors.policy import MethodFacts, PolicyEngine
 from interceptors.tokens import Principal
-from servers.errors import quoted
 from servers.facade.schema import FacadeSchema, RootField
 
 #: Seconds a resolver's RPC may take.
@@ -152,14 +152,16 @@ class Gateway:
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
         facts = MethodFacts(method.containing_service.full_name, method.name, root.permission)
-        options = {
-            "request_serializer": request_class.SerializeToString,
-            "response_deserializer": response_class.FromString,
-        }
+        serialize: Callable[[Any], bytes] = request_class.SerializeToString
+        deserialize: Callable[[bytes], Any] = response_class.FromString
         if method.server_streaming:
-            stream = self._channel.unary_stream(root.path, **options)
+            stream = self._channel.unary_stream(
+                root.path, request_serializer=serialize, response_deserializer=deserialize
+            )
         else:
-            unary = self._channel.unary_unary(root.path, **options)
+            unary = self._channel.unary_unary(
+                root.path, request_serializer=serialize, response_deserializer=deserialize
+            )
 
         async def resolve(_parent: Any, info: Any, **arguments: Any) -> Any:
             context: FacadeContext = info.context

@@ -34,7 +34,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import (
     Descriptor,
     EnumDescriptor,
@@ -44,10 +43,11 @@ from google.protobuf.descriptor import (
 )
 from intelgraph.common.v1 import authorization_pb2, field_behavior_pb2, graphql_pb2
 
+from core.descriptors import is_read
+
 Operation = Literal["query", "mutation"]
 
 TIMESTAMP = "google.protobuf.Timestamp"
-_READ_PREFIXES = ("Get", "List", "Compute", "Estimate")
 _STRIPPED_PREFIXES = ("Get", "List")
 _SCALARS = {
     FieldDescriptor.TYPE_DOUBLE: "Float",
@@ -165,14 +165,6 @@ def _is_map(field_descriptor: FieldDescriptor) -> bool:
     message = field_descriptor.message_type
     return bool(
         field_descriptor.is_repeated and message is not None and message.GetOptions().map_entry
-    )
-
-
-def is_read(method: MethodDescriptor) -> bool:
-    """True for RPCs without side effects (declared, or by their name)."""
-    level = method.GetOptions().idempotency_level
-    return level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS or method.name.startswith(
-        _READ_PREFIXES
     )
 
 

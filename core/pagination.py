@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from servers.errors import ErrorReason, InvalidArgument
+from core.errors import ErrorReason, InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -116,6 +116,17 @@ class Page:
     after: tuple[Any, ...] | None
     fingerprint: str
     keyset: Keyset
+
+    @classmethod
+    def of(cls, request: Any, keyset: Keyset, **filters: Any) -> Page:
+        """The page a list request asks for (its `page` field, a PageRequest).
+
+        Raises:
+            InvalidArgument: As `from_request`.
+        """
+        return cls.from_request(
+            request.page.page_size, request.page.page_token, filters=filters, keyset=keyset
+        )
 
     @classmethod
     def from_request(
