@@ -37,7 +37,7 @@ lock: ## Re-resolve uv.lock after changing dependencies in pyproject.toml
 gen: install ## Regenerate gen/ from proto/ (pinned grpcio-tools), then graphql/schema.graphql
 	rm -rf gen/intelgraph
 	$(call protoc,gen)
-	$(PY) -m servers.facade > $(GRAPHQL_SCHEMA)
+	$(PY) -m servers.graphql_schema > $(GRAPHQL_SCHEMA)
 
 # $(call protoc,OUTDIR): generate messages, services and their mypy stubs into OUTDIR.
 protoc = mkdir -p $(1) && $(PY) -m grpc_tools.protoc -I proto \
@@ -52,7 +52,7 @@ checkgenerate: install ## Fail if gen/ or the GraphQL schema differ from what pr
 	$(call protoc,$$tmp); \
 	if ! diff -r "$$tmp/intelgraph" gen/intelgraph; then \
 	  echo "gen/ is stale: run 'make gen' and commit the result" >&2; exit 1; fi; \
-	if ! $(PY) -m servers.facade | diff - $(GRAPHQL_SCHEMA); then \
+	if ! $(PY) -m servers.graphql_schema | diff - $(GRAPHQL_SCHEMA); then \
 	  echo "$(GRAPHQL_SCHEMA) is stale: run 'make gen' and commit the result" >&2; exit 1; fi
 
 .PHONY: lint

@@ -19,7 +19,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,14 +34,10 @@ from interceptors.keys import RING_FILE, KeyRingError, KeyStore, rotate
 from interceptors.metrics import RPC_STATS, write_snapshots
 from interceptors.policy import POLICY_DIR, PolicyError
 from interceptors.tokens import InMemoryRevocations
-from servers.access.revocation import POLL_INTERVAL_S, RevocationFeed
-from servers.billing.metering import Metering
 from servers.config import Settings
-from servers.db import Database, utc_now
+from servers.db import Database
 from servers.db.database import describe, displayed
 from servers.db.migrate import ensure_schema
-from servers.edge.graph import build_mutation_graph
-from servers.edge.layer import EdgeDefaults, EdgeLayer, InvalidationInterceptor
 from servers.facade import (
     DEFAULT_OPERATIONS_DIR,
     FacadeLimits,
@@ -56,11 +52,12 @@ from servers.facade.schema import Operation
 from servers.http import create_http_app, multiprocess_dir
 from servers.jobs import every
 from servers.registry import ServiceDefinition, all_services, services_named
-from servers.runtime import PlatformServicer, Runtime
+from servers.runtime import Component, Foundation, Job, PlatformServicer, Runtime
 
 logger = logging.getLogger(__name__)
 
 ServicerT = TypeVar("ServicerT", bound=PlatformServicer)
+ComponentT = TypeVar("ComponentT", bound=Component)
 
 #: Set by the worker supervisor to tell workers apart in logs and /healthz.
 WORKER_ENV = "CONDUCTOR_WORKER_ID"
@@ -142,13 +139,10 @@ class Platform:
         self._http_task: asyncio.Task[None] | None = None
         self._jobs: list[asyncio.Task[Any]] = []
         self._servicers: list[PlatformServicer] = []
-        #: Keeps `revocations` in step with the shared store (and Redis, if configured).
-        self.revocation_feed = RevocationFeed(
-            self.database, self.revocations, redis_url=settings.redis_url
-        )
+        #: Every service's component (served here or not), once started.
+        self.components: tuple[Component, ...] = ()
+        self._started: list[Component] = []
         self._channel: grpc.aio.Channel | None = None
-        #: The edge cache of persisted GraphQL reads, once started (None when turned off).
-        self.edge: EdgeLayer | None = None
         self._engine: PolicyEngine | None = None
         #: Why the store refuses writes, as last checked (None: it takes them).
         self.write_problem: str | None = None
@@ -231,23 +225,27 @@ class Platform:
             revocations=revocations,
         )
         self._verifier, self._engine = verifier, engine
-        self.edge = self._edge_layer(engine)
-        inner = [InvalidationInterceptor(self.edge.graph, self.edge.cache)] if self.edge else []
+        foundation = Foundation(
+            settings=self.settings,
+            database=self.database,
+            keys=keys,
+            engine=engine,
+            revocations=revocations,
+            services=all_services(),
+        )
+        self.components = tuple(
+            component
+            for service in foundation.services
+            if service.component is not None
+            and (component := service.component(foundation)) is not None
+        )
+        inner = [layer for component in self.components for layer in component.interceptors()]
         limits = StreamLimits(self.settings.stream_idle_timeout, self.settings.stream_max_duration)
         server = grpc.aio.server(
             interceptors=[platform_chain(verifier, engine, *inner, stream_limits=limits)],
             options=[("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)],
         )
-        self.metering = Metering(self.database, utc_now) if self.settings.metering else None
-        self.runtime = Runtime(
-            settings=self.settings,
-            database=self.database,
-            keys=keys,
-            engine=engine,
-            revocation_feed=self.revocation_feed,
-            metering=self.metering,
-            edge=self.edge,
-        )
+        self.runtime = Runtime.compose(foundation, self.components)
         self._servicers = [service.register(server, self.runtime) for service in self.services]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -310,21 +308,28 @@ class Platform:
                 return servicer
         raise LookupError(f"{kind.__name__} is not served here")
 
+    def component(self, kind: type[ComponentT]) -> ComponentT:
+        """The running component of class `kind` (for operators' drills and tests).
+
+        Raises:
+            LookupError: No service built one here (turned off, or not started).
+        """
+        found = self.runtime.component(kind) if self.components else None
+        if found is None:
+            raise LookupError(f"no {kind.__name__} runs here")
+        return found
+
     async def _start_jobs(self) -> None:
-        """Background work: revocation feed (always), each service's jobs, metrics snapshots."""
-        await self.revocation_feed.refresh()
-        jobs: list[Callable[[], Coroutine[Any, Any, Any]]] = [
-            functools.partial(every, POLL_INTERVAL_S, self.revocation_feed.refresh, "revocations"),
-            self.revocation_feed.listen,
+        """Background work: each component's and each servicer's jobs, metrics snapshots."""
+        jobs: list[Job] = [
             functools.partial(every, WRITE_CHECK_S, self.check_writes, "database writes"),
         ]
+        for component in self.components:
+            await component.start()
+            self._started.append(component)
+            jobs += component.background_jobs()
         for servicer in self._servicers:
             jobs += servicer.background_jobs()
-        if self.metering is not None:
-            jobs.append(self.metering.run)
-        if self.edge is not None:
-            await self.edge.start()
-            jobs += self.edge.background_jobs()
         directory = multiprocess_dir()
         if directory is not None:
             jobs.append(functools.partial(write_snapshots, RPC_STATS, directory))
@@ -359,39 +364,9 @@ class Platform:
             self._verifier,
             self._engine,
             limits,
-            metering=self.metering,
-            edge=self.edge,
+            metering=self.runtime.metering,
+            cache=self.runtime.read_cache,
             roots=facade.roots,
-        )
-
-    def _edge_layer(self, engine: PolicyEngine) -> EdgeLayer | None:
-        """The edge cache, when on: the mutation graph covers every contract, served or not."""
-        settings = self.settings
-        if not settings.edge_cache:
-            return None
-        every_service = all_services()
-        graph = build_mutation_graph(
-            (service.descriptor for service in every_service),
-            (
-                f"/{service.full_name}/{method.name}"
-                for service in every_service
-                for method in service.descriptor.methods
-                if method.name not in service.unbuilt_rpcs()
-            ),
-        )
-        return EdgeLayer(
-            self.database,
-            engine,
-            graph,
-            defaults=EdgeDefaults(settings.edge_ttl, settings.edge_stale, settings.edge_cap_bytes),
-            coalescing=settings.edge_coalescing,
-            redis_url=settings.redis_url,
-            redis_prefix=settings.edge_redis_prefix,
-            share_counters=(
-                settings.edge_shared_counters
-                if settings.edge_shared_counters is not None
-                else settings.workers > 1 or not settings.database_url.startswith("sqlite")
-            ),
         )
 
     async def health_report(self) -> tuple[bool, dict[str, object]]:
@@ -427,9 +402,9 @@ class Platform:
         for job in self._jobs:
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)
-        await self.revocation_feed.close()
-        if self.edge is not None:
-            await self.edge.close()
+        for component in reversed(self._started):
+            await component.close()
+        self._started.clear()
         await self.database.dispose()
         if self._engine is not None:
             self._engine.close()

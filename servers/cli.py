@@ -249,10 +249,7 @@ def _serve(settings: Settings) -> int:
 
 
 async def _export_audit(settings: Settings, tenant_text: str, out: Path | None) -> int:
-    from sqlalchemy import select  # noqa: PLC0415
-
-    from servers.access.audit import export_line  # noqa: PLC0415
-    from servers.access.store import AuditEventRow  # noqa: PLC0415
+    from servers.access import export_audit  # noqa: PLC0415
     from servers.db import Database  # noqa: PLC0415
 
     try:
@@ -264,13 +261,7 @@ async def _export_audit(settings: Settings, tenant_text: str, out: Path | None) 
     written = 0
     try:
         with out.open("w") if out else contextlib.nullcontext(sys.stdout) as sink:
-            async with database.tenant_session(tenant) as session:
-                events = await session.stream_scalars(
-                    select(AuditEventRow).order_by(AuditEventRow.sequence)
-                )
-                async for row in events:
-                    sink.write(json.dumps(export_line(row), sort_keys=True) + "\n")
-                    written += 1
+            written = await export_audit(database, tenant, sink)
     finally:
         await database.dispose()
     print(f"exported {written} audit events", file=sys.stderr)
@@ -278,7 +269,7 @@ async def _export_audit(settings: Settings, tenant_text: str, out: Path | None) 
 
 
 async def _seed(settings: Settings, args: argparse.Namespace) -> int:
-    from servers.analytics.demo import seed_tenant  # noqa: PLC0415
+    from servers.analytics import seed_tenant  # noqa: PLC0415
     from servers.db import Database  # noqa: PLC0415
     from servers.db.migrate import ensure_schema  # noqa: PLC0415
 
@@ -312,7 +303,7 @@ async def _migrate(settings: Settings, revision: str, *, check: bool) -> int:
 
 
 def _billing(settings: Settings, args: argparse.Namespace) -> int:
-    from servers.billing import documents  # noqa: PLC0415
+    import servers.billing as documents  # noqa: PLC0415 - verifying signed documents
 
     if args.action == "jwks":
         print(json.dumps({"keys": asyncio.run(_billing_keys(settings))}, indent=2))
@@ -339,18 +330,11 @@ def _billing(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _billing_keys(settings: Settings) -> list[dict[str, str]]:
-    from sqlalchemy import select  # noqa: PLC0415
-
-    from servers.billing.documents import DocumentSigner  # noqa: PLC0415
-    from servers.billing.store import SigningKeyRow  # noqa: PLC0415
+    from servers.billing import published_keys  # noqa: PLC0415
     from servers.db import Database  # noqa: PLC0415
 
-    found = {jwk["kid"]: jwk for jwk in DocumentSigner(settings.document_keys_dir).jwks()}
     database = Database(settings.database_url)
     try:
-        async with database.platform_session(readonly=True) as session:
-            for row in (await session.execute(select(SigningKeyRow))).scalars():
-                found.setdefault(row.kid, row.public_jwk)
+        return await published_keys(database, settings.document_keys_dir)
     finally:
         await database.dispose()
-    return list(found.values())

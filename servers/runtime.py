@@ -1,23 +1,83 @@
-"""What every servicer is built with: settings, the store, keys, policies, the clock."""
+"""What the runtime composes: service definitions, their components, the servicers' runtime.
+
+A service package exports one `ServiceDefinition`: its servicer, what its
+unbuilt RPCs answer, the policy decisions it queries, and (optionally) a
+`Component` factory for what it runs beside its servicer — background work,
+interceptors it adds to the chain, interfaces it provides to other services
+(`core.interfaces`). The composition root (`servers.app`) builds every
+service's component and servicer from these definitions and never names a
+service's classes; services find what they need on the `Runtime` (`metering`, `read_cache`,
+`changed`, `component`).
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+
+from core.errors import NotBuilt
+from core.interfaces import CacheInvalidation, ReadCache, UsageMeter
 from servers.db import utc_now
 
 if TYPE_CHECKING:
+    from interceptors import ServerInterceptor
     from interceptors.keys import KeyStore
     from interceptors.policy import PolicyEngine
-    from servers.access.revocation import RevocationFeed
-    from servers.billing.metering import Metering
+    from interceptors.tokens import InMemoryRevocations
     from servers.config import Settings
     from servers.db import Database
-    from servers.edge.layer import EdgeLayer
+
+#: A coroutine the platform runs beside the services until it stops.
+Job = Callable[[], Coroutine[Any, Any, Any]]
+ComponentT = TypeVar("ComponentT", bound="Component")
+
+#: Suffix of the modules grpcio-tools generates servicer base classes into.
+_GENERATED_MODULE_SUFFIX = "_pb2_grpc"
+
+
+class Component:
+    """What a service runs beside its servicer, for as long as the process serves.
+
+    Components are built for every service, served here or not: a replica
+    serving only Analytics still refuses revoked tokens and still meters.
+    Override what applies; the defaults do nothing.
+    """
+
+    def interceptors(self) -> Sequence[ServerInterceptor]:
+        """Interceptors this component adds to the chain, innermost of the platform's."""
+        return ()
+
+    def background_jobs(self) -> list[Job]:
+        """Coroutines to run until the platform stops."""
+        return []
+
+    async def start(self) -> None:
+        """Prepare before the platform reports SERVING (after the store is open)."""
+
+    async def close(self) -> None:
+        """Release what the component holds, after its jobs are cancelled."""
+
+
+@dataclass(frozen=True)
+class Foundation:
+    """What exists before any service: the platform's own parts, shared by all."""
+
+    settings: Settings
+    database: Database
+    keys: KeyStore
+    engine: PolicyEngine
+    #: Revoked token ids this process refuses (the authentication interceptor reads it).
+    revocations: InMemoryRevocations
+    #: Every service of the platform, served here or not.
+    services: tuple[ServiceDefinition, ...]
+    clock: Callable[[], datetime] = field(default=utc_now)
 
 
 @dataclass(frozen=True)
@@ -28,21 +88,56 @@ class Runtime:
     database: Database
     keys: KeyStore
     engine: PolicyEngine
-    revocation_feed: RevocationFeed
     clock: Callable[[], datetime] = field(default=utc_now)
-    #: Where services count billable work (None: not metered).
-    metering: Metering | None = None
-    #: The edge cache of persisted GraphQL reads (None: turned off).
-    edge: EdgeLayer | None = None
+    #: Every service's component (see `Component`).
+    components: tuple[Component, ...] = ()
+
+    @classmethod
+    def compose(cls, foundation: Foundation, components: Sequence[Component]) -> Runtime:
+        """The runtime of `foundation` with these components."""
+        return cls(
+            settings=foundation.settings,
+            database=foundation.database,
+            keys=foundation.keys,
+            engine=foundation.engine,
+            clock=foundation.clock,
+            components=tuple(components),
+        )
+
+    def component(self, kind: type[ComponentT]) -> ComponentT | None:
+        """This process's component of class `kind` (a service asks for its own)."""
+        for component in self.components:
+            if isinstance(component, kind):
+                return component
+        return None
+
+    def _provider(self, interface: type) -> Any:
+        """The first component that provides `interface` (a runtime-checkable Protocol)."""
+        return next((c for c in self.components if isinstance(c, interface)), None)
+
+    @cached_property
+    def metering(self) -> UsageMeter | None:
+        """Where billable work is counted (None: not metered here)."""
+        meter: UsageMeter | None = self._provider(UsageMeter)
+        return meter
+
+    @cached_property
+    def read_cache(self) -> ReadCache | None:
+        """Where persisted reads are cached (None: no cache here)."""
+        cache: ReadCache | None = self._provider(ReadCache)
+        return cache
+
+    @cached_property
+    def _invalidations(self) -> tuple[CacheInvalidation, ...]:
+        return tuple(c for c in self.components if isinstance(c, CacheInvalidation))
 
     async def changed(self, tenant: uuid.UUID, *resource_types: str) -> None:
         """Work outside an RPC (a job) changed these resources of `tenant`.
 
-        The edge cache drops that tenant's cached reads of them, as it does after
-        a mutating RPC.
+        Cached reads of them are dropped for that tenant, as after a mutating RPC.
         """
-        if self.edge is not None:
-            await self.edge.cache.invalidate(str(tenant), resource_types)
+        for invalidation in self._invalidations:
+            await invalidation.changed(tenant, resource_types)
 
 
 class PlatformServicer:
@@ -51,6 +146,86 @@ class PlatformServicer:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
+    def background_jobs(self) -> list[Job]:
         """Coroutines the platform runs beside the service until it stops (none by default)."""
         return []
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """One service of the platform, as the runtime composes it.
+
+    Attributes:
+        name: Short name used by `--services`, e.g. "access".
+        descriptor: The service's descriptor from gen/.
+        servicer_class: The servicer, a subclass of the generated base and of
+            `PlatformServicer`.
+        add_to_server: The generated `add_<Service>Servicer_to_server`.
+        capability: What the service's unbuilt RPCs arrive with.
+        capability_by_rpc: Exceptions to `capability` for single RPCs.
+        component: Builds what the service runs beside its servicer (None: nothing).
+    """
+
+    name: str
+    descriptor: ServiceDescriptor
+    servicer_class: type[PlatformServicer]
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    capability: str
+    capability_by_rpc: Mapping[str, str] = field(default_factory=dict)
+    component: Callable[[Foundation], Component | None] | None = None
+
+    @property
+    def full_name(self) -> str:
+        """Fully qualified service name, e.g. "intelgraph.access.v1.AccessService"."""
+        return self.descriptor.full_name
+
+    def unbuilt_rpcs(self) -> list[str]:
+        """RPCs of the contract that the servicer does not implement."""
+        return [
+            method.name
+            for method in self.descriptor.methods
+            if _defining_module(self.servicer_class, method.name).endswith(_GENERATED_MODULE_SUFFIX)
+        ]
+
+    def built_paths(self) -> list[str]:
+        """Wire paths of the RPCs the servicer implements, "/package.Service/Method"."""
+        unbuilt = set(self.unbuilt_rpcs())
+        return [
+            f"/{self.full_name}/{method.name}"
+            for method in self.descriptor.methods
+            if method.name not in unbuilt
+        ]
+
+    def build(self, runtime: Runtime) -> PlatformServicer:
+        """The servicer, with every unbuilt RPC answering UNIMPLEMENTED and why."""
+        fillers = {
+            name: _not_built(
+                f"/{self.full_name}/{name}", self.capability_by_rpc.get(name, self.capability)
+            )
+            for name in self.unbuilt_rpcs()
+        }
+        completed = type(self.servicer_class.__name__, (self.servicer_class,), fillers)
+        return cast(PlatformServicer, completed(runtime))
+
+    def register(self, server: grpc.aio.Server, runtime: Runtime) -> PlatformServicer:
+        """Build the servicer, add it to `server` and return it."""
+        servicer = self.build(runtime)
+        self.add_to_server(servicer, server)
+        return servicer
+
+
+def _defining_module(cls: type, attribute: str) -> str:
+    for klass in cls.__mro__:
+        if attribute in vars(klass):
+            return klass.__module__
+    return ""
+
+
+def _not_built(method: str, capability: str) -> Callable[..., Any]:
+    async def rpc(_self: object, _request: object, _context: object) -> None:
+        raise NotBuilt(
+            f"{method} is not built yet: it arrives with {capability}",
+            metadata={"method": method, "capability": capability},
+        )
+
+    return rpc

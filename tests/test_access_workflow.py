@@ -87,7 +87,7 @@ async def make_runtime(url: str, var_dir: Path, clock: Clock, **changes: Any) ->
         database=database,
         keys=KeyStore(var_dir / "keys"),
         engine=ENGINE,
-        revocation_feed=RevocationFeed(database, InMemoryRevocations()),
+        components=(RevocationFeed(database, InMemoryRevocations()),),
         clock=clock,
     )
 
@@ -380,7 +380,7 @@ async def test_revocations_reach_other_replicas(runtime: Runtime, redis_url: str
         database=runtime.database,
         keys=runtime.keys,
         engine=runtime.engine,
-        revocation_feed=announcing,
+        components=(announcing,),
         clock=runtime.clock,
     )
     listener = asyncio.create_task(listener_feed.listen())

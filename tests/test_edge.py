@@ -26,7 +26,9 @@ from intelgraph.edge.v1 import edge_service_pb2_grpc
 from clients import ConductorError, ErrorReason, from_grpc_error
 from servers.app import Platform
 from servers.edge.cache import CacheKey, canonical_variables, scope_hash
+from servers.edge.layer import EdgeLayer
 from servers.facade import DEFAULT_OPERATIONS_DIR
+from servers.facade.endpoint import read_fields
 from servers.facade.operations import operation_id
 from tests.conftest import Minter, serving
 
@@ -239,14 +241,13 @@ async def test_caps_are_set_by_operators_and_hold(platform: Platform, tenant: Te
         pb.SetTenantCacheCapRequest(tenant_id=str(tenant.id), cap_bytes=0),
         ["platform.admin"],
     )
-    assert platform.edge is not None
-    assert platform.edge.cache.cap_of(str(tenant.id)) == 512 * 1024 * 1024
+    assert platform.component(EdgeLayer).cache.cap_of(str(tenant.id)) == 512 * 1024 * 1024
 
 
 async def test_a_planted_entry_of_another_tenant_is_refused_listed_and_counted(
     platform: Platform, tenant: Tenant
 ) -> None:
-    assert platform.edge is not None
+    layer = platform.component(EdgeLayer)
     await tenant.read("PriceBook")
     key = CacheKey(
         str(tenant.id),
@@ -254,11 +255,11 @@ async def test_a_planted_entry_of_another_tenant_is_refused_listed_and_counted(
         f"{operation_id(OPERATIONS['PriceBook'])}:",
         canonical_variables({}),
     )
-    platform.edge.cache.corrupt(key, tenant=str(uuid.uuid4()))
+    layer.cache.corrupt(key, tenant=str(uuid.uuid4()))
     served, kind = await tenant.read("PriceBook")
     assert kind == "miss"
     assert "errors" not in served
-    await platform.edge.settled()
+    await layer.settled()
     alarms = (
         await tenant.call(tenant.edge, "ListLeakAlarms", pb.ListLeakAlarmsRequest(), READER)
     ).alarms
@@ -375,8 +376,7 @@ async def test_no_cached_read_depends_on_the_token_beyond_its_key(
 ) -> None:
     """For every persisted read the cache serves: answered uncached to two tokens of the same
     subject and scopes, the results are the same, or the contract keys it per token."""
-    layer = platform.edge
-    assert layer is not None
+    layer = platform.component(EdgeLayer)
     await tenant.set_price(123)
     scopes = [*READER, "admin.write", "catalog.read"]
     first, second = tenant.token(scopes), tenant.token(scopes)
@@ -387,7 +387,8 @@ async def test_no_cached_read_depends_on_the_token_beyond_its_key(
         persisted = registry.get(operation_id(text))
         if persisted is None:
             continue
-        plan = layer.plan(persisted.id, persisted.ast, None, platform.graphql_roots)
+        reads = read_fields(persisted.ast, None, platform.graphql_roots)
+        plan = layer.plan(persisted.id, [root.method for root in reads]) if reads else None
         if plan is None:
             continue  # mutations and uncached reads
         await layer.cache.purge_everything()

@@ -17,6 +17,7 @@ from intelgraph.edge.v1 import edge_service_pb2 as pb
 
 from servers.app import Platform
 from servers.config import load_settings
+from servers.edge.layer import EdgeLayer
 from tests.test_edge import Tenant, api_call_price
 
 pytestmark = pytest.mark.asyncio
@@ -80,8 +81,7 @@ async def tenants(replicas: list[Platform]) -> AsyncIterator[list[Tenant]]:
 
 
 def origin_calls(platform: Platform, tenant: Tenant) -> int:
-    assert platform.edge is not None
-    return platform.edge.cache.space(str(tenant.id)).stats.origin_calls
+    return platform.component(EdgeLayer).cache.space(str(tenant.id)).stats.origin_calls
 
 
 async def until_changed(tenant: Tenant, name: str, before: object) -> float:
@@ -135,7 +135,7 @@ async def test_a_lost_announcement_is_caught_by_polling(
 ) -> None:
     b = tenants[1]
     await b.read("PriceBook")
-    shared = replicas[1].edge.shared if replicas[1].edge else None
+    shared = replicas[1].component(EdgeLayer).shared
     assert shared is not None
     client = redis.from_url(redis_url)
     # A purge whose announcement never arrives: the counter moves, nothing is published.

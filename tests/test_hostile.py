@@ -50,8 +50,8 @@ from sqlalchemy.engine import make_url
 
 from clients import ConductorError, ErrorReason, from_grpc_error
 from interceptors import keys, tokens
-from servers.db.models import metadata
 from servers.facade import build_facade_schema
+from servers.models import metadata
 from servers.registry import all_services
 from tests.conftest import IN_CI, POSTGRES_SKIP_REASON, POSTGRES_URL, all_permissions
 from tests.contract_strategies import requests

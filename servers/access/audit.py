@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from typing import TextIO
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servers.access.domain import GENESIS, AuditFacts, ChainCheck, audit_hash, verify_chain
 from servers.access.store import AuditEventRow
+from servers.db import Database
 
 
 def _chain_lock_key(tenant: uuid.UUID) -> int:
@@ -103,6 +106,19 @@ def export_line(row: AuditEventRow) -> dict[str, object]:
         "previous_hash": row.previous_hash,
         "hash": row.hash,
     }
+
+
+async def export_audit(database: Database, tenant: uuid.UUID, sink: TextIO) -> int:
+    """Write the tenant's whole chain to `sink` as JSON Lines, oldest first; how many events."""
+    written = 0
+    async with database.tenant_session(tenant, readonly=True) as session:
+        events = await session.stream_scalars(
+            select(AuditEventRow).order_by(AuditEventRow.sequence)
+        )
+        async for row in events:
+            sink.write(json.dumps(export_line(row), sort_keys=True) + "\n")
+            written += 1
+    return written
 
 
 def facts_from_line(line: dict[str, object]) -> tuple[AuditFacts, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from datetime import datetime
@@ -22,6 +23,8 @@ from sqlalchemy import select
 from interceptors.tokens import InMemoryRevocations
 from servers.access.store import RevocationRow
 from servers.db import ALL_TENANTS, Database, utc_now
+from servers.jobs import every
+from servers.runtime import Component, Foundation, Job
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +32,15 @@ CHANNEL = "conductor:revocations"
 POLL_INTERVAL_S = 0.5
 
 
-class RevocationFeed:
-    """Feeds revocations into this replica's in-process set."""
+class RevocationFeed(Component):
+    """Feeds revocations into this replica's in-process set (on every replica, always)."""
+
+    @classmethod
+    def of(cls, foundation: Foundation) -> RevocationFeed:
+        """The feed of the platform's revocation set."""
+        return cls(
+            foundation.database, foundation.revocations, redis_url=foundation.settings.redis_url
+        )
 
     def __init__(
         self, database: Database, revocations: InMemoryRevocations, *, redis_url: str = ""
@@ -83,6 +93,14 @@ class RevocationFeed:
             except (redis.RedisError, OSError, ValueError, KeyError):
                 logger.warning("revocation channel lost; reconnecting in 1 s", exc_info=True)
                 await asyncio.sleep(1.0)
+
+    async def start(self) -> None:
+        """Refuse every live revocation before the first call."""
+        await self.refresh()
+
+    def background_jobs(self) -> list[Job]:
+        """Poll the shared table, and listen on Redis (when configured)."""
+        return [functools.partial(every, POLL_INTERVAL_S, self.refresh, "revocations"), self.listen]
 
     async def close(self) -> None:
         """Close the Redis connection, if any."""

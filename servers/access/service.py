@@ -15,11 +15,11 @@ from intelgraph.common.v1.pagination_pb2 import PageResponse
 from core.pagination import SEQUENCE, TIME_AND_ID, Keyset, Page
 from interceptors import current_principal
 from servers.access.notifications import WebhookDispatcher
+from servers.access.revocation import RevocationFeed
 from servers.access.store import AccessRequestRow, AuditEventRow, GrantRow, ReviewRow
 from servers.access.workflow import AccessWorkflow
 from servers.jobs import every, every_under_lease
-from servers.registry import ServiceDefinition
-from servers.runtime import PlatformServicer, Runtime
+from servers.runtime import PlatformServicer, Runtime, ServiceDefinition
 
 _REQUEST_STATUS = {
     "pending": pb.ACCESS_REQUEST_STATUS_PENDING,
@@ -288,6 +288,7 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
 
 
 SERVICE = ServiceDefinition(
+    component=RevocationFeed.of,
     name="access",
     descriptor=pb.DESCRIPTOR.services_by_name["AccessService"],
     servicer_class=AccessService,

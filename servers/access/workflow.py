@@ -38,6 +38,7 @@ from servers.access.domain import (
     grant_end,
     whole_seconds,
 )
+from servers.access.revocation import RevocationFeed
 from servers.access.store import (
     AccessRequestRow,
     AuditEventRow,
@@ -85,6 +86,10 @@ class AccessWorkflow:
         self._settings = runtime.settings
         self._db = runtime.database
         self._engine = runtime.engine
+        feed = runtime.component(RevocationFeed)
+        if feed is None:
+            raise RuntimeError("the access workflow needs the runtime's revocation feed")
+        self._revocations = feed
 
     def _now(self) -> datetime:
         return self._runtime.clock()
@@ -463,7 +468,7 @@ class AccessWorkflow:
                     grant=grant,
                 )
         metrics.REVOCATIONS.inc()
-        await self._runtime.revocation_feed.announce(grant.jti, grant.ends_at)
+        await self._revocations.announce(grant.jti, grant.ends_at)
         return grant
 
     async def list_grants(

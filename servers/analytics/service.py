@@ -24,8 +24,7 @@ from servers.analytics.packs import PACKS, Estimate, PackSpec, bind, estimate, p
 from servers.analytics.store import GraphRevisionRow
 from servers.analytics.workers import PackWorkers
 from servers.jobs import every_under_lease
-from servers.registry import ServiceDefinition
-from servers.runtime import PlatformServicer, Runtime
+from servers.runtime import PlatformServicer, Runtime, ServiceDefinition
 
 logger = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from sqlalchemy import event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from interceptors import keys
 from servers.billing.store import SigningKeyRow
+from servers.db import Database, insert
 
 
 def canonical(document: Mapping[str, Any]) -> str:
@@ -76,9 +76,8 @@ class DocumentSigner:
         payload = canonical(document)
         signature = base64.b64encode(private.sign(payload.encode())).decode("ascii")
         if key.kid not in self._recorded:  # once per key and process is enough
-            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
             await session.execute(
-                dialect.insert(SigningKeyRow).on_conflict_do_nothing(index_elements=["kid"]),
+                insert(session, SigningKeyRow).on_conflict_do_nothing(index_elements=["kid"]),
                 {
                     "kid": key.kid,
                     "public_jwk": key.public_jwk(),
@@ -94,6 +93,15 @@ class DocumentSigner:
     def jwks(self) -> list[dict[str, str]]:
         """The ring's public keys (current first)."""
         return self._store.ring().jwks()
+
+
+async def published_keys(database: Database, directory: Path) -> list[dict[str, str]]:
+    """Every key that ever signed a document: this ring's, then those only the store recalls."""
+    found = {jwk["kid"]: jwk for jwk in DocumentSigner(directory).jwks()}
+    async with database.platform_session(readonly=True) as session:
+        for row in (await session.execute(select(SigningKeyRow))).scalars():
+            found.setdefault(row.kid, row.public_jwk)
+    return list(found.values())
 
 
 class VerificationError(Exception):

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import ErrorReason, InvalidArgument, quoted
 from servers.billing.documents import canonical
-from servers.billing.records import insert
 from servers.billing.store import IdempotencyRow
+from servers.db import insert
 
 
 def fingerprint(request: Mapping[str, Any]) -> str:

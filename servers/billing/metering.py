@@ -25,6 +25,7 @@ from core.errors import DomainError, ErrorReason, ResourceExhausted
 from servers.billing.store import SpendCapRow
 from servers.billing.usage import record_usage, spent
 from servers.db import Database
+from servers.runtime import Component, Foundation, Job
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,11 @@ METERING_FAILURES = MetricCounter(
 )
 
 
-class Metering:
+class Metering(Component):
     """Buffers usage counts per (tenant, meter) and flushes them as usage events.
+
+    The platform's `core.interfaces.UsageMeter`: Analytics and the GraphQL
+    facade count their work through it.
 
     Args:
         database: The platform's store.
@@ -53,6 +57,17 @@ class Metering:
         self._process = uuid.uuid4().hex[:12]
         self._flushes = 0
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def of(cls, foundation: Foundation) -> Metering | None:
+        """The platform's meter; None when metering is turned off."""
+        if not foundation.settings.metering:
+            return None
+        return cls(foundation.database, foundation.clock)
+
+    def background_jobs(self) -> list[Job]:
+        """The flush loop (which flushes once more when the platform stops)."""
+        return [self.run]
 
     def count(self, tenant: uuid.UUID, meter: str, quantity: int = 1) -> None:
         """Add work to the next flush."""

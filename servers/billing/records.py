@@ -11,23 +11,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servers.billing import metrics
 from servers.billing.store import AlertRow, DocumentSeriesRow, LedgerEntryRow
+from servers.db import insert
 
 #: Digits of a document's sequence number ("INV-2026-000042").
 NUMBER_DIGITS = 6
-
-
-def _dialect(session: AsyncSession) -> Any:
-    return postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-
-
-def insert(session: AsyncSession, model: type) -> Any:
-    """An INSERT of `model` in the session's dialect (for ON CONFLICT clauses)."""
-    return _dialect(session).insert(model)
 
 
 def ledger(  # noqa: PLR0917 - one ledger entry's facts

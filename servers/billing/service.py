@@ -36,6 +36,7 @@ from servers.billing.adjustments import (
 )
 from servers.billing.documents import DocumentSigner
 from servers.billing.invoices import Billing, finalize, finalize_due, invoice_of
+from servers.billing.metering import Metering
 from servers.billing.money import MAX_MINOR_UNITS, within_money_bound
 from servers.billing.money import currency as iso_currency
 from servers.billing.pricing import PRICE_BOOK, price_book, profile_of
@@ -49,8 +50,7 @@ from servers.billing.store import (
 )
 from servers.billing.tax import LineToTax, SandboxTaxProvider, TaxUnavailable, UnknownJurisdiction
 from servers.jobs import every_under_lease
-from servers.registry import ServiceDefinition
-from servers.runtime import PlatformServicer, Runtime
+from servers.runtime import PlatformServicer, Runtime, ServiceDefinition
 
 
 def _page(request: Any, **filters: Any) -> Page:
@@ -533,6 +533,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
 
 
 SERVICE = ServiceDefinition(
+    component=Metering.of,
     name="billing",
     descriptor=pb.DESCRIPTOR.services_by_name["BillingService"],
     servicer_class=BillingService,

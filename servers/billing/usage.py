@@ -28,6 +28,7 @@ from servers.billing import metrics, records
 from servers.billing.money import MAX_LINE_QUANTITY, MAX_SUBTOTAL, round_half_up
 from servers.billing.pricing import month_of, price_of, profile_of
 from servers.billing.store import InvoiceLineRow, InvoiceRow, SpendCapRow, UsageEventRow
+from servers.db import insert
 
 #: How far in the future an event may say it occurred (clock skew between services).
 FUTURE_SKEW = timedelta(minutes=5)
@@ -67,7 +68,7 @@ async def current_draft(session: AsyncSession, tenant: uuid.UUID, now: datetime)
         start = closed
     profile = await profile_of(session, tenant)
     await session.execute(
-        records.insert(session, InvoiceRow).on_conflict_do_nothing(
+        insert(session, InvoiceRow).on_conflict_do_nothing(
             index_elements=["tenant_id", "period_start"]
         ),
         {
@@ -127,7 +128,7 @@ async def _line(
         .where(InvoiceLineRow.invoice_id == draft.id)
     )
     await session.execute(
-        records.insert(session, InvoiceLineRow).on_conflict_do_nothing(
+        insert(session, InvoiceLineRow).on_conflict_do_nothing(
             index_elements=["invoice_id", "meter"]
         ),
         {
@@ -203,7 +204,7 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
             metadata={"max_minor_units": str(MAX_SUBTOTAL)},
         )
     inserted = await session.execute(
-        records.insert(session, UsageEventRow)
+        insert(session, UsageEventRow)
         .on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
         .returning(UsageEventRow.event_id),
         {

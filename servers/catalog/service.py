@@ -2,8 +2,7 @@
 
 from intelgraph.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc
 
-from servers.registry import ServiceDefinition
-from servers.runtime import PlatformServicer
+from servers.runtime import PlatformServicer, ServiceDefinition
 
 
 class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceServicer):

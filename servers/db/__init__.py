@@ -2,6 +2,7 @@
 
 from servers.db.base import Base, TenantScoped
 from servers.db.database import Database, create_engine
+from servers.db.dialects import insert
 from servers.db.tenancy import ALL_TENANTS, TenantScopeError, copy_rows
 from servers.db.types import UUID, UtcDateTime, new_id, utc_now
 
@@ -15,6 +16,7 @@ __all__ = [
     "UtcDateTime",
     "copy_rows",
     "create_engine",
+    "insert",
     "new_id",
     "utc_now",
 ]

@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import String, delete, or_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
 from servers.db.base import Base
 from servers.db.database import Database
+from servers.db.dialects import insert
 
 
 class JobLease(Base):
@@ -39,14 +39,17 @@ async def acquire_lease(
         lease is still live.
     """
     values = {"name": name, "holder": holder, "acquired_at": now, "expires_at": now + ttl}
-    dialect = postgresql if database.engine.dialect.name == "postgresql" else sqlite
-    upsert = dialect.insert(JobLease).values(**values)
-    statement = upsert.on_conflict_do_update(
-        index_elements=[JobLease.name],
-        set_={"holder": holder, "acquired_at": now, "expires_at": now + ttl},
-        where=or_(JobLease.expires_at <= now, JobLease.holder == holder),
-    ).returning(JobLease.holder)
     async with database.platform_session() as session:
+        statement = (
+            insert(session, JobLease)
+            .values(**values)
+            .on_conflict_do_update(
+                index_elements=[JobLease.name],
+                set_={"holder": holder, "acquired_at": now, "expires_at": now + ttl},
+                where=or_(JobLease.expires_at <= now, JobLease.holder == holder),
+            )
+            .returning(JobLease.holder)
+        )
         taken = (await session.execute(statement)).scalar_one_or_none()
     return taken == holder
 

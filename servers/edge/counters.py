@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from servers.db import Database
+from servers.db import Database, insert
 from servers.edge.cache import Generations
 from servers.edge.store import GenerationRow
 
@@ -35,9 +34,8 @@ class StoreCounters:
         try:
             values = {}
             async with self._database.platform_session() as session:
-                dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
                 for name in names:
-                    statement = dialect.insert(GenerationRow).values(name=name, value=1)
+                    statement = insert(session, GenerationRow).values(name=name, value=1)
                     values[name] = int(
                         await session.scalar(
                             statement.on_conflict_do_update(

@@ -10,9 +10,10 @@
   the caller's tenant and for a tenant the request names (`tenant_id`); a
   request with an empty `tenant_id` changes a platform-wide resource (a
   default price) and invalidates the tags for every tenant.
-* `plan` says how a persisted operation is cached: not at all (mutations,
-  introspection, `no_store` reads), or with which TTL, grace, tags, and
-  whether per caller.
+* `plan` says how a persisted read is cached, from the RPCs it calls: not at
+  all (`no_store` reads, operators' reads of a named tenant), or with which
+  TTL, grace, tags, and whether per caller. `answer` serves it through the
+  cache: the platform's `core.interfaces.ReadCache`, which the GraphQL facade uses.
 """
 
 from __future__ import annotations
@@ -21,25 +22,17 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cachetools import LRUCache
+from google.protobuf.descriptor import MethodDescriptor
 from sqlalchemy import select
 
-from core.descriptors import cache_policy
-from graphql import (
-    DocumentNode,
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
-    InlineFragmentNode,
-    OperationType,
-    SelectionSetNode,
-    get_operation_ast,
-)
+from core.descriptors import cache_policy, method_path
+from core.interfaces import CachedAnswer, CallerScope, Origin
 from interceptors.auth import current_principal
 from interceptors.base import Context, Method, RpcMethod, ServerInterceptor, proceed
 from interceptors.policy import PolicyEngine
@@ -47,18 +40,21 @@ from servers.db import Database
 from servers.edge import metrics
 from servers.edge.cache import (
     EVERY_TENANT,
+    CacheKey,
     EdgeCache,
     Freshness,
     LeakDetector,
     LeakVerdict,
+    canonical_variables,
+    scope_hash,
 )
 from servers.edge.counters import POLL_S as COUNTERS_POLL_S
 from servers.edge.counters import StoreCounters
-from servers.edge.graph import MutationGraph
+from servers.edge.graph import MutationGraph, build_mutation_graph
 from servers.edge.shared import POLL_S, RedisTier
 from servers.edge.store import LeakAlarmRow, TenantCacheCapRow
-from servers.facade.schema import Operation, RootField
 from servers.jobs import every
+from servers.runtime import Component, Foundation, Job
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +100,6 @@ class CachePlan:
     per_caller: bool
     #: Each token has entries of its own (the result shows the token's id or expiry).
     per_token: bool
-    roots: tuple[RootField, ...]
 
 
 @dataclass(frozen=True)
@@ -116,8 +111,38 @@ class EdgeDefaults:
     cap_bytes: int = 512 * 1024 * 1024
 
 
-class EdgeLayer:
-    """The cache and everything around it, in one server process."""
+class EdgeLayer(Component):
+    """The cache and everything around it, in one server process.
+
+    The platform's `core.interfaces.ReadCache` and `CacheInvalidation`; it adds
+    `InvalidationInterceptor` to the chain.
+    """
+
+    @classmethod
+    def of(cls, foundation: Foundation) -> EdgeLayer | None:
+        """The edge layer, when on: the mutation graph covers every contract, served or not."""
+        settings = foundation.settings
+        if not settings.edge_cache:
+            return None
+        services = foundation.services
+        graph = build_mutation_graph(
+            (service.descriptor for service in services),
+            (path for service in services for path in service.built_paths()),
+        )
+        return cls(
+            foundation.database,
+            foundation.engine,
+            graph,
+            defaults=EdgeDefaults(settings.edge_ttl, settings.edge_stale, settings.edge_cap_bytes),
+            coalescing=settings.edge_coalescing,
+            redis_url=settings.redis_url,
+            redis_prefix=settings.edge_redis_prefix,
+            share_counters=(
+                settings.edge_shared_counters
+                if settings.edge_shared_counters is not None
+                else settings.workers > 1 or not settings.database_url.startswith("sqlite")
+            ),
+        )
 
     def __init__(
         self,
@@ -151,64 +176,73 @@ class EdgeLayer:
             else None
         )
         self.cache.counters = self.counters
-        self._plans: dict[tuple[str, str | None], CachePlan | None] = {}
+        self._plans: dict[tuple[str, tuple[str, ...]], CachePlan | None] = {}
         self._writes: set[asyncio.Task[None]] = set()
         covered, mutating = graph.coverage()
         metrics.COVERAGE.set(100.0 * covered / mutating if mutating else 100.0)
 
     # -- plans -----------------------------------------------------------------------------------
 
-    def plan(
-        self,
-        operation_id: str,
-        document: DocumentNode,
-        operation_name: str | None,
-        roots: Mapping[tuple[Operation, str], RootField],
-    ) -> CachePlan | None:
-        """How the operation's results are cached (None: they are not)."""
-        key = (operation_id, operation_name)
+    def plan(self, operation: str, reads: Sequence[MethodDescriptor]) -> CachePlan | None:
+        """How the answers of `operation`, which calls the RPCs `reads`, are cached (None: not)."""
+        key = (operation, tuple(method_path(method) for method in reads))
         if key not in self._plans:
-            self._plans[key] = self._make_plan(document, operation_name, roots)
+            self._plans[key] = self._make_plan(reads)
         return self._plans[key]
 
-    def _make_plan(
-        self,
-        document: DocumentNode,
-        operation_name: str | None,
-        roots: Mapping[tuple[Operation, str], RootField],
-    ) -> CachePlan | None:
-        operation = get_operation_ast(document, operation_name)
-        if operation is None or operation.operation != OperationType.QUERY:
+    def _make_plan(self, reads: Sequence[MethodDescriptor]) -> CachePlan | None:
+        if not reads:
             return None
-        fragments = {
-            definition.name.value: definition
-            for definition in document.definitions
-            if isinstance(definition, FragmentDefinitionNode)
-        }
-        names = _root_names(operation.selection_set, fragments)
-        if not names or any(name.startswith("__") for name in names - {"__typename"}):
-            return None  # introspection is not cached
-        fields = [roots.get(("query", name)) for name in sorted(names - {"__typename"})]
-        if not fields or any(field is None for field in fields):
-            return None
-        chosen = tuple(field for field in fields if field is not None)
-        if any("tenant_id" in field.method.input_type.fields_by_name for field in chosen):
+        if any("tenant_id" in method.input_type.fields_by_name for method in reads):
             return None  # operators' reads of a named tenant are not cached
-        policies = [cache_policy(field.method) for field in chosen]
+        policies = [cache_policy(method) for method in reads]
         if any(policy.no_store for policy in policies):
             return None
         ttl = min(policy.ttl_seconds or self.defaults.ttl_s for policy in policies)
         grace = min(policy.stale_seconds or self.defaults.grace_s for policy in policies)
         tags = frozenset().union(
-            *(self.graph.reads.get(field.path, frozenset()) for field in chosen)
+            *(self.graph.reads.get(method_path(method), frozenset()) for method in reads)
         )
         per_token = any(policy.per_token for policy in policies)
         return CachePlan(
             Freshness(float(ttl), float(grace), tags),
             per_token or any(policy.per_caller for policy in policies),
             per_token,
-            chosen,
         )
+
+    async def answer(
+        self,
+        caller: CallerScope,
+        operation: str,
+        reads: Sequence[MethodDescriptor],
+        variables: Mapping[str, Any],
+        origin: Origin,
+    ) -> CachedAnswer | None:
+        """`operation`'s answer for `caller`, through the cache (None: it is not cached)."""
+        plan = self.plan(operation, reads)
+        if plan is None:
+            return None
+        key = CacheKey(
+            caller.tenant,
+            scope_hash(
+                caller.scopes,
+                jit=caller.jit,
+                subject=caller.subject if plan.per_caller else None,
+                token=caller.token_id if plan.per_token else None,
+            ),
+            operation,
+            canonical_variables(variables),
+        )
+        outcome = await self.cache.fetch(key, plan.freshness, origin)
+        return CachedAnswer(outcome.body, outcome.kind)
+
+    async def changed(self, tenant: uuid.UUID, resource_types: Sequence[str]) -> None:
+        """Drop the tenant's cached reads that touch `resource_types` (work outside an RPC)."""
+        await self.cache.invalidate(str(tenant), resource_types)
+
+    def interceptors(self) -> Sequence[ServerInterceptor]:
+        """Invalidation after every successful mutating RPC."""
+        return (InvalidationInterceptor(self.graph, self.cache),)
 
     # -- caps ------------------------------------------------------------------------------------
 
@@ -246,11 +280,9 @@ class EdgeLayer:
             except Exception:  # noqa: BLE001 - Redis down: start anyway, TTL fences hold
                 logger.warning("edge cache: could not read generations from Redis at start")
 
-    def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
+    def background_jobs(self) -> list[Job]:
         """Caps refreshed from the store; generations followed on Redis (announced and polled)."""
-        jobs: list[Callable[[], Coroutine[Any, Any, Any]]] = [
-            lambda: every(CAP_REFRESH_S, self.load_caps, "edge.caps")
-        ]
+        jobs: list[Job] = [lambda: every(CAP_REFRESH_S, self.load_caps, "edge.caps")]
         shared = self.shared
         if shared is not None:
             jobs += [shared.listen, lambda: every(POLL_S, shared.poll, "edge.generations")]
@@ -299,22 +331,6 @@ class EdgeLayer:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _root_names(
-    selections: SelectionSetNode, fragments: Mapping[str, FragmentDefinitionNode]
-) -> set[str]:
-    names: set[str] = set()
-    for selection in selections.selections:
-        if isinstance(selection, FieldNode):
-            names.add(selection.name.value)
-        elif isinstance(selection, InlineFragmentNode):
-            names |= _root_names(selection.selection_set, fragments)
-        elif isinstance(selection, FragmentSpreadNode):
-            fragment = fragments.get(selection.name.value)
-            if fragment is not None:
-                names |= _root_names(fragment.selection_set, fragments)
-    return names
 
 
 class InvalidationInterceptor(ServerInterceptor):

@@ -16,8 +16,7 @@ from core.pagination import TIME_AND_ID, Page
 from interceptors import current_principal
 from servers.edge.layer import EdgeLayer
 from servers.edge.store import LeakAlarmRow
-from servers.registry import ServiceDefinition
-from servers.runtime import PlatformServicer
+from servers.runtime import PlatformServicer, ServiceDefinition
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
         Raises:
             FailedPrecondition: The cache is turned off here (CONDUCTOR_EDGE_CACHE=false).
         """
-        layer = self.runtime.edge
+        layer = self.runtime.component(EdgeLayer)
         if layer is None:
             raise FailedPrecondition("the edge cache is turned off on this server")
         return layer
@@ -157,6 +156,7 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
 
 
 SERVICE = ServiceDefinition(
+    component=EdgeLayer.of,
     name="edge",
     descriptor=pb.DESCRIPTOR.services_by_name["EdgeService"],
     servicer_class=EdgeService,

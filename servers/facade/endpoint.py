@@ -26,19 +26,25 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from clients import ErrorReason
 from core.errors import DomainError, quoted, reason_name
+from core.interfaces import CallerScope, ReadCache, UsageMeter
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLSchema,
+    InlineFragmentNode,
     OperationType,
+    SelectionSetNode,
     execute,
     get_operation_ast,
     parse,
@@ -46,14 +52,9 @@ from graphql import (
 )
 from interceptors.policy import MethodFacts, PolicyEngine
 from interceptors.tokens import Principal, TokenVerifier
-from servers.edge.cache import CacheKey, canonical_variables, scope_hash
 from servers.facade.gateway import FacadeContext
 from servers.facade.operations import OperationRegistry, measure, operation_id
 from servers.facade.schema import Operation, RootField
-
-if TYPE_CHECKING:
-    from servers.billing.metering import Metering
-    from servers.edge.layer import EdgeLayer
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ class GraphqlEndpoint:
         engine: PolicyEngine,
         limits: FacadeLimits,
         *,
-        metering: Metering | None = None,
-        edge: EdgeLayer | None = None,
+        metering: UsageMeter | None = None,
+        cache: ReadCache | None = None,
         roots: Mapping[tuple[Operation, str], RootField] | None = None,
     ) -> None:
         self._schema = schema
@@ -113,8 +114,9 @@ class GraphqlEndpoint:
         self._engine = engine
         self._limits = limits
         self._metering = metering
-        self._edge = edge
+        self._cache = cache
         self._roots = roots or {}
+        self._reads: dict[tuple[str, str | None], tuple[RootField, ...] | None] = {}
 
     async def handle(self, request: Request) -> Response:
         """Answer one GraphQL request (a Starlette endpoint)."""
@@ -148,41 +150,46 @@ class GraphqlEndpoint:
         return result
 
     async def _from_cache(self, prepared: _Prepared) -> Response | None:
-        """The answer through the edge cache; None when the request is not one it serves.
+        """The answer through the read cache; None when the request is not one it serves.
 
         Only persisted queries of a verified caller are cached, and only when
         the caller may run every root field (a refused caller gets the
         errors from the services, uncached).
         """
         principal = prepared.context.principal
-        if self._edge is None or principal is None or prepared.operation_id is None:
+        if self._cache is None or principal is None or prepared.operation_id is None:
             return None
-        plan = self._edge.plan(
-            prepared.operation_id, prepared.document, prepared.operation_name, self._roots
-        )
-        if plan is None or not await self._may_run(principal, plan.roots):
+        key = (prepared.operation_id, prepared.operation_name)
+        if key not in self._reads:
+            self._reads[key] = read_fields(prepared.document, prepared.operation_name, self._roots)
+        roots = self._reads[key]
+        if roots is None or not await self._may_run(principal, roots):
             return None
-        key = CacheKey(
-            principal.tenant_id,
-            scope_hash(
-                principal.scopes,
-                jit=principal.jit,
-                subject=principal.subject if plan.per_caller else None,
-                token=principal.token_id if plan.per_token else None,
-            ),
-            f"{prepared.operation_id}:{prepared.operation_name or ''}",
-            canonical_variables(prepared.variables),
-        )
 
         async def origin() -> tuple[bytes, bool]:
             result = await self._execute(prepared)
             return bytes(_respond(result).body), result.data is not None and not result.errors
 
-        outcome = await self._edge.cache.fetch(key, plan.freshness, origin)
+        caller = CallerScope(
+            principal.tenant_id,
+            principal.subject,
+            principal.scopes,
+            principal.jit,
+            principal.token_id,
+        )
+        answer = await self._cache.answer(
+            caller,
+            f"{prepared.operation_id}:{prepared.operation_name or ''}",
+            [root.method for root in roots],
+            prepared.variables,
+            origin,
+        )
+        if answer is None:
+            return None
         if self._metering is not None:
             self._metering.count(principal.tenant, "graphql.operation")
         return Response(
-            outcome.body, media_type="application/json", headers={"x-cache": outcome.kind}
+            answer.body, media_type="application/json", headers={"x-cache": answer.kind}
         )
 
     async def _may_run(self, principal: Principal, roots: Iterable[RootField]) -> bool:
@@ -402,3 +409,44 @@ GRAPHIQL = """<!doctype html>
 </body>
 </html>
 """
+
+
+def read_fields(
+    document: DocumentNode,
+    operation_name: str | None,
+    roots: Mapping[tuple[Operation, str], RootField],
+) -> tuple[RootField, ...] | None:
+    """The Query fields an operation reads, sorted by name; None when it is no cacheable read.
+
+    Mutations, introspection and fields the schema does not have are never cached.
+    """
+    operation = get_operation_ast(document, operation_name)
+    if operation is None or operation.operation != OperationType.QUERY:
+        return None
+    fragments = {
+        definition.name.value: definition
+        for definition in document.definitions
+        if isinstance(definition, FragmentDefinitionNode)
+    }
+    names = _root_names(operation.selection_set, fragments) - {"__typename"}
+    if not names or any(name.startswith("__") for name in names):
+        return None  # introspection is not cached
+    fields = [roots.get(("query", name)) for name in sorted(names)]
+    chosen = tuple(field for field in fields if field is not None)
+    return chosen if len(chosen) == len(fields) else None
+
+
+def _root_names(
+    selections: SelectionSetNode, fragments: Mapping[str, FragmentDefinitionNode]
+) -> set[str]:
+    names: set[str] = set()
+    for selection in selections.selections:
+        if isinstance(selection, FieldNode):
+            names.add(selection.name.value)
+        elif isinstance(selection, InlineFragmentNode):
+            names |= _root_names(selection.selection_set, fragments)
+        elif isinstance(selection, FragmentSpreadNode):
+            fragment = fragments.get(selection.name.value)
+            if fragment is not None:
+                names |= _root_names(fragment.selection_set, fragments)
+    return names

@@ -2,8 +2,7 @@
 
 from intelgraph.rag.v1 import rag_service_pb2, rag_service_pb2_grpc
 
-from servers.registry import ServiceDefinition
-from servers.runtime import PlatformServicer
+from servers.runtime import PlatformServicer, ServiceDefinition
 
 
 class RagService(PlatformServicer, rag_service_pb2_grpc.RagServiceServicer):

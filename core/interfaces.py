@@ -1,0 +1,82 @@
+"""The narrow interfaces services meet through, instead of each other's internals.
+
+A service that needs one finds it on the runtime (`servers.runtime.Runtime`); the
+service that provides it implements it on one of its components. Which service
+that is, the composition root alone knows: Billing meters usage, Edge caches
+reads and drops them when resources change, Access announces revocations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from google.protobuf.descriptor import MethodDescriptor
+
+
+@runtime_checkable
+class UsageMeter(Protocol):
+    """Where services count billable work (Billing provides it)."""
+
+    def count(self, tenant: uuid.UUID, meter: str, quantity: int = 1) -> None:
+        """Add `quantity` of `meter` to the tenant's usage (recorded shortly after)."""
+        ...
+
+    async def admit(self, tenant: uuid.UUID) -> None:
+        """Refuse new work once the tenant's spend cap is reached.
+
+        Raises:
+            core.errors.ResourceExhausted: The cap is reached.
+        """
+        ...
+
+
+@runtime_checkable
+class CacheInvalidation(Protocol):
+    """Tells cached reads that resources changed outside an RPC (the edge cache provides it)."""
+
+    async def changed(self, tenant: uuid.UUID, resource_types: Sequence[str]) -> None:
+        """Drop the tenant's cached reads that touch any of `resource_types`."""
+        ...
+
+
+class CallerScope(NamedTuple):
+    """Who a cached answer may be shared with: a verified caller, as the cache keys it."""
+
+    tenant: str
+    subject: str
+    scopes: tuple[str, ...]
+    jit: bool
+    token_id: str
+
+
+class CachedAnswer(NamedTuple):
+    """An answer served through the read cache, and how ("hit", "miss", "stale", ...)."""
+
+    body: bytes
+    kind: str
+
+
+#: Computes an answer afresh: its body, and whether it may be stored.
+Origin = Callable[[], Awaitable[tuple[bytes, bool]]]
+
+
+@runtime_checkable
+class ReadCache(Protocol):
+    """Caches answers of persisted reads (the edge cache provides it to the GraphQL facade)."""
+
+    async def answer(
+        self,
+        caller: CallerScope,
+        operation: str,
+        reads: Sequence[MethodDescriptor],
+        variables: Mapping[str, Any],
+        origin: Origin,
+    ) -> CachedAnswer | None:
+        """The answer of `operation` (which calls the RPCs `reads`), cached or from `origin`.
+
+        Returns:
+            None when these reads are not cached (the caller asks the origin itself).
+        """
+        ...
