@@ -86,6 +86,11 @@ pytest: install ## Run the test suite only
 	$(PY) -m pytest $(PYTEST_ARGS)
 PYTEST_ARGS ?=
 
+.PHONY: test-fast
+test-fast: install ## The inner loop (< 60 s): unit, contract and SQLite integration tests, no slow ones
+	$(PY) -m pytest tests/unit tests/contract tests/integration -q -n 2 -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
+FAST_MARKERS := not slow and not postgres and not redis
+
 .PHONY: test
 test: install checkgenerate lint breaking typecheck pytest ## Everything CI checks
 

@@ -9,7 +9,6 @@ by skipping them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,21 +16,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from intelgraph.common.v1 import authorization_pb2
 from sqlalchemy.engine import make_url
 
-from interceptors import keys, tokens
-from servers.app import Platform, ensure_signing_keys
+from servers.app import ensure_signing_keys
 from servers.config import Settings, load_settings
 from servers.db import Database
-from servers.registry import all_services
-from tests import slow_callbacks
-
-POSTGRES_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "")
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-POSTGRES_SKIP_REASON = (
-    "CONDUCTOR_TEST_POSTGRES_URL is not set: PostgreSQL storage tests skipped "
-    "(set it, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test, to run them)"
+from tests.support import slow_callbacks
+from tests.support.serving import (
+    IN_CI,
+    POSTGRES_SKIP_REASON,
+    POSTGRES_URL,
+    REDIS_SKIP_REASON,
+    REDIS_URL,
+    Minter,
+    libpq_url,
 )
 
 
@@ -41,6 +39,20 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("CI=true but CONDUCTOR_TEST_POSTGRES_URL is not set")
     if IN_CI and not os.environ.get("CONDUCTOR_TEST_REDIS_URL"):
         raise pytest.UsageError("CI=true but CONDUCTOR_TEST_REDIS_URL is not set")
+
+
+#: Each test's kind is the folder it lives in.
+KINDS = ("unit", "contract", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its kind (its folder), and tests that use Redis with `redis`."""
+    for item in items:
+        folder = item.path.parent.name
+        if folder in KINDS:
+            item.add_marker(folder)
+        if "redis_url" in getattr(item, "fixturenames", ()):
+            item.add_marker("redis")
 
 
 @pytest.fixture(autouse=True)
@@ -66,12 +78,6 @@ def settings(tmp_path: Path) -> Settings:
         var_dir=tmp_path / "var",
         shutdown_grace=2.0,
     )
-
-
-def libpq_url(sqlalchemy_url: str) -> str:
-    """A SQLAlchemy PostgreSQL URL as psycopg (libpq) takes it."""
-    url = make_url(sqlalchemy_url)
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -122,71 +128,11 @@ async def database(database_url: str) -> AsyncIterator[Database]:
         await db.dispose()
 
 
-#: A tenant for tests, and another one to prove isolation.
-TENANT = uuid.UUID("0b7c6f9e-4c1e-4a4e-9d8e-3f2a1b0c9d8e")
-OTHER_TENANT = uuid.UUID("7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910")
-
-
-def all_permissions() -> list[str]:
-    """Every permission some RPC of the contracts declares."""
-    permissions = set()
-    for service in all_services():
-        for method in service.descriptor.methods:
-            rule = method.GetOptions().Extensions[authorization_pb2.authorization]
-            if rule.WhichOneof("rule") == "permission":
-                permissions.add(rule.permission)
-    return sorted(permissions)
-
-
-class Minter:
-    """Mints tokens with the keys of a settings' key directory, as `conductor token mint` does."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def __call__(
-        self,
-        scopes: list[str] | None = None,
-        *,
-        tenant: uuid.UUID = TENANT,
-        subject: str = "alice",
-        ttl_s: float = 600,
-        **overrides: object,
-    ) -> str:
-        ring = keys.load(self.settings.signing_keys_dir)
-        options: dict[str, object] = {
-            "issuer": self.settings.token_issuer,
-            "audience": self.settings.token_audience,
-            **overrides,
-        }
-        return tokens.mint(
-            ring,
-            subject=subject,
-            tenant=tenant,
-            scopes=all_permissions() if scopes is None else scopes,
-            ttl_s=ttl_s,
-            **options,  # type: ignore[arg-type]
-        )
-
-    def metadata(
-        self, scopes: list[str] | None = None, **options: object
-    ) -> tuple[tuple[str, str]]:
-        """Call metadata carrying a fresh token."""
-        return (("authorization", f"Bearer {self(scopes, **options)}"),)
-
-
 @pytest.fixture
 def minter(settings: Settings) -> Minter:
     """Tokens for the `settings` platform; its first key is created if needed."""
     ensure_signing_keys(settings)
     return Minter(settings)
-
-
-REDIS_URL = os.environ.get("CONDUCTOR_TEST_REDIS_URL", "")
-REDIS_SKIP_REASON = (
-    "CONDUCTOR_TEST_REDIS_URL is not set: Redis tests skipped "
-    "(set it, e.g. redis://127.0.0.1:6379/0, to run them)"
-)
 
 
 @pytest.fixture(scope="module")
@@ -211,16 +157,3 @@ def redis_url() -> str:
     if not REDIS_URL:
         pytest.skip(REDIS_SKIP_REASON)
     return REDIS_URL
-
-
-@contextlib.asynccontextmanager
-async def serving(var_dir: Path, **options: object) -> AsyncIterator[Platform]:
-    """A platform on free ports, its schema migrated at start, stopped at once afterwards."""
-    platform = Platform(
-        load_settings(grpc_port=0, http_port=0, var_dir=var_dir, auto_migrate=True, **options)
-    )
-    await platform.start()
-    try:
-        yield platform
-    finally:
-        await platform.stop(grace=0)

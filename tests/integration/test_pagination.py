@@ -29,7 +29,10 @@ from intelgraph.edge.v1 import edge_service_pb2_grpc
 from clients import ErrorReason, from_grpc_error
 from core.errors import InvalidArgument
 from core.pagination import SEQUENCE, TIME_AND_ID, Page, _fingerprint
-from tests.conftest import Minter, serving
+from tests.support.serving import Minter, serving
+
+#: An id in forged positions (fixed: parameters must be the same in every collection).
+ANY_ID = "524ecbed-4094-4f3b-a352-0c2b7a1d9e11"
 
 #: Positions that are not what any list writes (after the right fingerprint).
 FORGED = [
@@ -37,15 +40,15 @@ FORGED = [
     "x",
     [],
     ["2026-11-30T10:00:00+00:00"],
-    ["not a time", str(uuid.uuid4())],
-    ["2026-11-30T10:00:00", str(uuid.uuid4())],  # no zone
-    ["0001-01-01T00:00:00+05:00", str(uuid.uuid4())],  # before year 1 in UTC
-    ["9999-12-31T23:59:59-05:00", str(uuid.uuid4())],  # after year 9999 in UTC
+    ["not a time", ANY_ID],
+    ["2026-11-30T10:00:00", ANY_ID],  # no zone
+    ["0001-01-01T00:00:00+05:00", ANY_ID],  # before year 1 in UTC
+    ["9999-12-31T23:59:59-05:00", ANY_ID],  # after year 9999 in UTC
     ["2026-11-30T10:00:00+00:00", "not-a-uuid"],
     [12345, 678],
     [None, None],
-    ["9999-12-31T23:59:59+00:00", str(uuid.uuid4()), "extra"],
-    [{"$gt": ""}, str(uuid.uuid4())],
+    ["9999-12-31T23:59:59+00:00", ANY_ID, "extra"],
+    [{"$gt": ""}, ANY_ID],
     [2**70],
     [-1],
     [True],

@@ -9,7 +9,7 @@ import json
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +46,10 @@ from servers.config import load_settings
 from servers.db import ALL_TENANTS, Database
 from servers.db.migrate import upgrade
 from servers.runtime import Runtime
-from tests.conftest import POSTGRES_SKIP_REASON, POSTGRES_URL, libpq_url
+from tests.support.clocks import Clock
+from tests.support.serving import POSTGRES_SKIP_REASON, POSTGRES_URL, libpq_url
 
 ENGINE = PolicyEngine()
-
-
-class Clock:
-    """A clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def principal(tenant: uuid.UUID, subject: str, scopes: list[str]) -> Principal:
@@ -583,11 +571,13 @@ PROPERTY_SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestAccessProperties = AccessMachine.TestCase
+TestAccessProperties = pytest.mark.slow(AccessMachine.TestCase)
 TestAccessProperties.settings = PROPERTY_SETTINGS
-TestAccessPropertiesOnPostgres = pytest.mark.postgres(
-    pytest.mark.skipif(not POSTGRES_URL, reason=POSTGRES_SKIP_REASON)(
-        AccessMachineOnPostgres.TestCase
+TestAccessPropertiesOnPostgres = pytest.mark.slow(
+    pytest.mark.postgres(
+        pytest.mark.skipif(not POSTGRES_URL, reason=POSTGRES_SKIP_REASON)(
+            AccessMachineOnPostgres.TestCase
+        )
     )
 )
 TestAccessPropertiesOnPostgres.settings = PROPERTY_SETTINGS

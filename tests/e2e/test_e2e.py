@@ -23,7 +23,7 @@ from intelgraph.access.v1 import access_service_pb2_grpc
 
 from servers.db.migrate import head_revision
 from servers.facade import DEFAULT_OPERATIONS_DIR
-from tests.processes import BIN, CONDUCTOR, Served, environment, start_conductor
+from tests.support.processes import BIN, CONDUCTOR, Served, environment, start_conductor
 
 pytestmark = pytest.mark.e2e
 

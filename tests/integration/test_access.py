@@ -21,7 +21,7 @@ from intelgraph.access.v1 import access_service_pb2_grpc
 
 from clients import ConductorError, ErrorReason, from_grpc_error
 from servers.app import Platform
-from tests.conftest import Minter, serving
+from tests.support.serving import Minter, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -49,7 +49,8 @@ from servers.billing.tax import SandboxTaxProvider
 from servers.billing.usage import record_usage, set_spend_cap
 from servers.db import Database
 from servers.db.migrate import upgrade
-from tests.conftest import POSTGRES_SKIP_REASON, POSTGRES_URL, TENANT, libpq_url
+from tests.support.clocks import Clock
+from tests.support.serving import POSTGRES_SKIP_REASON, POSTGRES_URL, TENANT, libpq_url
 
 # -- money and credit arithmetic ----------------------------------------------------------------
 
@@ -147,16 +148,6 @@ def test_credits_by_amount_split_exactly_and_respect_every_line(
 
 
 # -- on a store, with a clock --------------------------------------------------------------------
-
-
-class Clock:
-    """A clock the test moves."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest_asyncio.fixture
@@ -420,7 +411,7 @@ class BillingMachine(RuleBasedStateMachine):
             )
 
 
-TestBillingProperties = BillingMachine.TestCase
+TestBillingProperties = pytest.mark.slow(BillingMachine.TestCase)
 TestBillingProperties.settings = settings(
     max_examples=25,
     stateful_step_count=25,
@@ -445,9 +436,11 @@ class PostgresBillingMachine(BillingMachine):
             connection.execute(f'DROP SCHEMA "{self.schema}" CASCADE')
 
 
-TestBillingPropertiesOnPostgres = pytest.mark.postgres(
-    pytest.mark.skipif(not POSTGRES_URL, reason=POSTGRES_SKIP_REASON)(
-        PostgresBillingMachine.TestCase
+TestBillingPropertiesOnPostgres = pytest.mark.slow(
+    pytest.mark.postgres(
+        pytest.mark.skipif(not POSTGRES_URL, reason=POSTGRES_SKIP_REASON)(
+            PostgresBillingMachine.TestCase
+        )
     )
 )
 TestBillingPropertiesOnPostgres.settings = settings(

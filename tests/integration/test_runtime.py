@@ -26,7 +26,7 @@ from servers.catalog.service import SERVICE as CATALOG
 from servers.catalog.service import CatalogService
 from servers.config import Settings
 from servers.registry import all_services
-from tests.conftest import Minter
+from tests.support.serving import Minter
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 

@@ -23,7 +23,7 @@ from servers.app import Platform
 from servers.billing.documents import VerificationError, public_keys, signed_parts, verify
 from servers.billing.service import BillingService
 from servers.cli import main
-from tests.conftest import Minter, serving
+from tests.support.serving import Minter, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -474,6 +474,7 @@ async def test_documents_verify_offline_and_tampering_is_caught(
 # -- tax -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_tax_outage_leaves_the_invoice_pending_and_it_is_issued_later(
     biller: Biller, platform: Platform
 ) -> None:

@@ -30,7 +30,7 @@ from servers.edge.layer import EdgeLayer
 from servers.facade import DEFAULT_OPERATIONS_DIR
 from servers.facade.endpoint import read_fields
 from servers.facade.operations import operation_id
-from tests.conftest import Minter, serving
+from tests.support.serving import Minter, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -299,6 +299,7 @@ async def test_uncacheable_reads_go_to_the_services(tenant: Tenant) -> None:
     assert (caller["data"]["caller"]["subject"], kind) == ("dave", "miss")
 
 
+@pytest.mark.slow
 async def test_mixed_tenant_traffic_never_serves_another_tenants_or_stale_data(
     platform: Platform,
 ) -> None:

@@ -21,8 +21,8 @@ from servers.app import Platform
 from servers.catalog.service import SERVICE as CATALOG
 from servers.config import load_settings
 from servers.registry import all_services
-from tests.conftest import Minter
-from tests.test_runtime import invoke
+from tests.integration.test_runtime import invoke
+from tests.support.serving import Minter
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

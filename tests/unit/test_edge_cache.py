@@ -21,20 +21,13 @@ from servers.edge.cache import (
     scope_hash,
 )
 from servers.edge.layer import rego_detector
+from tests.support.clocks import SecondsClock
 
 pytestmark = pytest.mark.asyncio
 
 ALICE, BOB = str(uuid.uuid4()), str(uuid.uuid4())
 SCOPE = scope_hash(["billing.read"], jit=False)
 FRESH = Freshness(ttl_s=30.0, grace_s=10.0, tags=frozenset({"intelgraph.billing.v1.Invoice"}))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +39,7 @@ class Harness:
     """A cache, a clock, the alarms it raised and an origin that counts its calls."""
 
     def __init__(self, engine: PolicyEngine, **options: Any) -> None:
-        self.clock = Clock()
+        self.clock = SecondsClock()
         self.alarms: list[tuple[str, str, str, str]] = []
         self.cache = EdgeCache(
             rego_detector(engine),

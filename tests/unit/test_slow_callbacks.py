@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests import slow_callbacks
+from tests.support import slow_callbacks
 
 
 def _spin(seconds: float) -> None:

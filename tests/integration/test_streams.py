@@ -32,7 +32,7 @@ from servers.app import Platform
 from servers.db import Database
 from servers.db.database import TenantShares
 from servers.db.migrate import upgrade
-from tests.conftest import OTHER_TENANT, TENANT, Minter, serving
+from tests.support.serving import OTHER_TENANT, TENANT, Minter, serving
 
 ENTITIES = pb.ImportGraphRequest(entities=[pb.Entity(id=f"e{i}", type="t") for i in range(50)])
 

@@ -14,7 +14,7 @@ from servers.analytics.imports import GraphImport, import_graph, sweep_abandoned
 from servers.analytics.store import GraphRevisionRow
 from servers.db import Database, utc_now
 from servers.db.migrate import upgrade
-from tests.conftest import OTHER_TENANT, TENANT
+from tests.support.serving import OTHER_TENANT, TENANT
 
 
 async def _stream(batches: Iterable[pb.ImportGraphRequest]) -> AsyncIterator[pb.ImportGraphRequest]:

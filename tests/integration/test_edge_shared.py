@@ -18,7 +18,7 @@ from intelgraph.edge.v1 import edge_service_pb2 as pb
 from servers.app import Platform
 from servers.config import load_settings
 from servers.edge.layer import EdgeLayer
-from tests.test_edge import Tenant, api_call_price
+from tests.integration.test_edge import Tenant, api_call_price
 
 pytestmark = pytest.mark.asyncio
 

@@ -26,7 +26,7 @@ from servers.analytics.graph import heavy_tailed
 from servers.analytics.packs import PACKS
 from servers.analytics.workers import PackWorkers
 from servers.app import Platform
-from tests.conftest import Minter, serving
+from tests.support.serving import Minter, serving
 
 # -- through gRPC ----------------------------------------------------------------------
 
@@ -236,6 +236,7 @@ async def larger_graph(platform: Platform) -> uuid.UUID:
     return tenant
 
 
+@pytest.mark.slow
 async def test_a_run_past_its_timeout_is_killed_and_answered_in_time(
     analyst: Analyst, larger_graph: uuid.UUID, underpriced: Any
 ) -> None:
@@ -244,6 +245,7 @@ async def test_a_run_past_its_timeout_is_killed_and_answered_in_time(
     await _expires_in_time(analyst, 0.02)
 
 
+@pytest.mark.slow
 async def test_a_run_past_the_calls_deadline_is_killed_and_answered_in_time(
     analyst: Analyst, larger_graph: uuid.UUID, underpriced: Any
 ) -> None:

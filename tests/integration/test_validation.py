@@ -23,7 +23,7 @@ from intelgraph.common.v1.money_pb2 import Money
 from clients import ErrorReason, from_grpc_error
 from core.errors import InvalidArgument
 from interceptors.validation import within_bounds
-from tests.conftest import Minter, serving
+from tests.support.serving import Minter, serving
 
 HUGE = "x" * (1 << 20)
 

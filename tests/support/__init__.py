@@ -1,0 +1,1 @@
+"""Helpers the tests share (fixtures themselves are in tests/conftest.py)."""
