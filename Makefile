@@ -70,7 +70,7 @@ fmt: install ## Format Python and proto sources in place
 	$(VENV)/bin/buf format -w
 
 .PHONY: typecheck
-typecheck: install ## mypy, strict on servers, interceptors and clients
+typecheck: install ## mypy, strict on core, servers, interceptors, clients, tests and benchmarks
 	$(VENV)/bin/mypy
 
 .PHONY: breaking

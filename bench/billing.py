@@ -43,10 +43,11 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from servers.billing import reconciliation
-from servers.billing.adjustments import CreditRequest, create_credit_note, record_payment
+from servers.billing.credit_notes import CreditRequest, create_credit_note
 from servers.billing.documents import DocumentSigner
 from servers.billing.invoices import Billing, finalize
 from servers.billing.money import round_half_up
+from servers.billing.refunds import record_payment
 from servers.billing.rollout import MAX_GA_TENANTS, set_stage
 from servers.billing.tax import SandboxTaxProvider
 from servers.billing.usage import current_draft, record_usage

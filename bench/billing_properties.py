@@ -1,6 +1,6 @@
 """The billing state machine, longer than CI runs it: invariant violations over many sequences.
 
-Runs tests/test_billing_domain.py's BillingMachine (random create / finalize /
+Runs tests/integration/test_billing_domain.py's BillingMachine (random create / finalize /
 credit / void / pay / refund sequences with amounts drawn at and around every
 limit, the money invariants checked after every step) for `--examples`
 sequences of up to `--steps` steps on SQLite, and with `--postgres` on
@@ -43,7 +43,10 @@ def main() -> None:
     if args.postgres:
         os.environ.setdefault("CONDUCTOR_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
     # Imported after the environment is set: the tests read the PostgreSQL URL at import.
-    from tests.test_billing_domain import BillingMachine, PostgresBillingMachine  # noqa: PLC0415
+    from tests.integration.test_billing_domain import (  # noqa: PLC0415
+        BillingMachine,
+        PostgresBillingMachine,
+    )
 
     machines: list[tuple[str, type[BillingMachine]]] = [("sqlite", BillingMachine)]
     if args.postgres:
@@ -51,14 +54,13 @@ def main() -> None:
     violations, runs = 0, 0
     started = time.perf_counter()
     for name, machine in machines:
-        counted = type(f"Counted{machine.__name__}", (machine,), {})
 
         def teardown(self: BillingMachine, base: type[BillingMachine] = machine) -> None:
             nonlocal runs
             runs += 1
             base.teardown(self)
 
-        counted.teardown = teardown  # type: ignore[method-assign]
+        counted = type(f"Counted{machine.__name__}", (machine,), {"teardown": teardown})
         try:
             run_state_machine_as_test(
                 counted,

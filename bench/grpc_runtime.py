@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
@@ -32,7 +33,7 @@ async def _async_handler(_request: bytes, _context: object) -> bytes:
     return b"pong"
 
 
-def _generic(behavior: object) -> grpc.GenericRpcHandler:
+def _generic(behavior: Callable[..., Any]) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(
         "bench.Echo", {"Ping": grpc.unary_unary_rpc_method_handler(behavior)}
     )

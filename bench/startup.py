@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -66,7 +67,8 @@ def time_to_serving(command: list[str], port: int, env: dict[str, str]) -> float
             ("grpc.max_reconnect_backoff_ms", 20),
         ]
         with grpc.insecure_channel(f"127.0.0.1:{port}", options=fast_retry) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            # typeshed's HealthStub declares no methods.
+            health: Any = health_pb2_grpc.HealthStub(channel)
             while True:
                 if process.poll() is not None:
                     raise RuntimeError(f"{command[0]} exited with {process.returncode}")
@@ -88,7 +90,9 @@ def main() -> None:
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 7)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_")}
-    first, restart, bare = [], [], []
+    first: list[float] = []
+    restart: list[float] = []
+    bare: list[float] = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as var_dir:
             conductor_env = {**env, "CONDUCTOR_VAR_DIR": var_dir}
@@ -105,7 +109,7 @@ def main() -> None:
             f"first run {first[-1]:.2f}s  restart {restart[-1]:.2f}s  bare aio {bare[-1]:.2f}s",
             file=sys.stderr,
         )
-    result = {
+    result: dict[str, Any] = {
         "bench": "startup",
         "first_run_s": round(statistics.median(first), 3),
         "restart_s": round(statistics.median(restart), 3),

@@ -65,7 +65,7 @@ def _drive(port: int, call: Call, seconds: float, concurrency: int, out: Any) ->
 
     async def main() -> int:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            rpc = channel.unary_unary(call.method)
+            rpc: grpc.aio.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(call.method)
             await rpc(call.request, metadata=call.metadata)  # warm-up, and fail fast
             deadline = time.perf_counter() + seconds
             done = 0

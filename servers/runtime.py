@@ -164,6 +164,9 @@ class ServiceDefinition:
         capability: What the service's unbuilt RPCs arrive with.
         capability_by_rpc: Exceptions to `capability` for single RPCs.
         component: Builds what the service runs beside its servicer (None: nothing).
+        provides: The `core.interfaces` its component implements for other services.
+        needs: The `core.interfaces` it uses when some service provides them (each is
+            optional at run time: metering, for one, can be turned off).
     """
 
     name: str
@@ -173,6 +176,8 @@ class ServiceDefinition:
     capability: str
     capability_by_rpc: Mapping[str, str] = field(default_factory=dict)
     component: Callable[[Foundation], Component | None] | None = None
+    provides: tuple[type, ...] = ()
+    needs: tuple[type, ...] = ()
 
     @property
     def full_name(self) -> str:

@@ -1,4 +1,7 @@
-"""The tenant's hash-chained audit log: append under a per-tenant lock, verify end to end."""
+"""The tenant's hash-chained audit log: append under a per-tenant lock, verify end to end.
+
+Also the audit use cases: a page of the chain, verifying it, exporting it.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,18 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from core.pagination import Page
+from interceptors.tokens import Principal
+from servers.access import store
 from servers.access.domain import GENESIS, AuditFacts, ChainCheck, audit_hash, verify_chain
+from servers.access.steps import Listed, Step
 from servers.access.store import AuditEventRow
 from servers.db import Database
 
-
-def _chain_lock_key(tenant: uuid.UUID) -> int:
-    return int.from_bytes(tenant.bytes[:8], "big", signed=True)
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 async def append_audit(
@@ -36,17 +39,8 @@ async def append_audit(
     on PostgreSQL; SQLite's write lock), so sequences stay gapless and each
     event links to the one before it.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _chain_lock_key(tenant)}
-        )
-    last = (
-        await session.execute(
-            select(AuditEventRow.sequence, AuditEventRow.hash)
-            .order_by(AuditEventRow.sequence.desc())
-            .limit(1)
-        )
-    ).first()
+    await store.lock_audit_chain(session, tenant)
+    last = await store.last_audit_link(session)
     facts = AuditFacts(
         tenant_id=str(tenant),
         sequence=last.sequence + 1 if last else 1,
@@ -67,8 +61,7 @@ async def append_audit(
         previous_hash=facts.previous_hash,
         hash=audit_hash(facts),
     )
-    session.add(row)
-    await session.flush()
+    await store.add(session, row)
     return row
 
 
@@ -88,7 +81,7 @@ def facts_of(row: AuditEventRow) -> AuditFacts:
 
 async def verify_audit_chain(session: AsyncSession) -> ChainCheck:
     """Recompute the session tenant's whole chain."""
-    rows = (await session.execute(select(AuditEventRow).order_by(AuditEventRow.sequence))).scalars()
+    rows = await store.audit_chain(session)
     return verify_chain([(facts_of(row), row.hash) for row in rows])
 
 
@@ -112,10 +105,7 @@ async def export_audit(database: Database, tenant: uuid.UUID, sink: TextIO) -> i
     """Write the tenant's whole chain to `sink` as JSON Lines, oldest first; how many events."""
     written = 0
     async with database.tenant_session(tenant, readonly=True) as session:
-        events = await session.stream_scalars(
-            select(AuditEventRow).order_by(AuditEventRow.sequence)
-        )
-        async for row in events:
+        async for row in store.stream_audit_chain(session):
             sink.write(json.dumps(export_line(row), sort_keys=True) + "\n")
             written += 1
     return written
@@ -138,3 +128,36 @@ def facts_from_line(line: dict[str, object]) -> tuple[AuditFacts, str]:
         ),
         str(line["hash"]),
     )
+
+
+class AuditLog(Step):
+    """The audit use cases of the API: a page of the chain, and verifying it."""
+
+    async def audit_events(
+        self,
+        principal: Principal,
+        page: Page,
+        *,
+        action: str,
+        actor: str,
+        resource_id: str,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> Listed:
+        """A page of the tenant's audit events, in chain order."""
+        async with self._db.tenant_session(principal.tenant, readonly=True) as session:
+            rows = await store.page_of_audit_events(
+                session,
+                page,
+                action=action,
+                actor=actor,
+                resource_id=resource_id,
+                since=since,
+                until=until,
+            )
+        return Listed(rows[: page.size], page.next_token(rows, lambda row: (row.sequence,)))
+
+    async def verify_chain(self, principal: Principal) -> ChainCheck:
+        """Recompute the caller's tenant's audit chain."""
+        async with self._db.tenant_session(principal.tenant, readonly=True) as session:
+            return await verify_audit_chain(session)

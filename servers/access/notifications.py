@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import select, update
 
+from servers.access import store
 from servers.access.store import NotificationRow
-from servers.db import ALL_TENANTS, Database
+from servers.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -56,20 +56,8 @@ class WebhookDispatcher:
         """Deliver what is due now; returns how many were delivered."""
         now = self._clock()
         async with self._database.platform_session(readonly=True) as session:
-            due: Sequence[NotificationRow] = list(
-                (
-                    await session.execute(
-                        select(NotificationRow)
-                        .where(
-                            NotificationRow.delivered_at.is_(None),
-                            NotificationRow.next_attempt_at <= now,
-                            NotificationRow.attempts < MAX_ATTEMPTS,
-                        )
-                        .order_by(NotificationRow.next_attempt_at)
-                        .limit(BATCH)
-                        .execution_options(**{ALL_TENANTS: True})
-                    )
-                ).scalars()
+            due: Sequence[NotificationRow] = await store.notifications_due(
+                session, now, max_attempts=MAX_ATTEMPTS, limit=BATCH
             )
         delivered = 0
         async with httpx.AsyncClient(timeout=self._timeout_s) as client:
@@ -83,12 +71,7 @@ class WebhookDispatcher:
                     changes["delivered_at"] = self._clock()
                     delivered += 1
                 async with self._database.platform_session() as session:
-                    await session.execute(
-                        update(NotificationRow)
-                        .where(NotificationRow.id == row.id)
-                        .values(**changes)
-                        .execution_options(**{ALL_TENANTS: True})
-                    )
+                    await store.update_notification(session, row.id, changes)
         return delivered
 
     async def _post(self, client: httpx.AsyncClient, row: NotificationRow) -> str:

@@ -18,11 +18,10 @@ import logging
 from datetime import datetime
 
 import redis.asyncio as redis
-from sqlalchemy import select
 
 from interceptors.tokens import InMemoryRevocations
-from servers.access.store import RevocationRow
-from servers.db import ALL_TENANTS, Database, utc_now
+from servers.access import store
+from servers.db import Database, utc_now
 from servers.jobs import every
 from servers.runtime import Component, Foundation, Job
 
@@ -52,13 +51,7 @@ class RevocationFeed(Component):
     async def refresh(self) -> int:
         """Load every live revocation from the shared table; returns how many there are."""
         async with self._database.platform_session(readonly=True) as session:
-            rows = (
-                await session.execute(
-                    select(RevocationRow.jti, RevocationRow.expires_at)
-                    .where(RevocationRow.expires_at > utc_now())
-                    .execution_options(**{ALL_TENANTS: True})
-                )
-            ).all()
+            rows = await store.live_revocations(session, utc_now())
         for jti, expires_at in rows:
             self._revocations.revoke(jti, expires_at.timestamp())
         return len(rows)

@@ -1,23 +1,27 @@
-"""The AccessService servicer: translates messages and calls the workflow, nothing else."""
+"""The AccessService servicer: translates messages and calls the use cases, nothing else."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
+import grpc
 from intelgraph.access.v1 import access_service_pb2 as pb
 from intelgraph.access.v1 import access_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
 
-from core.pagination import SEQUENCE, TIME_AND_ID, Keyset, Page
+from core.interfaces import CacheInvalidation
+from core.pagination import SEQUENCE, TIME_AND_ID, Page
+from core.times import from_timestamp, optional_instant, to_timestamp
 from interceptors import current_principal
+from servers.access.audit import AuditLog
+from servers.access.grants import Grants
 from servers.access.notifications import WebhookDispatcher
+from servers.access.requests import Requests
+from servers.access.reviews import Reviews
 from servers.access.revocation import RevocationFeed
 from servers.access.store import AccessRequestRow, AuditEventRow, GrantRow, ReviewRow
-from servers.access.workflow import AccessWorkflow
 from servers.jobs import every, every_under_lease
 from servers.runtime import PlatformServicer, Runtime, ServiceDefinition
 
@@ -36,18 +40,6 @@ _DECISION = {"approve": pb.REVIEW_DECISION_APPROVE, "deny": pb.REVIEW_DECISION_D
 _ACTION_PREFIX = "AUDIT_ACTION_"
 
 
-def _timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
-def _moment(stamp: Timestamp, present: bool = True) -> datetime | None:
-    return stamp.ToDatetime(tzinfo=UTC) if present else None
-
-
 def _status_name(value: int, names: Mapping[str, int]) -> str:
     return next((name for name, number in names.items() if number == value), "")
 
@@ -56,9 +48,9 @@ def _review(row: ReviewRow) -> pb.Review:
     return pb.Review(
         reviewer=row.reviewer,
         decision=_DECISION[row.decision],
-        reviewed_at=_timestamp(row.reviewed_at),
+        reviewed_at=to_timestamp(row.reviewed_at),
         comment=row.comment,
-        grant_ends_at=_timestamp(row.grant_ends_at),
+        grant_ends_at=to_timestamp(row.grant_ends_at),
     )
 
 
@@ -70,12 +62,12 @@ def _request(
         requester=row.requester,
         scope=list(row.scope),
         status=_REQUEST_STATUS[row.status],
-        expires_at=_timestamp(row.expires_at),
-        created_at=_timestamp(row.created_at),
+        expires_at=to_timestamp(row.expires_at),
+        created_at=to_timestamp(row.created_at),
         reason=row.reason,
         reviews=[_review(review) for review in reviews],
         approvals_required=row.approvals_required,
-        pending_until=_timestamp(row.pending_until),
+        pending_until=to_timestamp(row.pending_until),
         grant_id=str(grant.id) if grant else "",
     )
 
@@ -87,11 +79,11 @@ def _grant(row: GrantRow) -> pb.Grant:
         grantee=row.grantee,
         scope=list(row.scope),
         status=_GRANT_STATUS[row.status],
-        starts_at=_timestamp(row.starts_at),
-        ends_at=_timestamp(row.ends_at),
+        starts_at=to_timestamp(row.starts_at),
+        ends_at=to_timestamp(row.ends_at),
         jti=row.jti,
-        claimed_at=_timestamp(row.claimed_at),
-        revoked_at=_timestamp(row.revoked_at),
+        claimed_at=to_timestamp(row.claimed_at),
+        revoked_at=to_timestamp(row.revoked_at),
         revoked_by=row.revoked_by or "",
     )
 
@@ -103,16 +95,10 @@ def _event(row: AuditEventRow) -> pb.AuditEvent:
         action=pb.AuditAction.Value(_ACTION_PREFIX + row.action.upper()),
         actor=row.actor,
         resource_id=row.resource_id,
-        occurred_at=_timestamp(row.occurred_at),
+        occurred_at=to_timestamp(row.occurred_at),
         attributes=row.attributes,
         previous_hash=row.previous_hash,
         hash=row.hash,
-    )
-
-
-def _page(request: Any, keyset: Keyset = TIME_AND_ID, **filters: Any) -> Page:
-    return Page.from_request(
-        request.page.page_size, request.page.page_token, filters=filters, keyset=keyset
     )
 
 
@@ -121,16 +107,19 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
-        self.workflow = AccessWorkflow(runtime)
+        self.requests = Requests(runtime)
+        self.reviews = Reviews(runtime)
+        self.grants = Grants(runtime)
+        self.audit = AuditLog(runtime)
 
     def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
         """Expiry (one replica), notifications (one replica), grant gauges (each replica)."""
         database = self.runtime.database
         jobs: list[Callable[[], Coroutine[Any, Any, Any]]] = [
             functools.partial(
-                every_under_lease, database, "access.expiry", 1.0, self.workflow.expire_due
+                every_under_lease, database, "access.expiry", 1.0, self.grants.expire_due
             ),
-            functools.partial(every, 5.0, self.workflow.observe_grants, "access.gauges"),
+            functools.partial(every, 5.0, self.grants.observe_grants, "access.gauges"),
         ]
         if self.runtime.settings.webhook_urls:
             dispatcher = WebhookDispatcher(database, self.runtime.clock)
@@ -142,32 +131,40 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
         return jobs
 
     async def RequestAccess(
-        self, request: pb.RequestAccessRequest, context: Any
+        self,
+        request: pb.RequestAccessRequest,
+        context: grpc.aio.ServicerContext[pb.RequestAccessRequest, pb.RequestAccessResponse],
     ) -> pb.RequestAccessResponse:
         """Ask for scopes until a time."""
-        row = await self.workflow.request_access(
+        row = await self.requests.request_access(
             current_principal(),
             list(request.scope),
-            request.expires_at.ToDatetime(tzinfo=UTC),
+            from_timestamp(request.expires_at),
             request.reason,
         )
         return pb.RequestAccessResponse(access_request=_request(row))
 
     async def GetAccessRequest(
-        self, request: pb.GetAccessRequestRequest, context: Any
+        self,
+        request: pb.GetAccessRequestRequest,
+        context: grpc.aio.ServicerContext[pb.GetAccessRequestRequest, pb.GetAccessRequestResponse],
     ) -> pb.GetAccessRequestResponse:
         """One request with its reviews and grant."""
-        row, reviews, grant = await self.workflow.get_request(current_principal(), request.id)
+        row, reviews, grant = await self.requests.get_request(current_principal(), request.id)
         return pb.GetAccessRequestResponse(access_request=_request(row, reviews, grant))
 
     async def ListAccessRequests(
-        self, request: pb.ListAccessRequestsRequest, context: Any
+        self,
+        request: pb.ListAccessRequestsRequest,
+        context: grpc.aio.ServicerContext[
+            pb.ListAccessRequestsRequest, pb.ListAccessRequestsResponse
+        ],
     ) -> pb.ListAccessRequestsResponse:
         """The tenant's requests, newest first (without their reviews)."""
         status = _status_name(request.status, _REQUEST_STATUS)
-        listed = await self.workflow.list_requests(
+        listed = await self.requests.list_requests(
             current_principal(),
-            _page(request, status=status, requester=request.requester),
+            Page.of(request, TIME_AND_ID, status=status, requester=request.requester),
             status,
             request.requester,
         )
@@ -177,13 +174,15 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
         )
 
     async def ApproveAccess(
-        self, request: pb.ApproveAccessRequest, context: Any
+        self,
+        request: pb.ApproveAccessRequest,
+        context: grpc.aio.ServicerContext[pb.ApproveAccessRequest, pb.ApproveAccessResponse],
     ) -> pb.ApproveAccessResponse:
         """Approve; the approval that meets the threshold creates the grant."""
-        row, reviews, grant = await self.workflow.approve(
+        row, reviews, grant = await self.reviews.approve(
             current_principal(),
             request.id,
-            _moment(request.grant_ends_at, request.HasField("grant_ends_at")),
+            optional_instant(request, "grant_ends_at"),
             request.comment,
         )
         return pb.ApproveAccessResponse(
@@ -191,34 +190,42 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
         )
 
     async def DenyAccess(
-        self, request: pb.DenyAccessRequest, context: Any
+        self,
+        request: pb.DenyAccessRequest,
+        context: grpc.aio.ServicerContext[pb.DenyAccessRequest, pb.DenyAccessResponse],
     ) -> pb.DenyAccessResponse:
         """Deny a pending request."""
-        row, reviews = await self.workflow.deny(current_principal(), request.id, request.comment)
+        row, reviews = await self.reviews.deny(current_principal(), request.id, request.comment)
         return pb.DenyAccessResponse(access_request=_request(row, reviews))
 
     async def ClaimGrant(
-        self, request: pb.ClaimGrantRequest, context: Any
+        self,
+        request: pb.ClaimGrantRequest,
+        context: grpc.aio.ServicerContext[pb.ClaimGrantRequest, pb.ClaimGrantResponse],
     ) -> pb.ClaimGrantResponse:
         """The grantee's JIT token."""
-        claimed = await self.workflow.claim(current_principal(), request.grant_id)
+        claimed = await self.grants.claim(current_principal(), request.grant_id)
         return pb.ClaimGrantResponse(grant=_grant(claimed.grant), token=claimed.token)
 
     async def RevokeGrant(
-        self, request: pb.RevokeGrantRequest, context: Any
+        self,
+        request: pb.RevokeGrantRequest,
+        context: grpc.aio.ServicerContext[pb.RevokeGrantRequest, pb.RevokeGrantResponse],
     ) -> pb.RevokeGrantResponse:
         """End a grant now."""
-        grant = await self.workflow.revoke(current_principal(), request.grant_id, request.reason)
+        grant = await self.grants.revoke(current_principal(), request.grant_id, request.reason)
         return pb.RevokeGrantResponse(grant=_grant(grant))
 
     async def ListGrants(
-        self, request: pb.ListGrantsRequest, context: Any
+        self,
+        request: pb.ListGrantsRequest,
+        context: grpc.aio.ServicerContext[pb.ListGrantsRequest, pb.ListGrantsResponse],
     ) -> pb.ListGrantsResponse:
         """Grants: the caller's own, or every grant for approvers."""
         status = _status_name(request.status, _GRANT_STATUS)
-        listed = await self.workflow.list_grants(
+        listed = await self.grants.list_grants(
             current_principal(),
-            _page(request, status=status, grantee=request.grantee),
+            Page.of(request, TIME_AND_ID, status=status, grantee=request.grantee),
             status,
             request.grantee,
         )
@@ -227,12 +234,20 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
             page=PageResponse(next_page_token=listed.next_page_token),
         )
 
-    async def GetJwks(self, request: pb.GetJwksRequest, context: Any) -> pb.GetJwksResponse:
+    async def GetJwks(
+        self,
+        request: pb.GetJwksRequest,
+        context: grpc.aio.ServicerContext[pb.GetJwksRequest, pb.GetJwksResponse],
+    ) -> pb.GetJwksResponse:
         """The public signing keys (current and previous) as a standard JWKS."""
         ring = self.runtime.keys.ring()
         return pb.GetJwksResponse(keys=[pb.Jwk(**jwk) for jwk in ring.jwks()])
 
-    async def GetCaller(self, request: pb.GetCallerRequest, context: Any) -> pb.GetCallerResponse:
+    async def GetCaller(
+        self,
+        request: pb.GetCallerRequest,
+        context: grpc.aio.ServicerContext[pb.GetCallerRequest, pb.GetCallerResponse],
+    ) -> pb.GetCallerResponse:
         """Who the verified token says the caller is."""
         principal = current_principal()
         return pb.GetCallerResponse(
@@ -241,20 +256,22 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
             scopes=list(principal.scopes),
             jit=principal.jit,
             token_id=principal.token_id,
-            expires_at=_timestamp(principal.expires),
+            expires_at=to_timestamp(principal.expires),
         )
 
     async def ListAuditEvents(
-        self, request: pb.ListAuditEventsRequest, context: Any
+        self,
+        request: pb.ListAuditEventsRequest,
+        context: grpc.aio.ServicerContext[pb.ListAuditEventsRequest, pb.ListAuditEventsResponse],
     ) -> pb.ListAuditEventsResponse:
         """A page of the tenant's audit chain."""
         action = pb.AuditAction.Name(request.action).removeprefix(_ACTION_PREFIX).lower()
         action = "" if action == "unspecified" else action
-        since = _moment(request.since, request.HasField("since"))
-        until = _moment(request.until, request.HasField("until"))
-        listed = await self.workflow.audit_events(
+        since = optional_instant(request, "since")
+        until = optional_instant(request, "until")
+        listed = await self.audit.audit_events(
             current_principal(),
-            _page(
+            Page.of(
                 request,
                 SEQUENCE,
                 action=action,
@@ -275,10 +292,12 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
         )
 
     async def VerifyAuditChain(
-        self, request: pb.VerifyAuditChainRequest, context: Any
+        self,
+        request: pb.VerifyAuditChainRequest,
+        context: grpc.aio.ServicerContext[pb.VerifyAuditChainRequest, pb.VerifyAuditChainResponse],
     ) -> pb.VerifyAuditChainResponse:
         """Recompute the tenant's audit chain."""
-        check = await self.workflow.verify_chain(current_principal())
+        check = await self.audit.verify_chain(current_principal())
         return pb.VerifyAuditChainResponse(
             valid=check.valid,
             events_checked=check.events_checked,
@@ -289,6 +308,7 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
 
 SERVICE = ServiceDefinition(
     component=RevocationFeed.of,
+    needs=(CacheInvalidation,),
     name="access",
     descriptor=pb.DESCRIPTOR.services_by_name["AccessService"],
     servicer_class=AccessService,

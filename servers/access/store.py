@@ -1,8 +1,14 @@
-"""Access tables: requests, reviews, grants, revocations, the audit chain, the outbox."""
+"""Access storage: the tables and every query of the service, over the caller's session.
+
+The tables: requests, reviews, grants, revocations, the audit chain, the outbox.
+The queries are functions taking an `AsyncSession`; the use cases open the
+sessions (one transaction per step), and nothing here commits.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,14 +18,21 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
+    Row,
     String,
     Text,
     UniqueConstraint,
+    func,
+    select,
+    text,
+    update,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from servers.db import Base, TenantScoped, new_id
+from core.pagination import Page
+from servers.db import ALL_TENANTS, Base, TenantScoped, after_position, new_id
 
 #: Scopes: `TEXT[]` on PostgreSQL (as in the seed), JSON on SQLite.
 ScopeList = JSON().with_variant(postgresql.ARRAY(Text()), "postgresql")
@@ -144,3 +157,263 @@ class NotificationRow(TenantScoped, Base):
     attempts: Mapped[int] = mapped_column(default=0)
     delivered_at: Mapped[datetime | None]
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+# -- writes -----------------------------------------------------------------------------
+
+
+async def add(session: AsyncSession, *rows: Base) -> None:
+    """Insert `rows` now (flushed, so their ids and constraints are settled)."""
+    session.add_all(rows)
+    await session.flush()
+
+
+async def flush(session: AsyncSession) -> None:
+    """Write the changes made to loaded rows now, inside the transaction."""
+    await session.flush()
+
+
+def add_notifications(session: AsyncSession, rows: Iterable[NotificationRow]) -> None:
+    """Put outbox rows in the transaction (written with its commit)."""
+    session.add_all(list(rows))
+
+
+# -- requests and reviews -----------------------------------------------------------------
+
+
+async def request_for_update(
+    session: AsyncSession, request_id: uuid.UUID
+) -> AccessRequestRow | None:
+    """The request, locked for the rest of the transaction, or None."""
+    return await session.get(AccessRequestRow, request_id, with_for_update=True)
+
+
+async def request_by_id(session: AsyncSession, request_id: uuid.UUID) -> AccessRequestRow | None:
+    """The request (not locked), or None."""
+    return await session.get(AccessRequestRow, request_id)
+
+
+async def reviews_of(session: AsyncSession, request_id: uuid.UUID) -> list[ReviewRow]:
+    """A request's reviews, oldest first."""
+    return list(
+        (
+            await session.execute(
+                select(ReviewRow)
+                .where(ReviewRow.request_id == request_id)
+                .order_by(ReviewRow.reviewed_at, ReviewRow.id)
+            )
+        ).scalars()
+    )
+
+
+async def has_reviewed(session: AsyncSession, request_id: uuid.UUID, reviewer: str) -> bool:
+    """Whether `reviewer` already reviewed the request."""
+    reviewed = await session.execute(
+        select(ReviewRow.id).where(
+            ReviewRow.request_id == request_id, ReviewRow.reviewer == reviewer
+        )
+    )
+    return reviewed.first() is not None
+
+
+async def page_of_requests(
+    session: AsyncSession, page: Page, *, status: str, requester: str
+) -> list[AccessRequestRow]:
+    """Up to `page.size + 1` requests after the page's position, newest first."""
+    query = select(AccessRequestRow)
+    if status:
+        query = query.where(AccessRequestRow.status == status)
+    if requester:
+        query = query.where(AccessRequestRow.requester == requester)
+    keyset = (AccessRequestRow.created_at, AccessRequestRow.id)
+    query = after_position(query, keyset, page.after, page.size + 1)
+    return list((await session.execute(query)).scalars())
+
+
+async def pending_requests_due(
+    session: AsyncSession, now: datetime
+) -> Sequence[Row[uuid.UUID, uuid.UUID]]:
+    """(tenant, request id) of every pending request past `pending_until`, across tenants."""
+    return (
+        await session.execute(
+            select(AccessRequestRow.tenant_id, AccessRequestRow.id)
+            .where(AccessRequestRow.status == "pending", AccessRequestRow.pending_until <= now)
+            .execution_options(**{ALL_TENANTS: True})
+        )
+    ).all()
+
+
+# -- grants and revocations ---------------------------------------------------------------
+
+
+async def grant_for_update(session: AsyncSession, grant_id: uuid.UUID) -> GrantRow | None:
+    """The grant, locked for the rest of the transaction, or None."""
+    return await session.get(GrantRow, grant_id, with_for_update=True)
+
+
+async def grant_of(session: AsyncSession, request_id: uuid.UUID) -> GrantRow | None:
+    """The grant a request produced, if any."""
+    return (
+        await session.execute(select(GrantRow).where(GrantRow.request_id == request_id))
+    ).scalar_one_or_none()
+
+
+async def page_of_grants(
+    session: AsyncSession, page: Page, *, status: str, grantee: str
+) -> list[GrantRow]:
+    """Up to `page.size + 1` grants after the page's position, newest start first."""
+    query = select(GrantRow)
+    if status:
+        query = query.where(GrantRow.status == status)
+    if grantee:
+        query = query.where(GrantRow.grantee == grantee)
+    keyset = (GrantRow.starts_at, GrantRow.id)
+    query = after_position(query, keyset, page.after, page.size + 1)
+    return list((await session.execute(query)).scalars())
+
+
+async def active_grants_due(
+    session: AsyncSession, now: datetime
+) -> Sequence[Row[uuid.UUID, uuid.UUID]]:
+    """(tenant, grant id) of every active grant past its end, across tenants."""
+    return (
+        await session.execute(
+            select(GrantRow.tenant_id, GrantRow.id)
+            .where(GrantRow.status == "active", GrantRow.ends_at <= now)
+            .execution_options(**{ALL_TENANTS: True})
+        )
+    ).all()
+
+
+async def grant_counts(session: AsyncSession, now: datetime) -> tuple[int, int]:
+    """(grants in force, active grants past their end), across tenants."""
+    active = await session.scalar(
+        select(func.count())
+        .select_from(GrantRow)
+        .where(GrantRow.status == "active", GrantRow.ends_at > now)
+        .execution_options(**{ALL_TENANTS: True})
+    )
+    overdue = await session.scalar(
+        select(func.count())
+        .select_from(GrantRow)
+        .where(GrantRow.status == "active", GrantRow.ends_at <= now)
+        .execution_options(**{ALL_TENANTS: True})
+    )
+    return active or 0, overdue or 0
+
+
+async def live_revocations(session: AsyncSession, now: datetime) -> Sequence[Row[str, datetime]]:
+    """(jti, expires_at) of every revocation not yet past its token's expiry, across tenants."""
+    return (
+        await session.execute(
+            select(RevocationRow.jti, RevocationRow.expires_at)
+            .where(RevocationRow.expires_at > now)
+            .execution_options(**{ALL_TENANTS: True})
+        )
+    ).all()
+
+
+# -- the audit chain ----------------------------------------------------------------------
+
+
+def _chain_lock_key(tenant: uuid.UUID) -> int:
+    return int.from_bytes(tenant.bytes[:8], "big", signed=True)
+
+
+async def lock_audit_chain(session: AsyncSession, tenant: uuid.UUID) -> None:
+    """Serialize appends to the tenant's chain until the transaction ends.
+
+    An advisory transaction lock on PostgreSQL; SQLite's write lock does it there.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _chain_lock_key(tenant)}
+        )
+
+
+async def last_audit_link(session: AsyncSession) -> Row[int, str] | None:
+    """(sequence, hash) of the session tenant's newest audit event, or None."""
+    return (
+        await session.execute(
+            select(AuditEventRow.sequence, AuditEventRow.hash)
+            .order_by(AuditEventRow.sequence.desc())
+            .limit(1)
+        )
+    ).first()
+
+
+async def audit_chain(session: AsyncSession) -> list[AuditEventRow]:
+    """The session tenant's whole chain, in sequence order."""
+    return list(
+        (await session.execute(select(AuditEventRow).order_by(AuditEventRow.sequence))).scalars()
+    )
+
+
+async def stream_audit_chain(session: AsyncSession) -> AsyncIterator[AuditEventRow]:
+    """The session tenant's whole chain, in sequence order, streamed."""
+    events = await session.stream_scalars(select(AuditEventRow).order_by(AuditEventRow.sequence))
+    async for row in events:
+        yield row
+
+
+async def page_of_audit_events(
+    session: AsyncSession,
+    page: Page,
+    *,
+    action: str,
+    actor: str,
+    resource_id: str,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[AuditEventRow]:
+    """Up to `page.size + 1` audit events after the page's position, in chain order."""
+    query = select(AuditEventRow)
+    if action:
+        query = query.where(AuditEventRow.action == action)
+    if actor:
+        query = query.where(AuditEventRow.actor == actor)
+    if resource_id:
+        query = query.where(AuditEventRow.resource_id == resource_id)
+    if since is not None:
+        query = query.where(AuditEventRow.occurred_at >= since)
+    if until is not None:
+        query = query.where(AuditEventRow.occurred_at < until)
+    keyset = (AuditEventRow.sequence,)
+    query = after_position(query, keyset, page.after, page.size + 1, descending=False)
+    return list((await session.execute(query)).scalars())
+
+
+# -- the outbox ---------------------------------------------------------------------------
+
+
+async def notifications_due(
+    session: AsyncSession, now: datetime, *, max_attempts: int, limit: int
+) -> list[NotificationRow]:
+    """Undelivered outbox rows due by `now` with attempts left, oldest due first, across tenants."""
+    return list(
+        (
+            await session.execute(
+                select(NotificationRow)
+                .where(
+                    NotificationRow.delivered_at.is_(None),
+                    NotificationRow.next_attempt_at <= now,
+                    NotificationRow.attempts < max_attempts,
+                )
+                .order_by(NotificationRow.next_attempt_at)
+                .limit(limit)
+                .execution_options(**{ALL_TENANTS: True})
+            )
+        ).scalars()
+    )
+
+
+async def update_notification(
+    session: AsyncSession, notification_id: uuid.UUID, changes: Mapping[str, object]
+) -> None:
+    """Record a delivery attempt's outcome on an outbox row (whatever its tenant)."""
+    await session.execute(
+        update(NotificationRow)
+        .where(NotificationRow.id == notification_id)
+        .values(**changes)
+        .execution_options(**{ALL_TENANTS: True})
+    )

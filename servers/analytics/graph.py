@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 
-from servers.analytics.store import EntityRow, GraphRevisionRow, RelationshipRow
+from servers.analytics import store
 from servers.db import Database
 
 
@@ -75,28 +74,17 @@ async def build_snapshot(database: Database, tenant: uuid.UUID) -> Snapshot:
     Rows are streamed in batches, so a large graph does not hold up the server's
     other calls while it is read.
     """
-    async with database.tenant_session(tenant, readonly=True) as session:
-        if session.get_bind().dialect.name == "postgresql":  # one snapshot for every read
-            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        revision = int(await session.scalar(select(GraphRevisionRow.revision)) or 0)
+    async with store.snapshot_session(database, tenant) as session:
+        revision = await store.revision(session)
         names: list[str] = []
-        async for batch in (
-            await session.stream_scalars(
-                select(EntityRow.id).execution_options(yield_per=SNAPSHOT_BATCH)
-            )
-        ).partitions():
+        async for batch in store.entity_ids(session, SNAPSHOT_BATCH):
             names += batch
         # Sorting and indexing a large graph's ids takes a while: not on the event loop.
         ids, position = await asyncio.to_thread(_indexed, names)
         sources: list[np.ndarray] = []
         targets: list[np.ndarray] = []
         weights: list[np.ndarray] = []
-        rows = await session.stream(
-            select(
-                RelationshipRow.source_id, RelationshipRow.target_id, RelationshipRow.weight
-            ).execution_options(yield_per=SNAPSHOT_BATCH)
-        )
-        async for part in rows.partitions():
+        async for part in store.relationship_edges(session, SNAPSHOT_BATCH):
             sources.append(np.fromiter((position[row[0]] for row in part), np.int32, len(part)))
             targets.append(np.fromiter((position[row[1]] for row in part), np.int32, len(part)))
             weights.append(np.fromiter((row[2] for row in part), np.float64, len(part)))

@@ -15,24 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from core.errors import InvalidArgument, quoted
-from servers.analytics.store import (
-    EntityRow,
-    GraphRevisionRow,
-    RelationshipRow,
-    StagedEntityRow,
-    StagedRelationshipRow,
-)
-from servers.db import ALL_TENANTS, Database, copy_rows, utc_now
+from core.errors import InvalidArgument
+from servers.analytics import store
+from servers.db import Database, utc_now
 
 #: Rows per INSERT statement when staging.
 CHUNK = 5000
@@ -45,19 +35,6 @@ class Imported:
     entities: int
     relationships: int
     revision: int
-
-
-def _dialect(session: AsyncSession) -> Any:
-    """The dialect module whose `insert` has ON CONFLICT (postgresql or sqlite)."""
-    return postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-
-
-def _upsert(session: AsyncSession, model: Any, key: Iterable[str], columns: Iterable[str]) -> Any:
-    statement = _dialect(session).insert(model)
-    return statement.on_conflict_do_update(
-        index_elements=list(key),
-        set_={column: getattr(statement.excluded, column) for column in columns},
-    )
 
 
 def _entity_rows(batch: Any, tenant: uuid.UUID, import_id: uuid.UUID, now: datetime) -> list[Any]:
@@ -129,19 +106,8 @@ class GraphImport:
         now = self._clock()
         entities = _entity_rows(batch, self._tenant, self.id, now)
         relationships = _relationship_rows(batch, self._tenant, self.id, now)
-        key = ("tenant_id", "import_id", "id")
         async with self._database.tenant_session(self._tenant) as session:
-            for start in range(0, len(entities), CHUNK):
-                await session.execute(
-                    _upsert(session, StagedEntityRow, key, ("type", "label", "staged_at")),
-                    entities[start : start + CHUNK],
-                )
-            columns = ("source_id", "target_id", "type", "weight", "staged_at")
-            for start in range(0, len(relationships), CHUNK):
-                await session.execute(
-                    _upsert(session, StagedRelationshipRow, key, columns),
-                    relationships[start : start + CHUNK],
-                )
+            await store.stage(session, entities, relationships, CHUNK)
 
     async def commit(self) -> Imported:
         """Merge the staged rows into the graph and bump its revision, all at once.
@@ -151,110 +117,18 @@ class GraphImport:
                 the graph nor the import has.
         """
         async with self._database.tenant_session(self._tenant) as session:
-            await self._check_endpoints(session)
-            entities = await self._count(session, StagedEntityRow)
-            relationships = await self._count(session, StagedRelationshipRow)
-            await self._merge(session)
-            row = await session.get(GraphRevisionRow, self._tenant, with_for_update=True)
-            if row is None:
-                row = GraphRevisionRow(
-                    tenant_id=self._tenant, revision=0, entities=0, relationships=0
-                )
-                session.add(row)
-            row.revision += 1
-            row.updated_at = self._clock()
-            row.entities = int(
-                await session.scalar(select(func.count()).select_from(EntityRow)) or 0
-            )
-            row.relationships = int(
-                await session.scalar(select(func.count()).select_from(RelationshipRow)) or 0
-            )
-            await self._clear(session)
+            await store.check_endpoints(session, self.id)
+            entities, relationships = await store.staged_counts(session, self.id)
+            await store.merge_staged(session, self._tenant, self.id)
+            revision = await store.bump_revision(session, self._tenant, self._clock())
+            await store.clear_staged(session, self.id)
             await session.flush()
-            return Imported(entities, relationships, row.revision)
+            return Imported(entities, relationships, revision)
 
     async def discard(self) -> None:
         """Delete whatever this import staged (nothing once it has committed)."""
         async with self._database.tenant_session(self._tenant) as session:
-            await self._clear(session)
-
-    async def _count(self, session: AsyncSession, model: Any) -> int:
-        query = select(func.count()).select_from(model).where(model.import_id == self.id)
-        return int(await session.scalar(query) or 0)
-
-    async def _clear(self, session: AsyncSession) -> None:
-        for model in (StagedRelationshipRow, StagedEntityRow):
-            await session.execute(delete(model).where(model.import_id == self.id))
-
-    async def _check_endpoints(self, session: AsyncSession) -> None:
-        staged = StagedRelationshipRow
-        for endpoint in (staged.source_id, staged.target_id):
-            unknown = _unknown(endpoint, self.id)
-            example = await session.scalar(
-                select(endpoint).where(staged.import_id == self.id, unknown).limit(1)
-            )
-            if example is None:
-                continue
-            missing = await session.scalar(
-                select(func.count(endpoint.distinct())).where(staged.import_id == self.id, unknown)
-            )
-            raise InvalidArgument(
-                f"relationships name {missing} unknown entities (as {endpoint.key}), "
-                f"e.g. {quoted(example)}",
-                field="relationships",
-                metadata={"unknown_entity": example},
-            )
-
-    async def _merge(self, session: AsyncSession) -> None:
-        entities = select(
-            StagedEntityRow.tenant_id,
-            StagedEntityRow.id,
-            StagedEntityRow.type,
-            StagedEntityRow.label,
-        ).where(StagedEntityRow.import_id == self.id)
-        entity_copy = copy_rows(
-            _dialect(session).insert(EntityRow),
-            ("tenant_id", "id", "type", "label"),
-            entities,
-            self._tenant,
-        )
-        await session.execute(
-            entity_copy.on_conflict_do_update(
-                index_elements=["tenant_id", "id"],
-                set_={"type": entity_copy.excluded.type, "label": entity_copy.excluded.label},
-            )
-        )
-        staged = StagedRelationshipRow
-        relationships = select(
-            staged.tenant_id,
-            staged.id,
-            staged.source_id,
-            staged.target_id,
-            staged.type,
-            staged.weight,
-        ).where(staged.import_id == self.id)
-        columns = ("source_id", "target_id", "type", "weight")
-        relationship_copy = copy_rows(
-            _dialect(session).insert(RelationshipRow),
-            ("tenant_id", "id", *columns),
-            relationships,
-            self._tenant,
-        )
-        await session.execute(
-            relationship_copy.on_conflict_do_update(
-                index_elements=["tenant_id", "id"],
-                set_={column: getattr(relationship_copy.excluded, column) for column in columns},
-            )
-        )
-
-
-def _unknown(endpoint: Any, import_id: uuid.UUID) -> ColumnElement[bool]:
-    """`endpoint` names no entity of the graph and none of the import."""
-    stored = exists().where(EntityRow.id == endpoint)
-    imported = exists().where(
-        StagedEntityRow.import_id == import_id, StagedEntityRow.id == endpoint
-    )
-    return ~stored & ~imported
+            await store.clear_staged(session, self.id)
 
 
 async def import_graph(
@@ -278,13 +152,5 @@ async def import_graph(
 async def sweep_abandoned(database: Database, older_than: timedelta) -> int:
     """Delete staged rows older than `older_than` (imports a crashed process left); how many."""
     cutoff = utc_now() - older_than
-    removed = 0
     async with database.platform_session() as session:
-        for model in (StagedRelationshipRow, StagedEntityRow):
-            result: Any = await session.execute(
-                delete(model)
-                .where(model.staged_at < cutoff)
-                .execution_options(**{ALL_TENANTS: True})
-            )
-            removed += int(result.rowcount or 0)
-    return removed
+        return await store.sweep_staged(session, cutoff)

@@ -21,12 +21,12 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from sqlalchemy import event, select
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from interceptors import keys
-from servers.billing.store import SigningKeyRow
-from servers.db import Database, insert
+from servers.billing import store
+from servers.db import Database
 
 
 def canonical(document: Mapping[str, Any]) -> str:
@@ -36,13 +36,6 @@ def canonical(document: Mapping[str, Any]) -> str:
     '{"a":[2,"é"],"b":1}'
     """
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def timestamp(moment: datetime | None) -> str | None:
-    """RFC 3339 UTC with microseconds, or None."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -76,14 +69,7 @@ class DocumentSigner:
         payload = canonical(document)
         signature = base64.b64encode(private.sign(payload.encode())).decode("ascii")
         if key.kid not in self._recorded:  # once per key and process is enough
-            await session.execute(
-                insert(session, SigningKeyRow).on_conflict_do_nothing(index_elements=["kid"]),
-                {
-                    "kid": key.kid,
-                    "public_jwk": key.public_jwk(),
-                    "first_used_at": datetime.now(UTC),
-                },
-            )
+            await store.record_signing_key(session, key.kid, key.public_jwk(), datetime.now(UTC))
             kid = key.kid
             event.listen(
                 session.sync_session, "after_commit", lambda _: self._recorded.add(kid), once=True
@@ -99,7 +85,7 @@ async def published_keys(database: Database, directory: Path) -> list[dict[str, 
     """Every key that ever signed a document: this ring's, then those only the store recalls."""
     found = {jwk["kid"]: jwk for jwk in DocumentSigner(directory).jwks()}
     async with database.platform_session(readonly=True) as session:
-        for row in (await session.execute(select(SigningKeyRow))).scalars():
+        for row in await store.signing_keys(session):
             found.setdefault(row.kid, row.public_jwk)
     return list(found.values())
 

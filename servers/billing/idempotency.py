@@ -16,13 +16,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import ErrorReason, InvalidArgument, quoted
+from servers.billing import store
 from servers.billing.documents import canonical
-from servers.billing.store import IdempotencyRow
-from servers.db import insert
 
 
 def fingerprint(request: Mapping[str, Any]) -> str:
@@ -47,10 +45,8 @@ async def claim(  # noqa: PLR0917 - a key's identity, its request and its result
         InvalidArgument: The key was used before with a different request.
     """
     request_hash = fingerprint(request)
-    inserted = await session.execute(
-        insert(session, IdempotencyRow)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "operation", "key"])
-        .returning(IdempotencyRow.key),
+    inserted = await store.insert_idempotency_key(
+        session,
         {
             "tenant_id": tenant,
             "operation": operation,
@@ -60,20 +56,13 @@ async def claim(  # noqa: PLR0917 - a key's identity, its request and its result
             "created_at": at,
         },
     )
-    if inserted.first() is not None:
+    if inserted:
         return None
-    earlier = (
-        await session.execute(
-            select(IdempotencyRow.request_hash, IdempotencyRow.resource_id).where(
-                IdempotencyRow.operation == operation, IdempotencyRow.key == key
-            )
-        )
-    ).one()
-    if earlier.request_hash != request_hash:
+    earlier_hash, resource = await store.idempotency_key(session, operation, key)
+    if earlier_hash != request_hash:
         raise InvalidArgument(
             f"idempotency key {quoted(key)} was used with a different {operation} request",
             field="idempotency_key",
             reason=ErrorReason.ERROR_REASON_IDEMPOTENCY_KEY_REUSED,
         )
-    resource: uuid.UUID = earlier.resource_id
     return resource

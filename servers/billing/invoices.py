@@ -18,17 +18,27 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import DomainError, NotFound
-from servers.billing import metrics, records
-from servers.billing.documents import DocumentSigner, timestamp
+from core.errors import DomainError
+from core.times import rfc3339
+from servers.billing import metrics, records, store
+from servers.billing.documents import DocumentSigner
 from servers.billing.pricing import profile_of
 from servers.billing.rollout import require_billing
-from servers.billing.store import InvoiceLineRow, InvoiceRow
+from servers.billing.store import InvoiceLineRow, InvoiceRow, invoice_of, lines_of
 from servers.billing.tax import LineToTax, TaxCalculation, TaxProvider, TaxUnavailable
 from servers.db import Database
+
+__all__ = [
+    "Billing",
+    "finalize",
+    "finalize_due",
+    "invoice_document",
+    "invoice_of",
+    "lines_of",
+    "tax_backoff",
+]
 
 #: Longest wait between two attempts at taxing a pending invoice.
 MAX_TAX_BACKOFF = timedelta(minutes=15)
@@ -53,36 +63,6 @@ def tax_backoff(attempts: int) -> timedelta:
     return min(timedelta(seconds=2 ** max(attempts - 1, 0)), MAX_TAX_BACKOFF)
 
 
-async def invoice_of(
-    session: AsyncSession, invoice_id: uuid.UUID, *, lock: bool = False
-) -> InvoiceRow:
-    """The tenant's invoice `invoice_id`.
-
-    Raises:
-        NotFound: No such invoice for this tenant.
-    """
-    query = select(InvoiceRow).where(InvoiceRow.id == invoice_id)
-    if lock:
-        query = query.with_for_update()
-    found = (await session.execute(query)).scalar_one_or_none()
-    if found is None:
-        raise NotFound(f"no invoice {invoice_id}")
-    return found
-
-
-async def lines_of(session: AsyncSession, invoice_id: uuid.UUID) -> list[InvoiceLineRow]:
-    """The invoice's lines, in order."""
-    return list(
-        (
-            await session.execute(
-                select(InvoiceLineRow)
-                .where(InvoiceLineRow.invoice_id == invoice_id)
-                .order_by(InvoiceLineRow.position)
-            )
-        ).scalars()
-    )
-
-
 def invoice_document(invoice: InvoiceRow, lines: list[InvoiceLineRow]) -> dict[str, Any]:
     """What an invoice's signature covers."""
     return {
@@ -92,9 +72,9 @@ def invoice_document(invoice: InvoiceRow, lines: list[InvoiceLineRow]) -> dict[s
         "series": invoice.series,
         "number": invoice.number,
         "currency": invoice.currency,
-        "period_start": timestamp(invoice.period_start),
-        "period_end": timestamp(invoice.period_end),
-        "finalized_at": timestamp(invoice.finalized_at),
+        "period_start": rfc3339(invoice.period_start),
+        "period_end": rfc3339(invoice.period_end),
+        "finalized_at": rfc3339(invoice.finalized_at),
         "subtotal": invoice.subtotal,
         "tax": invoice.tax,
         "total": invoice.total,
@@ -250,21 +230,7 @@ async def finalize_due(
     invoices were issued.
     """
     async with billing.database.platform_session(readonly=True) as session:
-        due = (
-            await session.execute(
-                select(InvoiceRow.tenant_id, InvoiceRow.id)
-                .where(
-                    or_(
-                        and_(InvoiceRow.status == "draft", InvoiceRow.period_end <= now),
-                        and_(
-                            InvoiceRow.status == "tax_pending",
-                            InvoiceRow.next_tax_attempt_at <= now,
-                        ),
-                    )
-                )
-                .execution_options(all_tenants=True)
-            )
-        ).all()
+        due = await store.due_invoices(session, now)
     issued = 0
     for tenant, invoice_id in due:
         try:
@@ -275,11 +241,6 @@ async def finalize_due(
         if changed is not None:
             await changed(tenant)
     async with billing.database.platform_session(readonly=True) as session:
-        pending = await session.scalar(
-            select(func.count())
-            .select_from(InvoiceRow)
-            .where(InvoiceRow.status == "tax_pending")
-            .execution_options(all_tenants=True)
-        )
-    metrics.TAX_PENDING.set(int(pending or 0))
+        pending = await store.count_tax_pending(session)
+    metrics.TAX_PENDING.set(pending)
     return issued

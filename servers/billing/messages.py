@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from intelgraph.billing.v1 import billing_service_pb2 as pb
 from intelgraph.common.v1.money_pb2 import Money
 
 from core.errors import InvalidArgument
-from servers.billing.adjustments import InvoiceBalance, IssuedCreditNote
+from core.times import to_timestamp
+from servers.billing.balances import InvoiceBalance
+from servers.billing.credit_notes import IssuedCreditNote
 from servers.billing.money import currency
 from servers.billing.pricing import Price
 from servers.billing.store import (
@@ -56,15 +56,6 @@ ALERT_KINDS = {
     pb.BILLING_ALERT_KIND_TAX_PENDING: "tax_pending",
 }
 ALERT_KIND_VALUES = {name: value for value, name in ALERT_KINDS.items()}
-
-
-def stamp(moment: datetime | None) -> Timestamp | None:
-    """A protobuf Timestamp, or None."""
-    if moment is None:
-        return None
-    value = Timestamp()
-    value.FromDatetime(moment)
-    return value
 
 
 def money(minor_units: int, code: str) -> Money:
@@ -119,8 +110,8 @@ def invoice(balance: InvoiceBalance) -> pb.Invoice:
         number=row.number or "",
         series=row.series,
         status=INVOICE_STATUS[row.status],
-        period_start=stamp(row.period_start),
-        period_end=stamp(row.period_end),
+        period_start=to_timestamp(row.period_start),
+        period_end=to_timestamp(row.period_end),
         lines=[invoice_line(line, code) for line in balance.lines],
         subtotal=money(row.subtotal, code),
         tax=money(row.tax, code),
@@ -139,8 +130,8 @@ def invoice(balance: InvoiceBalance) -> pb.Invoice:
         ),
         signature=row.signature,
         signing_key_id=row.signing_key_id,
-        created_at=stamp(row.created_at),
-        finalized_at=stamp(row.finalized_at),
+        created_at=to_timestamp(row.created_at),
+        finalized_at=to_timestamp(row.finalized_at),
         signed_payload=row.signed_payload,
     )
 
@@ -170,8 +161,8 @@ def credit_note(issued: IssuedCreditNote) -> pb.CreditNote:
         total=money(note.total, code),
         signature=note.signature,
         signing_key_id=note.signing_key_id,
-        created_at=stamp(note.created_at),
-        voided_at=stamp(note.voided_at),
+        created_at=to_timestamp(note.created_at),
+        voided_at=to_timestamp(note.voided_at),
         signed_payload=note.signed_payload,
         amount_refunded=money(issued.refunded, code),
     )
@@ -183,8 +174,8 @@ def usage_event(row: UsageEventRow) -> pb.UsageEvent:
         event_id=row.event_id,
         meter=row.meter,
         quantity=row.quantity,
-        occurred_at=stamp(row.occurred_at),
-        recorded_at=stamp(row.recorded_at),
+        occurred_at=to_timestamp(row.occurred_at),
+        recorded_at=to_timestamp(row.recorded_at),
         invoice_id=str(row.invoice_id),
     )
 
@@ -196,7 +187,7 @@ def payment(row: PaymentRow) -> pb.Payment:
         invoice_id=str(row.invoice_id),
         amount=money(row.amount, row.currency),
         reference=row.reference,
-        created_at=stamp(row.created_at),
+        created_at=to_timestamp(row.created_at),
     )
 
 
@@ -208,7 +199,7 @@ def refund(row: RefundRow) -> pb.Refund:
         credit_note_id=str(row.credit_note_id or ""),
         amount=money(row.amount, row.currency),
         memo=row.memo,
-        created_at=stamp(row.created_at),
+        created_at=to_timestamp(row.created_at),
     )
 
 
@@ -244,7 +235,7 @@ def report(row: ReconciliationRow) -> pb.ReconciliationReport:
         documents_total=money(row.documents_total, code),
         drift=money(row.drift, code),
         alert=row.alert,
-        created_at=stamp(row.created_at),
+        created_at=to_timestamp(row.created_at),
     )
 
 
@@ -253,14 +244,16 @@ def spend_cap(row: SpendCapRow | None, spent: int, code: str) -> pb.SpendCap:
     return pb.SpendCap(
         cap=money(row.cap if row else 0, code),
         spent=money(spent, code),
-        updated_at=stamp(row.updated_at) if row else None,
+        updated_at=to_timestamp(row.updated_at) if row else None,
     )
 
 
 def rollout(row: RolloutRow) -> pb.TenantRollout:
     """A TenantRollout message."""
     return pb.TenantRollout(
-        tenant_id=str(row.tenant), stage=STAGE_VALUES[row.stage], updated_at=stamp(row.updated_at)
+        tenant_id=str(row.tenant),
+        stage=STAGE_VALUES[row.stage],
+        updated_at=to_timestamp(row.updated_at),
     )
 
 
@@ -270,7 +263,7 @@ def alert(row: AlertRow) -> pb.BillingAlert:
         id=str(row.id),
         kind=ALERT_KIND_VALUES.get(row.kind, pb.BILLING_ALERT_KIND_UNSPECIFIED),
         message=row.message,
-        raised_at=stamp(row.raised_at),
+        raised_at=to_timestamp(row.raised_at),
         details={
             key: value if isinstance(value, str) else json.dumps(value)
             for key, value in row.details.items()
@@ -285,7 +278,7 @@ def profile(row: BillingProfileRow) -> pb.BillingProfile:
         jurisdiction=row.jurisdiction,
         tax_id=row.tax_id,
         tax_mode=TAX_MODE_VALUES[row.tax_mode],
-        updated_at=stamp(row.updated_at),
+        updated_at=to_timestamp(row.updated_at),
     )
 
 

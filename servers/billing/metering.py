@@ -22,7 +22,7 @@ from cachetools import TTLCache
 from prometheus_client import Counter as MetricCounter
 
 from core.errors import DomainError, ErrorReason, ResourceExhausted
-from servers.billing.store import SpendCapRow
+from servers.billing import store
 from servers.billing.usage import record_usage, spent
 from servers.db import Database
 from servers.runtime import Component, Foundation, Job
@@ -90,7 +90,7 @@ class Metering(Component):
 
     async def _cap_reached(self, tenant: uuid.UUID) -> bool:
         async with self._database.tenant_session(tenant, readonly=True) as session:
-            cap = await session.get(SpendCapRow, tenant)
+            cap = await store.spend_cap_of(session, tenant)
             if cap is None or cap.cap <= 0:
                 return False
             return await spent(session, self._clock()) >= cap.cap

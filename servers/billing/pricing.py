@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import FailedPrecondition, InvalidArgument, quoted
-from servers.billing.store import BillingProfileRow, PriceRow
+from servers.billing import store
+from servers.billing.store import BillingProfileRow
 
 PRICE_BOOK_FILE = Path(__file__).with_name("price_book.json")
 PRICE_BOOK: dict[str, dict[str, Any]] = json.loads(PRICE_BOOK_FILE.read_text())
@@ -45,7 +45,7 @@ class Price:
 
 async def profile_of(session: AsyncSession, tenant: uuid.UUID) -> BillingProfileRow:
     """The tenant's billing profile (the default one, unsaved, when it has none)."""
-    found = await session.get(BillingProfileRow, tenant)
+    found = await store.profile_row(session, tenant)
     if found is not None:
         return found
     return BillingProfileRow(tenant_id=tenant, updated_at=datetime.now(UTC), **DEFAULT_PROFILE)
@@ -54,9 +54,7 @@ async def profile_of(session: AsyncSession, tenant: uuid.UUID) -> BillingProfile
 async def price_book(session: AsyncSession, currency: str) -> list[Price]:
     """Every meter's price for the tenant in `currency`: its overrides, else the defaults."""
     overrides = {
-        row.meter: row
-        for row in (await session.execute(select(PriceRow))).scalars()
-        if row.currency == currency
+        row.meter: row for row in await store.price_overrides(session) if row.currency == currency
     }
     prices = []
     for meter in sorted(set(PRICE_BOOK) | set(overrides)):
@@ -93,7 +91,10 @@ async def price_of(session: AsyncSession, meter: str, currency: str) -> Price:
         InvalidArgument: No such meter in the price book.
         FailedPrecondition: The meter has no price in the tenant's currency.
     """
-    if meter not in PRICE_BOOK and await session.get(PriceRow, (_tenant(session), meter)) is None:
+    if (
+        meter not in PRICE_BOOK
+        and await store.price_override(session, store.session_tenant(session), meter) is None
+    ):
         raise InvalidArgument(
             f"no meter {quoted(meter)} in the price book", field="meter", metadata={"meter": meter}
         )
@@ -103,13 +104,6 @@ async def price_of(session: AsyncSession, meter: str, currency: str) -> Price:
     raise FailedPrecondition(
         f"meter {quoted(meter)} has no price in {currency}", metadata={"meter": meter}
     )
-
-
-def _tenant(session: AsyncSession) -> uuid.UUID:
-    from servers.db.tenancy import TENANT_KEY  # noqa: PLC0415 - a private detail of sessions
-
-    tenant: uuid.UUID = session.info[TENANT_KEY]
-    return tenant
 
 
 def month_of(moment: datetime) -> tuple[datetime, datetime]:

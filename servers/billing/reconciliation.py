@@ -25,23 +25,13 @@ import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 
-from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from servers.billing import metrics, records
+from core.errors import NotFound
+from servers.billing import metrics, records, store
 from servers.billing.money import exponent, format_amount, round_half_up
 from servers.billing.pricing import profile_of
-from servers.billing.store import (
-    CreditNoteRow,
-    InvoiceLineRow,
-    InvoiceRow,
-    LedgerEntryRow,
-    PaymentRow,
-    ReconciliationRow,
-    RefundRow,
-    RolloutRow,
-    UsageEventRow,
-)
+from servers.billing.store import ReconciliationRow
 from servers.db import Database
 
 HISTORY_DAYS = 28
@@ -67,70 +57,19 @@ def drift_threshold(currency: str) -> int:
     return 10 ** (places - 2) if places >= 2 else 0
 
 
-async def _sum(session: AsyncSession, column: object, *where: object) -> int:
-    value = await session.scalar(select(func.coalesce(func.sum(column), 0)).where(*where))  # type: ignore[arg-type]
-    return int(value or 0)
-
-
 async def metered(session: AsyncSession, start: datetime, end: datetime) -> int:
     """What the day's usage is worth, re-rated from the events' quantities."""
-    touched = (
-        select(UsageEventRow.line_id)
-        .where(UsageEventRow.recorded_at >= start, UsageEventRow.recorded_at < end)
-        .distinct()
-        .scalar_subquery()
-    )
-    rows = await session.execute(
-        select(
-            InvoiceLineRow.unit_price,
-            InvoiceLineRow.per_quantity,
-            func.sum(case((UsageEventRow.recorded_at < start, UsageEventRow.quantity), else_=0)),
-            func.sum(UsageEventRow.quantity),
-        )
-        .join(InvoiceLineRow, InvoiceLineRow.id == UsageEventRow.line_id)
-        .where(UsageEventRow.recorded_at < end, UsageEventRow.line_id.in_(touched))
-        .group_by(InvoiceLineRow.id, InvoiceLineRow.unit_price, InvoiceLineRow.per_quantity)
-    )
     total = 0
-    for unit_price, per, before, through in rows:
-        total += round_half_up(Fraction(int(through) * unit_price, per)) - round_half_up(
-            Fraction(int(before) * unit_price, per)
+    for unit_price, per, before, through in await store.touched_lines(session, start, end):
+        total += round_half_up(Fraction(through * unit_price, per)) - round_half_up(
+            Fraction(before * unit_price, per)
         )
     return total
 
 
 async def documents(session: AsyncSession, start: datetime, end: datetime) -> int:
     """What the documents issued (or voided) that day added to what is owed."""
-    finalized = and_(
-        InvoiceRow.status == "finalized",
-        InvoiceRow.finalized_at >= start,
-        InvoiceRow.finalized_at < end,
-    )
-    invoiced = await _sum(session, InvoiceRow.total, finalized)
-    rated = await session.scalar(
-        select(func.coalesce(func.sum(InvoiceLineRow.amount), 0))
-        .join(InvoiceRow, InvoiceRow.id == InvoiceLineRow.invoice_id)
-        .where(finalized)
-    )
-    issued = await _sum(
-        session,
-        CreditNoteRow.total,
-        CreditNoteRow.created_at >= start,
-        CreditNoteRow.created_at < end,
-    )
-    voided = await _sum(
-        session,
-        CreditNoteRow.total,
-        CreditNoteRow.voided_at >= start,
-        CreditNoteRow.voided_at < end,
-    )
-    paid = await _sum(
-        session, PaymentRow.amount, PaymentRow.created_at >= start, PaymentRow.created_at < end
-    )
-    refunded = await _sum(
-        session, RefundRow.amount, RefundRow.created_at >= start, RefundRow.created_at < end
-    )
-    return invoiced - int(rated or 0) - issued + voided - paid + refunded
+    return await store.documents_sum(session, start, end)
 
 
 async def reconcile(
@@ -139,18 +78,12 @@ async def reconcile(
     """Reconcile one tenant's day, store the report (replacing an earlier one), raise alerts."""
     start, end = day_bounds(day)
     currency = (await profile_of(session, tenant)).currency
-    in_day = (LedgerEntryRow.recorded_at >= start, LedgerEntryRow.recorded_at < end)
-    ledger_total = await _sum(session, LedgerEntryRow.amount, *in_day)
-    billed = await _sum(session, LedgerEntryRow.amount, LedgerEntryRow.kind == "usage", *in_day)
+    ledger_total, billed = await store.ledger_sums(session, start, end)
     metered_total = await metered(session, start, end)
     documents_total = await documents(session, start, end)
     drift = ledger_total - metered_total - documents_total
     flagged = abs(drift) > drift_threshold(currency)
-    report = (
-        await session.execute(
-            select(ReconciliationRow).where(ReconciliationRow.day == day.isoformat())
-        )
-    ).scalar_one_or_none()
+    report = await store.report_of(session, day.isoformat())
     if report is None:
         report = ReconciliationRow(tenant_id=tenant, day=day.isoformat())
         session.add(report)
@@ -197,16 +130,7 @@ async def _variance(  # noqa: PLR0917 - the day's facts
     session: AsyncSession, tenant: uuid.UUID, day: date, billed: int, currency: str, now: datetime
 ) -> None:
     first = (day - timedelta(days=HISTORY_DAYS)).isoformat()
-    history = [
-        int(value)
-        for value in (
-            await session.execute(
-                select(ReconciliationRow.billed_total).where(
-                    ReconciliationRow.day >= first, ReconciliationRow.day < day.isoformat()
-                )
-            )
-        ).scalars()
-    ]
+    history = await store.billed_history(session, first, day.isoformat())
     if len(history) < MIN_HISTORY:
         return
     z = robust_z(billed, history)
@@ -230,18 +154,28 @@ async def reconcile_all(database: Database, day: date, now: datetime) -> int:
     """Reconcile `day` for every enrolled tenant and every tenant with activity that day."""
     start, end = day_bounds(day)
     async with database.platform_session(readonly=True) as session:
-        enrolled = set((await session.execute(select(RolloutRow.tenant))).scalars())
-        active = set(
-            (
-                await session.execute(
-                    select(LedgerEntryRow.tenant_id)
-                    .where(LedgerEntryRow.recorded_at >= start, LedgerEntryRow.recorded_at < end)
-                    .distinct()
-                    .execution_options(all_tenants=True)
-                )
-            ).scalars()
-        )
+        enrolled = await store.enrolled_tenants(session)
+        active = await store.active_tenants(session, start, end)
     for tenant in sorted(enrolled | active):
         async with database.tenant_session(tenant) as session:
             await reconcile(session, tenant, day, now)
     return len(enrolled | active)
+
+
+async def run(database: Database, tenant: uuid.UUID, day: date, now: datetime) -> ReconciliationRow:
+    """Reconcile one day of one tenant now (one transaction)."""
+    async with database.tenant_session(tenant) as session:
+        return await reconcile(session, tenant, day, now)
+
+
+async def report_of(database: Database, tenant: uuid.UUID, day: str) -> ReconciliationRow:
+    """The stored report of one day (ISO 8601) of the tenant.
+
+    Raises:
+        NotFound: The day was not reconciled.
+    """
+    async with database.tenant_session(tenant, readonly=True) as session:
+        row = await store.report_of(session, day)
+    if row is None:
+        raise NotFound(f"no reconciliation report for {day}")
+    return row

@@ -13,9 +13,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from servers.billing import metrics
-from servers.billing.store import AlertRow, DocumentSeriesRow, LedgerEntryRow
-from servers.db import insert
+from core.pagination import Page
+from servers.billing import metrics, store
+from servers.billing.store import AlertRow
+from servers.db import Database
 
 #: Digits of a document's sequence number ("INV-2026-000042").
 NUMBER_DIGITS = 6
@@ -33,17 +34,7 @@ def ledger(  # noqa: PLR0917 - one ledger entry's facts
 ) -> None:
     """Record a signed movement of what the tenant owes (nothing for zero)."""
     if amount:
-        session.add(
-            LedgerEntryRow(
-                tenant_id=tenant,
-                kind=kind,
-                amount=amount,
-                currency=currency,
-                invoice_id=invoice_id,
-                source_id=source_id,
-                recorded_at=at,
-            )
-        )
+        store.add_ledger_entry(session, tenant, kind, amount, currency, invoice_id, source_id, at)
 
 
 async def alert(  # noqa: PLR0917 - one alert's facts
@@ -56,10 +47,8 @@ async def alert(  # noqa: PLR0917 - one alert's facts
     details: dict[str, Any] | None = None,
 ) -> bool:
     """Raise an alert once per `dedupe_key`; True when it is new."""
-    inserted = await session.execute(
-        insert(session, AlertRow)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "dedupe_key"])
-        .returning(AlertRow.id),
+    new = await store.insert_alert(
+        session,
         {
             "id": uuid.uuid4(),
             "tenant_id": tenant,
@@ -70,7 +59,6 @@ async def alert(  # noqa: PLR0917 - one alert's facts
             "raised_at": at,
         },
     )
-    new = inserted.first() is not None
     if new:
         metrics.ALERTS.labels(kind).inc()
     return new
@@ -78,12 +66,15 @@ async def alert(  # noqa: PLR0917 - one alert's facts
 
 async def next_number(session: AsyncSession, tenant: uuid.UUID, series: str) -> str:
     """The series' next number, taken in this transaction (the row lock serializes issuers)."""
-    statement = insert(session, DocumentSeriesRow)
-    taken = await session.scalar(
-        statement.on_conflict_do_update(
-            index_elements=["tenant_id", "series"],
-            set_={"next_number": DocumentSeriesRow.next_number + 1},
-        ).returning(DocumentSeriesRow.next_number - 1),
-        {"tenant_id": tenant, "series": series, "next_number": 2},
-    )
-    return f"{series}-{int(taken or 0):0{NUMBER_DIGITS}d}"
+    taken = await store.take_number(session, tenant, series)
+    return f"{series}-{taken:0{NUMBER_DIGITS}d}"
+
+
+async def list_alerts(
+    database: Database, tenant: uuid.UUID, kind: str, page: Page
+) -> tuple[list[AlertRow], str]:
+    """A page of the tenant's alerts (of `kind`, if any), newest first; the next page's token."""
+    async with database.tenant_session(tenant, readonly=True) as session:
+        rows = await store.alerts_page(session, kind, page.after, page.size + 1)
+    token = page.next_token(rows, lambda row: (row.raised_at, row.id))
+    return rows[: page.size], token

@@ -1,63 +1,41 @@
-"""The BillingService servicer: translates messages and calls the billing modules, nothing else."""
+"""The BillingService servicer: translates messages and calls the use cases, nothing else."""
 
 from __future__ import annotations
 
 import functools
 import uuid
 from collections.abc import Callable, Coroutine
-from datetime import UTC, date, timedelta
+from datetime import date, timedelta
 from typing import Any
 
+import grpc
 from intelgraph.billing.v1 import billing_service_pb2 as pb
 from intelgraph.billing.v1 import billing_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
-from sqlalchemy import select, tuple_
 
-from core.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    Unavailable,
-    quoted,
-    uuid_field,
-)
+from core.errors import InvalidArgument, uuid_field
+from core.interfaces import CacheInvalidation, UsageMeter
 from core.pagination import TIME_AND_ID, Page
+from core.times import optional_instant
 from interceptors import current_principal
-from servers.billing import messages, reconciliation, rollout, usage
-from servers.billing.adjustments import (
-    CreditRequest,
-    balance_of,
-    create_credit_note,
-    create_refund,
-    credit_notes_of,
-    preview_credit_note,
-    record_payment,
-    void_credit_note,
+from servers.billing import (
+    balances,
+    credit_notes,
+    messages,
+    profiles,
+    reconciliation,
+    records,
+    refunds,
+    rollout,
+    usage,
 )
+from servers.billing.credit_notes import CreditRequest
 from servers.billing.documents import DocumentSigner
-from servers.billing.invoices import Billing, finalize, finalize_due, invoice_of
+from servers.billing.invoices import Billing, finalize, finalize_due
 from servers.billing.metering import Metering
-from servers.billing.money import MAX_MINOR_UNITS, within_money_bound
-from servers.billing.money import currency as iso_currency
-from servers.billing.pricing import PRICE_BOOK, price_book, profile_of
-from servers.billing.store import (
-    AlertRow,
-    BillingProfileRow,
-    InvoiceRow,
-    PriceRow,
-    ReconciliationRow,
-    SpendCapRow,
-)
-from servers.billing.tax import LineToTax, SandboxTaxProvider, TaxUnavailable, UnknownJurisdiction
+from servers.billing.tax import LineToTax, SandboxTaxProvider
 from servers.jobs import every_under_lease
 from servers.runtime import PlatformServicer, Runtime, ServiceDefinition
-
-
-def _page(request: Any, **filters: Any) -> Page:
-    return Page.from_request(
-        request.page.page_size, request.page.page_token, filters=filters, keyset=TIME_AND_ID
-    )
-
 
 #: The first day billing can have data for.
 FIRST_DAY = date(1970, 1, 1)
@@ -116,59 +94,62 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
 
     async def _balance(self, invoice_id: uuid.UUID) -> pb.Invoice:
         tenant = current_principal().tenant
-        async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
-            return messages.invoice(
-                await balance_of(session, await invoice_of(session, invoice_id))
-            )
+        return messages.invoice(
+            await balances.invoice_balance(self.runtime.database, tenant, invoice_id)
+        )
 
     # -- usage and invoices ------------------------------------------------------------
 
     async def RecordUsage(
-        self, request: pb.RecordUsageRequest, context: Any
+        self,
+        request: pb.RecordUsageRequest,
+        context: grpc.aio.ServicerContext[pb.RecordUsageRequest, pb.RecordUsageResponse],
     ) -> pb.RecordUsageResponse:
         """Record one usage event (idempotent by event id)."""
         tenant = current_principal().tenant
         now = self.runtime.clock()
-        occurred = (
-            request.occurred_at.ToDatetime(tzinfo=UTC) if request.HasField("occurred_at") else now
+        occurred = optional_instant(request, "occurred_at") or now
+        recorded = await usage.record(
+            self.runtime.database,
+            tenant,
+            request.event_id,
+            request.meter,
+            request.quantity,
+            occurred,
+            now,
         )
-        async with self.runtime.database.tenant_session(tenant) as session:
-            recorded = await usage.record_usage(
-                session, tenant, request.event_id, request.meter, request.quantity, occurred, now
-            )
-            return pb.RecordUsageResponse(
-                event=messages.usage_event(recorded.event), duplicate=recorded.duplicate
-            )
+        return pb.RecordUsageResponse(
+            event=messages.usage_event(recorded.event), duplicate=recorded.duplicate
+        )
 
     async def GetInvoice(
-        self, request: pb.GetInvoiceRequest, context: Any
+        self,
+        request: pb.GetInvoiceRequest,
+        context: grpc.aio.ServicerContext[pb.GetInvoiceRequest, pb.GetInvoiceResponse],
     ) -> pb.GetInvoiceResponse:
         """One invoice with what was paid, credited and refunded."""
         return pb.GetInvoiceResponse(invoice=await self._balance(uuid_field(request.id, "id")))
 
     async def ListInvoices(
-        self, request: pb.ListInvoicesRequest, context: Any
+        self,
+        request: pb.ListInvoicesRequest,
+        context: grpc.aio.ServicerContext[pb.ListInvoicesRequest, pb.ListInvoicesResponse],
     ) -> pb.ListInvoicesResponse:
         """The tenant's invoices, newest period first."""
         status = {v: k for k, v in messages.INVOICE_STATUS.items()}.get(request.status, "")
-        page = _page(request, status=status)
-        query = select(InvoiceRow)
-        if status:
-            query = query.where(InvoiceRow.status == status)
-        if page.after is not None:
-            query = query.where(tuple_(InvoiceRow.period_start, InvoiceRow.id) < page.after)
-        query = query.order_by(InvoiceRow.period_start.desc(), InvoiceRow.id.desc())
-        tenant = current_principal().tenant
-        async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
-            rows = list((await session.execute(query.limit(page.size + 1))).scalars())
-            token = page.next_token(rows, lambda row: (row.period_start, row.id))
-            invoices = [
-                messages.invoice(await balance_of(session, row)) for row in rows[: page.size]
-            ]
-        return pb.ListInvoicesResponse(invoices=invoices, page=PageResponse(next_page_token=token))
+        page = Page.of(request, TIME_AND_ID, status=status)
+        found, token = await balances.list_invoices(
+            self.runtime.database, current_principal().tenant, status, page
+        )
+        return pb.ListInvoicesResponse(
+            invoices=[messages.invoice(balance) for balance in found],
+            page=PageResponse(next_page_token=token),
+        )
 
     async def FinalizeInvoice(
-        self, request: pb.FinalizeInvoiceRequest, context: Any
+        self,
+        request: pb.FinalizeInvoiceRequest,
+        context: grpc.aio.ServicerContext[pb.FinalizeInvoiceRequest, pb.FinalizeInvoiceResponse],
     ) -> pb.FinalizeInvoiceResponse:
         """Tax, number, sign and freeze a draft (tax_pending when the provider is down).
 
@@ -180,7 +161,9 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
 
     # -- credit notes, payments, refunds -------------------------------------------------
 
-    def _credit_request(self, request: Any) -> CreditRequest:
+    def _credit_request(
+        self, request: pb.PreviewCreditNoteRequest | pb.CreateCreditNoteRequest
+    ) -> CreditRequest:
         lines = []
         for index, line in enumerate(request.lines):
             amount, code = messages.amount_in(line.amount, f"lines[{index}].amount")
@@ -214,19 +197,25 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         )
 
     async def PreviewCreditNote(
-        self, request: pb.PreviewCreditNoteRequest, context: Any
+        self,
+        request: pb.PreviewCreditNoteRequest,
+        context: grpc.aio.ServicerContext[
+            pb.PreviewCreditNoteRequest, pb.PreviewCreditNoteResponse
+        ],
     ) -> pb.PreviewCreditNoteResponse:
         """The credit note as it would be issued (no id, number or signature)."""
-        preview = await preview_credit_note(
+        preview = await credit_notes.preview_credit_note(
             self.billing, current_principal().tenant, self._credit_request(request)
         )
         return pb.PreviewCreditNoteResponse(credit_note=messages.credit_note(preview))
 
     async def CreateCreditNote(
-        self, request: pb.CreateCreditNoteRequest, context: Any
+        self,
+        request: pb.CreateCreditNoteRequest,
+        context: grpc.aio.ServicerContext[pb.CreateCreditNoteRequest, pb.CreateCreditNoteResponse],
     ) -> pb.CreateCreditNoteResponse:
         """Issue a signed, numbered credit note."""
-        issued = await create_credit_note(
+        issued = await credit_notes.create_credit_note(
             self.billing,
             current_principal().tenant,
             self._credit_request(request),
@@ -235,10 +224,12 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         return pb.CreateCreditNoteResponse(credit_note=messages.credit_note(issued))
 
     async def VoidCreditNote(
-        self, request: pb.VoidCreditNoteRequest, context: Any
+        self,
+        request: pb.VoidCreditNoteRequest,
+        context: grpc.aio.ServicerContext[pb.VoidCreditNoteRequest, pb.VoidCreditNoteResponse],
     ) -> pb.VoidCreditNoteResponse:
         """Void an issued credit note (not once refunds paid it out)."""
-        voided = await void_credit_note(
+        voided = await credit_notes.void_credit_note(
             self.billing,
             current_principal().tenant,
             uuid_field(request.id, "id"),
@@ -247,22 +238,27 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         return pb.VoidCreditNoteResponse(credit_note=messages.credit_note(voided))
 
     async def ListCreditNotes(
-        self, request: pb.ListCreditNotesRequest, context: Any
+        self,
+        request: pb.ListCreditNotesRequest,
+        context: grpc.aio.ServicerContext[pb.ListCreditNotesRequest, pb.ListCreditNotesResponse],
     ) -> pb.ListCreditNotesResponse:
         """The invoice's credit notes, oldest first (one page: an invoice has few)."""
         tenant = current_principal().tenant
-        async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
-            notes = await credit_notes_of(session, uuid_field(request.invoice_id, "invoice_id"))
+        notes = await credit_notes.list_credit_notes(
+            self.runtime.database, tenant, uuid_field(request.invoice_id, "invoice_id")
+        )
         return pb.ListCreditNotesResponse(
             credit_notes=[messages.credit_note(note) for note in notes], page=PageResponse()
         )
 
     async def RecordPayment(
-        self, request: pb.RecordPaymentRequest, context: Any
+        self,
+        request: pb.RecordPaymentRequest,
+        context: grpc.aio.ServicerContext[pb.RecordPaymentRequest, pb.RecordPaymentResponse],
     ) -> pb.RecordPaymentResponse:
         """Record money received against a finalized invoice."""
         amount, code = messages.amount_in(request.amount, "amount")
-        payment = await record_payment(
+        payment = await refunds.record_payment(
             self.billing,
             current_principal().tenant,
             uuid_field(request.invoice_id, "invoice_id"),
@@ -274,11 +270,13 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         return pb.RecordPaymentResponse(payment=messages.payment(payment))
 
     async def CreateRefund(
-        self, request: pb.CreateRefundRequest, context: Any
+        self,
+        request: pb.CreateRefundRequest,
+        context: grpc.aio.ServicerContext[pb.CreateRefundRequest, pb.CreateRefundResponse],
     ) -> pb.CreateRefundResponse:
         """Pay money back on an invoice, optionally against a credit note."""
         amount, code = messages.amount_in(request.amount, "amount")
-        refund = await create_refund(
+        refund = await refunds.create_refund(
             self.billing,
             current_principal().tenant,
             uuid_field(request.invoice_id, "invoice_id"),
@@ -295,43 +293,37 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
     # -- tax ------------------------------------------------------------------------------
 
     async def CalculateTax(
-        self, request: pb.CalculateTaxRequest, context: Any
+        self,
+        request: pb.CalculateTaxRequest,
+        context: grpc.aio.ServicerContext[pb.CalculateTaxRequest, pb.CalculateTaxResponse],
     ) -> pb.CalculateTaxResponse:
         """Tax lines through the sandbox provider; nothing is recorded."""
-        tenant = current_principal().tenant
-        async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
-            profile = await profile_of(session, tenant)
         lines, codes = [], set()
         for index, line in enumerate(request.lines):
             amount, code = messages.amount_in(line.amount, f"lines[{index}].amount")
             codes.add(code)
             lines.append(LineToTax(line.reference or str(index), amount, line.tax_code))
-        if len(codes) > 1:
-            raise InvalidArgument("every amount must be in one currency", field="lines")
-        if not within_money_bound(sum(line.amount for line in lines)):
-            raise InvalidArgument(
-                f"the lines add up to more than {MAX_MINOR_UNITS} minor units", field="lines"
-            )
-        mode = messages.TAX_MODES.get(request.mode, profile.tax_mode)
-        try:
-            calculation = await self.tax.calculate(
-                lines,
-                jurisdiction=request.jurisdiction or profile.jurisdiction,
-                customer_tax_id=request.customer_tax_id,
-                mode="inclusive" if mode == "inclusive" else "exclusive",
-                currency=codes.pop() if codes else profile.currency,
-            )
-        except UnknownJurisdiction as error:
-            raise InvalidArgument(str(error), field="jurisdiction") from None
-        except TaxUnavailable as error:
-            raise Unavailable(str(error)) from None
+        calculation, profile = await profiles.calculate_tax(
+            self.runtime.database,
+            self.tax,
+            current_principal().tenant,
+            lines,
+            codes,
+            messages.TAX_MODES.get(request.mode),
+            request.jurisdiction,
+            request.customer_tax_id,
+        )
         code = request.lines[0].amount.currency_code if request.lines else profile.currency
         return pb.CalculateTaxResponse(calculation=messages.tax_calculation(calculation, code))
 
     # -- reconciliation, guards ----------------------------------------------------------
 
     async def RunReconciliation(
-        self, request: pb.RunReconciliationRequest, context: Any
+        self,
+        request: pb.RunReconciliationRequest,
+        context: grpc.aio.ServicerContext[
+            pb.RunReconciliationRequest, pb.RunReconciliationResponse
+        ],
     ) -> pb.RunReconciliationResponse:
         """Reconcile one day of the caller's tenant now (yesterday by default)."""
         now = self.runtime.clock()
@@ -339,201 +331,161 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         if day > now.date():
             raise InvalidArgument("a day in the future cannot be reconciled", field="day")
         tenant = current_principal().tenant
-        async with self.runtime.database.tenant_session(tenant) as session:
-            row = await reconciliation.reconcile(session, tenant, day, now)
-            return pb.RunReconciliationResponse(report=messages.report(row))
+        row = await reconciliation.run(self.runtime.database, tenant, day, now)
+        return pb.RunReconciliationResponse(report=messages.report(row))
 
     async def GetReconciliationReport(
-        self, request: pb.GetReconciliationReportRequest, context: Any
+        self,
+        request: pb.GetReconciliationReportRequest,
+        context: grpc.aio.ServicerContext[
+            pb.GetReconciliationReportRequest, pb.GetReconciliationReportResponse
+        ],
     ) -> pb.GetReconciliationReportResponse:
         """The stored report of one day."""
         day = _day(request.day, "day").isoformat()
         tenant = current_principal().tenant
-        async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
-            row = (
-                await session.execute(select(ReconciliationRow).where(ReconciliationRow.day == day))
-            ).scalar_one_or_none()
-            if row is None:
-                raise NotFound(f"no reconciliation report for {day}")
-            return pb.GetReconciliationReportResponse(report=messages.report(row))
+        row = await reconciliation.report_of(self.runtime.database, tenant, day)
+        return pb.GetReconciliationReportResponse(report=messages.report(row))
 
     async def SetSpendCap(
-        self, request: pb.SetSpendCapRequest, context: Any
+        self,
+        request: pb.SetSpendCapRequest,
+        context: grpc.aio.ServicerContext[pb.SetSpendCapRequest, pb.SetSpendCapResponse],
     ) -> pb.SetSpendCapResponse:
         """Set (or, with zero, remove) the tenant's cap on a period's rated usage."""
         amount, code = messages.amount_in(request.cap, "cap")
         tenant = current_principal().tenant
         now = self.runtime.clock()
-        async with self.runtime.database.tenant_session(tenant) as session:
-            row = await usage.set_spend_cap(session, tenant, amount, code, now)
-            spent = await usage.spent(session, now)
-            return pb.SetSpendCapResponse(spend_cap=messages.spend_cap(row, spent, code))
+        row, spent = await usage.set_cap(self.runtime.database, tenant, amount, code, now)
+        return pb.SetSpendCapResponse(spend_cap=messages.spend_cap(row, spent, code))
 
     async def GetSpendCap(
-        self, request: pb.GetSpendCapRequest, context: Any
+        self,
+        request: pb.GetSpendCapRequest,
+        context: grpc.aio.ServicerContext[pb.GetSpendCapRequest, pb.GetSpendCapResponse],
     ) -> pb.GetSpendCapResponse:
         """The cap and what the current period has spent."""
         tenant = current_principal().tenant
-        async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
-            row = await session.get(SpendCapRow, tenant)
-            profile = await profile_of(session, tenant)
-            spent = await usage.spent(session, self.runtime.clock())
-        return pb.GetSpendCapResponse(spend_cap=messages.spend_cap(row, spent, profile.currency))
+        row, spent, currency = await usage.cap_of(self.runtime.database, tenant, self.runtime.clock)
+        return pb.GetSpendCapResponse(spend_cap=messages.spend_cap(row, spent, currency))
 
     async def GetRollout(
-        self, request: pb.GetRolloutRequest, context: Any
+        self,
+        request: pb.GetRolloutRequest,
+        context: grpc.aio.ServicerContext[pb.GetRolloutRequest, pb.GetRolloutResponse],
     ) -> pb.GetRolloutResponse:
         """Which tenants are pilot, GA or frozen."""
-        async with self.runtime.database.platform_session(readonly=True) as session:
-            rows = await rollout.rollout(session)
+        rows = await rollout.stages(self.runtime.database)
         return pb.GetRolloutResponse(
             tenants=[messages.rollout(row) for row in rows], max_ga_tenants=rollout.MAX_GA_TENANTS
         )
 
     async def SetRollout(
-        self, request: pb.SetRolloutRequest, context: Any
+        self,
+        request: pb.SetRolloutRequest,
+        context: grpc.aio.ServicerContext[pb.SetRolloutRequest, pb.SetRolloutResponse],
     ) -> pb.SetRolloutResponse:
         """Move a tenant between stages, or back out (freeze every GA tenant)."""
         actor, now = current_principal().subject, self.runtime.clock()
-        async with self.runtime.database.platform_session() as session:
-            if request.backout:
-                rows = await rollout.back_out(session, actor, now)
-            else:
-                stage = messages.STAGES.get(request.stage)
-                if stage is None:
-                    raise InvalidArgument("stage must be pilot, GA or frozen", field="stage")
-                tenant = uuid_field(request.tenant_id, "tenant_id")
-                rows = await rollout.set_stage(session, tenant, stage, actor, now)
-            return pb.SetRolloutResponse(tenants=[messages.rollout(row) for row in rows])
+        if request.backout:
+            rows = await rollout.back_out_all(self.runtime.database, actor, now)
+        else:
+            stage = messages.STAGES.get(request.stage)
+            if stage is None:
+                raise InvalidArgument("stage must be pilot, GA or frozen", field="stage")
+            tenant = uuid_field(request.tenant_id, "tenant_id")
+            rows = await rollout.move(self.runtime.database, tenant, stage, actor, now)
+        return pb.SetRolloutResponse(tenants=[messages.rollout(row) for row in rows])
 
     async def ListBillingAlerts(
-        self, request: pb.ListBillingAlertsRequest, context: Any
+        self,
+        request: pb.ListBillingAlertsRequest,
+        context: grpc.aio.ServicerContext[
+            pb.ListBillingAlertsRequest, pb.ListBillingAlertsResponse
+        ],
     ) -> pb.ListBillingAlertsResponse:
         """The tenant's billing alerts, newest first."""
         kind = messages.ALERT_KINDS.get(request.kind, "")
-        page = _page(request, kind=kind)
-        query = select(AlertRow)
-        if kind:
-            query = query.where(AlertRow.kind == kind)
-        if page.after is not None:
-            query = query.where(tuple_(AlertRow.raised_at, AlertRow.id) < page.after)
-        query = query.order_by(AlertRow.raised_at.desc(), AlertRow.id.desc()).limit(page.size + 1)
-        tenant = current_principal().tenant
-        async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
-            rows = list((await session.execute(query)).scalars())
-        token = page.next_token(rows, lambda row: (row.raised_at, row.id))
+        page = Page.of(request, TIME_AND_ID, kind=kind)
+        rows, token = await records.list_alerts(
+            self.runtime.database, current_principal().tenant, kind, page
+        )
         return pb.ListBillingAlertsResponse(
-            alerts=[messages.alert(row) for row in rows[: page.size]],
+            alerts=[messages.alert(row) for row in rows],
             page=PageResponse(next_page_token=token),
         )
 
     # -- profile and prices ----------------------------------------------------------------
 
     async def GetBillingProfile(
-        self, request: pb.GetBillingProfileRequest, context: Any
+        self,
+        request: pb.GetBillingProfileRequest,
+        context: grpc.aio.ServicerContext[
+            pb.GetBillingProfileRequest, pb.GetBillingProfileResponse
+        ],
     ) -> pb.GetBillingProfileResponse:
         """The tenant's currency and tax facts (the defaults until set)."""
         tenant = current_principal().tenant
-        async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
-            return pb.GetBillingProfileResponse(
-                profile=messages.profile(await profile_of(session, tenant))
-            )
+        return pb.GetBillingProfileResponse(
+            profile=messages.profile(await profiles.profile(self.runtime.database, tenant))
+        )
 
     async def SetBillingProfile(
-        self, request: pb.SetBillingProfileRequest, context: Any
+        self,
+        request: pb.SetBillingProfileRequest,
+        context: grpc.aio.ServicerContext[
+            pb.SetBillingProfileRequest, pb.SetBillingProfileResponse
+        ],
     ) -> pb.SetBillingProfileResponse:
         """Set the tenant's currency (fixed once invoiced), jurisdiction, tax id and mode."""
         wanted = request.profile
-        try:
-            code = iso_currency(wanted.currency_code)
-        except ValueError as error:
-            raise InvalidArgument(str(error), field="profile.currency_code") from None
-        mode = messages.TAX_MODES.get(wanted.tax_mode)
-        if mode is None:
-            raise InvalidArgument(
-                "tax_mode must be exclusive or inclusive", field="profile.tax_mode"
-            )
-        try:
-            self.tax.rate(wanted.jurisdiction)
-        except UnknownJurisdiction as error:
-            raise InvalidArgument(str(error), field="profile.jurisdiction") from None
-        tenant, now = current_principal().tenant, self.runtime.clock()
-        async with self.runtime.database.tenant_session(tenant) as session:
-            billed = (
-                await session.execute(
-                    select(InvoiceRow)
-                    .where((InvoiceRow.status != "draft") | (InvoiceRow.subtotal != 0))
-                    .limit(1)
-                )
-            ).scalar_one_or_none()
-            if billed is not None and billed.currency != code:
-                raise FailedPrecondition(
-                    f"the tenant has been invoiced in {billed.currency}; its currency is fixed",
-                    metadata={"currency": billed.currency},
-                )
-            row = await session.get(BillingProfileRow, tenant)
-            if row is None:
-                row = BillingProfileRow(tenant_id=tenant)
-                session.add(row)
-            row.currency, row.jurisdiction, row.tax_id = code, wanted.jurisdiction, wanted.tax_id
-            row.tax_mode, row.updated_at = mode, now
-            for draft in (
-                await session.execute(select(InvoiceRow).where(InvoiceRow.status == "draft"))
-            ).scalars():
-                if draft.subtotal == 0:
-                    draft.currency, draft.tax_mode = code, mode
-            await session.flush()
-            return pb.SetBillingProfileResponse(profile=messages.profile(row))
+        row = await profiles.set_profile(
+            self.runtime.database,
+            self.tax,
+            current_principal().tenant,
+            wanted.currency_code,
+            wanted.jurisdiction,
+            wanted.tax_id,
+            messages.TAX_MODES.get(wanted.tax_mode),
+            self.runtime.clock(),
+        )
+        return pb.SetBillingProfileResponse(profile=messages.profile(row))
 
     async def GetPriceBook(
-        self, request: pb.GetPriceBookRequest, context: Any
+        self,
+        request: pb.GetPriceBookRequest,
+        context: grpc.aio.ServicerContext[pb.GetPriceBookRequest, pb.GetPriceBookResponse],
     ) -> pb.GetPriceBookResponse:
         """Every meter's price for the tenant, in its currency."""
-        tenant = current_principal().tenant
-        async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
-            profile = await profile_of(session, tenant)
-            prices = await price_book(session, profile.currency)
+        prices = await profiles.prices(self.runtime.database, current_principal().tenant)
         return pb.GetPriceBookResponse(prices=[messages.price(price) for price in prices])
 
-    async def SetPrice(self, request: pb.SetPriceRequest, context: Any) -> pb.SetPriceResponse:
+    async def SetPrice(
+        self,
+        request: pb.SetPriceRequest,
+        context: grpc.aio.ServicerContext[pb.SetPriceRequest, pb.SetPriceResponse],
+    ) -> pb.SetPriceResponse:
         """Set or clear one tenant's price for a meter; lines already open keep their price."""
         tenant = uuid_field(request.tenant_id, "tenant_id")
-        if request.meter not in PRICE_BOOK:
-            raise InvalidArgument(
-                f"no meter {quoted(request.meter)} in the price book", field="meter"
-            )
-        now = self.runtime.clock()
-        async with self.runtime.database.tenant_session(tenant) as session:
-            existing = await session.get(PriceRow, (tenant, request.meter))
-            profile = await profile_of(session, tenant)
-            if request.clear:
-                if existing is not None:
-                    await session.delete(existing)
-            else:
-                amount, code = messages.amount_in(request.unit_price, "unit_price")
-                if amount < 0:
-                    raise InvalidArgument("prices are not negative", field="unit_price.minor_units")
-                if code != profile.currency:
-                    raise InvalidArgument(
-                        f"the tenant bills in {profile.currency}", field="unit_price.currency_code"
-                    )
-                per = request.per_quantity or 1
-                if per < 1:
-                    raise InvalidArgument("per_quantity must be at least 1", field="per_quantity")
-                if existing is None:
-                    existing = PriceRow(tenant_id=tenant, meter=request.meter)
-                    session.add(existing)
-                existing.unit_price, existing.currency = amount, code
-                existing.per_quantity, existing.updated_at = per, now
-            await session.flush()
-            for price in await price_book(session, profile.currency):
-                if price.meter == request.meter:
-                    return pb.SetPriceResponse(price=messages.price(price))
-        return pb.SetPriceResponse()
+        profiles.require_known_meter(request.meter)
+        unit_price = None if request.clear else messages.amount_in(request.unit_price, "unit_price")
+        price = await profiles.set_price(
+            self.runtime.database,
+            tenant,
+            request.meter,
+            unit_price,
+            request.per_quantity,
+            self.runtime.clock(),
+        )
+        if price is None:
+            return pb.SetPriceResponse()
+        return pb.SetPriceResponse(price=messages.price(price))
 
 
 SERVICE = ServiceDefinition(
     component=Metering.of,
+    provides=(UsageMeter,),
+    needs=(CacheInvalidation,),
     name="billing",
     descriptor=pb.DESCRIPTOR.services_by_name["BillingService"],
     servicer_class=BillingService,

@@ -15,20 +15,19 @@ when an event crosses 80 % and 100 % of the cap.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import ErrorReason, InvalidArgument, ResourceExhausted, quoted
-from servers.billing import metrics, records
+from servers.billing import metrics, records, store
 from servers.billing.money import MAX_LINE_QUANTITY, MAX_SUBTOTAL, round_half_up
 from servers.billing.pricing import month_of, price_of, profile_of
 from servers.billing.store import InvoiceLineRow, InvoiceRow, SpendCapRow, UsageEventRow
-from servers.db import insert
+from servers.db import Database
 
 #: How far in the future an event may say it occurred (clock skew between services).
 FUTURE_SKEW = timedelta(minutes=5)
@@ -55,22 +54,16 @@ async def current_draft(session: AsyncSession, tenant: uuid.UUID, now: datetime)
     Periods are calendar months; an invoice finalized before its month ends
     closes its period then, and the next draft starts where it stopped.
     """
-    found = await _open_draft(session, now)
+    found = await store.open_draft(session, now)
     if found is not None:
         return found
     start, end = month_of(now)
-    closed = await session.scalar(
-        select(func.max(InvoiceRow.period_end)).where(
-            InvoiceRow.period_start >= start, InvoiceRow.period_end < end
-        )
-    )
+    closed = await store.closed_until(session, start, end)
     if closed is not None and closed > start:
         start = closed
     profile = await profile_of(session, tenant)
-    await session.execute(
-        insert(session, InvoiceRow).on_conflict_do_nothing(
-            index_elements=["tenant_id", "period_start"]
-        ),
+    await store.insert_draft(
+        session,
         {
             "id": uuid.uuid4(),
             "tenant_id": tenant,
@@ -86,56 +79,26 @@ async def current_draft(session: AsyncSession, tenant: uuid.UUID, now: datetime)
             "created_at": now,
         },
     )
-    draft = await _open_draft(session, now)
+    draft = await store.open_draft(session, now)
     if draft is None:  # pragma: no cover - the insert above or a concurrent one made it
         raise RuntimeError("no draft invoice after creating one")
     return draft
-
-
-def current(now: datetime) -> Any:
-    """The condition of the draft that takes usage at `now` (past months' drafts do not)."""
-    return (InvoiceRow.status == "draft") & (InvoiceRow.period_end > now)
-
-
-async def _open_draft(session: AsyncSession, now: datetime) -> InvoiceRow | None:
-    return (
-        await session.execute(
-            select(InvoiceRow)
-            .where(current(now))
-            .order_by(InvoiceRow.period_start.desc())
-            .limit(1)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
 
 
 async def _line(
     session: AsyncSession, tenant: uuid.UUID, draft: InvoiceRow, meter: str
 ) -> InvoiceLineRow:
     """The draft's line for `meter`, created at the tenant's current price (and locked)."""
-    query = (
-        select(InvoiceLineRow)
-        .where(InvoiceLineRow.invoice_id == draft.id, InvoiceLineRow.meter == meter)
-        .with_for_update()
-    )
-    line = (await session.execute(query)).scalar_one_or_none()
+    line = await store.draft_line(session, draft.id, meter)
     if line is not None:
         return line
     price = await price_of(session, meter, draft.currency)
-    position = await session.scalar(
-        select(func.count())
-        .select_from(InvoiceLineRow)
-        .where(InvoiceLineRow.invoice_id == draft.id)
-    )
-    await session.execute(
-        insert(session, InvoiceLineRow).on_conflict_do_nothing(
-            index_elements=["invoice_id", "meter"]
-        ),
+    return await store.insert_line(
+        session,
         {
             "id": uuid.uuid4(),
             "tenant_id": tenant,
             "invoice_id": draft.id,
-            "position": int(position or 0),
             "meter": meter,
             "description": price.description,
             "quantity": 0,
@@ -147,7 +110,6 @@ async def _line(
             "total": 0,
         },
     )
-    return (await session.execute(query)).scalar_one()
 
 
 async def record_usage(  # noqa: PLR0917 - one event's facts
@@ -175,10 +137,10 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
         raise InvalidArgument("quantity must be positive", field="quantity")
     if occurred_at > now + FUTURE_SKEW:
         raise InvalidArgument("occurred_at lies in the future", field="occurred_at")
-    earlier = await session.get(UsageEventRow, (tenant, event_id))
+    earlier = await store.usage_event(session, tenant, event_id)
     if earlier is not None:
         return _duplicate(earlier, meter, quantity)
-    cap = await session.get(SpendCapRow, tenant, with_for_update=True)
+    cap = await store.spend_cap_of(session, tenant, lock=True)
     draft = await current_draft(session, tenant, now)
     if enforce_cap and cap is not None and cap.cap > 0 and draft.subtotal >= cap.cap:
         metrics.CAP_REFUSALS.inc()
@@ -203,10 +165,8 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
             field="quantity",
             metadata={"max_minor_units": str(MAX_SUBTOTAL)},
         )
-    inserted = await session.execute(
-        insert(session, UsageEventRow)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
-        .returning(UsageEventRow.event_id),
+    inserted = await store.insert_usage_event(
+        session,
         {
             "tenant_id": tenant,
             "event_id": event_id,
@@ -219,8 +179,8 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
             "amount": change,
         },
     )
-    if inserted.first() is None:  # a concurrent request recorded it first
-        stored = await session.get(UsageEventRow, (tenant, event_id), populate_existing=True)
+    if not inserted:  # a concurrent request recorded it first
+        stored = await store.usage_event(session, tenant, event_id, fresh=True)
         assert stored is not None
         return _duplicate(stored, meter, quantity)
     spent_before = draft.subtotal
@@ -233,7 +193,7 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
     metrics.USAGE.inc()
     if cap is not None and cap.cap > 0:
         await _cap_alerts(session, tenant, cap, draft, spent_before, now)
-    event = await session.get(UsageEventRow, (tenant, event_id))
+    event = await store.usage_event(session, tenant, event_id)
     assert event is not None
     return Recorded(event, duplicate=False)
 
@@ -287,7 +247,7 @@ async def set_spend_cap(
             f"the cap must be in the tenant's currency, {profile.currency}",
             field="cap.currency_code",
         )
-    row = await session.get(SpendCapRow, tenant, with_for_update=True)
+    row = await store.spend_cap_of(session, tenant, lock=True)
     if row is None:
         row = SpendCapRow(tenant_id=tenant, cap=cap, currency=currency, updated_at=now)
         session.add(row)
@@ -299,11 +259,41 @@ async def set_spend_cap(
 
 async def spent(session: AsyncSession, now: datetime) -> int:
     """What the current period's draft has rated so far (0 without one)."""
-    draft = await session.scalar(
-        select(InvoiceRow.subtotal).where(
-            InvoiceRow.status == "draft",
-            InvoiceRow.period_start <= now,
-            InvoiceRow.period_end > now,
-        )
-    )
-    return int(draft or 0)
+    return await store.spent(session, now)
+
+
+async def record(  # noqa: PLR0917 - one event's facts
+    database: Database,
+    tenant: uuid.UUID,
+    event_id: str,
+    meter: str,
+    quantity: int,
+    occurred_at: datetime,
+    now: datetime,
+) -> Recorded:
+    """Record one usage event in its own transaction (see `record_usage`)."""
+    async with database.tenant_session(tenant) as session:
+        return await record_usage(session, tenant, event_id, meter, quantity, occurred_at, now)
+
+
+async def set_cap(
+    database: Database, tenant: uuid.UUID, cap: int, currency: str, now: datetime
+) -> tuple[SpendCapRow, int]:
+    """Set the cap in its own transaction; the cap and what the current period spent.
+
+    Raises:
+        InvalidArgument: A negative cap, or another currency than the tenant's.
+    """
+    async with database.tenant_session(tenant) as session:
+        row = await set_spend_cap(session, tenant, cap, currency, now)
+        return row, await spent(session, now)
+
+
+async def cap_of(
+    database: Database, tenant: uuid.UUID, clock: Callable[[], datetime]
+) -> tuple[SpendCapRow | None, int, str]:
+    """The tenant's cap (if any), what the current period spent, and the tenant's currency."""
+    async with database.tenant_session(tenant, readonly=True) as session:
+        row = await store.spend_cap_of(session, tenant)
+        profile = await profile_of(session, tenant)
+        return row, await spent(session, clock()), profile.currency

@@ -3,6 +3,7 @@
 from servers.db.base import Base, TenantScoped
 from servers.db.database import Database, create_engine
 from servers.db.dialects import insert
+from servers.db.paging import after_position
 from servers.db.tenancy import ALL_TENANTS, TenantScopeError, copy_rows
 from servers.db.types import UUID, UtcDateTime, new_id, utc_now
 
@@ -14,6 +15,7 @@ __all__ = [
     "TenantScopeError",
     "TenantScoped",
     "UtcDateTime",
+    "after_position",
     "copy_rows",
     "create_engine",
     "insert",

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
-
-from servers.db import Database, insert
+from servers.db import Database
+from servers.edge import store
 from servers.edge.cache import Generations
-from servers.edge.store import GenerationRow
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +30,8 @@ class StoreCounters:
     async def bump(self, names: list[str]) -> dict[str, int]:
         """Advance the counters in the store; their new values (local only if the store fails)."""
         try:
-            values = {}
             async with self._database.platform_session() as session:
-                for name in names:
-                    statement = insert(session, GenerationRow).values(name=name, value=1)
-                    values[name] = int(
-                        await session.scalar(
-                            statement.on_conflict_do_update(
-                                index_elements=["name"], set_={"value": GenerationRow.value + 1}
-                            ).returning(GenerationRow.value)
-                        )
-                        or 0
-                    )
+                values = await store.bump_generations(session, names)
         except Exception:
             logger.exception("edge cache: could not share an invalidation; this process only")
             return {name: self._generations.bump(name) for name in names}
@@ -52,6 +40,6 @@ class StoreCounters:
     async def poll(self) -> None:
         """Take every counter from the store."""
         async with self._database.platform_session(readonly=True) as session:
-            rows = (await session.execute(select(GenerationRow.name, GenerationRow.value))).all()
+            rows = await store.generations(session)
         for name, value in rows:
-            self._generations.observe(name, int(value))
+            self._generations.observe(name, value)

@@ -29,7 +29,6 @@ from typing import Any
 
 from cachetools import LRUCache
 from google.protobuf.descriptor import MethodDescriptor
-from sqlalchemy import select
 
 from core.descriptors import cache_policy, method_path
 from core.interfaces import CachedAnswer, CallerScope, Origin
@@ -37,7 +36,7 @@ from interceptors.auth import current_principal
 from interceptors.base import Context, Method, RpcMethod, ServerInterceptor, proceed
 from interceptors.policy import PolicyEngine
 from servers.db import Database
-from servers.edge import metrics
+from servers.edge import metrics, store
 from servers.edge.cache import (
     EVERY_TENANT,
     CacheKey,
@@ -52,7 +51,6 @@ from servers.edge.counters import POLL_S as COUNTERS_POLL_S
 from servers.edge.counters import StoreCounters
 from servers.edge.graph import MutationGraph, build_mutation_graph
 from servers.edge.shared import POLL_S, RedisTier
-from servers.edge.store import LeakAlarmRow, TenantCacheCapRow
 from servers.jobs import every
 from servers.runtime import Component, Foundation, Job
 
@@ -249,24 +247,14 @@ class EdgeLayer(Component):
     async def load_caps(self) -> None:
         """Apply the caps the store holds (and defaults where a cap was removed)."""
         async with self.database.platform_session(readonly=True) as session:
-            rows = (await session.execute(select(TenantCacheCapRow))).scalars().all()
-        held = {str(row.tenant): int(row.cap_bytes) for row in rows}
+            held = await store.caps(session)
         for tenant in set(self.cache.tenants()) | set(held):
             self.cache.set_cap(tenant, held.get(tenant))
 
     async def set_cap(self, tenant: uuid.UUID, cap_bytes: int) -> None:
         """Store a tenant's cap (0 restores the default) and apply it here at once."""
         async with self.database.platform_session() as session:
-            row = await session.get(TenantCacheCapRow, tenant)
-            if cap_bytes == 0:
-                if row is not None:
-                    await session.delete(row)
-            elif row is None:
-                session.add(
-                    TenantCacheCapRow(tenant=tenant, cap_bytes=cap_bytes, updated_at=_now())
-                )
-            else:
-                row.cap_bytes, row.updated_at = cap_bytes, _now()
+            await store.set_cap(session, tenant, cap_bytes, _now())
         self.cache.set_cap(str(tenant), cap_bytes or None)
 
     async def start(self) -> None:
@@ -311,14 +299,8 @@ class EdgeLayer(Component):
     ) -> None:
         try:
             async with self.database.tenant_session(tenant) as session:
-                session.add(
-                    LeakAlarmRow(
-                        tenant_id=tenant,
-                        occurred_at=_now(),
-                        operation_id=operation[:200],
-                        reason=reason[:200],
-                        cache_key_hash=digest,
-                    )
+                store.add_leak_alarm(
+                    session, tenant, operation=operation, reason=reason, digest=digest, now=_now()
                 )
         except Exception:
             logger.exception("could not record a leak alarm (it is counted and logged)")

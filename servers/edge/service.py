@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC
-from typing import Any
 
+import grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
 from intelgraph.edge.v1 import edge_service_pb2 as pb
 from intelgraph.edge.v1 import edge_service_pb2_grpc
-from sqlalchemy import select, tuple_
 
 from core.errors import FailedPrecondition, InvalidArgument, quoted, uuid_field
+from core.interfaces import CacheInvalidation, ReadCache
 from core.pagination import TIME_AND_ID, Page
+from core.times import optional_instant, to_timestamp
 from interceptors import current_principal
+from servers.edge.alarms import list_leak_alarms
 from servers.edge.layer import EdgeLayer
-from servers.edge.store import LeakAlarmRow
 from servers.runtime import PlatformServicer, ServiceDefinition
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,11 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
             leak_alarms=stats.leak_alarms,
         )
 
-    async def Purge(self, request: pb.PurgeRequest, context: Any) -> pb.PurgeResponse:
+    async def Purge(
+        self,
+        request: pb.PurgeRequest,
+        context: grpc.aio.ServicerContext[pb.PurgeRequest, pb.PurgeResponse],
+    ) -> pb.PurgeResponse:
         """Purge the caller's tenant's entries by tag (resource type), or all of them."""
         tenant = current_principal().tenant_id
         tags = [] if request.all else list(request.tags)
@@ -73,7 +77,9 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
         return pb.PurgeResponse(generation=generation)
 
     async def PurgeEverything(
-        self, request: pb.PurgeEverythingRequest, context: Any
+        self,
+        request: pb.PurgeEverythingRequest,
+        context: grpc.aio.ServicerContext[pb.PurgeEverythingRequest, pb.PurgeEverythingResponse],
     ) -> pb.PurgeEverythingResponse:
         """Every tenant's entries, on every replica."""
         generation = await self.edge.cache.purge_everything()
@@ -83,13 +89,17 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
         return pb.PurgeEverythingResponse(generation=generation)
 
     async def GetCacheStats(
-        self, request: pb.GetCacheStatsRequest, context: Any
+        self,
+        request: pb.GetCacheStatsRequest,
+        context: grpc.aio.ServicerContext[pb.GetCacheStatsRequest, pb.GetCacheStatsResponse],
     ) -> pb.GetCacheStatsResponse:
         """The caller's tenant's counters in this server process."""
         return pb.GetCacheStatsResponse(stats=self._stats(current_principal().tenant_id))
 
     async def GetMutationGraph(
-        self, request: pb.GetMutationGraphRequest, context: Any
+        self,
+        request: pb.GetMutationGraphRequest,
+        context: grpc.aio.ServicerContext[pb.GetMutationGraphRequest, pb.GetMutationGraphResponse],
     ) -> pb.GetMutationGraphResponse:
         """Which reads each mutating RPC invalidates, and the coverage."""
         graph = self.edge.graph
@@ -109,40 +119,34 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
         )
 
     async def ListLeakAlarms(
-        self, request: pb.ListLeakAlarmsRequest, context: Any
+        self,
+        request: pb.ListLeakAlarmsRequest,
+        context: grpc.aio.ServicerContext[pb.ListLeakAlarmsRequest, pb.ListLeakAlarmsResponse],
     ) -> pb.ListLeakAlarmsResponse:
         """The caller's tenant's refused suspicious hits, newest first."""
-        since = request.since.ToDatetime(UTC) if request.HasField("since") else None
-        page = Page.from_request(
-            request.page.page_size,
-            request.page.page_token,
-            filters={"since": since.isoformat() if since else ""},
-            keyset=TIME_AND_ID,
+        since = optional_instant(request, "since")
+        page = Page.of(request, TIME_AND_ID, since=since.isoformat() if since else "")
+        rows, token = await list_leak_alarms(
+            self.runtime.database, current_principal().tenant, since, page
         )
-        query = select(LeakAlarmRow)
-        if since is not None:
-            query = query.where(LeakAlarmRow.occurred_at >= since)
-        if page.after is not None:
-            query = query.where(tuple_(LeakAlarmRow.occurred_at, LeakAlarmRow.id) < page.after)
-        query = query.order_by(LeakAlarmRow.occurred_at.desc(), LeakAlarmRow.id.desc())
-        tenant = current_principal().tenant
-        async with self.runtime.database.tenant_session(tenant, readonly=True) as session:
-            rows = list((await session.execute(query.limit(page.size + 1))).scalars())
-        token = page.next_token(rows, lambda row: (row.occurred_at, row.id))
-        alarms = []
-        for row in rows[: page.size]:
-            alarm = pb.LeakAlarm(
+        alarms = [
+            pb.LeakAlarm(
                 id=str(row.id),
+                occurred_at=to_timestamp(row.occurred_at),
                 operation_id=row.operation_id,
                 reason=row.reason,
                 cache_key_hash=row.cache_key_hash,
             )
-            alarm.occurred_at.FromDatetime(row.occurred_at)
-            alarms.append(alarm)
+            for row in rows
+        ]
         return pb.ListLeakAlarmsResponse(alarms=alarms, page=PageResponse(next_page_token=token))
 
     async def SetTenantCacheCap(
-        self, request: pb.SetTenantCacheCapRequest, context: Any
+        self,
+        request: pb.SetTenantCacheCapRequest,
+        context: grpc.aio.ServicerContext[
+            pb.SetTenantCacheCapRequest, pb.SetTenantCacheCapResponse
+        ],
     ) -> pb.SetTenantCacheCapResponse:
         """Set a tenant's byte cap (0: the default); applies on every replica within 2 s."""
         tenant = uuid_field(request.tenant_id, "tenant_id")
@@ -157,6 +161,7 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
 
 SERVICE = ServiceDefinition(
     component=EdgeLayer.of,
+    provides=(ReadCache, CacheInvalidation),
     name="edge",
     descriptor=pb.DESCRIPTOR.services_by_name["EdgeService"],
     servicer_class=EdgeService,

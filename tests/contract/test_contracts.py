@@ -10,10 +10,11 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from intelgraph.common.v1 import authorization_pb2, errors_pb2
 
+from core.descriptors import cache_policy
 from graphql import build_schema
 from interceptors.validation import field_bounds
 from servers.config import SERVICE_NAMES
-from servers.edge.graph import build_mutation_graph, cache_policy
+from servers.edge.graph import build_mutation_graph
 from servers.facade import (
     DEFAULT_OPERATIONS_DIR,
     SCHEMA_FILE,
@@ -119,6 +120,8 @@ def test_lists_paginate_with_the_common_page_messages(
         return
     request_page = method.input_type.fields_by_name["page"]
     response_page = method.output_type.fields_by_name["page"]
+    assert request_page.message_type is not None
+    assert response_page.message_type is not None
     assert request_page.message_type.full_name == "intelgraph.common.v1.PageRequest"
     assert response_page.message_type.full_name == "intelgraph.common.v1.PageResponse"
 

@@ -21,16 +21,19 @@ from core import errors
 from interceptors import ErrorMappingInterceptor, InterceptorChain, MetricsInterceptor
 from interceptors.metrics import RPC_STATS, RpcStatsCollector
 
-WIRE_REASONS = [
-    value.number
+WIRE_REASONS: list[errors.ReasonValue] = [
+    errors.ErrorReason.ValueType(value.number)
     for value in errors_pb2.ErrorReason.DESCRIPTOR.values
     if value.number != ErrorReason.ERROR_REASON_UNSPECIFIED
 ]
-DOMAIN_ERRORS = [errors.DomainError, *errors.DomainError.__subclasses__()]
+DOMAIN_ERRORS: list[type[errors.DomainError]] = [
+    errors.DomainError,
+    *errors.DomainError.__subclasses__(),
+]
 SECRET = "password=hunter2 at /srv/conductor/secret.py"
 
 
-def error_for(reason: int) -> errors.DomainError:
+def error_for(reason: errors.ReasonValue) -> errors.DomainError:
     """The domain error class of `reason`'s status, raised with `reason`."""
     status = errors.status_code_of(reason)
     (error_class,) = [cls for cls in DOMAIN_ERRORS if cls.status is status]
@@ -74,7 +77,10 @@ class ScriptedRag(rag_service_pb2_grpc.RagServiceServicer):
 async def rag_target() -> AsyncIterator[str]:
     chain = InterceptorChain([ErrorMappingInterceptor(), MetricsInterceptor()])
     server = grpc.aio.server(interceptors=[chain])
-    rag_service_pb2_grpc.add_RagServiceServicer_to_server(ScriptedRag(), server)
+    rag_service_pb2_grpc.add_RagServiceServicer_to_server(
+        ScriptedRag(),  # type: ignore[abstract] # unbuilt RPCs come from the generated base
+        server,
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield f"127.0.0.1:{port}"
@@ -114,8 +120,8 @@ async def call(request: pytest.FixtureRequest, rag_target: str) -> AsyncIterator
             yield call_async
         return
 
-    with grpc.insecure_channel(rag_target) as channel:
-        sync_stub = rag_service_pb2_grpc.RagServiceStub(channel)
+    with grpc.insecure_channel(rag_target) as sync_channel:
+        sync_stub = rag_service_pb2_grpc.RagServiceStub(sync_channel)
 
         def call_sync(kind: str, script: str) -> list[Any]:
             try:
@@ -146,7 +152,7 @@ async def test_successful_calls_pass_through(call: Call, kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reason", WIRE_REASONS, ids=errors.reason_name)
 async def test_every_reason_arrives_with_its_declared_status(
-    call: Call, kind: str, reason: int
+    call: Call, kind: str, reason: errors.ReasonValue
 ) -> None:
     with pytest.raises(ConductorError) as raised:
         await call(kind, errors.reason_name(reason))

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,15 +50,15 @@ def conductor(tmp_path: Path) -> Iterator[Served]:
 
 
 def run_conductor(
-    tmp_path: Path, *args: str, timeout: float = 60, **env: str
+    tmp_path: Path, *args: str, timeout_s: float = 60, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run a `conductor` command to completion."""
     return subprocess.run(
         [CONDUCTOR, *args],
-        env=environment(tmp_path, **env),
+        env=environment(tmp_path, **(env or {})),
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=timeout_s,
         check=False,
     )
 
@@ -248,7 +248,7 @@ def test_bad_configuration_is_refused_with_a_clear_message(tmp_path: Path) -> No
         "70000",
         "--services",
         "access,nope",
-        CONDUCTOR_WORKERS="zero",
+        env={"CONDUCTOR_WORKERS": "zero"},
     )
     assert refused.returncode == 2
     assert "CONDUCTOR_GRPC_PORT / --grpc-port: Input should be less than or equal to 65535" in (
@@ -274,10 +274,10 @@ def test_migrate_brings_a_database_to_head(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_serving_postgres_needs_a_migrated_schema(tmp_path: Path, postgres_schema_url: str) -> None:
     env = {"CONDUCTOR_DATABASE_URL": postgres_schema_url}
-    refused = run_conductor(tmp_path, "serve", "--grpc-port", "0", "--http-port", "0", **env)
+    refused = run_conductor(tmp_path, "serve", "--grpc-port", "0", "--http-port", "0", env=env)
     assert refused.returncode == 1
     assert "run `conductor migrate`" in refused.stderr
-    migrated = run_conductor(tmp_path, "migrate", **env)
+    migrated = run_conductor(tmp_path, "migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
     served = start_conductor(tmp_path, "--grpc-port", "0", "--http-port", "0", **env)
     try:
@@ -296,8 +296,8 @@ def test_two_replicas_share_revocations_within_a_second(
         "CONDUCTOR_REDIS_URL": redis_url,
         "CONDUCTOR_KEYS_DIR": str(tmp_path / "keys"),
     }
-    assert run_conductor(tmp_path, "keys", "rotate", **shared).returncode == 0
-    assert run_conductor(tmp_path, "migrate", **shared).returncode == 0
+    assert run_conductor(tmp_path, "keys", "rotate", env=shared).returncode == 0
+    assert run_conductor(tmp_path, "migrate", env=shared).returncode == 0
     replicas = [
         start_conductor(tmp_path / name, "--grpc-port", "0", "--http-port", "0", **shared)
         for name in ("a", "b")
@@ -306,7 +306,7 @@ def test_two_replicas_share_revocations_within_a_second(
     def token(subject: str, scopes: str) -> tuple[tuple[str, str]]:
         minted = run_conductor(
             tmp_path, "token", "mint", "--tenant", TENANT, "--scopes", scopes, "--sub", subject,
-            **shared,
+            env=shared,
         )  # fmt: skip
         return (("authorization", f"Bearer {minted.stdout.strip()}"),)
 

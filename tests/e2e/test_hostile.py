@@ -75,7 +75,8 @@ FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 def _probe(target: str, pipe: Connection) -> None:
     """Check health every 20 ms; answer the worst latency since the last question."""
     channel = grpc.insecure_channel(target)
-    health = health_pb2_grpc.HealthStub(channel)
+    # typeshed's HealthStub declares no methods.
+    health: Any = health_pb2_grpc.HealthStub(channel)
     worst, failures = 0.0, 0
     while True:
         if pipe.poll():
@@ -166,7 +167,7 @@ def call(
         else:
             channel.unary_unary(path, **options)(request, metadata=metadata, timeout=timeout)
     except grpc.RpcError as raised:
-        error = from_grpc_error(raised)  # type: ignore[arg-type]
+        error = from_grpc_error(raised)
     else:
         return None
     if error.code is grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -277,7 +278,7 @@ def target(
             pytest.skip(POSTGRES_SKIP_REASON)
         url = request.getfixturevalue("postgres_module_url")
     env = {"CONDUCTOR_DATABASE_URL": url, "CONDUCTOR_KEYS_DIR": str(keys_dir)}
-    assert run_conductor(directory, "migrate", **env).returncode == 0
+    assert run_conductor(directory, "migrate", env=env).returncode == 0
     served = start_conductor(directory, "--grpc-port", "0", "--http-port", "0", **env)
     probe = HealthProbe(served.grpc)
     running = Target(served, url, keys_dir, probe)
@@ -392,7 +393,9 @@ def test_every_malformed_token_is_unauthenticated_on_every_rpc(
     request_class = message_factory.GetMessageClass(method.input_type)
     corpus = malformed_tokens(target)
     good = target.bearer(TENANT_A)[0]
-    corpus_metadata = {name: (("authorization", value),) for name, value in corpus.items()}
+    corpus_metadata: dict[str, tuple[tuple[str, str], ...]] = {
+        name: (("authorization", value),) for name, value in corpus.items()
+    }
     corpus_metadata["two_authorizations"] = (good, ("authorization", "Bearer x.y.z"))
     with grpc.insecure_channel(target.served.grpc) as channel:
         for name, metadata in corpus_metadata.items():

@@ -18,6 +18,7 @@ import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 from intelgraph.access.v1 import access_service_pb2 as pb
 from intelgraph.access.v1 import access_service_pb2_grpc
+from intelgraph.common.v1.pagination_pb2 import PageRequest
 
 from clients import ConductorError, ErrorReason, from_grpc_error
 from servers.app import Platform
@@ -79,7 +80,7 @@ def _at(moment: datetime) -> Timestamp:
 async def _request(
     tenant: Tenant, scope: list[str], *, minutes: float = 10, reason: str = "on call"
 ) -> pb.AccessRequest:
-    response = await tenant.call(
+    response: pb.RequestAccessResponse = await tenant.call(
         "RequestAccess",
         pb.RequestAccessRequest(
             scope=scope,
@@ -313,7 +314,7 @@ async def test_lists_page_and_refuse_foreign_tokens(tenant: Tenant) -> None:
     while True:
         page = await tenant.call(
             "ListAccessRequests",
-            pb.ListAccessRequestsRequest(page={"page_size": 2, "page_token": token}),
+            pb.ListAccessRequestsRequest(page=PageRequest(page_size=2, page_token=token)),
             bob,
         )
         seen += [item.id for item in page.access_requests]
@@ -322,13 +323,14 @@ async def test_lists_page_and_refuse_foreign_tokens(tenant: Tenant) -> None:
             break
     assert len(seen) == len(set(seen)) == 5
     first = await tenant.call(
-        "ListAccessRequests", pb.ListAccessRequestsRequest(page={"page_size": 2}), bob
+        "ListAccessRequests", pb.ListAccessRequestsRequest(page=PageRequest(page_size=2)), bob
     )
     other_query = await _refused(
         tenant.call(
             "ListAccessRequests",
             pb.ListAccessRequestsRequest(
-                requester="zed", page={"page_size": 2, "page_token": first.page.next_page_token}
+                requester="zed",
+                page=PageRequest(page_size=2, page_token=first.page.next_page_token),
             ),
             bob,
         )
@@ -345,7 +347,8 @@ async def test_the_seed_flow_through_graphql(tenant: Tenant, platform: Platform)
             )
         body: dict[str, Any] = response.json()
         assert "errors" not in body, body
-        return body["data"]
+        data: dict[str, Any] = body["data"]
+        return data
 
     expires = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
     created = await graphql(
@@ -409,7 +412,8 @@ async def test_a_request_for_thousands_of_scopes_is_refused_at_once(
     from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
 
     async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        # typeshed's HealthStub declares no methods.
+        health: Any = health_pb2_grpc.HealthStub(channel)
         request = pb.RequestAccessRequest(
             scope=[f"scope.{index}" for index in range(3000)],
             expires_at=_at(datetime.now(UTC) + timedelta(minutes=10)),

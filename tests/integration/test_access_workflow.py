@@ -26,9 +26,8 @@ from core.errors import DomainError, ErrorReason
 from interceptors.keys import KeyStore, rotate
 from interceptors.policy import CallerFacts, PolicyEngine
 from interceptors.tokens import InMemoryRevocations, Principal
-from servers.access import metrics
-from servers.access import workflow as workflow_module
-from servers.access.audit import facts_from_line
+from servers.access import metrics, reviews
+from servers.access.audit import append_audit, facts_from_line
 from servers.access.domain import verify_chain
 from servers.access.notifications import WebhookDispatcher
 from servers.access.revocation import RevocationFeed
@@ -116,17 +115,17 @@ async def test_a_crash_between_approval_and_mint_leaves_nothing_half_written(
         ALICE, ["catalog.read"], runtime.clock() + timedelta(hours=1), ""
     )
     events_before = await _count(runtime, AuditEventRow)
-    real_append = workflow_module.append_audit
+    real_append = append_audit  # what reviews calls, until patched below
 
     async def crash_on_mint(session: Any, **kwargs: Any) -> Any:
         if kwargs["action"] == "mint":
             raise RuntimeError("power cut")
         return await real_append(session, **kwargs)
 
-    monkeypatch.setattr(workflow_module, "append_audit", crash_on_mint)
+    monkeypatch.setattr(reviews, "append_audit", crash_on_mint)
     with pytest.raises(RuntimeError, match="power cut"):
         await flow.approve(BOB, str(request.id), None, "")
-    monkeypatch.setattr(workflow_module, "append_audit", real_append)
+    monkeypatch.setattr(reviews, "append_audit", real_append)
     assert await _count(runtime, GrantRow) == 0
     assert await _count(runtime, ReviewRow) == 0
     assert await _count(runtime, AuditEventRow) == events_before

@@ -30,6 +30,7 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
 from clients import ConductorError, ErrorReason, from_grpc_error
+from core.errors import ReasonValue
 from interceptors import PolicyEngine, keys, platform_chain, tokens
 from servers.app import Platform
 from servers.config import load_settings
@@ -73,7 +74,7 @@ class Case:
     name: str
     metadata: Callable[[Minter, Platform], tuple[tuple[str, str], ...]]
     code: grpc.StatusCode
-    reason: int
+    reason: ReasonValue
 
 
 def _bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -393,7 +394,7 @@ async def test_tokens_verify_with_an_independent_jose_library(
 ) -> None:
     stub = access_service_pb2_grpc.AccessServiceStub(channel)
     jwks = MessageToDict(await stub.GetJwks(access.GetJwksRequest()))  # public: no token
-    key_set = KeySet.import_key_set(jwks)
+    key_set = KeySet.import_key_set({"keys": jwks["keys"]})
     token = minter(["catalog.read"])
     decoded = jose_jwt.decode(token, key_set, algorithms=["EdDSA"])
     assert decoded.claims["tenant"] == str(TENANT)
@@ -425,6 +426,7 @@ async def test_rotation_keeps_old_tokens_until_retirement(
     for token in (before, after):  # both keys verify during the overlap
         await stub.GetCaller(access.GetCallerRequest(), metadata=_bearer(token))
     served = MessageToDict(await stub.GetJwks(access.GetJwksRequest()))["keys"]
+    assert ring.previous is not None
     assert [key["kid"] for key in served] == [ring.current.kid, ring.previous.kid]
 
     keys.retire_previous(directory)
@@ -462,7 +464,9 @@ async def test_an_rpc_without_a_rule_is_refused_even_with_a_good_token(
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            haunt = channel.unary_unary("/intelgraph.nowhere.v1.GhostService/Haunt")
+            haunt: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                "/intelgraph.nowhere.v1.GhostService/Haunt"
+            )
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await haunt(b"", metadata=minter.metadata())
     finally:

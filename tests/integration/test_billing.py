@@ -74,7 +74,9 @@ def gbp(minor_units: int) -> Money:
     return Money(minor_units=minor_units, currency_code="GBP")
 
 
-async def enrolled(biller: Biller, stage: int = pb.ROLLOUT_STAGE_PILOT, **profile: Any) -> None:
+async def enrolled(
+    biller: Biller, stage: pb.RolloutStage.ValueType = pb.ROLLOUT_STAGE_PILOT, **profile: Any
+) -> None:
     """Enroll the tenant and bill it in GBP under UK VAT (20 %), exclusive."""
     await biller("SetRollout", pb.SetRolloutRequest(tenant_id=str(biller.tenant), stage=stage))
     await biller(
@@ -108,7 +110,9 @@ async def invoice_with(biller: Biller, prices: list[int]) -> pb.Invoice:
         )
     drafts = await biller("ListInvoices", pb.ListInvoicesRequest(status=pb.INVOICE_STATUS_DRAFT))
     (draft,) = drafts.invoices
-    finalized = await biller("FinalizeInvoice", pb.FinalizeInvoiceRequest(id=draft.id))
+    finalized: pb.FinalizeInvoiceResponse = await biller(
+        "FinalizeInvoice", pb.FinalizeInvoiceRequest(id=draft.id)
+    )
     assert finalized.invoice.status == pb.INVOICE_STATUS_FINALIZED
     return finalized.invoice
 
@@ -157,7 +161,7 @@ async def test_partial_credits_then_the_rest_return_exactly_each_lines_tax(bille
     await enrolled(biller)
     invoice = await invoice_with(biller, [6833, 5750])
     first, second = invoice.lines
-    taxes = []
+    taxes: list[int] = []
     for amount in (1, 3333, 1, None):  # odd pieces, then whatever is left
         left = first.subtotal.minor_units - sum(part for part in (1, 3333, 1)[: len(taxes)])
         note = await biller(
@@ -196,7 +200,8 @@ async def test_partial_credits_then_the_rest_return_exactly_each_lines_tax(bille
 async def test_preview_matches_what_is_issued_and_writes_nothing(biller: Biller) -> None:
     await enrolled(biller)
     invoice = await invoice_with(biller, [10001, 333])
-    request = {
+    # The same fields, for a preview and for the credit note it previews.
+    request: dict[str, Any] = {
         "invoice_id": invoice.id,
         "amount": gbp(5000),
         "reason": pb.CREDIT_NOTE_REASON_DUPLICATE,

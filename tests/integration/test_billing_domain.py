@@ -23,19 +23,14 @@ from sqlalchemy.engine import make_url
 
 from core.errors import DomainError, ErrorReason
 from servers.billing import reconciliation
-from servers.billing.adjustments import (
-    CreditRequest,
-    balance_of,
-    create_credit_note,
-    create_refund,
-    record_payment,
-    void_credit_note,
-)
+from servers.billing.balances import balance_of
+from servers.billing.credit_notes import CreditRequest, create_credit_note, void_credit_note
 from servers.billing.credits import CreditRefused, LineBalance, credit_amount, credit_lines
 from servers.billing.documents import DocumentSigner
 from servers.billing.invoices import Billing, finalize, finalize_due, invoice_of
 from servers.billing.metering import Metering
 from servers.billing.money import allocate, apply_rate, round_half_up, split_inclusive
+from servers.billing.refunds import create_refund, record_payment
 from servers.billing.rollout import set_stage
 from servers.billing.store import (
     AlertRow,
@@ -43,6 +38,7 @@ from servers.billing.store import (
     InvoiceRow,
     LedgerEntryRow,
     PaymentRow,
+    ReconciliationRow,
     RefundRow,
 )
 from servers.billing.tax import SandboxTaxProvider
@@ -248,7 +244,7 @@ async def test_reconciling_every_tenant_finds_zero_drift(store: Database, tmp_pa
     assert await reconciliation.reconcile_all(store, clock.now.date(), clock.now) == 3
     for tenant in tenants:
         async with store.tenant_session(tenant, readonly=True) as session:
-            (report,) = (await session.execute(select(reconciliation.ReconciliationRow))).scalars()
+            (report,) = (await session.execute(select(ReconciliationRow))).scalars()
             assert (report.drift, report.metered_total) == (0, report.ledger_total)
 
 

@@ -151,7 +151,7 @@ async def test_tenants_and_scopes_never_share_entries(platform: Platform, tenant
 
 
 async def test_a_mutation_through_the_facade_invalidates_per_caller_reads(tenant: Tenant) -> None:
-    approver = {"scopes": ["admin.write"], "subject": "bob"}
+    approver: dict[str, Any] = {"scopes": ["admin.write"], "subject": "bob"}
     listed, kind = await tenant.read("AccessRequests", **approver)
     assert (listed["data"]["accessRequests"], kind) == ([], "miss")
     assert (await tenant.read("AccessRequests", **approver))[1] == "hit"

@@ -122,7 +122,7 @@ async def test_every_list_refuses_a_forged_position(channel: tuple[Any, Minter])
         )
     one = PageRequest(page_size=1)
     # Lists with two items or more: a genuine token, its position replaced.
-    genuine = {
+    genuine: dict[str, tuple[Any, Any]] = {
         "ListAccessRequests": (
             people.ListAccessRequests,
             access.ListAccessRequestsRequest(page=one),

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import socket
 import stat
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -63,21 +64,29 @@ async def invoke(
     path = f"/{method.containing_service.full_name}/{method.name}"
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
-    options = {
-        "request_serializer": request_class.SerializeToString,
-        "response_deserializer": response_class.FromString,
-    }
+    serialize: Callable[[Any], bytes] = request_class.SerializeToString
+    deserialize: Callable[[bytes], Any] = response_class.FromString
     message = complete_request(method, request_class()) if request is None else request
     if method.client_streaming:
         requests = iter([message])
         if method.server_streaming:
-            call = channel.stream_stream(path, **options)(requests, metadata=metadata)
-            return [r async for r in call]
-        return await channel.stream_unary(path, **options)(requests, metadata=metadata)
+            stream_stream = channel.stream_stream(
+                path, request_serializer=serialize, response_deserializer=deserialize
+            )
+            return [r async for r in stream_stream(requests, metadata=metadata)]
+        stream_unary = channel.stream_unary(
+            path, request_serializer=serialize, response_deserializer=deserialize
+        )
+        return await stream_unary(requests, metadata=metadata)
     if method.server_streaming:
-        call = channel.unary_stream(path, **options)(message, metadata=metadata)
-        return [r async for r in call]
-    return await channel.unary_unary(path, **options)(message, metadata=metadata)
+        unary_stream = channel.unary_stream(
+            path, request_serializer=serialize, response_deserializer=deserialize
+        )
+        return [r async for r in unary_stream(message, metadata=metadata)]
+    unary_unary = channel.unary_unary(
+        path, request_serializer=serialize, response_deserializer=deserialize
+    )
+    return await unary_unary(message, metadata=metadata)
 
 
 async def test_a_subset_of_services_serves_only_those(settings: Settings, minter: Minter) -> None:
@@ -85,7 +94,8 @@ async def test_a_subset_of_services_serves_only_those(settings: Settings, minter
     await subset.start()
     try:
         async with grpc.aio.insecure_channel(subset.grpc_target) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            # typeshed's HealthStub declares no methods.
+            health: Any = health_pb2_grpc.HealthStub(channel)
             served = await health.Check(
                 health_pb2.HealthCheckRequest(service="intelgraph.rag.v1.RagService")
             )

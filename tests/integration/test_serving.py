@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -103,7 +104,8 @@ async def test_every_unbuilt_rpc_says_what_will_build_it(
 async def test_health_reports_serving_overall_and_per_service(
     platform: Platform, channel: grpc.aio.Channel
 ) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
+    # typeshed's HealthStub declares no methods.
+    health: Any = health_pb2_grpc.HealthStub(channel)
     for name in ["", *(service.full_name for service in all_services())]:
         response = await health.Check(health_pb2.HealthCheckRequest(service=name))
         assert response.status == SERVING, name

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -53,7 +52,7 @@ NOW = datetime(2026, 5, 27, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def notes(database: Database) -> AsyncIterator[Database]:
+async def notes(database: Database) -> Database:
     """The database with the test tables and one note per tenant."""
     async with database.engine.begin() as connection:
         await connection.run_sync(_TestBase.metadata.create_all)

@@ -83,8 +83,16 @@ async def test_hostile_values_are_refused_naming_the_field(stubs: tuple[Any, Any
             billing.RecordUsageRequest(event_id="esc\x1b[2J", meter="api.call", quantity=1),
             "event_id",
         ),
-        (money.ListInvoices, billing.ListInvoicesRequest(status=999), "status"),
-        (people.ListAccessRequests, access.ListAccessRequestsRequest(status=-1), "status"),
+        (
+            money.ListInvoices,
+            billing.ListInvoicesRequest(status=billing.InvoiceStatus.ValueType(999)),
+            "status",
+        ),
+        (
+            people.ListAccessRequests,
+            access.ListAccessRequestsRequest(status=access.AccessRequestStatus.ValueType(-1)),
+            "status",
+        ),
     ]
     for rpc, request, field in cases:
         with pytest.raises(grpc.aio.AioRpcError) as raised:

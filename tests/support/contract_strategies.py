@@ -12,7 +12,7 @@ contract change changes what is drawn.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -96,7 +96,7 @@ def _integers(field: FieldDescriptor) -> st.SearchStrategy[int]:
 
 
 def _floats(field: FieldDescriptor) -> st.SearchStrategy[float]:
-    width = 32 if field.type == FieldDescriptor.TYPE_FLOAT else 64
+    width: Literal[32, 64] = 32 if field.type == FieldDescriptor.TYPE_FLOAT else 64
     return st.one_of(
         st.sampled_from([float("nan"), float("inf"), float("-inf"), 0.0, -0.0, 1.0, 0.5]),
         st.floats(width=width),

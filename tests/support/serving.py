@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from intelgraph.common.v1 import authorization_pb2
 from sqlalchemy.engine import make_url
@@ -79,9 +80,7 @@ class Minter:
             **options,  # type: ignore[arg-type]
         )
 
-    def metadata(
-        self, scopes: list[str] | None = None, **options: object
-    ) -> tuple[tuple[str, str]]:
+    def metadata(self, scopes: list[str] | None = None, **options: Any) -> tuple[tuple[str, str]]:
         """Call metadata carrying a fresh token."""
         return (("authorization", f"Bearer {self(scopes, **options)}"),)
 

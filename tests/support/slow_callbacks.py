@@ -81,7 +81,7 @@ def _watch() -> None:
 
 def _origin(handle: asyncio.Handle) -> tuple[str, str]:
     """(what the callback is, the file its coroutine is defined in, if a task step)."""
-    callback: Any = handle._callback
+    callback: Any = handle._callback  # type: ignore[attr-defined] # asyncio keeps it private
     task = getattr(callback, "__self__", None)
     if isinstance(task, asyncio.Task):
         coroutine: Any = task.get_coro()

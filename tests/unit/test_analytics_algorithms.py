@@ -106,7 +106,6 @@ def test_neighborhoods_match_networkx_hop_distances(name: str) -> None:
                 projection,
                 "analytics.neighborhood:v1",
                 {"source_id": str(source), "max_hops": hops, "top_k": 1000},
-                1.0,
             )["entities"]
             reference = nx.single_source_shortest_path_length(undirected, source, cutoff=hops)
             assert {e["entity_id"]: e["score"] for e in ours} == {
