@@ -20,7 +20,14 @@ class UsageMeter(Protocol):
     """Where services count billable work (Billing provides it)."""
 
     def count(self, tenant: uuid.UUID, meter: str, quantity: int = 1) -> None:
-        """Add `quantity` of `meter` to the tenant's usage (recorded shortly after)."""
+        """Add `quantity` of `meter` to the tenant's usage (recorded shortly after).
+
+        `meter` must be one the provider prices (Billing: its price book,
+        `servers/billing/price_book.json`); any other is refused at once.
+
+        Raises:
+            ValueError: The provider does not price `meter`.
+        """
         ...
 
     async def admit(self, tenant: uuid.UUID) -> None:

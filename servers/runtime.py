@@ -1,10 +1,12 @@
 """What the runtime composes: service definitions, their components, the servicers' runtime.
 
 A service package exports one `ServiceDefinition`: its servicer, what its
-unbuilt RPCs answer, the policy decisions it queries, and (optionally) a
-`Component` factory for what it runs beside its servicer — background work,
-interceptors it adds to the chain, interfaces it provides to other services
-(`core.interfaces`). The composition root (`servers.app`) builds every
+unbuilt RPCs answer, the interfaces it provides and needs (`core.interfaces`),
+and optionally a `Component` factory for what it runs beside its servicer on
+every replica — background work, interceptors it adds to the chain, the
+interfaces it provides. Work that belongs to serving the service (jobs under a
+lease, say) is the servicer's own `background_jobs`, run only where it is served.
+The composition root (`servers.app`) builds every
 service's component and servicer from these definitions and never names a
 service's classes; services find what they need on the `Runtime` (`metering`, `read_cache`,
 `changed`, `component`).
@@ -147,7 +149,10 @@ class PlatformServicer:
         self.runtime = runtime
 
     def background_jobs(self) -> list[Job]:
-        """Coroutines the platform runs beside the service until it stops (none by default)."""
+        """Coroutines run beside the service where it is served, until it stops (none by default).
+
+        What must run on every replica, served or not, belongs to the service's `Component`.
+        """
         return []
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import grpc
 from intelgraph.access.v1 import access_service_pb2 as pb
@@ -23,7 +22,7 @@ from servers.access.reviews import Reviews
 from servers.access.revocation import RevocationFeed
 from servers.access.store import AccessRequestRow, AuditEventRow, GrantRow, ReviewRow
 from servers.jobs import every, every_under_lease
-from servers.runtime import PlatformServicer, Runtime, ServiceDefinition
+from servers.runtime import Job, PlatformServicer, Runtime, ServiceDefinition
 
 _REQUEST_STATUS = {
     "pending": pb.ACCESS_REQUEST_STATUS_PENDING,
@@ -112,10 +111,10 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
         self.grants = Grants(runtime)
         self.audit = AuditLog(runtime)
 
-    def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
+    def background_jobs(self) -> list[Job]:
         """Expiry (one replica), notifications (one replica), grant gauges (each replica)."""
         database = self.runtime.database
-        jobs: list[Callable[[], Coroutine[Any, Any, Any]]] = [
+        jobs: list[Job] = [
             functools.partial(
                 every_under_lease, database, "access.expiry", 1.0, self.grants.expire_due
             ),

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import igraph
 import numpy as np
@@ -181,7 +181,31 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return candidates[np.lexsort((candidates, -scores[candidates]))]
 
 
-def _ranked(projection: Projection, scores: np.ndarray, k: int) -> list[dict[str, Any]]:
+class Scored(TypedDict):
+    """One entity of a ranked answer (communities add the entity's community)."""
+
+    entity_id: str
+    score: float
+    community: NotRequired[int]
+
+
+class PackOutput(TypedDict, total=False):
+    """What a pack computes: ranked entities, or a path, and for communities the modularity."""
+
+    entities: list[Scored]
+    path: list[str]
+    path_cost: float
+    modularity: float
+
+
+class PackResult(PackOutput):
+    """A pack's output as a worker answers it: with its run time and the projection's size."""
+
+    elapsed_ms: float
+    projection_bytes: int
+
+
+def _ranked(projection: Projection, scores: np.ndarray, k: int) -> list[Scored]:
     ids = projection.snapshot.ids
     return [{"entity_id": str(ids[i]), "score": float(scores[i])} for i in _top(scores, k)]
 
@@ -193,7 +217,7 @@ def pagerank(graph: igraph.Graph) -> np.ndarray:
 
 def run_pack(
     projection: Projection, pack_id: str, params: Mapping[str, Any], sample: str = ""
-) -> dict[str, Any]:
+) -> PackOutput:
     """Run one pack on the whole graph, or on the sample `sample` (e.g. "top_edges:20%").
 
     Raises:
@@ -351,15 +375,13 @@ def hop_limited_path(
     return list(reversed(path)), float(distance[target])
 
 
-def _neighborhood(
-    projection: Projection, source: int, hops: int, limit: int
-) -> list[dict[str, Any]]:
+def _neighborhood(projection: Projection, source: int, hops: int, limit: int) -> list[Scored]:
     """Breadth-first by hops in either direction, stopping once `limit` entities are found."""
     both, ids = projection.both, projection.snapshot.ids
     seen = np.zeros(projection.snapshot.nodes, dtype=bool)
     seen[source] = True
     frontier = np.array([source], dtype=np.int64)
-    found: list[dict[str, Any]] = []
+    found: list[Scored] = []
     for level in range(1, hops + 1):
         _, positions = both.expand(frontier)
         reached = np.unique(both.heads[positions])

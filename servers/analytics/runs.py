@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import FailedPrecondition
 from servers.analytics import graph, metrics, store
@@ -24,6 +24,9 @@ from servers.analytics.packs import Estimate, PackSpec, estimate
 from servers.analytics.workers import PackWorkers
 from servers.jobs import every_under_lease
 from servers.runtime import Job, Runtime
+
+if TYPE_CHECKING:  # the algorithms load in the workers only
+    from servers.analytics.compute import PackResult
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ class Priced:
 class Ran:
     """A pack's run: what the worker answered, and how it was priced."""
 
-    result: dict[str, Any]
+    result: PackResult
     priced: Priced
 
 

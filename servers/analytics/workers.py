@@ -21,10 +21,13 @@ import multiprocessing
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from core.errors import Conflict, DeadlineExceeded, InvalidArgument, Unavailable
 from servers.analytics import metrics
+
+if TYPE_CHECKING:  # the server never loads the algorithms (igraph, NumPy): its workers do
+    from servers.analytics.compute import PackResult
 
 #: Seconds a worker may take to load a revision's projection.
 LOAD_TIMEOUT_S = 300.0
@@ -56,9 +59,9 @@ def worker_main(connection: Connection) -> None:
         connection.send(("loaded", projection.memory_bytes))
         try:
             started = time.perf_counter()
-            result = compute.run_pack(projection, pack_id, params, sample)
-            result["elapsed_ms"] = (time.perf_counter() - started) * 1000
-            connection.send(("result", result))
+            output = compute.run_pack(projection, pack_id, params, sample)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            connection.send(("result", {**output, "elapsed_ms": elapsed_ms}))
         except LookupError as error:
             connection.send(("error", str(error)))
 
@@ -148,7 +151,7 @@ class PackWorkers:
 
     async def run(
         self, snapshot: Path, pack_id: str, params: dict[str, Any], sample: str, deadline_s: float
-    ) -> dict[str, Any]:
+    ) -> PackResult:
         """Run a pack on a snapshot, or its sample `sample`, within `deadline_s` once loaded.
 
         Raises:
@@ -196,7 +199,7 @@ class PackWorkers:
                     task.add_done_callback(self._starting.discard)
         if kind == "error":
             raise InvalidArgument(str(payload), field="parameters")
-        result: dict[str, Any] = payload
+        result = cast("PackResult", payload)  # as compute.run_pack built it, in the worker
         result["projection_bytes"] = projection_bytes
         return result
 

@@ -23,6 +23,7 @@ from prometheus_client import Counter as MetricCounter
 
 from core.errors import DomainError, ErrorReason, ResourceExhausted
 from servers.billing import store
+from servers.billing.pricing import PRICE_BOOK, PRICE_BOOK_FILE
 from servers.billing.usage import record_usage, spent
 from servers.db import Database
 from servers.runtime import Component, Foundation, Job
@@ -70,7 +71,13 @@ class Metering(Component):
         return [self.run]
 
     def count(self, tenant: uuid.UUID, meter: str, quantity: int = 1) -> None:
-        """Add work to the next flush."""
+        """Add work to the next flush.
+
+        Raises:
+            ValueError: `meter` is not in the price book (it could never be recorded).
+        """
+        if meter not in PRICE_BOOK:
+            raise ValueError(f"meter {meter!r} is not in the price book ({PRICE_BOOK_FILE.name})")
         self._counts[tenant, meter] += quantity
 
     async def admit(self, tenant: uuid.UUID) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Coroutine
 from datetime import date, timedelta
-from typing import Any
 
 import grpc
 from intelgraph.billing.v1 import billing_service_pb2 as pb
@@ -35,7 +33,7 @@ from servers.billing.invoices import Billing, finalize, finalize_due
 from servers.billing.metering import Metering
 from servers.billing.tax import LineToTax, SandboxTaxProvider
 from servers.jobs import every_under_lease
-from servers.runtime import PlatformServicer, Runtime, ServiceDefinition
+from servers.runtime import Job, PlatformServicer, Runtime, ServiceDefinition
 
 #: The first day billing can have data for.
 FIRST_DAY = date(1970, 1, 1)
@@ -66,7 +64,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
             runtime.clock,
         )
 
-    def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
+    def background_jobs(self) -> list[Job]:
         """Finalization of what is due and tax retries; daily reconciliation (one replica each)."""
         database = self.runtime.database
         return [

@@ -1,4 +1,4 @@
-"""The CatalogService servicer: translates messages and calls the domain, nothing else."""
+"""The CatalogService servicer: translates messages and calls a use case, nothing else."""
 
 from intelgraph.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc
 

@@ -1,4 +1,4 @@
-"""The RagService servicer: translates messages and calls the domain, nothing else."""
+"""The RagService servicer: translates messages and calls a use case, nothing else."""
 
 from intelgraph.rag.v1 import rag_service_pb2, rag_service_pb2_grpc
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.interfaces import ReadCache
+from core.interfaces import CacheInvalidation, ReadCache, UsageMeter
 from servers.registry import all_services
 from servers.runtime import ServiceDefinition
 
@@ -22,9 +22,8 @@ QUERY_CALLS = {"execute", "scalar", "scalars", "stream", "stream_scalars", "get"
 #: The one SQLAlchemy name a use case may hold: the session type its store functions take.
 #: (`event` is the session's commit hook, which documents.py uses to remember a recorded key.)
 USE_CASE_SQLALCHEMY = {"sqlalchemy.ext.asyncio": {"AsyncSession"}, "sqlalchemy": {"event"}}
-#: Modules of pure rules: neither gRPC nor SQL.
-DOMAIN_MODULES = [
-    "access/domain.py",
+#: Modules of pure rules besides every service's `domain.py`: neither gRPC nor SQL.
+PURE_MODULES = [
     "billing/money.py",
     "billing/credits.py",
     "billing/tax.py",
@@ -90,11 +89,56 @@ def test_the_servicer_only_translates(service: str) -> None:
     assert sessions == [], f"service.py opens sessions at lines {sessions}"
 
 
+DOMAIN_MODULES = sorted(
+    {str(path.relative_to(ROOT / "servers")) for path in (ROOT / "servers").glob("*/domain.py")}
+    | set(PURE_MODULES)
+)
+
+
 @pytest.mark.parametrize("module", DOMAIN_MODULES)
 def test_domain_modules_are_pure(module: str) -> None:
+    """Rules import neither gRPC nor SQL, nor the runtime, the storage, a store or a servicer."""
     tree = ast.parse((ROOT / "servers" / module).read_text())
-    tops = {name.split(".")[0] for name, _ in _imports(tree)}
-    assert not tops & {"grpc", "sqlalchemy"}, f"{module} imports {sorted(tops)}"
+    package = module.split("/", maxsplit=1)[0]
+    refused = (
+        "grpc",
+        "sqlalchemy",
+        "interceptors",
+        "servers.runtime",
+        "servers.db",
+        "servers.jobs",
+        f"servers.{package}.store",
+        f"servers.{package}.service",
+    )
+    imported = {name for name, _ in _imports(tree)}
+    named = {f"{name}.{member}" for name, member in _imports(tree) if member}
+    wrong = sorted(
+        found
+        for found in imported | named
+        if any(found == prefix or found.startswith(f"{prefix}.") for prefix in refused)
+    )
+    assert wrong == [], f"{module} imports {wrong}"
+
+
+#: What a use of each interface looks like in a service's code.
+INTERFACE_USES = {"metering": UsageMeter, "read_cache": ReadCache, "changed": CacheInvalidation}
+
+
+@pytest.mark.parametrize("definition", all_services(), ids=lambda d: d.name)
+def test_a_service_declares_the_interfaces_it_uses(definition: ServiceDefinition) -> None:
+    used = set()
+    for path in _modules(definition.name):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in INTERFACE_USES:
+                owner = node.value
+                via_runtime = isinstance(owner, ast.Attribute) and owner.attr in {
+                    "runtime",
+                    "_runtime",
+                }
+                if via_runtime or (isinstance(owner, ast.Name) and owner.id == "runtime"):
+                    used.add(INTERFACE_USES[node.attr])
+    undeclared = {interface.__name__ for interface in used - set(definition.needs)}
+    assert undeclared == set(), f"{definition.name} uses {undeclared} without declaring it"
 
 
 @pytest.mark.parametrize("service", SERVICES)

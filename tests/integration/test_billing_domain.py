@@ -450,6 +450,12 @@ TestBillingPropertiesOnPostgres.settings = settings(
 # -- metering ------------------------------------------------------------------------------------
 
 
+def test_an_unpriced_meter_is_refused_when_counted(tmp_path: Path) -> None:
+    metering = Metering(Database(f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"), Clock())
+    with pytest.raises(ValueError, match="not in the price book"):
+        metering.count(TENANT, "catalog.lookup")
+
+
 async def test_metered_work_is_flushed_once_and_the_cap_stops_new_work(
     store: Database, tmp_path: Path
 ) -> None:
