@@ -58,7 +58,7 @@ checkgenerate: install ## Fail if gen/ or the GraphQL schema differ from what pr
 .PHONY: lint
 lint: install ## ruff (lint + format check), the layering contracts (.importlinter), buf lint and buf format
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
@@ -87,7 +87,8 @@ pytest: install ## Run the test suite only
 PYTEST_ARGS ?=
 
 .PHONY: test-fast
-test-fast: install ## The inner loop (< 60 s): unit, contract and SQLite integration tests, no slow ones
+test-fast: install ## The inner loop (< 60 s): the layering, then unit, contract and SQLite integration tests, no slow ones
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m pytest tests/unit tests/contract tests/integration -q -n 2 -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 FAST_MARKERS := not slow and not postgres and not redis
 

@@ -32,7 +32,7 @@ PLANTED = {
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT / 'gen'}"}
     return subprocess.run(
-        [str(LINT_IMPORTS), "--no-cache", "--config", str(ROOT / ".importlinter")],
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo", str(ROOT / ".importlinter")],
         cwd=root,
         env=environment,
         capture_output=True,
