@@ -24,8 +24,8 @@ import grpc
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from graphql.language import IntValueNode, StringValueNode, ValueNode
+from intelgraph.sdk import ErrorReason, from_grpc_error
 
-from clients import ErrorReason, from_grpc_error
 from core.errors import quoted
 from graphql import GraphQLError, GraphQLSchema, build_schema
 from interceptors.policy import MethodFacts, PolicyEngine

@@ -14,9 +14,9 @@ import pytest
 from intelgraph.common.v1 import errors_pb2
 from intelgraph.rag.v1 import rag_service_pb2 as rag
 from intelgraph.rag.v1 import rag_service_pb2_grpc
+from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
 from prometheus_client import CollectorRegistry
 
-from clients import ConductorError, ErrorReason, from_grpc_error
 from core import errors
 from interceptors import ErrorMappingInterceptor, InterceptorChain, MetricsInterceptor
 from interceptors.metrics import RPC_STATS, RpcStatsCollector

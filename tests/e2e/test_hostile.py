@@ -45,10 +45,10 @@ from intelgraph.analytics.v1 import analytics_service_pb2 as analytics
 from intelgraph.billing.v1 import billing_service_pb2 as billing
 from intelgraph.common.v1 import authorization_pb2
 from intelgraph.common.v1.money_pb2 import Money
+from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 
-from clients import ConductorError, ErrorReason, from_grpc_error
 from interceptors import keys, tokens
 from servers.facade import build_facade_schema
 from servers.models import metadata

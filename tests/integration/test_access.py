@@ -19,8 +19,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from intelgraph.access.v1 import access_service_pb2 as pb
 from intelgraph.access.v1 import access_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageRequest
+from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
 
-from clients import ConductorError, ErrorReason, from_grpc_error
 from servers.app import Platform
 from tests.support.serving import Minter, serving
 

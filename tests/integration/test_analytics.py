@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 from intelgraph.analytics.v1 import analytics_service_pb2 as pb
 from intelgraph.analytics.v1 import analytics_service_pb2_grpc
+from intelgraph.sdk import ConductorError, from_grpc_error
 
-from clients import ConductorError, from_grpc_error
 from core.errors import Conflict
 from servers.analytics import graph, metrics
 from servers.analytics import packs as packs_module

@@ -26,10 +26,10 @@ from intelgraph.access.v1 import access_service_pb2 as access
 from intelgraph.access.v1 import access_service_pb2_grpc
 from intelgraph.billing.v1 import billing_service_pb2 as billing
 from intelgraph.edge.v1 import edge_service_pb2 as edge
+from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
-from clients import ConductorError, ErrorReason, from_grpc_error
 from core.errors import ReasonValue
 from interceptors import PolicyEngine, keys, platform_chain, tokens
 from servers.app import Platform

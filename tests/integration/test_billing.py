@@ -16,9 +16,9 @@ import pytest_asyncio
 from intelgraph.billing.v1 import billing_service_pb2 as pb
 from intelgraph.billing.v1 import billing_service_pb2_grpc
 from intelgraph.common.v1.money_pb2 import Money
+from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
 from sqlalchemy import text
 
-from clients import ConductorError, ErrorReason, from_grpc_error
 from servers.app import Platform
 from servers.billing.documents import VerificationError, public_keys, signed_parts, verify
 from servers.billing.service import BillingService

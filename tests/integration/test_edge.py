@@ -22,8 +22,8 @@ from intelgraph.billing.v1 import billing_service_pb2_grpc
 from intelgraph.common.v1.money_pb2 import Money
 from intelgraph.edge.v1 import edge_service_pb2 as pb
 from intelgraph.edge.v1 import edge_service_pb2_grpc
+from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
 
-from clients import ConductorError, ErrorReason, from_grpc_error
 from servers.app import Platform
 from servers.edge.cache import CacheKey, canonical_variables, scope_hash
 from servers.edge.layer import EdgeLayer

@@ -25,8 +25,8 @@ from intelgraph.billing.v1 import billing_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageRequest
 from intelgraph.edge.v1 import edge_service_pb2 as edge
 from intelgraph.edge.v1 import edge_service_pb2_grpc
+from intelgraph.sdk import ErrorReason, from_grpc_error
 
-from clients import ErrorReason, from_grpc_error
 from core.errors import InvalidArgument
 from core.pagination import SEQUENCE, TIME_AND_ID, Page, _fingerprint
 from tests.support.serving import Minter, serving

@@ -16,9 +16,9 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from intelgraph.catalog.v1 import catalog_service_pb2 as catalog
+from intelgraph.sdk import ErrorReason, from_grpc_error
 from sqlalchemy import text
 
-from clients import ErrorReason, from_grpc_error
 from interceptors import RpcMethod
 from interceptors.validation import required_fields
 from servers import app as app_module

@@ -16,8 +16,8 @@ import pytest_asyncio
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from intelgraph.common.v1 import authorization_pb2
+from intelgraph.sdk import ErrorReason, UnauthenticatedError, UnimplementedError, from_grpc_error
 
-from clients import ErrorReason, UnauthenticatedError, UnimplementedError, from_grpc_error
 from servers.app import Platform
 from servers.config import load_settings
 from servers.registry import all_services

@@ -23,9 +23,9 @@ from intelgraph.analytics.v1 import analytics_service_pb2 as pb
 from intelgraph.analytics.v1 import analytics_service_pb2_grpc
 from intelgraph.billing.v1 import billing_service_pb2 as billing
 from intelgraph.billing.v1 import billing_service_pb2_grpc
+from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
 from sqlalchemy import func, select
 
-from clients import ConductorError, ErrorReason, from_grpc_error
 from core.errors import ResourceExhausted
 from servers.analytics.store import GraphRevisionRow, StagedEntityRow
 from servers.app import Platform

@@ -19,8 +19,8 @@ from intelgraph.access.v1 import access_service_pb2_grpc
 from intelgraph.billing.v1 import billing_service_pb2 as billing
 from intelgraph.billing.v1 import billing_service_pb2_grpc
 from intelgraph.common.v1.money_pb2 import Money
+from intelgraph.sdk import ErrorReason, from_grpc_error
 
-from clients import ErrorReason, from_grpc_error
 from core.errors import InvalidArgument
 from interceptors.validation import within_bounds
 from tests.support.serving import Minter, serving

@@ -3,7 +3,7 @@
 SDK users import from here, never from the generated `_pb2` modules.
 """
 
-from clients.errors import (
+from intelgraph.sdk.errors import (
     AbortedError,
     AlreadyExistsError,
     ConductorError,
