@@ -1,8 +1,14 @@
 """The IntelGraph Maestro Conductor SDK.
 
-SDK users import from here, never from the generated `_pb2` modules.
+SDK users import from here, never from the generated `_pb2` modules:
+
+    from intelgraph.sdk import Client, INSECURE, bearer_token
+
+    with Client("127.0.0.1:50051", INSECURE, token=bearer_token(token)) as client:
+        print(client.access.get_caller().subject)
 """
 
+from intelgraph.sdk.client import AsyncClient, Client
 from intelgraph.sdk.errors import (
     AbortedError,
     AlreadyExistsError,
@@ -20,10 +26,15 @@ from intelgraph.sdk.errors import (
     UnimplementedError,
     from_grpc_error,
 )
+from intelgraph.sdk.transport import INSECURE, TLS, TokenSource, bearer_token
 
 __all__ = [
+    "INSECURE",
+    "TLS",
     "AbortedError",
     "AlreadyExistsError",
+    "AsyncClient",
+    "Client",
     "ConductorError",
     "DeadlineExceededError",
     "ErrorReason",
@@ -33,8 +44,10 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
+    "TokenSource",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
+    "bearer_token",
     "from_grpc_error",
 ]

@@ -1,0 +1,97 @@
+"""`Client` and `AsyncClient`: one channel, the platform's interceptor, a sub-client per service.
+
+>>> from intelgraph.sdk import Client, INSECURE, bearer_token
+>>> client = Client("127.0.0.1:50051", INSECURE, token=bearer_token("..."))
+>>> client.access.get_caller  # doctest: +ELLIPSIS
+<bound method AccessClient.get_caller of ...>
+>>> client.close()
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from intelgraph.sdk.services import AsyncServiceClients, ServiceClients
+from intelgraph.sdk.transport import (
+    DEFAULT_TIMEOUT_S,
+    TLS,
+    ClientInterceptor,
+    TokenSource,
+    async_interceptors,
+    open_async_channel,
+    open_channel,
+)
+
+
+class Client(ServiceClients):
+    """The platform's services over one sync channel.
+
+    Args:
+        target: "host:port" of the gRPC listener.
+        security: `TLS(...)` (or `TLS()` for the system's roots), or `INSECURE` by name.
+        token: Where each call's bearer token comes from (None: calls carry none).
+        timeout_s: Deadline of calls that name none.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        security: TLS | str,
+        *,
+        token: TokenSource | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.channel = open_channel(target, security, ClientInterceptor(token, timeout_s))
+        super().__init__(self.channel)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClient(AsyncServiceClients):
+    """The platform's services over one `grpc.aio` channel (create it inside the event loop).
+
+    Args:
+        target: "host:port" of the gRPC listener.
+        security: `TLS(...)`, or `INSECURE` by name.
+        token: Where each call's bearer token comes from (None: calls carry none).
+        timeout_s: Deadline of calls that name none.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        security: TLS | str,
+        *,
+        token: TokenSource | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.channel = open_async_channel(target, security, async_interceptors(token, timeout_s))
+        super().__init__(self.channel)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,285 @@
+"""Channels, credentials and the one client interceptor every SDK call goes through.
+
+The interceptor adds the bearer token (from a `TokenSource`) and a default
+deadline to each call, and turns every failure into the typed `ConductorError`
+of its status and `ErrorInfo` reason (`intelgraph.sdk.errors`): once, for
+unary and streaming calls, sync and async alike.
+
+>>> source = bearer_token("abc")
+>>> source()
+'abc'
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from intelgraph.sdk.errors import from_grpc_error
+
+#: Gives the bearer token for the next call (static, or refreshed as it nears its expiry).
+TokenSource = Callable[[], str]
+#: Deadline of a call that names none, in seconds.
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def bearer_token(token: str) -> TokenSource:
+    """A token source that always gives `token`."""
+    return lambda: token
+
+
+@dataclass(frozen=True)
+class TLS:
+    """Transport security: the CA that signs the server's certificate, and for mTLS ours.
+
+    Attributes:
+        root_certificates: PEM of the CA to trust (None: the system's roots).
+        certificate_chain: PEM of the client's certificate, for mTLS.
+        private_key: PEM of the client's key, for mTLS.
+    """
+
+    root_certificates: bytes | None = None
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = None
+
+    @classmethod
+    def from_files(
+        cls, ca: Path | None = None, certificate: Path | None = None, key: Path | None = None
+    ) -> TLS:
+        """Read the PEM files given."""
+        return cls(
+            ca.read_bytes() if ca else None,
+            certificate.read_bytes() if certificate else None,
+            key.read_bytes() if key else None,
+        )
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """The channel credentials these make."""
+        return grpc.ssl_channel_credentials(
+            self.root_certificates, self.private_key, self.certificate_chain
+        )
+
+
+#: Plaintext, for loopback and tests: asked for by name, never a default.
+INSECURE = "insecure"
+
+
+def _details(
+    details: grpc.ClientCallDetails, token: TokenSource | None, timeout_s: float
+) -> grpc.ClientCallDetails:
+    metadata = list(details.metadata or ())
+    if token is not None and not any(key == "authorization" for key, _ in metadata):
+        metadata.append(("authorization", f"Bearer {token()}"))
+    return _CallDetails(
+        details.method,
+        details.timeout if details.timeout is not None else timeout_s,
+        metadata,
+        details.credentials,
+        getattr(details, "wait_for_ready", None),
+        getattr(details, "compression", None),
+    )
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class ClientInterceptor(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Token, default deadline and typed errors for a sync channel."""
+
+    def __init__(self, token: TokenSource | None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self._token = token
+        self._timeout_s = timeout_s
+
+    def _unary(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
+        outcome = continuation(_details(details, self._token, self._timeout_s), request)
+        try:
+            outcome.result()
+        except grpc.RpcError as error:
+            raise from_grpc_error(error) from None
+        return outcome
+
+    def _stream(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
+        responses = continuation(_details(details, self._token, self._timeout_s), request)
+        return _mapped(responses)
+
+    def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        """Unary call: token, deadline, typed errors."""
+        return self._unary(continuation, client_call_details, request)
+
+    def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        """Client-streaming call: token, deadline, typed errors."""
+        return self._unary(continuation, client_call_details, request_iterator)
+
+    def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        """Server-streaming call: token, deadline, typed errors while iterating."""
+        return self._stream(continuation, client_call_details, request)
+
+    def intercept_stream_stream(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        """Bidirectional call: token, deadline, typed errors while iterating."""
+        return self._stream(continuation, client_call_details, request_iterator)
+
+
+def _mapped(responses: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from responses
+    except grpc.RpcError as error:
+        raise from_grpc_error(error) from None
+
+
+class _AsyncInterceptor:
+    """Token, default deadline and typed errors for a `grpc.aio` channel (one kind of call).
+
+    grpc.aio files a channel's interceptor under the first call kind it implements, so
+    each kind has its own class, built together by `async_interceptors`.
+    """
+
+    def __init__(self, token: TokenSource | None, timeout_s: float) -> None:
+        self._token = token
+        self._timeout_s = timeout_s
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _details(details, self._token, self._timeout_s)
+
+    async def _unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(self._details(details), request)
+        try:
+            return _Answered(await call)
+        except grpc.aio.AioRpcError as error:
+            raise from_grpc_error(error) from None
+
+    async def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(self._details(details), request)
+        return _async_mapped(call)
+
+
+class _Answered(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
+    """A call already answered, as grpc.aio wants an interceptor's unary answer to look."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def add_done_callback(self, callback: Any) -> None:
+        callback(self)
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    async def initial_metadata(self) -> Any:
+        return None
+
+    async def trailing_metadata(self) -> Any:
+        return None
+
+    async def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.OK
+
+    async def details(self) -> str:
+        return ""
+
+    async def debug_error_string(self) -> str:
+        return ""
+
+    async def wait_for_connection(self) -> None:
+        return None
+
+    def __await__(self) -> Any:
+        yield from ()
+        return self._response
+
+
+class _AsyncUnaryUnary(_AsyncInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return await self._unary(continuation, client_call_details, request)
+
+
+class _AsyncStreamUnary(_AsyncInterceptor, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await self._unary(continuation, client_call_details, request_iterator)
+
+
+class _AsyncUnaryStream(_AsyncInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return await self._stream(continuation, client_call_details, request)
+
+
+class _AsyncStreamStream(_AsyncInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await self._stream(continuation, client_call_details, request_iterator)
+
+
+def async_interceptors(
+    token: TokenSource | None, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[grpc.aio.ClientInterceptor]:
+    """The platform's interceptor for every kind of `grpc.aio` call."""
+    kinds = (_AsyncUnaryUnary, _AsyncStreamUnary, _AsyncUnaryStream, _AsyncStreamStream)
+    return [kind(token, timeout_s) for kind in kinds]
+
+
+async def _async_mapped(call: Any) -> AsyncIterator[Any]:
+    try:
+        async for response in call:
+            yield response
+    except grpc.aio.AioRpcError as error:
+        raise from_grpc_error(error) from None
+
+
+def open_channel(target: str, security: TLS | str, interceptor: ClientInterceptor) -> grpc.Channel:
+    """A sync channel to `target`: TLS, or plaintext only when `security` is `INSECURE`."""
+    if isinstance(security, TLS):
+        channel = grpc.secure_channel(target, security.credentials())
+    elif security == INSECURE:
+        channel = grpc.insecure_channel(target)
+    else:
+        raise ValueError(f"security is a TLS(...) or {INSECURE!r}, not {security!r}")
+    return grpc.intercept_channel(channel, interceptor)
+
+
+def open_async_channel(
+    target: str, security: TLS | str, interceptors: list[grpc.aio.ClientInterceptor]
+) -> grpc.aio.Channel:
+    """A `grpc.aio` channel to `target`: TLS, or plaintext only when `security` is `INSECURE`."""
+    if isinstance(security, TLS):
+        return grpc.aio.secure_channel(target, security.credentials(), interceptors=interceptors)
+    if security == INSECURE:
+        return grpc.aio.insecure_channel(target, interceptors=interceptors)
+    raise ValueError(f"security is a TLS(...) or {INSECURE!r}, not {security!r}")
