@@ -14,7 +14,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 PROTOS = $(shell find proto -name '*.proto' | LC_ALL=C sort)
 BUF_BASELINE := buf.baseline.binpb
 GRAPHQL_SCHEMA := graphql/schema.graphql
-SDK_SERVICES := clients/intelgraph/sdk/services.py
+SDK_DIR := clients/intelgraph/sdk
 
 .PHONY: help
 help: ## List the targets
@@ -38,13 +38,13 @@ lock: ## Re-resolve uv.lock after changing dependencies in pyproject.toml
 gen: install ## Regenerate gen/ from proto/ (pinned grpcio-tools), the SDK's clients, graphql/schema.graphql
 	rm -rf gen/intelgraph
 	$(call protoc,gen)
-	$(call sdk,$(SDK_SERVICES))
+	$(call sdk,$(SDK_DIR))
 	$(PY) -m servers.graphql_schema > $(GRAPHQL_SCHEMA)
 
-# $(call sdk,FILE): write the SDK's typed service clients, formatted as the rest of the code.
-sdk = $(PY) clients/generate.py proto > $(1) \
-	&& $(VENV)/bin/ruff check --config pyproject.toml --select I --fix --quiet $(1) \
-	&& $(VENV)/bin/ruff format --config pyproject.toml --quiet $(1)
+# $(call sdk,DIR): write the SDK's generated modules into DIR, formatted as the rest of the code.
+sdk = files=$$($(PY) clients/generate.py proto $(1)) \
+	&& $(VENV)/bin/ruff check --config pyproject.toml --select I,RUF022 --fix --quiet $$files \
+	&& $(VENV)/bin/ruff format --config pyproject.toml --quiet $$files
 
 # $(call protoc,OUTDIR): generate messages, services and their mypy stubs into OUTDIR.
 protoc = mkdir -p $(1) && $(PY) -m grpc_tools.protoc -I proto \
@@ -61,9 +61,11 @@ checkgenerate: install ## Fail if gen/ or the GraphQL schema differ from what pr
 	  echo "gen/ is stale: run 'make gen' and commit the result" >&2; exit 1; fi; \
 	if ! $(PY) -m servers.graphql_schema | diff - $(GRAPHQL_SCHEMA); then \
 	  echo "$(GRAPHQL_SCHEMA) is stale: run 'make gen' and commit the result" >&2; exit 1; fi; \
-	$(call sdk,$$tmp/services.py); \
-	if ! diff $$tmp/services.py $(SDK_SERVICES); then \
-	  echo "$(SDK_SERVICES) is stale: run 'make gen' and commit the result" >&2; exit 1; fi
+	mkdir "$$tmp/sdk"; $(call sdk,$$tmp/sdk); \
+	for file in "$$tmp"/sdk/*.py; do \
+	  if ! diff "$$file" $(SDK_DIR)/$$(basename "$$file"); then \
+	    echo "$(SDK_DIR)/$$(basename "$$file") is stale: run 'make gen' and commit the result" >&2; \
+	    exit 1; fi; done
 
 .PHONY: lint
 lint: install ## ruff (lint + format check), the layering contracts (.importlinter), buf lint and buf format

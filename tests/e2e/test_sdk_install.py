@@ -35,7 +35,8 @@ def test_the_sdk_installs_alone_and_imports(tmp_path: Path) -> None:
     listed = _run(
         python,
         "-c",
-        "import importlib.metadata as m, intelgraph.sdk, intelgraph.access.v1.access_service_pb2;"
+        "import importlib.metadata as m, intelgraph.sdk, intelgraph.sdk.access;"
+        "from intelgraph.sdk import Client, AsyncClient;"
         "print('\\n'.join(sorted(d.metadata['Name'].lower() for d in m.distributions())))",
     ).split()
     assert "intelgraph-conductor-sdk" in listed

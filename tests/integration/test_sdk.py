@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from intelgraph.access.v1 import access_service_pb2 as access
-from intelgraph.analytics.v1 import analytics_service_pb2 as analytics
 from intelgraph.sdk import (
     INSECURE,
     AsyncClient,
@@ -18,6 +16,8 @@ from intelgraph.sdk import (
     ErrorReason,
     UnauthenticatedError,
     UnimplementedError,
+    access,
+    analytics,
     bearer_token,
 )
 
