@@ -6,10 +6,8 @@ through these helpers, so "is this a read?" has one answer everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
 from google.protobuf import descriptor_pb2
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import MethodDescriptor
 from intelgraph.common.v1 import authorization_pb2, cache_pb2
 
 #: Method name prefixes that mark a read when the contract declares no idempotency level.
@@ -46,9 +44,3 @@ def permission(method: MethodDescriptor) -> str:
 def cache_policy(method: MethodDescriptor) -> cache_pb2.CachePolicy:
     """The RPC's `(intelgraph.common.v1.cache)` option (empty when not declared)."""
     return method.GetOptions().Extensions[cache_pb2.cache]
-
-
-def methods(services: Iterable[ServiceDescriptor]) -> Iterator[MethodDescriptor]:
-    """Every RPC of `services`, in contract order."""
-    for service in services:
-        yield from service.methods

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from intelgraph.common.v1 import authorization_pb2
 from sqlalchemy.engine import make_url
 
+from core.descriptors import permission
 from interceptors import keys, tokens
 from servers.app import Platform
 from servers.config import Settings, load_settings
@@ -41,13 +41,10 @@ OTHER_TENANT = uuid.UUID("7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910")
 
 def all_permissions() -> list[str]:
     """Every permission some RPC of the contracts declares."""
-    permissions = set()
-    for service in all_services():
-        for method in service.descriptor.methods:
-            rule = method.GetOptions().Extensions[authorization_pb2.authorization]
-            if rule.WhichOneof("rule") == "permission":
-                permissions.add(rule.permission)
-    return sorted(permissions)
+    declared = {
+        permission(method) for service in all_services() for method in service.descriptor.methods
+    }
+    return sorted(declared - {""})
 
 
 class Minter:
