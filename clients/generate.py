@@ -32,7 +32,7 @@ from google.protobuf.descriptor import (
     MethodDescriptor,
     ServiceDescriptor,
 )
-from intelgraph.common.v1 import authorization_pb2
+from intelgraph.common.v1 import authorization_pb2, client_pb2, errors_pb2, field_behavior_pb2
 
 _SCALARS = {
     FieldDescriptor.TYPE_DOUBLE: "float",
@@ -43,8 +43,20 @@ _SCALARS = {
 }
 #: Names the generated methods use themselves: a request field may not take them.
 _RESERVED = {"request", "requests", "timeout", "self"}
+#: Deadlines in seconds of calls that name none, where the contract sets none (client.proto).
+_READ_DEADLINE_S, _WRITE_DEADLINE_S, _STREAM_DEADLINE_S = 10, 30, 300
+_SAFE_TO_RETRY = (
+    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+    descriptor_pb2.MethodOptions.IDEMPOTENT,
+)
+_PAGE_REQUEST = "intelgraph.common.v1.PageRequest"
+_PAGE_RESPONSE = "intelgraph.common.v1.PageResponse"
+#: Bytes per chunk of a file upload, unless the contract allows fewer.
+_CHUNK_BYTES = 1 << 20
 _SERVICE_PATH = 6  # FileDescriptorProto.service
 _METHOD_PATH = 2  # ServiceDescriptorProto.method
+_ENUM_PATH = 5  # FileDescriptorProto.enum_type
+_VALUE_PATH = 2  # EnumDescriptorProto.value
 
 
 def _snake(name: str) -> str:
@@ -63,7 +75,7 @@ def _module(file_name: str) -> str:
 
 
 def comments(proto_root: Path, files: list[str]) -> dict[str, str]:
-    """The leading comment of every service and RPC, by full name (protoc's source info)."""
+    """The leading comment of every service, RPC, top-level enum and its values, by full name."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "set.binpb"
         subprocess.run(  # noqa: S603 - protoc on our own contracts
@@ -88,6 +100,12 @@ def comments(proto_root: Path, files: list[str]) -> dict[str, str]:
             for m, method in enumerate(service.method):
                 location = by_path[(_SERVICE_PATH, s, _METHOD_PATH, m)]
                 texts[f"{name}.{method.name}"] = location.leading_comments.strip()
+        for e, enum in enumerate(file.enum_type):
+            name = f"{file.package}.{enum.name}"
+            texts[name] = by_path[(_ENUM_PATH, e)].leading_comments.strip()
+            for v, value in enumerate(enum.value):
+                location = by_path[(_ENUM_PATH, e, _VALUE_PATH, v)]
+                texts[f"{name}.{value.name}"] = location.leading_comments.strip()
     return texts
 
 
@@ -131,6 +149,35 @@ def _permission(method: MethodDescriptor) -> str:
     return "none: public" if kind == "public" else "any authenticated caller"
 
 
+def deadline(method: MethodDescriptor) -> int:
+    """Seconds a call of `method` may take when it names no timeout."""
+    options = method.GetOptions()
+    if options.HasExtension(client_pb2.client):
+        seconds: int = options.Extensions[client_pb2.client].deadline_seconds
+        if seconds:
+            return seconds
+    if method.client_streaming or method.server_streaming:
+        return _STREAM_DEADLINE_S
+    read = options.idempotency_level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
+    return _READ_DEADLINE_S if read else _WRITE_DEADLINE_S
+
+
+def _keyed(method: MethodDescriptor) -> bool:
+    return "idempotency_key" in method.input_type.fields_by_name
+
+
+def retryable(method: MethodDescriptor) -> bool:
+    """Whether a failed attempt may be sent again: no side effects, idempotent, or keyed."""
+    return method.GetOptions().idempotency_level in _SAFE_TO_RETRY or _keyed(method)
+
+
+def _max_items(field: FieldDescriptor) -> int:
+    options = field.GetOptions()
+    if not options.HasExtension(field_behavior_pb2.bounds):
+        return 0
+    return int(options.Extensions[field_behavior_pb2.bounds].max_items)
+
+
 def _wrapped(text: str, indent: str) -> list[str]:
     """A proto comment as docstring lines, re-wrapped to the line length."""
     words = " ".join(line.strip() for line in text.splitlines()).strip()
@@ -150,8 +197,27 @@ def _prose(text: str, indent: str, fallback: str) -> list[str]:
 def _docstring(text: str, method: MethodDescriptor, indent: str) -> list[str]:
     lines = _prose(text or f"Calls {method.name}.", indent, f"Calls {method.name}.")
     body = [f'{indent}"""{lines[0]}', *(f"{indent}{line}".rstrip() for line in lines[1:])]
-    body += ["", f"{indent}Permission: {_permission(method)}.", f'{indent}"""']
-    return body
+    retries = "retried on UNAVAILABLE" if retryable(method) else "never retried"
+    body += [
+        "",
+        f"{indent}Permission: {_permission(method)}.",
+        f"{indent}Deadline: {deadline(method)} s unless `timeout` says otherwise; {retries}.",
+    ]
+    if _keyed(method):
+        body.append(
+            f"{indent}Without an `idempotency_key` the SDK makes one, so a retry applies once."
+        )
+    return [*body, f'{indent}"""']
+
+
+def _brief(summary: str, method: MethodDescriptor, indent: str) -> list[str]:
+    """The docstring of a convenience method over `method`."""
+    return [
+        f'{indent}"""{summary}',
+        "",
+        f"{indent}Permission: {_permission(method)}.",
+        f'{indent}"""',
+    ]
 
 
 def _method(
@@ -179,7 +245,7 @@ def _method(
             f"        self, requests: {source}, /, *, timeout: float | None = None",
             f"    ) -> {response}:",
             *_docstring(text, method, indent),
-            f"        return {'await ' if asynchronous else ''}self._{name}(requests, timeout=timeout)",
+            f"        return {'await ' if asynchronous else ''}self._{name}(requests, timeout={_timeout(method)})",
         ]
     returns = response
     if method.server_streaming:
@@ -197,19 +263,175 @@ def _method(
         "        timeout: float | None = None,",
         f"    ) -> {returns}:",
     ]
-    build = f"        message = build({request}, request, {{{', '.join(f'{f.name!r}: {f.name}' for f in fields)}}})"
+    build = [f"        message = build({request}, request, {_given(fields)})"]
+    if _keyed(method):
+        build.append("        message = keyed(message)")
+    timeout = _timeout(method)
     if method.server_streaming and asynchronous:
         call = [
-            f"        async for response in self._{name}(message, timeout=timeout):",
+            f"        async for response in self._{name}(message, timeout={timeout}):",
             "            yield response",
         ]
     elif method.server_streaming:
-        call = [f"        yield from self._{name}(message, timeout=timeout)"]
+        call = [f"        yield from self._{name}(message, timeout={timeout})"]
     else:
         call = [
-            f"        return {'await ' if asynchronous else ''}self._{name}(message, timeout=timeout)"
+            f"        return {'await ' if asynchronous else ''}self._{name}(message, timeout={timeout})"
         ]
-    return [*signature, *_docstring(text, method, indent), build, *call]
+    return [*signature, *_docstring(text, method, indent), *build, *call]
+
+
+def _given(fields: list[FieldDescriptor]) -> str:
+    return "{" + ", ".join(f"{f.name!r}: {f.name}" for f in fields) + "}"
+
+
+def _timeout(method: MethodDescriptor) -> str:
+    return f"{float(deadline(method))!r} if timeout is None else timeout"
+
+
+def _field_parameters(fields: list[FieldDescriptor], imports: Imports) -> list[str]:
+    return [f"        {f.name}: {_field_type(f, imports)} | None = None," for f in fields]
+
+
+def _pager(method: MethodDescriptor, imports: Imports, *, asynchronous: bool) -> list[str]:
+    """`iter_<items>`: every item of a List RPC, following its page tokens."""
+    request, response = method.input_type, method.output_type
+    page = request.fields_by_name.get("page")
+    if page is None or page.message_type is None or page.message_type.full_name != _PAGE_REQUEST:
+        return []
+    listed = [
+        field for field in response.fields if field.is_repeated and field.message_type is not None
+    ]
+    answered = response.fields_by_name.get("page")
+    if len(listed) != 1 or answered is None or answered.message_type.full_name != _PAGE_RESPONSE:
+        raise SystemExit(f"{method.full_name}: a List RPC answers one repeated message and a page")
+    items = listed[0]
+    name = _snake(method.name)
+    fields = [field for field in request.fields if field.name != "page"]
+    item = imports.name_of(items.message_type)
+    returns = f"AsyncIterator[{item}]" if asynchronous else f"Iterator[{item}]"
+    if asynchronous:
+        loop = [
+            f"        async for page in async_pages(self.{name}, message, page_size, timeout):",
+            f"            for item in page.{items.name}:",
+            "                yield item",
+        ]
+    else:
+        loop = [
+            f"        for page in pages(self.{name}, message, page_size, timeout):",
+            f"            yield from page.{items.name}",
+        ]
+    summary = f"Every item of {method.name}, page after page; each page is one call."
+    return [
+        f"    {'async ' if asynchronous else ''}def iter_{name.removeprefix('list_')}(",
+        "        self,",
+        f"        request: {imports.name_of(request)} | None = None,",
+        "        /,",
+        "        *,",
+        *_field_parameters(fields, imports),
+        "        page_size: int | None = None,",
+        "        timeout: float | None = None,",
+        f"    ) -> {returns}:",
+        *_brief(summary, method, " " * 8),
+        f"        message = build({imports.name_of(request)}, request, {_given(fields)})",
+        *loop,
+    ]
+
+
+def _download(method: MethodDescriptor, imports: Imports, *, asynchronous: bool) -> list[str]:
+    """`<rpc>_to_file`: a server stream of `bytes data` written to a file."""
+    data = method.output_type.fields_by_name.get("data")
+    if not method.server_streaming or data is None or data.type != FieldDescriptor.TYPE_BYTES:
+        return []
+    name = _snake(method.name)
+    fields = list(method.input_type.fields)
+    writer = "await async_write_data" if asynchronous else "write_data"
+    summary = f"Writes {method.name}'s data to a path or binary file; the bytes written."
+    return [
+        f"    {'async ' if asynchronous else ''}def {name}_to_file(",
+        "        self,",
+        "        destination: Destination,",
+        f"        request: {imports.name_of(method.input_type)} | None = None,",
+        "        /,",
+        "        *,",
+        *_field_parameters(fields, imports),
+        "        timeout: float | None = None,",
+        "    ) -> int:",
+        *_brief(summary, method, " " * 8),
+        f"        responses = self.{name}(",
+        "            request,",
+        *(f"            {field.name}={field.name}," for field in fields),
+        "            timeout=timeout,",
+        "        )",
+        f"        return {writer}(responses, destination)",
+    ]
+
+
+def _batched_upload(method: MethodDescriptor, imports: Imports, *, asynchronous: bool) -> list[str]:
+    """`<rpc>_from`: a client stream of bounded repeated fields, batched from iterables."""
+    fields = list(method.input_type.fields)
+    bounded = [(field, _max_items(field)) for field in fields if field.is_repeated]
+    if not method.client_streaming or not fields or len(bounded) != len(fields):
+        return []
+    if any(limit == 0 for _, limit in bounded):
+        raise SystemExit(f"{method.full_name}: a batched stream bounds every field's max_items")
+    name = _snake(method.name)
+    request = imports.name_of(method.input_type)
+    summary = f"{method.name} from iterables of any length, sent in batches it bounds."
+    return [
+        f"    {'async ' if asynchronous else ''}def {name}_from(",
+        "        self,",
+        "        *,",
+        *(
+            f"        {field.name}: Iterable[{imports.name_of(field.message_type)}] = (),"
+            for field in fields
+        ),
+        "        timeout: float | None = None,",
+        f"    ) -> {imports.name_of(method.output_type)}:",
+        *_brief(summary, method, " " * 8),
+        f"        batched = batches({request}, {{",
+        *(f"            {field.name!r}: ({field.name}, {limit})," for field, limit in bounded),
+        "        })",
+        f"        return {'await ' if asynchronous else ''}self.{name}(batched, timeout=timeout)",
+    ]
+
+
+def _file_upload(method: MethodDescriptor, imports: Imports, *, asynchronous: bool) -> list[str]:
+    """`<rpc>_from_file`: a client stream of a head message, then chunks of a file."""
+    oneofs = method.input_type.oneofs
+    if not method.client_streaming or len(oneofs) != 1 or len(oneofs[0].fields) != 2:
+        return []
+    head, chunk = oneofs[0].fields
+    chunk_fields = chunk.message_type.fields_by_name if chunk.message_type else {}
+    if head.message_type is None or set(chunk_fields) != {"offset", "data"}:
+        return []
+    bounds = chunk_fields["data"].GetOptions().Extensions[field_behavior_pb2.bounds]
+    chunk_bytes = min(_CHUNK_BYTES, bounds.max_len or _CHUNK_BYTES)
+    name = _snake(method.name)
+    summary = f"{method.name} of a path, file or bytes: {head.name}, then chunks from `offset`."
+    parts = (
+        f"file_parts({imports.name_of(method.input_type)}, ({head.name!r}, {head.name}), "
+        f"({chunk.name!r}, {imports.name_of(chunk.message_type)}), source, "
+        "offset=offset, chunk_bytes=chunk_bytes)"
+    )
+    return [
+        f"    {'async ' if asynchronous else ''}def {name}_from_file(",
+        "        self,",
+        "        source: Source,",
+        "        /,",
+        "        *,",
+        f"        {head.name}: {imports.name_of(head.message_type)},",
+        "        offset: int = 0,",
+        f"        chunk_bytes: int = {chunk_bytes},",
+        "        timeout: float | None = None,",
+        f"    ) -> {imports.name_of(method.output_type)}:",
+        *_brief(summary, method, " " * 8),
+        f"        parts = {parts}",
+        f"        return {'await ' if asynchronous else ''}self.{name}(parts, timeout=timeout)",
+    ]
+
+
+_CONVENIENCES = (_pager, _download, _batched_upload, _file_upload)
 
 
 def _stub(method: MethodDescriptor, imports: Imports) -> str:
@@ -254,6 +476,9 @@ def _client(
             "",
             *_method(method, texts.get(method.full_name, ""), imports, asynchronous=asynchronous),
         ]
+        for convenience in _CONVENIENCES:
+            extra = convenience(method, imports, asynchronous=asynchronous)
+            lines += ["", *extra] if extra else []
     return lines
 
 
@@ -296,7 +521,8 @@ def generate(proto_root: Path) -> str:
             for alias, module in sorted(imports.modules.items())
         ),
         "",
-        "from intelgraph.sdk.requests import build",
+        "",
+        *_helper_imports("\n".join(body)),
     ]
     for asynchronous in (False, True):
         prefix = "Async" if asynchronous else ""
@@ -325,8 +551,45 @@ def generate(proto_root: Path) -> str:
         ]
         + ["ServiceClients", "AsyncServiceClients"]
     )
-    body += ["", "", "__all__ = [", *(f"    {name!r}," for name in names), "]"]
+    retried = [
+        f"    ({service.full_name!r}, {method.name!r}),"
+        for service in described
+        for method in service.methods
+        if retryable(method)
+    ]
+    body += [
+        "",
+        "#: (service, method) of every RPC a failed attempt of which may be sent again.",
+        "RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (",
+        *retried,
+        ")",
+    ]
+    names += ["RETRYABLE_METHODS"]
+    body += ["", "", "__all__ = [", *(f"    {name!r}," for name in sorted(names)), "]"]
     return "\n".join(header + body) + "\n"
+
+
+#: The hand-written helpers generated code may call, by module.
+_HELPERS = {
+    "intelgraph.sdk.requests": ("async_pages", "build", "keyed", "pages"),
+    "intelgraph.sdk.streams": (
+        "Destination",
+        "Source",
+        "async_write_data",
+        "batches",
+        "file_parts",
+        "write_data",
+    ),
+}
+
+
+def _helper_imports(body: str) -> list[str]:
+    lines = []
+    for module, helpers in _HELPERS.items():
+        used = [name for name in helpers if re.search(rf"\b{name}\b", body)]
+        if used:
+            lines.append(f"from {module} import {', '.join(used)}")
+    return lines
 
 
 def namespace(module_name: str, title: str) -> str:
@@ -358,6 +621,38 @@ def namespace(module_name: str, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _enum_docstring(text: str) -> list[str]:
+    lines = _prose(text, "    ", "Why a call failed.")
+    return [f'    """{lines[0]}', *(f"    {line}".rstrip() for line in lines[1:]), '    """']
+
+
+def reasons(proto_root: Path) -> str:
+    """The source of `intelgraph/sdk/reasons.py`: `ErrorReason` as a Python enum."""
+    enum = errors_pb2.DESCRIPTOR.enum_types_by_name["ErrorReason"]
+    texts = comments(proto_root, [enum.file.name])
+    lines = [
+        '"""Why a call failed: the platform\'s `ErrorReason`, as a Python enum.',
+        "",
+        "Generated by clients/generate.py from proto/ (`make gen`). Do not edit.",
+        '"""',
+        "",
+        "import enum",
+        "",
+        "",
+        "class ErrorReason(enum.IntEnum):",
+        *_enum_docstring(texts[enum.full_name]),
+        "",
+    ]
+    for value in enum.values:
+        text = texts.get(f"{enum.full_name}.{value.name}", "")
+        lines += [
+            *(f"    #: {line}" for line in _wrapped(text, "    #: ")),
+            f"    {value.name} = {value.number}",
+        ]
+    lines += ["", "", '__all__ = ["ErrorReason"]']
+    return "\n".join(lines) + "\n"
+
+
 #: The SDK's re-export modules: name -> (generated module, what it holds).
 NAMESPACES = {
     "money": ("intelgraph.common.v1.money_pb2", "Money, shared by every service"),
@@ -366,9 +661,10 @@ NAMESPACES = {
 
 
 def write(proto_root: Path, out: Path) -> list[Path]:
-    """Write `services.py` and one re-export module per service into `out`; the files written."""
-    written = [out / "services.py"]
+    """Write `services.py`, `reasons.py` and the re-export modules into `out`; the files written."""
+    written = [out / "services.py", out / "reasons.py"]
     written[0].write_text(generate(proto_root))
+    written[1].write_text(reasons(proto_root))
     modules = dict(NAMESPACES)
     for service in services(proto_root):
         name = service.name.removesuffix("Service").lower()

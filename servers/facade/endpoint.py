@@ -28,11 +28,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from intelgraph.sdk import ErrorReason
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from core.errors import DomainError, quoted, reason_name
+from core.errors import DomainError, ErrorReason, quoted, reason_name
 from core.interfaces import CallerScope, ReadCache, UsageMeter
 from graphql import (
     DocumentNode,

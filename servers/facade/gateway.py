@@ -199,7 +199,7 @@ class Gateway:
             raise graphql_error(
                 "missing bearer token",
                 "UNAUTHENTICATED",
-                ErrorReason.Name(ErrorReason.ERROR_REASON_TOKEN_MISSING),
+                ErrorReason.ERROR_REASON_TOKEN_MISSING.name,
             )
         resource = {}
         tenant = arguments.get("tenantId")
@@ -214,7 +214,7 @@ class Gateway:
             raise graphql_error(
                 f"permission denied: {reasons}",
                 "PERMISSION_DENIED",
-                ErrorReason.Name(ErrorReason.ERROR_REASON_PERMISSION_DENIED),
+                ErrorReason.ERROR_REASON_PERMISSION_DENIED.name,
                 permission=facts.permission,
                 denied=reasons,
             )
@@ -237,7 +237,7 @@ def _mapped(raised: grpc.aio.AioRpcError) -> GraphQLError:
     """A gRPC error as a GraphQL error: status as `code`, `ErrorInfo` reason and metadata."""
     error = from_grpc_error(raised)
     facts: dict[str, Any] = {"metadata": error.metadata} if error.metadata else {}
-    return graphql_error(error.details, error.code.name, ErrorReason.Name(error.reason), **facts)
+    return graphql_error(error.details, error.code.name, error.reason.name, **facts)
 
 
 def executable_schema(facade: FacadeSchema, gateway: Gateway) -> GraphQLSchema:

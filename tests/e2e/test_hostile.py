@@ -45,7 +45,7 @@ from intelgraph.analytics.v1 import analytics_service_pb2 as analytics
 from intelgraph.billing.v1 import billing_service_pb2 as billing
 from intelgraph.common.v1 import authorization_pb2
 from intelgraph.common.v1.money_pb2 import Money
-from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
+from intelgraph.sdk import ConductorError, from_grpc_error
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 
@@ -404,7 +404,7 @@ def test_every_malformed_token_is_unauthenticated_on_every_rpc(
                 continue  # public: whatever the token, never INTERNAL (checked by call)
             assert refused is not None, f"{name} got through to {method.name}"
             assert refused.code is grpc.StatusCode.UNAUTHENTICATED, (name, refused.code)
-            assert ErrorReason.Name(refused.reason).startswith(
+            assert refused.reason.name.startswith(
                 ("ERROR_REASON_TOKEN_", "ERROR_REASON_UNAUTHENTICATED")
             ), name
 

@@ -30,7 +30,6 @@ from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
-from core.errors import ReasonValue
 from interceptors import PolicyEngine, keys, platform_chain, tokens
 from servers.app import Platform
 from servers.config import load_settings
@@ -74,7 +73,7 @@ class Case:
     name: str
     metadata: Callable[[Minter, Platform], tuple[tuple[str, str], ...]]
     code: grpc.StatusCode
-    reason: ReasonValue
+    reason: ErrorReason
 
 
 def _bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -327,9 +326,9 @@ async def test_the_matrix(
         await _through_auth(channel, method, metadata)
         return
     error = await _outcome(channel, method, metadata)
-    assert (error.code, ErrorReason.Name(error.reason)) == (
+    assert (error.code, error.reason.name) == (
         case.code,
-        ErrorReason.Name(case.reason),
+        case.reason.name,
     ), error.details
 
 

@@ -27,6 +27,7 @@ from intelgraph.edge.v1 import edge_service_pb2 as edge
 from intelgraph.edge.v1 import edge_service_pb2_grpc
 from intelgraph.sdk import ErrorReason, from_grpc_error
 
+from core import errors as core_errors
 from core.errors import InvalidArgument
 from core.pagination import SEQUENCE, TIME_AND_ID, Page, _fingerprint
 from tests.support.serving import Minter, serving
@@ -69,7 +70,7 @@ def test_every_keyset_refuses_a_forged_position(after: Any, keyset: Any) -> None
     filters = {"status": ""}
     with pytest.raises(InvalidArgument) as refused:
         Page.from_request(1, _token(_fingerprint(filters), after), filters=filters, keyset=keyset)
-    assert refused.value.reason == ErrorReason.ERROR_REASON_INVALID_PAGE_TOKEN
+    assert refused.value.reason == core_errors.ErrorReason.ERROR_REASON_INVALID_PAGE_TOKEN
 
 
 def test_a_position_round_trips() -> None:

@@ -1,4 +1,4 @@
-"""The examples in the core's and the policy engine's docstrings run, and say what they show."""
+"""The examples in the docstrings of the core, the policy engine and the SDK hold."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ MODULES = [
     "core.times",
     "core.descriptors",
     "interceptors.policy",
+    "intelgraph.sdk.client",
+    "intelgraph.sdk.requests",
+    "intelgraph.sdk.streams",
+    "intelgraph.sdk.transport",
 ]
 
 

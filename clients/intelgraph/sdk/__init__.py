@@ -26,7 +26,24 @@ from intelgraph.sdk.errors import (
     UnimplementedError,
     from_grpc_error,
 )
-from intelgraph.sdk.transport import INSECURE, TLS, TokenSource, bearer_token
+from intelgraph.sdk.jit import (
+    JitError,
+    JitExpiredError,
+    JitGrant,
+    JitRefusedError,
+    JitTimeoutError,
+    request_jit,
+    request_jit_async,
+)
+from intelgraph.sdk.streams import Destination, Source
+from intelgraph.sdk.transport import (
+    INSECURE,
+    TLS,
+    RefreshingToken,
+    Retry,
+    TokenSource,
+    bearer_token,
+)
 
 __all__ = [
     "INSECURE",
@@ -37,17 +54,28 @@ __all__ = [
     "Client",
     "ConductorError",
     "DeadlineExceededError",
+    "Destination",
     "ErrorReason",
     "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
+    "JitError",
+    "JitExpiredError",
+    "JitGrant",
+    "JitRefusedError",
+    "JitTimeoutError",
     "NotFoundError",
     "PermissionDeniedError",
+    "RefreshingToken",
     "ResourceExhaustedError",
+    "Retry",
+    "Source",
     "TokenSource",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
     "bearer_token",
     "from_grpc_error",
+    "request_jit",
+    "request_jit_async",
 ]

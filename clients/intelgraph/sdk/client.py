@@ -13,9 +13,9 @@ from types import TracebackType
 
 from intelgraph.sdk.services import AsyncServiceClients, ServiceClients
 from intelgraph.sdk.transport import (
-    DEFAULT_TIMEOUT_S,
     TLS,
     ClientInterceptor,
+    Retry,
     TokenSource,
     async_interceptors,
     open_async_channel,
@@ -30,7 +30,8 @@ class Client(ServiceClients):
         target: "host:port" of the gRPC listener.
         security: `TLS(...)` (or `TLS()` for the system's roots), or `INSECURE` by name.
         token: Where each call's bearer token comes from (None: calls carry none).
-        timeout_s: Deadline of calls that name none.
+        retry: How RPCs safe to repeat are retried (None: never). Deadlines are per
+            RPC, from the contract, and each method takes a `timeout` of its own.
     """
 
     def __init__(
@@ -39,9 +40,9 @@ class Client(ServiceClients):
         security: TLS | str,
         *,
         token: TokenSource | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retry: Retry | None = Retry(),  # noqa: B008 - frozen, so shared safely
     ) -> None:
-        self.channel = open_channel(target, security, ClientInterceptor(token, timeout_s))
+        self.channel = open_channel(target, security, ClientInterceptor(token), retry)
         super().__init__(self.channel)
 
     def close(self) -> None:
@@ -67,7 +68,8 @@ class AsyncClient(AsyncServiceClients):
         target: "host:port" of the gRPC listener.
         security: `TLS(...)`, or `INSECURE` by name.
         token: Where each call's bearer token comes from (None: calls carry none).
-        timeout_s: Deadline of calls that name none.
+        retry: How RPCs safe to repeat are retried (None: never). Deadlines are per
+            RPC, from the contract, and each method takes a `timeout` of its own.
     """
 
     def __init__(
@@ -76,9 +78,9 @@ class AsyncClient(AsyncServiceClients):
         security: TLS | str,
         *,
         token: TokenSource | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retry: Retry | None = Retry(),  # noqa: B008 - frozen, so shared safely
     ) -> None:
-        self.channel = open_async_channel(target, security, async_interceptors(token, timeout_s))
+        self.channel = open_async_channel(target, security, async_interceptors(token), retry)
         super().__init__(self.channel)
 
     async def close(self) -> None:

@@ -9,14 +9,11 @@ never on the message.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, TypeAlias, cast
+from typing import Any, ClassVar, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
-from intelgraph.common.v1 import errors_pb2
-
-ErrorReason = errors_pb2.ErrorReason
-ReasonValue: TypeAlias = errors_pb2.ErrorReason.ValueType
+from intelgraph.sdk.reasons import ErrorReason
 
 #: Trailer carrying the serialised `google.rpc.Status` with the details.
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -28,8 +25,9 @@ class ConductorError(Exception):
 
     Attributes:
         code: The gRPC status code.
-        reason: The `ErrorReason` the platform gave, or ERROR_REASON_UNSPECIFIED
-            when the failure did not come from the platform (e.g. a network error).
+        reason: The `ErrorReason` member the platform gave, or ERROR_REASON_UNSPECIFIED
+            when the failure did not come from the platform (e.g. a network error) or
+            names a reason newer than this SDK (`metadata` still holds its facts).
         metadata: Facts from `ErrorInfo.metadata`, e.g. {"field": "scope"}.
         details: The status details text.
     """
@@ -41,12 +39,12 @@ class ConductorError(Exception):
         details: str,
         *,
         code: grpc.StatusCode,
-        reason: ReasonValue = ErrorReason.ERROR_REASON_UNSPECIFIED,
+        reason: ErrorReason = ErrorReason.ERROR_REASON_UNSPECIFIED,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
-        self.reason: ReasonValue = reason
+        self.reason = ErrorReason(reason)
         self.metadata = dict(metadata or {})
         self.details = details
 
@@ -147,7 +145,7 @@ def from_grpc_error(error: grpc.RpcError) -> ConductorError:
     """The typed error for a failed call (sync `grpc.RpcError` or `grpc.aio.AioRpcError`)."""
     code: grpc.StatusCode = error.code()
     details: str = error.details() or ""
-    reason: ReasonValue = ErrorReason.ERROR_REASON_UNSPECIFIED
+    reason = ErrorReason.ERROR_REASON_UNSPECIFIED
     metadata: dict[str, str] = {}
     for key, value in cast(Sequence[tuple[str, Any]], error.trailing_metadata() or ()):
         if key != _STATUS_DETAILS_KEY:
@@ -156,10 +154,6 @@ def from_grpc_error(error: grpc.RpcError) -> ConductorError:
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
             if detail.Unpack(info) and info.domain == _ERROR_DOMAIN:
-                reason = ErrorReason.Value(info.reason) if _known(info.reason) else reason
+                reason = ErrorReason.__members__.get(info.reason, reason)
                 metadata = dict(info.metadata)
     return _BY_CODE.get(code, ConductorError)(details, code=code, reason=reason, metadata=metadata)
-
-
-def _known(reason: str) -> bool:
-    return reason in ErrorReason.keys()  # noqa: SIM118 - enum wrapper, not a dict

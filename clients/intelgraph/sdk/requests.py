@@ -1,4 +1,4 @@
-"""Request messages from keyword arguments: what every generated client method does first.
+"""What the generated client methods do with requests: build them, key them, page them.
 
 >>> from google.protobuf.struct_pb2 import ListValue, Value
 >>> build(Value, None, {"string_value": "x", "number_value": None}).string_value
@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
 MessageT = TypeVar("MessageT", bound=Message)
+ResponseT = TypeVar("ResponseT")
 
 
 def build(
@@ -31,3 +33,62 @@ def build(
     if not isinstance(request, message_class):
         raise TypeError(f"expected a {message_class.__name__}, got {type(request).__name__}")
     return request
+
+
+KeyedT = TypeVar("KeyedT", bound=Message)
+
+
+def keyed(message: KeyedT) -> KeyedT:
+    """`message` with an idempotency key: its own, or a fresh UUID on a copy.
+
+    Every attempt of a retried call then carries the same key, so the platform
+    applies the call once however many attempts reach it.
+    """
+    if getattr(message, "idempotency_key", ""):
+        return message
+    copy = type(message)()
+    copy.CopyFrom(message)
+    copy.idempotency_key = uuid.uuid4().hex  # type: ignore[attr-defined]
+    return copy
+
+
+PagedT = TypeVar("PagedT", bound=Message)
+
+
+def _first_page(message: PagedT, page_size: int | None) -> PagedT:
+    copy = type(message)()
+    copy.CopyFrom(message)
+    if page_size is not None:
+        copy.page.page_size = page_size  # type: ignore[attr-defined]
+    return copy
+
+
+def pages(
+    call: Callable[..., ResponseT], message: PagedT, page_size: int | None, timeout: float | None
+) -> Iterator[ResponseT]:
+    """Every page of a List RPC from `message` on, following `page.next_page_token`."""
+    message = _first_page(message, page_size)
+    while True:
+        response = call(message, timeout=timeout)
+        yield response
+        token: str = response.page.next_page_token  # type: ignore[attr-defined]
+        if not token:
+            return
+        message.page.page_token = token  # type: ignore[attr-defined]
+
+
+async def async_pages(
+    call: Callable[..., Awaitable[ResponseT]],
+    message: PagedT,
+    page_size: int | None,
+    timeout: float | None,
+) -> AsyncIterator[ResponseT]:
+    """`pages` for the async clients."""
+    message = _first_page(message, page_size)
+    while True:
+        response = await call(message, timeout=timeout)
+        yield response
+        token: str = response.page.next_page_token  # type: ignore[attr-defined]
+        if not token:
+            return
+        message.page.page_token = token  # type: ignore[attr-defined]

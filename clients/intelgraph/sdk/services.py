@@ -17,7 +17,15 @@ from intelgraph.common.v1 import money_pb2 as common_money_pb2
 from intelgraph.common.v1 import pagination_pb2 as common_pagination_pb2
 from intelgraph.edge.v1 import edge_service_pb2 as edge_edge_service_pb2
 from intelgraph.rag.v1 import rag_service_pb2 as rag_rag_service_pb2
-from intelgraph.sdk.requests import build
+from intelgraph.sdk.requests import async_pages, build, keyed, pages
+from intelgraph.sdk.streams import (
+    Destination,
+    Source,
+    async_write_data,
+    batches,
+    file_parts,
+    write_data,
+)
 
 
 class AccessClient:
@@ -103,13 +111,14 @@ class AccessClient:
         """Requests scopes until a time; the policy decides what is requestable.
 
         Permission: any authenticated caller.
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             access_access_service_pb2.RequestAccessRequest,
             request,
             {"scope": scope, "expires_at": expires_at, "reason": reason},
         )
-        return self._request_access(message, timeout=timeout)
+        return self._request_access(message, timeout=30.0 if timeout is None else timeout)
 
     def get_access_request(
         self,
@@ -122,9 +131,10 @@ class AccessClient:
         """Reads one access request; requesters see their own, approvers all.
 
         Permission: any authenticated caller.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(access_access_service_pb2.GetAccessRequestRequest, request, {"id": id})
-        return self._get_access_request(message, timeout=timeout)
+        return self._get_access_request(message, timeout=10.0 if timeout is None else timeout)
 
     def list_access_requests(
         self,
@@ -139,13 +149,36 @@ class AccessClient:
         """Lists the tenant's access requests for approvers.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             access_access_service_pb2.ListAccessRequestsRequest,
             request,
             {"page": page, "status": status, "requester": requester},
         )
-        return self._list_access_requests(message, timeout=timeout)
+        return self._list_access_requests(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_access_requests(
+        self,
+        request: access_access_service_pb2.ListAccessRequestsRequest | None = None,
+        /,
+        *,
+        status: access_access_service_pb2.AccessRequestStatus.ValueType | None = None,
+        requester: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[access_access_service_pb2.AccessRequest]:
+        """Every item of ListAccessRequests, page after page; each page is one call.
+
+        Permission: `admin.write` (ABAC).
+        """
+        message = build(
+            access_access_service_pb2.ListAccessRequestsRequest,
+            request,
+            {"status": status, "requester": requester},
+        )
+        for page in pages(self.list_access_requests, message, page_size, timeout):
+            yield from page.access_requests
 
     def approve_access(
         self,
@@ -160,13 +193,14 @@ class AccessClient:
         """Records an approval; once the threshold is met a grant is created.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             access_access_service_pb2.ApproveAccessRequest,
             request,
             {"id": id, "grant_ends_at": grant_ends_at, "comment": comment},
         )
-        return self._approve_access(message, timeout=timeout)
+        return self._approve_access(message, timeout=30.0 if timeout is None else timeout)
 
     def deny_access(
         self,
@@ -180,11 +214,12 @@ class AccessClient:
         """Denies a pending access request.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             access_access_service_pb2.DenyAccessRequest, request, {"id": id, "comment": comment}
         )
-        return self._deny_access(message, timeout=timeout)
+        return self._deny_access(message, timeout=30.0 if timeout is None else timeout)
 
     def claim_grant(
         self,
@@ -197,11 +232,12 @@ class AccessClient:
         """Collects the JIT token of a grant; answers only to the requester.
 
         Permission: any authenticated caller.
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             access_access_service_pb2.ClaimGrantRequest, request, {"grant_id": grant_id}
         )
-        return self._claim_grant(message, timeout=timeout)
+        return self._claim_grant(message, timeout=30.0 if timeout is None else timeout)
 
     def revoke_grant(
         self,
@@ -215,13 +251,14 @@ class AccessClient:
         """Revokes a grant at once; allowed to the grantee and to approvers.
 
         Permission: any authenticated caller.
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             access_access_service_pb2.RevokeGrantRequest,
             request,
             {"grant_id": grant_id, "reason": reason},
         )
-        return self._revoke_grant(message, timeout=timeout)
+        return self._revoke_grant(message, timeout=30.0 if timeout is None else timeout)
 
     def list_grants(
         self,
@@ -236,13 +273,36 @@ class AccessClient:
         """Lists grants; grantees see their own, approvers all.
 
         Permission: any authenticated caller.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             access_access_service_pb2.ListGrantsRequest,
             request,
             {"page": page, "status": status, "grantee": grantee},
         )
-        return self._list_grants(message, timeout=timeout)
+        return self._list_grants(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_grants(
+        self,
+        request: access_access_service_pb2.ListGrantsRequest | None = None,
+        /,
+        *,
+        status: access_access_service_pb2.GrantStatus.ValueType | None = None,
+        grantee: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[access_access_service_pb2.Grant]:
+        """Every item of ListGrants, page after page; each page is one call.
+
+        Permission: any authenticated caller.
+        """
+        message = build(
+            access_access_service_pb2.ListGrantsRequest,
+            request,
+            {"status": status, "grantee": grantee},
+        )
+        for page in pages(self.list_grants, message, page_size, timeout):
+            yield from page.grants
 
     def get_jwks(
         self,
@@ -254,9 +314,10 @@ class AccessClient:
         """Serves the public signing keys as a standard JSON Web Key Set.
 
         Permission: none: public.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(access_access_service_pb2.GetJwksRequest, request, {})
-        return self._get_jwks(message, timeout=timeout)
+        return self._get_jwks(message, timeout=10.0 if timeout is None else timeout)
 
     def get_caller(
         self,
@@ -268,9 +329,10 @@ class AccessClient:
         """Says who the platform takes the caller to be, from the verified token.
 
         Permission: any authenticated caller.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(access_access_service_pb2.GetCallerRequest, request, {})
-        return self._get_caller(message, timeout=timeout)
+        return self._get_caller(message, timeout=10.0 if timeout is None else timeout)
 
     def list_audit_events(
         self,
@@ -288,6 +350,7 @@ class AccessClient:
         """Pages through the tenant's audit events.
 
         Permission: `audit.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             access_access_service_pb2.ListAuditEventsRequest,
@@ -301,7 +364,38 @@ class AccessClient:
                 "until": until,
             },
         )
-        return self._list_audit_events(message, timeout=timeout)
+        return self._list_audit_events(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_audit_events(
+        self,
+        request: access_access_service_pb2.ListAuditEventsRequest | None = None,
+        /,
+        *,
+        action: access_access_service_pb2.AuditAction.ValueType | None = None,
+        actor: str | None = None,
+        resource_id: str | None = None,
+        since: google_timestamp_pb2.Timestamp | None = None,
+        until: google_timestamp_pb2.Timestamp | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[access_access_service_pb2.AuditEvent]:
+        """Every item of ListAuditEvents, page after page; each page is one call.
+
+        Permission: `audit.read` (ABAC).
+        """
+        message = build(
+            access_access_service_pb2.ListAuditEventsRequest,
+            request,
+            {
+                "action": action,
+                "actor": actor,
+                "resource_id": resource_id,
+                "since": since,
+                "until": until,
+            },
+        )
+        for page in pages(self.list_audit_events, message, page_size, timeout):
+            yield from page.events
 
     def verify_audit_chain(
         self,
@@ -313,9 +407,10 @@ class AccessClient:
         """Recomputes the audit hash chain and reports the first broken link.
 
         Permission: `audit.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(access_access_service_pb2.VerifyAuditChainRequest, request, {})
-        return self._verify_audit_chain(message, timeout=timeout)
+        return self._verify_audit_chain(message, timeout=10.0 if timeout is None else timeout)
 
 
 class AnalyticsClient:
@@ -357,8 +452,29 @@ class AnalyticsClient:
         """Streams entity and relationship batches in; idempotent by id.
 
         Permission: `analytics.write` (ABAC).
+        Deadline: 300 s unless `timeout` says otherwise; never retried.
         """
-        return self._import_graph(requests, timeout=timeout)
+        return self._import_graph(requests, timeout=300.0 if timeout is None else timeout)
+
+    def import_graph_from(
+        self,
+        *,
+        entities: Iterable[analytics_analytics_service_pb2.Entity] = (),
+        relationships: Iterable[analytics_analytics_service_pb2.Relationship] = (),
+        timeout: float | None = None,
+    ) -> analytics_analytics_service_pb2.ImportGraphResponse:
+        """ImportGraph from iterables of any length, sent in batches it bounds.
+
+        Permission: `analytics.write` (ABAC).
+        """
+        batched = batches(
+            analytics_analytics_service_pb2.ImportGraphRequest,
+            {
+                "entities": (entities, 5000),
+                "relationships": (relationships, 5000),
+            },
+        )
+        return self.import_graph(batched, timeout=timeout)
 
     def list_packs(
         self,
@@ -371,9 +487,26 @@ class AnalyticsClient:
         """Lists the registered packs and their parameters.
 
         Permission: `analytics.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(analytics_analytics_service_pb2.ListPacksRequest, request, {"page": page})
-        return self._list_packs(message, timeout=timeout)
+        return self._list_packs(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_packs(
+        self,
+        request: analytics_analytics_service_pb2.ListPacksRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[analytics_analytics_service_pb2.PackSpec]:
+        """Every item of ListPacks, page after page; each page is one call.
+
+        Permission: `analytics.read` (ABAC).
+        """
+        message = build(analytics_analytics_service_pb2.ListPacksRequest, request, {})
+        for page in pages(self.list_packs, message, page_size, timeout):
+            yield from page.packs
 
     def estimate_pack(
         self,
@@ -387,13 +520,14 @@ class AnalyticsClient:
         """Prices a pack run without running it.
 
         Permission: `analytics.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             analytics_analytics_service_pb2.EstimatePackRequest,
             request,
             {"pack_id": pack_id, "parameters": parameters},
         )
-        return self._estimate_pack(message, timeout=timeout)
+        return self._estimate_pack(message, timeout=10.0 if timeout is None else timeout)
 
     def run_pack(
         self,
@@ -407,13 +541,14 @@ class AnalyticsClient:
         """Runs a registered pack within its budget and deadline.
 
         Permission: `analytics.read` (ABAC).
+        Deadline: 120 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             analytics_analytics_service_pb2.RunPackRequest,
             request,
             {"pack_id": pack_id, "parameters": parameters},
         )
-        return self._run_pack(message, timeout=timeout)
+        return self._run_pack(message, timeout=120.0 if timeout is None else timeout)
 
 
 class BillingClient:
@@ -550,6 +685,7 @@ class BillingClient:
         """Records one metered usage event; idempotent by event_id.
 
         Permission: `billing.usage.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.RecordUsageRequest,
@@ -561,7 +697,7 @@ class BillingClient:
                 "occurred_at": occurred_at,
             },
         )
-        return self._record_usage(message, timeout=timeout)
+        return self._record_usage(message, timeout=30.0 if timeout is None else timeout)
 
     def get_invoice(
         self,
@@ -574,9 +710,10 @@ class BillingClient:
         """Reads one invoice.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(billing_billing_service_pb2.GetInvoiceRequest, request, {"id": id})
-        return self._get_invoice(message, timeout=timeout)
+        return self._get_invoice(message, timeout=10.0 if timeout is None else timeout)
 
     def list_invoices(
         self,
@@ -590,13 +727,33 @@ class BillingClient:
         """Lists the tenant's invoices, newest period first.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.ListInvoicesRequest,
             request,
             {"page": page, "status": status},
         )
-        return self._list_invoices(message, timeout=timeout)
+        return self._list_invoices(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_invoices(
+        self,
+        request: billing_billing_service_pb2.ListInvoicesRequest | None = None,
+        /,
+        *,
+        status: billing_billing_service_pb2.InvoiceStatus.ValueType | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[billing_billing_service_pb2.Invoice]:
+        """Every item of ListInvoices, page after page; each page is one call.
+
+        Permission: `billing.read` (ABAC).
+        """
+        message = build(
+            billing_billing_service_pb2.ListInvoicesRequest, request, {"status": status}
+        )
+        for page in pages(self.list_invoices, message, page_size, timeout):
+            yield from page.invoices
 
     def finalize_invoice(
         self,
@@ -610,13 +767,16 @@ class BillingClient:
         """Taxes, numbers, signs and freezes a draft invoice.
 
         Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.FinalizeInvoiceRequest,
             request,
             {"id": id, "idempotency_key": idempotency_key},
         )
-        return self._finalize_invoice(message, timeout=timeout)
+        message = keyed(message)
+        return self._finalize_invoice(message, timeout=30.0 if timeout is None else timeout)
 
     def preview_credit_note(
         self,
@@ -633,6 +793,7 @@ class BillingClient:
         """Computes a credit note without issuing it.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.PreviewCreditNoteRequest,
@@ -645,7 +806,7 @@ class BillingClient:
                 "memo": memo,
             },
         )
-        return self._preview_credit_note(message, timeout=timeout)
+        return self._preview_credit_note(message, timeout=10.0 if timeout is None else timeout)
 
     def create_credit_note(
         self,
@@ -663,6 +824,8 @@ class BillingClient:
         """Issues a signed, numbered credit note against a finalized invoice.
 
         Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.CreateCreditNoteRequest,
@@ -676,7 +839,8 @@ class BillingClient:
                 "idempotency_key": idempotency_key,
             },
         )
-        return self._create_credit_note(message, timeout=timeout)
+        message = keyed(message)
+        return self._create_credit_note(message, timeout=30.0 if timeout is None else timeout)
 
     def void_credit_note(
         self,
@@ -690,13 +854,16 @@ class BillingClient:
         """Voids an issued credit note.
 
         Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.VoidCreditNoteRequest,
             request,
             {"id": id, "idempotency_key": idempotency_key},
         )
-        return self._void_credit_note(message, timeout=timeout)
+        message = keyed(message)
+        return self._void_credit_note(message, timeout=30.0 if timeout is None else timeout)
 
     def create_refund(
         self,
@@ -713,6 +880,8 @@ class BillingClient:
         """Refunds part or all of what was paid on an invoice.
 
         Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.CreateRefundRequest,
@@ -725,7 +894,8 @@ class BillingClient:
                 "idempotency_key": idempotency_key,
             },
         )
-        return self._create_refund(message, timeout=timeout)
+        message = keyed(message)
+        return self._create_refund(message, timeout=30.0 if timeout is None else timeout)
 
     def calculate_tax(
         self,
@@ -741,6 +911,7 @@ class BillingClient:
         """Taxes lines through the sandbox provider without recording anything.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.CalculateTaxRequest,
@@ -752,7 +923,7 @@ class BillingClient:
                 "mode": mode,
             },
         )
-        return self._calculate_tax(message, timeout=timeout)
+        return self._calculate_tax(message, timeout=10.0 if timeout is None else timeout)
 
     def run_reconciliation(
         self,
@@ -765,9 +936,10 @@ class BillingClient:
         """Reconciles ledger, metered usage and issued documents for one day.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 120 s unless `timeout` says otherwise; never retried.
         """
         message = build(billing_billing_service_pb2.RunReconciliationRequest, request, {"day": day})
-        return self._run_reconciliation(message, timeout=timeout)
+        return self._run_reconciliation(message, timeout=120.0 if timeout is None else timeout)
 
     def get_reconciliation_report(
         self,
@@ -780,11 +952,14 @@ class BillingClient:
         """Reads the reconciliation report of one day.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.GetReconciliationReportRequest, request, {"day": day}
         )
-        return self._get_reconciliation_report(message, timeout=timeout)
+        return self._get_reconciliation_report(
+            message, timeout=10.0 if timeout is None else timeout
+        )
 
     def set_spend_cap(
         self,
@@ -798,13 +973,16 @@ class BillingClient:
         """Sets the tenant's hard spend cap for a billing period.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.SetSpendCapRequest,
             request,
             {"cap": cap, "idempotency_key": idempotency_key},
         )
-        return self._set_spend_cap(message, timeout=timeout)
+        message = keyed(message)
+        return self._set_spend_cap(message, timeout=30.0 if timeout is None else timeout)
 
     def get_rollout(
         self,
@@ -816,9 +994,10 @@ class BillingClient:
         """Reads which tenants are pilot, GA or frozen.
 
         Permission: `platform.admin` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(billing_billing_service_pb2.GetRolloutRequest, request, {})
-        return self._get_rollout(message, timeout=timeout)
+        return self._get_rollout(message, timeout=10.0 if timeout is None else timeout)
 
     def set_rollout(
         self,
@@ -833,13 +1012,14 @@ class BillingClient:
         """Moves a tenant between rollout stages, or backs out in one call.
 
         Permission: `platform.admin` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             billing_billing_service_pb2.SetRolloutRequest,
             request,
             {"tenant_id": tenant_id, "stage": stage, "backout": backout},
         )
-        return self._set_rollout(message, timeout=timeout)
+        return self._set_rollout(message, timeout=30.0 if timeout is None else timeout)
 
     def record_payment(
         self,
@@ -855,6 +1035,8 @@ class BillingClient:
         """Records a payment received against a finalized invoice.
 
         Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.RecordPaymentRequest,
@@ -866,7 +1048,8 @@ class BillingClient:
                 "idempotency_key": idempotency_key,
             },
         )
-        return self._record_payment(message, timeout=timeout)
+        message = keyed(message)
+        return self._record_payment(message, timeout=30.0 if timeout is None else timeout)
 
     def list_credit_notes(
         self,
@@ -880,13 +1063,33 @@ class BillingClient:
         """Lists the credit notes of one invoice, oldest first.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.ListCreditNotesRequest,
             request,
             {"invoice_id": invoice_id, "page": page},
         )
-        return self._list_credit_notes(message, timeout=timeout)
+        return self._list_credit_notes(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_credit_notes(
+        self,
+        request: billing_billing_service_pb2.ListCreditNotesRequest | None = None,
+        /,
+        *,
+        invoice_id: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[billing_billing_service_pb2.CreditNote]:
+        """Every item of ListCreditNotes, page after page; each page is one call.
+
+        Permission: `billing.read` (ABAC).
+        """
+        message = build(
+            billing_billing_service_pb2.ListCreditNotesRequest, request, {"invoice_id": invoice_id}
+        )
+        for page in pages(self.list_credit_notes, message, page_size, timeout):
+            yield from page.credit_notes
 
     def get_billing_profile(
         self,
@@ -898,9 +1101,10 @@ class BillingClient:
         """Reads the tenant's billing profile: currency and tax facts.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(billing_billing_service_pb2.GetBillingProfileRequest, request, {})
-        return self._get_billing_profile(message, timeout=timeout)
+        return self._get_billing_profile(message, timeout=10.0 if timeout is None else timeout)
 
     def set_billing_profile(
         self,
@@ -913,11 +1117,12 @@ class BillingClient:
         """Sets the tenant's billing profile.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             billing_billing_service_pb2.SetBillingProfileRequest, request, {"profile": profile}
         )
-        return self._set_billing_profile(message, timeout=timeout)
+        return self._set_billing_profile(message, timeout=30.0 if timeout is None else timeout)
 
     def get_price_book(
         self,
@@ -929,9 +1134,10 @@ class BillingClient:
         """Reads the price book as it applies to the tenant (defaults and overrides).
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(billing_billing_service_pb2.GetPriceBookRequest, request, {})
-        return self._get_price_book(message, timeout=timeout)
+        return self._get_price_book(message, timeout=10.0 if timeout is None else timeout)
 
     def set_price(
         self,
@@ -948,6 +1154,7 @@ class BillingClient:
         """Sets or clears one tenant's price for a meter (operators only).
 
         Permission: `platform.admin` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             billing_billing_service_pb2.SetPriceRequest,
@@ -960,7 +1167,7 @@ class BillingClient:
                 "clear": clear,
             },
         )
-        return self._set_price(message, timeout=timeout)
+        return self._set_price(message, timeout=30.0 if timeout is None else timeout)
 
     def get_spend_cap(
         self,
@@ -972,9 +1179,10 @@ class BillingClient:
         """Reads the tenant's spend cap and what the current period has spent.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(billing_billing_service_pb2.GetSpendCapRequest, request, {})
-        return self._get_spend_cap(message, timeout=timeout)
+        return self._get_spend_cap(message, timeout=10.0 if timeout is None else timeout)
 
     def list_billing_alerts(
         self,
@@ -988,13 +1196,33 @@ class BillingClient:
         """Lists drift, variance, cap and tax alerts of the tenant.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.ListBillingAlertsRequest,
             request,
             {"page": page, "kind": kind},
         )
-        return self._list_billing_alerts(message, timeout=timeout)
+        return self._list_billing_alerts(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_billing_alerts(
+        self,
+        request: billing_billing_service_pb2.ListBillingAlertsRequest | None = None,
+        /,
+        *,
+        kind: billing_billing_service_pb2.BillingAlertKind.ValueType | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[billing_billing_service_pb2.BillingAlert]:
+        """Every item of ListBillingAlerts, page after page; each page is one call.
+
+        Permission: `billing.read` (ABAC).
+        """
+        message = build(
+            billing_billing_service_pb2.ListBillingAlertsRequest, request, {"kind": kind}
+        )
+        for page in pages(self.list_billing_alerts, message, page_size, timeout):
+            yield from page.alerts
 
 
 class CatalogClient:
@@ -1063,11 +1291,12 @@ class CatalogClient:
         """Creates or replaces a service by name.
 
         Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.UpsertServiceRequest, request, {"service": service}
         )
-        return self._upsert_service(message, timeout=timeout)
+        return self._upsert_service(message, timeout=30.0 if timeout is None else timeout)
 
     def get_service(
         self,
@@ -1080,9 +1309,10 @@ class CatalogClient:
         """Reads one service.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(catalog_catalog_service_pb2.GetServiceRequest, request, {"id": id})
-        return self._get_service(message, timeout=timeout)
+        return self._get_service(message, timeout=10.0 if timeout is None else timeout)
 
     def list_services(
         self,
@@ -1096,11 +1326,29 @@ class CatalogClient:
         """Lists the tenant's services.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.ListServicesRequest, request, {"page": page, "owner": owner}
         )
-        return self._list_services(message, timeout=timeout)
+        return self._list_services(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_services(
+        self,
+        request: catalog_catalog_service_pb2.ListServicesRequest | None = None,
+        /,
+        *,
+        owner: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[catalog_catalog_service_pb2.Service]:
+        """Every item of ListServices, page after page; each page is one call.
+
+        Permission: `catalog.read` (ABAC).
+        """
+        message = build(catalog_catalog_service_pb2.ListServicesRequest, request, {"owner": owner})
+        for page in pages(self.list_services, message, page_size, timeout):
+            yield from page.services
 
     def compute_slo(
         self,
@@ -1116,6 +1364,7 @@ class CatalogClient:
         """Computes a service's SLO attainment and error budget from observations.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.ComputeSloRequest,
@@ -1127,7 +1376,7 @@ class CatalogClient:
                 "elapsed_days": elapsed_days,
             },
         )
-        return self._compute_slo(message, timeout=timeout)
+        return self._compute_slo(message, timeout=10.0 if timeout is None else timeout)
 
     def run_what_if(
         self,
@@ -1140,11 +1389,12 @@ class CatalogClient:
         """Evaluates a scenario against the catalog without saving it.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.RunWhatIfRequest, request, {"scenario": scenario}
         )
-        return self._run_what_if(message, timeout=timeout)
+        return self._run_what_if(message, timeout=10.0 if timeout is None else timeout)
 
     def save_scenario(
         self,
@@ -1157,11 +1407,12 @@ class CatalogClient:
         """Saves a scenario so it can be shared by id.
 
         Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             catalog_catalog_service_pb2.SaveScenarioRequest, request, {"scenario": scenario}
         )
-        return self._save_scenario(message, timeout=timeout)
+        return self._save_scenario(message, timeout=30.0 if timeout is None else timeout)
 
     def get_scenario(
         self,
@@ -1174,9 +1425,10 @@ class CatalogClient:
         """Reads a saved scenario.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(catalog_catalog_service_pb2.GetScenarioRequest, request, {"id": id})
-        return self._get_scenario(message, timeout=timeout)
+        return self._get_scenario(message, timeout=10.0 if timeout is None else timeout)
 
     def export_csv(
         self,
@@ -1189,9 +1441,30 @@ class CatalogClient:
         """Streams the catalog as CSV (RFC 4180), in chunks.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 300 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(catalog_catalog_service_pb2.ExportCsvRequest, request, {"kind": kind})
-        yield from self._export_csv(message, timeout=timeout)
+        yield from self._export_csv(message, timeout=300.0 if timeout is None else timeout)
+
+    def export_csv_to_file(
+        self,
+        destination: Destination,
+        request: catalog_catalog_service_pb2.ExportCsvRequest | None = None,
+        /,
+        *,
+        kind: catalog_catalog_service_pb2.CsvExportKind.ValueType | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Writes ExportCsv's data to a path or binary file; the bytes written.
+
+        Permission: `catalog.read` (ABAC).
+        """
+        responses = self.export_csv(
+            request,
+            kind=kind,
+            timeout=timeout,
+        )
+        return write_data(responses, destination)
 
     def link_budget(
         self,
@@ -1206,13 +1479,14 @@ class CatalogClient:
         """Links a service to a cost budget.
 
         Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             catalog_catalog_service_pb2.LinkBudgetRequest,
             request,
             {"service_id": service_id, "budget_id": budget_id, "monthly_amount": monthly_amount},
         )
-        return self._link_budget(message, timeout=timeout)
+        return self._link_budget(message, timeout=30.0 if timeout is None else timeout)
 
 
 class EdgeClient:
@@ -1266,9 +1540,10 @@ class EdgeClient:
         """Purges the caller's tenant's entries by tag, or all of them.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(edge_edge_service_pb2.PurgeRequest, request, {"tags": tags, "all": all})
-        return self._purge(message, timeout=timeout)
+        return self._purge(message, timeout=30.0 if timeout is None else timeout)
 
     def purge_everything(
         self,
@@ -1281,9 +1556,10 @@ class EdgeClient:
         """Emergency purge: every tenant's entries, on every replica within a second.
 
         Permission: `platform.admin` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(edge_edge_service_pb2.PurgeEverythingRequest, request, {"reason": reason})
-        return self._purge_everything(message, timeout=timeout)
+        return self._purge_everything(message, timeout=30.0 if timeout is None else timeout)
 
     def get_cache_stats(
         self,
@@ -1295,9 +1571,10 @@ class EdgeClient:
         """Reports the caller's tenant's cache counters.
 
         Permission: `edge.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(edge_edge_service_pb2.GetCacheStatsRequest, request, {})
-        return self._get_cache_stats(message, timeout=timeout)
+        return self._get_cache_stats(message, timeout=10.0 if timeout is None else timeout)
 
     def get_mutation_graph(
         self,
@@ -1309,9 +1586,10 @@ class EdgeClient:
         """Reports which reads each mutating RPC invalidates, and the coverage.
 
         Permission: `edge.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(edge_edge_service_pb2.GetMutationGraphRequest, request, {})
-        return self._get_mutation_graph(message, timeout=timeout)
+        return self._get_mutation_graph(message, timeout=10.0 if timeout is None else timeout)
 
     def list_leak_alarms(
         self,
@@ -1325,11 +1603,29 @@ class EdgeClient:
         """Lists refused suspicious cache hits for the caller's tenant.
 
         Permission: `edge.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             edge_edge_service_pb2.ListLeakAlarmsRequest, request, {"page": page, "since": since}
         )
-        return self._list_leak_alarms(message, timeout=timeout)
+        return self._list_leak_alarms(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_leak_alarms(
+        self,
+        request: edge_edge_service_pb2.ListLeakAlarmsRequest | None = None,
+        /,
+        *,
+        since: google_timestamp_pb2.Timestamp | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[edge_edge_service_pb2.LeakAlarm]:
+        """Every item of ListLeakAlarms, page after page; each page is one call.
+
+        Permission: `edge.read` (ABAC).
+        """
+        message = build(edge_edge_service_pb2.ListLeakAlarmsRequest, request, {"since": since})
+        for page in pages(self.list_leak_alarms, message, page_size, timeout):
+            yield from page.alarms
 
     def set_tenant_cache_cap(
         self,
@@ -1343,13 +1639,14 @@ class EdgeClient:
         """Sets one tenant's cache byte cap; an operator action.
 
         Permission: `platform.admin` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             edge_edge_service_pb2.SetTenantCacheCapRequest,
             request,
             {"tenant_id": tenant_id, "cap_bytes": cap_bytes},
         )
-        return self._set_tenant_cache_cap(message, timeout=timeout)
+        return self._set_tenant_cache_cap(message, timeout=30.0 if timeout is None else timeout)
 
 
 class RagClient:
@@ -1416,8 +1713,33 @@ class RagClient:
         same upload_id.
 
         Permission: `rag.write` (ABAC).
+        Deadline: 300 s unless `timeout` says otherwise; never retried.
         """
-        return self._upload_document(requests, timeout=timeout)
+        return self._upload_document(requests, timeout=300.0 if timeout is None else timeout)
+
+    def upload_document_from_file(
+        self,
+        source: Source,
+        /,
+        *,
+        metadata: rag_rag_service_pb2.UploadMetadata,
+        offset: int = 0,
+        chunk_bytes: int = 1048576,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.UploadDocumentResponse:
+        """UploadDocument of a path, file or bytes: metadata, then chunks from `offset`.
+
+        Permission: `rag.write` (ABAC).
+        """
+        parts = file_parts(
+            rag_rag_service_pb2.UploadDocumentRequest,
+            ("metadata", metadata),
+            ("chunk", rag_rag_service_pb2.UploadChunk),
+            source,
+            offset=offset,
+            chunk_bytes=chunk_bytes,
+        )
+        return self.upload_document(parts, timeout=timeout)
 
     def get_upload_status(
         self,
@@ -1430,11 +1752,12 @@ class RagClient:
         """Reports how much of an upload has been received.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             rag_rag_service_pb2.GetUploadStatusRequest, request, {"upload_id": upload_id}
         )
-        return self._get_upload_status(message, timeout=timeout)
+        return self._get_upload_status(message, timeout=10.0 if timeout is None else timeout)
 
     def list_chunks(
         self,
@@ -1448,13 +1771,33 @@ class RagClient:
         """Lists a document's chunks with their lineage.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             rag_rag_service_pb2.ListChunksRequest,
             request,
             {"document_id": document_id, "page": page},
         )
-        return self._list_chunks(message, timeout=timeout)
+        return self._list_chunks(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_chunks(
+        self,
+        request: rag_rag_service_pb2.ListChunksRequest | None = None,
+        /,
+        *,
+        document_id: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[rag_rag_service_pb2.Chunk]:
+        """Every item of ListChunks, page after page; each page is one call.
+
+        Permission: `rag.read` (ABAC).
+        """
+        message = build(
+            rag_rag_service_pb2.ListChunksRequest, request, {"document_id": document_id}
+        )
+        for page in pages(self.list_chunks, message, page_size, timeout):
+            yield from page.chunks
 
     def summarize(
         self,
@@ -1469,6 +1812,7 @@ class RagClient:
         """Writes an extractive summary under a purpose template.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             rag_rag_service_pb2.SummarizeRequest,
@@ -1479,7 +1823,7 @@ class RagClient:
                 "max_sentences": max_sentences,
             },
         )
-        return self._summarize(message, timeout=timeout)
+        return self._summarize(message, timeout=30.0 if timeout is None else timeout)
 
     def get_manifest(
         self,
@@ -1492,11 +1836,12 @@ class RagClient:
         """Reads a document's signed proof manifest.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             rag_rag_service_pb2.GetManifestRequest, request, {"document_id": document_id}
         )
-        return self._get_manifest(message, timeout=timeout)
+        return self._get_manifest(message, timeout=10.0 if timeout is None else timeout)
 
     def verify_manifest(
         self,
@@ -1509,9 +1854,10 @@ class RagClient:
         """Checks a manifest's signature and digests.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(rag_rag_service_pb2.VerifyManifestRequest, request, {"manifest": manifest})
-        return self._verify_manifest(message, timeout=timeout)
+        return self._verify_manifest(message, timeout=10.0 if timeout is None else timeout)
 
     def list_purpose_templates(
         self,
@@ -1524,9 +1870,26 @@ class RagClient:
         """Lists the purpose templates summaries may be written under.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(rag_rag_service_pb2.ListPurposeTemplatesRequest, request, {"page": page})
-        return self._list_purpose_templates(message, timeout=timeout)
+        return self._list_purpose_templates(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_purpose_templates(
+        self,
+        request: rag_rag_service_pb2.ListPurposeTemplatesRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[rag_rag_service_pb2.PurposeTemplate]:
+        """Every item of ListPurposeTemplates, page after page; each page is one call.
+
+        Permission: `rag.read` (ABAC).
+        """
+        message = build(rag_rag_service_pb2.ListPurposeTemplatesRequest, request, {})
+        for page in pages(self.list_purpose_templates, message, page_size, timeout):
+            yield from page.templates
 
     def export_document(
         self,
@@ -1540,13 +1903,36 @@ class RagClient:
         """Streams a stored document out, from an offset.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 300 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             rag_rag_service_pb2.ExportDocumentRequest,
             request,
             {"document_id": document_id, "offset": offset},
         )
-        yield from self._export_document(message, timeout=timeout)
+        yield from self._export_document(message, timeout=300.0 if timeout is None else timeout)
+
+    def export_document_to_file(
+        self,
+        destination: Destination,
+        request: rag_rag_service_pb2.ExportDocumentRequest | None = None,
+        /,
+        *,
+        document_id: str | None = None,
+        offset: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Writes ExportDocument's data to a path or binary file; the bytes written.
+
+        Permission: `rag.read` (ABAC).
+        """
+        responses = self.export_document(
+            request,
+            document_id=document_id,
+            offset=offset,
+            timeout=timeout,
+        )
+        return write_data(responses, destination)
 
 
 class AsyncAccessClient:
@@ -1632,13 +2018,14 @@ class AsyncAccessClient:
         """Requests scopes until a time; the policy decides what is requestable.
 
         Permission: any authenticated caller.
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             access_access_service_pb2.RequestAccessRequest,
             request,
             {"scope": scope, "expires_at": expires_at, "reason": reason},
         )
-        return await self._request_access(message, timeout=timeout)
+        return await self._request_access(message, timeout=30.0 if timeout is None else timeout)
 
     async def get_access_request(
         self,
@@ -1651,9 +2038,10 @@ class AsyncAccessClient:
         """Reads one access request; requesters see their own, approvers all.
 
         Permission: any authenticated caller.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(access_access_service_pb2.GetAccessRequestRequest, request, {"id": id})
-        return await self._get_access_request(message, timeout=timeout)
+        return await self._get_access_request(message, timeout=10.0 if timeout is None else timeout)
 
     async def list_access_requests(
         self,
@@ -1668,13 +2056,39 @@ class AsyncAccessClient:
         """Lists the tenant's access requests for approvers.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             access_access_service_pb2.ListAccessRequestsRequest,
             request,
             {"page": page, "status": status, "requester": requester},
         )
-        return await self._list_access_requests(message, timeout=timeout)
+        return await self._list_access_requests(
+            message, timeout=10.0 if timeout is None else timeout
+        )
+
+    async def iter_access_requests(
+        self,
+        request: access_access_service_pb2.ListAccessRequestsRequest | None = None,
+        /,
+        *,
+        status: access_access_service_pb2.AccessRequestStatus.ValueType | None = None,
+        requester: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[access_access_service_pb2.AccessRequest]:
+        """Every item of ListAccessRequests, page after page; each page is one call.
+
+        Permission: `admin.write` (ABAC).
+        """
+        message = build(
+            access_access_service_pb2.ListAccessRequestsRequest,
+            request,
+            {"status": status, "requester": requester},
+        )
+        async for page in async_pages(self.list_access_requests, message, page_size, timeout):
+            for item in page.access_requests:
+                yield item
 
     async def approve_access(
         self,
@@ -1689,13 +2103,14 @@ class AsyncAccessClient:
         """Records an approval; once the threshold is met a grant is created.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             access_access_service_pb2.ApproveAccessRequest,
             request,
             {"id": id, "grant_ends_at": grant_ends_at, "comment": comment},
         )
-        return await self._approve_access(message, timeout=timeout)
+        return await self._approve_access(message, timeout=30.0 if timeout is None else timeout)
 
     async def deny_access(
         self,
@@ -1709,11 +2124,12 @@ class AsyncAccessClient:
         """Denies a pending access request.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             access_access_service_pb2.DenyAccessRequest, request, {"id": id, "comment": comment}
         )
-        return await self._deny_access(message, timeout=timeout)
+        return await self._deny_access(message, timeout=30.0 if timeout is None else timeout)
 
     async def claim_grant(
         self,
@@ -1726,11 +2142,12 @@ class AsyncAccessClient:
         """Collects the JIT token of a grant; answers only to the requester.
 
         Permission: any authenticated caller.
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             access_access_service_pb2.ClaimGrantRequest, request, {"grant_id": grant_id}
         )
-        return await self._claim_grant(message, timeout=timeout)
+        return await self._claim_grant(message, timeout=30.0 if timeout is None else timeout)
 
     async def revoke_grant(
         self,
@@ -1744,13 +2161,14 @@ class AsyncAccessClient:
         """Revokes a grant at once; allowed to the grantee and to approvers.
 
         Permission: any authenticated caller.
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             access_access_service_pb2.RevokeGrantRequest,
             request,
             {"grant_id": grant_id, "reason": reason},
         )
-        return await self._revoke_grant(message, timeout=timeout)
+        return await self._revoke_grant(message, timeout=30.0 if timeout is None else timeout)
 
     async def list_grants(
         self,
@@ -1765,13 +2183,37 @@ class AsyncAccessClient:
         """Lists grants; grantees see their own, approvers all.
 
         Permission: any authenticated caller.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             access_access_service_pb2.ListGrantsRequest,
             request,
             {"page": page, "status": status, "grantee": grantee},
         )
-        return await self._list_grants(message, timeout=timeout)
+        return await self._list_grants(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_grants(
+        self,
+        request: access_access_service_pb2.ListGrantsRequest | None = None,
+        /,
+        *,
+        status: access_access_service_pb2.GrantStatus.ValueType | None = None,
+        grantee: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[access_access_service_pb2.Grant]:
+        """Every item of ListGrants, page after page; each page is one call.
+
+        Permission: any authenticated caller.
+        """
+        message = build(
+            access_access_service_pb2.ListGrantsRequest,
+            request,
+            {"status": status, "grantee": grantee},
+        )
+        async for page in async_pages(self.list_grants, message, page_size, timeout):
+            for item in page.grants:
+                yield item
 
     async def get_jwks(
         self,
@@ -1783,9 +2225,10 @@ class AsyncAccessClient:
         """Serves the public signing keys as a standard JSON Web Key Set.
 
         Permission: none: public.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(access_access_service_pb2.GetJwksRequest, request, {})
-        return await self._get_jwks(message, timeout=timeout)
+        return await self._get_jwks(message, timeout=10.0 if timeout is None else timeout)
 
     async def get_caller(
         self,
@@ -1797,9 +2240,10 @@ class AsyncAccessClient:
         """Says who the platform takes the caller to be, from the verified token.
 
         Permission: any authenticated caller.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(access_access_service_pb2.GetCallerRequest, request, {})
-        return await self._get_caller(message, timeout=timeout)
+        return await self._get_caller(message, timeout=10.0 if timeout is None else timeout)
 
     async def list_audit_events(
         self,
@@ -1817,6 +2261,7 @@ class AsyncAccessClient:
         """Pages through the tenant's audit events.
 
         Permission: `audit.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             access_access_service_pb2.ListAuditEventsRequest,
@@ -1830,7 +2275,39 @@ class AsyncAccessClient:
                 "until": until,
             },
         )
-        return await self._list_audit_events(message, timeout=timeout)
+        return await self._list_audit_events(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_audit_events(
+        self,
+        request: access_access_service_pb2.ListAuditEventsRequest | None = None,
+        /,
+        *,
+        action: access_access_service_pb2.AuditAction.ValueType | None = None,
+        actor: str | None = None,
+        resource_id: str | None = None,
+        since: google_timestamp_pb2.Timestamp | None = None,
+        until: google_timestamp_pb2.Timestamp | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[access_access_service_pb2.AuditEvent]:
+        """Every item of ListAuditEvents, page after page; each page is one call.
+
+        Permission: `audit.read` (ABAC).
+        """
+        message = build(
+            access_access_service_pb2.ListAuditEventsRequest,
+            request,
+            {
+                "action": action,
+                "actor": actor,
+                "resource_id": resource_id,
+                "since": since,
+                "until": until,
+            },
+        )
+        async for page in async_pages(self.list_audit_events, message, page_size, timeout):
+            for item in page.events:
+                yield item
 
     async def verify_audit_chain(
         self,
@@ -1842,9 +2319,10 @@ class AsyncAccessClient:
         """Recomputes the audit hash chain and reports the first broken link.
 
         Permission: `audit.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(access_access_service_pb2.VerifyAuditChainRequest, request, {})
-        return await self._verify_audit_chain(message, timeout=timeout)
+        return await self._verify_audit_chain(message, timeout=10.0 if timeout is None else timeout)
 
 
 class AsyncAnalyticsClient:
@@ -1887,8 +2365,29 @@ class AsyncAnalyticsClient:
         """Streams entity and relationship batches in; idempotent by id.
 
         Permission: `analytics.write` (ABAC).
+        Deadline: 300 s unless `timeout` says otherwise; never retried.
         """
-        return await self._import_graph(requests, timeout=timeout)
+        return await self._import_graph(requests, timeout=300.0 if timeout is None else timeout)
+
+    async def import_graph_from(
+        self,
+        *,
+        entities: Iterable[analytics_analytics_service_pb2.Entity] = (),
+        relationships: Iterable[analytics_analytics_service_pb2.Relationship] = (),
+        timeout: float | None = None,
+    ) -> analytics_analytics_service_pb2.ImportGraphResponse:
+        """ImportGraph from iterables of any length, sent in batches it bounds.
+
+        Permission: `analytics.write` (ABAC).
+        """
+        batched = batches(
+            analytics_analytics_service_pb2.ImportGraphRequest,
+            {
+                "entities": (entities, 5000),
+                "relationships": (relationships, 5000),
+            },
+        )
+        return await self.import_graph(batched, timeout=timeout)
 
     async def list_packs(
         self,
@@ -1901,9 +2400,27 @@ class AsyncAnalyticsClient:
         """Lists the registered packs and their parameters.
 
         Permission: `analytics.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(analytics_analytics_service_pb2.ListPacksRequest, request, {"page": page})
-        return await self._list_packs(message, timeout=timeout)
+        return await self._list_packs(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_packs(
+        self,
+        request: analytics_analytics_service_pb2.ListPacksRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[analytics_analytics_service_pb2.PackSpec]:
+        """Every item of ListPacks, page after page; each page is one call.
+
+        Permission: `analytics.read` (ABAC).
+        """
+        message = build(analytics_analytics_service_pb2.ListPacksRequest, request, {})
+        async for page in async_pages(self.list_packs, message, page_size, timeout):
+            for item in page.packs:
+                yield item
 
     async def estimate_pack(
         self,
@@ -1917,13 +2434,14 @@ class AsyncAnalyticsClient:
         """Prices a pack run without running it.
 
         Permission: `analytics.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             analytics_analytics_service_pb2.EstimatePackRequest,
             request,
             {"pack_id": pack_id, "parameters": parameters},
         )
-        return await self._estimate_pack(message, timeout=timeout)
+        return await self._estimate_pack(message, timeout=10.0 if timeout is None else timeout)
 
     async def run_pack(
         self,
@@ -1937,13 +2455,14 @@ class AsyncAnalyticsClient:
         """Runs a registered pack within its budget and deadline.
 
         Permission: `analytics.read` (ABAC).
+        Deadline: 120 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             analytics_analytics_service_pb2.RunPackRequest,
             request,
             {"pack_id": pack_id, "parameters": parameters},
         )
-        return await self._run_pack(message, timeout=timeout)
+        return await self._run_pack(message, timeout=120.0 if timeout is None else timeout)
 
 
 class AsyncBillingClient:
@@ -2080,6 +2599,7 @@ class AsyncBillingClient:
         """Records one metered usage event; idempotent by event_id.
 
         Permission: `billing.usage.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.RecordUsageRequest,
@@ -2091,7 +2611,7 @@ class AsyncBillingClient:
                 "occurred_at": occurred_at,
             },
         )
-        return await self._record_usage(message, timeout=timeout)
+        return await self._record_usage(message, timeout=30.0 if timeout is None else timeout)
 
     async def get_invoice(
         self,
@@ -2104,9 +2624,10 @@ class AsyncBillingClient:
         """Reads one invoice.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(billing_billing_service_pb2.GetInvoiceRequest, request, {"id": id})
-        return await self._get_invoice(message, timeout=timeout)
+        return await self._get_invoice(message, timeout=10.0 if timeout is None else timeout)
 
     async def list_invoices(
         self,
@@ -2120,13 +2641,34 @@ class AsyncBillingClient:
         """Lists the tenant's invoices, newest period first.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.ListInvoicesRequest,
             request,
             {"page": page, "status": status},
         )
-        return await self._list_invoices(message, timeout=timeout)
+        return await self._list_invoices(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_invoices(
+        self,
+        request: billing_billing_service_pb2.ListInvoicesRequest | None = None,
+        /,
+        *,
+        status: billing_billing_service_pb2.InvoiceStatus.ValueType | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[billing_billing_service_pb2.Invoice]:
+        """Every item of ListInvoices, page after page; each page is one call.
+
+        Permission: `billing.read` (ABAC).
+        """
+        message = build(
+            billing_billing_service_pb2.ListInvoicesRequest, request, {"status": status}
+        )
+        async for page in async_pages(self.list_invoices, message, page_size, timeout):
+            for item in page.invoices:
+                yield item
 
     async def finalize_invoice(
         self,
@@ -2140,13 +2682,16 @@ class AsyncBillingClient:
         """Taxes, numbers, signs and freezes a draft invoice.
 
         Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.FinalizeInvoiceRequest,
             request,
             {"id": id, "idempotency_key": idempotency_key},
         )
-        return await self._finalize_invoice(message, timeout=timeout)
+        message = keyed(message)
+        return await self._finalize_invoice(message, timeout=30.0 if timeout is None else timeout)
 
     async def preview_credit_note(
         self,
@@ -2163,6 +2708,7 @@ class AsyncBillingClient:
         """Computes a credit note without issuing it.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.PreviewCreditNoteRequest,
@@ -2175,7 +2721,9 @@ class AsyncBillingClient:
                 "memo": memo,
             },
         )
-        return await self._preview_credit_note(message, timeout=timeout)
+        return await self._preview_credit_note(
+            message, timeout=10.0 if timeout is None else timeout
+        )
 
     async def create_credit_note(
         self,
@@ -2193,6 +2741,8 @@ class AsyncBillingClient:
         """Issues a signed, numbered credit note against a finalized invoice.
 
         Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.CreateCreditNoteRequest,
@@ -2206,7 +2756,8 @@ class AsyncBillingClient:
                 "idempotency_key": idempotency_key,
             },
         )
-        return await self._create_credit_note(message, timeout=timeout)
+        message = keyed(message)
+        return await self._create_credit_note(message, timeout=30.0 if timeout is None else timeout)
 
     async def void_credit_note(
         self,
@@ -2220,13 +2771,16 @@ class AsyncBillingClient:
         """Voids an issued credit note.
 
         Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.VoidCreditNoteRequest,
             request,
             {"id": id, "idempotency_key": idempotency_key},
         )
-        return await self._void_credit_note(message, timeout=timeout)
+        message = keyed(message)
+        return await self._void_credit_note(message, timeout=30.0 if timeout is None else timeout)
 
     async def create_refund(
         self,
@@ -2243,6 +2797,8 @@ class AsyncBillingClient:
         """Refunds part or all of what was paid on an invoice.
 
         Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.CreateRefundRequest,
@@ -2255,7 +2811,8 @@ class AsyncBillingClient:
                 "idempotency_key": idempotency_key,
             },
         )
-        return await self._create_refund(message, timeout=timeout)
+        message = keyed(message)
+        return await self._create_refund(message, timeout=30.0 if timeout is None else timeout)
 
     async def calculate_tax(
         self,
@@ -2271,6 +2828,7 @@ class AsyncBillingClient:
         """Taxes lines through the sandbox provider without recording anything.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.CalculateTaxRequest,
@@ -2282,7 +2840,7 @@ class AsyncBillingClient:
                 "mode": mode,
             },
         )
-        return await self._calculate_tax(message, timeout=timeout)
+        return await self._calculate_tax(message, timeout=10.0 if timeout is None else timeout)
 
     async def run_reconciliation(
         self,
@@ -2295,9 +2853,12 @@ class AsyncBillingClient:
         """Reconciles ledger, metered usage and issued documents for one day.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 120 s unless `timeout` says otherwise; never retried.
         """
         message = build(billing_billing_service_pb2.RunReconciliationRequest, request, {"day": day})
-        return await self._run_reconciliation(message, timeout=timeout)
+        return await self._run_reconciliation(
+            message, timeout=120.0 if timeout is None else timeout
+        )
 
     async def get_reconciliation_report(
         self,
@@ -2310,11 +2871,14 @@ class AsyncBillingClient:
         """Reads the reconciliation report of one day.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.GetReconciliationReportRequest, request, {"day": day}
         )
-        return await self._get_reconciliation_report(message, timeout=timeout)
+        return await self._get_reconciliation_report(
+            message, timeout=10.0 if timeout is None else timeout
+        )
 
     async def set_spend_cap(
         self,
@@ -2328,13 +2892,16 @@ class AsyncBillingClient:
         """Sets the tenant's hard spend cap for a billing period.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.SetSpendCapRequest,
             request,
             {"cap": cap, "idempotency_key": idempotency_key},
         )
-        return await self._set_spend_cap(message, timeout=timeout)
+        message = keyed(message)
+        return await self._set_spend_cap(message, timeout=30.0 if timeout is None else timeout)
 
     async def get_rollout(
         self,
@@ -2346,9 +2913,10 @@ class AsyncBillingClient:
         """Reads which tenants are pilot, GA or frozen.
 
         Permission: `platform.admin` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(billing_billing_service_pb2.GetRolloutRequest, request, {})
-        return await self._get_rollout(message, timeout=timeout)
+        return await self._get_rollout(message, timeout=10.0 if timeout is None else timeout)
 
     async def set_rollout(
         self,
@@ -2363,13 +2931,14 @@ class AsyncBillingClient:
         """Moves a tenant between rollout stages, or backs out in one call.
 
         Permission: `platform.admin` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             billing_billing_service_pb2.SetRolloutRequest,
             request,
             {"tenant_id": tenant_id, "stage": stage, "backout": backout},
         )
-        return await self._set_rollout(message, timeout=timeout)
+        return await self._set_rollout(message, timeout=30.0 if timeout is None else timeout)
 
     async def record_payment(
         self,
@@ -2385,6 +2954,8 @@ class AsyncBillingClient:
         """Records a payment received against a finalized invoice.
 
         Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Without an `idempotency_key` the SDK makes one, so a retry applies once.
         """
         message = build(
             billing_billing_service_pb2.RecordPaymentRequest,
@@ -2396,7 +2967,8 @@ class AsyncBillingClient:
                 "idempotency_key": idempotency_key,
             },
         )
-        return await self._record_payment(message, timeout=timeout)
+        message = keyed(message)
+        return await self._record_payment(message, timeout=30.0 if timeout is None else timeout)
 
     async def list_credit_notes(
         self,
@@ -2410,13 +2982,34 @@ class AsyncBillingClient:
         """Lists the credit notes of one invoice, oldest first.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.ListCreditNotesRequest,
             request,
             {"invoice_id": invoice_id, "page": page},
         )
-        return await self._list_credit_notes(message, timeout=timeout)
+        return await self._list_credit_notes(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_credit_notes(
+        self,
+        request: billing_billing_service_pb2.ListCreditNotesRequest | None = None,
+        /,
+        *,
+        invoice_id: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[billing_billing_service_pb2.CreditNote]:
+        """Every item of ListCreditNotes, page after page; each page is one call.
+
+        Permission: `billing.read` (ABAC).
+        """
+        message = build(
+            billing_billing_service_pb2.ListCreditNotesRequest, request, {"invoice_id": invoice_id}
+        )
+        async for page in async_pages(self.list_credit_notes, message, page_size, timeout):
+            for item in page.credit_notes:
+                yield item
 
     async def get_billing_profile(
         self,
@@ -2428,9 +3021,12 @@ class AsyncBillingClient:
         """Reads the tenant's billing profile: currency and tax facts.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(billing_billing_service_pb2.GetBillingProfileRequest, request, {})
-        return await self._get_billing_profile(message, timeout=timeout)
+        return await self._get_billing_profile(
+            message, timeout=10.0 if timeout is None else timeout
+        )
 
     async def set_billing_profile(
         self,
@@ -2443,11 +3039,14 @@ class AsyncBillingClient:
         """Sets the tenant's billing profile.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             billing_billing_service_pb2.SetBillingProfileRequest, request, {"profile": profile}
         )
-        return await self._set_billing_profile(message, timeout=timeout)
+        return await self._set_billing_profile(
+            message, timeout=30.0 if timeout is None else timeout
+        )
 
     async def get_price_book(
         self,
@@ -2459,9 +3058,10 @@ class AsyncBillingClient:
         """Reads the price book as it applies to the tenant (defaults and overrides).
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(billing_billing_service_pb2.GetPriceBookRequest, request, {})
-        return await self._get_price_book(message, timeout=timeout)
+        return await self._get_price_book(message, timeout=10.0 if timeout is None else timeout)
 
     async def set_price(
         self,
@@ -2478,6 +3078,7 @@ class AsyncBillingClient:
         """Sets or clears one tenant's price for a meter (operators only).
 
         Permission: `platform.admin` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             billing_billing_service_pb2.SetPriceRequest,
@@ -2490,7 +3091,7 @@ class AsyncBillingClient:
                 "clear": clear,
             },
         )
-        return await self._set_price(message, timeout=timeout)
+        return await self._set_price(message, timeout=30.0 if timeout is None else timeout)
 
     async def get_spend_cap(
         self,
@@ -2502,9 +3103,10 @@ class AsyncBillingClient:
         """Reads the tenant's spend cap and what the current period has spent.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(billing_billing_service_pb2.GetSpendCapRequest, request, {})
-        return await self._get_spend_cap(message, timeout=timeout)
+        return await self._get_spend_cap(message, timeout=10.0 if timeout is None else timeout)
 
     async def list_billing_alerts(
         self,
@@ -2518,13 +3120,36 @@ class AsyncBillingClient:
         """Lists drift, variance, cap and tax alerts of the tenant.
 
         Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             billing_billing_service_pb2.ListBillingAlertsRequest,
             request,
             {"page": page, "kind": kind},
         )
-        return await self._list_billing_alerts(message, timeout=timeout)
+        return await self._list_billing_alerts(
+            message, timeout=10.0 if timeout is None else timeout
+        )
+
+    async def iter_billing_alerts(
+        self,
+        request: billing_billing_service_pb2.ListBillingAlertsRequest | None = None,
+        /,
+        *,
+        kind: billing_billing_service_pb2.BillingAlertKind.ValueType | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[billing_billing_service_pb2.BillingAlert]:
+        """Every item of ListBillingAlerts, page after page; each page is one call.
+
+        Permission: `billing.read` (ABAC).
+        """
+        message = build(
+            billing_billing_service_pb2.ListBillingAlertsRequest, request, {"kind": kind}
+        )
+        async for page in async_pages(self.list_billing_alerts, message, page_size, timeout):
+            for item in page.alerts:
+                yield item
 
 
 class AsyncCatalogClient:
@@ -2593,11 +3218,12 @@ class AsyncCatalogClient:
         """Creates or replaces a service by name.
 
         Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.UpsertServiceRequest, request, {"service": service}
         )
-        return await self._upsert_service(message, timeout=timeout)
+        return await self._upsert_service(message, timeout=30.0 if timeout is None else timeout)
 
     async def get_service(
         self,
@@ -2610,9 +3236,10 @@ class AsyncCatalogClient:
         """Reads one service.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(catalog_catalog_service_pb2.GetServiceRequest, request, {"id": id})
-        return await self._get_service(message, timeout=timeout)
+        return await self._get_service(message, timeout=10.0 if timeout is None else timeout)
 
     async def list_services(
         self,
@@ -2626,11 +3253,30 @@ class AsyncCatalogClient:
         """Lists the tenant's services.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.ListServicesRequest, request, {"page": page, "owner": owner}
         )
-        return await self._list_services(message, timeout=timeout)
+        return await self._list_services(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_services(
+        self,
+        request: catalog_catalog_service_pb2.ListServicesRequest | None = None,
+        /,
+        *,
+        owner: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[catalog_catalog_service_pb2.Service]:
+        """Every item of ListServices, page after page; each page is one call.
+
+        Permission: `catalog.read` (ABAC).
+        """
+        message = build(catalog_catalog_service_pb2.ListServicesRequest, request, {"owner": owner})
+        async for page in async_pages(self.list_services, message, page_size, timeout):
+            for item in page.services:
+                yield item
 
     async def compute_slo(
         self,
@@ -2646,6 +3292,7 @@ class AsyncCatalogClient:
         """Computes a service's SLO attainment and error budget from observations.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.ComputeSloRequest,
@@ -2657,7 +3304,7 @@ class AsyncCatalogClient:
                 "elapsed_days": elapsed_days,
             },
         )
-        return await self._compute_slo(message, timeout=timeout)
+        return await self._compute_slo(message, timeout=10.0 if timeout is None else timeout)
 
     async def run_what_if(
         self,
@@ -2670,11 +3317,12 @@ class AsyncCatalogClient:
         """Evaluates a scenario against the catalog without saving it.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.RunWhatIfRequest, request, {"scenario": scenario}
         )
-        return await self._run_what_if(message, timeout=timeout)
+        return await self._run_what_if(message, timeout=10.0 if timeout is None else timeout)
 
     async def save_scenario(
         self,
@@ -2687,11 +3335,12 @@ class AsyncCatalogClient:
         """Saves a scenario so it can be shared by id.
 
         Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             catalog_catalog_service_pb2.SaveScenarioRequest, request, {"scenario": scenario}
         )
-        return await self._save_scenario(message, timeout=timeout)
+        return await self._save_scenario(message, timeout=30.0 if timeout is None else timeout)
 
     async def get_scenario(
         self,
@@ -2704,9 +3353,10 @@ class AsyncCatalogClient:
         """Reads a saved scenario.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(catalog_catalog_service_pb2.GetScenarioRequest, request, {"id": id})
-        return await self._get_scenario(message, timeout=timeout)
+        return await self._get_scenario(message, timeout=10.0 if timeout is None else timeout)
 
     async def export_csv(
         self,
@@ -2719,10 +3369,33 @@ class AsyncCatalogClient:
         """Streams the catalog as CSV (RFC 4180), in chunks.
 
         Permission: `catalog.read` (ABAC).
+        Deadline: 300 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(catalog_catalog_service_pb2.ExportCsvRequest, request, {"kind": kind})
-        async for response in self._export_csv(message, timeout=timeout):
+        async for response in self._export_csv(
+            message, timeout=300.0 if timeout is None else timeout
+        ):
             yield response
+
+    async def export_csv_to_file(
+        self,
+        destination: Destination,
+        request: catalog_catalog_service_pb2.ExportCsvRequest | None = None,
+        /,
+        *,
+        kind: catalog_catalog_service_pb2.CsvExportKind.ValueType | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Writes ExportCsv's data to a path or binary file; the bytes written.
+
+        Permission: `catalog.read` (ABAC).
+        """
+        responses = self.export_csv(
+            request,
+            kind=kind,
+            timeout=timeout,
+        )
+        return await async_write_data(responses, destination)
 
     async def link_budget(
         self,
@@ -2737,13 +3410,14 @@ class AsyncCatalogClient:
         """Links a service to a cost budget.
 
         Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             catalog_catalog_service_pb2.LinkBudgetRequest,
             request,
             {"service_id": service_id, "budget_id": budget_id, "monthly_amount": monthly_amount},
         )
-        return await self._link_budget(message, timeout=timeout)
+        return await self._link_budget(message, timeout=30.0 if timeout is None else timeout)
 
 
 class AsyncEdgeClient:
@@ -2797,9 +3471,10 @@ class AsyncEdgeClient:
         """Purges the caller's tenant's entries by tag, or all of them.
 
         Permission: `admin.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(edge_edge_service_pb2.PurgeRequest, request, {"tags": tags, "all": all})
-        return await self._purge(message, timeout=timeout)
+        return await self._purge(message, timeout=30.0 if timeout is None else timeout)
 
     async def purge_everything(
         self,
@@ -2812,9 +3487,10 @@ class AsyncEdgeClient:
         """Emergency purge: every tenant's entries, on every replica within a second.
 
         Permission: `platform.admin` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(edge_edge_service_pb2.PurgeEverythingRequest, request, {"reason": reason})
-        return await self._purge_everything(message, timeout=timeout)
+        return await self._purge_everything(message, timeout=30.0 if timeout is None else timeout)
 
     async def get_cache_stats(
         self,
@@ -2826,9 +3502,10 @@ class AsyncEdgeClient:
         """Reports the caller's tenant's cache counters.
 
         Permission: `edge.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(edge_edge_service_pb2.GetCacheStatsRequest, request, {})
-        return await self._get_cache_stats(message, timeout=timeout)
+        return await self._get_cache_stats(message, timeout=10.0 if timeout is None else timeout)
 
     async def get_mutation_graph(
         self,
@@ -2840,9 +3517,10 @@ class AsyncEdgeClient:
         """Reports which reads each mutating RPC invalidates, and the coverage.
 
         Permission: `edge.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(edge_edge_service_pb2.GetMutationGraphRequest, request, {})
-        return await self._get_mutation_graph(message, timeout=timeout)
+        return await self._get_mutation_graph(message, timeout=10.0 if timeout is None else timeout)
 
     async def list_leak_alarms(
         self,
@@ -2856,11 +3534,30 @@ class AsyncEdgeClient:
         """Lists refused suspicious cache hits for the caller's tenant.
 
         Permission: `edge.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             edge_edge_service_pb2.ListLeakAlarmsRequest, request, {"page": page, "since": since}
         )
-        return await self._list_leak_alarms(message, timeout=timeout)
+        return await self._list_leak_alarms(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_leak_alarms(
+        self,
+        request: edge_edge_service_pb2.ListLeakAlarmsRequest | None = None,
+        /,
+        *,
+        since: google_timestamp_pb2.Timestamp | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[edge_edge_service_pb2.LeakAlarm]:
+        """Every item of ListLeakAlarms, page after page; each page is one call.
+
+        Permission: `edge.read` (ABAC).
+        """
+        message = build(edge_edge_service_pb2.ListLeakAlarmsRequest, request, {"since": since})
+        async for page in async_pages(self.list_leak_alarms, message, page_size, timeout):
+            for item in page.alarms:
+                yield item
 
     async def set_tenant_cache_cap(
         self,
@@ -2874,13 +3571,16 @@ class AsyncEdgeClient:
         """Sets one tenant's cache byte cap; an operator action.
 
         Permission: `platform.admin` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             edge_edge_service_pb2.SetTenantCacheCapRequest,
             request,
             {"tenant_id": tenant_id, "cap_bytes": cap_bytes},
         )
-        return await self._set_tenant_cache_cap(message, timeout=timeout)
+        return await self._set_tenant_cache_cap(
+            message, timeout=30.0 if timeout is None else timeout
+        )
 
 
 class AsyncRagClient:
@@ -2948,8 +3648,33 @@ class AsyncRagClient:
         same upload_id.
 
         Permission: `rag.write` (ABAC).
+        Deadline: 300 s unless `timeout` says otherwise; never retried.
         """
-        return await self._upload_document(requests, timeout=timeout)
+        return await self._upload_document(requests, timeout=300.0 if timeout is None else timeout)
+
+    async def upload_document_from_file(
+        self,
+        source: Source,
+        /,
+        *,
+        metadata: rag_rag_service_pb2.UploadMetadata,
+        offset: int = 0,
+        chunk_bytes: int = 1048576,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.UploadDocumentResponse:
+        """UploadDocument of a path, file or bytes: metadata, then chunks from `offset`.
+
+        Permission: `rag.write` (ABAC).
+        """
+        parts = file_parts(
+            rag_rag_service_pb2.UploadDocumentRequest,
+            ("metadata", metadata),
+            ("chunk", rag_rag_service_pb2.UploadChunk),
+            source,
+            offset=offset,
+            chunk_bytes=chunk_bytes,
+        )
+        return await self.upload_document(parts, timeout=timeout)
 
     async def get_upload_status(
         self,
@@ -2962,11 +3687,12 @@ class AsyncRagClient:
         """Reports how much of an upload has been received.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             rag_rag_service_pb2.GetUploadStatusRequest, request, {"upload_id": upload_id}
         )
-        return await self._get_upload_status(message, timeout=timeout)
+        return await self._get_upload_status(message, timeout=10.0 if timeout is None else timeout)
 
     async def list_chunks(
         self,
@@ -2980,13 +3706,34 @@ class AsyncRagClient:
         """Lists a document's chunks with their lineage.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             rag_rag_service_pb2.ListChunksRequest,
             request,
             {"document_id": document_id, "page": page},
         )
-        return await self._list_chunks(message, timeout=timeout)
+        return await self._list_chunks(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_chunks(
+        self,
+        request: rag_rag_service_pb2.ListChunksRequest | None = None,
+        /,
+        *,
+        document_id: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[rag_rag_service_pb2.Chunk]:
+        """Every item of ListChunks, page after page; each page is one call.
+
+        Permission: `rag.read` (ABAC).
+        """
+        message = build(
+            rag_rag_service_pb2.ListChunksRequest, request, {"document_id": document_id}
+        )
+        async for page in async_pages(self.list_chunks, message, page_size, timeout):
+            for item in page.chunks:
+                yield item
 
     async def summarize(
         self,
@@ -3001,6 +3748,7 @@ class AsyncRagClient:
         """Writes an extractive summary under a purpose template.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
         """
         message = build(
             rag_rag_service_pb2.SummarizeRequest,
@@ -3011,7 +3759,7 @@ class AsyncRagClient:
                 "max_sentences": max_sentences,
             },
         )
-        return await self._summarize(message, timeout=timeout)
+        return await self._summarize(message, timeout=30.0 if timeout is None else timeout)
 
     async def get_manifest(
         self,
@@ -3024,11 +3772,12 @@ class AsyncRagClient:
         """Reads a document's signed proof manifest.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             rag_rag_service_pb2.GetManifestRequest, request, {"document_id": document_id}
         )
-        return await self._get_manifest(message, timeout=timeout)
+        return await self._get_manifest(message, timeout=10.0 if timeout is None else timeout)
 
     async def verify_manifest(
         self,
@@ -3041,9 +3790,10 @@ class AsyncRagClient:
         """Checks a manifest's signature and digests.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(rag_rag_service_pb2.VerifyManifestRequest, request, {"manifest": manifest})
-        return await self._verify_manifest(message, timeout=timeout)
+        return await self._verify_manifest(message, timeout=10.0 if timeout is None else timeout)
 
     async def list_purpose_templates(
         self,
@@ -3056,9 +3806,29 @@ class AsyncRagClient:
         """Lists the purpose templates summaries may be written under.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(rag_rag_service_pb2.ListPurposeTemplatesRequest, request, {"page": page})
-        return await self._list_purpose_templates(message, timeout=timeout)
+        return await self._list_purpose_templates(
+            message, timeout=10.0 if timeout is None else timeout
+        )
+
+    async def iter_purpose_templates(
+        self,
+        request: rag_rag_service_pb2.ListPurposeTemplatesRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[rag_rag_service_pb2.PurposeTemplate]:
+        """Every item of ListPurposeTemplates, page after page; each page is one call.
+
+        Permission: `rag.read` (ABAC).
+        """
+        message = build(rag_rag_service_pb2.ListPurposeTemplatesRequest, request, {})
+        async for page in async_pages(self.list_purpose_templates, message, page_size, timeout):
+            for item in page.templates:
+                yield item
 
     async def export_document(
         self,
@@ -3072,14 +3842,39 @@ class AsyncRagClient:
         """Streams a stored document out, from an offset.
 
         Permission: `rag.read` (ABAC).
+        Deadline: 300 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             rag_rag_service_pb2.ExportDocumentRequest,
             request,
             {"document_id": document_id, "offset": offset},
         )
-        async for response in self._export_document(message, timeout=timeout):
+        async for response in self._export_document(
+            message, timeout=300.0 if timeout is None else timeout
+        ):
             yield response
+
+    async def export_document_to_file(
+        self,
+        destination: Destination,
+        request: rag_rag_service_pb2.ExportDocumentRequest | None = None,
+        /,
+        *,
+        document_id: str | None = None,
+        offset: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Writes ExportDocument's data to a path or binary file; the bytes written.
+
+        Permission: `rag.read` (ABAC).
+        """
+        responses = self.export_document(
+            request,
+            document_id=document_id,
+            offset=offset,
+            timeout=timeout,
+        )
+        return await async_write_data(responses, destination)
 
 
 class ServiceClients:
@@ -3106,7 +3901,56 @@ class AsyncServiceClients:
         self.rag = AsyncRagClient(channel)
 
 
+#: (service, method) of every RPC a failed attempt of which may be sent again.
+RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (
+    ("intelgraph.access.v1.AccessService", "GetAccessRequest"),
+    ("intelgraph.access.v1.AccessService", "ListAccessRequests"),
+    ("intelgraph.access.v1.AccessService", "ListGrants"),
+    ("intelgraph.access.v1.AccessService", "GetJwks"),
+    ("intelgraph.access.v1.AccessService", "GetCaller"),
+    ("intelgraph.access.v1.AccessService", "ListAuditEvents"),
+    ("intelgraph.access.v1.AccessService", "VerifyAuditChain"),
+    ("intelgraph.analytics.v1.AnalyticsService", "ListPacks"),
+    ("intelgraph.analytics.v1.AnalyticsService", "EstimatePack"),
+    ("intelgraph.billing.v1.BillingService", "RecordUsage"),
+    ("intelgraph.billing.v1.BillingService", "GetInvoice"),
+    ("intelgraph.billing.v1.BillingService", "ListInvoices"),
+    ("intelgraph.billing.v1.BillingService", "FinalizeInvoice"),
+    ("intelgraph.billing.v1.BillingService", "PreviewCreditNote"),
+    ("intelgraph.billing.v1.BillingService", "CreateCreditNote"),
+    ("intelgraph.billing.v1.BillingService", "VoidCreditNote"),
+    ("intelgraph.billing.v1.BillingService", "CreateRefund"),
+    ("intelgraph.billing.v1.BillingService", "CalculateTax"),
+    ("intelgraph.billing.v1.BillingService", "GetReconciliationReport"),
+    ("intelgraph.billing.v1.BillingService", "SetSpendCap"),
+    ("intelgraph.billing.v1.BillingService", "GetRollout"),
+    ("intelgraph.billing.v1.BillingService", "RecordPayment"),
+    ("intelgraph.billing.v1.BillingService", "ListCreditNotes"),
+    ("intelgraph.billing.v1.BillingService", "GetBillingProfile"),
+    ("intelgraph.billing.v1.BillingService", "GetPriceBook"),
+    ("intelgraph.billing.v1.BillingService", "GetSpendCap"),
+    ("intelgraph.billing.v1.BillingService", "ListBillingAlerts"),
+    ("intelgraph.catalog.v1.CatalogService", "UpsertService"),
+    ("intelgraph.catalog.v1.CatalogService", "GetService"),
+    ("intelgraph.catalog.v1.CatalogService", "ListServices"),
+    ("intelgraph.catalog.v1.CatalogService", "ComputeSlo"),
+    ("intelgraph.catalog.v1.CatalogService", "RunWhatIf"),
+    ("intelgraph.catalog.v1.CatalogService", "GetScenario"),
+    ("intelgraph.catalog.v1.CatalogService", "ExportCsv"),
+    ("intelgraph.edge.v1.EdgeService", "GetCacheStats"),
+    ("intelgraph.edge.v1.EdgeService", "GetMutationGraph"),
+    ("intelgraph.edge.v1.EdgeService", "ListLeakAlarms"),
+    ("intelgraph.rag.v1.RagService", "GetUploadStatus"),
+    ("intelgraph.rag.v1.RagService", "ListChunks"),
+    ("intelgraph.rag.v1.RagService", "GetManifest"),
+    ("intelgraph.rag.v1.RagService", "VerifyManifest"),
+    ("intelgraph.rag.v1.RagService", "ListPurposeTemplates"),
+    ("intelgraph.rag.v1.RagService", "ExportDocument"),
+)
+
+
 __all__ = [
+    "RETRYABLE_METHODS",
     "AccessClient",
     "AnalyticsClient",
     "AsyncAccessClient",

@@ -1,9 +1,11 @@
-"""Channels, credentials and the one client interceptor every SDK call goes through.
+"""Channels, credentials, retries and the one client interceptor every SDK call goes through.
 
 The interceptor adds the bearer token (from a `TokenSource`) and a default
 deadline to each call, and turns every failure into the typed `ConductorError`
 of its status and `ErrorInfo` reason (`intelgraph.sdk.errors`): once, for
-unary and streaming calls, sync and async alike.
+unary and streaming calls, sync and async alike. Retries are gRPC's own,
+configured through the channel's service config for the RPCs whose contract
+makes them safe to send again (`RETRYABLE_METHODS`).
 
 >>> source = bearer_token("abc")
 >>> source()
@@ -12,23 +14,83 @@ unary and streaming calls, sync and async alike.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+import base64
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 from intelgraph.sdk.errors import from_grpc_error
+from intelgraph.sdk.services import RETRYABLE_METHODS
 
 #: Gives the bearer token for the next call (static, or refreshed as it nears its expiry).
 TokenSource = Callable[[], str]
-#: Deadline of a call that names none, in seconds.
+#: Deadline in seconds of a call that names none and has no default of its own (the
+#: generated methods pass their RPC's default from the contract).
 DEFAULT_TIMEOUT_S = 30.0
 
 
 def bearer_token(token: str) -> TokenSource:
     """A token source that always gives `token`."""
+    if not token or token != token.strip():
+        raise ValueError("a bearer token is a non-empty string without surrounding spaces")
     return lambda: token
+
+
+class RefreshingToken:
+    """A token source that fetches a new token shortly before the current one expires.
+
+    `fetch` returns a fresh JWT (from a token service, a vault, `conductor token
+    mint`...). Its `exp` claim is read, without verification and only to know
+    when to fetch again: the platform verifies every token it receives. Safe to
+    share between threads; one thread fetches while the others wait.
+
+    Args:
+        fetch: Returns a new token.
+        margin_s: Fetch again this many seconds before `exp`.
+        clock: Seconds since the epoch (time.time unless a test sets one).
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], str],
+        *,
+        margin_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._fetch = fetch
+        self._margin_s = margin_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token = ""
+        self._refresh_at = 0.0
+
+    def __call__(self) -> str:
+        """The current token, fetched anew when it is within `margin_s` of expiring."""
+        with self._lock:
+            if not self._token or self._clock() >= self._refresh_at:
+                token = self._fetch()
+                self._refresh_at = expires_at(token) - self._margin_s
+                self._token = token
+            return self._token
+
+
+def expires_at(token: str) -> float:
+    """The `exp` claim of a JWT, in seconds since the epoch (read, not verified).
+
+    Raises:
+        ValueError: `token` is not a JWT with a numeric `exp`.
+    """
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, KeyError, TypeError, ValueError) as error:
+        raise ValueError("not a JWT with an exp claim") from error
 
 
 @dataclass(frozen=True)
@@ -65,6 +127,62 @@ class TLS:
 
 #: Plaintext, for loopback and tests: asked for by name, never a default.
 INSECURE = "insecure"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How gRPC retries the RPCs whose contract makes a second attempt safe.
+
+    Those are the RPCs marked NO_SIDE_EFFECTS or IDEMPOTENT, and those whose
+    request carries an idempotency key (the SDK fills one in when the caller
+    gives none). Waits grow from `initial_backoff_s` by `multiplier` up to
+    `max_backoff_s`, with gRPC's jitter; all attempts share the call's deadline.
+
+    Attributes:
+        attempts: Attempts in all, the first included (gRPC allows at most 5).
+        initial_backoff_s: Wait before the second attempt.
+        max_backoff_s: Longest wait between attempts.
+        multiplier: Growth of the wait per attempt.
+        codes: Status codes that make an attempt worth repeating.
+    """
+
+    attempts: int = 4
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+    multiplier: float = 2.0
+    codes: tuple[grpc.StatusCode, ...] = (grpc.StatusCode.UNAVAILABLE,)
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.attempts <= 5:
+            raise ValueError(f"attempts is between 2 and 5, not {self.attempts}")
+        if self.initial_backoff_s <= 0 or self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("backoffs are positive, and the maximum is at least the initial")
+        if self.multiplier < 1 or not self.codes:
+            raise ValueError("multiplier is at least 1, and some status code is retried")
+
+    def service_config(self, methods: Sequence[tuple[str, str]] = RETRYABLE_METHODS) -> str:
+        """The gRPC service config (JSON) retrying `methods` this way."""
+        policy = {
+            "maxAttempts": self.attempts,
+            "initialBackoff": f"{self.initial_backoff_s}s",
+            "maxBackoff": f"{self.max_backoff_s}s",
+            "backoffMultiplier": self.multiplier,
+            "retryableStatusCodes": [code.name for code in self.codes],
+        }
+        names = [{"service": service, "method": method} for service, method in methods]
+        return json.dumps({"methodConfig": [{"name": names, "retryPolicy": policy}]})
+
+
+def channel_options(retry: Retry | None) -> list[tuple[str, str | int]]:
+    """Channel arguments: gRPC retries as `retry` says, or none at all."""
+    if retry is None:
+        return [("grpc.enable_retries", 0)]
+    return [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", retry.service_config()),
+        # The config is ours; never look one up in DNS.
+        ("grpc.service_config_disable_resolution", 1),
+    ]
 
 
 def _details(
@@ -263,23 +381,32 @@ async def _async_mapped(call: Any) -> AsyncIterator[Any]:
         raise from_grpc_error(error) from None
 
 
-def open_channel(target: str, security: TLS | str, interceptor: ClientInterceptor) -> grpc.Channel:
+def open_channel(
+    target: str, security: TLS | str, interceptor: ClientInterceptor, retry: Retry | None
+) -> grpc.Channel:
     """A sync channel to `target`: TLS, or plaintext only when `security` is `INSECURE`."""
+    options = channel_options(retry)
     if isinstance(security, TLS):
-        channel = grpc.secure_channel(target, security.credentials())
+        channel = grpc.secure_channel(target, security.credentials(), options=options)
     elif security == INSECURE:
-        channel = grpc.insecure_channel(target)
+        channel = grpc.insecure_channel(target, options=options)
     else:
         raise ValueError(f"security is a TLS(...) or {INSECURE!r}, not {security!r}")
     return grpc.intercept_channel(channel, interceptor)
 
 
 def open_async_channel(
-    target: str, security: TLS | str, interceptors: list[grpc.aio.ClientInterceptor]
+    target: str,
+    security: TLS | str,
+    interceptors: list[grpc.aio.ClientInterceptor],
+    retry: Retry | None,
 ) -> grpc.aio.Channel:
     """A `grpc.aio` channel to `target`: TLS, or plaintext only when `security` is `INSECURE`."""
+    options = channel_options(retry)
     if isinstance(security, TLS):
-        return grpc.aio.secure_channel(target, security.credentials(), interceptors=interceptors)
+        return grpc.aio.secure_channel(
+            target, security.credentials(), options=options, interceptors=interceptors
+        )
     if security == INSECURE:
-        return grpc.aio.insecure_channel(target, interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     raise ValueError(f"security is a TLS(...) or {INSECURE!r}, not {security!r}")
