@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +23,12 @@ from intelgraph.access.v1 import access_service_pb2_grpc
 
 from servers.db.migrate import head_revision
 from servers.facade import DEFAULT_OPERATIONS_DIR
-from tests.support.processes import BIN, CONDUCTOR, Served, environment, start_conductor
+from tests.support.processes import (
+    BIN,
+    Served,
+    run_conductor,
+    start_conductor,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -47,20 +52,6 @@ def conductor(tmp_path: Path) -> Iterator[Served]:
     served = start_conductor(tmp_path, "--grpc-port", "0", "--http-port", "0")
     yield served
     served.close()
-
-
-def run_conductor(
-    tmp_path: Path, *args: str, timeout_s: float = 60, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run a `conductor` command to completion."""
-    return subprocess.run(
-        [CONDUCTOR, *args],
-        env=environment(tmp_path, **(env or {})),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
 
 
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:

@@ -53,9 +53,8 @@ from interceptors import keys, tokens
 from servers.facade import build_facade_schema
 from servers.models import metadata
 from servers.registry import all_services
-from tests.e2e.test_e2e import run_conductor
 from tests.support.contract_strategies import requests
-from tests.support.processes import Served, start_conductor
+from tests.support.processes import Served, run_conductor, start_conductor
 from tests.support.serving import IN_CI, POSTGRES_SKIP_REASON, POSTGRES_URL, all_permissions
 
 pytestmark = pytest.mark.e2e

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,3 +83,17 @@ def start_conductor(tmp_path: Path, *args: str, **env: str) -> Served:
         served.close()
         pytest.fail("conductor did not start:\n" + "".join(served.log))
     return served
+
+
+def run_conductor(
+    tmp_path: Path, *args: str, timeout_s: float = 60, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a `conductor` command to completion."""
+    return subprocess.run(
+        [CONDUCTOR, *args],
+        env=environment(tmp_path, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )

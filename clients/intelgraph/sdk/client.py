@@ -9,12 +9,16 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from types import TracebackType
 
 from intelgraph.sdk.services import AsyncServiceClients, ServiceClients
 from intelgraph.sdk.transport import (
+    DEFAULT_RETRY,
     TLS,
     ClientInterceptor,
+    Connection,
     Retry,
     TokenSource,
     async_interceptors,
@@ -40,10 +44,21 @@ class Client(ServiceClients):
         security: TLS | str,
         *,
         token: TokenSource | None = None,
-        retry: Retry | None = Retry(),  # noqa: B008 - frozen, so shared safely
+        retry: Retry | None = DEFAULT_RETRY,
     ) -> None:
         self.channel = open_channel(target, security, ClientInterceptor(token), retry)
         super().__init__(self.channel)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] = os.environ, *, retry: Retry | None = DEFAULT_RETRY
+    ) -> Client:
+        """A client as `CONDUCTOR_TARGET`, `CONDUCTOR_TOKEN` and the TLS variables say.
+
+        See `Connection.from_env`; plaintext only with `CONDUCTOR_PLAINTEXT=1`.
+        """
+        connection = Connection.from_env(environ)
+        return cls(connection.target, connection.security, token=connection.token, retry=retry)
 
     def close(self) -> None:
         """Close the channel."""
@@ -78,10 +93,18 @@ class AsyncClient(AsyncServiceClients):
         security: TLS | str,
         *,
         token: TokenSource | None = None,
-        retry: Retry | None = Retry(),  # noqa: B008 - frozen, so shared safely
+        retry: Retry | None = DEFAULT_RETRY,
     ) -> None:
         self.channel = open_async_channel(target, security, async_interceptors(token), retry)
         super().__init__(self.channel)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] = os.environ, *, retry: Retry | None = DEFAULT_RETRY
+    ) -> AsyncClient:
+        """`Client.from_env` for the async client (call it inside the event loop)."""
+        connection = Connection.from_env(environ)
+        return cls(connection.target, connection.security, token=connection.token, retry=retry)
 
     async def close(self) -> None:
         """Close the channel."""

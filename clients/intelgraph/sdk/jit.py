@@ -14,8 +14,9 @@ else: an approver holding `admin.write`, through ApproveAccess.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -129,6 +130,7 @@ def request_jit(
     reason: str = "",
     poll_s: float = DEFAULT_POLL_S,
     wait_s: float = DEFAULT_WAIT_S,
+    on_pending: Callable[[AccessRequest], None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> JitGrant:
     """Request `scopes` for `lasting`, wait until an approver decides, and claim the grant.
@@ -140,6 +142,8 @@ def request_jit(
         reason: The justification, which some scopes require.
         poll_s: Seconds between looks at the pending request.
         wait_s: Seconds to wait for the decision.
+        on_pending: Called once with the new request while it awaits a decision: tell
+            an approver its id.
         clock: The current time (UTC).
 
     Raises:
@@ -151,6 +155,8 @@ def request_jit(
     request = access.request_access(
         scope=scopes, expires_at=_until(lasting, clock), reason=reason
     ).access_request
+    if on_pending is not None and request.status == ACCESS_REQUEST_STATUS_PENDING:
+        on_pending(request)
     started = time.monotonic()
     while not _decided(request):
         if time.monotonic() - started >= wait_s:
@@ -169,14 +175,19 @@ async def request_jit_async(
     reason: str = "",
     poll_s: float = DEFAULT_POLL_S,
     wait_s: float = DEFAULT_WAIT_S,
+    on_pending: Callable[[AccessRequest], Awaitable[None] | None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> JitGrant:
-    """`request_jit` for an `AsyncClient`."""
+    """`request_jit` for an `AsyncClient` (`on_pending` may be a coroutine function)."""
     access = client if isinstance(client, AsyncAccessClient) else client.access
     answered = await access.request_access(
         scope=scopes, expires_at=_until(lasting, clock), reason=reason
     )
     request = answered.access_request
+    if on_pending is not None and request.status == ACCESS_REQUEST_STATUS_PENDING:
+        notified = on_pending(request)
+        if inspect.isawaitable(notified):
+            await notified
     started = time.monotonic()
     while not _decided(request):
         if time.monotonic() - started >= wait_s:

@@ -18,7 +18,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,10 @@ class Retry:
         return json.dumps({"methodConfig": [{"name": names, "retryPolicy": policy}]})
 
 
+#: The retries of a client that names none.
+DEFAULT_RETRY = Retry()
+
+
 def channel_options(retry: Retry | None) -> list[tuple[str, str | int]]:
     """Channel arguments: gRPC retries as `retry` says, or none at all."""
     if retry is None:
@@ -183,6 +187,46 @@ def channel_options(retry: Retry | None) -> list[tuple[str, str | int]]:
         # The config is ours; never look one up in DNS.
         ("grpc.service_config_disable_resolution", 1),
     ]
+
+
+#: Environment variables `Client.from_env` reads.
+TARGET_VARIABLE = "CONDUCTOR_TARGET"
+TOKEN_VARIABLE = "CONDUCTOR_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+PLAINTEXT_VARIABLE = "CONDUCTOR_PLAINTEXT"
+TLS_VARIABLES = ("CONDUCTOR_TLS_CA", "CONDUCTOR_TLS_CERT", "CONDUCTOR_TLS_KEY")
+_TRUE = {"1", "true", "yes"}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and how to connect, as the environment says (see `from_env`)."""
+
+    target: str
+    security: TLS | str
+    token: TokenSource | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Connection:
+        """`CONDUCTOR_TARGET` (host:port), `CONDUCTOR_TOKEN` (optional), and security.
+
+        Security is TLS: with the system's roots, or with `CONDUCTOR_TLS_CA` (a PEM
+        path) and, for mTLS, `CONDUCTOR_TLS_CERT` and `CONDUCTOR_TLS_KEY`. Plaintext
+        only when `CONDUCTOR_PLAINTEXT` is 1/true/yes, and never with TLS variables.
+
+        Raises:
+            ValueError: A variable is missing or they contradict each other.
+        """
+        target = environ.get(TARGET_VARIABLE, "").strip()
+        if not target:
+            raise ValueError(f"{TARGET_VARIABLE} is not set: give the platform's host:port")
+        token = environ.get(TOKEN_VARIABLE, "").strip()
+        files = [environ.get(name, "").strip() for name in TLS_VARIABLES]
+        plaintext = environ.get(PLAINTEXT_VARIABLE, "").strip().lower() in _TRUE
+        if plaintext and any(files):
+            raise ValueError(f"{PLAINTEXT_VARIABLE} contradicts {', '.join(TLS_VARIABLES)}")
+        ca, certificate, key = (Path(file) if file else None for file in files)
+        security = INSECURE if plaintext else TLS.from_files(ca, certificate, key)
+        return cls(target, security, bearer_token(token) if token else None)
 
 
 def _details(
