@@ -27,6 +27,7 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from intelgraph.sdk import INSECURE, AsyncClient
 from sqlalchemy.exc import DBAPIError
 
 from interceptors import PolicyEngine, StreamLimits, TokenVerifier, platform_chain
@@ -46,6 +47,7 @@ from servers.facade import (
     OperationRegistry,
     RootField,
     build_facade_schema,
+    caller_token,
     executable_schema,
 )
 from servers.facade.schema import Operation
@@ -142,7 +144,7 @@ class Platform:
         #: Every service's component (served here or not), once started.
         self.components: tuple[Component, ...] = ()
         self._started: list[Component] = []
-        self._channel: grpc.aio.Channel | None = None
+        self._client: AsyncClient | None = None
         self._engine: PolicyEngine | None = None
         #: Why the store refuses writes, as last checked (None: it takes them).
         self.write_problem: str | None = None
@@ -340,9 +342,10 @@ class Platform:
         if self._engine is None:
             raise StartupError("the GraphQL facade needs the policy engine: start gRPC first")
         facade = build_facade_schema(service.descriptor for service in self.services)
-        self._channel = grpc.aio.insecure_channel(self.grpc_target)
+        # The facade calls our own loopback port, as any SDK user would.
+        self._client = AsyncClient(self.grpc_target, INSECURE, token=caller_token)
         gateway = Gateway(
-            self._channel, self._engine, max_stream_items=settings.graphql_max_stream_items
+            self._client.by_path, self._engine, max_stream_items=settings.graphql_max_stream_items
         )
         schema = executable_schema(facade, gateway)
         operations = self.operations = OperationRegistry(
@@ -397,8 +400,8 @@ class Platform:
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
-        if self._channel is not None:
-            await self._channel.close()
+        if self._client is not None:
+            await self._client.close()
         for job in self._jobs:
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)

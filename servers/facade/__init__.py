@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from servers.facade.endpoint import FacadeLimits, GraphqlEndpoint
-from servers.facade.gateway import Gateway, executable_schema
+from servers.facade.gateway import Gateway, caller_token, executable_schema
 from servers.facade.operations import OperationRegistry, operation_id
 from servers.facade.schema import FacadeSchema, RootField, SchemaError, build_facade_schema
 
@@ -23,6 +23,7 @@ __all__ = [
     "RootField",
     "SchemaError",
     "build_facade_schema",
+    "caller_token",
     "executable_schema",
     "operation_id",
 ]

@@ -1,30 +1,31 @@
-"""The facade's resolvers: each root field calls its RPC over gRPC with the caller's token.
+"""The facade's resolvers: each root field calls its RPC through the SDK with the caller's token.
 
 No business logic and no store here: a resolver checks the field's `@auth`
 with the platform's policy engine, turns the arguments into the request
 message (the JSON form of the proto), calls the RPC on the platform's own
-gRPC port with the caller's bearer token (so the full interceptor chain runs
-as for any gRPC client), and turns the response back. gRPC errors become
-GraphQL errors with `extensions.code` (the status) and `extensions.reason`
-(the `ErrorInfo` reason).
+gRPC port through the SDK's async client with the caller's bearer token (so
+the full interceptor chain runs as for any gRPC client, and the SDK's
+deadlines and retries apply), and turns the response back. The SDK's typed
+errors become GraphQL errors with `extensions.code` (the status) and
+`extensions.reason` (the `ErrorInfo` reason).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import grpc
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from graphql.language import IntValueNode, StringValueNode, ValueNode
-from intelgraph.sdk import ErrorReason, from_grpc_error
+from intelgraph.sdk import ConductorError, ErrorReason
 
 from core.errors import quoted
 from graphql import GraphQLError, GraphQLSchema, build_schema
@@ -32,8 +33,13 @@ from interceptors.policy import MethodFacts, PolicyEngine
 from interceptors.tokens import Principal
 from servers.facade.schema import FacadeSchema, RootField
 
-#: Seconds a resolver's RPC may take.
-CALL_TIMEOUT_S = 30.0
+#: The bearer token of the request being resolved: the facade's client sends it with each call.
+CALLER_TOKEN: contextvars.ContextVar[str] = contextvars.ContextVar("caller_token", default="")
+
+
+def caller_token() -> str:
+    """The token source of the facade's client: the current request's caller's token, if any."""
+    return CALLER_TOKEN.get()
 
 
 def graphql_error(message: str, code: str, reason: str = "", **facts: str) -> GraphQLError:
@@ -134,15 +140,20 @@ class Gateway:
     """Resolves root fields by calling their RPCs.
 
     Args:
-        channel: A channel to the platform's gRPC port.
+        rpcs: Finds the SDK method of an RPC by its path: `AsyncClient.by_path` of a
+            client of the platform's gRPC port whose token source is `caller_token`.
         engine: The policy engine the interceptors use.
         max_stream_items: Most messages a server-streaming read may return.
     """
 
     def __init__(
-        self, channel: grpc.aio.Channel, engine: PolicyEngine, *, max_stream_items: int
+        self,
+        rpcs: Callable[[str], Callable[..., Any]],
+        engine: PolicyEngine,
+        *,
+        max_stream_items: int,
     ) -> None:
-        self._channel = channel
+        self._rpcs = rpcs
         self._engine = engine
         self._max_stream_items = max_stream_items
 
@@ -150,18 +161,8 @@ class Gateway:
         """The resolver of one root field."""
         method = root.method
         request_class = message_factory.GetMessageClass(method.input_type)
-        response_class = message_factory.GetMessageClass(method.output_type)
         facts = MethodFacts(method.containing_service.full_name, method.name, root.permission)
-        serialize: Callable[[Any], bytes] = request_class.SerializeToString
-        deserialize: Callable[[bytes], Any] = response_class.FromString
-        if method.server_streaming:
-            stream = self._channel.unary_stream(
-                root.path, request_serializer=serialize, response_deserializer=deserialize
-            )
-        else:
-            unary = self._channel.unary_unary(
-                root.path, request_serializer=serialize, response_deserializer=deserialize
-            )
+        call = self._rpcs(root.path)
 
         async def resolve(_parent: Any, info: Any, **arguments: Any) -> Any:
             context: FacadeContext = info.context
@@ -173,15 +174,15 @@ class Gateway:
                 )
             except json_format.ParseError as error:
                 raise graphql_error(str(error), "BAD_USER_INPUT") from None
-            metadata = (("authorization", f"Bearer {context.token}"),) if context.token else ()
+            calling = CALLER_TOKEN.set(context.token or "")
             try:
                 if method.server_streaming:
-                    return await self._collect(
-                        stream(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
-                    )
-                response = await unary(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
-            except grpc.aio.AioRpcError as raised:
-                raise _mapped(raised) from None
+                    return await self._collect(call(request))
+                response = await call(request)
+            except ConductorError as error:
+                raise _mapped(error) from None
+            finally:
+                CALLER_TOKEN.reset(calling)
             if root.returns_success:
                 return True
             result: Any = _to_graphql(response)
@@ -219,11 +220,11 @@ class Gateway:
                 denied=reasons,
             )
 
-    async def _collect(self, call: Any) -> list[dict[str, Any]]:
+    async def _collect(self, responses: AsyncIterator[Any]) -> list[dict[str, Any]]:
         collected: list[dict[str, Any]] = []
-        async for response in call:
+        async for response in responses:
             if len(collected) == self._max_stream_items:
-                call.cancel()
+                await responses.aclose()  # type: ignore[attr-defined] # ends the call
                 raise graphql_error(
                     f"the stream has more than {self._max_stream_items} messages; "
                     "read it over gRPC",
@@ -233,9 +234,8 @@ class Gateway:
         return collected
 
 
-def _mapped(raised: grpc.aio.AioRpcError) -> GraphQLError:
-    """A gRPC error as a GraphQL error: status as `code`, `ErrorInfo` reason and metadata."""
-    error = from_grpc_error(raised)
+def _mapped(error: ConductorError) -> GraphQLError:
+    """A platform error as a GraphQL error: status as `code`, `ErrorInfo` reason and metadata."""
     facts: dict[str, Any] = {"metadata": error.metadata} if error.metadata else {}
     return graphql_error(error.details, error.code.name, error.reason.name, **facts)
 

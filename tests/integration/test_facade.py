@@ -9,7 +9,7 @@ import importlib
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +19,10 @@ import grpc
 import httpx
 import pytest
 import pytest_asyncio
+from google.protobuf import descriptor_pool
+from google.protobuf.message_factory import GetMessageClass
+from intelgraph.sdk import INSECURE
+from intelgraph.sdk.transport import async_interceptors, open_async_channel
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -33,11 +37,39 @@ from servers.facade import (
     OperationRegistry,
     SchemaError,
     build_facade_schema,
+    caller_token,
     executable_schema,
     operation_id,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def _gadget_rpcs(channel: grpc.aio.Channel) -> Callable[[str], Callable[..., Any]]:
+    """What `AsyncClient.by_path` gives the gateway, for the test's own Gadget contract.
+
+    The SDK has methods for the platform's contracts only; these are built the same way
+    (the SDK's interceptors on the channel: caller's token, deadline, typed errors).
+    """
+
+    def by_path(path: str) -> Callable[..., Any]:
+        method = descriptor_pool.Default().FindMethodByName(path[1:].replace("/", "."))
+        codec: dict[str, Any] = {
+            "request_serializer": GetMessageClass(method.input_type).SerializeToString,
+            "response_deserializer": GetMessageClass(method.output_type).FromString,
+        }
+        if not method.server_streaming:
+            return channel.unary_unary(path, **codec)
+        stream = channel.unary_stream(path, **codec)
+
+        async def streamed(request: Any) -> AsyncIterator[Any]:
+            async for response in stream(request):
+                yield response
+
+        return streamed
+
+    return by_path
+
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = uuid.UUID("0b7c6f9e-4c1e-4a4e-9d8e-3f2a1b0c9d8e")
@@ -239,9 +271,12 @@ async def facade(
     operations_dir = tmp_path_factory.mktemp("operations")
     (operations_dir / "Ping.graphql").write_text("query Ping { pingGadget { pong } }\n")
     (operations_dir / "Broken.graphql").write_text("query Broken { nope }\n")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = open_async_channel(
+        f"127.0.0.1:{port}", INSECURE, async_interceptors(caller_token), retry=None
+    )
     facade_schema = build_facade_schema([_service(pb2)])
-    schema = executable_schema(facade_schema, Gateway(channel, engine, max_stream_items=5))
+    gateway = Gateway(_gadget_rpcs(channel), engine, max_stream_items=5)
+    schema = executable_schema(facade_schema, gateway)
     operations = OperationRegistry(schema, operations_dir)
     limits = FacadeLimits(
         production=False,

@@ -5,7 +5,8 @@ Do not edit: change the contracts and regenerate.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2 as google_timestamp_pb2
@@ -3888,6 +3889,17 @@ class ServiceClients:
         self.edge = EdgeClient(channel)
         self.rag = RagClient(channel)
 
+    def by_path(self, path: str) -> Callable[..., Any]:
+        """The method calling the RPC at `path` ("/intelgraph.access.v1.AccessService/GetCaller").
+
+        For generic callers (a gateway) that know RPCs by their descriptors.
+
+        Raises:
+            KeyError: No RPC of the contracts has this path.
+        """
+        attribute, method = ROUTES[path]
+        return getattr(getattr(self, attribute), method)  # type: ignore[no-any-return]
+
 
 class AsyncServiceClients:
     """One async client per service, over one channel."""
@@ -3900,6 +3912,85 @@ class AsyncServiceClients:
         self.edge = AsyncEdgeClient(channel)
         self.rag = AsyncRagClient(channel)
 
+    def by_path(self, path: str) -> Callable[..., Any]:
+        """The method calling the RPC at `path` ("/intelgraph.access.v1.AccessService/GetCaller").
+
+        For generic callers (a gateway) that know RPCs by their descriptors.
+
+        Raises:
+            KeyError: No RPC of the contracts has this path.
+        """
+        attribute, method = ROUTES[path]
+        return getattr(getattr(self, attribute), method)  # type: ignore[no-any-return]
+
+
+#: The RPC path of every generated method: path -> (service attribute, method name).
+ROUTES: dict[str, tuple[str, str]] = {
+    "/intelgraph.access.v1.AccessService/RequestAccess": ("access", "request_access"),
+    "/intelgraph.access.v1.AccessService/GetAccessRequest": ("access", "get_access_request"),
+    "/intelgraph.access.v1.AccessService/ListAccessRequests": ("access", "list_access_requests"),
+    "/intelgraph.access.v1.AccessService/ApproveAccess": ("access", "approve_access"),
+    "/intelgraph.access.v1.AccessService/DenyAccess": ("access", "deny_access"),
+    "/intelgraph.access.v1.AccessService/ClaimGrant": ("access", "claim_grant"),
+    "/intelgraph.access.v1.AccessService/RevokeGrant": ("access", "revoke_grant"),
+    "/intelgraph.access.v1.AccessService/ListGrants": ("access", "list_grants"),
+    "/intelgraph.access.v1.AccessService/GetJwks": ("access", "get_jwks"),
+    "/intelgraph.access.v1.AccessService/GetCaller": ("access", "get_caller"),
+    "/intelgraph.access.v1.AccessService/ListAuditEvents": ("access", "list_audit_events"),
+    "/intelgraph.access.v1.AccessService/VerifyAuditChain": ("access", "verify_audit_chain"),
+    "/intelgraph.analytics.v1.AnalyticsService/ImportGraph": ("analytics", "import_graph"),
+    "/intelgraph.analytics.v1.AnalyticsService/ListPacks": ("analytics", "list_packs"),
+    "/intelgraph.analytics.v1.AnalyticsService/EstimatePack": ("analytics", "estimate_pack"),
+    "/intelgraph.analytics.v1.AnalyticsService/RunPack": ("analytics", "run_pack"),
+    "/intelgraph.billing.v1.BillingService/RecordUsage": ("billing", "record_usage"),
+    "/intelgraph.billing.v1.BillingService/GetInvoice": ("billing", "get_invoice"),
+    "/intelgraph.billing.v1.BillingService/ListInvoices": ("billing", "list_invoices"),
+    "/intelgraph.billing.v1.BillingService/FinalizeInvoice": ("billing", "finalize_invoice"),
+    "/intelgraph.billing.v1.BillingService/PreviewCreditNote": ("billing", "preview_credit_note"),
+    "/intelgraph.billing.v1.BillingService/CreateCreditNote": ("billing", "create_credit_note"),
+    "/intelgraph.billing.v1.BillingService/VoidCreditNote": ("billing", "void_credit_note"),
+    "/intelgraph.billing.v1.BillingService/CreateRefund": ("billing", "create_refund"),
+    "/intelgraph.billing.v1.BillingService/CalculateTax": ("billing", "calculate_tax"),
+    "/intelgraph.billing.v1.BillingService/RunReconciliation": ("billing", "run_reconciliation"),
+    "/intelgraph.billing.v1.BillingService/GetReconciliationReport": (
+        "billing",
+        "get_reconciliation_report",
+    ),
+    "/intelgraph.billing.v1.BillingService/SetSpendCap": ("billing", "set_spend_cap"),
+    "/intelgraph.billing.v1.BillingService/GetRollout": ("billing", "get_rollout"),
+    "/intelgraph.billing.v1.BillingService/SetRollout": ("billing", "set_rollout"),
+    "/intelgraph.billing.v1.BillingService/RecordPayment": ("billing", "record_payment"),
+    "/intelgraph.billing.v1.BillingService/ListCreditNotes": ("billing", "list_credit_notes"),
+    "/intelgraph.billing.v1.BillingService/GetBillingProfile": ("billing", "get_billing_profile"),
+    "/intelgraph.billing.v1.BillingService/SetBillingProfile": ("billing", "set_billing_profile"),
+    "/intelgraph.billing.v1.BillingService/GetPriceBook": ("billing", "get_price_book"),
+    "/intelgraph.billing.v1.BillingService/SetPrice": ("billing", "set_price"),
+    "/intelgraph.billing.v1.BillingService/GetSpendCap": ("billing", "get_spend_cap"),
+    "/intelgraph.billing.v1.BillingService/ListBillingAlerts": ("billing", "list_billing_alerts"),
+    "/intelgraph.catalog.v1.CatalogService/UpsertService": ("catalog", "upsert_service"),
+    "/intelgraph.catalog.v1.CatalogService/GetService": ("catalog", "get_service"),
+    "/intelgraph.catalog.v1.CatalogService/ListServices": ("catalog", "list_services"),
+    "/intelgraph.catalog.v1.CatalogService/ComputeSlo": ("catalog", "compute_slo"),
+    "/intelgraph.catalog.v1.CatalogService/RunWhatIf": ("catalog", "run_what_if"),
+    "/intelgraph.catalog.v1.CatalogService/SaveScenario": ("catalog", "save_scenario"),
+    "/intelgraph.catalog.v1.CatalogService/GetScenario": ("catalog", "get_scenario"),
+    "/intelgraph.catalog.v1.CatalogService/ExportCsv": ("catalog", "export_csv"),
+    "/intelgraph.catalog.v1.CatalogService/LinkBudget": ("catalog", "link_budget"),
+    "/intelgraph.edge.v1.EdgeService/Purge": ("edge", "purge"),
+    "/intelgraph.edge.v1.EdgeService/PurgeEverything": ("edge", "purge_everything"),
+    "/intelgraph.edge.v1.EdgeService/GetCacheStats": ("edge", "get_cache_stats"),
+    "/intelgraph.edge.v1.EdgeService/GetMutationGraph": ("edge", "get_mutation_graph"),
+    "/intelgraph.edge.v1.EdgeService/ListLeakAlarms": ("edge", "list_leak_alarms"),
+    "/intelgraph.edge.v1.EdgeService/SetTenantCacheCap": ("edge", "set_tenant_cache_cap"),
+    "/intelgraph.rag.v1.RagService/UploadDocument": ("rag", "upload_document"),
+    "/intelgraph.rag.v1.RagService/GetUploadStatus": ("rag", "get_upload_status"),
+    "/intelgraph.rag.v1.RagService/ListChunks": ("rag", "list_chunks"),
+    "/intelgraph.rag.v1.RagService/Summarize": ("rag", "summarize"),
+    "/intelgraph.rag.v1.RagService/GetManifest": ("rag", "get_manifest"),
+    "/intelgraph.rag.v1.RagService/VerifyManifest": ("rag", "verify_manifest"),
+    "/intelgraph.rag.v1.RagService/ListPurposeTemplates": ("rag", "list_purpose_templates"),
+    "/intelgraph.rag.v1.RagService/ExportDocument": ("rag", "export_document"),
+}
 
 #: (service, method) of every RPC a failed attempt of which may be sent again.
 RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (
@@ -3951,6 +4042,7 @@ RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (
 
 __all__ = [
     "RETRYABLE_METHODS",
+    "ROUTES",
     "AccessClient",
     "AnalyticsClient",
     "AsyncAccessClient",

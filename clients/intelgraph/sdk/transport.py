@@ -27,7 +27,8 @@ import grpc
 from intelgraph.sdk.errors import from_grpc_error
 from intelgraph.sdk.services import RETRYABLE_METHODS
 
-#: Gives the bearer token for the next call (static, or refreshed as it nears its expiry).
+#: Gives the bearer token for the next call (static, or refreshed as it nears its expiry);
+#: an empty string sends the call without one.
 TokenSource = Callable[[], str]
 #: Deadline in seconds of a call that names none and has no default of its own (the
 #: generated methods pass their RPC's default from the contract).
@@ -234,7 +235,9 @@ def _details(
 ) -> grpc.ClientCallDetails:
     metadata = list(details.metadata or ())
     if token is not None and not any(key == "authorization" for key, _ in metadata):
-        metadata.append(("authorization", f"Bearer {token()}"))
+        value = token()
+        if value:  # a source may have no token for this call: it then goes without one
+            metadata.append(("authorization", f"Bearer {value}"))
     return _CallDetails(
         details.method,
         details.timeout if details.timeout is not None else timeout_s,
@@ -304,11 +307,13 @@ class ClientInterceptor(
         return self._stream(continuation, client_call_details, request_iterator)
 
 
-def _mapped(responses: Iterator[Any]) -> Iterator[Any]:
+def _mapped(responses: Any) -> Iterator[Any]:
     try:
         yield from responses
     except grpc.RpcError as error:
         raise from_grpc_error(error) from None
+    finally:
+        responses.cancel()  # a reader that stops early ends the call; a no-op once it is done
 
 
 class _AsyncInterceptor:
@@ -423,6 +428,8 @@ async def _async_mapped(call: Any) -> AsyncIterator[Any]:
             yield response
     except grpc.aio.AioRpcError as error:
         raise from_grpc_error(error) from None
+    finally:
+        call.cancel()  # a reader that stops early ends the call; a no-op once it is done
 
 
 def open_channel(
