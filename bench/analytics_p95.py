@@ -45,11 +45,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import grpc
 import networkx as nx
 import numpy as np
 from intelgraph.analytics.v1 import analytics_service_pb2 as pb
-from intelgraph.analytics.v1 import analytics_service_pb2_grpc
+from intelgraph.sdk import INSECURE, AsyncClient, ConductorError, bearer_token
 
 from interceptors.keys import load, rotate
 from interceptors.tokens import mint
@@ -107,7 +106,7 @@ class Served:
             scopes=["analytics.read"],
             ttl_s=3600,
         )
-        self.metadata = (("authorization", f"Bearer {token}"),)
+        self.token = token
 
     def snapshot(self) -> graph.Snapshot:
         (path,) = (self.var / "analytics").glob(f"{TENANT}-*.npz")
@@ -129,13 +128,13 @@ async def drive(served: Served, nodes: int, seconds: float, rps: float) -> dict[
     """Warm every pack once, then run them all at `rps` each for `seconds`."""
     rng = np.random.default_rng(11)
     packs: dict[str, Any] = {}
-    async with grpc.aio.insecure_channel(served.target) as channel:
-        stub = analytics_service_pb2_grpc.AnalyticsServiceStub(channel)
+    async with AsyncClient(served.target, INSECURE, token=bearer_token(served.token)) as client:
+        analytics = client.analytics
         cold_pagerank_s = 0.0
         sampling: dict[str, Any] = {}
         for pack_id in PACKS:
             started = time.perf_counter()
-            first = await stub.RunPack(_request(pack_id, rng, nodes), metadata=served.metadata)
+            first = await analytics.run_pack(_request(pack_id, rng, nodes))
             packs[pack_id] = {"first_ms": round((time.perf_counter() - started) * 1000, 1)}
             if pack_id == "analytics.pagerankTop:v1":
                 cold_pagerank_s = first.result.elapsed_ms / 1000
@@ -152,8 +151,8 @@ async def drive(served: Served, nodes: int, seconds: float, rps: float) -> dict[
         async def one(pack_id: str) -> None:
             started = time.perf_counter()
             try:
-                await stub.RunPack(_request(pack_id, rng, nodes), metadata=served.metadata)
-            except grpc.aio.AioRpcError:
+                await analytics.run_pack(_request(pack_id, rng, nodes))
+            except ConductorError:
                 errors[pack_id] += 1
                 return
             latencies[pack_id].append((time.perf_counter() - started) * 1000)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -48,15 +49,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from intelgraph.access.v1 import access_service_pb2 as access_pb
-from intelgraph.access.v1 import access_service_pb2_grpc
-from intelgraph.billing.v1 import billing_service_pb2 as billing_pb
-from intelgraph.billing.v1 import billing_service_pb2_grpc
-from intelgraph.common.v1.money_pb2 import Money
-from intelgraph.edge.v1 import edge_service_pb2 as edge_pb
-from intelgraph.edge.v1 import edge_service_pb2_grpc
+from intelgraph.sdk import INSECURE, AsyncClient, bearer_token
+from intelgraph.sdk.money import Money
 
 from interceptors.keys import load, rotate
 from interceptors.tokens import mint
@@ -188,31 +183,37 @@ class Pool:
         return float(match[1]) if match else 0.0
 
 
+async def _clients(
+    stack: contextlib.AsyncExitStack, server: Server, scopes: list[str], subject: str = "bench"
+) -> list[AsyncClient]:
+    """One SDK client per tenant, as `subject` with `scopes`, closed with `stack`."""
+    return [
+        await stack.enter_async_context(
+            AsyncClient(
+                server.grpc, INSECURE, token=bearer_token(server.token(tenant, scopes, subject))
+            )
+        )
+        for tenant in TENANTS
+    ]
+
+
 async def _mutations(server: Server, stop: asyncio.Event, seed: int) -> int:
     rng = random.Random(seed)
     made = 0
-    async with grpc.aio.insecure_channel(server.grpc) as channel:
-        access = access_service_pb2_grpc.AccessServiceStub(channel)
-        billing = billing_service_pb2_grpc.BillingServiceStub(channel)
-        admin = (("authorization", f"Bearer {server.token(TENANTS[0], ['platform.admin'])}"),)
+    async with contextlib.AsyncExitStack() as stack:
+        alices = await _clients(stack, server, [], "alice")
+        (admin, *_) = await _clients(stack, server, ["platform.admin"])
         tick = 0
         while not stop.is_set():
-            tenant = rng.choice(TENANTS)
+            index = rng.randrange(len(TENANTS))
             ends = Timestamp()
             ends.FromSeconds(int(time.time()) + 3600)
-            who = (("authorization", f"Bearer {server.token(tenant, [], 'alice')}"),)
-            await access.RequestAccess(
-                access_pb.RequestAccessRequest(scope=["catalog.read"], expires_at=ends),
-                metadata=who,
-            )
+            await alices[index].access.request_access(scope=["catalog.read"], expires_at=ends)
             if tick % 8 == 0:
-                await billing.SetPrice(
-                    billing_pb.SetPriceRequest(
-                        tenant_id=str(tenant),
-                        meter="api.call",
-                        unit_price=Money(minor_units=100 + tick, currency_code="USD"),
-                    ),
-                    metadata=admin,
+                await admin.billing.set_price(
+                    tenant_id=str(TENANTS[index]),
+                    meter="api.call",
+                    unit_price=Money(minor_units=100 + tick, currency_code="USD"),
                 )
             made += 1
             tick += 1
@@ -223,16 +224,11 @@ async def _mutations(server: Server, stop: asyncio.Event, seed: int) -> int:
 async def _peak_bytes(server: Server, stop: asyncio.Event) -> list[int]:
     """The highest bytes minus cap seen per tenant, sampled every 0.25 s."""
     peaks = [-CAP_BYTES] * len(TENANTS)
-    async with grpc.aio.insecure_channel(server.grpc) as channel:
-        edge = edge_service_pb2_grpc.EdgeServiceStub(channel)
-        readers = [
-            (("authorization", f"Bearer {server.token(t, ['edge.read'])}"),) for t in TENANTS
-        ]
+    async with contextlib.AsyncExitStack() as stack:
+        readers = await _clients(stack, server, ["edge.read"])
         while not stop.is_set():
-            for index, metadata in enumerate(readers):
-                stats = (
-                    await edge.GetCacheStats(edge_pb.GetCacheStatsRequest(), metadata=metadata)
-                ).stats
+            for index, reader in enumerate(readers):
+                stats = (await reader.edge.get_cache_stats()).stats
                 peaks[index] = max(peaks[index], stats.bytes - stats.cap_bytes)
             await asyncio.sleep(0.25)
     return peaks
@@ -241,16 +237,10 @@ async def _peak_bytes(server: Server, stop: asyncio.Event) -> list[int]:
 async def phase(directory: Path, coalescing: bool, seconds: float, rps: int) -> dict[str, Any]:
     server = Server(directory, coalescing)
     try:
-        async with grpc.aio.insecure_channel(server.grpc) as channel:
-            edge = edge_service_pb2_grpc.EdgeServiceStub(channel)
-            operator = (
-                ("authorization", f"Bearer {server.token(TENANTS[0], ['platform.admin'])}"),
-            )
+        operator = bearer_token(server.token(TENANTS[0], ["platform.admin"]))
+        async with AsyncClient(server.grpc, INSECURE, token=operator) as client:
             for tenant in TENANTS:
-                await edge.SetTenantCacheCap(
-                    edge_pb.SetTenantCacheCapRequest(tenant_id=str(tenant), cap_bytes=CAP_BYTES),
-                    metadata=operator,
-                )
+                await client.edge.set_tenant_cache_cap(tenant_id=str(tenant), cap_bytes=CAP_BYTES)
         keys = keyspace()
         tokens = [server.token(tenant, SCOPES) for tenant in TENANTS]
         per_burst = max(int(rps * BURST_S), 1)

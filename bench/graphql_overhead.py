@@ -3,7 +3,7 @@
 Starts two `conductor serve` (embedded default) as separate processes, one with
 the edge cache off (CONDUCTOR_EDGE_CACHE=false) and one with it on, mints a
 token for each, and in one run alternates batches of (a) AccessService/GetCaller
-over gRPC, (b) the persisted `Caller` operation by id over HTTP (keep-alive) on
+over gRPC through the SDK, (b) the persisted `Caller` operation by id over HTTP (keep-alive) on
 the server without the cache, and (c) the same on the server with the cache,
 one call at a time, so each sample is one call's latency.
 
@@ -46,9 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
-from intelgraph.access.v1 import access_service_pb2, access_service_pb2_grpc
+from intelgraph.sdk import INSECURE, AsyncClient, bearer_token
 
 from servers.facade import DEFAULT_OPERATIONS_DIR, operation_id
 
@@ -153,25 +152,24 @@ async def _timed_post(client: KeepAliveClient) -> tuple[str, float]:
 async def measure(uncached: Served, cached: Served, calls: int) -> dict[str, Any]:
     operation = operation_id((DEFAULT_OPERATIONS_DIR / "Caller.graphql").read_text())
     body = json.dumps({"id": operation}).encode()
-    metadata = (("authorization", f"Bearer {uncached.token}"),)
     direct: list[float] = []
     facade: list[float] = []
     hits: list[float] = []
     through_facade = KeepAliveClient(uncached.http, uncached.token, body)
     through_cache = KeepAliveClient(cached.http, cached.token, body)
     outcomes: Counter[str] = Counter()
-    async with grpc.aio.insecure_channel(uncached.grpc_target) as channel:
-        stub = access_service_pb2_grpc.AccessServiceStub(channel)
-        request = access_service_pb2.GetCallerRequest()
+    token = bearer_token(uncached.token)
+    async with AsyncClient(uncached.grpc_target, INSECURE, token=token) as client:
+        access = client.access
         for _ in range(50):  # warm every path: connections, the cache's entry
-            await stub.GetCaller(request, metadata=metadata)
+            await access.get_caller()
             await through_facade.post()
             await through_cache.post()
         batch = 50
         for _ in range(calls // batch):
             for _ in range(batch):
                 started = time.perf_counter()
-                await stub.GetCaller(request, metadata=metadata)
+                await access.get_caller()
                 direct.append((time.perf_counter() - started) * 1000)
             for _ in range(batch):
                 cache, elapsed_ms = await _timed_post(through_facade)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import os
 import re
@@ -39,11 +40,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
-from intelgraph.access.v1 import access_service_pb2 as pb
-from intelgraph.access.v1 import access_service_pb2_grpc
+from intelgraph.sdk import INSECURE, AsyncClient, ConductorError, access, bearer_token
 from sqlalchemy.engine import make_url
 
 from interceptors.keys import load, rotate
@@ -53,6 +52,8 @@ BIN = Path(sys.executable).parent
 SERVING = re.compile(r"conductor serving grpc=(\S+) ")
 TENANT = uuid.UUID("0b7c6f9e-4c1e-4a4e-9d8e-3f2a1b0c9d8e")
 POLL_S = 0.002
+#: The JIT token of the grant a task watches on replica B (the token source of B's client).
+JIT_TOKEN: contextvars.ContextVar[str] = contextvars.ContextVar("jit_token", default="")
 #: How many times the measured setup time the expiring grants are given before the first
 #: ends (the machine may be busier while they are set up than while it was measured).
 SETUP_MARGIN = 3.0
@@ -109,8 +110,8 @@ class Replicas:
                     break
             self.processes.append(process)
 
-    def token(self, subject: str, scopes: list[str]) -> tuple[tuple[str, str]]:
-        token = mint(
+    def token(self, subject: str, scopes: list[str]) -> str:
+        return mint(
             load(self.keys),
             issuer="intelgraph-conductor",
             audience="intelgraph",
@@ -119,7 +120,6 @@ class Replicas:
             scopes=scopes,
             ttl_s=3600,
         )
-        return (("authorization", f"Bearer {token}"),)
 
     def close(self) -> None:
         for process in self.processes:
@@ -129,27 +129,21 @@ class Replicas:
             connection.execute(f'DROP SCHEMA "{self.schema}" CASCADE')
 
 
-async def _grant(
-    on_a: object, alice: object, bob: object, ends: datetime | None
-) -> tuple[str, str]:
-    requested = await on_a.RequestAccess(  # type: ignore[attr-defined]
-        pb.RequestAccessRequest(
-            scope=["rag.read"], expires_at=_stamp(datetime.now(UTC) + timedelta(minutes=30))
-        ),
-        metadata=alice,
+async def _grant(alice: AsyncClient, bob: AsyncClient, ends: datetime | None) -> tuple[str, str]:
+    """Alice requests rag.read on replica A, Bob approves (until `ends`), Alice claims."""
+    requested = await alice.access.request_access(
+        scope=["rag.read"], expires_at=_stamp(datetime.now(UTC) + timedelta(minutes=30))
     )
-    approve = pb.ApproveAccessRequest(id=requested.access_request.id)
+    approve = access.ApproveAccessRequest(id=requested.access_request.id)
     if ends is not None:
         approve.grant_ends_at.CopyFrom(_stamp(ends))
-    approved = await on_a.ApproveAccess(approve, metadata=bob)  # type: ignore[attr-defined]
-    claimed = await on_a.ClaimGrant(  # type: ignore[attr-defined]
-        pb.ClaimGrantRequest(grant_id=approved.grant.id), metadata=alice
-    )
+    approved = await bob.access.approve_access(approve)
+    claimed = await alice.access.claim_grant(grant_id=approved.grant.id)
     return approved.grant.id, claimed.token
 
 
 async def _grants_ending(
-    on_a: object, alice: object, bob: object, count: int, lead_s: float
+    alice: AsyncClient, bob: AsyncClient, count: int, lead_s: float
 ) -> list[tuple[datetime, str]] | None:
     """`count` claimed grants, ending 100 a second, the first at least `lead_s` from now.
 
@@ -163,49 +157,48 @@ async def _grants_ending(
     for index in range(count):
         end = first_end + timedelta(seconds=index // 100)
         try:
-            ending.append((end, (await _grant(on_a, alice, bob, end))[1]))
-        except grpc.aio.AioRpcError:
+            ending.append((end, (await _grant(alice, bob, end))[1]))
+        except ConductorError:
             if datetime.now(UTC) < end:
                 raise  # refused for another reason than its end having come
             return None
     return ending
 
 
-async def _refused_after(on_b: object, token: str, start: float) -> float:
-    jit = (("authorization", f"Bearer {token}"),)
+async def _refused_after(on_b: AsyncClient, token: str, start: float) -> float:
+    JIT_TOKEN.set(token)  # this task's calls on replica B carry it
     while True:
         try:
-            await on_b.GetCaller(pb.GetCallerRequest(), metadata=jit)  # type: ignore[attr-defined]
-        except grpc.aio.AioRpcError:
+            await on_b.access.get_caller()
+        except ConductorError:
             return time.time() - start
         await asyncio.sleep(POLL_S)
 
 
 async def measure(replicas: Replicas, grants: int) -> dict[str, float]:
-    alice = replicas.token("alice", ["catalog.read"])
-    bob = replicas.token("bob", ["admin.write"])
+    a, b = replicas.targets
+    alice_token = bearer_token(replicas.token("alice", ["catalog.read"]))
     async with (
-        grpc.aio.insecure_channel(replicas.targets[0]) as a,
-        grpc.aio.insecure_channel(replicas.targets[1]) as b,
+        AsyncClient(a, INSECURE, token=alice_token) as alice,
+        AsyncClient(a, INSECURE, token=bearer_token(replicas.token("bob", ["admin.write"]))) as bob,
+        # Each watching task's JIT token; no retries, so a refusal is seen at once.
+        AsyncClient(b, INSECURE, token=JIT_TOKEN.get, retry=None) as on_b,
     ):
-        on_a = access_service_pb2_grpc.AccessServiceStub(a)
-        on_b = access_service_pb2_grpc.AccessServiceStub(b)
         revoked = []
         setup_s = 0.0
         for _ in range(grants):
             started = time.perf_counter()
-            grant_id, token = await _grant(on_a, alice, bob, None)
+            grant_id, token = await _grant(alice, bob, None)
             setup_s += time.perf_counter() - started
-            await on_b.GetCaller(
-                pb.GetCallerRequest(), metadata=(("authorization", f"Bearer {token}"),)
-            )
-            await on_a.RevokeGrant(pb.RevokeGrantRequest(grant_id=grant_id), metadata=alice)
+            JIT_TOKEN.set(token)
+            await on_b.access.get_caller()
+            await alice.access.revoke_grant(grant_id=grant_id)
             revoked.append(await _refused_after(on_b, token, time.time()))
         # Grants ending in groups of 100 a second apart, after all are set up; each is
         # watched from just before its end.
         lead_s = max(MIN_LEAD_S, SETUP_MARGIN * setup_s)
         rounds = 1
-        while (ending := await _grants_ending(on_a, alice, bob, grants, lead_s)) is None:
+        while (ending := await _grants_ending(alice, bob, grants, lead_s)) is None:
             print(
                 f"setting up {grants} grants outlasted {lead_s:.1f} s; again with twice that",
                 file=sys.stderr,

@@ -1,13 +1,15 @@
-"""The analytics packs through gRPC: import, list, estimate, run, refusals, deadlines."""
+"""The analytics packs through the SDK: import, list, estimate, run, refusals, deadlines."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,9 @@ import grpc
 import numpy as np
 import pytest
 import pytest_asyncio
-from intelgraph.analytics.v1 import analytics_service_pb2 as pb
-from intelgraph.analytics.v1 import analytics_service_pb2_grpc
-from intelgraph.sdk import ConductorError, from_grpc_error
+from intelgraph.sdk import INSECURE, AsyncClient, ConductorError, bearer_token
+from intelgraph.sdk import analytics as pb
+from intelgraph.sdk.services import AsyncAnalyticsClient
 
 from core.errors import Conflict
 from servers.analytics import graph, metrics
@@ -28,7 +30,7 @@ from servers.analytics.workers import PackWorkers
 from servers.app import Platform
 from tests.support.serving import Minter, serving
 
-# -- through gRPC ----------------------------------------------------------------------
+# -- through the SDK -------------------------------------------------------------------
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,31 +41,40 @@ async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pl
         yield running
 
 
-class Analyst:
-    def __init__(self, stub: Any, minter: Minter, tenant: uuid.UUID) -> None:
-        self.stub, self.minter, self.tenant = stub, minter, tenant
+ANALYST = ["analytics.read", "analytics.write"]
 
-    async def call(
-        self, method: str, request: Any, scopes: list[str] | None = None, **options: Any
-    ) -> Any:
-        metadata = self.minter.metadata(
-            scopes or ["analytics.read", "analytics.write"], tenant=self.tenant
-        )
-        try:
-            rpc = getattr(self.stub, method)
-            return await rpc(request, metadata=metadata, **options)
-        except grpc.aio.AioRpcError as error:
-            raise from_grpc_error(error) from None
+
+@dataclass
+class Analyst:
+    """An analyst of `tenant`, calling AnalyticsService through SDK clients."""
+
+    target: str
+    minter: Minter
+    tenant: uuid.UUID
+    #: Closes every client opened.
+    closing: contextlib.AsyncExitStack
+    clients: dict[tuple[str, ...], AsyncClient] = field(default_factory=dict, init=False)
+
+    @property
+    def analytics(self) -> AsyncAnalyticsClient:
+        """AnalyticsService with both analytics scopes."""
+        return self.holding(ANALYST)
+
+    def holding(self, scopes: list[str]) -> AsyncAnalyticsClient:
+        """AnalyticsService with a token of `scopes` (one token and client per tenant, scopes)."""
+        key = (str(self.tenant), *scopes)
+        if key not in self.clients:
+            token = self.minter(scopes, tenant=self.tenant)
+            client = AsyncClient(self.target, INSECURE, token=bearer_token(token))
+            self.closing.push_async_callback(client.close)
+            self.clients[key] = client
+        return self.clients[key].analytics
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def analyst(platform: Platform) -> AsyncIterator[Analyst]:
-    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
-        yield Analyst(
-            analytics_service_pb2_grpc.AnalyticsServiceStub(channel),
-            Minter(platform.settings),
-            uuid.uuid4(),
-        )
+    async with contextlib.AsyncExitStack() as closing:
+        yield Analyst(platform.grpc_target, Minter(platform.settings), uuid.uuid4(), closing)
 
 
 def _batches(nodes: int, edges: int, seed: int) -> list[pb.ImportGraphRequest]:
@@ -91,38 +102,34 @@ def _batches(nodes: int, edges: int, seed: int) -> list[pb.ImportGraphRequest]:
     return batches
 
 
-async def _refused(awaitable: Any) -> ConductorError:
+async def _refused(awaitable: Awaitable[object]) -> ConductorError:
     with pytest.raises(ConductorError) as raised:
         await awaitable
     return raised.value
 
 
 async def test_importing_is_idempotent_by_id_and_bumps_the_revision(analyst: Analyst) -> None:
-    first = await analyst.call("ImportGraph", iter(_batches(200, 800, 1)))
-    again = await analyst.call("ImportGraph", iter(_batches(200, 800, 1)))
+    first = await analyst.analytics.import_graph(iter(_batches(200, 800, 1)))
+    again = await analyst.analytics.import_graph(iter(_batches(200, 800, 1)))
     assert (first.entities_upserted, first.graph_revision, again.graph_revision) == (200, 1, 2)
-    estimate = await analyst.call(
-        "EstimatePack", pb.EstimatePackRequest(pack_id="analytics.degreeTop:v1")
-    )
+    estimate = await analyst.analytics.estimate_pack(pack_id="analytics.degreeTop:v1")
     assert estimate.estimate.nodes_touched == 200  # not 400: the same ids
     dangling = pb.ImportGraphRequest(
         relationships=[pb.Relationship(id="x", source_id="e1", target_id="ghost", weight=1.0)]
     )
-    refused = await _refused(analyst.call("ImportGraph", iter([dangling])))
+    refused = await _refused(analyst.analytics.import_graph(iter([dangling])))
     assert refused.code is grpc.StatusCode.INVALID_ARGUMENT
     assert refused.metadata["unknown_entity"] == "ghost"
 
 
 async def test_every_pack_runs_with_analytics_read(analyst: Analyst) -> None:
-    await analyst.call("ImportGraph", iter(_batches(2000, 10_000, 2)))
-    listed = await analyst.call("ListPacks", pb.ListPacksRequest())
+    await analyst.analytics.import_graph(iter(_batches(2000, 10_000, 2)))
+    listed = await analyst.analytics.list_packs()
     assert {spec.id for spec in listed.packs} == set(PACKS)
-    reader = ["analytics.read"]
+    reader = analyst.holding(["analytics.read"])
     for spec in listed.packs:
         parameters = pb.PackParameters(top_k=5, max_hops=3, source_id="e1", target_id="e2")
-        run = await analyst.call(
-            "RunPack", pb.RunPackRequest(pack_id=spec.id, parameters=parameters), reader
-        )
+        run = await reader.run_pack(pack_id=spec.id, parameters=parameters)
         result = run.result
         assert result.pack_id == spec.id
         assert result.graph_revision == 1
@@ -134,38 +141,27 @@ async def test_every_pack_runs_with_analytics_read(analyst: Analyst) -> None:
             assert 0 < len(result.entities) <= 5
             assert all(entity.entity_id.startswith("e") for entity in result.entities)
     writer_only = await _refused(
-        analyst.call(
-            "RunPack", pb.RunPackRequest(pack_id="analytics.degreeTop:v1"), ["analytics.write"]
-        )
+        analyst.holding(["analytics.write"]).run_pack(pack_id="analytics.degreeTop:v1")
     )
     assert writer_only.code is grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_bad_runs_are_refused_clearly(analyst: Analyst) -> None:
-    none_yet = await _refused(
-        analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.degreeTop:v1"))
-    )
+    analytics = analyst.analytics
+    none_yet = await _refused(analytics.run_pack(pack_id="analytics.degreeTop:v1"))
     assert none_yet.code is grpc.StatusCode.FAILED_PRECONDITION
-    await analyst.call("ImportGraph", iter(_batches(100, 300, 3)))
-    unknown = await _refused(
-        analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.adhoc:v1"))
-    )
+    await analytics.import_graph(iter(_batches(100, 300, 3)))
+    unknown = await _refused(analytics.run_pack(pack_id="analytics.adhoc:v1"))
     assert unknown.code is grpc.StatusCode.NOT_FOUND
     too_many = await _refused(
-        analyst.call(
-            "RunPack",
-            pb.RunPackRequest(
-                pack_id="analytics.pagerankTop:v1", parameters=pb.PackParameters(top_k=5000)
-            ),
+        analytics.run_pack(
+            pack_id="analytics.pagerankTop:v1", parameters=pb.PackParameters(top_k=5000)
         )
     )
     assert too_many.metadata == {"field": "parameters.top_k"}
     ghost = await _refused(
-        analyst.call(
-            "RunPack",
-            pb.RunPackRequest(
-                pack_id="analytics.neighborhood:v1", parameters=pb.PackParameters(source_id="ghost")
-            ),
+        analytics.run_pack(
+            pack_id="analytics.neighborhood:v1", parameters=pb.PackParameters(source_id="ghost")
         )
     )
     assert ghost.code is grpc.StatusCode.INVALID_ARGUMENT
@@ -183,14 +179,20 @@ def _kills() -> float:
 ANSWER_SLACK_ON_A_LOADED_MACHINE_S = 2.0
 
 
-async def _expires_in_time(analyst: Analyst, deadline_s: float, **options: Any) -> None:
-    """A cold full betweenness (about 0.1 s here) stopped at `deadline_s`, answered in time."""
+async def _expires_in_time(
+    analyst: Analyst, deadline_s: float, *, call_deadline_s: float | None = None
+) -> None:
+    """A cold full betweenness (about 0.1 s here) stopped at `deadline_s`, answered in time.
+
+    `call_deadline_s` is the betweenness call's own deadline (None: the SDK's RunPack default).
+    """
     kills = _kills()
+    analytics = analyst.analytics
     # Warm the projection (loading it is paid once per revision, outside the deadline).
-    await analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.degreeTop:v1"))
+    await analytics.run_pack(pack_id="analytics.degreeTop:v1")
     started = time.perf_counter()
     expired = await _refused(
-        analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.betweennessTop:v1"), **options)
+        analytics.run_pack(pack_id="analytics.betweennessTop:v1", timeout=call_deadline_s)
     )
     elapsed = time.perf_counter() - started
     assert expired.code is grpc.StatusCode.DEADLINE_EXCEEDED
@@ -200,7 +202,7 @@ async def _expires_in_time(analyst: Analyst, deadline_s: float, **options: Any) 
             break
         await asyncio.sleep(0.05)
     assert _kills() == kills + 1
-    after = await analyst.call("RunPack", pb.RunPackRequest(pack_id="analytics.degreeTop:v1"))
+    after = await analytics.run_pack(pack_id="analytics.degreeTop:v1")
     assert after.result.entities
     assert after.result.projection_bytes > 1_000_000  # a fresh worker loaded it again
 
@@ -226,13 +228,9 @@ def underpriced(monkeypatch: pytest.MonkeyPatch) -> Any:
 async def larger_graph(platform: Platform) -> uuid.UUID:
     """A tenant with a 30k-entity, 200k-relationship graph (imported once)."""
     tenant = uuid.uuid4()
-    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
-        importer = Analyst(
-            analytics_service_pb2_grpc.AnalyticsServiceStub(channel),
-            Minter(platform.settings),
-            tenant,
-        )
-        await importer.call("ImportGraph", iter(_batches(30_000, 200_000, 4)))
+    token = Minter(platform.settings)(ANALYST, tenant=tenant)
+    async with AsyncClient(platform.grpc_target, INSECURE, token=bearer_token(token)) as importer:
+        await importer.analytics.import_graph(iter(_batches(30_000, 200_000, 4)))
     return tenant
 
 
@@ -251,21 +249,18 @@ async def test_a_run_past_the_calls_deadline_is_killed_and_answered_in_time(
 ) -> None:
     analyst.tenant = larger_graph
     underpriced(timeout_ms=60_000)
-    await _expires_in_time(analyst, 0.03, timeout=0.03)
+    await _expires_in_time(analyst, 0.03, call_deadline_s=0.03)
 
 
 async def test_a_run_over_budget_without_a_sampler_is_refused_with_the_hint(
     analyst: Analyst, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await analyst.call("ImportGraph", iter(_batches(1000, 5000, 6)))
+    await analyst.analytics.import_graph(iter(_batches(1000, 5000, 6)))
     costly = dataclasses.replace(PACKS["analytics.shortestPath:v1"], cost_per_unit=1e6)
     monkeypatch.setitem(packs_module.PACKS, costly.id, costly)
     hinted = await _refused(
-        analyst.call(
-            "RunPack",
-            pb.RunPackRequest(
-                pack_id=costly.id, parameters=pb.PackParameters(source_id="e1", target_id="e2")
-            ),
+        analyst.analytics.run_pack(
+            pack_id=costly.id, parameters=pb.PackParameters(source_id="e1", target_id="e2")
         )
     )
     assert hinted.code is grpc.StatusCode.FAILED_PRECONDITION
@@ -276,7 +271,7 @@ async def test_a_run_over_budget_without_a_sampler_is_refused_with_the_hint(
 async def test_estimates_answer_without_running(
     analyst: Analyst, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await analyst.call("ImportGraph", iter(_batches(1000, 5000, 5)))
+    await analyst.analytics.import_graph(iter(_batches(1000, 5000, 5)))
 
     # Any run would reach a worker: refuse them all (a wall-clock bound would also refuse a
     # loaded machine).
@@ -284,9 +279,7 @@ async def test_estimates_answer_without_running(
         raise AssertionError("EstimatePack ran the pack")
 
     monkeypatch.setattr(PackWorkers, "run", no_run)
-    found = await analyst.call(
-        "EstimatePack", pb.EstimatePackRequest(pack_id="analytics.pagerankTop:v1")
-    )
+    found = await analyst.analytics.estimate_pack(pack_id="analytics.pagerankTop:v1")
     assert found.estimate.expected_ms > 0
     assert found.estimate.memory_bytes > 0
     assert found.estimate.within_budget
@@ -297,7 +290,7 @@ async def test_snapshots_are_built_after_imports_and_old_ones_pruned(
 ) -> None:
     directory = platform.settings.var_dir / "analytics"
     for seed in range(3):
-        await analyst.call("ImportGraph", iter(_batches(100, 300 + seed, seed + 20)))
+        await analyst.analytics.import_graph(iter(_batches(100, 300 + seed, seed + 20)))
     revisions: list[int] = []
     for _ in range(200):  # built in the background: no run asked for them
         revisions = sorted(
@@ -314,9 +307,7 @@ async def test_snapshots_are_built_after_imports_and_old_ones_pruned(
     snapshot_file = graph.snapshot_path(directory, analyst.tenant, 3)
     assert stat.S_IMODE(snapshot_file.stat().st_mode) == 0o600
     latest = graph.load(graph.snapshot_path(directory, analyst.tenant, 3))
-    stored = await analyst.call(
-        "EstimatePack", pb.EstimatePackRequest(pack_id="analytics.degreeTop:v1")
-    )
+    stored = await analyst.analytics.estimate_pack(pack_id="analytics.degreeTop:v1")
     assert (latest.revision, latest.nodes, latest.edges) == (
         3,
         stored.estimate.nodes_touched,

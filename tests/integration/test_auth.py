@@ -34,8 +34,8 @@ from interceptors import PolicyEngine, keys, platform_chain, tokens
 from servers.app import Platform
 from servers.config import load_settings
 from servers.registry import all_services
-from tests.integration.test_runtime import invoke
 from tests.support.serving import OTHER_TENANT, TENANT, Minter
+from tests.support.wire import invoke
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -16,13 +16,15 @@ import grpc
 import httpx
 import pytest
 import pytest_asyncio
-from intelgraph.access.v1 import access_service_pb2_grpc
-from intelgraph.billing.v1 import billing_service_pb2 as billing_pb
-from intelgraph.billing.v1 import billing_service_pb2_grpc
-from intelgraph.common.v1.money_pb2 import Money
-from intelgraph.edge.v1 import edge_service_pb2 as pb
-from intelgraph.edge.v1 import edge_service_pb2_grpc
-from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
+from intelgraph.sdk import (
+    INSECURE,
+    AsyncClient,
+    ConductorError,
+    ErrorReason,
+    bearer_token,
+)
+from intelgraph.sdk import edge as pb
+from intelgraph.sdk.money import Money
 
 from servers.app import Platform
 from servers.edge.cache import CacheKey, canonical_variables, scope_hash
@@ -54,18 +56,22 @@ async def platform(
 
 
 class Tenant:
-    """One tenant: GraphQL over HTTP, and the Edge, Billing and Access RPCs, with minted tokens."""
+    """One tenant: persisted GraphQL reads over HTTP, and SDK clients with minted tokens."""
 
-    def __init__(self, platform: Platform, channel: grpc.aio.Channel) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.id = uuid.uuid4()
         self.platform = platform
         self.minter = Minter(platform.settings)
-        self.edge = edge_service_pb2_grpc.EdgeServiceStub(channel)
-        self.billing = billing_service_pb2_grpc.BillingServiceStub(channel)
-        self.access = access_service_pb2_grpc.AccessServiceStub(channel)
 
     def token(self, scopes: list[str], subject: str = "alice") -> str:
         return self.minter(scopes, tenant=self.id, subject=subject)
+
+    @contextlib.asynccontextmanager
+    async def client(self, scopes: list[str]) -> AsyncIterator[AsyncClient]:
+        """An SDK client calling with a token of `scopes` (alice's), closed on leaving."""
+        token = bearer_token(self.token(scopes))
+        async with AsyncClient(self.platform.grpc_target, INSECURE, token=token) as client:
+            yield client
 
     async def read(
         self,
@@ -91,30 +97,18 @@ class Tenant:
         assert response.status_code == 200, response.text
         return response.json(), response.headers.get("x-cache", "none")
 
-    async def call(self, stub: Any, method: str, request: Any, scopes: list[str]) -> Any:
-        metadata = (("authorization", f"Bearer {self.token(scopes)}"),)
-        try:
-            return await getattr(stub, method)(request, metadata=metadata)
-        except grpc.aio.AioRpcError as error:
-            raise from_grpc_error(error) from None
-
     async def set_price(self, minor_units: int) -> None:
-        await self.call(
-            self.billing,
-            "SetPrice",
-            billing_pb.SetPriceRequest(
+        async with self.client(["platform.admin"]) as operator:
+            await operator.billing.set_price(
                 tenant_id=str(self.id),
                 meter="api.call",
                 unit_price=Money(minor_units=minor_units, currency_code="USD"),
-            ),
-            ["platform.admin"],
-        )
+            )
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def tenant(platform: Platform) -> AsyncIterator[Tenant]:
-    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
-        yield Tenant(platform, channel)
+@pytest.fixture
+def tenant(platform: Platform) -> Tenant:
+    return Tenant(platform)
 
 
 def api_call_price(response: dict[str, Any]) -> int:
@@ -131,23 +125,21 @@ async def test_a_read_is_cached_and_a_mutation_over_grpc_invalidates_it(tenant: 
     changed, kind = await tenant.read("PriceBook")
     assert (api_call_price(changed), kind) == (777, "miss")  # read-your-write
     assert (await tenant.read("PriceBook"))[1] == "hit"
-    stats = (
-        await tenant.call(tenant.edge, "GetCacheStats", pb.GetCacheStatsRequest(), READER)
-    ).stats
+    async with tenant.client(READER) as reader:
+        stats = (await reader.edge.get_cache_stats()).stats
     assert (stats.hits, stats.misses, stats.entries) == (2, 2, 1)
     assert 0 < stats.bytes <= stats.cap_bytes == 512 * 1024 * 1024
 
 
 async def test_tenants_and_scopes_never_share_entries(platform: Platform, tenant: Tenant) -> None:
-    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
-        other = Tenant(platform, channel)
-        await other.set_price(555)
-        await tenant.set_price(333)
-        for _ in range(2):
-            mine, _ = await tenant.read("PriceBook")
-            theirs, _ = await other.read("PriceBook")
-            assert (api_call_price(mine), api_call_price(theirs)) == (333, 555)
-        assert (await tenant.read("PriceBook", scopes=["billing.read"]))[1] == "miss"
+    other = Tenant(platform)
+    await other.set_price(555)
+    await tenant.set_price(333)
+    for _ in range(2):
+        mine, _ = await tenant.read("PriceBook")
+        theirs, _ = await other.read("PriceBook")
+        assert (api_call_price(mine), api_call_price(theirs)) == (333, 555)
+    assert (await tenant.read("PriceBook", scopes=["billing.read"]))[1] == "miss"
 
 
 async def test_a_mutation_through_the_facade_invalidates_per_caller_reads(tenant: Tenant) -> None:
@@ -171,76 +163,60 @@ async def test_a_mutation_through_the_facade_invalidates_per_caller_reads(tenant
 async def test_purges_by_tag_and_whole_tenant(tenant: Tenant) -> None:
     await tenant.read("PriceBook")
     await tenant.read("SpendCap")
-    purged = await tenant.call(
-        tenant.edge, "Purge", pb.PurgeRequest(tags=["intelgraph.billing.v1.Price"]), ["admin.write"]
-    )
-    assert purged.generation >= 1
-    assert [(await tenant.read(name))[1] for name in ("PriceBook", "SpendCap")] == ["miss", "hit"]
-    await tenant.call(tenant.edge, "Purge", pb.PurgeRequest(all=True), ["admin.write"])
-    assert [(await tenant.read(name))[1] for name in ("PriceBook", "SpendCap")] == ["miss", "miss"]
-    for request, field in (
-        (pb.PurgeRequest(tags=["intelgraph.billing.v1.Nothing"]), "tags"),
-        (pb.PurgeRequest(), "tags"),
-    ):
-        with pytest.raises(ConductorError) as refused:
-            await tenant.call(tenant.edge, "Purge", request, ["admin.write"])
-        assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
-        assert refused.value.metadata["field"] == field
+    async with tenant.client(["admin.write"]) as admin:
+        purged = await admin.edge.purge(tags=["intelgraph.billing.v1.Price"])
+        assert purged.generation >= 1
+        reads = [(await tenant.read(name))[1] for name in ("PriceBook", "SpendCap")]
+        assert reads == ["miss", "hit"]
+        await admin.edge.purge(all=True)
+        reads = [(await tenant.read(name))[1] for name in ("PriceBook", "SpendCap")]
+        assert reads == ["miss", "miss"]
+        for request, field in (
+            (pb.PurgeRequest(tags=["intelgraph.billing.v1.Nothing"]), "tags"),
+            (pb.PurgeRequest(), "tags"),
+        ):
+            with pytest.raises(ConductorError) as refused:
+                await admin.edge.purge(request)
+            assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.metadata["field"] == field
 
 
 async def test_the_emergency_purge_needs_platform_admin_and_reaches_every_tenant(
     platform: Platform, tenant: Tenant
 ) -> None:
     await tenant.read("PriceBook")
-    with pytest.raises(ConductorError) as refused:
-        await tenant.call(
-            tenant.edge, "PurgeEverything", pb.PurgeEverythingRequest(), ["admin.write"]
-        )
+    async with tenant.client(["admin.write"]) as admin:
+        with pytest.raises(ConductorError) as refused:
+            await admin.edge.purge_everything()
     assert refused.value.reason == ErrorReason.ERROR_REASON_PERMISSION_DENIED
-    done = await tenant.call(
-        tenant.edge,
-        "PurgeEverything",
-        pb.PurgeEverythingRequest(reason="drill"),
-        ["platform.admin"],
-    )
+    async with tenant.client(["platform.admin"]) as operator:
+        done = await operator.edge.purge_everything(reason="drill")
     assert done.generation >= 1
     assert (await tenant.read("PriceBook"))[1] == "miss"
 
 
 async def test_caps_are_set_by_operators_and_hold(platform: Platform, tenant: Tenant) -> None:
-    with pytest.raises(ConductorError) as refused:
-        await tenant.call(
-            tenant.edge,
-            "SetTenantCacheCap",
-            pb.SetTenantCacheCapRequest(tenant_id=str(tenant.id), cap_bytes=1),
-            ["admin.write"],
-        )
-    assert refused.value.reason == ErrorReason.ERROR_REASON_PERMISSION_DENIED
-    await tenant.read("PriceBook")
-    one = (await tenant.call(tenant.edge, "GetCacheStats", pb.GetCacheStatsRequest(), READER)).stats
-    cap = one.bytes + 100  # room for the one entry, not for another beside it
-    stats = (
-        await tenant.call(
-            tenant.edge,
-            "SetTenantCacheCap",
-            pb.SetTenantCacheCapRequest(tenant_id=str(tenant.id), cap_bytes=cap),
-            ["platform.admin"],
-        )
-    ).stats
-    assert stats.cap_bytes == cap
-    for name in ("PriceBook", "SpendCap", "PriceBook", "SpendCap"):
-        await tenant.read(name)
-    stats = (
-        await tenant.call(tenant.edge, "GetCacheStats", pb.GetCacheStatsRequest(), READER)
-    ).stats
-    assert stats.bytes <= cap
-    assert stats.evictions >= 2
-    await tenant.call(
-        tenant.edge,
-        "SetTenantCacheCap",
-        pb.SetTenantCacheCapRequest(tenant_id=str(tenant.id), cap_bytes=0),
-        ["platform.admin"],
-    )
+    async with (
+        tenant.client(["admin.write"]) as admin,
+        tenant.client(["platform.admin"]) as operator,
+        tenant.client(READER) as reader,
+    ):
+        with pytest.raises(ConductorError) as refused:
+            await admin.edge.set_tenant_cache_cap(tenant_id=str(tenant.id), cap_bytes=1)
+        assert refused.value.reason == ErrorReason.ERROR_REASON_PERMISSION_DENIED
+        await tenant.read("PriceBook")
+        one = (await reader.edge.get_cache_stats()).stats
+        cap = one.bytes + 100  # room for the one entry, not for another beside it
+        stats = (
+            await operator.edge.set_tenant_cache_cap(tenant_id=str(tenant.id), cap_bytes=cap)
+        ).stats
+        assert stats.cap_bytes == cap
+        for name in ("PriceBook", "SpendCap", "PriceBook", "SpendCap"):
+            await tenant.read(name)
+        stats = (await reader.edge.get_cache_stats()).stats
+        assert stats.bytes <= cap
+        assert stats.evictions >= 2
+        await operator.edge.set_tenant_cache_cap(tenant_id=str(tenant.id), cap_bytes=0)
     assert platform.component(EdgeLayer).cache.cap_of(str(tenant.id)) == 512 * 1024 * 1024
 
 
@@ -260,23 +236,21 @@ async def test_a_planted_entry_of_another_tenant_is_refused_listed_and_counted(
     assert kind == "miss"
     assert "errors" not in served
     await layer.settled()
-    alarms = (
-        await tenant.call(tenant.edge, "ListLeakAlarms", pb.ListLeakAlarmsRequest(), READER)
-    ).alarms
-    assert [(alarm.reason, alarm.cache_key_hash) for alarm in alarms] == [
-        ("tenant mismatch", key.digest)
-    ]
-    assert alarms[0].operation_id.startswith(operation_id(OPERATIONS["PriceBook"]))
-    stats = (
-        await tenant.call(tenant.edge, "GetCacheStats", pb.GetCacheStatsRequest(), READER)
-    ).stats
+    async with tenant.client(READER) as reader:
+        alarms = (await reader.edge.list_leak_alarms()).alarms
+        assert [(alarm.reason, alarm.cache_key_hash) for alarm in alarms] == [
+            ("tenant mismatch", key.digest)
+        ]
+        assert alarms[0].operation_id.startswith(operation_id(OPERATIONS["PriceBook"]))
+        stats = (await reader.edge.get_cache_stats()).stats
     assert stats.leak_alarms == 1
 
 
 async def test_the_graph_and_the_metrics_report_coverage(
     platform: Platform, tenant: Tenant
 ) -> None:
-    graph = await tenant.call(tenant.edge, "GetMutationGraph", pb.GetMutationGraphRequest(), READER)
+    async with tenant.client(READER) as reader:
+        graph = await reader.edge.get_mutation_graph()
     assert graph.coverage == 1.0
     assert graph.covered_rpcs == graph.mutating_rpcs > 20
     approve = next(m for m in graph.mutations if m.method.endswith("/ApproveAccess"))
@@ -305,52 +279,47 @@ async def test_mixed_tenant_traffic_never_serves_another_tenants_or_stale_data(
 ) -> None:
     """Fuzz through the platform: each tenant's price and cap are its marks; marks change."""
     rng = random.Random(5)
-    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
-        tenants = [Tenant(platform, channel) for _ in range(6)]
-        marks: dict[uuid.UUID, tuple[int, int]] = {}
+    tenants = [Tenant(platform) for _ in range(6)]
+    marks: dict[uuid.UUID, tuple[int, int]] = {}
 
-        async def mark(tenant: Tenant) -> None:
-            price, cap = rng.randrange(1, 10**6), rng.randrange(1, 10**6)
-            await tenant.set_price(price)
-            await tenant.call(
-                tenant.billing,
-                "SetSpendCap",
-                billing_pb.SetSpendCapRequest(cap=Money(minor_units=cap, currency_code="USD")),
-                ["admin.write"],
-            )
-            marks[tenant.id] = (price, cap)
+    async def mark(tenant: Tenant) -> None:
+        price, cap = rng.randrange(1, 10**6), rng.randrange(1, 10**6)
+        await tenant.set_price(price)
+        async with tenant.client(["admin.write"]) as admin:
+            await admin.billing.set_spend_cap(cap=Money(minor_units=cap, currency_code="USD"))
+        marks[tenant.id] = (price, cap)
 
-        for tenant in tenants:
-            await mark(tenant)
-        scopes = [READER, ["billing.read"], ["billing.read", "admin.write"]]
-        tokens = {(t.id, index): t.token(s) for t in tenants for index, s in enumerate(scopes)}
-        wrong = 0
-        kinds: Counter[str] = Counter()
-        base = f"http://127.0.0.1:{platform.http_port}"
-        async with httpx.AsyncClient(base_url=base) as http:
-            for _ in range(50):  # 50 rounds of 20 concurrent reads: 1,000 requests
-                asked = [
-                    (rng.choice(tenants), rng.choice(["PriceBook", "SpendCap"]), rng.randrange(3))
-                    for _ in range(20)
-                ]
-                answers = await asyncio.gather(
-                    *(
-                        tenant.read(name, http=http, token=tokens[tenant.id, scope])
-                        for tenant, name, scope in asked
-                    )
+    for tenant in tenants:
+        await mark(tenant)
+    scopes = [READER, ["billing.read"], ["billing.read", "admin.write"]]
+    tokens = {(t.id, index): t.token(s) for t in tenants for index, s in enumerate(scopes)}
+    wrong = 0
+    kinds: Counter[str] = Counter()
+    base = f"http://127.0.0.1:{platform.http_port}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        for _ in range(50):  # 50 rounds of 20 concurrent reads: 1,000 requests
+            asked = [
+                (rng.choice(tenants), rng.choice(["PriceBook", "SpendCap"]), rng.randrange(3))
+                for _ in range(20)
+            ]
+            answers = await asyncio.gather(
+                *(
+                    tenant.read(name, http=http, token=tokens[tenant.id, scope])
+                    for tenant, name, scope in asked
                 )
-                for (tenant, name, _), (response, kind) in zip(asked, answers, strict=True):
-                    kinds[kind] += 1
-                    price, cap = marks[tenant.id]
-                    if name == "PriceBook":
-                        wrong += api_call_price(response) != price
-                    else:
-                        held = response["data"]["spendCap"]["spendCap"]["cap"]["minorUnits"]
-                        wrong += int(held) != cap
-                if rng.random() < 0.3:
-                    await mark(rng.choice(tenants))  # read-your-write: the next round sees it
-        assert wrong == 0
-        assert kinds["hit"] > 500
+            )
+            for (tenant, name, _), (response, kind) in zip(asked, answers, strict=True):
+                kinds[kind] += 1
+                price, cap = marks[tenant.id]
+                if name == "PriceBook":
+                    wrong += api_call_price(response) != price
+                else:
+                    held = response["data"]["spendCap"]["spendCap"]["cap"]["minorUnits"]
+                    wrong += int(held) != cap
+            if rng.random() < 0.3:
+                await mark(rng.choice(tenants))  # read-your-write: the next round sees it
+    assert wrong == 0
+    assert kinds["hit"] > 500
 
 
 async def test_a_second_token_of_the_same_caller_sees_its_own_token_id(tenant: Tenant) -> None:

@@ -9,11 +9,9 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 import pytest_asyncio
 import redis.asyncio as redis
-from intelgraph.edge.v1 import edge_service_pb2 as pb
 
 from servers.app import Platform
 from servers.config import load_settings
@@ -64,14 +62,10 @@ async def replicas(tmp_path: Path, redis_url: str) -> AsyncIterator[list[Platfor
 async def one_tenant(replicas: list[Platform]) -> AsyncIterator[list[Tenant]]:
     """The same tenant, seen through replica a and replica b."""
     tenant_id = uuid.uuid4()
-    async with (
-        grpc.aio.insecure_channel(replicas[0].grpc_target) as a,
-        grpc.aio.insecure_channel(replicas[1].grpc_target) as b,
-    ):
-        seen = [Tenant(replicas[0], a), Tenant(replicas[1], b)]
-        for tenant in seen:
-            tenant.id = tenant_id
-        yield seen
+    seen = [Tenant(replicas[0]), Tenant(replicas[1])]
+    for tenant in seen:
+        tenant.id = tenant_id
+    yield seen
 
 
 @pytest_asyncio.fixture
@@ -123,7 +117,8 @@ async def test_the_emergency_purge_reaches_every_replica_within_a_second(
     a, b = tenants
     await b.read("SpendCap")
     assert (await b.read("SpendCap"))[1] == "hit"
-    await a.call(a.edge, "PurgeEverything", pb.PurgeEverythingRequest(), ["platform.admin"])
+    async with a.client(["platform.admin"]) as operator:
+        await operator.edge.purge_everything()
     started = time.monotonic()
     while (await b.read("SpendCap"))[1] == "hit":
         assert time.monotonic() - started < PURGE_BOUND_S
@@ -170,7 +165,8 @@ async def test_without_redis_processes_share_invalidations_through_the_store(
             took = await until_changed(b, "PriceBook", before)
             assert took < PURGE_BOUND_S
             assert api_call_price((await b.read("PriceBook"))[0]) == 2468
-            await a.call(a.edge, "PurgeEverything", pb.PurgeEverythingRequest(), ["platform.admin"])
+            async with a.client(["platform.admin"]) as operator:
+                await operator.edge.purge_everything()
             started = time.monotonic()
             while (await b.read("PriceBook"))[1] == "hit":
                 assert time.monotonic() - started < PURGE_BOUND_S

@@ -7,20 +7,16 @@ import dataclasses
 import logging
 import socket
 import stat
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import message_factory
-from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from intelgraph.catalog.v1 import catalog_service_pb2 as catalog
-from intelgraph.sdk import ErrorReason, from_grpc_error
+from intelgraph.sdk import INSECURE, AsyncClient, ConductorError, ErrorReason, bearer_token
 from sqlalchemy import text
 
-from interceptors import RpcMethod
-from interceptors.validation import required_fields
 from servers import app as app_module
 from servers.app import Platform, StartupError
 from servers.catalog.service import SERVICE as CATALOG
@@ -28,71 +24,18 @@ from servers.catalog.service import CatalogService
 from servers.config import Settings
 from servers.registry import all_services
 from tests.support.serving import Minter
+from tests.support.wire import complete_request, rpc_path
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
-
-
-def complete_request(method: MethodDescriptor, request: Any) -> Any:
-    """`request` with a placeholder in every field the contract marks required."""
-    rpc_method = RpcMethod(
-        full_name=f"/{method.containing_service.full_name}/{method.name}",
-        service=method.containing_service.full_name,
-        name=method.name,
-        request_streaming=method.client_streaming,
-        response_streaming=method.server_streaming,
-        descriptor=method,
-    )
-    for field in required_fields(rpc_method):
-        if field.is_repeated:
-            getattr(request, field.name).append("placeholder")
-        elif field.message_type is not None and field.message_type.full_name.endswith("Timestamp"):
-            getattr(request, field.name).GetCurrentTime()
-        elif field.message_type is not None:
-            getattr(request, field.name).SetInParent()
-        else:
-            setattr(request, field.name, "placeholder")
-    return request
-
-
-async def invoke(
-    channel: grpc.aio.Channel,
-    method: MethodDescriptor,
-    metadata: tuple[tuple[str, str], ...] = (),
-    request: Any = None,
-) -> Any:
-    """Call any RPC (with an empty request by default), whatever its streaming kind."""
-    path = f"/{method.containing_service.full_name}/{method.name}"
-    request_class = message_factory.GetMessageClass(method.input_type)
-    response_class = message_factory.GetMessageClass(method.output_type)
-    serialize: Callable[[Any], bytes] = request_class.SerializeToString
-    deserialize: Callable[[bytes], Any] = response_class.FromString
-    message = complete_request(method, request_class()) if request is None else request
-    if method.client_streaming:
-        requests = iter([message])
-        if method.server_streaming:
-            stream_stream = channel.stream_stream(
-                path, request_serializer=serialize, response_deserializer=deserialize
-            )
-            return [r async for r in stream_stream(requests, metadata=metadata)]
-        stream_unary = channel.stream_unary(
-            path, request_serializer=serialize, response_deserializer=deserialize
-        )
-        return await stream_unary(requests, metadata=metadata)
-    if method.server_streaming:
-        unary_stream = channel.unary_stream(
-            path, request_serializer=serialize, response_deserializer=deserialize
-        )
-        return [r async for r in unary_stream(message, metadata=metadata)]
-    unary_unary = channel.unary_unary(
-        path, request_serializer=serialize, response_deserializer=deserialize
-    )
-    return await unary_unary(message, metadata=metadata)
 
 
 async def test_a_subset_of_services_serves_only_those(settings: Settings, minter: Minter) -> None:
     subset = Platform(settings.model_copy(update={"services": ("catalog", "rag")}))
     await subset.start()
+    unserved = all_services()[0].descriptor.methods[0]  # AccessService's first RPC, a unary one
+    request = complete_request(unserved, message_factory.GetMessageClass(unserved.input_type)())
     try:
+        # Health is gRPC's own service, not the platform's: the SDK has no client for it.
         async with grpc.aio.insecure_channel(subset.grpc_target) as channel:
             # typeshed's HealthStub declares no methods.
             health: Any = health_pb2_grpc.HealthStub(channel)
@@ -100,13 +43,15 @@ async def test_a_subset_of_services_serves_only_those(settings: Settings, minter
                 health_pb2.HealthCheckRequest(service="intelgraph.rag.v1.RagService")
             )
             assert served.status == SERVING
-            with pytest.raises(grpc.aio.AioRpcError) as not_served:
-                await invoke(channel, all_services()[0].descriptor.methods[0], minter.metadata())
+        token = bearer_token(minter())
+        async with AsyncClient(subset.grpc_target, INSECURE, token=token) as client:
+            with pytest.raises(ConductorError) as not_served:
+                await client.by_path(rpc_path(unserved))(request)
     finally:
         await subset.stop(grace=0)
     # gRPC itself answers for a service that is not there: no ErrorInfo, plain UNIMPLEMENTED.
-    assert not_served.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert from_grpc_error(not_served.value).reason == ErrorReason.ERROR_REASON_UNSPECIFIED
+    assert not_served.value.code is grpc.StatusCode.UNIMPLEMENTED
+    assert not_served.value.reason == ErrorReason.ERROR_REASON_UNSPECIFIED
 
 
 class SlowCatalog(CatalogService):
@@ -128,31 +73,21 @@ async def test_draining_finishes_in_flight_calls_and_refuses_new_ones(
     SlowCatalog.started = asyncio.Event()
     platform = Platform(settings)
     await platform.start()
-    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
-        get_service = channel.unary_unary(
-            "/intelgraph.catalog.v1.CatalogService/GetService",
-            request_serializer=catalog.GetServiceRequest.SerializeToString,
-            response_deserializer=catalog.GetServiceResponse.FromString,
-        )
-        metadata = minter.metadata(["catalog.read"])
-        in_flight = asyncio.ensure_future(
-            get_service(catalog.GetServiceRequest(id="svc-1"), metadata=metadata)
-        )
+    token = bearer_token(minter(["catalog.read"]))
+    async with AsyncClient(platform.grpc_target, INSECURE, token=token) as client:
+        in_flight = asyncio.ensure_future(client.catalog.get_service(id="svc-1"))
         await SlowCatalog.started.wait()
         stopping = asyncio.create_task(platform.stop(grace=5))
         await asyncio.sleep(0.1)
         assert platform.state == "draining"
-        async with grpc.aio.insecure_channel(platform.grpc_target) as late:
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await late.unary_unary(
-                    "/intelgraph.catalog.v1.CatalogService/GetService",
-                    request_serializer=catalog.GetServiceRequest.SerializeToString,
-                    response_deserializer=catalog.GetServiceResponse.FromString,
-                )(catalog.GetServiceRequest(id="svc-2"), timeout=2, metadata=metadata)
+        # Without retries: the one attempt made while draining is what is refused.
+        async with AsyncClient(platform.grpc_target, INSECURE, token=token, retry=None) as late:
+            with pytest.raises(ConductorError) as refused:
+                await late.catalog.get_service(id="svc-2", timeout=2)
         response = await in_flight
         await stopping
     assert response.service.id == "svc-1"
-    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert refused.value.code is grpc.StatusCode.UNAVAILABLE
     assert platform.state == "stopped"
 
 

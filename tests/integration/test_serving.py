@@ -21,8 +21,8 @@ from intelgraph.sdk import ErrorReason, UnauthenticatedError, UnimplementedError
 from servers.app import Platform
 from servers.config import load_settings
 from servers.registry import all_services
-from tests.integration.test_runtime import invoke
 from tests.support.serving import Minter
+from tests.support.wire import invoke
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
