@@ -70,6 +70,15 @@ def _module_alias(file_name: str) -> str:
     return f"{parts[-3] if len(parts) >= 3 else parts[0]}_{parts[-1]}_pb2"
 
 
+def _short(service: ServiceDescriptor) -> str:
+    """`AccessService` -> `Access`: its clients are `AccessClient`, `client.access`."""
+    return service.name.removesuffix("Service")
+
+
+def _client_class(service: ServiceDescriptor, *, asynchronous: bool) -> str:
+    return f"{'Async' if asynchronous else ''}{_short(service)}Client"
+
+
 def _module(file_name: str) -> str:
     return file_name.removesuffix(".proto").replace("/", ".") + "_pb2"
 
@@ -456,8 +465,7 @@ def _stub(method: MethodDescriptor, imports: Imports) -> str:
 def _client(
     service: ServiceDescriptor, texts: dict[str, str], imports: Imports, *, asynchronous: bool
 ) -> list[str]:
-    short = service.name.removesuffix("Service")
-    name = f"{'Async' if asynchronous else ''}{short}Client"
+    name = _client_class(service, asynchronous=asynchronous)
     channel = "grpc.aio.Channel" if asynchronous else "grpc.Channel"
     summary = _wrapped(texts.get(service.full_name) or service.name, "    ")
     kind = "The async client of" if asynchronous else "The client of"
@@ -503,10 +511,7 @@ def generate(proto_root: Path) -> str:
     for asynchronous in (False, True):
         prefix = "Async" if asynchronous else ""
         attributes = [
-            (
-                service.name.removesuffix("Service").lower(),
-                f"{prefix}{service.name.removesuffix('Service')}Client",
-            )
+            (_short(service).lower(), _client_class(service, asynchronous=asynchronous))
             for service in described
         ]
         channel = "grpc.aio.Channel" if asynchronous else "grpc.Channel"
@@ -532,15 +537,15 @@ def generate(proto_root: Path) -> str:
         ]
     names = sorted(
         [
-            f"{prefix}{service.name.removesuffix('Service')}Client"
-            for prefix in ("", "Async")
+            _client_class(service, asynchronous=asynchronous)
+            for asynchronous in (False, True)
             for service in described
         ]
         + ["ServiceClients", "AsyncServiceClients"]
     )
     routes = [
         f"    {'/' + service.full_name + '/' + method.name!r}: "
-        f"({service.name.removesuffix('Service').lower()!r}, {_snake(method.name)!r}),"
+        f"({_short(service).lower()!r}, {_snake(method.name)!r}),"
         for service in described
         for method in service.methods
     ]
@@ -701,8 +706,10 @@ def write(proto_root: Path, out: Path) -> list[Path]:
     written[1].write_text(reasons(proto_root))
     modules = dict(NAMESPACES)
     for service in services(proto_root):
-        name = service.name.removesuffix("Service").lower()
-        modules[name] = (_module(service.file.name), f"The {service.name}'s messages and enums")
+        modules[_short(service).lower()] = (
+            _module(service.file.name),
+            f"The {service.name}'s messages and enums",
+        )
     for name, (module, title) in sorted(modules.items()):
         path = out / f"{name}.py"
         path.write_text(namespace(module, title))

@@ -17,7 +17,7 @@ import binascii
 import contextvars
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -220,11 +220,11 @@ class Gateway:
                 denied=reasons,
             )
 
-    async def _collect(self, responses: AsyncIterator[Any]) -> list[dict[str, Any]]:
+    async def _collect(self, responses: AsyncGenerator[Any, None]) -> list[dict[str, Any]]:
         collected: list[dict[str, Any]] = []
         async for response in responses:
             if len(collected) == self._max_stream_items:
-                await responses.aclose()  # type: ignore[attr-defined] # ends the call
+                await responses.aclose()  # ends the call
                 raise graphql_error(
                     f"the stream has more than {self._max_stream_items} messages; "
                     "read it over gRPC",

@@ -7,7 +7,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,12 +17,13 @@ import jwt
 import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
-from intelgraph.sdk import INSECURE, AsyncClient, ConductorError, ErrorReason, bearer_token
+from intelgraph.sdk import ConductorError, ErrorReason
 from intelgraph.sdk import access as pb
 from intelgraph.sdk.pagination import PageRequest
 from intelgraph.sdk.services import AsyncAccessClient
 
 from servers.app import Platform
+from tests.support.clients import SdkClients
 from tests.support.serving import Minter, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -43,11 +44,9 @@ class Tenant:
     """One tenant's people: each person, with given scopes, calls through an SDK client."""
 
     id: uuid.UUID
-    target: str
     minter: Minter
-    #: Closes every client this tenant (and any tenant `another` makes) opened.
-    closing: contextlib.AsyncExitStack
-    clients: dict[tuple[str, ...], AsyncClient] = field(default_factory=dict, init=False)
+    #: The clients: one per person and scopes, all closed after the test.
+    clients: SdkClients
 
     def token(self, subject: str, scopes: list[str]) -> str:
         """A fresh token of `subject` holding `scopes` in this tenant."""
@@ -55,30 +54,24 @@ class Tenant:
 
     def as_(self, subject: str, scopes: list[str]) -> AsyncAccessClient:
         """AccessService as `subject` holding `scopes` (one token and client for each pair)."""
-        key = (subject, *scopes)
-        if key not in self.clients:
-            self.clients[key] = self._open(self.token(subject, scopes))
-        return self.clients[key].access
+        key = (self.id, subject, *scopes)
+        return self.clients.keyed(key, lambda: self.token(subject, scopes)).access
 
     def bearing(self, token: str) -> AsyncAccessClient:
         """AccessService as the holder of `token`, such as a claimed JIT token."""
-        return self._open(token).access
+        return self.clients.bearing(token).access
 
     def another(self) -> Tenant:
         """A second tenant, its clients closed with this one's."""
-        return Tenant(uuid.uuid4(), self.target, self.minter, self.closing)
-
-    def _open(self, token: str) -> AsyncClient:
-        client = AsyncClient(self.target, INSECURE, token=bearer_token(token))
-        self.closing.push_async_callback(client.close)
-        return client
+        return Tenant(uuid.uuid4(), self.minter, self.clients)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def tenant(platform: Platform) -> AsyncIterator[Tenant]:
     """A fresh tenant per test, so tests never see each other's rows."""
     async with contextlib.AsyncExitStack() as closing:
-        yield Tenant(uuid.uuid4(), platform.grpc_target, Minter(platform.settings), closing)
+        clients = SdkClients(platform.grpc_target, closing)
+        yield Tenant(uuid.uuid4(), Minter(platform.settings), clients)
 
 
 ALICE = ["catalog.read"]

@@ -9,7 +9,7 @@ import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from servers.analytics.graph import heavy_tailed
 from servers.analytics.packs import PACKS
 from servers.analytics.workers import PackWorkers
 from servers.app import Platform
+from tests.support.clients import SdkClients
 from tests.support.serving import Minter, serving
 
 # -- through the SDK -------------------------------------------------------------------
@@ -48,12 +49,10 @@ ANALYST = ["analytics.read", "analytics.write"]
 class Analyst:
     """An analyst of `tenant`, calling AnalyticsService through SDK clients."""
 
-    target: str
     minter: Minter
     tenant: uuid.UUID
-    #: Closes every client opened.
-    closing: contextlib.AsyncExitStack
-    clients: dict[tuple[str, ...], AsyncClient] = field(default_factory=dict, init=False)
+    #: One per tenant and scopes, all closed after the test.
+    clients: SdkClients
 
     @property
     def analytics(self) -> AsyncAnalyticsClient:
@@ -62,19 +61,16 @@ class Analyst:
 
     def holding(self, scopes: list[str]) -> AsyncAnalyticsClient:
         """AnalyticsService with a token of `scopes` (one token and client per tenant, scopes)."""
-        key = (str(self.tenant), *scopes)
-        if key not in self.clients:
-            token = self.minter(scopes, tenant=self.tenant)
-            client = AsyncClient(self.target, INSECURE, token=bearer_token(token))
-            self.closing.push_async_callback(client.close)
-            self.clients[key] = client
-        return self.clients[key].analytics
+        tenant = self.tenant
+        key = (tenant, *scopes)
+        return self.clients.keyed(key, lambda: self.minter(scopes, tenant=tenant)).analytics
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def analyst(platform: Platform) -> AsyncIterator[Analyst]:
     async with contextlib.AsyncExitStack() as closing:
-        yield Analyst(platform.grpc_target, Minter(platform.settings), uuid.uuid4(), closing)
+        clients = SdkClients(platform.grpc_target, closing)
+        yield Analyst(Minter(platform.settings), uuid.uuid4(), clients)
 
 
 def _batches(nodes: int, edges: int, seed: int) -> list[pb.ImportGraphRequest]:

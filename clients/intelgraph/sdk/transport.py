@@ -230,9 +230,7 @@ class Connection:
         return cls(target, security, bearer_token(token) if token else None)
 
 
-def _details(
-    details: grpc.ClientCallDetails, token: TokenSource | None, timeout_s: float
-) -> grpc.ClientCallDetails:
+def _details(details: grpc.ClientCallDetails, token: TokenSource | None) -> grpc.ClientCallDetails:
     metadata = list(details.metadata or ())
     if token is not None and not any(key == "authorization" for key, _ in metadata):
         value = token()
@@ -240,7 +238,7 @@ def _details(
             metadata.append(("authorization", f"Bearer {value}"))
     return _CallDetails(
         details.method,
-        details.timeout if details.timeout is not None else timeout_s,
+        details.timeout if details.timeout is not None else DEFAULT_TIMEOUT_S,
         metadata,
         details.credentials,
         getattr(details, "wait_for_ready", None),
@@ -266,12 +264,11 @@ class ClientInterceptor(
 ):
     """Token, default deadline and typed errors for a sync channel."""
 
-    def __init__(self, token: TokenSource | None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, token: TokenSource | None) -> None:
         self._token = token
-        self._timeout_s = timeout_s
 
     def _unary(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
-        outcome = continuation(_details(details, self._token, self._timeout_s), request)
+        outcome = continuation(_details(details, self._token), request)
         try:
             outcome.result()
         except grpc.RpcError as error:
@@ -279,7 +276,7 @@ class ClientInterceptor(
         return outcome
 
     def _stream(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
-        responses = continuation(_details(details, self._token, self._timeout_s), request)
+        responses = continuation(_details(details, self._token), request)
         return _mapped(responses)
 
     def intercept_unary_unary(
@@ -323,22 +320,18 @@ class _AsyncInterceptor:
     each kind has its own class, built together by `async_interceptors`.
     """
 
-    def __init__(self, token: TokenSource | None, timeout_s: float) -> None:
+    def __init__(self, token: TokenSource | None) -> None:
         self._token = token
-        self._timeout_s = timeout_s
-
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        return _details(details, self._token, self._timeout_s)
 
     async def _unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        call = await continuation(self._details(details), request)
+        call = await continuation(_details(details, self._token), request)
         try:
             return _Answered(await call)
         except grpc.aio.AioRpcError as error:
             raise from_grpc_error(error) from None
 
     async def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        call = await continuation(self._details(details), request)
+        call = await continuation(_details(details, self._token), request)
         return _async_mapped(call)
 
 
@@ -415,11 +408,11 @@ class _AsyncStreamStream(_AsyncInterceptor, grpc.aio.StreamStreamClientIntercept
 
 
 def async_interceptors(
-    token: TokenSource | None, timeout_s: float = DEFAULT_TIMEOUT_S
+    token: TokenSource | None,
 ) -> list[grpc.aio.ClientInterceptor]:
     """The platform's interceptor for every kind of `grpc.aio` call."""
     kinds = (_AsyncUnaryUnary, _AsyncStreamUnary, _AsyncUnaryStream, _AsyncStreamStream)
-    return [kind(token, timeout_s) for kind in kinds]
+    return [kind(token) for kind in kinds]
 
 
 async def _async_mapped(call: Any) -> AsyncIterator[Any]:
