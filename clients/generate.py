@@ -688,7 +688,15 @@ def reasons(proto_root: Path) -> str:
             *(f"    #: {line}" for line in _wrapped(text, "    #: ")),
             f"    {value.name} = {value.number}",
         ]
-    lines += ["", "", '__all__ = ["ErrorReason"]']
+    lines += [
+        "",
+        "    def __str__(self) -> str:",
+        '        """The reason\'s name, as it travels: printing an error\'s reason shows it."""',
+        "        return self.name",
+        "",
+        "",
+        '__all__ = ["ErrorReason"]',
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -185,5 +185,6 @@ def test_the_reason_is_an_enum_member_and_an_unknown_one_is_unspecified() -> Non
     known = from_grpc_error(_Failed("ERROR_REASON_NOT_FOUND"))
     assert known.reason is ErrorReason.ERROR_REASON_NOT_FOUND
     assert repr(known.reason) == "<ErrorReason.ERROR_REASON_NOT_FOUND: 5>"
+    assert f"{known.reason}" == "ERROR_REASON_NOT_FOUND"
     newer = from_grpc_error(_Failed("ERROR_REASON_FROM_THE_FUTURE"))
     assert newer.reason is ErrorReason.ERROR_REASON_UNSPECIFIED

@@ -99,5 +99,9 @@ class ErrorReason(enum.IntEnum):
     #: At most max_ga_tenants tenants may be GA.
     ERROR_REASON_ROLLOUT_GA_LIMIT = 41
 
+    def __str__(self) -> str:
+        """The reason's name, as it travels: printing an error's reason shows it."""
+        return self.name
+
 
 __all__ = ["ErrorReason"]
