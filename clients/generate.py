@@ -412,7 +412,7 @@ def _file_upload(method: MethodDescriptor, imports: Imports, *, asynchronous: bo
         return []
     head, chunk = oneofs[0].fields
     chunk_fields = chunk.message_type.fields_by_name if chunk.message_type else {}
-    if head.message_type is None or set(chunk_fields) != {"offset", "data"}:
+    if head.message_type is None or not {"offset", "data"} <= set(chunk_fields) <= _CHUNK_FIELDS:
         return []
     bounds = chunk_fields["data"].GetOptions().Extensions[field_behavior_pb2.bounds]
     chunk_bytes = min(_CHUNK_BYTES, bounds.max_len or _CHUNK_BYTES)
@@ -439,6 +439,9 @@ def _file_upload(method: MethodDescriptor, imports: Imports, *, asynchronous: bo
         f"        return {'await ' if asynchronous else ''}self.{name}(parts, timeout=timeout)",
     ]
 
+
+#: Fields a file upload's chunk message may have: where, what, and the digest of what.
+_CHUNK_FIELDS = {"offset", "data", "sha256"}
 
 _CONVENIENCES = (_pager, _download, _batched_upload, _file_upload)
 

@@ -29,12 +29,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from intelgraph.sdk import INSECURE, AsyncClient
 from sqlalchemy.exc import DBAPIError
+from starlette.routing import BaseRoute
 
 from interceptors import PolicyEngine, StreamLimits, TokenVerifier, platform_chain
 from interceptors.keys import RING_FILE, KeyRingError, KeyStore, rotate
 from interceptors.metrics import RPC_STATS, write_snapshots
 from interceptors.policy import POLICY_DIR, PolicyError
 from interceptors.tokens import InMemoryRevocations
+from servers import console
 from servers.config import Settings
 from servers.db import Database
 from servers.db.database import describe, displayed
@@ -145,6 +147,7 @@ class Platform:
         self.components: tuple[Component, ...] = ()
         self._started: list[Component] = []
         self._client: AsyncClient | None = None
+        self._console_client: AsyncClient | None = None
         self._engine: PolicyEngine | None = None
         #: Why the store refuses writes, as last checked (None: it takes them).
         self.write_problem: str | None = None
@@ -285,7 +288,9 @@ class Platform:
         sock.setblocking(False)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            create_http_app(self.health_report, self._graphql_endpoint().handle),
+            create_http_app(
+                self.health_report, self._graphql_endpoint().handle, self._console_routes()
+            ),
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -336,6 +341,24 @@ class Platform:
         if directory is not None:
             jobs.append(functools.partial(write_snapshots, RPC_STATS, directory))
         self._jobs = [asyncio.create_task(job()) for job in jobs]
+
+    def _console_routes(self) -> list[BaseRoute]:
+        """The web console at /console and tus uploads at /files, where Rag is served."""
+        if "rag" not in self.settings.services:
+            return []
+        # Like the facade, a client of our own loopback port, calling with each
+        # request's token.
+        self._console_client = AsyncClient(self.grpc_target, INSECURE, token=console.caller_token)
+        tus = console.TusEndpoint(
+            self._console_client.rag,
+            console.call_as,
+            max_size=self.settings.rag_max_document_bytes,
+            prefix="/files",
+        )
+        pages = console.Console(
+            self._console_client.rag, self._console_client.access, upload_url="/files"
+        )
+        return [*tus.routes(), *pages.routes()]
 
     def _graphql_endpoint(self) -> GraphqlEndpoint:
         settings = self.settings
@@ -400,8 +423,9 @@ class Platform:
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
-        if self._client is not None:
-            await self._client.close()
+        for client in (self._client, self._console_client):
+            if client is not None:
+                await client.close()
         for job in self._jobs:
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)

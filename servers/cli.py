@@ -10,6 +10,7 @@ Usage::
   conductor audit export --tenant UUID [--out FILE]
   conductor demo seed --tenant UUID [--nodes 250000] [--edges 1200000] [--seed 7]
   conductor billing verify FILE [--jwks FILE] | billing jwks [--database-url URL]
+  conductor rag verify MANIFEST [--document FILE] [--text FILE] [--jwks FILE] | rag jwks
 """
 
 from __future__ import annotations
@@ -103,6 +104,27 @@ def _parser() -> argparse.ArgumentParser:
         "--jwks", type=Path, help="public keys to verify with (default: the local billing keys)"
     )
     billing.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under var/)")
+
+    rag = commands.add_parser("rag", help="Rag proof manifests")
+    rag.add_argument(
+        "action",
+        choices=["verify", "jwks"],
+        help="verify: check a proof manifest (the MANIFEST_JSON export, or GetManifest's JSON) "
+        "offline; jwks: print every public key that ever signed a manifest",
+    )
+    rag.add_argument("file", nargs="?", type=Path, help="the manifest to verify")
+    rag.add_argument(
+        "--document", type=Path, help="the uploaded document: its digest (and chunks) are checked"
+    )
+    rag.add_argument(
+        "--text",
+        type=Path,
+        help="the document's text, where it is not the upload (HTML, PDF): every chunk is checked",
+    )
+    rag.add_argument(
+        "--jwks", type=Path, help="public keys to verify with (default: the local Rag keys)"
+    )
+    rag.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite under var/)")
     return parser
 
 
@@ -137,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     not_settings = {
         *("command", "to", "check", "action", "tenant", "scopes", "ttl", "sub", "out"),
-        *("nodes", "edges", "seed", "file", "jwks"),
+        *("nodes", "edges", "seed", "file", "jwks", "document", "text"),
     }
     flags = {key: value for key, value in vars(args).items() if key not in not_settings}
     try:
@@ -154,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "audit": lambda: _with_database(settings, _export_audit(settings, args.tenant, args.out)),
         "demo": lambda: _with_database(settings, _seed(settings, args)),
         "billing": lambda: _billing(settings, args),
+        "rag": lambda: _rag(settings, args),
     }
     return commands[args.command]()
 
@@ -336,5 +359,59 @@ async def _billing_keys(settings: Settings) -> list[dict[str, str]]:
     database = Database(settings.database_url)
     try:
         return await published_keys(database, settings.document_keys_dir)
+    finally:
+        await database.dispose()
+
+
+def _rag(settings: Settings, args: argparse.Namespace) -> int:
+    from servers import rag  # noqa: PLC0415 - verifying manifests
+
+    if args.action == "jwks":
+        print(json.dumps({"keys": asyncio.run(_rag_keys(settings))}, indent=2))
+        return 0
+    if args.file is None:
+        print("conductor rag verify: name the manifest file", file=sys.stderr)
+        return 2
+    try:
+        jwks = (
+            json.loads(args.jwks.read_text())["keys"]
+            if args.jwks
+            else rag.ManifestSigner(settings.manifest_keys_dir).jwks()
+        )
+        verified = rag.verify_envelope(
+            rag.envelope_of(json.loads(args.file.read_text())),
+            rag.ed25519_keys(jwks),
+            document=args.document.read_bytes() if args.document else None,
+            text=args.text.read_bytes() if args.text else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"conductor rag verify: cannot read the input: {error}", file=sys.stderr)
+        return 2
+    except rag.ManifestInvalid as invalid:
+        print(
+            f"conductor rag verify: NOT VALID ({invalid.check}): {invalid.problem}", file=sys.stderr
+        )
+        return 1
+    manifest = verified.manifest
+    checked = ["signature", "canonical form", "Merkle root"]
+    if verified.document_checked:
+        checked.append("document digest")
+    if verified.text_checked:
+        checked.append(f"{len(manifest['chunks'])} chunk digests")
+    print(
+        f"valid manifest of document {manifest['document']['id']} for "
+        f"{manifest['purpose']['id']} v{manifest['purpose']['version']}, signed by "
+        f"{verified.keyid}: {', '.join(checked)} verified"
+    )
+    return 0
+
+
+async def _rag_keys(settings: Settings) -> list[dict[str, str]]:
+    from servers.db import Database  # noqa: PLC0415
+    from servers.rag import ManifestSigner, published_keys  # noqa: PLC0415
+
+    database = Database(settings.database_url)
+    try:
+        return await published_keys(database, ManifestSigner(settings.manifest_keys_dir))
     finally:
         await database.dispose()

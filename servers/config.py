@@ -152,6 +152,27 @@ class Settings(BaseSettings):
         description="Directory of the keys billing documents are signed with; "
         "default: var_dir/billing-keys (created on first use). Replicas must share it.",
     )
+    rag_keys_dir: Path | None = Field(
+        None,
+        description="Directory of the keys Rag proof manifests are signed with; "
+        "default: var_dir/rag-keys (created on first use). Replicas must share it.",
+    )
+    rag_max_document_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="Largest document a tenant may upload, in bytes.",
+    )
+    rag_quota_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1,
+        description="Bytes a tenant may hold in documents and unfinished uploads together.",
+    )
+    rag_upload_ttl: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="Seconds an unfinished upload lives after its last chunk before it is "
+        "abandoned and its bytes freed.",
+    )
 
     @field_validator("services", mode="before")
     @classmethod
@@ -236,6 +257,11 @@ class Settings(BaseSettings):
     def document_keys_dir(self) -> Path:
         """Where the billing document signing keys live."""
         return self.billing_keys_dir or self.var_dir / "billing-keys"
+
+    @property
+    def manifest_keys_dir(self) -> Path:
+        """Where the Rag manifest signing keys live."""
+        return self.rag_keys_dir or self.var_dir / "rag-keys"
 
     @property
     def signing_keys_dir(self) -> Path:

@@ -7,7 +7,7 @@ facade mounts here too.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -15,7 +15,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from interceptors.metrics import RPC_STATS, RpcStatsCollector
 
@@ -53,9 +53,11 @@ def metrics_registry() -> CollectorRegistry:
 
 
 def create_http_app(
-    health: HealthProbe, graphql: Callable[[Request], Awaitable[Response]] | None = None
+    health: HealthProbe,
+    graphql: Callable[[Request], Awaitable[Response]] | None = None,
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The ASGI application with `/healthz`, `/metrics` and (when given) `/graphql`."""
+    """The ASGI application: `/healthz`, `/metrics`, `/graphql` (when given) and `routes`."""
     registry = metrics_registry()
 
     async def healthz(_request: Request) -> JSONResponse:
@@ -65,10 +67,10 @@ def create_http_app(
     async def metrics(_request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    routes = [
+    served: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     if graphql is not None:
-        routes.append(Route("/graphql", graphql, methods=["GET", "POST"]))
-    return Starlette(routes=routes)
+        served.append(Route("/graphql", graphql, methods=["GET", "POST"]))
+    return Starlette(routes=[*served, *routes])

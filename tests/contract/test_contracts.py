@@ -154,7 +154,10 @@ def test_public_rpcs_are_few_and_deliberate() -> None:
         for _, method in METHODS
         if _authorization(method).WhichOneof("rule") == "public"
     ]
-    assert public == ["intelgraph.access.v1.AccessService.GetJwks"]
+    assert public == [
+        "intelgraph.access.v1.AccessService.GetJwks",
+        "intelgraph.rag.v1.RagService.GetJwks",
+    ]
 
 
 def _sdl() -> str:

@@ -62,7 +62,7 @@ class ScriptedRag(rag_service_pb2_grpc.RagServiceServicer):
     async def UploadDocument(self, request_iterator: Any, context: Any) -> Any:
         parts = [part async for part in request_iterator]
         run_script(parts[0].metadata.upload_id)
-        return rag.UploadDocumentResponse(status=rag.UploadStatus(received_bytes=len(parts)))
+        return rag.UploadDocumentResponse(status=rag.UploadStatus(offset=len(parts)))
 
     async def ExportDocument(self, request: Any, context: Any) -> AsyncIterator[Any]:
         yield rag.ExportDocumentResponse(offset=0, data=b"first chunk")
@@ -92,7 +92,9 @@ Call = Callable[[str, str], Awaitable[list[Any]]]
 
 def _requests(script: str) -> list[Any]:
     return [
-        rag.UploadDocumentRequest(metadata=rag.UploadMetadata(upload_id=script)),
+        rag.UploadDocumentRequest(
+            metadata=rag.UploadMetadata(upload_id=script, sha256="0" * 64, size_bytes=1)
+        ),
         rag.UploadDocumentRequest(chunk=rag.UploadChunk(offset=0, data=b"x")),
     ]
 
@@ -112,7 +114,9 @@ async def call(request: pytest.FixtureRequest, rag_target: str) -> AsyncIterator
                         ]
                     if kind == "client_stream":
                         return [await stub.UploadDocument(iter(_requests(script)))]
-                    responses = stub.ExportDocument(rag.ExportDocumentRequest(document_id=script))
+                    responses = stub.ExportDocument(
+                        rag.ExportDocumentRequest(document_id=script, purpose="support")
+                    )
                     return [response async for response in responses]
                 except grpc.aio.AioRpcError as error:
                     raise from_grpc_error(error) from None
@@ -129,7 +133,11 @@ async def call(request: pytest.FixtureRequest, rag_target: str) -> AsyncIterator
                     return [sync_stub.GetUploadStatus(rag.GetUploadStatusRequest(upload_id=script))]
                 if kind == "client_stream":
                     return [sync_stub.UploadDocument(iter(_requests(script)))]
-                return list(sync_stub.ExportDocument(rag.ExportDocumentRequest(document_id=script)))
+                return list(
+                    sync_stub.ExportDocument(
+                        rag.ExportDocumentRequest(document_id=script, purpose="support")
+                    )
+                )
             except grpc.RpcError as error:
                 raise from_grpc_error(error) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,6 +24,7 @@ from intelgraph.sdk import (
     JitGrant,
     JitRefusedError,
     JitTimeoutError,
+    NotFoundError,
     Retry,
     UnauthenticatedError,
     UnavailableError,
@@ -88,7 +90,7 @@ READS: dict[str, tuple[str, Callable[[Any], Any], Callable[[Any], bool] | None]]
     "edge": ("edge.read", lambda c: c.edge.get_cache_stats(), lambda r: r.stats.entries == 0),
     "analytics": ("analytics.read", lambda c: c.analytics.list_packs(), lambda r: len(r.packs) > 0),
     "catalog": ("catalog.read", lambda c: c.catalog.list_services(), None),
-    "rag": ("rag.read", lambda c: c.rag.list_purpose_templates(), None),
+    "rag": ("rag.read", lambda c: c.rag.list_purpose_templates(), lambda r: len(r.templates) > 2),
 }
 
 
@@ -199,14 +201,15 @@ async def test_a_server_stream_raises_typed_errors_while_iterating(
     platform: Platform, minter: Minter, kind: str
 ) -> None:
     token = minter(["rag.read"])
+    missing = rag.ExportDocumentRequest(document_id=str(uuid.uuid4()), purpose="support")
 
     def sync_use(client: Client) -> Any:
-        return list(client.rag.export_document(document_id=str(uuid.uuid4())))
+        return list(client.rag.export_document(missing))
 
     async def async_use(client: AsyncClient) -> Any:
-        return [chunk async for chunk in client.rag.export_document(document_id=str(uuid.uuid4()))]
+        return [chunk async for chunk in client.rag.export_document(missing)]
 
-    with pytest.raises(UnimplementedError):
+    with pytest.raises(NotFoundError):
         await call(kind, platform.grpc_target, token, sync_use if kind == "sync" else async_use)
 
 
@@ -265,20 +268,42 @@ async def test_file_helpers_reach_the_rpc_and_raise_its_typed_error(
     platform: Platform, minter: Minter, kind: str, tmp_path: Path
 ) -> None:
     token = minter(["rag.read", "rag.write"])
-    metadata = rag.UploadMetadata(upload_id=str(uuid.uuid4()), size_bytes=3)
-    with pytest.raises(UnimplementedError):
+    text = b"The quarterly report is ready. It covers three regions and two products."
+    metadata = rag.UploadMetadata(
+        upload_id=str(uuid.uuid4()),
+        filename="report.txt",
+        size_bytes=len(text),
+        sha256=hashlib.sha256(text).hexdigest(),
+    )
+    uploaded = await call(
+        kind,
+        platform.grpc_target,
+        token,
+        lambda c: c.rag.upload_document_from_file(text, metadata=metadata, chunk_bytes=16),
+    )
+    assert uploaded.document.sha256 == metadata.sha256
+    summary = tmp_path / "summary.md"
+    written = await call(
+        kind,
+        platform.grpc_target,
+        token,
+        lambda c: c.rag.export_document_to_file(
+            summary,
+            document_id=uploaded.document.id,
+            purpose="support",
+            format=rag.EXPORT_FORMAT_SUMMARY_MARKDOWN,
+        ),
+    )
+    assert written == summary.stat().st_size > 0
+    assert "The quarterly report is ready." in summary.read_text()
+    with pytest.raises(NotFoundError):
         await call(
             kind,
             platform.grpc_target,
             token,
-            lambda c: c.rag.upload_document_from_file(b"abc", metadata=metadata),
-        )
-    with pytest.raises(UnimplementedError):
-        await call(
-            kind,
-            platform.grpc_target,
-            token,
-            lambda c: c.rag.export_document_to_file(tmp_path / "doc", document_id="d"),
+            lambda c: c.rag.export_document_to_file(
+                tmp_path / "doc", document_id=str(uuid.uuid4()), purpose="support"
+            ),
         )
 
 

@@ -1,4 +1,4 @@
-"""The examples in the docstrings of the core, the policy engine and the SDK hold."""
+"""The examples in the docstrings of the core, the policy engine, the SDK and Rag hold."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ MODULES = [
     "intelgraph.sdk.requests",
     "intelgraph.sdk.streams",
     "intelgraph.sdk.transport",
+    "intelgraph.sdk.uploads",
+    "servers.rag.pii",
+    "servers.rag.screening",
+    "servers.rag.outputs",
+    "servers.console.tus",
 ]
 
 

@@ -44,6 +44,7 @@ from intelgraph.sdk.transport import (
     TokenSource,
     bearer_token,
 )
+from intelgraph.sdk.uploads import upload_document, upload_document_async
 
 __all__ = [
     "INSECURE",
@@ -78,4 +79,6 @@ __all__ = [
     "from_grpc_error",
     "request_jit",
     "request_jit_async",
+    "upload_document",
+    "upload_document_async",
 ]

@@ -98,6 +98,32 @@ class ErrorReason(enum.IntEnum):
     ERROR_REASON_SPEND_CAP_REACHED = 40
     #: At most max_ga_tenants tenants may be GA.
     ERROR_REASON_ROLLOUT_GA_LIMIT = 41
+    #: An upload chunk's offset is not the committed offset; metadata "offset" carries the
+    #: committed one to resume from.
+    ERROR_REASON_UPLOAD_OFFSET_MISMATCH = 42
+    #: Bytes do not match the SHA-256 sent with them (a chunk, or the whole upload); nothing of
+    #: them was kept.
+    ERROR_REASON_CHECKSUM_MISMATCH = 43
+    #: The upload was abandoned past its expiry and its bytes freed.
+    ERROR_REASON_UPLOAD_EXPIRED = 44
+    #: A resumed upload's metadata differs from what created it, or the upload is no longer
+    #: receiving.
+    ERROR_REASON_UPLOAD_CONFLICT = 45
+    #: The content type is not one the platform reads.
+    ERROR_REASON_MEDIA_TYPE_UNSUPPORTED = 46
+    #: The bytes are not a readable document of their type (invalid UTF-8, a broken or encrypted
+    #: PDF, ...).
+    ERROR_REASON_DOCUMENT_UNREADABLE = 47
+    #: A document is larger than the tenant may store, or the tenant's storage quota is used up;
+    #: metadata carries the limit.
+    ERROR_REASON_STORAGE_QUOTA_EXCEEDED = 48
+    #: The request names no purpose template, or one (or a version) that does not exist.
+    ERROR_REASON_PURPOSE_UNKNOWN = 49
+    #: The purpose template does not allow this export format.
+    ERROR_REASON_EXPORT_NOT_ALLOWED = 50
+    #: The output still held personal data after redaction and was refused; metadata "kinds"
+    #: names what the second screen found.
+    ERROR_REASON_OUTPUT_REFUSED = 51
 
     def __str__(self) -> str:
         """The reason's name, as it travels: printing an error's reason shows it."""

@@ -1653,9 +1653,11 @@ class EdgeClient:
 class RagClient:
     """The client of RagService.
 
-    RagService ingests documents resumably, chunks them with lineage, writes extractive
-    summaries under purpose templates with PII redacted, and issues signed proof manifests that
-    anyone can verify.
+    RagService ingests documents resumably, chunks them with exact lineage, writes extractive
+    summaries under purpose templates with personal data redacted, and signs proof manifests
+    that anyone can verify offline.  Every output (chunk text, summaries, exports) is redacted
+    under the purpose the request names, then scanned again by an independent screen; an output
+    that still holds personal data is refused, never sent.
     """
 
     def __init__(self, channel: grpc.Channel) -> None:
@@ -1668,6 +1670,26 @@ class RagClient:
             "/intelgraph.rag.v1.RagService/GetUploadStatus",
             request_serializer=rag_rag_service_pb2.GetUploadStatusRequest.SerializeToString,
             response_deserializer=rag_rag_service_pb2.GetUploadStatusResponse.FromString,
+        )
+        self._cancel_upload = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/CancelUpload",
+            request_serializer=rag_rag_service_pb2.CancelUploadRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.CancelUploadResponse.FromString,
+        )
+        self._get_document = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/GetDocument",
+            request_serializer=rag_rag_service_pb2.GetDocumentRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.GetDocumentResponse.FromString,
+        )
+        self._list_documents = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/ListDocuments",
+            request_serializer=rag_rag_service_pb2.ListDocumentsRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.ListDocumentsResponse.FromString,
+        )
+        self._delete_document = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/DeleteDocument",
+            request_serializer=rag_rag_service_pb2.DeleteDocumentRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.DeleteDocumentResponse.FromString,
         )
         self._list_chunks = channel.unary_unary(
             "/intelgraph.rag.v1.RagService/ListChunks",
@@ -1684,10 +1706,20 @@ class RagClient:
             request_serializer=rag_rag_service_pb2.GetManifestRequest.SerializeToString,
             response_deserializer=rag_rag_service_pb2.GetManifestResponse.FromString,
         )
+        self._get_inclusion_proof = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/GetInclusionProof",
+            request_serializer=rag_rag_service_pb2.GetInclusionProofRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.GetInclusionProofResponse.FromString,
+        )
         self._verify_manifest = channel.unary_unary(
             "/intelgraph.rag.v1.RagService/VerifyManifest",
             request_serializer=rag_rag_service_pb2.VerifyManifestRequest.SerializeToString,
             response_deserializer=rag_rag_service_pb2.VerifyManifestResponse.FromString,
+        )
+        self._get_jwks = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/GetJwks",
+            request_serializer=rag_rag_service_pb2.GetJwksRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.GetJwksResponse.FromString,
         )
         self._list_purpose_templates = channel.unary_unary(
             "/intelgraph.rag.v1.RagService/ListPurposeTemplates",
@@ -1707,11 +1739,13 @@ class RagClient:
         *,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.UploadDocumentResponse:
-        """Calls UploadDocument.
+        """Creates or resumes an upload and appends its bytes (tus semantics over gRPC).
 
-        Streams a document in; the first message says what it is, the rest carry bytes from an
-        offset. An interrupted upload resumes from GetUploadStatus's received_bytes with the
-        same upload_id.
+        The first message is the upload's metadata (a resume sends the same metadata); then
+        chunks, each at the committed offset with its SHA-256. Each chunk is committed whole or
+        not at all, so a cut connection re-sends at most one chunk: ask GetUploadStatus for the
+        offset and go on from it. The last chunk completes the upload: the whole file's SHA-256
+        is checked, the document is extracted and chunked, and the response carries it.
 
         Permission: `rag.write` (ABAC).
         Deadline: 300 s unless `timeout` says otherwise; never retried.
@@ -1750,7 +1784,7 @@ class RagClient:
         upload_id: str | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.GetUploadStatusResponse:
-        """Reports how much of an upload has been received.
+        """Reports an upload's committed offset and state.
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
@@ -1760,16 +1794,107 @@ class RagClient:
         )
         return self._get_upload_status(message, timeout=10.0 if timeout is None else timeout)
 
+    def cancel_upload(
+        self,
+        request: rag_rag_service_pb2.CancelUploadRequest | None = None,
+        /,
+        *,
+        upload_id: str | None = None,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.CancelUploadResponse:
+        """Abandons an unfinished upload and frees its bytes (tus termination).
+
+        Permission: `rag.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(rag_rag_service_pb2.CancelUploadRequest, request, {"upload_id": upload_id})
+        return self._cancel_upload(message, timeout=30.0 if timeout is None else timeout)
+
+    def get_document(
+        self,
+        request: rag_rag_service_pb2.GetDocumentRequest | None = None,
+        /,
+        *,
+        document_id: str | None = None,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.GetDocumentResponse:
+        """Reads one document.
+
+        Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            rag_rag_service_pb2.GetDocumentRequest, request, {"document_id": document_id}
+        )
+        return self._get_document(message, timeout=10.0 if timeout is None else timeout)
+
+    def list_documents(
+        self,
+        request: rag_rag_service_pb2.ListDocumentsRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.ListDocumentsResponse:
+        """Lists the tenant's documents, newest first.
+
+        Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(rag_rag_service_pb2.ListDocumentsRequest, request, {"page": page})
+        return self._list_documents(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_documents(
+        self,
+        request: rag_rag_service_pb2.ListDocumentsRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[rag_rag_service_pb2.Document]:
+        """Every item of ListDocuments, page after page; each page is one call.
+
+        Permission: `rag.read` (ABAC).
+        """
+        message = build(rag_rag_service_pb2.ListDocumentsRequest, request, {})
+        for page in pages(self.list_documents, message, page_size, timeout):
+            yield from page.documents
+
+    def delete_document(
+        self,
+        request: rag_rag_service_pb2.DeleteDocumentRequest | None = None,
+        /,
+        *,
+        document_id: str | None = None,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.DeleteDocumentResponse:
+        """Calls DeleteDocument.
+
+        Deletes a document and everything derived from it: bytes, chunks, summaries and
+        manifests.
+
+        Permission: `rag.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            rag_rag_service_pb2.DeleteDocumentRequest, request, {"document_id": document_id}
+        )
+        return self._delete_document(message, timeout=30.0 if timeout is None else timeout)
+
     def list_chunks(
         self,
         request: rag_rag_service_pb2.ListChunksRequest | None = None,
         /,
         *,
         document_id: str | None = None,
+        purpose: str | None = None,
         page: common_pagination_pb2.PageRequest | None = None,
+        purpose_version: int | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.ListChunksResponse:
-        """Lists a document's chunks with their lineage.
+        """Calls ListChunks.
+
+        Lists a document's chunks with their lineage, their text redacted under the purpose.
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
@@ -1777,7 +1902,12 @@ class RagClient:
         message = build(
             rag_rag_service_pb2.ListChunksRequest,
             request,
-            {"document_id": document_id, "page": page},
+            {
+                "document_id": document_id,
+                "purpose": purpose,
+                "page": page,
+                "purpose_version": purpose_version,
+            },
         )
         return self._list_chunks(message, timeout=10.0 if timeout is None else timeout)
 
@@ -1787,6 +1917,8 @@ class RagClient:
         /,
         *,
         document_id: str | None = None,
+        purpose: str | None = None,
+        purpose_version: int | None = None,
         page_size: int | None = None,
         timeout: float | None = None,
     ) -> Iterator[rag_rag_service_pb2.Chunk]:
@@ -1795,7 +1927,9 @@ class RagClient:
         Permission: `rag.read` (ABAC).
         """
         message = build(
-            rag_rag_service_pb2.ListChunksRequest, request, {"document_id": document_id}
+            rag_rag_service_pb2.ListChunksRequest,
+            request,
+            {"document_id": document_id, "purpose": purpose, "purpose_version": purpose_version},
         )
         for page in pages(self.list_chunks, message, page_size, timeout):
             yield from page.chunks
@@ -1806,25 +1940,24 @@ class RagClient:
         /,
         *,
         document_id: str | None = None,
-        purpose_template_id: str | None = None,
-        max_sentences: int | None = None,
+        purpose: str | None = None,
+        purpose_version: int | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.SummarizeResponse:
-        """Writes an extractive summary under a purpose template.
+        """Calls Summarize.
+
+        Writes an extractive summary under a purpose template: every sentence is an exact span
+        of the source; the same document and template give the same bytes.
 
         Permission: `rag.read` (ABAC).
-        Deadline: 30 s unless `timeout` says otherwise; never retried.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             rag_rag_service_pb2.SummarizeRequest,
             request,
-            {
-                "document_id": document_id,
-                "purpose_template_id": purpose_template_id,
-                "max_sentences": max_sentences,
-            },
+            {"document_id": document_id, "purpose": purpose, "purpose_version": purpose_version},
         )
-        return self._summarize(message, timeout=30.0 if timeout is None else timeout)
+        return self._summarize(message, timeout=10.0 if timeout is None else timeout)
 
     def get_manifest(
         self,
@@ -1832,33 +1965,87 @@ class RagClient:
         /,
         *,
         document_id: str | None = None,
+        purpose: str | None = None,
+        purpose_version: int | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.GetManifestResponse:
-        """Reads a document's signed proof manifest.
+        """Calls GetManifest.
+
+        Reads the signed proof manifest of a document version under a purpose (issued on first
+        request, then the same one).
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
-            rag_rag_service_pb2.GetManifestRequest, request, {"document_id": document_id}
+            rag_rag_service_pb2.GetManifestRequest,
+            request,
+            {"document_id": document_id, "purpose": purpose, "purpose_version": purpose_version},
         )
         return self._get_manifest(message, timeout=10.0 if timeout is None else timeout)
+
+    def get_inclusion_proof(
+        self,
+        request: rag_rag_service_pb2.GetInclusionProofRequest | None = None,
+        /,
+        *,
+        document_id: str | None = None,
+        chunk_id: str | None = None,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.GetInclusionProofResponse:
+        """Proves one chunk belongs to the Merkle tree a manifest signs.
+
+        Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            rag_rag_service_pb2.GetInclusionProofRequest,
+            request,
+            {"document_id": document_id, "chunk_id": chunk_id},
+        )
+        return self._get_inclusion_proof(message, timeout=10.0 if timeout is None else timeout)
 
     def verify_manifest(
         self,
         request: rag_rag_service_pb2.VerifyManifestRequest | None = None,
         /,
         *,
-        manifest: rag_rag_service_pb2.Manifest | None = None,
+        envelope: rag_rag_service_pb2.DsseEnvelope | None = None,
+        check_document: bool | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.VerifyManifestResponse:
-        """Checks a manifest's signature and digests.
+        """Calls VerifyManifest.
+
+        Checks a manifest's signature, canonical form and Merkle root, and optionally the stored
+        document's bytes against it.
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
-        message = build(rag_rag_service_pb2.VerifyManifestRequest, request, {"manifest": manifest})
+        message = build(
+            rag_rag_service_pb2.VerifyManifestRequest,
+            request,
+            {"envelope": envelope, "check_document": check_document},
+        )
         return self._verify_manifest(message, timeout=10.0 if timeout is None else timeout)
+
+    def get_jwks(
+        self,
+        request: rag_rag_service_pb2.GetJwksRequest | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.GetJwksResponse:
+        """Calls GetJwks.
+
+        The public keys manifests are signed with (current and previous), as a JWKS, for
+        verifying offline.
+
+        Permission: none: public.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(rag_rag_service_pb2.GetJwksRequest, request, {})
+        return self._get_jwks(message, timeout=10.0 if timeout is None else timeout)
 
     def list_purpose_templates(
         self,
@@ -1868,7 +2055,7 @@ class RagClient:
         page: common_pagination_pb2.PageRequest | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.ListPurposeTemplatesResponse:
-        """Lists the purpose templates summaries may be written under.
+        """Lists the purpose templates requests may name, every version.
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
@@ -1898,10 +2085,16 @@ class RagClient:
         /,
         *,
         document_id: str | None = None,
+        purpose: str | None = None,
+        format: rag_rag_service_pb2.ExportFormat.ValueType | None = None,
         offset: int | None = None,
+        purpose_version: int | None = None,
         timeout: float | None = None,
     ) -> Iterator[rag_rag_service_pb2.ExportDocumentResponse]:
-        """Streams a stored document out, from an offset.
+        """Calls ExportDocument.
+
+        Streams an export of a document under a purpose (the summary, the chunks or the
+        manifest, as the template allows), from an offset.
 
         Permission: `rag.read` (ABAC).
         Deadline: 300 s unless `timeout` says otherwise; retried on UNAVAILABLE.
@@ -1909,7 +2102,13 @@ class RagClient:
         message = build(
             rag_rag_service_pb2.ExportDocumentRequest,
             request,
-            {"document_id": document_id, "offset": offset},
+            {
+                "document_id": document_id,
+                "purpose": purpose,
+                "format": format,
+                "offset": offset,
+                "purpose_version": purpose_version,
+            },
         )
         yield from self._export_document(message, timeout=300.0 if timeout is None else timeout)
 
@@ -1920,7 +2119,10 @@ class RagClient:
         /,
         *,
         document_id: str | None = None,
+        purpose: str | None = None,
+        format: rag_rag_service_pb2.ExportFormat.ValueType | None = None,
         offset: int | None = None,
+        purpose_version: int | None = None,
         timeout: float | None = None,
     ) -> int:
         """Writes ExportDocument's data to a path or binary file; the bytes written.
@@ -1930,7 +2132,10 @@ class RagClient:
         responses = self.export_document(
             request,
             document_id=document_id,
+            purpose=purpose,
+            format=format,
             offset=offset,
+            purpose_version=purpose_version,
             timeout=timeout,
         )
         return write_data(responses, destination)
@@ -3587,9 +3792,11 @@ class AsyncEdgeClient:
 class AsyncRagClient:
     """The async client of RagService.
 
-    RagService ingests documents resumably, chunks them with lineage, writes extractive
-    summaries under purpose templates with PII redacted, and issues signed proof manifests that
-    anyone can verify.
+    RagService ingests documents resumably, chunks them with exact lineage, writes extractive
+    summaries under purpose templates with personal data redacted, and signs proof manifests
+    that anyone can verify offline.  Every output (chunk text, summaries, exports) is redacted
+    under the purpose the request names, then scanned again by an independent screen; an output
+    that still holds personal data is refused, never sent.
     """
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
@@ -3602,6 +3809,26 @@ class AsyncRagClient:
             "/intelgraph.rag.v1.RagService/GetUploadStatus",
             request_serializer=rag_rag_service_pb2.GetUploadStatusRequest.SerializeToString,
             response_deserializer=rag_rag_service_pb2.GetUploadStatusResponse.FromString,
+        )
+        self._cancel_upload = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/CancelUpload",
+            request_serializer=rag_rag_service_pb2.CancelUploadRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.CancelUploadResponse.FromString,
+        )
+        self._get_document = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/GetDocument",
+            request_serializer=rag_rag_service_pb2.GetDocumentRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.GetDocumentResponse.FromString,
+        )
+        self._list_documents = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/ListDocuments",
+            request_serializer=rag_rag_service_pb2.ListDocumentsRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.ListDocumentsResponse.FromString,
+        )
+        self._delete_document = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/DeleteDocument",
+            request_serializer=rag_rag_service_pb2.DeleteDocumentRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.DeleteDocumentResponse.FromString,
         )
         self._list_chunks = channel.unary_unary(
             "/intelgraph.rag.v1.RagService/ListChunks",
@@ -3618,10 +3845,20 @@ class AsyncRagClient:
             request_serializer=rag_rag_service_pb2.GetManifestRequest.SerializeToString,
             response_deserializer=rag_rag_service_pb2.GetManifestResponse.FromString,
         )
+        self._get_inclusion_proof = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/GetInclusionProof",
+            request_serializer=rag_rag_service_pb2.GetInclusionProofRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.GetInclusionProofResponse.FromString,
+        )
         self._verify_manifest = channel.unary_unary(
             "/intelgraph.rag.v1.RagService/VerifyManifest",
             request_serializer=rag_rag_service_pb2.VerifyManifestRequest.SerializeToString,
             response_deserializer=rag_rag_service_pb2.VerifyManifestResponse.FromString,
+        )
+        self._get_jwks = channel.unary_unary(
+            "/intelgraph.rag.v1.RagService/GetJwks",
+            request_serializer=rag_rag_service_pb2.GetJwksRequest.SerializeToString,
+            response_deserializer=rag_rag_service_pb2.GetJwksResponse.FromString,
         )
         self._list_purpose_templates = channel.unary_unary(
             "/intelgraph.rag.v1.RagService/ListPurposeTemplates",
@@ -3642,11 +3879,13 @@ class AsyncRagClient:
         *,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.UploadDocumentResponse:
-        """Calls UploadDocument.
+        """Creates or resumes an upload and appends its bytes (tus semantics over gRPC).
 
-        Streams a document in; the first message says what it is, the rest carry bytes from an
-        offset. An interrupted upload resumes from GetUploadStatus's received_bytes with the
-        same upload_id.
+        The first message is the upload's metadata (a resume sends the same metadata); then
+        chunks, each at the committed offset with its SHA-256. Each chunk is committed whole or
+        not at all, so a cut connection re-sends at most one chunk: ask GetUploadStatus for the
+        offset and go on from it. The last chunk completes the upload: the whole file's SHA-256
+        is checked, the document is extracted and chunked, and the response carries it.
 
         Permission: `rag.write` (ABAC).
         Deadline: 300 s unless `timeout` says otherwise; never retried.
@@ -3685,7 +3924,7 @@ class AsyncRagClient:
         upload_id: str | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.GetUploadStatusResponse:
-        """Reports how much of an upload has been received.
+        """Reports an upload's committed offset and state.
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
@@ -3695,16 +3934,108 @@ class AsyncRagClient:
         )
         return await self._get_upload_status(message, timeout=10.0 if timeout is None else timeout)
 
+    async def cancel_upload(
+        self,
+        request: rag_rag_service_pb2.CancelUploadRequest | None = None,
+        /,
+        *,
+        upload_id: str | None = None,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.CancelUploadResponse:
+        """Abandons an unfinished upload and frees its bytes (tus termination).
+
+        Permission: `rag.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(rag_rag_service_pb2.CancelUploadRequest, request, {"upload_id": upload_id})
+        return await self._cancel_upload(message, timeout=30.0 if timeout is None else timeout)
+
+    async def get_document(
+        self,
+        request: rag_rag_service_pb2.GetDocumentRequest | None = None,
+        /,
+        *,
+        document_id: str | None = None,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.GetDocumentResponse:
+        """Reads one document.
+
+        Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            rag_rag_service_pb2.GetDocumentRequest, request, {"document_id": document_id}
+        )
+        return await self._get_document(message, timeout=10.0 if timeout is None else timeout)
+
+    async def list_documents(
+        self,
+        request: rag_rag_service_pb2.ListDocumentsRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.ListDocumentsResponse:
+        """Lists the tenant's documents, newest first.
+
+        Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(rag_rag_service_pb2.ListDocumentsRequest, request, {"page": page})
+        return await self._list_documents(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_documents(
+        self,
+        request: rag_rag_service_pb2.ListDocumentsRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[rag_rag_service_pb2.Document]:
+        """Every item of ListDocuments, page after page; each page is one call.
+
+        Permission: `rag.read` (ABAC).
+        """
+        message = build(rag_rag_service_pb2.ListDocumentsRequest, request, {})
+        async for page in async_pages(self.list_documents, message, page_size, timeout):
+            for item in page.documents:
+                yield item
+
+    async def delete_document(
+        self,
+        request: rag_rag_service_pb2.DeleteDocumentRequest | None = None,
+        /,
+        *,
+        document_id: str | None = None,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.DeleteDocumentResponse:
+        """Calls DeleteDocument.
+
+        Deletes a document and everything derived from it: bytes, chunks, summaries and
+        manifests.
+
+        Permission: `rag.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            rag_rag_service_pb2.DeleteDocumentRequest, request, {"document_id": document_id}
+        )
+        return await self._delete_document(message, timeout=30.0 if timeout is None else timeout)
+
     async def list_chunks(
         self,
         request: rag_rag_service_pb2.ListChunksRequest | None = None,
         /,
         *,
         document_id: str | None = None,
+        purpose: str | None = None,
         page: common_pagination_pb2.PageRequest | None = None,
+        purpose_version: int | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.ListChunksResponse:
-        """Lists a document's chunks with their lineage.
+        """Calls ListChunks.
+
+        Lists a document's chunks with their lineage, their text redacted under the purpose.
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
@@ -3712,7 +4043,12 @@ class AsyncRagClient:
         message = build(
             rag_rag_service_pb2.ListChunksRequest,
             request,
-            {"document_id": document_id, "page": page},
+            {
+                "document_id": document_id,
+                "purpose": purpose,
+                "page": page,
+                "purpose_version": purpose_version,
+            },
         )
         return await self._list_chunks(message, timeout=10.0 if timeout is None else timeout)
 
@@ -3722,6 +4058,8 @@ class AsyncRagClient:
         /,
         *,
         document_id: str | None = None,
+        purpose: str | None = None,
+        purpose_version: int | None = None,
         page_size: int | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[rag_rag_service_pb2.Chunk]:
@@ -3730,7 +4068,9 @@ class AsyncRagClient:
         Permission: `rag.read` (ABAC).
         """
         message = build(
-            rag_rag_service_pb2.ListChunksRequest, request, {"document_id": document_id}
+            rag_rag_service_pb2.ListChunksRequest,
+            request,
+            {"document_id": document_id, "purpose": purpose, "purpose_version": purpose_version},
         )
         async for page in async_pages(self.list_chunks, message, page_size, timeout):
             for item in page.chunks:
@@ -3742,25 +4082,24 @@ class AsyncRagClient:
         /,
         *,
         document_id: str | None = None,
-        purpose_template_id: str | None = None,
-        max_sentences: int | None = None,
+        purpose: str | None = None,
+        purpose_version: int | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.SummarizeResponse:
-        """Writes an extractive summary under a purpose template.
+        """Calls Summarize.
+
+        Writes an extractive summary under a purpose template: every sentence is an exact span
+        of the source; the same document and template give the same bytes.
 
         Permission: `rag.read` (ABAC).
-        Deadline: 30 s unless `timeout` says otherwise; never retried.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             rag_rag_service_pb2.SummarizeRequest,
             request,
-            {
-                "document_id": document_id,
-                "purpose_template_id": purpose_template_id,
-                "max_sentences": max_sentences,
-            },
+            {"document_id": document_id, "purpose": purpose, "purpose_version": purpose_version},
         )
-        return await self._summarize(message, timeout=30.0 if timeout is None else timeout)
+        return await self._summarize(message, timeout=10.0 if timeout is None else timeout)
 
     async def get_manifest(
         self,
@@ -3768,33 +4107,89 @@ class AsyncRagClient:
         /,
         *,
         document_id: str | None = None,
+        purpose: str | None = None,
+        purpose_version: int | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.GetManifestResponse:
-        """Reads a document's signed proof manifest.
+        """Calls GetManifest.
+
+        Reads the signed proof manifest of a document version under a purpose (issued on first
+        request, then the same one).
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
-            rag_rag_service_pb2.GetManifestRequest, request, {"document_id": document_id}
+            rag_rag_service_pb2.GetManifestRequest,
+            request,
+            {"document_id": document_id, "purpose": purpose, "purpose_version": purpose_version},
         )
         return await self._get_manifest(message, timeout=10.0 if timeout is None else timeout)
+
+    async def get_inclusion_proof(
+        self,
+        request: rag_rag_service_pb2.GetInclusionProofRequest | None = None,
+        /,
+        *,
+        document_id: str | None = None,
+        chunk_id: str | None = None,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.GetInclusionProofResponse:
+        """Proves one chunk belongs to the Merkle tree a manifest signs.
+
+        Permission: `rag.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            rag_rag_service_pb2.GetInclusionProofRequest,
+            request,
+            {"document_id": document_id, "chunk_id": chunk_id},
+        )
+        return await self._get_inclusion_proof(
+            message, timeout=10.0 if timeout is None else timeout
+        )
 
     async def verify_manifest(
         self,
         request: rag_rag_service_pb2.VerifyManifestRequest | None = None,
         /,
         *,
-        manifest: rag_rag_service_pb2.Manifest | None = None,
+        envelope: rag_rag_service_pb2.DsseEnvelope | None = None,
+        check_document: bool | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.VerifyManifestResponse:
-        """Checks a manifest's signature and digests.
+        """Calls VerifyManifest.
+
+        Checks a manifest's signature, canonical form and Merkle root, and optionally the stored
+        document's bytes against it.
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
-        message = build(rag_rag_service_pb2.VerifyManifestRequest, request, {"manifest": manifest})
+        message = build(
+            rag_rag_service_pb2.VerifyManifestRequest,
+            request,
+            {"envelope": envelope, "check_document": check_document},
+        )
         return await self._verify_manifest(message, timeout=10.0 if timeout is None else timeout)
+
+    async def get_jwks(
+        self,
+        request: rag_rag_service_pb2.GetJwksRequest | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> rag_rag_service_pb2.GetJwksResponse:
+        """Calls GetJwks.
+
+        The public keys manifests are signed with (current and previous), as a JWKS, for
+        verifying offline.
+
+        Permission: none: public.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(rag_rag_service_pb2.GetJwksRequest, request, {})
+        return await self._get_jwks(message, timeout=10.0 if timeout is None else timeout)
 
     async def list_purpose_templates(
         self,
@@ -3804,7 +4199,7 @@ class AsyncRagClient:
         page: common_pagination_pb2.PageRequest | None = None,
         timeout: float | None = None,
     ) -> rag_rag_service_pb2.ListPurposeTemplatesResponse:
-        """Lists the purpose templates summaries may be written under.
+        """Lists the purpose templates requests may name, every version.
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
@@ -3837,10 +4232,16 @@ class AsyncRagClient:
         /,
         *,
         document_id: str | None = None,
+        purpose: str | None = None,
+        format: rag_rag_service_pb2.ExportFormat.ValueType | None = None,
         offset: int | None = None,
+        purpose_version: int | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[rag_rag_service_pb2.ExportDocumentResponse]:
-        """Streams a stored document out, from an offset.
+        """Calls ExportDocument.
+
+        Streams an export of a document under a purpose (the summary, the chunks or the
+        manifest, as the template allows), from an offset.
 
         Permission: `rag.read` (ABAC).
         Deadline: 300 s unless `timeout` says otherwise; retried on UNAVAILABLE.
@@ -3848,7 +4249,13 @@ class AsyncRagClient:
         message = build(
             rag_rag_service_pb2.ExportDocumentRequest,
             request,
-            {"document_id": document_id, "offset": offset},
+            {
+                "document_id": document_id,
+                "purpose": purpose,
+                "format": format,
+                "offset": offset,
+                "purpose_version": purpose_version,
+            },
         )
         async for response in self._export_document(
             message, timeout=300.0 if timeout is None else timeout
@@ -3862,7 +4269,10 @@ class AsyncRagClient:
         /,
         *,
         document_id: str | None = None,
+        purpose: str | None = None,
+        format: rag_rag_service_pb2.ExportFormat.ValueType | None = None,
         offset: int | None = None,
+        purpose_version: int | None = None,
         timeout: float | None = None,
     ) -> int:
         """Writes ExportDocument's data to a path or binary file; the bytes written.
@@ -3872,7 +4282,10 @@ class AsyncRagClient:
         responses = self.export_document(
             request,
             document_id=document_id,
+            purpose=purpose,
+            format=format,
             offset=offset,
+            purpose_version=purpose_version,
             timeout=timeout,
         )
         return await async_write_data(responses, destination)
@@ -3984,10 +4397,16 @@ ROUTES: dict[str, tuple[str, str]] = {
     "/intelgraph.edge.v1.EdgeService/SetTenantCacheCap": ("edge", "set_tenant_cache_cap"),
     "/intelgraph.rag.v1.RagService/UploadDocument": ("rag", "upload_document"),
     "/intelgraph.rag.v1.RagService/GetUploadStatus": ("rag", "get_upload_status"),
+    "/intelgraph.rag.v1.RagService/CancelUpload": ("rag", "cancel_upload"),
+    "/intelgraph.rag.v1.RagService/GetDocument": ("rag", "get_document"),
+    "/intelgraph.rag.v1.RagService/ListDocuments": ("rag", "list_documents"),
+    "/intelgraph.rag.v1.RagService/DeleteDocument": ("rag", "delete_document"),
     "/intelgraph.rag.v1.RagService/ListChunks": ("rag", "list_chunks"),
     "/intelgraph.rag.v1.RagService/Summarize": ("rag", "summarize"),
     "/intelgraph.rag.v1.RagService/GetManifest": ("rag", "get_manifest"),
+    "/intelgraph.rag.v1.RagService/GetInclusionProof": ("rag", "get_inclusion_proof"),
     "/intelgraph.rag.v1.RagService/VerifyManifest": ("rag", "verify_manifest"),
+    "/intelgraph.rag.v1.RagService/GetJwks": ("rag", "get_jwks"),
     "/intelgraph.rag.v1.RagService/ListPurposeTemplates": ("rag", "list_purpose_templates"),
     "/intelgraph.rag.v1.RagService/ExportDocument": ("rag", "export_document"),
 }
@@ -4032,9 +4451,16 @@ RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (
     ("intelgraph.edge.v1.EdgeService", "GetMutationGraph"),
     ("intelgraph.edge.v1.EdgeService", "ListLeakAlarms"),
     ("intelgraph.rag.v1.RagService", "GetUploadStatus"),
+    ("intelgraph.rag.v1.RagService", "CancelUpload"),
+    ("intelgraph.rag.v1.RagService", "GetDocument"),
+    ("intelgraph.rag.v1.RagService", "ListDocuments"),
+    ("intelgraph.rag.v1.RagService", "DeleteDocument"),
     ("intelgraph.rag.v1.RagService", "ListChunks"),
+    ("intelgraph.rag.v1.RagService", "Summarize"),
     ("intelgraph.rag.v1.RagService", "GetManifest"),
+    ("intelgraph.rag.v1.RagService", "GetInclusionProof"),
     ("intelgraph.rag.v1.RagService", "VerifyManifest"),
+    ("intelgraph.rag.v1.RagService", "GetJwks"),
     ("intelgraph.rag.v1.RagService", "ListPurposeTemplates"),
     ("intelgraph.rag.v1.RagService", "ExportDocument"),
 )

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import itertools
 import os
@@ -50,19 +51,25 @@ def file_parts(
 ) -> Iterator[MessageT]:
     """An upload: the head message first, then `source`'s bytes from `offset` in chunks.
 
-    Each chunk message carries its `offset` and `data`, so a cut upload resumes
-    by sending the same head and the bytes from the committed offset on.
+    Each chunk message carries its `offset` and `data` (and the hex SHA-256 of
+    `data` when the message has a `sha256` field, so the server refuses a chunk
+    damaged on the way), so a cut upload resumes by sending the same head and
+    the bytes from the committed offset on.
     """
     if chunk_bytes <= 0:
         raise ValueError(f"chunk_bytes must be positive, not {chunk_bytes}")
     head_field, head_message = head
     chunk_field, chunk_class = chunk
+    digest = "sha256" in chunk_class.DESCRIPTOR.fields_by_name
     yield message_class(**{head_field: head_message})
     with _opened(source, "rb") as stream:
         stream.seek(offset)
         position = offset
         while data := stream.read(chunk_bytes):
-            yield message_class(**{chunk_field: chunk_class(offset=position, data=data)})
+            fields: dict[str, object] = {"offset": position, "data": data}
+            if digest:
+                fields["sha256"] = hashlib.sha256(data).hexdigest()
+            yield message_class(**{chunk_field: chunk_class(**fields)})
             position += len(data)
 
 

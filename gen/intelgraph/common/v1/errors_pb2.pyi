@@ -109,6 +109,40 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The tenant's spend cap for the period is reached."""
     ERROR_REASON_ROLLOUT_GA_LIMIT: _ErrorReason.ValueType  # 41
     """At most max_ga_tenants tenants may be GA."""
+    ERROR_REASON_UPLOAD_OFFSET_MISMATCH: _ErrorReason.ValueType  # 42
+    """An upload chunk's offset is not the committed offset; metadata "offset"
+    carries the committed one to resume from.
+    """
+    ERROR_REASON_CHECKSUM_MISMATCH: _ErrorReason.ValueType  # 43
+    """Bytes do not match the SHA-256 sent with them (a chunk, or the whole
+    upload); nothing of them was kept.
+    """
+    ERROR_REASON_UPLOAD_EXPIRED: _ErrorReason.ValueType  # 44
+    """The upload was abandoned past its expiry and its bytes freed."""
+    ERROR_REASON_UPLOAD_CONFLICT: _ErrorReason.ValueType  # 45
+    """A resumed upload's metadata differs from what created it, or the upload
+    is no longer receiving.
+    """
+    ERROR_REASON_MEDIA_TYPE_UNSUPPORTED: _ErrorReason.ValueType  # 46
+    """The content type is not one the platform reads."""
+    ERROR_REASON_DOCUMENT_UNREADABLE: _ErrorReason.ValueType  # 47
+    """The bytes are not a readable document of their type (invalid UTF-8, a
+    broken or encrypted PDF, ...).
+    """
+    ERROR_REASON_STORAGE_QUOTA_EXCEEDED: _ErrorReason.ValueType  # 48
+    """A document is larger than the tenant may store, or the tenant's storage
+    quota is used up; metadata carries the limit.
+    """
+    ERROR_REASON_PURPOSE_UNKNOWN: _ErrorReason.ValueType  # 49
+    """The request names no purpose template, or one (or a version) that does
+    not exist.
+    """
+    ERROR_REASON_EXPORT_NOT_ALLOWED: _ErrorReason.ValueType  # 50
+    """The purpose template does not allow this export format."""
+    ERROR_REASON_OUTPUT_REFUSED: _ErrorReason.ValueType  # 51
+    """The output still held personal data after redaction and was refused;
+    metadata "kinds" names what the second screen found.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable reason of a failed call. It travels as
@@ -202,6 +236,40 @@ ERROR_REASON_SPEND_CAP_REACHED: ErrorReason.ValueType  # 40
 """The tenant's spend cap for the period is reached."""
 ERROR_REASON_ROLLOUT_GA_LIMIT: ErrorReason.ValueType  # 41
 """At most max_ga_tenants tenants may be GA."""
+ERROR_REASON_UPLOAD_OFFSET_MISMATCH: ErrorReason.ValueType  # 42
+"""An upload chunk's offset is not the committed offset; metadata "offset"
+carries the committed one to resume from.
+"""
+ERROR_REASON_CHECKSUM_MISMATCH: ErrorReason.ValueType  # 43
+"""Bytes do not match the SHA-256 sent with them (a chunk, or the whole
+upload); nothing of them was kept.
+"""
+ERROR_REASON_UPLOAD_EXPIRED: ErrorReason.ValueType  # 44
+"""The upload was abandoned past its expiry and its bytes freed."""
+ERROR_REASON_UPLOAD_CONFLICT: ErrorReason.ValueType  # 45
+"""A resumed upload's metadata differs from what created it, or the upload
+is no longer receiving.
+"""
+ERROR_REASON_MEDIA_TYPE_UNSUPPORTED: ErrorReason.ValueType  # 46
+"""The content type is not one the platform reads."""
+ERROR_REASON_DOCUMENT_UNREADABLE: ErrorReason.ValueType  # 47
+"""The bytes are not a readable document of their type (invalid UTF-8, a
+broken or encrypted PDF, ...).
+"""
+ERROR_REASON_STORAGE_QUOTA_EXCEEDED: ErrorReason.ValueType  # 48
+"""A document is larger than the tenant may store, or the tenant's storage
+quota is used up; metadata carries the limit.
+"""
+ERROR_REASON_PURPOSE_UNKNOWN: ErrorReason.ValueType  # 49
+"""The request names no purpose template, or one (or a version) that does
+not exist.
+"""
+ERROR_REASON_EXPORT_NOT_ALLOWED: ErrorReason.ValueType  # 50
+"""The purpose template does not allow this export format."""
+ERROR_REASON_OUTPUT_REFUSED: ErrorReason.ValueType  # 51
+"""The output still held personal data after redaction and was refused;
+metadata "kinds" names what the second screen found.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 GRPC_STATUS_FIELD_NUMBER: _builtins.int

@@ -29,20 +29,80 @@ class _UploadStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UploadSta
     DESCRIPTOR: _descriptor.EnumDescriptor
     UPLOAD_STATE_UNSPECIFIED: _UploadState.ValueType  # 0
     UPLOAD_STATE_RECEIVING: _UploadState.ValueType  # 1
+    """Bytes are arriving; the upload expires if none arrive before expires_at."""
     UPLOAD_STATE_COMPLETE: _UploadState.ValueType  # 2
+    """Every byte arrived, the digest matched and the document exists."""
     UPLOAD_STATE_FAILED: _UploadState.ValueType  # 3
+    """The upload cannot complete (see problem); start a new one."""
 
 class UploadState(_UploadState, metaclass=_UploadStateEnumTypeWrapper): ...
 
 UPLOAD_STATE_UNSPECIFIED: UploadState.ValueType  # 0
 UPLOAD_STATE_RECEIVING: UploadState.ValueType  # 1
+"""Bytes are arriving; the upload expires if none arrive before expires_at."""
 UPLOAD_STATE_COMPLETE: UploadState.ValueType  # 2
+"""Every byte arrived, the digest matched and the document exists."""
 UPLOAD_STATE_FAILED: UploadState.ValueType  # 3
+"""The upload cannot complete (see problem); start a new one."""
 Global___UploadState: _TypeAlias = UploadState  # noqa: Y015
+
+class _PiiAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PiiActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PiiAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PII_ACTION_UNSPECIFIED: _PiiAction.ValueType  # 0
+    PII_ACTION_KEEP: _PiiAction.ValueType  # 1
+    """Left in the output."""
+    PII_ACTION_MASK: _PiiAction.ValueType  # 2
+    """Replaced by a typed placeholder, for example "[EMAIL]"."""
+    PII_ACTION_DROP: _PiiAction.ValueType  # 3
+    """Removed: replaced by "[REDACTED]" in text, and summaries never pick a
+    sentence that holds it.
+    """
+
+class PiiAction(_PiiAction, metaclass=_PiiActionEnumTypeWrapper): ...
+
+PII_ACTION_UNSPECIFIED: PiiAction.ValueType  # 0
+PII_ACTION_KEEP: PiiAction.ValueType  # 1
+"""Left in the output."""
+PII_ACTION_MASK: PiiAction.ValueType  # 2
+"""Replaced by a typed placeholder, for example "[EMAIL]"."""
+PII_ACTION_DROP: PiiAction.ValueType  # 3
+"""Removed: replaced by "[REDACTED]" in text, and summaries never pick a
+sentence that holds it.
+"""
+Global___PiiAction: _TypeAlias = PiiAction  # noqa: Y015
+
+class _ExportFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExportFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExportFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXPORT_FORMAT_UNSPECIFIED: _ExportFormat.ValueType  # 0
+    EXPORT_FORMAT_SUMMARY_MARKDOWN: _ExportFormat.ValueType  # 1
+    """The summary as Markdown."""
+    EXPORT_FORMAT_CHUNKS_JSONL: _ExportFormat.ValueType  # 2
+    """One JSON object per chunk: redacted text and lineage."""
+    EXPORT_FORMAT_MANIFEST_JSON: _ExportFormat.ValueType  # 3
+    """The signed manifest as a DSSE envelope (JSON)."""
+
+class ExportFormat(_ExportFormat, metaclass=_ExportFormatEnumTypeWrapper): ...
+
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat.ValueType  # 0
+EXPORT_FORMAT_SUMMARY_MARKDOWN: ExportFormat.ValueType  # 1
+"""The summary as Markdown."""
+EXPORT_FORMAT_CHUNKS_JSONL: ExportFormat.ValueType  # 2
+"""One JSON object per chunk: redacted text and lineage."""
+EXPORT_FORMAT_MANIFEST_JSON: ExportFormat.ValueType  # 3
+"""The signed manifest as a DSSE envelope (JSON)."""
+Global___ExportFormat: _TypeAlias = ExportFormat  # noqa: Y015
 
 @_typing.final
 class UploadMetadata(_message.Message):
-    """What an upload carries; sent once, first."""
+    """What an upload carries; sent first, and sent again to resume."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -52,11 +112,14 @@ class UploadMetadata(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
-    """Client-chosen id (UUID); reuse it to resume."""
+    """Client-chosen id (UUID); the same id resumes the upload."""
     filename: _builtins.str
     content_type: _builtins.str
+    """text/plain, text/markdown, text/html or application/pdf; empty infers it
+    from the filename.
+    """
     size_bytes: _builtins.int
-    """Total size; the upload completes when this many bytes arrived."""
+    """Total size in bytes; the upload completes when this many have arrived."""
     sha256: _builtins.str
     """Hex SHA-256 of the whole document, checked on completion."""
     def __init__(
@@ -84,18 +147,25 @@ class UploadChunk(_message.Message):
 
     OFFSET_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
     offset: _builtins.int
-    """Must equal the bytes received so far."""
+    """Must equal the committed offset."""
     data: _builtins.bytes
+    """At most 2 MiB (a cut re-sends at most this much)."""
+    sha256: _builtins.str
+    """Hex SHA-256 of data; when set, a chunk that does not match is refused
+    (CHECKSUM_MISMATCH) and not committed.
+    """
     def __init__(
         self,
         *,
         offset: _builtins.int = ...,
         data: _builtins.bytes = ...,
+        sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "offset", b"offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "offset", b"offset", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -107,31 +177,48 @@ class UploadStatus(_message.Message):
 
     UPLOAD_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
-    RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
     PROBLEM_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     state: Global___UploadState.ValueType
-    received_bytes: _builtins.int
+    offset: _builtins.int
+    """Bytes committed so far: the offset the next chunk must carry."""
     size_bytes: _builtins.int
     document_id: _builtins.str
     """Set once the upload completed."""
     problem: _builtins.str
     """Why it failed, when it did."""
+    filename: _builtins.str
+    content_type: _builtins.str
+    sha256: _builtins.str
+    """Hex SHA-256 the whole upload must have."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When an unfinished upload is abandoned and its bytes freed."""
+
     def __init__(
         self,
         *,
         upload_id: _builtins.str = ...,
         state: Global___UploadState.ValueType = ...,
-        received_bytes: _builtins.int = ...,
+        offset: _builtins.int = ...,
         size_bytes: _builtins.int = ...,
         document_id: _builtins.str = ...,
         problem: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        filename: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        sha256: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "problem", b"problem", "received_bytes", b"received_bytes", "size_bytes", b"size_bytes", "state", b"state", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "document_id", b"document_id", "expires_at", b"expires_at", "filename", b"filename", "offset", b"offset", "problem", b"problem", "sha256", b"sha256", "size_bytes", b"size_bytes", "state", b"state", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -141,6 +228,26 @@ Global___UploadStatus: _TypeAlias = UploadStatus  # noqa: Y015
 class Document(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class PiiCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     FILENAME_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
@@ -148,14 +255,30 @@ class Document(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     CHUNK_COUNT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    TEXT_SHA256_FIELD_NUMBER: _builtins.int
+    TEXT_BYTES_FIELD_NUMBER: _builtins.int
+    PAGE_COUNT_FIELD_NUMBER: _builtins.int
+    PII_COUNTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     filename: _builtins.str
     content_type: _builtins.str
     size_bytes: _builtins.int
     sha256: _builtins.str
+    """Hex SHA-256 of the uploaded bytes: the document's version."""
     chunk_count: _builtins.int
+    text_sha256: _builtins.str
+    """Hex SHA-256 of the UTF-8 text the chunks index (equal to sha256 for plain
+    text and Markdown, whose text is the upload itself).
+    """
+    text_bytes: _builtins.int
+    page_count: _builtins.int
+    """Pages of a PDF; 0 for formats without pages."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def pii_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Personal data found at ingest, per kind ("email", "person", ...)."""
+
     def __init__(
         self,
         *,
@@ -166,10 +289,14 @@ class Document(_message.Message):
         sha256: _builtins.str = ...,
         chunk_count: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        text_sha256: _builtins.str = ...,
+        text_bytes: _builtins.int = ...,
+        page_count: _builtins.int = ...,
+        pii_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "content_type", b"content_type", "created_at", b"created_at", "filename", b"filename", "id", b"id", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "content_type", b"content_type", "created_at", b"created_at", "filename", b"filename", "id", b"id", "page_count", b"page_count", "pii_counts", b"pii_counts", "sha256", b"sha256", "size_bytes", b"size_bytes", "text_bytes", b"text_bytes", "text_sha256", b"text_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,39 +304,61 @@ Global___Document: _TypeAlias = Document  # noqa: Y015
 
 @_typing.final
 class Lineage(_message.Message):
-    """Where a chunk comes from in its document."""
+    """Where a chunk comes from: exact offsets into the document's text, so that
+    text[char_start:char_end] and text_bytes[byte_start:byte_end] are the
+    chunk's source.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
     DOCUMENT_SHA256_FIELD_NUMBER: _builtins.int
+    TEXT_SHA256_FIELD_NUMBER: _builtins.int
     BYTE_START_FIELD_NUMBER: _builtins.int
     BYTE_END_FIELD_NUMBER: _builtins.int
     CHAR_START_FIELD_NUMBER: _builtins.int
     CHAR_END_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    SECTION_PATH_FIELD_NUMBER: _builtins.int
+    PREVIOUS_CHUNK_ID_FIELD_NUMBER: _builtins.int
+    NEXT_CHUNK_ID_FIELD_NUMBER: _builtins.int
     ANCHOR_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
     document_sha256: _builtins.str
+    text_sha256: _builtins.str
     byte_start: _builtins.int
     byte_end: _builtins.int
     char_start: _builtins.int
     char_end: _builtins.int
+    page: _builtins.int
+    """1-based page of the chunk's first character; 0 without pages."""
+    previous_chunk_id: _builtins.str
+    next_chunk_id: _builtins.str
     anchor: _builtins.str
-    """Stable anchor, for example "doc:<id>#c12"."""
+    """URL fragment naming the chunk in its document, for example "c12"."""
+    @_builtins.property
+    def section_path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Headings enclosing the chunk, outermost first."""
+
     def __init__(
         self,
         *,
         document_id: _builtins.str = ...,
         document_sha256: _builtins.str = ...,
+        text_sha256: _builtins.str = ...,
         byte_start: _builtins.int = ...,
         byte_end: _builtins.int = ...,
         char_start: _builtins.int = ...,
         char_end: _builtins.int = ...,
+        page: _builtins.int = ...,
+        section_path: _abc.Iterable[_builtins.str] | None = ...,
+        previous_chunk_id: _builtins.str = ...,
+        next_chunk_id: _builtins.str = ...,
         anchor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "byte_end", b"byte_end", "byte_start", b"byte_start", "char_end", b"char_end", "char_start", b"char_start", "document_id", b"document_id", "document_sha256", b"document_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "byte_end", b"byte_end", "byte_start", b"byte_start", "char_end", b"char_end", "char_start", b"char_start", "document_id", b"document_id", "document_sha256", b"document_sha256", "next_chunk_id", b"next_chunk_id", "page", b"page", "previous_chunk_id", b"previous_chunk_id", "section_path", b"section_path", "text_sha256", b"text_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -219,18 +368,44 @@ Global___Lineage: _TypeAlias = Lineage  # noqa: Y015
 class Chunk(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RedactionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     INDEX_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     LINEAGE_FIELD_NUMBER: _builtins.int
+    REDACTIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     index: _builtins.int
     text: _builtins.str
+    """The chunk's source text, redacted under the request's purpose."""
     sha256: _builtins.str
-    """Hex SHA-256 of the chunk text."""
+    """Hex SHA-256 of the chunk's source bytes (before redaction)."""
     @_builtins.property
     def lineage(self) -> Global___Lineage: ...
+    @_builtins.property
+    def redactions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Spans replaced in text, per kind."""
+
     def __init__(
         self,
         *,
@@ -239,14 +414,39 @@ class Chunk(_message.Message):
         text: _builtins.str = ...,
         sha256: _builtins.str = ...,
         lineage: Global___Lineage | None = ...,
+        redactions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "index", b"index", "lineage", b"lineage", "sha256", b"sha256", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "index", b"index", "lineage", b"lineage", "redactions", b"redactions", "sha256", b"sha256", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Chunk: _TypeAlias = Chunk  # noqa: Y015
+
+@_typing.final
+class Purpose(_message.Message):
+    """A purpose template's name and version, as requests and manifests cite it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
 
 @_typing.final
 class SummarySentence(_message.Message):
@@ -255,20 +455,36 @@ class SummarySentence(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     CHUNK_ID_FIELD_NUMBER: _builtins.int
     ANCHOR_FIELD_NUMBER: _builtins.int
+    BYTE_START_FIELD_NUMBER: _builtins.int
+    BYTE_END_FIELD_NUMBER: _builtins.int
+    CHAR_START_FIELD_NUMBER: _builtins.int
+    CHAR_END_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    """The sentence, redacted under the purpose."""
     chunk_id: _builtins.str
-    """The chunk the sentence was extracted from."""
+    """The chunk the sentence was extracted from, and where."""
     anchor: _builtins.str
+    byte_start: _builtins.int
+    byte_end: _builtins.int
+    char_start: _builtins.int
+    char_end: _builtins.int
+    page: _builtins.int
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
         chunk_id: _builtins.str = ...,
         anchor: _builtins.str = ...,
+        byte_start: _builtins.int = ...,
+        byte_end: _builtins.int = ...,
+        char_start: _builtins.int = ...,
+        char_end: _builtins.int = ...,
+        page: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "chunk_id", b"chunk_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "byte_end", b"byte_end", "byte_start", b"byte_start", "char_end", b"char_end", "char_start", b"char_start", "chunk_id", b"chunk_id", "page", b"page", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -278,129 +494,226 @@ Global___SummarySentence: _TypeAlias = SummarySentence  # noqa: Y015
 class Summary(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RedactionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
-    PURPOSE_TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_SHA256_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     SENTENCES_FIELD_NUMBER: _builtins.int
     REDACTIONS_FIELD_NUMBER: _builtins.int
+    MARKDOWN_FIELD_NUMBER: _builtins.int
+    MARKDOWN_SHA256_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
-    purpose_template_id: _builtins.str
-    redactions: _builtins.int
-    """PII spans replaced in the summary."""
+    document_sha256: _builtins.str
+    markdown: _builtins.str
+    """The summary as Markdown, byte-identical for the same document and
+    template version (what ExportDocument sends and the manifest digests).
+    """
+    markdown_sha256: _builtins.str
+    @_builtins.property
+    def purpose(self) -> Global___Purpose: ...
     @_builtins.property
     def sentences(self) -> _containers.RepeatedCompositeFieldContainer[Global___SummarySentence]: ...
+    @_builtins.property
+    def redactions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Spans replaced, per kind."""
+
     def __init__(
         self,
         *,
         document_id: _builtins.str = ...,
-        purpose_template_id: _builtins.str = ...,
+        document_sha256: _builtins.str = ...,
+        purpose: Global___Purpose | None = ...,
         sentences: _abc.Iterable[Global___SummarySentence] | None = ...,
-        redactions: _builtins.int = ...,
+        redactions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        markdown: _builtins.str = ...,
+        markdown_sha256: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "purpose_template_id", b"purpose_template_id", "redactions", b"redactions", "sentences", b"sentences"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "document_sha256", b"document_sha256", "markdown", b"markdown", "markdown_sha256", b"markdown_sha256", "purpose", b"purpose", "redactions", b"redactions", "sentences", b"sentences"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Summary: _TypeAlias = Summary  # noqa: Y015
 
 @_typing.final
+class PiiRule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"email", "phone", "payment_card", "iban", "national_id", "ip_address",
+    "secret" or "person".
+    """
+    action: Global___PiiAction.ValueType
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        action: Global___PiiAction.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PiiRule: _TypeAlias = PiiRule  # noqa: Y015
+
+@_typing.final
 class PurposeTemplate(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     MAX_SENTENCES_FIELD_NUMBER: _builtins.int
-    REDACTED_KINDS_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    EXPORTS_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    version: _builtins.int
     name: _builtins.str
     description: _builtins.str
     max_sentences: _builtins.int
+    current: _builtins.bool
+    """Whether this is the version requests get when they name no version."""
     @_builtins.property
-    def redacted_kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Kinds of PII redacted, for example "email", "phone"."""
-
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___PiiRule]: ...
+    @_builtins.property
+    def exports(self) -> _containers.RepeatedScalarFieldContainer[Global___ExportFormat.ValueType]: ...
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        version: _builtins.int = ...,
         name: _builtins.str = ...,
         description: _builtins.str = ...,
         max_sentences: _builtins.int = ...,
-        redacted_kinds: _abc.Iterable[_builtins.str] | None = ...,
+        rules: _abc.Iterable[Global___PiiRule] | None = ...,
+        exports: _abc.Iterable[Global___ExportFormat.ValueType] | None = ...,
+        current: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "max_sentences", b"max_sentences", "name", b"name", "redacted_kinds", b"redacted_kinds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "description", b"description", "exports", b"exports", "id", b"id", "max_sentences", b"max_sentences", "name", b"name", "rules", b"rules", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PurposeTemplate: _TypeAlias = PurposeTemplate  # noqa: Y015
 
 @_typing.final
-class ChunkDigest(_message.Message):
+class DsseSignature(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    CHUNK_ID_FIELD_NUMBER: _builtins.int
-    ANCHOR_FIELD_NUMBER: _builtins.int
-    SHA256_FIELD_NUMBER: _builtins.int
-    chunk_id: _builtins.str
-    anchor: _builtins.str
-    sha256: _builtins.str
+    KEYID_FIELD_NUMBER: _builtins.int
+    SIG_FIELD_NUMBER: _builtins.int
+    keyid: _builtins.str
+    sig: _builtins.bytes
     def __init__(
         self,
         *,
-        chunk_id: _builtins.str = ...,
-        anchor: _builtins.str = ...,
-        sha256: _builtins.str = ...,
+        keyid: _builtins.str = ...,
+        sig: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "chunk_id", b"chunk_id", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keyid", b"keyid", "sig", b"sig"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ChunkDigest: _TypeAlias = ChunkDigest  # noqa: Y015
+Global___DsseSignature: _TypeAlias = DsseSignature  # noqa: Y015
 
 @_typing.final
-class Manifest(_message.Message):
-    """A signed statement of a document's digest and its chunks' lineage."""
+class DsseEnvelope(_message.Message):
+    """A DSSE envelope; its JSON form is the standard DSSE JSON envelope."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    PAYLOAD_TYPE_FIELD_NUMBER: _builtins.int
+    SIGNATURES_FIELD_NUMBER: _builtins.int
+    payload: _builtins.bytes
+    """RFC 8785 canonical JSON of the manifest."""
+    payload_type: _builtins.str
+    @_builtins.property
+    def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___DsseSignature]: ...
+    def __init__(
+        self,
+        *,
+        payload: _builtins.bytes = ...,
+        payload_type: _builtins.str = ...,
+        signatures: _abc.Iterable[Global___DsseSignature] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "payload_type", b"payload_type", "signatures", b"signatures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DsseEnvelope: _TypeAlias = DsseEnvelope  # noqa: Y015
+
+@_typing.final
+class Manifest(_message.Message):
+    """A signed statement of a document version, its chunks (with their Merkle
+    root) and one output under one purpose.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
     DOCUMENT_SHA256_FIELD_NUMBER: _builtins.int
-    CHUNKS_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    MERKLE_ROOT_FIELD_NUMBER: _builtins.int
+    CHUNK_COUNT_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
-    PAYLOAD_FIELD_NUMBER: _builtins.int
-    SIGNATURE_FIELD_NUMBER: _builtins.int
-    KEY_ID_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
     document_sha256: _builtins.str
-    payload: _builtins.bytes
-    """The exact bytes that were signed (canonical JSON)."""
-    signature: _builtins.str
-    """Base64 Ed25519 signature over payload."""
-    key_id: _builtins.str
+    merkle_root: _builtins.str
+    """Lowercase hex Merkle root (RFC 6962) over the chunks' source bytes."""
+    chunk_count: _builtins.int
     @_builtins.property
-    def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChunkDigest]: ...
+    def envelope(self) -> Global___DsseEnvelope: ...
+    @_builtins.property
+    def purpose(self) -> Global___Purpose: ...
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
+        envelope: Global___DsseEnvelope | None = ...,
         document_id: _builtins.str = ...,
         document_sha256: _builtins.str = ...,
-        chunks: _abc.Iterable[Global___ChunkDigest] | None = ...,
+        purpose: Global___Purpose | None = ...,
+        merkle_root: _builtins.str = ...,
+        chunk_count: _builtins.int = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
-        payload: _builtins.bytes = ...,
-        signature: _builtins.str = ...,
-        key_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "issued_at", b"issued_at", "purpose", b"purpose"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "document_id", b"document_id", "document_sha256", b"document_sha256", "issued_at", b"issued_at", "key_id", b"key_id", "payload", b"payload", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "document_id", b"document_id", "document_sha256", b"document_sha256", "envelope", b"envelope", "issued_at", b"issued_at", "merkle_root", b"merkle_root", "purpose", b"purpose"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -498,23 +811,182 @@ class GetUploadStatusResponse(_message.Message):
 Global___GetUploadStatusResponse: _TypeAlias = GetUploadStatusResponse  # noqa: Y015
 
 @_typing.final
+class CancelUploadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelUploadRequest: _TypeAlias = CancelUploadRequest  # noqa: Y015
+
+@_typing.final
+class CancelUploadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelUploadResponse: _TypeAlias = CancelUploadResponse  # noqa: Y015
+
+@_typing.final
+class GetDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    document_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        document_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDocumentRequest: _TypeAlias = GetDocumentRequest  # noqa: Y015
+
+@_typing.final
+class GetDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def document(self) -> Global___Document: ...
+    def __init__(
+        self,
+        *,
+        document: Global___Document | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDocumentResponse: _TypeAlias = GetDocumentResponse  # noqa: Y015
+
+@_typing.final
+class ListDocumentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def page(self) -> _pagination_pb2.PageRequest: ...
+    def __init__(
+        self,
+        *,
+        page: _pagination_pb2.PageRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDocumentsRequest: _TypeAlias = ListDocumentsRequest  # noqa: Y015
+
+@_typing.final
+class ListDocumentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Document]: ...
+    @_builtins.property
+    def page(self) -> _pagination_pb2.PageResponse: ...
+    def __init__(
+        self,
+        *,
+        documents: _abc.Iterable[Global___Document] | None = ...,
+        page: _pagination_pb2.PageResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "page", b"page"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDocumentsResponse: _TypeAlias = ListDocumentsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteDocumentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    document_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        document_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDocumentRequest: _TypeAlias = DeleteDocumentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteDocumentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDocumentResponse: _TypeAlias = DeleteDocumentResponse  # noqa: Y015
+
+@_typing.final
 class ListChunksRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     PAGE_FIELD_NUMBER: _builtins.int
+    PURPOSE_VERSION_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
+    purpose: _builtins.str
+    """The purpose template the text is redacted under."""
+    purpose_version: _builtins.int
+    """Template version; 0 takes the current one."""
     @_builtins.property
     def page(self) -> _pagination_pb2.PageRequest: ...
     def __init__(
         self,
         *,
         document_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
         page: _pagination_pb2.PageRequest | None = ...,
+        purpose_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "page", b"page"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "page", b"page", "purpose", b"purpose", "purpose_version", b"purpose_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -526,19 +998,23 @@ class ListChunksResponse(_message.Message):
 
     CHUNKS_FIELD_NUMBER: _builtins.int
     PAGE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Chunk]: ...
     @_builtins.property
     def page(self) -> _pagination_pb2.PageResponse: ...
+    @_builtins.property
+    def purpose(self) -> Global___Purpose: ...
     def __init__(
         self,
         *,
         chunks: _abc.Iterable[Global___Chunk] | None = ...,
         page: _pagination_pb2.PageResponse | None = ...,
+        purpose: Global___Purpose | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "purpose", b"purpose"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "page", b"page"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "page", b"page", "purpose", b"purpose"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -549,22 +1025,22 @@ class SummarizeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
-    PURPOSE_TEMPLATE_ID_FIELD_NUMBER: _builtins.int
-    MAX_SENTENCES_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    PURPOSE_VERSION_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
-    purpose_template_id: _builtins.str
-    max_sentences: _builtins.int
-    """Upper bound on sentences; 0 uses the template's."""
+    purpose: _builtins.str
+    purpose_version: _builtins.int
+    """Template version; 0 takes the current one."""
     def __init__(
         self,
         *,
         document_id: _builtins.str = ...,
-        purpose_template_id: _builtins.str = ...,
-        max_sentences: _builtins.int = ...,
+        purpose: _builtins.str = ...,
+        purpose_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "max_sentences", b"max_sentences", "purpose_template_id", b"purpose_template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "purpose", b"purpose", "purpose_version", b"purpose_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -595,15 +1071,22 @@ class GetManifestRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    PURPOSE_VERSION_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
+    purpose: _builtins.str
+    purpose_version: _builtins.int
+    """Template version; 0 takes the current one."""
     def __init__(
         self,
         *,
         document_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        purpose_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "purpose", b"purpose", "purpose_version", b"purpose_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -630,20 +1113,84 @@ class GetManifestResponse(_message.Message):
 Global___GetManifestResponse: _TypeAlias = GetManifestResponse  # noqa: Y015
 
 @_typing.final
-class VerifyManifestRequest(_message.Message):
+class GetInclusionProofRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    MANIFEST_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def manifest(self) -> Global___Manifest: ...
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    CHUNK_ID_FIELD_NUMBER: _builtins.int
+    document_id: _builtins.str
+    chunk_id: _builtins.str
     def __init__(
         self,
         *,
-        manifest: Global___Manifest | None = ...,
+        document_id: _builtins.str = ...,
+        chunk_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "document_id", b"document_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInclusionProofRequest: _TypeAlias = GetInclusionProofRequest  # noqa: Y015
+
+@_typing.final
+class GetInclusionProofResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNK_ID_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    LEAF_HASH_FIELD_NUMBER: _builtins.int
+    HASHES_FIELD_NUMBER: _builtins.int
+    MERKLE_ROOT_FIELD_NUMBER: _builtins.int
+    chunk_id: _builtins.str
+    leaf_index: _builtins.int
+    tree_size: _builtins.int
+    leaf_hash: _builtins.str
+    """Lowercase hex: the chunk's leaf hash, the audit path (at most
+    ceil(log2 tree_size) hashes, leaf upwards) and the root it leads to.
+    """
+    merkle_root: _builtins.str
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        chunk_id: _builtins.str = ...,
+        leaf_index: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+        leaf_hash: _builtins.str = ...,
+        hashes: _abc.Iterable[_builtins.str] | None = ...,
+        merkle_root: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "hashes", b"hashes", "leaf_hash", b"leaf_hash", "leaf_index", b"leaf_index", "merkle_root", b"merkle_root", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInclusionProofResponse: _TypeAlias = GetInclusionProofResponse  # noqa: Y015
+
+@_typing.final
+class VerifyManifestRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    CHECK_DOCUMENT_FIELD_NUMBER: _builtins.int
+    check_document: _builtins.bool
+    """Also check the stored document's bytes (and every chunk's) against it."""
+    @_builtins.property
+    def envelope(self) -> Global___DsseEnvelope: ...
+    def __init__(
+        self,
+        *,
+        envelope: Global___DsseEnvelope | None = ...,
+        check_document: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_document", b"check_document", "envelope", b"envelope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -655,22 +1202,115 @@ class VerifyManifestResponse(_message.Message):
 
     VALID_FIELD_NUMBER: _builtins.int
     PROBLEM_FIELD_NUMBER: _builtins.int
+    FAILED_CHECK_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    MERKLE_ROOT_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
     problem: _builtins.str
     """What failed, when invalid."""
+    failed_check: _builtins.str
+    """The check that failed, machine-readable: "signature", "unknown_key",
+    "canonical", "schema", "merkle_root", "chunk_digest", "document_digest",
+    "text_digest", "payload_type", "envelope".
+    """
+    key_id: _builtins.str
+    document_id: _builtins.str
+    merkle_root: _builtins.str
+    @_builtins.property
+    def purpose(self) -> Global___Purpose: ...
     def __init__(
         self,
         *,
         valid: _builtins.bool = ...,
         problem: _builtins.str = ...,
+        failed_check: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        document_id: _builtins.str = ...,
+        purpose: Global___Purpose | None = ...,
+        merkle_root: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["problem", b"problem", "valid", b"valid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "failed_check", b"failed_check", "key_id", b"key_id", "merkle_root", b"merkle_root", "problem", b"problem", "purpose", b"purpose", "valid", b"valid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyManifestResponse: _TypeAlias = VerifyManifestResponse  # noqa: Y015
+
+@_typing.final
+class GetJwksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJwksRequest: _TypeAlias = GetJwksRequest  # noqa: Y015
+
+@_typing.final
+class Jwk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KTY_FIELD_NUMBER: _builtins.int
+    CRV_FIELD_NUMBER: _builtins.int
+    X_FIELD_NUMBER: _builtins.int
+    KID_FIELD_NUMBER: _builtins.int
+    ALG_FIELD_NUMBER: _builtins.int
+    USE_FIELD_NUMBER: _builtins.int
+    kty: _builtins.str
+    """"OKP" (Ed25519)."""
+    crv: _builtins.str
+    x: _builtins.str
+    """Public key, base64url without padding."""
+    kid: _builtins.str
+    alg: _builtins.str
+    use: _builtins.str
+    def __init__(
+        self,
+        *,
+        kty: _builtins.str = ...,
+        crv: _builtins.str = ...,
+        x: _builtins.str = ...,
+        kid: _builtins.str = ...,
+        alg: _builtins.str = ...,
+        use: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alg", b"alg", "crv", b"crv", "kid", b"kid", "kty", b"kty", "use", b"use", "x", b"x"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Jwk: _TypeAlias = Jwk  # noqa: Y015
+
+@_typing.final
+class GetJwksResponse(_message.Message):
+    """The JSON form of this message is a standard JWKS document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___Jwk]: ...
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[Global___Jwk] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJwksResponse: _TypeAlias = GetJwksResponse  # noqa: Y015
 
 @_typing.final
 class ListPurposeTemplatesRequest(_message.Message):
@@ -721,19 +1361,30 @@ class ExportDocumentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
+    PURPOSE_VERSION_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
+    purpose: _builtins.str
+    format: Global___ExportFormat.ValueType
+    """What to export; unspecified exports the summary."""
     offset: _builtins.int
     """Resume a download from this byte offset."""
+    purpose_version: _builtins.int
+    """Template version; 0 takes the current one."""
     def __init__(
         self,
         *,
         document_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        format: Global___ExportFormat.ValueType = ...,
         offset: _builtins.int = ...,
+        purpose_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "offset", b"offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "format", b"format", "offset", b"offset", "purpose", b"purpose", "purpose_version", b"purpose_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -743,26 +1394,67 @@ Global___ExportDocumentRequest: _TypeAlias = ExportDocumentRequest  # noqa: Y015
 class ExportDocumentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    DOCUMENT_FIELD_NUMBER: _builtins.int
+    INFO_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     offset: _builtins.int
     data: _builtins.bytes
     @_builtins.property
-    def document(self) -> Global___Document:
-        """Set on the first message only."""
+    def info(self) -> Global___ExportInfo:
+        """The first message only: what is exported."""
 
     def __init__(
         self,
         *,
-        document: Global___Document | None = ...,
+        info: Global___ExportInfo | None = ...,
         offset: _builtins.int = ...,
         data: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "document", b"document", "offset", b"offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "info", b"info", "offset", b"offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportDocumentResponse: _TypeAlias = ExportDocumentResponse  # noqa: Y015
+
+@_typing.final
+class ExportInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    format: Global___ExportFormat.ValueType
+    media_type: _builtins.str
+    filename: _builtins.str
+    """A filename to save the export as."""
+    size_bytes: _builtins.int
+    sha256: _builtins.str
+    """Hex SHA-256 of the whole export."""
+    @_builtins.property
+    def document(self) -> Global___Document: ...
+    @_builtins.property
+    def purpose(self) -> Global___Purpose: ...
+    def __init__(
+        self,
+        *,
+        document: Global___Document | None = ...,
+        format: Global___ExportFormat.ValueType = ...,
+        media_type: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        purpose: Global___Purpose | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "purpose", b"purpose"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "filename", b"filename", "format", b"format", "media_type", b"media_type", "purpose", b"purpose", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportInfo: _TypeAlias = ExportInfo  # noqa: Y015

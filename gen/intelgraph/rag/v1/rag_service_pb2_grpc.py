@@ -26,9 +26,13 @@ if _version_not_supported:
 
 
 class RagServiceStub:
-    """RagService ingests documents resumably, chunks them with lineage, writes
-    extractive summaries under purpose templates with PII redacted, and issues
-    signed proof manifests that anyone can verify.
+    """RagService ingests documents resumably, chunks them with exact lineage,
+    writes extractive summaries under purpose templates with personal data
+    redacted, and signs proof manifests that anyone can verify offline.
+
+    Every output (chunk text, summaries, exports) is redacted under the purpose
+    the request names, then scanned again by an independent screen; an output
+    that still holds personal data is refused, never sent.
     """
 
     def __init__(self, channel):
@@ -47,6 +51,26 @@ class RagServiceStub:
                 request_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetUploadStatusRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetUploadStatusResponse.FromString,
                 _registered_method=True)
+        self.CancelUpload = channel.unary_unary(
+                '/intelgraph.rag.v1.RagService/CancelUpload',
+                request_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.CancelUploadRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.CancelUploadResponse.FromString,
+                _registered_method=True)
+        self.GetDocument = channel.unary_unary(
+                '/intelgraph.rag.v1.RagService/GetDocument',
+                request_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetDocumentRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetDocumentResponse.FromString,
+                _registered_method=True)
+        self.ListDocuments = channel.unary_unary(
+                '/intelgraph.rag.v1.RagService/ListDocuments',
+                request_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.ListDocumentsRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.ListDocumentsResponse.FromString,
+                _registered_method=True)
+        self.DeleteDocument = channel.unary_unary(
+                '/intelgraph.rag.v1.RagService/DeleteDocument',
+                request_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.DeleteDocumentRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.DeleteDocumentResponse.FromString,
+                _registered_method=True)
         self.ListChunks = channel.unary_unary(
                 '/intelgraph.rag.v1.RagService/ListChunks',
                 request_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.ListChunksRequest.SerializeToString,
@@ -62,10 +86,20 @@ class RagServiceStub:
                 request_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetManifestRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetManifestResponse.FromString,
                 _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/intelgraph.rag.v1.RagService/GetInclusionProof',
+                request_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
         self.VerifyManifest = channel.unary_unary(
                 '/intelgraph.rag.v1.RagService/VerifyManifest',
                 request_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.VerifyManifestRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.VerifyManifestResponse.FromString,
+                _registered_method=True)
+        self.GetJwks = channel.unary_unary(
+                '/intelgraph.rag.v1.RagService/GetJwks',
+                request_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetJwksRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
         self.ListPurposeTemplates = channel.unary_unary(
                 '/intelgraph.rag.v1.RagService/ListPurposeTemplates',
@@ -80,64 +114,122 @@ class RagServiceStub:
 
 
 class RagServiceServicer:
-    """RagService ingests documents resumably, chunks them with lineage, writes
-    extractive summaries under purpose templates with PII redacted, and issues
-    signed proof manifests that anyone can verify.
+    """RagService ingests documents resumably, chunks them with exact lineage,
+    writes extractive summaries under purpose templates with personal data
+    redacted, and signs proof manifests that anyone can verify offline.
+
+    Every output (chunk text, summaries, exports) is redacted under the purpose
+    the request names, then scanned again by an independent screen; an output
+    that still holds personal data is refused, never sent.
     """
 
     def UploadDocument(self, request_iterator, context):
-        """Streams a document in; the first message says what it is, the rest carry
-        bytes from an offset. An interrupted upload resumes from
-        GetUploadStatus's received_bytes with the same upload_id.
+        """Creates or resumes an upload and appends its bytes (tus semantics over
+        gRPC). The first message is the upload's metadata (a resume sends the same
+        metadata); then chunks, each at the committed offset with its SHA-256.
+        Each chunk is committed whole or not at all, so a cut connection re-sends
+        at most one chunk: ask GetUploadStatus for the offset and go on from it.
+        The last chunk completes the upload: the whole file's SHA-256 is checked,
+        the document is extracted and chunked, and the response carries it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetUploadStatus(self, request, context):
-        """Reports how much of an upload has been received.
+        """Reports an upload's committed offset and state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelUpload(self, request, context):
+        """Abandons an unfinished upload and frees its bytes (tus termination).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDocument(self, request, context):
+        """Reads one document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocuments(self, request, context):
+        """Lists the tenant's documents, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDocument(self, request, context):
+        """Deletes a document and everything derived from it: bytes, chunks,
+        summaries and manifests.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListChunks(self, request, context):
-        """Lists a document's chunks with their lineage.
+        """Lists a document's chunks with their lineage, their text redacted under
+        the purpose.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Summarize(self, request, context):
-        """Writes an extractive summary under a purpose template.
+        """Writes an extractive summary under a purpose template: every sentence is
+        an exact span of the source; the same document and template give the same
+        bytes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetManifest(self, request, context):
-        """Reads a document's signed proof manifest.
+        """Reads the signed proof manifest of a document version under a purpose
+        (issued on first request, then the same one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Proves one chunk belongs to the Merkle tree a manifest signs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def VerifyManifest(self, request, context):
-        """Checks a manifest's signature and digests.
+        """Checks a manifest's signature, canonical form and Merkle root, and
+        optionally the stored document's bytes against it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJwks(self, request, context):
+        """The public keys manifests are signed with (current and previous), as a
+        JWKS, for verifying offline.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListPurposeTemplates(self, request, context):
-        """Lists the purpose templates summaries may be written under.
+        """Lists the purpose templates requests may name, every version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExportDocument(self, request, context):
-        """Streams a stored document out, from an offset.
+        """Streams an export of a document under a purpose (the summary, the chunks
+        or the manifest, as the template allows), from an offset.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +248,26 @@ def add_RagServiceServicer_to_server(servicer, server):
                     request_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetUploadStatusRequest.FromString,
                     response_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetUploadStatusResponse.SerializeToString,
             ),
+            'CancelUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelUpload,
+                    request_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.CancelUploadRequest.FromString,
+                    response_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.CancelUploadResponse.SerializeToString,
+            ),
+            'GetDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocument,
+                    request_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetDocumentRequest.FromString,
+                    response_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetDocumentResponse.SerializeToString,
+            ),
+            'ListDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocuments,
+                    request_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.ListDocumentsRequest.FromString,
+                    response_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.ListDocumentsResponse.SerializeToString,
+            ),
+            'DeleteDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDocument,
+                    request_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.DeleteDocumentRequest.FromString,
+                    response_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.DeleteDocumentResponse.SerializeToString,
+            ),
             'ListChunks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListChunks,
                     request_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.ListChunksRequest.FromString,
@@ -171,10 +283,20 @@ def add_RagServiceServicer_to_server(servicer, server):
                     request_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetManifestRequest.FromString,
                     response_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetManifestResponse.SerializeToString,
             ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
             'VerifyManifest': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyManifest,
                     request_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.VerifyManifestRequest.FromString,
                     response_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.VerifyManifestResponse.SerializeToString,
+            ),
+            'GetJwks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJwks,
+                    request_deserializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetJwksRequest.FromString,
+                    response_serializer=intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetJwksResponse.SerializeToString,
             ),
             'ListPurposeTemplates': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPurposeTemplates,
@@ -195,9 +317,13 @@ def add_RagServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RagService:
-    """RagService ingests documents resumably, chunks them with lineage, writes
-    extractive summaries under purpose templates with PII redacted, and issues
-    signed proof manifests that anyone can verify.
+    """RagService ingests documents resumably, chunks them with exact lineage,
+    writes extractive summaries under purpose templates with personal data
+    redacted, and signs proof manifests that anyone can verify offline.
+
+    Every output (chunk text, summaries, exports) is redacted under the purpose
+    the request names, then scanned again by an independent screen; an output
+    that still holds personal data is refused, never sent.
     """
 
     @staticmethod
@@ -244,6 +370,114 @@ class RagService:
             '/intelgraph.rag.v1.RagService/GetUploadStatus',
             intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetUploadStatusRequest.SerializeToString,
             intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetUploadStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.rag.v1.RagService/CancelUpload',
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.CancelUploadRequest.SerializeToString,
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.CancelUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.rag.v1.RagService/GetDocument',
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetDocumentRequest.SerializeToString,
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.rag.v1.RagService/ListDocuments',
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.ListDocumentsRequest.SerializeToString,
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.ListDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.rag.v1.RagService/DeleteDocument',
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.DeleteDocumentRequest.SerializeToString,
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.DeleteDocumentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -336,6 +570,33 @@ class RagService:
             _registered_method=True)
 
     @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.rag.v1.RagService/GetInclusionProof',
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetInclusionProofRequest.SerializeToString,
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def VerifyManifest(request,
             target,
             options=(),
@@ -352,6 +613,33 @@ class RagService:
             '/intelgraph.rag.v1.RagService/VerifyManifest',
             intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.VerifyManifestRequest.SerializeToString,
             intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.VerifyManifestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.rag.v1.RagService/GetJwks',
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetJwksRequest.SerializeToString,
+            intelgraph_dot_rag_dot_v1_dot_rag__service__pb2.GetJwksResponse.FromString,
             options,
             channel_credentials,
             insecure,

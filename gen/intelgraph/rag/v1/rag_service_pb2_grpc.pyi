@@ -27,9 +27,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RagServiceStub:
-    """RagService ingests documents resumably, chunks them with lineage, writes
-    extractive summaries under purpose templates with PII redacted, and issues
-    signed proof manifests that anyone can verify.
+    """RagService ingests documents resumably, chunks them with exact lineage,
+    writes extractive summaries under purpose templates with personal data
+    redacted, and signs proof manifests that anyone can verify offline.
+
+    Every output (chunk text, summaries, exports) is redacted under the purpose
+    the request names, then scanned again by an independent screen; an output
+    that still holds personal data is refused, never sent.
     """
 
     @_typing.overload
@@ -37,57 +41,127 @@ class RagServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RagServiceAsyncStub: ...
     UploadDocument: _grpc.StreamUnaryMultiCallable[_rag_service_pb2.UploadDocumentRequest, _rag_service_pb2.UploadDocumentResponse]
-    """Streams a document in; the first message says what it is, the rest carry
-    bytes from an offset. An interrupted upload resumes from
-    GetUploadStatus's received_bytes with the same upload_id.
+    """Creates or resumes an upload and appends its bytes (tus semantics over
+    gRPC). The first message is the upload's metadata (a resume sends the same
+    metadata); then chunks, each at the committed offset with its SHA-256.
+    Each chunk is committed whole or not at all, so a cut connection re-sends
+    at most one chunk: ask GetUploadStatus for the offset and go on from it.
+    The last chunk completes the upload: the whole file's SHA-256 is checked,
+    the document is extracted and chunked, and the response carries it.
     """
     GetUploadStatus: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.GetUploadStatusRequest, _rag_service_pb2.GetUploadStatusResponse]
-    """Reports how much of an upload has been received."""
+    """Reports an upload's committed offset and state."""
+    CancelUpload: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.CancelUploadRequest, _rag_service_pb2.CancelUploadResponse]
+    """Abandons an unfinished upload and frees its bytes (tus termination)."""
+    GetDocument: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.GetDocumentRequest, _rag_service_pb2.GetDocumentResponse]
+    """Reads one document."""
+    ListDocuments: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.ListDocumentsRequest, _rag_service_pb2.ListDocumentsResponse]
+    """Lists the tenant's documents, newest first."""
+    DeleteDocument: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.DeleteDocumentRequest, _rag_service_pb2.DeleteDocumentResponse]
+    """Deletes a document and everything derived from it: bytes, chunks,
+    summaries and manifests.
+    """
     ListChunks: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.ListChunksRequest, _rag_service_pb2.ListChunksResponse]
-    """Lists a document's chunks with their lineage."""
+    """Lists a document's chunks with their lineage, their text redacted under
+    the purpose.
+    """
     Summarize: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.SummarizeRequest, _rag_service_pb2.SummarizeResponse]
-    """Writes an extractive summary under a purpose template."""
+    """Writes an extractive summary under a purpose template: every sentence is
+    an exact span of the source; the same document and template give the same
+    bytes.
+    """
     GetManifest: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.GetManifestRequest, _rag_service_pb2.GetManifestResponse]
-    """Reads a document's signed proof manifest."""
+    """Reads the signed proof manifest of a document version under a purpose
+    (issued on first request, then the same one).
+    """
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.GetInclusionProofRequest, _rag_service_pb2.GetInclusionProofResponse]
+    """Proves one chunk belongs to the Merkle tree a manifest signs."""
     VerifyManifest: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.VerifyManifestRequest, _rag_service_pb2.VerifyManifestResponse]
-    """Checks a manifest's signature and digests."""
+    """Checks a manifest's signature, canonical form and Merkle root, and
+    optionally the stored document's bytes against it.
+    """
+    GetJwks: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.GetJwksRequest, _rag_service_pb2.GetJwksResponse]
+    """The public keys manifests are signed with (current and previous), as a
+    JWKS, for verifying offline.
+    """
     ListPurposeTemplates: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.ListPurposeTemplatesRequest, _rag_service_pb2.ListPurposeTemplatesResponse]
-    """Lists the purpose templates summaries may be written under."""
+    """Lists the purpose templates requests may name, every version."""
     ExportDocument: _grpc.UnaryStreamMultiCallable[_rag_service_pb2.ExportDocumentRequest, _rag_service_pb2.ExportDocumentResponse]
-    """Streams a stored document out, from an offset."""
+    """Streams an export of a document under a purpose (the summary, the chunks
+    or the manifest, as the template allows), from an offset.
+    """
 
 @_typing.type_check_only
 class RagServiceAsyncStub(RagServiceStub):
-    """RagService ingests documents resumably, chunks them with lineage, writes
-    extractive summaries under purpose templates with PII redacted, and issues
-    signed proof manifests that anyone can verify.
+    """RagService ingests documents resumably, chunks them with exact lineage,
+    writes extractive summaries under purpose templates with personal data
+    redacted, and signs proof manifests that anyone can verify offline.
+
+    Every output (chunk text, summaries, exports) is redacted under the purpose
+    the request names, then scanned again by an independent screen; an output
+    that still holds personal data is refused, never sent.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     UploadDocument: _aio.StreamUnaryMultiCallable[_rag_service_pb2.UploadDocumentRequest, _rag_service_pb2.UploadDocumentResponse]  # type: ignore[assignment]
-    """Streams a document in; the first message says what it is, the rest carry
-    bytes from an offset. An interrupted upload resumes from
-    GetUploadStatus's received_bytes with the same upload_id.
+    """Creates or resumes an upload and appends its bytes (tus semantics over
+    gRPC). The first message is the upload's metadata (a resume sends the same
+    metadata); then chunks, each at the committed offset with its SHA-256.
+    Each chunk is committed whole or not at all, so a cut connection re-sends
+    at most one chunk: ask GetUploadStatus for the offset and go on from it.
+    The last chunk completes the upload: the whole file's SHA-256 is checked,
+    the document is extracted and chunked, and the response carries it.
     """
     GetUploadStatus: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.GetUploadStatusRequest, _rag_service_pb2.GetUploadStatusResponse]  # type: ignore[assignment]
-    """Reports how much of an upload has been received."""
+    """Reports an upload's committed offset and state."""
+    CancelUpload: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.CancelUploadRequest, _rag_service_pb2.CancelUploadResponse]  # type: ignore[assignment]
+    """Abandons an unfinished upload and frees its bytes (tus termination)."""
+    GetDocument: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.GetDocumentRequest, _rag_service_pb2.GetDocumentResponse]  # type: ignore[assignment]
+    """Reads one document."""
+    ListDocuments: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.ListDocumentsRequest, _rag_service_pb2.ListDocumentsResponse]  # type: ignore[assignment]
+    """Lists the tenant's documents, newest first."""
+    DeleteDocument: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.DeleteDocumentRequest, _rag_service_pb2.DeleteDocumentResponse]  # type: ignore[assignment]
+    """Deletes a document and everything derived from it: bytes, chunks,
+    summaries and manifests.
+    """
     ListChunks: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.ListChunksRequest, _rag_service_pb2.ListChunksResponse]  # type: ignore[assignment]
-    """Lists a document's chunks with their lineage."""
+    """Lists a document's chunks with their lineage, their text redacted under
+    the purpose.
+    """
     Summarize: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.SummarizeRequest, _rag_service_pb2.SummarizeResponse]  # type: ignore[assignment]
-    """Writes an extractive summary under a purpose template."""
+    """Writes an extractive summary under a purpose template: every sentence is
+    an exact span of the source; the same document and template give the same
+    bytes.
+    """
     GetManifest: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.GetManifestRequest, _rag_service_pb2.GetManifestResponse]  # type: ignore[assignment]
-    """Reads a document's signed proof manifest."""
+    """Reads the signed proof manifest of a document version under a purpose
+    (issued on first request, then the same one).
+    """
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.GetInclusionProofRequest, _rag_service_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
+    """Proves one chunk belongs to the Merkle tree a manifest signs."""
     VerifyManifest: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.VerifyManifestRequest, _rag_service_pb2.VerifyManifestResponse]  # type: ignore[assignment]
-    """Checks a manifest's signature and digests."""
+    """Checks a manifest's signature, canonical form and Merkle root, and
+    optionally the stored document's bytes against it.
+    """
+    GetJwks: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.GetJwksRequest, _rag_service_pb2.GetJwksResponse]  # type: ignore[assignment]
+    """The public keys manifests are signed with (current and previous), as a
+    JWKS, for verifying offline.
+    """
     ListPurposeTemplates: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.ListPurposeTemplatesRequest, _rag_service_pb2.ListPurposeTemplatesResponse]  # type: ignore[assignment]
-    """Lists the purpose templates summaries may be written under."""
+    """Lists the purpose templates requests may name, every version."""
     ExportDocument: _aio.UnaryStreamMultiCallable[_rag_service_pb2.ExportDocumentRequest, _rag_service_pb2.ExportDocumentResponse]  # type: ignore[assignment]
-    """Streams a stored document out, from an offset."""
+    """Streams an export of a document under a purpose (the summary, the chunks
+    or the manifest, as the template allows), from an offset.
+    """
 
 class RagServiceServicer(metaclass=_abc_1.ABCMeta):
-    """RagService ingests documents resumably, chunks them with lineage, writes
-    extractive summaries under purpose templates with PII redacted, and issues
-    signed proof manifests that anyone can verify.
+    """RagService ingests documents resumably, chunks them with exact lineage,
+    writes extractive summaries under purpose templates with personal data
+    redacted, and signs proof manifests that anyone can verify offline.
+
+    Every output (chunk text, summaries, exports) is redacted under the purpose
+    the request names, then scanned again by an independent screen; an output
+    that still holds personal data is refused, never sent.
     """
 
     @_abc_1.abstractmethod
@@ -96,9 +170,13 @@ class RagServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_rag_service_pb2.UploadDocumentRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_rag_service_pb2.UploadDocumentResponse, _abc.Awaitable[_rag_service_pb2.UploadDocumentResponse]]:
-        """Streams a document in; the first message says what it is, the rest carry
-        bytes from an offset. An interrupted upload resumes from
-        GetUploadStatus's received_bytes with the same upload_id.
+        """Creates or resumes an upload and appends its bytes (tus semantics over
+        gRPC). The first message is the upload's metadata (a resume sends the same
+        metadata); then chunks, each at the committed offset with its SHA-256.
+        Each chunk is committed whole or not at all, so a cut connection re-sends
+        at most one chunk: ask GetUploadStatus for the offset and go on from it.
+        The last chunk completes the upload: the whole file's SHA-256 is checked,
+        the document is extracted and chunked, and the response carries it.
         """
 
     @_abc_1.abstractmethod
@@ -107,7 +185,41 @@ class RagServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _rag_service_pb2.GetUploadStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_rag_service_pb2.GetUploadStatusResponse, _abc.Awaitable[_rag_service_pb2.GetUploadStatusResponse]]:
-        """Reports how much of an upload has been received."""
+        """Reports an upload's committed offset and state."""
+
+    @_abc_1.abstractmethod
+    def CancelUpload(
+        self,
+        request: _rag_service_pb2.CancelUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rag_service_pb2.CancelUploadResponse, _abc.Awaitable[_rag_service_pb2.CancelUploadResponse]]:
+        """Abandons an unfinished upload and frees its bytes (tus termination)."""
+
+    @_abc_1.abstractmethod
+    def GetDocument(
+        self,
+        request: _rag_service_pb2.GetDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rag_service_pb2.GetDocumentResponse, _abc.Awaitable[_rag_service_pb2.GetDocumentResponse]]:
+        """Reads one document."""
+
+    @_abc_1.abstractmethod
+    def ListDocuments(
+        self,
+        request: _rag_service_pb2.ListDocumentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rag_service_pb2.ListDocumentsResponse, _abc.Awaitable[_rag_service_pb2.ListDocumentsResponse]]:
+        """Lists the tenant's documents, newest first."""
+
+    @_abc_1.abstractmethod
+    def DeleteDocument(
+        self,
+        request: _rag_service_pb2.DeleteDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rag_service_pb2.DeleteDocumentResponse, _abc.Awaitable[_rag_service_pb2.DeleteDocumentResponse]]:
+        """Deletes a document and everything derived from it: bytes, chunks,
+        summaries and manifests.
+        """
 
     @_abc_1.abstractmethod
     def ListChunks(
@@ -115,7 +227,9 @@ class RagServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _rag_service_pb2.ListChunksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_rag_service_pb2.ListChunksResponse, _abc.Awaitable[_rag_service_pb2.ListChunksResponse]]:
-        """Lists a document's chunks with their lineage."""
+        """Lists a document's chunks with their lineage, their text redacted under
+        the purpose.
+        """
 
     @_abc_1.abstractmethod
     def Summarize(
@@ -123,7 +237,10 @@ class RagServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _rag_service_pb2.SummarizeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_rag_service_pb2.SummarizeResponse, _abc.Awaitable[_rag_service_pb2.SummarizeResponse]]:
-        """Writes an extractive summary under a purpose template."""
+        """Writes an extractive summary under a purpose template: every sentence is
+        an exact span of the source; the same document and template give the same
+        bytes.
+        """
 
     @_abc_1.abstractmethod
     def GetManifest(
@@ -131,7 +248,17 @@ class RagServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _rag_service_pb2.GetManifestRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_rag_service_pb2.GetManifestResponse, _abc.Awaitable[_rag_service_pb2.GetManifestResponse]]:
-        """Reads a document's signed proof manifest."""
+        """Reads the signed proof manifest of a document version under a purpose
+        (issued on first request, then the same one).
+        """
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _rag_service_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rag_service_pb2.GetInclusionProofResponse, _abc.Awaitable[_rag_service_pb2.GetInclusionProofResponse]]:
+        """Proves one chunk belongs to the Merkle tree a manifest signs."""
 
     @_abc_1.abstractmethod
     def VerifyManifest(
@@ -139,7 +266,19 @@ class RagServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _rag_service_pb2.VerifyManifestRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_rag_service_pb2.VerifyManifestResponse, _abc.Awaitable[_rag_service_pb2.VerifyManifestResponse]]:
-        """Checks a manifest's signature and digests."""
+        """Checks a manifest's signature, canonical form and Merkle root, and
+        optionally the stored document's bytes against it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJwks(
+        self,
+        request: _rag_service_pb2.GetJwksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rag_service_pb2.GetJwksResponse, _abc.Awaitable[_rag_service_pb2.GetJwksResponse]]:
+        """The public keys manifests are signed with (current and previous), as a
+        JWKS, for verifying offline.
+        """
 
     @_abc_1.abstractmethod
     def ListPurposeTemplates(
@@ -147,7 +286,7 @@ class RagServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _rag_service_pb2.ListPurposeTemplatesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_rag_service_pb2.ListPurposeTemplatesResponse, _abc.Awaitable[_rag_service_pb2.ListPurposeTemplatesResponse]]:
-        """Lists the purpose templates summaries may be written under."""
+        """Lists the purpose templates requests may name, every version."""
 
     @_abc_1.abstractmethod
     def ExportDocument(
@@ -155,6 +294,8 @@ class RagServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _rag_service_pb2.ExportDocumentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_rag_service_pb2.ExportDocumentResponse], _abc.AsyncIterator[_rag_service_pb2.ExportDocumentResponse]]:
-        """Streams a stored document out, from an offset."""
+        """Streams an export of a document under a purpose (the summary, the chunks
+        or the manifest, as the template allows), from an offset.
+        """
 
 def add_RagServiceServicer_to_server(servicer: RagServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
