@@ -19,12 +19,13 @@ re-reads the ring when `keyring.json` changes (checked at most once a second).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeAlias
@@ -252,3 +253,28 @@ class KeyStore:
             self._stamp = stamp
             self.generation += 1
             return True
+
+
+def ed25519_public_keys(jwks: Iterable[Mapping[str, str]]) -> dict[str, ed25519.Ed25519PublicKey]:
+    """The Ed25519 public keys of a JWKS's `keys`, by kid; keys of other types are skipped.
+
+    Only the public members are read, so a JWK that also carries its private
+    part (`d`) still yields just a public key. `x` may be base64url (as JWKs
+    write it) or standard base64, padded or not.
+
+    Raises:
+        ValueError: An Ed25519 JWK without a kid or with a malformed `x`.
+    """
+    found = {}
+    for jwk in jwks:
+        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+            continue
+        if not jwk.get("kid"):
+            raise ValueError("an Ed25519 JWK has no kid")
+        try:
+            encoded = jwk["x"].replace("-", "+").replace("_", "/")
+            raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+            found[jwk["kid"]] = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+        except (KeyError, binascii.Error, ValueError):
+            raise ValueError(f"JWK {jwk['kid']!r} has no valid Ed25519 public key (x)") from None
+    return found

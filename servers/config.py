@@ -167,6 +167,17 @@ class Settings(BaseSettings):
         ge=1,
         description="Bytes a tenant may hold in documents and unfinished uploads together.",
     )
+    rag_ingest_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds reading one document (text, chunks, PII) may take before it is "
+        "stopped and the upload refused.",
+    )
+    rag_ingest_slots: int = Field(
+        2,
+        ge=1,
+        description="Documents a server process reads at once, each in a child process.",
+    )
     rag_upload_ttl: float = Field(
         24 * 3600.0,
         gt=0,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,14 +94,8 @@ class VerificationError(Exception):
     """The document's signature does not verify (or its key is unknown)."""
 
 
-def public_keys(jwks: Iterable[Mapping[str, str]]) -> dict[str, ed25519.Ed25519PublicKey]:
-    """Ed25519 public keys of a JWKS, by kid."""
-    found = {}
-    for jwk in jwks:
-        if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
-            raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
-            found[jwk["kid"]] = ed25519.Ed25519PublicKey.from_public_bytes(raw)
-    return found
+#: Ed25519 public keys of a JWKS, by kid.
+public_keys = keys.ed25519_public_keys
 
 
 def verify(

@@ -12,7 +12,8 @@ from core.pagination import Page
 from interceptors.tokens import Principal
 from servers.rag import metrics, store
 from servers.rag.extraction import UnreadableDocument, UnsupportedMediaType
-from servers.rag.ingest import Ingested, ingest
+from servers.rag.ingest import Ingested
+from servers.rag.isolation import IngestPool
 from servers.rag.store import DocumentRow, UploadRow
 from servers.rag.uploads import Uploads
 from servers.runtime import Runtime
@@ -40,6 +41,8 @@ class Documents:
         self._runtime = runtime
         self._db = runtime.database
         self._uploads = uploads
+        settings = runtime.settings
+        self._readers = IngestPool(settings.rag_ingest_timeout, settings.rag_ingest_slots)
 
     async def complete(self, principal: Principal, upload: UploadRow) -> DocumentRow:
         """Turn a fully received upload into a document: digest, read, chunk, store.
@@ -66,7 +69,7 @@ class Documents:
                 reason=ErrorReason.ERROR_REASON_CHECKSUM_MISMATCH,
             )
         try:
-            read = await asyncio.to_thread(ingest, data, upload.content_type)
+            read = await self._readers.ingest(data, upload.content_type)
         except (UnreadableDocument, UnsupportedMediaType) as problem:
             await self._uploads.fail(principal, upload.id, str(problem))
             raise InvalidArgument(

@@ -216,7 +216,12 @@ def envelope_of(exported: Mapping[str, Any]) -> Mapping[str, Any]:
     """The DSSE envelope in an exported manifest.
 
     As the MANIFEST_JSON export writes it (the envelope itself), or as grpcurl
-    prints a GetManifest response or a Manifest message.
+    prints a GetManifest response or a Manifest message (proto field names).
+
+    >>> envelope_of({"manifest": {"envelope": {"payload": "e30=", "payload_type": "t",
+    ...     "signatures": []}}})["payloadType"]
+    't'
+
 
     Raises:
         proofs.ManifestInvalid: No envelope in it ("envelope").
@@ -226,6 +231,10 @@ def envelope_of(exported: Mapping[str, Any]) -> Mapping[str, Any]:
         if isinstance(inner, Mapping):
             return envelope_of(inner)
     if "payload" in exported and "signatures" in exported:
+        if "payload_type" in exported and "payloadType" not in exported:
+            # grpcurl prints the proto field names: the envelope's JSON name is payloadType.
+            renamed = {key: value for key, value in exported.items() if key != "payload_type"}
+            return {**renamed, "payloadType": exported["payload_type"]}
         return exported
     raise proofs.ManifestInvalid(
         "envelope", "no DSSE envelope (payload, payloadType, signatures) in the file"

@@ -53,7 +53,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
@@ -63,6 +63,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from core.times import rfc3339
+from interceptors import keys
 
 #: The DSSE payload type of a signed manifest (encoding and schema in one name).
 PAYLOAD_TYPE = "application/vnd.intelgraph.rag-manifest+json"
@@ -561,28 +562,8 @@ def _decode_base64(value: str) -> bytes:
     return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
 
 
-def ed25519_keys(jwks: Iterable[Mapping[str, str]]) -> dict[str, Ed25519PublicKey]:
-    """The Ed25519 public keys of a JWKS's `keys`, by kid; other keys are skipped.
-
-    Only the public members are read, so a JWK that also carries its private
-    part (`d`) still yields just a public key.
-
-    Raises:
-        ValueError: An Ed25519 JWK without a kid or with a malformed `x`.
-    """
-    found = {}
-    for jwk in jwks:
-        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
-            continue
-        if not jwk.get("kid"):
-            raise ValueError("an Ed25519 JWK has no kid")
-        try:
-            raw = _decode_base64(jwk["x"])
-            key = Ed25519PublicKey.from_public_bytes(raw)
-        except (KeyError, binascii.Error, ValueError):
-            raise ValueError(f"JWK {jwk['kid']!r} has no valid Ed25519 public key (x)") from None
-        found[jwk["kid"]] = key
-    return found
+#: The Ed25519 public keys of a JWKS, by kid (one reader of JWKS for the whole platform).
+ed25519_keys = keys.ed25519_public_keys
 
 
 # -- Verification ----------------------------------------------------------------------------

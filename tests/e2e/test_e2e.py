@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import socket
 import subprocess
@@ -345,3 +347,62 @@ def test_two_replicas_share_revocations_within_a_second(
             assert replica.stop() == 0
     print(f"revoked on A, refused on B after {delay * 1000:.1f} ms")
     assert delay < 1.0
+
+
+def test_an_operator_uploads_over_tus_and_verifies_the_manifest_offline(
+    conductor: Served, tmp_path: Path
+) -> None:
+    token = mint(tmp_path, "rag.read,rag.write")
+    notes = tmp_path / "notes.md"
+    notes.write_bytes(b"# Notes\n\nThe cluster recovered. Mail bob@example.com for details.\n")
+    data = notes.read_bytes()
+    digest = base64.b64encode(hashlib.sha256(data).hexdigest().encode()).decode()
+    tus = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {token}"}
+    created = urllib.request.urlopen(
+        urllib.request.Request(
+            f"http://{conductor.http}/files",
+            method="POST",
+            headers={**tus, "Upload-Length": str(len(data)), "Upload-Metadata": f"sha256 {digest},"
+                     f"filename {base64.b64encode(b'notes.md').decode()}"},
+        ),
+        timeout=10,
+    )  # fmt: skip
+    assert created.status == 201
+    appended = urllib.request.urlopen(
+        urllib.request.Request(
+            created.headers["Location"],
+            method="PATCH",
+            data=data,
+            headers={
+                **tus,
+                "Content-Type": "application/offset+octet-stream",
+                "Upload-Offset": "0",
+            },
+        ),
+        timeout=30,
+    )
+    document_id = appended.headers["Conductor-Document-Id"]
+    assert document_id
+    jwks = grpcurl("-d", "{}", conductor.grpc, "intelgraph.rag.v1.RagService/GetJwks")
+    (tmp_path / "jwks.json").write_text(jwks.stdout)
+    manifest = grpcurl(
+        "-H", f"authorization: Bearer {token}",
+        "-d", json.dumps({"document_id": document_id, "purpose": "support"}),
+        conductor.grpc, "intelgraph.rag.v1.RagService/GetManifest",
+    )  # fmt: skip
+    assert manifest.returncode == 0, manifest.stderr
+    (tmp_path / "manifest.json").write_text(manifest.stdout)
+    verify = (
+        "rag",
+        "verify",
+        str(tmp_path / "manifest.json"),
+        "--jwks",
+        str(tmp_path / "jwks.json"),
+    )
+    checked = run_conductor(tmp_path, *verify, "--document", str(notes))
+    assert checked.returncode == 0, checked.stderr
+    assert "document digest, 1 chunk digests verified" in checked.stdout
+    notes.write_bytes(data.replace(b"recovered", b"recovereD"))
+    tampered = run_conductor(tmp_path, *verify, "--document", str(notes))
+    assert tampered.returncode == 1
+    assert "NOT VALID (document_digest)" in tampered.stderr

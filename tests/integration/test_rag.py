@@ -561,3 +561,49 @@ async def test_graphql_reads_documents_chunks_summaries_and_manifests(
     summary = data["summarize"]["summary"]
     assert summary["sentences"]
     assert data["manifest"]["manifest"]["chunkCount"] == document.chunk_count
+
+
+# -- metrics ---------------------------------------------------------------------------
+
+
+async def scrape(platform: Platform) -> dict[str, float]:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{platform.http_port}/metrics")).text
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+async def test_metrics_move_with_summaries_resumes_redactions_and_refusals(
+    platform: Platform, tenant: Tenant
+) -> None:
+    before = await scrape(platform)
+    document = await upload(tenant)
+    await tenant.rag.summarize(document_id=document.id, purpose="support")
+    await tenant.rag.list_chunks(document_id=document.id, purpose="support")  # masks the email
+    data = MEMO.encode()
+    head = metadata(data)
+    await tenant.rag.upload_document(
+        request for request in parts(head, data, 0, 256) if request.chunk.offset < 256
+    )
+    await tenant.rag.get_upload_status(upload_id=head.upload_id)  # how a client resumes
+    # Nine digits after "SSN" that are no valid SSN: the recognizers let them through, the
+    # independent screen does not, so the output is refused rather than sent.
+    risky = b"The form lists SSN 000123456 for the applicant. Nothing else is on file here."
+    stored = await upload(tenant, risky, filename="form.txt")
+    with pytest.raises(FailedPreconditionError) as refused:
+        await tenant.rag.summarize(document_id=stored.id, purpose="support")
+    assert refused.value.reason == ErrorReason.ERROR_REASON_OUTPUT_REFUSED
+    assert refused.value.metadata["kinds"] == "national_id"
+    after = await scrape(platform)
+
+    def moved(sample: str) -> float:
+        return after.get(sample, 0.0) - before.get(sample, 0.0)
+
+    assert moved('rag_summaries_total{purpose="support"}') >= 1
+    assert moved("rag_uploads_resumed_total") >= 1
+    assert moved('rag_redactions_total{kind="email"}') >= 1
+    assert moved('rag_outputs_refused_total{output="summary"}') == 1
+    assert moved("rag_uploads_completed_total") >= 2

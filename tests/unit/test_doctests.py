@@ -21,6 +21,7 @@ MODULES = [
     "servers.rag.pii",
     "servers.rag.screening",
     "servers.rag.outputs",
+    "servers.rag.manifests",
     "servers.console.tus",
 ]
 
