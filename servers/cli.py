@@ -384,8 +384,9 @@ def _rag(settings: Settings, args: argparse.Namespace) -> int:
             document=args.document.read_bytes() if args.document else None,
             text=args.text.read_bytes() if args.text else None,
         )
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        print(f"conductor rag verify: cannot read the input: {error}", file=sys.stderr)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+        # Files that are not what they should be (not JSON, JSON of another shape).
+        print(f"conductor rag verify: cannot read the input: {error!r}", file=sys.stderr)
         return 2
     except rag.ManifestInvalid as invalid:
         print(

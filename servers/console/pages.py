@@ -18,6 +18,7 @@ manifest).
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,6 +47,8 @@ from servers.console.session import (
 HERE = Path(__file__).parent
 #: Chunks a document page shows at once (a link leads to the next ones).
 CHUNKS_PER_PAGE = 100
+#: The purpose a document page shows first.
+DEFAULT_PURPOSE = "support"
 #: What the console's pages may load: their own origin's script, style and images only.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -171,12 +174,15 @@ class Console:
             return self._page(request, "sign_in.html", 401, problem=problem)
         finally:
             CALLER_TOKEN.reset(calling)
+        lifetime = int(caller.expires_at.seconds - _now_s())
+        if lifetime <= 0:
+            return self._page(request, "sign_in.html", 401, problem="That token has expired.")
         response = self._redirect("/documents")
         secure = _secure(request)
         response.set_cookie(
             SESSION_COOKIE,
             token,
-            max_age=max(0, int(caller.expires_at.seconds - _now_s())),
+            max_age=lifetime,
             httponly=True,
             samesite="strict",
             secure=secure,
@@ -210,7 +216,10 @@ class Console:
             return self._page(request, "document.html", 403, problem=problem, document=None)
         templates = list(listed.templates)
         current = [template for template in templates if template.current]
-        purpose = request.query_params.get("purpose") or (current[0].id if current else "")
+        # The default shows the least: support masks every kind (legal-review keeps names).
+        fallback = current[0].id if current else ""
+        default = next((t.id for t in current if t.id == DEFAULT_PURPOSE), fallback)
+        purpose = request.query_params.get("purpose") or default
         template = next((t for t in current if t.id == purpose), None)
         if template is None:
             return self._page(
@@ -261,7 +270,7 @@ class Console:
         purpose = request.query_params.get("purpose", "")
         export_format = _FORMATS.get(request.query_params.get("format", ""))
         if export_format is None:
-            return Response("unknown export format\n", status_code=400, media_type="text/plain")
+            return _plain("unknown export format\n", 400)
         token = request_token(request)
         calling = CALLER_TOKEN.set(token)
         try:
@@ -272,12 +281,7 @@ class Console:
             )
             first = await anext(stream)
         except ConductorError as error:
-            status = 403 if isinstance(error, PermissionDeniedError) else 400
-            return Response(
-                (error.details or error.code.name) + "\n",
-                status_code=status,
-                media_type="text/plain",
-            )
+            return _refused(error)
         finally:
             CALLER_TOKEN.reset(calling)
 
@@ -297,7 +301,7 @@ class Console:
                 **SECURITY_HEADERS,
                 "Content-Disposition": f"attachment; filename*=UTF-8''{quote(info.filename)}",
                 "Content-Length": str(info.size_bytes),
-                "Digest": f"sha-256={info.sha256}",
+                "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(info.sha256)).decode()}:",
             },
         )
 
@@ -306,14 +310,36 @@ class Console:
             return away
         form = await request.form()
         if not csrf_ok(request, str(form.get("csrf", ""))):
-            return Response("the form expired\n", status_code=403, media_type="text/plain")
+            return _plain("the form expired: reload the page\n", 403)
         document_id = request.path_params["document_id"]
-        _, problem = await self._as_caller(
-            request, lambda: self._rag.delete_document(document_id=document_id)
-        )
-        if problem:
-            return Response(problem + "\n", status_code=400, media_type="text/plain")
+        calling = CALLER_TOKEN.set(request_token(request))
+        try:
+            await self._rag.delete_document(document_id=document_id)
+        except ConductorError as error:
+            return _refused(error)
+        finally:
+            CALLER_TOKEN.reset(calling)
         return self._redirect("/documents")
+
+
+_STATUS_OF_CODE = {
+    "NOT_FOUND": 404,
+    "PERMISSION_DENIED": 403,
+    "UNAUTHENTICATED": 401,
+    "FAILED_PRECONDITION": 409,
+    "UNAVAILABLE": 503,
+}
+
+
+def _plain(message: str, status: int) -> Response:
+    return Response(message, status_code=status, media_type="text/plain", headers=SECURITY_HEADERS)
+
+
+def _refused(error: ConductorError) -> Response:
+    """A refusal from the platform as a plain-text HTTP answer with its status."""
+    return _plain(
+        (error.details or error.code.name) + "\n", _STATUS_OF_CODE.get(error.code.name, 400)
+    )
 
 
 def _secure(request: Request) -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC
@@ -48,6 +49,9 @@ CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
 PIECE_BYTES = 1 << 20
 #: tus's status for a checksum mismatch.
 CHECKSUM_MISMATCH = 460
+#: The largest length or offset the contract allows (1 TiB).
+MAX_BYTES = 1 << 40
+_DECIMAL = re.compile(r"[0-9]{1,13}")
 
 #: Runs a call as the request's caller (sets the token the shared client sends).
 CallAs = Callable[[Request, Callable[[], Awaitable[Any]]], Awaitable[Any]]
@@ -115,9 +119,9 @@ def parse_metadata(header: str) -> dict[str, str]:
 
 
 def _integer(request: Request, name: str) -> int:
-    raw = request.headers.get(name)
-    if raw is None or not raw.isdigit():
-        raise TusError(400, f"{name} must be a non-negative integer")
+    raw = request.headers.get(name, "")
+    if not _DECIMAL.fullmatch(raw) or int(raw) > MAX_BYTES:
+        raise TusError(400, f"{name} must be a whole number of bytes from 0 to {MAX_BYTES}")
     return int(raw)
 
 
@@ -227,7 +231,8 @@ class TusEndpoint:
             status_code=201,
             headers=_headers(
                 {
-                    "Location": f"{str(request.base_url).rstrip('/')}{self._prefix}/{upload_id}",
+                    # Relative, as RFC 9110 allows: never built from the Host header.
+                    "Location": f"{self._prefix}/{upload_id}",
                     "Upload-Expires": _http_date(created.status),
                     "Upload-Offset": str(created.status.offset),
                 }
@@ -271,13 +276,14 @@ class TusEndpoint:
             size_bytes=status.size_bytes,
             sha256=status.sha256,
         )
-        if checksum is None:
+        room = status.size_bytes - offset
+        declared = request.headers.get("Content-Length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > room:
+            raise _too_long(room)
+        if checksum is None:  # streamed through; the service refuses bytes past the length
             pieces = _pieces(request.stream(), offset)
         else:  # the whole body is checked before any of it is committed
-            body = await request.body()
-            algorithm, expected = checksum
-            if CHECKSUMS[algorithm](body).digest() != expected:
-                raise TusError(CHECKSUM_MISMATCH, f"the body does not match its {algorithm}")
+            body = await _read_checked(request.stream(), room, checksum)
             pieces = _pieces(_once(body), offset)
 
         async def append() -> pb.UploadDocumentResponse:
@@ -308,6 +314,35 @@ def _http_date(status: pb.UploadStatus) -> str:
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
+
+
+def _too_long(room: int) -> TusError:
+    return TusError(413, f"the body runs past the upload's length: {room} bytes remain")
+
+
+async def _bounded(body: AsyncIterator[bytes], room: int) -> AsyncIterator[bytes]:
+    """The body as it arrives, refused as soon as it runs past the upload's length."""
+    received = 0
+    async for block in body:
+        received += len(block)
+        if received > room:
+            raise _too_long(room)
+        yield block
+
+
+async def _read_checked(
+    body: AsyncIterator[bytes], room: int, checksum: tuple[str, bytes]
+) -> bytes:
+    """The whole body, once it is within the upload's length and matches its checksum."""
+    algorithm, expected = checksum
+    digest = CHECKSUMS[algorithm]()
+    kept = bytearray()
+    async for block in _bounded(body, room):
+        digest.update(block)
+        kept += block
+    if digest.digest() != expected:
+        raise TusError(CHECKSUM_MISMATCH, f"the body does not match its {algorithm}")
+    return bytes(kept)
 
 
 async def _pieces(body: AsyncIterator[bytes], offset: int) -> AsyncIterator[pb.UploadChunk]:

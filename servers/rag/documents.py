@@ -73,7 +73,7 @@ class Documents:
         except (UnreadableDocument, UnsupportedMediaType) as problem:
             await self._uploads.fail(principal, upload.id, str(problem))
             raise InvalidArgument(
-                f"{upload.filename} is not a readable {upload.content_type} document: {problem}",
+                f"the upload is not a readable {upload.content_type} document: {problem}",
                 field="metadata.content_type",
                 reason=ErrorReason.ERROR_REASON_DOCUMENT_UNREADABLE,
             ) from None

@@ -14,6 +14,7 @@ byte-identical for the same document and template version.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import re
@@ -24,7 +25,7 @@ from typing import Any
 
 from core.errors import ErrorReason, FailedPrecondition
 from servers.rag import metrics
-from servers.rag.pii import Finding, redact
+from servers.rag.pii import Finding, find_pii, redact
 from servers.rag.screening import second_scan
 from servers.rag.store import ChunkRow, DocumentRow
 from servers.rag.summaries import select_summary
@@ -48,6 +49,8 @@ class Redacted:
 
     text: str
     redactions: Counter[str] = field(default_factory=Counter)
+    #: The chunk's heading path as it may leave (headings hold personal data too).
+    section_path: tuple[str, ...] = ()
 
 
 def redact_span(
@@ -91,10 +94,28 @@ def screened(output: str, template: PurposeTemplate, what: str) -> str:
     return output
 
 
-def redacted_chunk(row: ChunkRow, template: PurposeTemplate) -> Redacted:
-    """A chunk's text as it may leave under `template` (screened)."""
+@functools.lru_cache(maxsize=4096)
+def _heading_findings(title: str) -> tuple[tuple[str, int, int], ...]:
+    """PII in a heading (headings repeat across a document's chunks: found once)."""
+    return tuple((finding.kind, finding.start, finding.end) for finding in find_pii(title))
+
+
+def redact_chunk(row: ChunkRow, template: PurposeTemplate) -> Redacted:
+    """A chunk's text and heading path as they may leave under `template` (not yet screened)."""
     done = redact_span(row.text, row.pii, 0, len(row.text), template)
-    screened(done.text, template, "chunk")
+    counts = Counter(done.redactions)
+    path = []
+    for title in row.section_path:
+        heading = redact_span(title, _heading_findings(title), 0, len(title), template)
+        counts.update(heading.redactions)
+        path.append(heading.text)
+    return Redacted(done.text, counts, tuple(path))
+
+
+def redacted_chunk(row: ChunkRow, template: PurposeTemplate) -> Redacted:
+    """A chunk's text and heading path as they may leave under `template`, screened."""
+    done = redact_chunk(row, template)
+    screened("\n".join((done.text, *done.section_path)), template, "chunk")
     return done
 
 
@@ -225,7 +246,7 @@ def chunk_record(
             "char_start": row.char_start,
             "char_end": row.char_end,
             "page": row.page,
-            "section_path": list(row.section_path),
+            "section_path": list(done.section_path),
             "previous_chunk_id": previous_id,
             "next_chunk_id": next_id,
             "anchor": anchor(row.index),
@@ -240,7 +261,7 @@ def chunks_jsonl(
     lines = []
     redactions: Counter[str] = Counter()
     for position, row in enumerate(chunks):
-        done = redact_span(row.text, row.pii, 0, len(row.text), template)
+        done = redact_chunk(row, template)
         redactions.update(done.redactions)
         previous_id = str(chunks[position - 1].id) if position else ""
         next_id = str(chunks[position + 1].id) if position + 1 < len(chunks) else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -45,10 +46,13 @@ _FORMAT = {
 _FORMAT_NAME = {number: name for name, number in _FORMAT.items()}
 
 
-def _upload_status(row: UploadRow) -> pb.UploadStatus:
+def _upload_status(row: UploadRow, now: datetime) -> pb.UploadStatus:
+    state = _UPLOAD_STATE[row.state]
+    if row.state == "receiving" and row.expires_at <= now:
+        state = pb.UPLOAD_STATE_EXPIRED
     return pb.UploadStatus(
         upload_id=str(row.id),
-        state=_UPLOAD_STATE[row.state],
+        state=state,
         offset=row.committed_bytes,
         size_bytes=row.size_bytes,
         document_id=str(row.document_id or ""),
@@ -215,7 +219,7 @@ class RagService(PlatformServicer, rag_service_pb2_grpc.RagServiceServicer):
             document = await self.documents.complete(principal, upload)
             upload = await self.uploads.status(principal, str(upload.id))
             response.document.CopyFrom(_document(document))
-        response.status.CopyFrom(_upload_status(upload))
+        response.status.CopyFrom(_upload_status(upload, self.runtime.clock()))
         return response
 
     async def GetUploadStatus(
@@ -225,7 +229,7 @@ class RagService(PlatformServicer, rag_service_pb2_grpc.RagServiceServicer):
     ) -> pb.GetUploadStatusResponse:
         """An upload's committed offset and state."""
         row = await self.uploads.status(current_principal(), request.upload_id)
-        return pb.GetUploadStatusResponse(status=_upload_status(row))
+        return pb.GetUploadStatusResponse(status=_upload_status(row, self.runtime.clock()))
 
     async def CancelUpload(
         self,

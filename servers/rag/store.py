@@ -25,6 +25,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     LargeBinary,
     String,
@@ -49,7 +50,10 @@ _INSERT_BATCH = 500
 
 
 class UploadRow(TenantScoped, Base):
-    """A resumable upload: what it will be, and how much of it is committed."""
+    """A resumable upload: what it will be, and how much of it is committed.
+
+    Keyed by tenant and the client's id, so one tenant's ids say nothing about another's.
+    """
 
     __tablename__ = "rag_uploads"
     __table_args__ = (
@@ -58,6 +62,7 @@ class UploadRow(TenantScoped, Base):
         Index("ix_rag_uploads_state_expires_at", "state", "expires_at"),
     )
 
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     filename: Mapped[str] = mapped_column(Text)
     content_type: Mapped[str] = mapped_column(String(128))
@@ -77,10 +82,16 @@ class BlobPartRow(TenantScoped, Base):
     """Bytes of an upload from an offset: one committed chunk."""
 
     __tablename__ = "rag_blob_parts"
-
-    upload_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("rag_uploads.id", ondelete="CASCADE"), primary_key=True
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "upload_id"],
+            ["rag_uploads.tenant_id", "rag_uploads.id"],
+            ondelete="CASCADE",
+        ),
     )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    upload_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -89,10 +100,16 @@ class DocumentRow(TenantScoped, Base):
     """A completed upload, read: its text's digest, pages and chunk count."""
 
     __tablename__ = "rag_documents"
-    __table_args__ = (Index("ix_rag_documents_tenant_id_created_at", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_rag_documents_tenant_id_created_at", "tenant_id", "created_at"),
+        UniqueConstraint("tenant_id", "upload_id"),
+        ForeignKeyConstraint(
+            ["tenant_id", "upload_id"], ["rag_uploads.tenant_id", "rag_uploads.id"]
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    upload_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rag_uploads.id"), unique=True)
+    upload_id: Mapped[uuid.UUID]
     filename: Mapped[str] = mapped_column(Text)
     media_type: Mapped[str] = mapped_column(String(128))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
@@ -195,7 +212,7 @@ async def add_upload(session: AsyncSession, row: UploadRow) -> bool:
     """Record a new upload; False if its id is taken (by a concurrent create, say)."""
     added = await session.execute(
         dialect_insert(session, UploadRow)
-        .on_conflict_do_nothing(index_elements=["id"])
+        .on_conflict_do_nothing(index_elements=["tenant_id", "id"])
         .returning(UploadRow.id),
         _columns(row),
     )

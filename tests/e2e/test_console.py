@@ -107,7 +107,7 @@ async def test_a_person_uploads_reads_and_downloads(
     await expect(page).to_have_url(re.compile(r"/console/documents/[0-9a-f-]{36}"), timeout=30_000)
     assert cut["done"], "the upload was never cut"
     await expect(page.locator("h1")).to_have_text("incident-notes.md")
-    await snapshot(page, "03-document-legal-review")
+    await snapshot(page, "03-document-support")
 
     # The summary's lineage links land on their chunk, highlighted in the text.
     first_link = page.locator("#summary a.lineage").first

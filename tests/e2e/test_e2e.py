@@ -370,7 +370,7 @@ def test_an_operator_uploads_over_tus_and_verifies_the_manifest_offline(
     assert created.status == 201
     appended = urllib.request.urlopen(
         urllib.request.Request(
-            created.headers["Location"],
+            f"http://{conductor.http}{created.headers['Location']}",
             method="PATCH",
             data=data,
             headers={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -35,7 +36,9 @@ from servers.cli import main
 from servers.rag import proofs
 from servers.rag.pii import KINDS
 from servers.rag.screening import second_scan
+from servers.rag.service import RagService
 from tests.support.clients import SdkClients
+from tests.support.documents import minimal_pdf
 from tests.support.serving import Minter, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -607,3 +610,84 @@ async def test_metrics_move_with_summaries_resumes_redactions_and_refusals(
     assert moved('rag_redactions_total{kind="email"}') >= 1
     assert moved('rag_outputs_refused_total{output="summary"}') == 1
     assert moved("rag_uploads_completed_total") >= 2
+
+
+# -- formats ---------------------------------------------------------------------------
+
+
+async def test_a_pdf_keeps_its_pages_and_its_text_is_proven_on_the_server(tenant: Tenant) -> None:
+    pages = [
+        ["Quarterly review of the storage platform.", "Latency stayed within budget."],
+        ["The second page covers the upgrade.", "It finished without data loss."],
+    ]
+    pdf = minimal_pdf(pages)
+    document = await upload(tenant, pdf, filename="review.pdf")
+    assert document.content_type == "application/pdf"
+    assert document.page_count == 2
+    assert document.text_sha256 != document.sha256  # the chunks index the extracted text
+    chunks = [
+        chunk async for chunk in tenant.rag.iter_chunks(document_id=document.id, purpose="support")
+    ]
+    assert [chunk.lineage.page for chunk in chunks] == [1, 2]
+    assert "second page" in chunks[1].text
+    manifest = (await tenant.rag.get_manifest(document_id=document.id, purpose="support")).manifest
+    checked = await tenant.rag.verify_manifest(envelope=manifest.envelope, check_document=True)
+    assert checked.valid, checked.problem
+
+
+async def test_html_headings_become_section_paths(tenant: Tenant) -> None:
+    html = (
+        b"<html><head><title>t</title><style>p{}</style></head><body>"
+        b"<h1>Runbook</h1><p>Start with the dashboards.</p>"
+        b"<h2>Failover</h2><p>Promote the replica. Then repoint the clients.</p>"
+        b"<script>alert('x')</script></body></html>"
+    )
+    document = await upload(tenant, html, filename="runbook.html")
+    chunks = (await tenant.rag.list_chunks(document_id=document.id, purpose="support")).chunks
+    paths = [list(chunk.lineage.section_path) for chunk in chunks]
+    assert paths == [["Runbook"], ["Runbook", "Failover"]]
+    assert all("alert" not in chunk.text for chunk in chunks)
+
+
+async def test_abandoned_uploads_expire_and_are_freed(
+    module_database_url: str, tmp_path: Path
+) -> None:
+    async with serving(
+        tmp_path, database_url=module_database_url, services="rag", rag_upload_ttl=0.3
+    ) as running:
+        minter = Minter(running.settings)
+        async with contextlib.AsyncExitStack() as closing:
+            rag = SdkClients(running.grpc_target, closing).bearing(minter(WRITER)).rag
+            data = MEMO.encode()
+            head = metadata(data)
+            await rag.upload_document(
+                request for request in parts(head, data, 0, 256) if request.chunk.offset < 256
+            )
+            await asyncio.sleep(0.4)
+            with pytest.raises(FailedPreconditionError) as expired:
+                await rag.upload_document(parts(head, data, 256, 256))
+            assert expired.value.reason == ErrorReason.ERROR_REASON_UPLOAD_EXPIRED
+            freed = await running.servicer(RagService).uploads.expire_due()
+            assert freed >= 1
+            with pytest.raises(NotFoundError):
+                await rag.get_upload_status(upload_id=head.upload_id)
+
+
+async def test_headings_are_redacted_like_the_text(tenant: Tenant) -> None:
+    note = b"# Dispute with John Whitaker\n\nThe parties met twice. They agreed on a schedule.\n"
+    document = await upload(tenant, note, filename="dispute.md")
+    support = (await tenant.rag.list_chunks(document_id=document.id, purpose="support")).chunks
+    assert [list(chunk.lineage.section_path) for chunk in support] == [["Dispute with [PERSON]"]]
+    legal = (await tenant.rag.list_chunks(document_id=document.id, purpose="legal-review")).chunks
+    assert list(legal[0].lineage.section_path) == ["Dispute with John Whitaker"]  # kept
+
+
+async def test_upload_ids_are_per_tenant(platform: Platform, clients: SdkClients) -> None:
+    first, second = tenant_of(platform, clients), tenant_of(platform, clients)
+    data = MEMO.encode()
+    head = metadata(data)
+    await first.rag.upload_document([pb.UploadDocumentRequest(metadata=head)])  # a list works
+    mine = await second.rag.upload_document(parts(head, data, 0, 1024))  # the same id, its own
+    assert mine.status.state == pb.UPLOAD_STATE_COMPLETE
+    theirs = await first.rag.get_upload_status(upload_id=head.upload_id)
+    assert theirs.status.offset == 0

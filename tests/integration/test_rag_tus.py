@@ -8,6 +8,7 @@ import hashlib
 import io
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -110,7 +111,8 @@ async def test_the_protocol_by_hand(platform: Platform, token: str) -> None:
 
         created = await http.post(files_url(platform), headers=creation_headers(token, TEXT))
         assert created.status_code == 201
-        url = created.headers["Location"]
+        url = urljoin(files_url(platform), created.headers["Location"])
+        assert created.headers["Location"].startswith("/files/")  # never from the Host header
         assert created.headers["Upload-Expires"].endswith("GMT")
 
         first = await http.patch(url, headers={**patch, "Upload-Offset": "0"}, content=TEXT[:5000])
@@ -138,10 +140,39 @@ async def test_the_protocol_by_hand(platform: Platform, token: str) -> None:
         assert done.headers["Upload-Offset"] == str(len(TEXT))
         assert done.headers["Conductor-Document-Id"]
 
+        # Numbers that are not plain decimal, and bodies longer than the upload, are refused.
+        odd = await http.post(
+            files_url(platform),
+            headers=[
+                *(
+                    (name.encode(), value.encode())
+                    for name, value in creation_headers(token, TEXT).items()
+                    if name != "Upload-Length"
+                ),
+                (b"Upload-Length", b"\xb9\xb2"),  # superscript one and two, in latin-1
+            ],
+        )
+        assert odd.status_code == 400
+        huge = await http.post(
+            files_url(platform),
+            headers={**creation_headers(token, TEXT), "Upload-Length": "9" * 30},
+        )
+        assert huge.status_code == 400
+        short = await http.post(files_url(platform), headers=creation_headers(token, TEXT[:10]))
+        short_url = urljoin(files_url(platform), short.headers["Location"])
+        everything = base64.b64encode(hashlib.sha1(TEXT).digest()).decode()
+        overlong = await http.patch(
+            short_url,
+            headers={**patch, "Upload-Offset": "0", "Upload-Checksum": f"sha1 {everything}"},
+            content=TEXT,
+        )
+        assert overlong.status_code == 413
+
         abandoned = await http.post(files_url(platform), headers=creation_headers(token, TEXT))
-        gone = await http.delete(abandoned.headers["Location"], headers=auth)
+        abandoned_url = urljoin(files_url(platform), abandoned.headers["Location"])
+        gone = await http.delete(abandoned_url, headers=auth)
         assert gone.status_code == 204
-        missing = await http.head(abandoned.headers["Location"], headers=auth)
+        missing = await http.head(abandoned_url, headers=auth)
         assert missing.status_code == 404
 
 
@@ -149,7 +180,7 @@ async def test_another_tenant_cannot_see_or_append(platform: Platform, token: st
     other = Minter(platform.settings)(["rag.read", "rag.write"], tenant=uuid.uuid4())
     async with httpx.AsyncClient() as http:
         created = await http.post(files_url(platform), headers=creation_headers(token, TEXT))
-        url = created.headers["Location"]
+        url = urljoin(files_url(platform), created.headers["Location"])
         theirs = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {other}"}
         assert (await http.head(url, headers=theirs)).status_code == 404
         appended = await http.patch(

@@ -1748,9 +1748,9 @@ class RagClient:
         is checked, the document is extracted and chunked, and the response carries it.
 
         Permission: `rag.write` (ABAC).
-        Deadline: 300 s unless `timeout` says otherwise; never retried.
+        Deadline: 900 s unless `timeout` says otherwise; never retried.
         """
-        return self._upload_document(requests, timeout=300.0 if timeout is None else timeout)
+        return self._upload_document(requests, timeout=900.0 if timeout is None else timeout)
 
     def upload_document_from_file(
         self,
@@ -1786,7 +1786,9 @@ class RagClient:
     ) -> rag_rag_service_pb2.GetUploadStatusResponse:
         """Reports an upload's committed offset and state.
 
-        Permission: `rag.read` (ABAC).
+        Needs rag.write, as uploading does: an uploader resumes with it.
+
+        Permission: `rag.write` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
@@ -2017,7 +2019,8 @@ class RagClient:
         """Calls VerifyManifest.
 
         Checks a manifest's signature, canonical form and Merkle root, and optionally the stored
-        document's bytes against it.
+        document's bytes against it (manifests up to 4 MB; `conductor rag verify` checks any
+        size offline).
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
@@ -3888,9 +3891,9 @@ class AsyncRagClient:
         is checked, the document is extracted and chunked, and the response carries it.
 
         Permission: `rag.write` (ABAC).
-        Deadline: 300 s unless `timeout` says otherwise; never retried.
+        Deadline: 900 s unless `timeout` says otherwise; never retried.
         """
-        return await self._upload_document(requests, timeout=300.0 if timeout is None else timeout)
+        return await self._upload_document(requests, timeout=900.0 if timeout is None else timeout)
 
     async def upload_document_from_file(
         self,
@@ -3926,7 +3929,9 @@ class AsyncRagClient:
     ) -> rag_rag_service_pb2.GetUploadStatusResponse:
         """Reports an upload's committed offset and state.
 
-        Permission: `rag.read` (ABAC).
+        Needs rag.write, as uploading does: an uploader resumes with it.
+
+        Permission: `rag.write` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
@@ -4161,7 +4166,8 @@ class AsyncRagClient:
         """Calls VerifyManifest.
 
         Checks a manifest's signature, canonical form and Merkle root, and optionally the stored
-        document's bytes against it.
+        document's bytes against it (manifests up to 4 MB; `conductor rag verify` checks any
+        size offline).
 
         Permission: `rag.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.

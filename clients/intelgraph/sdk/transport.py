@@ -178,11 +178,18 @@ class Retry:
 DEFAULT_RETRY = Retry()
 
 
+#: The largest response a client takes: a proof manifest of a large document runs past gRPC's
+#: 4 MiB default (a 64 MiB document's is about 15 MB).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
 def channel_options(retry: Retry | None) -> list[tuple[str, str | int]]:
-    """Channel arguments: gRPC retries as `retry` says, or none at all."""
+    """Channel arguments: the response size bound, and gRPC retries as `retry` says (or none)."""
+    size = ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)
     if retry is None:
-        return [("grpc.enable_retries", 0)]
+        return [size, ("grpc.enable_retries", 0)]
     return [
+        size,
         ("grpc.enable_retries", 1),
         ("grpc.service_config", retry.service_config()),
         # The config is ours; never look one up in DNS.
@@ -288,8 +295,8 @@ class ClientInterceptor(
     def intercept_stream_unary(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
-        """Client-streaming call: token, deadline, typed errors."""
-        return self._unary(continuation, client_call_details, request_iterator)
+        """Client-streaming call: token, deadline, typed errors (any iterable of requests)."""
+        return self._unary(continuation, client_call_details, iter(request_iterator))
 
     def intercept_unary_stream(
         self, continuation: Any, client_call_details: Any, request: Any
@@ -390,6 +397,8 @@ class _AsyncStreamUnary(_AsyncInterceptor, grpc.aio.StreamUnaryClientInterceptor
     async def intercept_stream_unary(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
+        if not hasattr(request_iterator, "__aiter__"):
+            request_iterator = iter(request_iterator)  # a list or tuple works too
         return await self._unary(continuation, client_call_details, request_iterator)
 
 

@@ -34,6 +34,10 @@ class _UploadStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UploadSta
     """Every byte arrived, the digest matched and the document exists."""
     UPLOAD_STATE_FAILED: _UploadState.ValueType  # 3
     """The upload cannot complete (see problem); start a new one."""
+    UPLOAD_STATE_EXPIRED: _UploadState.ValueType  # 4
+    """No chunk arrived before expires_at: the upload is abandoned and its bytes
+    are being freed; start a new one.
+    """
 
 class UploadState(_UploadState, metaclass=_UploadStateEnumTypeWrapper): ...
 
@@ -44,6 +48,10 @@ UPLOAD_STATE_COMPLETE: UploadState.ValueType  # 2
 """Every byte arrived, the digest matched and the document exists."""
 UPLOAD_STATE_FAILED: UploadState.ValueType  # 3
 """The upload cannot complete (see problem); start a new one."""
+UPLOAD_STATE_EXPIRED: UploadState.ValueType  # 4
+"""No chunk arrived before expires_at: the upload is abandoned and its bytes
+are being freed; start a new one.
+"""
 Global___UploadState: _TypeAlias = UploadState  # noqa: Y015
 
 class _PiiAction:
@@ -655,7 +663,10 @@ class DsseEnvelope(_message.Message):
     PAYLOAD_TYPE_FIELD_NUMBER: _builtins.int
     SIGNATURES_FIELD_NUMBER: _builtins.int
     payload: _builtins.bytes
-    """RFC 8785 canonical JSON of the manifest."""
+    """RFC 8785 canonical JSON of the manifest. A request carries at most 4 MB
+    (gRPC's message size); larger manifests (documents of tens of thousands of
+    chunks) verify offline with `conductor rag verify`.
+    """
     payload_type: _builtins.str
     @_builtins.property
     def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___DsseSignature]: ...

@@ -138,6 +138,7 @@ class RagServiceServicer:
 
     def GetUploadStatus(self, request, context):
         """Reports an upload's committed offset and state.
+        Needs rag.write, as uploading does: an uploader resumes with it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -206,7 +207,8 @@ class RagServiceServicer:
 
     def VerifyManifest(self, request, context):
         """Checks a manifest's signature, canonical form and Merkle root, and
-        optionally the stored document's bytes against it.
+        optionally the stored document's bytes against it (manifests up to 4 MB;
+        `conductor rag verify` checks any size offline).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

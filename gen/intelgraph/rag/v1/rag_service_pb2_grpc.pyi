@@ -50,7 +50,9 @@ class RagServiceStub:
     the document is extracted and chunked, and the response carries it.
     """
     GetUploadStatus: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.GetUploadStatusRequest, _rag_service_pb2.GetUploadStatusResponse]
-    """Reports an upload's committed offset and state."""
+    """Reports an upload's committed offset and state.
+    Needs rag.write, as uploading does: an uploader resumes with it.
+    """
     CancelUpload: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.CancelUploadRequest, _rag_service_pb2.CancelUploadResponse]
     """Abandons an unfinished upload and frees its bytes (tus termination)."""
     GetDocument: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.GetDocumentRequest, _rag_service_pb2.GetDocumentResponse]
@@ -78,7 +80,8 @@ class RagServiceStub:
     """Proves one chunk belongs to the Merkle tree a manifest signs."""
     VerifyManifest: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.VerifyManifestRequest, _rag_service_pb2.VerifyManifestResponse]
     """Checks a manifest's signature, canonical form and Merkle root, and
-    optionally the stored document's bytes against it.
+    optionally the stored document's bytes against it (manifests up to 4 MB;
+    `conductor rag verify` checks any size offline).
     """
     GetJwks: _grpc.UnaryUnaryMultiCallable[_rag_service_pb2.GetJwksRequest, _rag_service_pb2.GetJwksResponse]
     """The public keys manifests are signed with (current and previous), as a
@@ -113,7 +116,9 @@ class RagServiceAsyncStub(RagServiceStub):
     the document is extracted and chunked, and the response carries it.
     """
     GetUploadStatus: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.GetUploadStatusRequest, _rag_service_pb2.GetUploadStatusResponse]  # type: ignore[assignment]
-    """Reports an upload's committed offset and state."""
+    """Reports an upload's committed offset and state.
+    Needs rag.write, as uploading does: an uploader resumes with it.
+    """
     CancelUpload: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.CancelUploadRequest, _rag_service_pb2.CancelUploadResponse]  # type: ignore[assignment]
     """Abandons an unfinished upload and frees its bytes (tus termination)."""
     GetDocument: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.GetDocumentRequest, _rag_service_pb2.GetDocumentResponse]  # type: ignore[assignment]
@@ -141,7 +146,8 @@ class RagServiceAsyncStub(RagServiceStub):
     """Proves one chunk belongs to the Merkle tree a manifest signs."""
     VerifyManifest: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.VerifyManifestRequest, _rag_service_pb2.VerifyManifestResponse]  # type: ignore[assignment]
     """Checks a manifest's signature, canonical form and Merkle root, and
-    optionally the stored document's bytes against it.
+    optionally the stored document's bytes against it (manifests up to 4 MB;
+    `conductor rag verify` checks any size offline).
     """
     GetJwks: _aio.UnaryUnaryMultiCallable[_rag_service_pb2.GetJwksRequest, _rag_service_pb2.GetJwksResponse]  # type: ignore[assignment]
     """The public keys manifests are signed with (current and previous), as a
@@ -185,7 +191,9 @@ class RagServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _rag_service_pb2.GetUploadStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_rag_service_pb2.GetUploadStatusResponse, _abc.Awaitable[_rag_service_pb2.GetUploadStatusResponse]]:
-        """Reports an upload's committed offset and state."""
+        """Reports an upload's committed offset and state.
+        Needs rag.write, as uploading does: an uploader resumes with it.
+        """
 
     @_abc_1.abstractmethod
     def CancelUpload(
@@ -267,7 +275,8 @@ class RagServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rag_service_pb2.VerifyManifestResponse, _abc.Awaitable[_rag_service_pb2.VerifyManifestResponse]]:
         """Checks a manifest's signature, canonical form and Merkle root, and
-        optionally the stored document's bytes against it.
+        optionally the stored document's bytes against it (manifests up to 4 MB;
+        `conductor rag verify` checks any size offline).
         """
 
     @_abc_1.abstractmethod

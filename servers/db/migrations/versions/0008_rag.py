@@ -26,6 +26,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "rag_uploads",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("filename", sa.Text(), nullable=False),
         sa.Column("content_type", sa.String(length=128), nullable=False),
@@ -39,40 +40,33 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.CheckConstraint(
             "state IN ('receiving', 'complete', 'failed')", name=op.f("ck_rag_uploads_state_known")
         ),
         sa.CheckConstraint(
             "committed_bytes <= size_bytes", name=op.f("ck_rag_uploads_within_size")
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_rag_uploads")),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_rag_uploads")),
     )
     with op.batch_alter_table("rag_uploads", schema=None) as batch_op:
         batch_op.create_index(
             "ix_rag_uploads_state_expires_at", ["state", "expires_at"], unique=False
         )
-        batch_op.create_index(batch_op.f("ix_rag_uploads_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
         "rag_blob_parts",
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("upload_id", sa.Uuid(), nullable=False),
         sa.Column("offset", sa.BigInteger(), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
-        sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["upload_id"],
-            ["rag_uploads.id"],
-            name=op.f("fk_rag_blob_parts_upload_id_rag_uploads"),
+            ["tenant_id", "upload_id"],
+            ["rag_uploads.tenant_id", "rag_uploads.id"],
+            name=op.f("fk_rag_blob_parts_tenant_id_rag_uploads"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("upload_id", "offset", name=op.f("pk_rag_blob_parts")),
+        sa.PrimaryKeyConstraint("tenant_id", "upload_id", "offset", name=op.f("pk_rag_blob_parts")),
     )
-    with op.batch_alter_table("rag_blob_parts", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_rag_blob_parts_tenant_id"), ["tenant_id"], unique=False
-        )
-
     op.create_table(
         "rag_documents",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -90,10 +84,14 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["upload_id"], ["rag_uploads.id"], name=op.f("fk_rag_documents_upload_id_rag_uploads")
+            ["tenant_id", "upload_id"],
+            ["rag_uploads.tenant_id", "rag_uploads.id"],
+            name=op.f("fk_rag_documents_tenant_id_rag_uploads"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rag_documents")),
-        sa.UniqueConstraint("upload_id", name=op.f("uq_rag_documents_upload_id")),
+        sa.UniqueConstraint(
+            "tenant_id", "upload_id", name=op.f("uq_rag_documents_tenant_id_upload_id")
+        ),
     )
     with op.batch_alter_table("rag_documents", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_rag_documents_tenant_id"), ["tenant_id"], unique=False)
@@ -193,12 +191,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_rag_documents_tenant_id"))
 
     op.drop_table("rag_documents")
-    with op.batch_alter_table("rag_blob_parts", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_rag_blob_parts_tenant_id"))
-
     op.drop_table("rag_blob_parts")
     with op.batch_alter_table("rag_uploads", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_rag_uploads_tenant_id"))
         batch_op.drop_index("ix_rag_uploads_state_expires_at")
 
     op.drop_table("rag_uploads")
