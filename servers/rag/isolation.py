@@ -96,6 +96,9 @@ class IngestPool:
                 raise IngestTimeout(
                     f"reading it took longer than {self._timeout_s:.0f} s and was stopped"
                 ) from None
+            except asyncio.CancelledError:  # the call went away: so does its reader
+                child.kill()
+                raise
             finally:
                 await asyncio.to_thread(child.join)
                 receiving.close()
