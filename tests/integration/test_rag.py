@@ -31,6 +31,7 @@ from intelgraph.sdk import (
 from intelgraph.sdk import rag as pb
 from intelgraph.sdk.services import AsyncRagClient
 
+from interceptors import keys
 from servers.app import Platform
 from servers.cli import main
 from servers.rag import proofs
@@ -691,3 +692,22 @@ async def test_upload_ids_are_per_tenant(platform: Platform, clients: SdkClients
     assert mine.status.state == pb.UPLOAD_STATE_COMPLETE
     theirs = await first.rag.get_upload_status(upload_id=head.upload_id)
     assert theirs.status.offset == 0
+
+
+async def test_rotated_keys_sign_new_manifests_and_old_ones_still_verify(
+    platform: Platform, tenant: Tenant
+) -> None:
+    document = await upload(tenant)
+    before = (await tenant.rag.get_manifest(document_id=document.id, purpose="support")).manifest
+    keys.rotate(platform.settings.manifest_keys_dir, "EdDSA")
+    await asyncio.sleep(keys.RELOAD_INTERVAL_S + 0.1)  # the ring is re-read within a second
+    after = (await tenant.rag.get_manifest(document_id=document.id, purpose="analytics")).manifest
+    assert after.envelope.signatures[0].keyid != before.envelope.signatures[0].keyid
+    published = {key.kid for key in (await tenant.rag.get_jwks()).keys}
+    assert {
+        before.envelope.signatures[0].keyid,
+        after.envelope.signatures[0].keyid,
+    } <= published
+    for manifest in (before, after):
+        verdict = await tenant.rag.verify_manifest(envelope=manifest.envelope)
+        assert verdict.valid, verdict.problem
