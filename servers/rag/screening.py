@@ -7,23 +7,37 @@ kind the purpose does not keep, the output is refused rather than sent.
 A check is only worth something if it does not share the first scan's
 mistakes, so nothing here reuses `pii`'s recognizers or its libraries
 (phonenumbers, python-stdnum, detect-secrets, `ipaddress`): the patterns are
-deliberately cruder and broader, with their own small checksums:
+deliberately cruder and broader, with their own small checksums. Being broader
+is what makes a document unreadable when `pii` misses a shape flagged here, so
+`pii` is held to find whatever this scan flags (tests/unit/test_rag_pii.py); a
+shape is flagged here only when it is personal data as written, not merely
+digits (a table of small numbers, a decimal, a creditor reference).
 
-- email: anything@anything.tld.
-- phone: "+" and 8 to 15 digits with separators, or "(415) 555-2671".
-- payment_card: the leading digit groups of a run, starting with 2 to 6 (every
-  major network), as long as cards of that first digit are, passing Luhn.
-- iban: two letters, two digits, 11 to 30 more letters or digits (trailing
-  words aside), mod 97 == 1.
+- email: anything@anything.tld, except the "@" ending a URL's credentials;
+  "jane(at)example.com", "jane [at] example [dot] com".
+- phone: "+" and 8 to 15 digits with separators, "(415) 555-2671", and a local
+  "555-0199" within 16 characters after "call", "phone", "tel", "ph", "mobile",
+  "cell" or "fax" (not the "[PHONE]" placeholder), or right after "at".
+- payment_card: the leading digit groups of a run (spaces and dashes; groups of
+  3 digits or more but the run's last), or a whole run of dot- or slash-separated
+  groups, starting with 2 to 6 (every major network), as long as cards of that
+  first digit are, passing Luhn.
+- iban: two letters in either case, two digits, 11 to 30 more letters or
+  digits (trailing words aside), 8 digits or more after the check digits, not
+  "RF" (creditor references), mod 97 == 1.
 - national_id: a US SSN (123-45-6789) the SSA could issue, a Spanish DNI or
   NIE with its check letter, an Italian codice fiscale shape, a Brazilian CPF
   with its check digits, or the first run of 9 to 15 digits within 40
   characters after a word naming a national id ("SSN", "Aadhaar", "PESEL", ...).
-- ip_address: any dotted quad of 0 to 255; colon-hex groups with "::" or all
-  eight groups.
+- ip_address: any dotted quad of 0 to 255; colon-hex groups with one "::" or
+  all eight groups.
 - secret: PEM private-key headers, credentials in URLs (user:password@),
-  AWS access key ids, GitHub, Slack and Stripe tokens, JWTs, and long
-  random-looking values right after a key/token/secret/password word.
+  AWS access key ids, GitHub, Slack and Stripe tokens, JWTs; after a word
+  naming a credential at the start of an identifier's part ("password",
+  "db_passwd", "secret_token", "apiKey", "Bearer"; not "monkey" or
+  "authentication") its value of six characters or more (after a bare space,
+  with letters and digits), and long random-looking values after such words or
+  "key".
 - person: an honorific and a capitalized word, or two capitalized words in a
   row of which the first is a known first name and the second a known last
   name (the gazetteer's data; the rule is this module's own).
@@ -72,11 +86,24 @@ def second_scan(text: str, kinds: Iterable[str]) -> list[Finding]:
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
 )
+# "jane(at)example.com", "jane [at] example [dot] com": the bracketed forms.
+_BRACKETED_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+[ \t]*[(\[](?i:at)[)\]][ \t]*[A-Za-z0-9\-]+"
+    r"(?:(?:\.|[ \t]*[(\[](?i:dot)[)\]][ \t]*)[A-Za-z0-9\-]+)*"
+    r"(?:\.|[ \t]*[(\[](?i:dot)[)\]][ \t]*)[A-Za-z]{2,}"
+)
+# Text between "://" and an "@" with no space, path, query or fragment in between: the
+# "@" ends a URL's userinfo ("https://user:password@host"), a secret, not an address.
+_USERINFO_BEFORE = re.compile(r"://[^\s/?#@]*\Z")
 
 
 def _emails(text: str) -> Iterator[Finding]:
     if "@" in text:
         for match in _EMAIL.finditer(text):
+            if not _USERINFO_BEFORE.search(text, max(0, match.start() - 300), match.start()):
+                yield Finding("email", match.start(), match.end())
+    if "(" in text or "[" in text:
+        for match in _BRACKETED_EMAIL.finditer(text):
             yield Finding("email", match.start(), match.end())
 
 
@@ -84,18 +111,35 @@ def _emails(text: str) -> Iterator[Finding]:
 
 _INTERNATIONAL = re.compile(r"\+\d(?:[ \t.\-()/]{0,2}\d){7,14}(?!\d)")
 _NORTH_AMERICAN = re.compile(r"\(\d{3}\)[ \t]?\d{3}[ \t.\-]\d{4}(?!\d)")
+# "555-0199" on its own, within 16 characters after a word saying it is a phone number,
+# or right after "at".
+_LOCAL = re.compile(r"(?<![\w\-.])(?<!\d )\d{3}[ \-]\d{4}(?![\w\-]|\.\d)")
+# (Not the placeholder "[PHONE]": masking a number must not make the next one look called.)
+_SAYS_PHONE = re.compile(
+    r"(?i:(?<!\[)\b(?:call|phone|tel|ph|mobile|cell|fax)\b(?!\])[^\n]{0,16}|\bat[ \t]+)\Z"
+)
 
 
 def _phones(text: str) -> Iterator[Finding]:
     for pattern in (_INTERNATIONAL, _NORTH_AMERICAN):
         for match in pattern.finditer(text):
             yield Finding("phone", match.start(), match.end())
+    for match in _LOCAL.finditer(text):
+        # pos and endpos keep the text before the window in view of "\b".
+        if _SAYS_PHONE.search(text, max(0, match.start() - 24), match.start()):
+            yield Finding("phone", match.start(), match.end())
 
 
 # -- payment cards -----------------------------------------------------------------------
 
-# Digit groups not glued to a word, nor continuing a code such as "DE89 3704 ...".
-_DIGIT_RUN = re.compile(r"(?<![\w\-])(?<!\d[ \-])\d+(?:[ \-]\d+)*(?![\w\-])")
+# Digit groups not glued to a word, nor continuing a code such as "DE89 3704 ..." or a
+# decimal: separated by spaces and dashes, or all by dots, or all by slashes.
+_DIGIT_RUN = re.compile(
+    r"(?<![\w\-])(?<!\d[ \-./])\d+(?:(?:[ \-]\d+)+|(?:\.\d+)+|(?:/\d+)+)?(?![\w\-]|[./]\d)"
+)
+# A group shorter than this ends a card, unless it ends the run: "52 34 56 78 ..." is a
+# table of small numbers, not a card.
+_SHORTEST_GROUP = 3
 
 
 # Card lengths by first digit, roughly as the networks issue them (2: Mastercard, Mir;
@@ -117,22 +161,37 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _is_card(digits: str) -> bool:
+    return len(digits) in _CARD_LENGTHS.get(digits[0], ()) and _luhn(digits)
+
+
 def _cards(text: str) -> Iterator[Finding]:
     for run in _DIGIT_RUN.finditer(text):
         if run.end() - run.start() < 13:
             continue
+        groups = list(re.finditer(r"\d+", run.group()))
+        if len(groups) > 1 and run.group()[groups[0].end()] in "./":
+            # Dots or slashes: the whole run or nothing (no piece of a dotted figure).
+            if _is_card("".join(group.group() for group in groups)):
+                yield Finding("payment_card", run.start(), run.end())
+            continue
         digits = ""
-        for group in re.finditer(r"\d+", run.group()):
+        for index, group in enumerate(groups):
+            if len(group.group()) < _SHORTEST_GROUP and index < len(groups) - 1:
+                break
             digits += group.group()
             if len(digits) > 19:
                 break
-            if len(digits) in _CARD_LENGTHS.get(digits[0], ()) and _luhn(digits):
+            if _is_card(digits):
                 yield Finding("payment_card", run.start(), run.start() + group.end())
 
 
 # -- IBAN --------------------------------------------------------------------------------
 
-_IBAN_SHAPE = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b")
+# In either case ("gb82west..."); an account number has at least 8 digits after the check
+# digits, which keeps prose such as "es2015 modules are great" out.
+_IBAN_SHAPE = re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,30}\b")
+_FEWEST_ACCOUNT_DIGITS = 8
 
 
 def _mod97(candidate: str) -> bool:
@@ -141,14 +200,20 @@ def _mod97(candidate: str) -> bool:
     return int(number) % 97 == 1
 
 
+def _account_like(compact: str) -> bool:
+    """IBAN length, enough digits, and not an "RF" creditor reference (same checksum)."""
+    digits = sum(character.isdigit() for character in compact[4:])
+    return 15 <= len(compact) <= 34 and digits >= _FEWEST_ACCOUNT_DIGITS and compact[:2] != "RF"
+
+
 def _ibans(text: str) -> Iterator[Finding]:
     for match in _IBAN_SHAPE.finditer(text):
         shape = match.group()
         # The whole shape, then without trailing words ("... 0130 00 EUR").
         end = len(shape)
         while end:
-            compact = shape[:end].replace(" ", "")
-            if 15 <= len(compact) <= 34 and _mod97(compact):
+            compact = shape[:end].replace(" ", "").upper()
+            if _account_like(compact) and _mod97(compact):
                 yield Finding("iban", match.start(), match.start() + end)
                 break
             space = shape.rfind(" ", 0, end)
@@ -229,7 +294,7 @@ def _national_ids(text: str) -> Iterator[Finding]:
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _DOTTED_QUAD = re.compile(rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\d|\.\d)")
-_COLON_HEX = re.compile(r"(?<![\w:.])[0-9A-Fa-f:]{2,39}(?![\w:])")
+_COLON_HEX = re.compile(r"(?<![\w:.])[0-9A-Fa-f:]{2,39}(?![\w:]|\.\w)")
 
 
 def _ip_addresses(text: str) -> Iterator[Finding]:
@@ -238,10 +303,18 @@ def _ip_addresses(text: str) -> Iterator[Finding]:
     if "::" not in text and text.count(":") < 7:
         return
     for match in _COLON_HEX.finditer(text):
-        groups = match.group().split(":")
-        compressed = "::" in match.group()
+        # A single colon at either end is the sentence's ("MAC 00:1A:2B:3C:4D:5E: ok").
+        candidate = match.group()
+        if candidate.startswith(":") and not candidate.startswith("::"):
+            candidate = candidate[1:]
+        if candidate.endswith(":") and not candidate.endswith("::"):
+            candidate = candidate[:-1]
+        groups = candidate.split(":")
+        compressed = "::" in candidate
         if (
-            len(groups) >= 3
+            candidate.count("::") <= 1
+            and ":::" not in candidate
+            and len(groups) >= 3
             and (compressed or len(groups) == 8)
             and len(groups) <= 9
             and any(groups)
@@ -261,9 +334,22 @@ _TOKEN_SHAPES = re.compile(
     r"|\b[rs]k_live_[A-Za-z0-9]{16,}"
     r"|\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+"
 )
+# A key word starting a part of an identifier ("db_password", "apiKey"; not "monkey" or
+# "authentication") and followed by an assignment or a space.
+_WORD_START = r"(?:(?<![A-Za-z])|(?<=[a-z])(?=[A-Z]))"
 _KEYED = re.compile(
-    r"(?i:key|token|secret|password|passwd|pwd|bearer|auth)[\"']?[ \t]*[:=]?[ \t]*[\"']?"
-    r"([A-Za-z0-9+/=_\-]{20,})"
+    _WORD_START + r"(?i:key|token|secret|password|passwd|pwd|bearer|auth)(?=[\"' \t:=])"
+    r"[\"']?[ \t]*[:=]?[ \t]*[\"']?([A-Za-z0-9+/=_\-]{20,})"
+)
+# A credential word and its value, random-looking or not: "password=Sup3rS3cr3t!",
+# "secret_token: 9f8e7d6c5b4a", "Bearer abc123...". After bare spaces the value must mix
+# letters and digits ("password manager" is prose); an auth scheme is not the value
+# ("token: Bearer abc123...").
+_CREDENTIAL = re.compile(
+    _WORD_START
+    + r"(?i:pass(?:word|wd)|pwd|secret|token|auth|bearer|(?:api|access|private)[_\-]?key)"
+    r"[\"']?(?:[ \t]*[:=][ \t]*|(?P<space>[ \t]+))[\"']?"
+    r"(?:(?i:basic|bearer|digest|negotiate|token)[ \t]+)?+(?P<value>[^\s\"'\[\]]{6,})"
 )
 _MIN_BITS = 3.0
 
@@ -281,6 +367,12 @@ def _secrets(text: str) -> Iterator[Finding]:
         has_both = any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
         if has_both and _bits_per_character(value) > _MIN_BITS:
             yield Finding("secret", match.start(1), match.end(1))
+    for match in _CREDENTIAL.finditer(text):
+        value = match["value"]
+        digit = any(c.isdigit() for c in value)
+        letter = any(c.isalpha() for c in value)
+        if (digit and letter) or (match["space"] is None and (digit or letter)):
+            yield Finding("secret", match.start("value"), match.end("value"))
 
 
 # -- person names ------------------------------------------------------------------------
