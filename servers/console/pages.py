@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from intelgraph.sdk import ConductorError, PermissionDeniedError, UnauthenticatedError
+from intelgraph.sdk import ConductorError, PermissionDeniedError
 from intelgraph.sdk import rag as pb
 from intelgraph.sdk.pagination import PageRequest
 from intelgraph.sdk.services import AsyncAccessClient, AsyncRagClient
@@ -37,9 +37,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from servers.console.session import (
-    CALLER_TOKEN,
     CSRF_COOKIE,
     SESSION_COOKIE,
+    calling_as,
     csrf_ok,
     request_token,
 )
@@ -139,15 +139,13 @@ class Console:
         self, request: Request, call: Callable[[], Awaitable[Any]]
     ) -> tuple[Any, str]:
         """(result, problem): the call's result as the signed-in caller, or why there is none."""
-        calling = CALLER_TOKEN.set(request.cookies.get(SESSION_COOKIE, ""))
         try:
-            return await call(), ""
+            with calling_as(request.cookies.get(SESSION_COOKIE, "")):
+                return await call(), ""
         except PermissionDeniedError:
             return None, "Your token may not read this (it lacks the scope the page needs)."
         except ConductorError as error:
             return None, error.details or error.code.name
-        finally:
-            CALLER_TOKEN.reset(calling)
 
     def _signed_out(self, request: Request) -> Response | None:
         if not request.cookies.get(SESSION_COOKIE):
@@ -166,14 +164,12 @@ class Console:
         if not csrf_ok(request, str(form.get("csrf", ""))):
             return self._page(request, "sign_in.html", 403, problem="The form expired: try again.")
         token = str(form.get("token", "")).strip().removeprefix("Bearer ").strip()
-        calling = CALLER_TOKEN.set(token)
         try:
-            caller = await self._access.get_caller()
-        except (UnauthenticatedError, ConductorError) as error:
+            with calling_as(token):
+                caller = await self._access.get_caller()
+        except ConductorError as error:
             problem = error.details or "That token is not valid here."
             return self._page(request, "sign_in.html", 401, problem=problem)
-        finally:
-            CALLER_TOKEN.reset(calling)
         lifetime = int(caller.expires_at.seconds - _now_s())
         if lifetime <= 0:
             return self._page(request, "sign_in.html", 401, problem="That token has expired.")
@@ -272,26 +268,21 @@ class Console:
         if export_format is None:
             return _plain("unknown export format\n", 400)
         token = request_token(request)
-        calling = CALLER_TOKEN.set(token)
         try:
-            stream = aiter(
-                self._rag.export_document(
-                    document_id=document_id, purpose=purpose, format=export_format
+            with calling_as(token):
+                stream = aiter(
+                    self._rag.export_document(
+                        document_id=document_id, purpose=purpose, format=export_format
+                    )
                 )
-            )
-            first = await anext(stream)
+                first = await anext(stream)
         except ConductorError as error:
             return _refused(error)
-        finally:
-            CALLER_TOKEN.reset(calling)
 
         async def body() -> AsyncIterator[bytes]:
-            calling = CALLER_TOKEN.set(token)
-            try:
+            with calling_as(token):
                 async for piece in stream:
                     yield piece.data
-            finally:
-                CALLER_TOKEN.reset(calling)
 
         info = first.info
         return StreamingResponse(
@@ -312,13 +303,11 @@ class Console:
         if not csrf_ok(request, str(form.get("csrf", ""))):
             return _plain("the form expired: reload the page\n", 403)
         document_id = request.path_params["document_id"]
-        calling = CALLER_TOKEN.set(request_token(request))
         try:
-            await self._rag.delete_document(document_id=document_id)
+            with calling_as(request_token(request)):
+                await self._rag.delete_document(document_id=document_id)
         except ConductorError as error:
             return _refused(error)
-        finally:
-            CALLER_TOKEN.reset(calling)
         return self._redirect("/documents")
 
 

@@ -9,9 +9,10 @@ or in the console's session cookie (a signed-in browser).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -61,10 +62,17 @@ def cookie_without_csrf(request: Request) -> bool:
     return not csrf_ok(request, request.headers.get(CSRF_HEADER, ""))
 
 
-async def call_as(request: Request, call: Callable[[], Awaitable[ResultT]]) -> ResultT:
-    """Run `call` with the request's token as the console client's token."""
-    calling = CALLER_TOKEN.set(request_token(request))
+@contextlib.contextmanager
+def calling_as(token: str) -> Iterator[None]:
+    """Within the block, the console client calls with `token`."""
+    calling = CALLER_TOKEN.set(token)
     try:
-        return await call()
+        yield
     finally:
         CALLER_TOKEN.reset(calling)
+
+
+async def call_as(request: Request, call: Callable[[], Awaitable[ResultT]]) -> ResultT:
+    """Run `call` with the request's token as the console client's token."""
+    with calling_as(request_token(request)):
+        return await call()

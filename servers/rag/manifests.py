@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import NotFound, quoted, uuid_field
 from interceptors import keys
@@ -247,7 +248,7 @@ def signed_manifest(envelope: Mapping[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-async def _text(session: Any, document: DocumentRow) -> str:
+async def _text(session: AsyncSession, document: DocumentRow) -> str:
     """The text a document's chunks index."""
     own = await store.own_text(session, document.id)
     if own is not None:
