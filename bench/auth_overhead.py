@@ -1,6 +1,6 @@
 """What authentication and authorization cost: a bare grpc.aio server vs the platform's chain.
 
-In one run, unary throughput of the same no-op handler (CatalogService/GetService
+In one run, unary throughput of the same no-op handler (CatalogService/GetEntity
 answering an empty response) served (a) by a bare `grpc.aio` server and (b)
 behind the platform's full interceptor chain (error mapping, JWT
 authentication, Rego authorization, metrics) with a valid token, caches warm.
@@ -42,8 +42,8 @@ TENANT = uuid.UUID("0b7c6f9e-4c1e-4a4e-9d8e-3f2a1b0c9d8e")
 
 
 class NoOpCatalog(catalog_service_pb2_grpc.CatalogServiceServicer):
-    async def GetService(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return catalog.GetServiceResponse()
+    async def GetEntity(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return catalog.GetEntityResponse()
 
 
 def serve(ports: Any, stop: Any, keys_dir: str | None) -> None:
@@ -80,7 +80,7 @@ def decision_latency(count: int) -> dict[str, float]:
     """Microseconds per authorization decision: evaluated (miss) and cached (hit)."""
     engine = PolicyEngine(cache_size=count * 2)
     caller = CallerFacts("alice", str(TENANT), ("catalog.read",), jit=False)
-    method = MethodFacts("intelgraph.catalog.v1.CatalogService", "GetService", "catalog.read")
+    method = MethodFacts("intelgraph.catalog.v1.CatalogService", "GetEntity", "catalog.read")
     evaluated, cached = [], []
     for now in range(count):  # a new second each time: always a miss
         started = time.perf_counter()
@@ -125,8 +125,8 @@ def main() -> None:
         compare(
             [bare, chain],
             Call(
-                "/intelgraph.catalog.v1.CatalogService/GetService",
-                catalog.GetServiceRequest(id="svc").SerializeToString(),
+                "/intelgraph.catalog.v1.CatalogService/GetEntity",
+                catalog.GetEntityRequest(name="svc").SerializeToString(),
                 (("authorization", f"Bearer {token}"),),
             ),
             rounds=rounds,

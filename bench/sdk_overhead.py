@@ -1,7 +1,7 @@
 """What the SDK costs per call: its generated async client against a bare generated stub.
 
 In one run, the same server (a bare `grpc.aio` server in its own process, answering
-CatalogService/GetService with an empty response) is driven from this process by
+CatalogService/GetEntity with an empty response) is driven from this process by
 (a) the generated stub with hand-made metadata, and (b) `intelgraph.sdk.AsyncClient`
 (request built from keyword arguments, token from a `TokenSource`, default deadline,
 the error-mapping interceptor), in alternating rounds of concurrent calls.
@@ -34,8 +34,8 @@ TOKEN = "x" * 600  # the size of a real token: the metadata costs what it costs
 
 
 class NoOpCatalog(catalog_service_pb2_grpc.CatalogServiceServicer):
-    async def GetService(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return catalog.GetServiceResponse()
+    async def GetEntity(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return catalog.GetEntityResponse()
 
 
 def serve(ports: Any, stop: Any) -> None:
@@ -84,12 +84,12 @@ async def drive(port: int, rounds: int, seconds: float, concurrency: int) -> dic
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
 
         async def by_stub() -> Any:
-            return await stub.GetService(
-                catalog.GetServiceRequest(id="svc-1"), metadata=metadata, timeout=30
+            return await stub.GetEntity(
+                catalog.GetEntityRequest(name="svc-1"), metadata=metadata, timeout=30
             )
 
         async def by_sdk() -> Any:
-            return await client.catalog.get_service(id="svc-1")
+            return await client.catalog.get_entity(name="svc-1")
 
         for _ in range(rounds):
             stub_rates.append(await rate(by_stub, seconds, concurrency))

@@ -60,9 +60,16 @@ class Codec:
     decode: Callable[[Any], Any]
 
 
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 256:
+        raise ValueError("not a name")
+    return value
+
+
 INSTANT = Codec(lambda moment: moment.isoformat(), _instant)
 IDENTIFIER = Codec(str, _identifier)
 SEQUENCE_NUMBER = Codec(int, _sequence_number)
+TEXT = Codec(str, _text)
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,10 @@ class Keyset:
 TIME_AND_ID = Keyset((INSTANT, IDENTIFIER))
 #: Lists ordered by a sequence number.
 SEQUENCE = Keyset((SEQUENCE_NUMBER,))
+#: Lists ordered by a timestamp, ties broken by a text key (newest first, or oldest first).
+TIME_AND_KEY = Keyset((INSTANT, TEXT))
+#: Lists ordered by a unique name.
+NAME = Keyset((TEXT,))
 
 
 def _fingerprint(filters: Mapping[str, Any]) -> str:

@@ -13,7 +13,7 @@ call(permission, scopes, resource) := {
 	"tenant": tenant,
 	"scopes": scopes,
 	"jit": false,
-	"method": {"service": "intelgraph.catalog.v1.CatalogService", "name": "GetService", "permission": permission},
+	"method": {"service": "intelgraph.catalog.v1.CatalogService", "name": "GetEntity", "permission": permission},
 	"resource": resource,
 	"now": 1780000000,
 }

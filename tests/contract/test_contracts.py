@@ -37,8 +37,10 @@ REQUIRED_RPCS = {
     "edge": "Purge GetCacheStats GetMutationGraph ListLeakAlarms SetTenantCacheCap",
     "rag": "UploadDocument GetUploadStatus ListChunks Summarize GetManifest VerifyManifest "
     "ListPurposeTemplates ExportDocument",
-    "catalog": "UpsertService GetService ListServices ComputeSlo RunWhatIf SaveScenario "
-    "GetScenario ExportCsv LinkBudget",
+    "catalog": "CreateEntity GetEntity ListEntities UpdateEntity DeleteEntity RecordSloEvents "
+    "GetSloStatus CalculateErrorBudget GetAlertRules GetAvailability RunWhatIf SaveScenario "
+    "GetScenario ListScenarios RenameScenario DeleteScenario ExportCsv ImportCatalog "
+    "ExportCatalog LinkBudget",
     "analytics": "ImportGraph ListPacks EstimatePack RunPack",
 }
 #: RPCs whose streaming shape the issue fixes: (client streams, server streams).
@@ -49,7 +51,7 @@ STREAMING = {
     "ExportCsv": (False, True),
 }
 PERMISSION = re.compile(r"^[a-z]+(\.[a-z]+(_[a-z]+)*)+$")
-READ_PREFIXES = ("Get", "List", "Compute", "Estimate")
+READ_PREFIXES = ("Get", "List", "Compute", "Calculate", "Estimate", "Export")
 
 
 def _authorization(method: MethodDescriptor) -> authorization_pb2.Authorization:

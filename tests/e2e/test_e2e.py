@@ -157,7 +157,7 @@ def test_an_unbuilt_rpc_answers_unimplemented_with_its_reason(
     token = mint(tmp_path, "catalog.read")
     called = grpcurl(
         "-H", f"authorization: Bearer {token}",
-        "-d", "{}", conductor.grpc, "intelgraph.catalog.v1.CatalogService/ListServices",
+        "-d", "{}", conductor.grpc, "intelgraph.catalog.v1.CatalogService/ExportCatalog",
     )  # fmt: skip
     assert called.returncode != 0
     assert "Code: Unimplemented" in called.stderr

@@ -52,7 +52,7 @@ TARGETS = [
     ("unary", _method("billing", "GetInvoice")),
     ("unary", _method("edge", "GetCacheStats")),
     ("unary", _method("rag", "GetUploadStatus")),
-    ("unary", _method("catalog", "GetService")),
+    ("unary", _method("catalog", "GetEntity")),
     ("unary", _method("analytics", "ListPacks")),
     ("server_stream", _method("rag", "ExportDocument")),
     ("server_stream", _method("catalog", "ExportCsv")),
@@ -336,7 +336,7 @@ async def test_refusals_leak_nothing_about_the_key_or_the_token(
     channel: grpc.aio.Channel, platform: Platform, minter: Minter
 ) -> None:
     ring = keys.load(minter.settings.signing_keys_dir)
-    method = _method("catalog", "GetService")
+    method = _method("catalog", "GetEntity")
     for case in CASES[:-2]:
         metadata = case.metadata(minter, platform)
         error = await _outcome(channel, method, metadata)

@@ -55,14 +55,14 @@ async def test_a_subset_of_services_serves_only_those(settings: Settings, minter
 
 
 class SlowCatalog(CatalogService):
-    """A catalog whose GetService takes a while, to watch draining."""
+    """A catalog whose GetEntity takes a while, to watch draining."""
 
     started = asyncio.Event()
 
-    async def GetService(self, request: Any, context: Any) -> Any:
+    async def GetEntity(self, request: Any, context: Any) -> Any:
         SlowCatalog.started.set()
         await asyncio.sleep(0.5)
-        return catalog.GetServiceResponse(service=catalog.Service(id=request.id))
+        return catalog.GetEntityResponse(entity=catalog.Entity(name=request.name))
 
 
 async def test_draining_finishes_in_flight_calls_and_refuses_new_ones(
@@ -75,7 +75,7 @@ async def test_draining_finishes_in_flight_calls_and_refuses_new_ones(
     await platform.start()
     token = bearer_token(minter(["catalog.read"]))
     async with AsyncClient(platform.grpc_target, INSECURE, token=token) as client:
-        in_flight = asyncio.ensure_future(client.catalog.get_service(id="svc-1"))
+        in_flight = asyncio.ensure_future(client.catalog.get_entity(name="svc-1"))
         await SlowCatalog.started.wait()
         stopping = asyncio.create_task(platform.stop(grace=5))
         await asyncio.sleep(0.1)
@@ -83,10 +83,10 @@ async def test_draining_finishes_in_flight_calls_and_refuses_new_ones(
         # Without retries: the one attempt made while draining is what is refused.
         async with AsyncClient(platform.grpc_target, INSECURE, token=token, retry=None) as late:
             with pytest.raises(ConductorError) as refused:
-                await late.catalog.get_service(id="svc-2", timeout=2)
+                await late.catalog.get_entity(name="svc-2", timeout=2)
         response = await in_flight
         await stopping
-    assert response.service.id == "svc-1"
+    assert response.entity.name == "svc-1"
     assert refused.value.code is grpc.StatusCode.UNAVAILABLE
     assert platform.state == "stopped"
 

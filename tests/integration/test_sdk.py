@@ -89,7 +89,7 @@ READS: dict[str, tuple[str, Callable[[Any], Any], Callable[[Any], bool] | None]]
     "billing": ("billing.read", lambda c: c.billing.get_price_book(), lambda r: len(r.prices) > 0),
     "edge": ("edge.read", lambda c: c.edge.get_cache_stats(), lambda r: r.stats.entries == 0),
     "analytics": ("analytics.read", lambda c: c.analytics.list_packs(), lambda r: len(r.packs) > 0),
-    "catalog": ("catalog.read", lambda c: c.catalog.list_services(), None),
+    "catalog": ("catalog.read", lambda c: c.catalog.list_entities(), lambda r: not r.entities),
     "rag": ("rag.read", lambda c: c.rag.list_purpose_templates(), lambda r: len(r.templates) > 2),
 }
 

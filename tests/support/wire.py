@@ -33,8 +33,12 @@ def complete_request(method: MethodDescriptor, request: Any) -> Any:
         descriptor=method,
     )
     for field in required_fields(rpc_method):
-        if field.is_repeated:
+        if field.is_repeated and field.message_type is not None:
+            getattr(request, field.name).add()
+        elif field.is_repeated:
             getattr(request, field.name).append("placeholder")
+        elif field.type == field.TYPE_BYTES:
+            setattr(request, field.name, b"placeholder")
         elif field.message_type is not None and field.message_type.full_name.endswith("Timestamp"):
             getattr(request, field.name).GetCurrentTime()
         elif field.message_type is not None:

@@ -75,7 +75,7 @@ def _decide(
 ) -> tuple[bool, tuple[str, ...]]:
     decision = engine.decide(
         CallerFacts("alice", "t-1", scopes, jit=False),
-        MethodFacts("intelgraph.catalog.v1.CatalogService", "GetService", permission),
+        MethodFacts("intelgraph.catalog.v1.CatalogService", "GetEntity", permission),
         resource or {},
         1_780_000_000,
     )
@@ -150,7 +150,7 @@ async def test_concurrent_misses_share_one_evaluation_off_the_loop() -> None:
 
     engine._evaluate_decision = counted  # type: ignore[method-assign]
     caller = CallerFacts("alice", "t", ("catalog.read",), jit=False)
-    method = MethodFacts("intelgraph.catalog.v1.CatalogService", "GetService", "catalog.read")
+    method = MethodFacts("intelgraph.catalog.v1.CatalogService", "GetEntity", "catalog.read")
     assert engine.cached_decision(caller, method, {}, 7) is None
     decisions = await asyncio.gather(*(engine.decision(caller, method, {}, 7) for _ in range(20)))
     assert {decision.allow for decision in decisions} == {True}

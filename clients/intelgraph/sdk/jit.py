@@ -3,7 +3,7 @@
     with Client(target, INSECURE, token=bearer_token(my_token)) as client:
         grant = request_jit(client, ["catalog.read"], lasting=timedelta(hours=1), reason="INC-42")
     with Client(target, INSECURE, token=grant.token_source()) as jit:
-        jit.catalog.list_services()
+        jit.catalog.list_entities()
 
 The JIT token carries exactly the granted scopes and expires with the grant;
 once it has, `token_source()` refuses to give it (`JitExpiredError`) rather

@@ -124,6 +124,19 @@ class ErrorReason(enum.IntEnum):
     #: The output still held personal data after redaction and was refused; metadata "kinds"
     #: names what the second screen found.
     ERROR_REASON_OUTPUT_REFUSED = 51
+    #: The resource changed since it was read: the etag sent is not its current one (metadata
+    #: "etag" carries the current). Read it again, then retry.
+    ERROR_REASON_ETAG_MISMATCH = 52
+    #: The change would make the dependency graph circular; metadata "cycle" names the entities
+    #: along the cycle ("a → b → a").
+    ERROR_REASON_DEPENDENCY_CYCLE = 53
+    #: Other entities depend on this one (metadata "dependents" names them).
+    ERROR_REASON_ENTITY_IN_USE = 54
+    #: A dependency, system or scenario names an entity that does not exist (metadata "entity").
+    ERROR_REASON_UNKNOWN_ENTITY = 55
+    #: An imported YAML document is not one the catalog reads; metadata "document" gives its
+    #: position (from 1) and "field" what is wrong.
+    ERROR_REASON_DOCUMENT_INVALID = 56
 
     def __str__(self) -> str:
         """The reason's name, as it travels: printing an error's reason shows it."""

@@ -1229,31 +1229,64 @@ class BillingClient:
 class CatalogClient:
     """The client of CatalogService.
 
-    CatalogService holds the tenant's services, owners, dependencies and SLOs, does error-budget
-    math, runs what-if scenarios that can be saved and shared, exports CSV and links services to
-    cost budgets.
+    CatalogService holds the tenant's software catalog in Backstage's spirit (components, APIs,
+    resources and systems, with owners and typed dependencies, redundancy groups included) and
+    their SLOs in OpenSLO's. It does exact error-budget math from recorded events, generates
+    multi-window, multi-burn-rate Prometheus rules, computes composite availability over the
+    dependency graph, runs what-if scenarios that can be saved and shared by a content-addressed
+    id, exports CSV and YAML, and links services to Billing budgets.
     """
 
     def __init__(self, channel: grpc.Channel) -> None:
-        self._upsert_service = channel.unary_unary(
-            "/intelgraph.catalog.v1.CatalogService/UpsertService",
-            request_serializer=catalog_catalog_service_pb2.UpsertServiceRequest.SerializeToString,
-            response_deserializer=catalog_catalog_service_pb2.UpsertServiceResponse.FromString,
+        self._create_entity = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/CreateEntity",
+            request_serializer=catalog_catalog_service_pb2.CreateEntityRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.CreateEntityResponse.FromString,
         )
-        self._get_service = channel.unary_unary(
-            "/intelgraph.catalog.v1.CatalogService/GetService",
-            request_serializer=catalog_catalog_service_pb2.GetServiceRequest.SerializeToString,
-            response_deserializer=catalog_catalog_service_pb2.GetServiceResponse.FromString,
+        self._get_entity = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/GetEntity",
+            request_serializer=catalog_catalog_service_pb2.GetEntityRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.GetEntityResponse.FromString,
         )
-        self._list_services = channel.unary_unary(
-            "/intelgraph.catalog.v1.CatalogService/ListServices",
-            request_serializer=catalog_catalog_service_pb2.ListServicesRequest.SerializeToString,
-            response_deserializer=catalog_catalog_service_pb2.ListServicesResponse.FromString,
+        self._list_entities = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/ListEntities",
+            request_serializer=catalog_catalog_service_pb2.ListEntitiesRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.ListEntitiesResponse.FromString,
         )
-        self._compute_slo = channel.unary_unary(
-            "/intelgraph.catalog.v1.CatalogService/ComputeSlo",
-            request_serializer=catalog_catalog_service_pb2.ComputeSloRequest.SerializeToString,
-            response_deserializer=catalog_catalog_service_pb2.ComputeSloResponse.FromString,
+        self._update_entity = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/UpdateEntity",
+            request_serializer=catalog_catalog_service_pb2.UpdateEntityRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.UpdateEntityResponse.FromString,
+        )
+        self._delete_entity = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/DeleteEntity",
+            request_serializer=catalog_catalog_service_pb2.DeleteEntityRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.DeleteEntityResponse.FromString,
+        )
+        self._record_slo_events = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/RecordSloEvents",
+            request_serializer=catalog_catalog_service_pb2.RecordSloEventsRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.RecordSloEventsResponse.FromString,
+        )
+        self._get_slo_status = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/GetSloStatus",
+            request_serializer=catalog_catalog_service_pb2.GetSloStatusRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.GetSloStatusResponse.FromString,
+        )
+        self._calculate_error_budget = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/CalculateErrorBudget",
+            request_serializer=catalog_catalog_service_pb2.CalculateErrorBudgetRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.CalculateErrorBudgetResponse.FromString,
+        )
+        self._get_alert_rules = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/GetAlertRules",
+            request_serializer=catalog_catalog_service_pb2.GetAlertRulesRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.GetAlertRulesResponse.FromString,
+        )
+        self._get_availability = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/GetAvailability",
+            request_serializer=catalog_catalog_service_pb2.GetAvailabilityRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.GetAvailabilityResponse.FromString,
         )
         self._run_what_if = channel.unary_unary(
             "/intelgraph.catalog.v1.CatalogService/RunWhatIf",
@@ -1270,10 +1303,35 @@ class CatalogClient:
             request_serializer=catalog_catalog_service_pb2.GetScenarioRequest.SerializeToString,
             response_deserializer=catalog_catalog_service_pb2.GetScenarioResponse.FromString,
         )
+        self._list_scenarios = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/ListScenarios",
+            request_serializer=catalog_catalog_service_pb2.ListScenariosRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.ListScenariosResponse.FromString,
+        )
+        self._rename_scenario = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/RenameScenario",
+            request_serializer=catalog_catalog_service_pb2.RenameScenarioRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.RenameScenarioResponse.FromString,
+        )
+        self._delete_scenario = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/DeleteScenario",
+            request_serializer=catalog_catalog_service_pb2.DeleteScenarioRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.DeleteScenarioResponse.FromString,
+        )
         self._export_csv = channel.unary_stream(
             "/intelgraph.catalog.v1.CatalogService/ExportCsv",
             request_serializer=catalog_catalog_service_pb2.ExportCsvRequest.SerializeToString,
             response_deserializer=catalog_catalog_service_pb2.ExportCsvResponse.FromString,
+        )
+        self._import_catalog = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/ImportCatalog",
+            request_serializer=catalog_catalog_service_pb2.ImportCatalogRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.ImportCatalogResponse.FromString,
+        )
+        self._export_catalog = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/ExportCatalog",
+            request_serializer=catalog_catalog_service_pb2.ExportCatalogRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.ExportCatalogResponse.FromString,
         )
         self._link_budget = channel.unary_unary(
             "/intelgraph.catalog.v1.CatalogService/LinkBudget",
@@ -1281,103 +1339,281 @@ class CatalogClient:
             response_deserializer=catalog_catalog_service_pb2.LinkBudgetResponse.FromString,
         )
 
-    def upsert_service(
+    def create_entity(
         self,
-        request: catalog_catalog_service_pb2.UpsertServiceRequest | None = None,
+        request: catalog_catalog_service_pb2.CreateEntityRequest | None = None,
         /,
         *,
-        service: catalog_catalog_service_pb2.Service | None = None,
+        entity: catalog_catalog_service_pb2.Entity | None = None,
         timeout: float | None = None,
-    ) -> catalog_catalog_service_pb2.UpsertServiceResponse:
-        """Creates or replaces a service by name.
+    ) -> catalog_catalog_service_pb2.CreateEntityResponse:
+        """Adds an entity.
+
+        Its name is unique within the tenant and never changes.
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
+        """
+        message = build(
+            catalog_catalog_service_pb2.CreateEntityRequest, request, {"entity": entity}
+        )
+        return self._create_entity(message, timeout=30.0 if timeout is None else timeout)
+
+    def get_entity(
+        self,
+        request: catalog_catalog_service_pb2.GetEntityRequest | None = None,
+        /,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.GetEntityResponse:
+        """Reads one entity by name.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(catalog_catalog_service_pb2.GetEntityRequest, request, {"name": name})
+        return self._get_entity(message, timeout=10.0 if timeout is None else timeout)
+
+    def list_entities(
+        self,
+        request: catalog_catalog_service_pb2.ListEntitiesRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        kind: catalog_catalog_service_pb2.EntityKind.ValueType | None = None,
+        owner: str | None = None,
+        tag: str | None = None,
+        lifecycle: catalog_catalog_service_pb2.Lifecycle.ValueType | None = None,
+        system: str | None = None,
+        search: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.ListEntitiesResponse:
+        """Calls ListEntities.
+
+        Lists entities by name, filtered by kind, owner, tag, lifecycle, system or a search
+        text.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.ListEntitiesRequest,
+            request,
+            {
+                "page": page,
+                "kind": kind,
+                "owner": owner,
+                "tag": tag,
+                "lifecycle": lifecycle,
+                "system": system,
+                "search": search,
+            },
+        )
+        return self._list_entities(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_entities(
+        self,
+        request: catalog_catalog_service_pb2.ListEntitiesRequest | None = None,
+        /,
+        *,
+        kind: catalog_catalog_service_pb2.EntityKind.ValueType | None = None,
+        owner: str | None = None,
+        tag: str | None = None,
+        lifecycle: catalog_catalog_service_pb2.Lifecycle.ValueType | None = None,
+        system: str | None = None,
+        search: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[catalog_catalog_service_pb2.Entity]:
+        """Every item of ListEntities, page after page; each page is one call.
+
+        Permission: `catalog.read` (ABAC).
+        """
+        message = build(
+            catalog_catalog_service_pb2.ListEntitiesRequest,
+            request,
+            {
+                "kind": kind,
+                "owner": owner,
+                "tag": tag,
+                "lifecycle": lifecycle,
+                "system": system,
+                "search": search,
+            },
+        )
+        for page in pages(self.list_entities, message, page_size, timeout):
+            yield from page.entities
+
+    def update_entity(
+        self,
+        request: catalog_catalog_service_pb2.UpdateEntityRequest | None = None,
+        /,
+        *,
+        entity: catalog_catalog_service_pb2.Entity | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.UpdateEntityResponse:
+        """Calls UpdateEntity.
+
+        Replaces an entity's fields (all but its name and kind) when the etag still matches;
+        ABORTED with reason ETAG_MISMATCH when it changed since.
 
         Permission: `catalog.write` (ABAC).
         Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
-            catalog_catalog_service_pb2.UpsertServiceRequest, request, {"service": service}
+            catalog_catalog_service_pb2.UpdateEntityRequest, request, {"entity": entity}
         )
-        return self._upsert_service(message, timeout=30.0 if timeout is None else timeout)
+        return self._update_entity(message, timeout=30.0 if timeout is None else timeout)
 
-    def get_service(
+    def delete_entity(
         self,
-        request: catalog_catalog_service_pb2.GetServiceRequest | None = None,
+        request: catalog_catalog_service_pb2.DeleteEntityRequest | None = None,
         /,
         *,
-        id: str | None = None,
+        name: str | None = None,
+        etag: str | None = None,
         timeout: float | None = None,
-    ) -> catalog_catalog_service_pb2.GetServiceResponse:
-        """Reads one service.
+    ) -> catalog_catalog_service_pb2.DeleteEntityResponse:
+        """Calls DeleteEntity.
 
-        Permission: `catalog.read` (ABAC).
-        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Deletes an entity, with its recorded events, when the etag still matches and no other
+        entity depends on it (ENTITY_IN_USE names them).
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
-        message = build(catalog_catalog_service_pb2.GetServiceRequest, request, {"id": id})
-        return self._get_service(message, timeout=10.0 if timeout is None else timeout)
+        message = build(
+            catalog_catalog_service_pb2.DeleteEntityRequest, request, {"name": name, "etag": etag}
+        )
+        return self._delete_entity(message, timeout=30.0 if timeout is None else timeout)
 
-    def list_services(
+    def record_slo_events(
         self,
-        request: catalog_catalog_service_pb2.ListServicesRequest | None = None,
+        request: catalog_catalog_service_pb2.RecordSloEventsRequest | None = None,
         /,
         *,
-        page: common_pagination_pb2.PageRequest | None = None,
-        owner: str | None = None,
+        entity: str | None = None,
+        slo: str | None = None,
+        minutes: Iterable[catalog_catalog_service_pb2.MinuteEvents] | None = None,
         timeout: float | None = None,
-    ) -> catalog_catalog_service_pb2.ListServicesResponse:
-        """Lists the tenant's services.
+    ) -> catalog_catalog_service_pb2.RecordSloEventsResponse:
+        """Records good and total event counts of an SLO per minute.
+
+        A minute's counts replace what was recorded for it, so a retry changes nothing.
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.RecordSloEventsRequest,
+            request,
+            {"entity": entity, "slo": slo, "minutes": minutes},
+        )
+        return self._record_slo_events(message, timeout=30.0 if timeout is None else timeout)
+
+    def get_slo_status(
+        self,
+        request: catalog_catalog_service_pb2.GetSloStatusRequest | None = None,
+        /,
+        *,
+        entity: str | None = None,
+        slo: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.GetSloStatusResponse:
+        """Calls GetSloStatus.
+
+        An SLO's attainment and error budget over its window from the recorded events, its burn
+        rate over each alerting window and which alerts fire.
 
         Permission: `catalog.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
-            catalog_catalog_service_pb2.ListServicesRequest, request, {"page": page, "owner": owner}
+            catalog_catalog_service_pb2.GetSloStatusRequest, request, {"entity": entity, "slo": slo}
         )
-        return self._list_services(message, timeout=10.0 if timeout is None else timeout)
+        return self._get_slo_status(message, timeout=10.0 if timeout is None else timeout)
 
-    def iter_services(
+    def calculate_error_budget(
         self,
-        request: catalog_catalog_service_pb2.ListServicesRequest | None = None,
+        request: catalog_catalog_service_pb2.CalculateErrorBudgetRequest | None = None,
         /,
         *,
-        owner: str | None = None,
-        page_size: int | None = None,
-        timeout: float | None = None,
-    ) -> Iterator[catalog_catalog_service_pb2.Service]:
-        """Every item of ListServices, page after page; each page is one call.
-
-        Permission: `catalog.read` (ABAC).
-        """
-        message = build(catalog_catalog_service_pb2.ListServicesRequest, request, {"owner": owner})
-        for page in pages(self.list_services, message, page_size, timeout):
-            yield from page.services
-
-    def compute_slo(
-        self,
-        request: catalog_catalog_service_pb2.ComputeSloRequest | None = None,
-        /,
-        *,
-        service_id: str | None = None,
+        objective: float | None = None,
+        window: catalog_catalog_service_pb2.TimeWindow | None = None,
         total_events: int | None = None,
         bad_events: int | None = None,
-        elapsed_days: float | None = None,
+        elapsed_seconds: int | None = None,
+        current_burn_rate: float | None = None,
         timeout: float | None = None,
-    ) -> catalog_catalog_service_pb2.ComputeSloResponse:
-        """Computes a service's SLO attainment and error budget from observations.
+    ) -> catalog_catalog_service_pb2.CalculateErrorBudgetResponse:
+        """Calls CalculateErrorBudget.
+
+        The error-budget calculator: the same math as GetSloStatus for figures given in the
+        request, nothing stored.
 
         Permission: `catalog.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
-            catalog_catalog_service_pb2.ComputeSloRequest,
+            catalog_catalog_service_pb2.CalculateErrorBudgetRequest,
             request,
             {
-                "service_id": service_id,
+                "objective": objective,
+                "window": window,
                 "total_events": total_events,
                 "bad_events": bad_events,
-                "elapsed_days": elapsed_days,
+                "elapsed_seconds": elapsed_seconds,
+                "current_burn_rate": current_burn_rate,
             },
         )
-        return self._compute_slo(message, timeout=10.0 if timeout is None else timeout)
+        return self._calculate_error_budget(message, timeout=10.0 if timeout is None else timeout)
+
+    def get_alert_rules(
+        self,
+        request: catalog_catalog_service_pb2.GetAlertRulesRequest | None = None,
+        /,
+        *,
+        entity: str | None = None,
+        slo: str | None = None,
+        runbook_url: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.GetAlertRulesResponse:
+        """Calls GetAlertRules.
+
+        Prometheus recording and alerting rules (multi-window, multi-burn-rate) for an entity's
+        SLOs, as a rule file.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.GetAlertRulesRequest,
+            request,
+            {"entity": entity, "slo": slo, "runbook_url": runbook_url},
+        )
+        return self._get_alert_rules(message, timeout=10.0 if timeout is None else timeout)
+
+    def get_availability(
+        self,
+        request: catalog_catalog_service_pb2.GetAvailabilityRequest | None = None,
+        /,
+        *,
+        entity: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.GetAvailabilityResponse:
+        """Calls GetAvailability.
+
+        An entity's composite availability over its dependency graph, the weakest link and the
+        graph itself.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.GetAvailabilityRequest, request, {"entity": entity}
+        )
+        return self._get_availability(message, timeout=10.0 if timeout is None else timeout)
 
     def run_what_if(
         self,
@@ -1405,10 +1641,13 @@ class CatalogClient:
         scenario: catalog_catalog_service_pb2.Scenario | None = None,
         timeout: float | None = None,
     ) -> catalog_catalog_service_pb2.SaveScenarioResponse:
-        """Saves a scenario so it can be shared by id.
+        """Saves a scenario with the catalog figures it was evaluated on.
+
+        Its id is derived from that content: the same scenario on the same catalog gets the same
+        id, and saving it again changes nothing.
 
         Permission: `catalog.write` (ABAC).
-        Deadline: 30 s unless `timeout` says otherwise; never retried.
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.SaveScenarioRequest, request, {"scenario": scenario}
@@ -1423,7 +1662,7 @@ class CatalogClient:
         id: str | None = None,
         timeout: float | None = None,
     ) -> catalog_catalog_service_pb2.GetScenarioResponse:
-        """Reads a saved scenario.
+        """Reads a saved scenario and its results, identical to when it was saved.
 
         Permission: `catalog.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
@@ -1431,20 +1670,95 @@ class CatalogClient:
         message = build(catalog_catalog_service_pb2.GetScenarioRequest, request, {"id": id})
         return self._get_scenario(message, timeout=10.0 if timeout is None else timeout)
 
+    def list_scenarios(
+        self,
+        request: catalog_catalog_service_pb2.ListScenariosRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.ListScenariosResponse:
+        """Lists saved scenarios, newest first.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(catalog_catalog_service_pb2.ListScenariosRequest, request, {"page": page})
+        return self._list_scenarios(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_scenarios(
+        self,
+        request: catalog_catalog_service_pb2.ListScenariosRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[catalog_catalog_service_pb2.Scenario]:
+        """Every item of ListScenarios, page after page; each page is one call.
+
+        Permission: `catalog.read` (ABAC).
+        """
+        message = build(catalog_catalog_service_pb2.ListScenariosRequest, request, {})
+        for page in pages(self.list_scenarios, message, page_size, timeout):
+            yield from page.scenarios
+
+    def rename_scenario(
+        self,
+        request: catalog_catalog_service_pb2.RenameScenarioRequest | None = None,
+        /,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.RenameScenarioResponse:
+        """Renames a saved scenario (its id stays).
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.RenameScenarioRequest, request, {"id": id, "name": name}
+        )
+        return self._rename_scenario(message, timeout=30.0 if timeout is None else timeout)
+
+    def delete_scenario(
+        self,
+        request: catalog_catalog_service_pb2.DeleteScenarioRequest | None = None,
+        /,
+        *,
+        id: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.DeleteScenarioResponse:
+        """Deletes a saved scenario.
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(catalog_catalog_service_pb2.DeleteScenarioRequest, request, {"id": id})
+        return self._delete_scenario(message, timeout=30.0 if timeout is None else timeout)
+
     def export_csv(
         self,
         request: catalog_catalog_service_pb2.ExportCsvRequest | None = None,
         /,
         *,
         kind: catalog_catalog_service_pb2.CsvExportKind.ValueType | None = None,
+        scenario_id: str | None = None,
         timeout: float | None = None,
     ) -> Iterator[catalog_catalog_service_pb2.ExportCsvResponse]:
-        """Streams the catalog as CSV (RFC 4180), in chunks.
+        """Calls ExportCsv.
+
+        Streams entities, SLOs or a saved scenario's results as CSV (RFC 4180, UTF-8, documented
+        column order), in chunks.
 
         Permission: `catalog.read` (ABAC).
         Deadline: 300 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
-        message = build(catalog_catalog_service_pb2.ExportCsvRequest, request, {"kind": kind})
+        message = build(
+            catalog_catalog_service_pb2.ExportCsvRequest,
+            request,
+            {"kind": kind, "scenario_id": scenario_id},
+        )
         yield from self._export_csv(message, timeout=300.0 if timeout is None else timeout)
 
     def export_csv_to_file(
@@ -1454,6 +1768,7 @@ class CatalogClient:
         /,
         *,
         kind: catalog_catalog_service_pb2.CsvExportKind.ValueType | None = None,
+        scenario_id: str | None = None,
         timeout: float | None = None,
     ) -> int:
         """Writes ExportCsv's data to a path or binary file; the bytes written.
@@ -1463,21 +1778,61 @@ class CatalogClient:
         responses = self.export_csv(
             request,
             kind=kind,
+            scenario_id=scenario_id,
             timeout=timeout,
         )
         return write_data(responses, destination)
+
+    def import_catalog(
+        self,
+        request: catalog_catalog_service_pb2.ImportCatalogRequest | None = None,
+        /,
+        *,
+        yaml: bytes | None = None,
+        dry_run: bool | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.ImportCatalogResponse:
+        """Calls ImportCatalog.
+
+        Imports Backstage-style entity documents and OpenSLO-style SLO documents from YAML, all
+        or nothing.
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.ImportCatalogRequest,
+            request,
+            {"yaml": yaml, "dry_run": dry_run},
+        )
+        return self._import_catalog(message, timeout=30.0 if timeout is None else timeout)
+
+    def export_catalog(
+        self,
+        request: catalog_catalog_service_pb2.ExportCatalogRequest | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.ExportCatalogResponse:
+        """Exports the catalog as the YAML ImportCatalog reads.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(catalog_catalog_service_pb2.ExportCatalogRequest, request, {})
+        return self._export_catalog(message, timeout=10.0 if timeout is None else timeout)
 
     def link_budget(
         self,
         request: catalog_catalog_service_pb2.LinkBudgetRequest | None = None,
         /,
         *,
-        service_id: str | None = None,
+        entity: str | None = None,
         budget_id: str | None = None,
         monthly_amount: common_money_pb2.Money | None = None,
         timeout: float | None = None,
     ) -> catalog_catalog_service_pb2.LinkBudgetResponse:
-        """Links a service to a cost budget.
+        """Links an entity to a cost budget.
 
         Permission: `catalog.write` (ABAC).
         Deadline: 30 s unless `timeout` says otherwise; never retried.
@@ -1485,7 +1840,7 @@ class CatalogClient:
         message = build(
             catalog_catalog_service_pb2.LinkBudgetRequest,
             request,
-            {"service_id": service_id, "budget_id": budget_id, "monthly_amount": monthly_amount},
+            {"entity": entity, "budget_id": budget_id, "monthly_amount": monthly_amount},
         )
         return self._link_budget(message, timeout=30.0 if timeout is None else timeout)
 
@@ -3364,31 +3719,64 @@ class AsyncBillingClient:
 class AsyncCatalogClient:
     """The async client of CatalogService.
 
-    CatalogService holds the tenant's services, owners, dependencies and SLOs, does error-budget
-    math, runs what-if scenarios that can be saved and shared, exports CSV and links services to
-    cost budgets.
+    CatalogService holds the tenant's software catalog in Backstage's spirit (components, APIs,
+    resources and systems, with owners and typed dependencies, redundancy groups included) and
+    their SLOs in OpenSLO's. It does exact error-budget math from recorded events, generates
+    multi-window, multi-burn-rate Prometheus rules, computes composite availability over the
+    dependency graph, runs what-if scenarios that can be saved and shared by a content-addressed
+    id, exports CSV and YAML, and links services to Billing budgets.
     """
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._upsert_service = channel.unary_unary(
-            "/intelgraph.catalog.v1.CatalogService/UpsertService",
-            request_serializer=catalog_catalog_service_pb2.UpsertServiceRequest.SerializeToString,
-            response_deserializer=catalog_catalog_service_pb2.UpsertServiceResponse.FromString,
+        self._create_entity = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/CreateEntity",
+            request_serializer=catalog_catalog_service_pb2.CreateEntityRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.CreateEntityResponse.FromString,
         )
-        self._get_service = channel.unary_unary(
-            "/intelgraph.catalog.v1.CatalogService/GetService",
-            request_serializer=catalog_catalog_service_pb2.GetServiceRequest.SerializeToString,
-            response_deserializer=catalog_catalog_service_pb2.GetServiceResponse.FromString,
+        self._get_entity = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/GetEntity",
+            request_serializer=catalog_catalog_service_pb2.GetEntityRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.GetEntityResponse.FromString,
         )
-        self._list_services = channel.unary_unary(
-            "/intelgraph.catalog.v1.CatalogService/ListServices",
-            request_serializer=catalog_catalog_service_pb2.ListServicesRequest.SerializeToString,
-            response_deserializer=catalog_catalog_service_pb2.ListServicesResponse.FromString,
+        self._list_entities = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/ListEntities",
+            request_serializer=catalog_catalog_service_pb2.ListEntitiesRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.ListEntitiesResponse.FromString,
         )
-        self._compute_slo = channel.unary_unary(
-            "/intelgraph.catalog.v1.CatalogService/ComputeSlo",
-            request_serializer=catalog_catalog_service_pb2.ComputeSloRequest.SerializeToString,
-            response_deserializer=catalog_catalog_service_pb2.ComputeSloResponse.FromString,
+        self._update_entity = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/UpdateEntity",
+            request_serializer=catalog_catalog_service_pb2.UpdateEntityRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.UpdateEntityResponse.FromString,
+        )
+        self._delete_entity = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/DeleteEntity",
+            request_serializer=catalog_catalog_service_pb2.DeleteEntityRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.DeleteEntityResponse.FromString,
+        )
+        self._record_slo_events = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/RecordSloEvents",
+            request_serializer=catalog_catalog_service_pb2.RecordSloEventsRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.RecordSloEventsResponse.FromString,
+        )
+        self._get_slo_status = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/GetSloStatus",
+            request_serializer=catalog_catalog_service_pb2.GetSloStatusRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.GetSloStatusResponse.FromString,
+        )
+        self._calculate_error_budget = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/CalculateErrorBudget",
+            request_serializer=catalog_catalog_service_pb2.CalculateErrorBudgetRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.CalculateErrorBudgetResponse.FromString,
+        )
+        self._get_alert_rules = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/GetAlertRules",
+            request_serializer=catalog_catalog_service_pb2.GetAlertRulesRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.GetAlertRulesResponse.FromString,
+        )
+        self._get_availability = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/GetAvailability",
+            request_serializer=catalog_catalog_service_pb2.GetAvailabilityRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.GetAvailabilityResponse.FromString,
         )
         self._run_what_if = channel.unary_unary(
             "/intelgraph.catalog.v1.CatalogService/RunWhatIf",
@@ -3405,10 +3793,35 @@ class AsyncCatalogClient:
             request_serializer=catalog_catalog_service_pb2.GetScenarioRequest.SerializeToString,
             response_deserializer=catalog_catalog_service_pb2.GetScenarioResponse.FromString,
         )
+        self._list_scenarios = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/ListScenarios",
+            request_serializer=catalog_catalog_service_pb2.ListScenariosRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.ListScenariosResponse.FromString,
+        )
+        self._rename_scenario = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/RenameScenario",
+            request_serializer=catalog_catalog_service_pb2.RenameScenarioRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.RenameScenarioResponse.FromString,
+        )
+        self._delete_scenario = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/DeleteScenario",
+            request_serializer=catalog_catalog_service_pb2.DeleteScenarioRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.DeleteScenarioResponse.FromString,
+        )
         self._export_csv = channel.unary_stream(
             "/intelgraph.catalog.v1.CatalogService/ExportCsv",
             request_serializer=catalog_catalog_service_pb2.ExportCsvRequest.SerializeToString,
             response_deserializer=catalog_catalog_service_pb2.ExportCsvResponse.FromString,
+        )
+        self._import_catalog = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/ImportCatalog",
+            request_serializer=catalog_catalog_service_pb2.ImportCatalogRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.ImportCatalogResponse.FromString,
+        )
+        self._export_catalog = channel.unary_unary(
+            "/intelgraph.catalog.v1.CatalogService/ExportCatalog",
+            request_serializer=catalog_catalog_service_pb2.ExportCatalogRequest.SerializeToString,
+            response_deserializer=catalog_catalog_service_pb2.ExportCatalogResponse.FromString,
         )
         self._link_budget = channel.unary_unary(
             "/intelgraph.catalog.v1.CatalogService/LinkBudget",
@@ -3416,104 +3829,284 @@ class AsyncCatalogClient:
             response_deserializer=catalog_catalog_service_pb2.LinkBudgetResponse.FromString,
         )
 
-    async def upsert_service(
+    async def create_entity(
         self,
-        request: catalog_catalog_service_pb2.UpsertServiceRequest | None = None,
+        request: catalog_catalog_service_pb2.CreateEntityRequest | None = None,
         /,
         *,
-        service: catalog_catalog_service_pb2.Service | None = None,
+        entity: catalog_catalog_service_pb2.Entity | None = None,
         timeout: float | None = None,
-    ) -> catalog_catalog_service_pb2.UpsertServiceResponse:
-        """Creates or replaces a service by name.
+    ) -> catalog_catalog_service_pb2.CreateEntityResponse:
+        """Adds an entity.
+
+        Its name is unique within the tenant and never changes.
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
+        """
+        message = build(
+            catalog_catalog_service_pb2.CreateEntityRequest, request, {"entity": entity}
+        )
+        return await self._create_entity(message, timeout=30.0 if timeout is None else timeout)
+
+    async def get_entity(
+        self,
+        request: catalog_catalog_service_pb2.GetEntityRequest | None = None,
+        /,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.GetEntityResponse:
+        """Reads one entity by name.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(catalog_catalog_service_pb2.GetEntityRequest, request, {"name": name})
+        return await self._get_entity(message, timeout=10.0 if timeout is None else timeout)
+
+    async def list_entities(
+        self,
+        request: catalog_catalog_service_pb2.ListEntitiesRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        kind: catalog_catalog_service_pb2.EntityKind.ValueType | None = None,
+        owner: str | None = None,
+        tag: str | None = None,
+        lifecycle: catalog_catalog_service_pb2.Lifecycle.ValueType | None = None,
+        system: str | None = None,
+        search: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.ListEntitiesResponse:
+        """Calls ListEntities.
+
+        Lists entities by name, filtered by kind, owner, tag, lifecycle, system or a search
+        text.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.ListEntitiesRequest,
+            request,
+            {
+                "page": page,
+                "kind": kind,
+                "owner": owner,
+                "tag": tag,
+                "lifecycle": lifecycle,
+                "system": system,
+                "search": search,
+            },
+        )
+        return await self._list_entities(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_entities(
+        self,
+        request: catalog_catalog_service_pb2.ListEntitiesRequest | None = None,
+        /,
+        *,
+        kind: catalog_catalog_service_pb2.EntityKind.ValueType | None = None,
+        owner: str | None = None,
+        tag: str | None = None,
+        lifecycle: catalog_catalog_service_pb2.Lifecycle.ValueType | None = None,
+        system: str | None = None,
+        search: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[catalog_catalog_service_pb2.Entity]:
+        """Every item of ListEntities, page after page; each page is one call.
+
+        Permission: `catalog.read` (ABAC).
+        """
+        message = build(
+            catalog_catalog_service_pb2.ListEntitiesRequest,
+            request,
+            {
+                "kind": kind,
+                "owner": owner,
+                "tag": tag,
+                "lifecycle": lifecycle,
+                "system": system,
+                "search": search,
+            },
+        )
+        async for page in async_pages(self.list_entities, message, page_size, timeout):
+            for item in page.entities:
+                yield item
+
+    async def update_entity(
+        self,
+        request: catalog_catalog_service_pb2.UpdateEntityRequest | None = None,
+        /,
+        *,
+        entity: catalog_catalog_service_pb2.Entity | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.UpdateEntityResponse:
+        """Calls UpdateEntity.
+
+        Replaces an entity's fields (all but its name and kind) when the etag still matches;
+        ABORTED with reason ETAG_MISMATCH when it changed since.
 
         Permission: `catalog.write` (ABAC).
         Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
-            catalog_catalog_service_pb2.UpsertServiceRequest, request, {"service": service}
+            catalog_catalog_service_pb2.UpdateEntityRequest, request, {"entity": entity}
         )
-        return await self._upsert_service(message, timeout=30.0 if timeout is None else timeout)
+        return await self._update_entity(message, timeout=30.0 if timeout is None else timeout)
 
-    async def get_service(
+    async def delete_entity(
         self,
-        request: catalog_catalog_service_pb2.GetServiceRequest | None = None,
+        request: catalog_catalog_service_pb2.DeleteEntityRequest | None = None,
         /,
         *,
-        id: str | None = None,
+        name: str | None = None,
+        etag: str | None = None,
         timeout: float | None = None,
-    ) -> catalog_catalog_service_pb2.GetServiceResponse:
-        """Reads one service.
+    ) -> catalog_catalog_service_pb2.DeleteEntityResponse:
+        """Calls DeleteEntity.
 
-        Permission: `catalog.read` (ABAC).
-        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        Deletes an entity, with its recorded events, when the etag still matches and no other
+        entity depends on it (ENTITY_IN_USE names them).
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
-        message = build(catalog_catalog_service_pb2.GetServiceRequest, request, {"id": id})
-        return await self._get_service(message, timeout=10.0 if timeout is None else timeout)
+        message = build(
+            catalog_catalog_service_pb2.DeleteEntityRequest, request, {"name": name, "etag": etag}
+        )
+        return await self._delete_entity(message, timeout=30.0 if timeout is None else timeout)
 
-    async def list_services(
+    async def record_slo_events(
         self,
-        request: catalog_catalog_service_pb2.ListServicesRequest | None = None,
+        request: catalog_catalog_service_pb2.RecordSloEventsRequest | None = None,
         /,
         *,
-        page: common_pagination_pb2.PageRequest | None = None,
-        owner: str | None = None,
+        entity: str | None = None,
+        slo: str | None = None,
+        minutes: Iterable[catalog_catalog_service_pb2.MinuteEvents] | None = None,
         timeout: float | None = None,
-    ) -> catalog_catalog_service_pb2.ListServicesResponse:
-        """Lists the tenant's services.
+    ) -> catalog_catalog_service_pb2.RecordSloEventsResponse:
+        """Records good and total event counts of an SLO per minute.
+
+        A minute's counts replace what was recorded for it, so a retry changes nothing.
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.RecordSloEventsRequest,
+            request,
+            {"entity": entity, "slo": slo, "minutes": minutes},
+        )
+        return await self._record_slo_events(message, timeout=30.0 if timeout is None else timeout)
+
+    async def get_slo_status(
+        self,
+        request: catalog_catalog_service_pb2.GetSloStatusRequest | None = None,
+        /,
+        *,
+        entity: str | None = None,
+        slo: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.GetSloStatusResponse:
+        """Calls GetSloStatus.
+
+        An SLO's attainment and error budget over its window from the recorded events, its burn
+        rate over each alerting window and which alerts fire.
 
         Permission: `catalog.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
-            catalog_catalog_service_pb2.ListServicesRequest, request, {"page": page, "owner": owner}
+            catalog_catalog_service_pb2.GetSloStatusRequest, request, {"entity": entity, "slo": slo}
         )
-        return await self._list_services(message, timeout=10.0 if timeout is None else timeout)
+        return await self._get_slo_status(message, timeout=10.0 if timeout is None else timeout)
 
-    async def iter_services(
+    async def calculate_error_budget(
         self,
-        request: catalog_catalog_service_pb2.ListServicesRequest | None = None,
+        request: catalog_catalog_service_pb2.CalculateErrorBudgetRequest | None = None,
         /,
         *,
-        owner: str | None = None,
-        page_size: int | None = None,
-        timeout: float | None = None,
-    ) -> AsyncIterator[catalog_catalog_service_pb2.Service]:
-        """Every item of ListServices, page after page; each page is one call.
-
-        Permission: `catalog.read` (ABAC).
-        """
-        message = build(catalog_catalog_service_pb2.ListServicesRequest, request, {"owner": owner})
-        async for page in async_pages(self.list_services, message, page_size, timeout):
-            for item in page.services:
-                yield item
-
-    async def compute_slo(
-        self,
-        request: catalog_catalog_service_pb2.ComputeSloRequest | None = None,
-        /,
-        *,
-        service_id: str | None = None,
+        objective: float | None = None,
+        window: catalog_catalog_service_pb2.TimeWindow | None = None,
         total_events: int | None = None,
         bad_events: int | None = None,
-        elapsed_days: float | None = None,
+        elapsed_seconds: int | None = None,
+        current_burn_rate: float | None = None,
         timeout: float | None = None,
-    ) -> catalog_catalog_service_pb2.ComputeSloResponse:
-        """Computes a service's SLO attainment and error budget from observations.
+    ) -> catalog_catalog_service_pb2.CalculateErrorBudgetResponse:
+        """Calls CalculateErrorBudget.
+
+        The error-budget calculator: the same math as GetSloStatus for figures given in the
+        request, nothing stored.
 
         Permission: `catalog.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
-            catalog_catalog_service_pb2.ComputeSloRequest,
+            catalog_catalog_service_pb2.CalculateErrorBudgetRequest,
             request,
             {
-                "service_id": service_id,
+                "objective": objective,
+                "window": window,
                 "total_events": total_events,
                 "bad_events": bad_events,
-                "elapsed_days": elapsed_days,
+                "elapsed_seconds": elapsed_seconds,
+                "current_burn_rate": current_burn_rate,
             },
         )
-        return await self._compute_slo(message, timeout=10.0 if timeout is None else timeout)
+        return await self._calculate_error_budget(
+            message, timeout=10.0 if timeout is None else timeout
+        )
+
+    async def get_alert_rules(
+        self,
+        request: catalog_catalog_service_pb2.GetAlertRulesRequest | None = None,
+        /,
+        *,
+        entity: str | None = None,
+        slo: str | None = None,
+        runbook_url: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.GetAlertRulesResponse:
+        """Calls GetAlertRules.
+
+        Prometheus recording and alerting rules (multi-window, multi-burn-rate) for an entity's
+        SLOs, as a rule file.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.GetAlertRulesRequest,
+            request,
+            {"entity": entity, "slo": slo, "runbook_url": runbook_url},
+        )
+        return await self._get_alert_rules(message, timeout=10.0 if timeout is None else timeout)
+
+    async def get_availability(
+        self,
+        request: catalog_catalog_service_pb2.GetAvailabilityRequest | None = None,
+        /,
+        *,
+        entity: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.GetAvailabilityResponse:
+        """Calls GetAvailability.
+
+        An entity's composite availability over its dependency graph, the weakest link and the
+        graph itself.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.GetAvailabilityRequest, request, {"entity": entity}
+        )
+        return await self._get_availability(message, timeout=10.0 if timeout is None else timeout)
 
     async def run_what_if(
         self,
@@ -3541,10 +4134,13 @@ class AsyncCatalogClient:
         scenario: catalog_catalog_service_pb2.Scenario | None = None,
         timeout: float | None = None,
     ) -> catalog_catalog_service_pb2.SaveScenarioResponse:
-        """Saves a scenario so it can be shared by id.
+        """Saves a scenario with the catalog figures it was evaluated on.
+
+        Its id is derived from that content: the same scenario on the same catalog gets the same
+        id, and saving it again changes nothing.
 
         Permission: `catalog.write` (ABAC).
-        Deadline: 30 s unless `timeout` says otherwise; never retried.
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.SaveScenarioRequest, request, {"scenario": scenario}
@@ -3559,7 +4155,7 @@ class AsyncCatalogClient:
         id: str | None = None,
         timeout: float | None = None,
     ) -> catalog_catalog_service_pb2.GetScenarioResponse:
-        """Reads a saved scenario.
+        """Reads a saved scenario and its results, identical to when it was saved.
 
         Permission: `catalog.read` (ABAC).
         Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
@@ -3567,20 +4163,96 @@ class AsyncCatalogClient:
         message = build(catalog_catalog_service_pb2.GetScenarioRequest, request, {"id": id})
         return await self._get_scenario(message, timeout=10.0 if timeout is None else timeout)
 
+    async def list_scenarios(
+        self,
+        request: catalog_catalog_service_pb2.ListScenariosRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.ListScenariosResponse:
+        """Lists saved scenarios, newest first.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(catalog_catalog_service_pb2.ListScenariosRequest, request, {"page": page})
+        return await self._list_scenarios(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_scenarios(
+        self,
+        request: catalog_catalog_service_pb2.ListScenariosRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[catalog_catalog_service_pb2.Scenario]:
+        """Every item of ListScenarios, page after page; each page is one call.
+
+        Permission: `catalog.read` (ABAC).
+        """
+        message = build(catalog_catalog_service_pb2.ListScenariosRequest, request, {})
+        async for page in async_pages(self.list_scenarios, message, page_size, timeout):
+            for item in page.scenarios:
+                yield item
+
+    async def rename_scenario(
+        self,
+        request: catalog_catalog_service_pb2.RenameScenarioRequest | None = None,
+        /,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.RenameScenarioResponse:
+        """Renames a saved scenario (its id stays).
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.RenameScenarioRequest, request, {"id": id, "name": name}
+        )
+        return await self._rename_scenario(message, timeout=30.0 if timeout is None else timeout)
+
+    async def delete_scenario(
+        self,
+        request: catalog_catalog_service_pb2.DeleteScenarioRequest | None = None,
+        /,
+        *,
+        id: str | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.DeleteScenarioResponse:
+        """Deletes a saved scenario.
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(catalog_catalog_service_pb2.DeleteScenarioRequest, request, {"id": id})
+        return await self._delete_scenario(message, timeout=30.0 if timeout is None else timeout)
+
     async def export_csv(
         self,
         request: catalog_catalog_service_pb2.ExportCsvRequest | None = None,
         /,
         *,
         kind: catalog_catalog_service_pb2.CsvExportKind.ValueType | None = None,
+        scenario_id: str | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[catalog_catalog_service_pb2.ExportCsvResponse]:
-        """Streams the catalog as CSV (RFC 4180), in chunks.
+        """Calls ExportCsv.
+
+        Streams entities, SLOs or a saved scenario's results as CSV (RFC 4180, UTF-8, documented
+        column order), in chunks.
 
         Permission: `catalog.read` (ABAC).
         Deadline: 300 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
-        message = build(catalog_catalog_service_pb2.ExportCsvRequest, request, {"kind": kind})
+        message = build(
+            catalog_catalog_service_pb2.ExportCsvRequest,
+            request,
+            {"kind": kind, "scenario_id": scenario_id},
+        )
         async for response in self._export_csv(
             message, timeout=300.0 if timeout is None else timeout
         ):
@@ -3593,6 +4265,7 @@ class AsyncCatalogClient:
         /,
         *,
         kind: catalog_catalog_service_pb2.CsvExportKind.ValueType | None = None,
+        scenario_id: str | None = None,
         timeout: float | None = None,
     ) -> int:
         """Writes ExportCsv's data to a path or binary file; the bytes written.
@@ -3602,21 +4275,61 @@ class AsyncCatalogClient:
         responses = self.export_csv(
             request,
             kind=kind,
+            scenario_id=scenario_id,
             timeout=timeout,
         )
         return await async_write_data(responses, destination)
+
+    async def import_catalog(
+        self,
+        request: catalog_catalog_service_pb2.ImportCatalogRequest | None = None,
+        /,
+        *,
+        yaml: bytes | None = None,
+        dry_run: bool | None = None,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.ImportCatalogResponse:
+        """Calls ImportCatalog.
+
+        Imports Backstage-style entity documents and OpenSLO-style SLO documents from YAML, all
+        or nothing.
+
+        Permission: `catalog.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            catalog_catalog_service_pb2.ImportCatalogRequest,
+            request,
+            {"yaml": yaml, "dry_run": dry_run},
+        )
+        return await self._import_catalog(message, timeout=30.0 if timeout is None else timeout)
+
+    async def export_catalog(
+        self,
+        request: catalog_catalog_service_pb2.ExportCatalogRequest | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> catalog_catalog_service_pb2.ExportCatalogResponse:
+        """Exports the catalog as the YAML ImportCatalog reads.
+
+        Permission: `catalog.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(catalog_catalog_service_pb2.ExportCatalogRequest, request, {})
+        return await self._export_catalog(message, timeout=10.0 if timeout is None else timeout)
 
     async def link_budget(
         self,
         request: catalog_catalog_service_pb2.LinkBudgetRequest | None = None,
         /,
         *,
-        service_id: str | None = None,
+        entity: str | None = None,
         budget_id: str | None = None,
         monthly_amount: common_money_pb2.Money | None = None,
         timeout: float | None = None,
     ) -> catalog_catalog_service_pb2.LinkBudgetResponse:
-        """Links a service to a cost budget.
+        """Links an entity to a cost budget.
 
         Permission: `catalog.write` (ABAC).
         Deadline: 30 s unless `timeout` says otherwise; never retried.
@@ -3624,7 +4337,7 @@ class AsyncCatalogClient:
         message = build(
             catalog_catalog_service_pb2.LinkBudgetRequest,
             request,
-            {"service_id": service_id, "budget_id": budget_id, "monthly_amount": monthly_amount},
+            {"entity": entity, "budget_id": budget_id, "monthly_amount": monthly_amount},
         )
         return await self._link_budget(message, timeout=30.0 if timeout is None else timeout)
 
@@ -4386,14 +5099,28 @@ ROUTES: dict[str, tuple[str, str]] = {
     "/intelgraph.billing.v1.BillingService/SetPrice": ("billing", "set_price"),
     "/intelgraph.billing.v1.BillingService/GetSpendCap": ("billing", "get_spend_cap"),
     "/intelgraph.billing.v1.BillingService/ListBillingAlerts": ("billing", "list_billing_alerts"),
-    "/intelgraph.catalog.v1.CatalogService/UpsertService": ("catalog", "upsert_service"),
-    "/intelgraph.catalog.v1.CatalogService/GetService": ("catalog", "get_service"),
-    "/intelgraph.catalog.v1.CatalogService/ListServices": ("catalog", "list_services"),
-    "/intelgraph.catalog.v1.CatalogService/ComputeSlo": ("catalog", "compute_slo"),
+    "/intelgraph.catalog.v1.CatalogService/CreateEntity": ("catalog", "create_entity"),
+    "/intelgraph.catalog.v1.CatalogService/GetEntity": ("catalog", "get_entity"),
+    "/intelgraph.catalog.v1.CatalogService/ListEntities": ("catalog", "list_entities"),
+    "/intelgraph.catalog.v1.CatalogService/UpdateEntity": ("catalog", "update_entity"),
+    "/intelgraph.catalog.v1.CatalogService/DeleteEntity": ("catalog", "delete_entity"),
+    "/intelgraph.catalog.v1.CatalogService/RecordSloEvents": ("catalog", "record_slo_events"),
+    "/intelgraph.catalog.v1.CatalogService/GetSloStatus": ("catalog", "get_slo_status"),
+    "/intelgraph.catalog.v1.CatalogService/CalculateErrorBudget": (
+        "catalog",
+        "calculate_error_budget",
+    ),
+    "/intelgraph.catalog.v1.CatalogService/GetAlertRules": ("catalog", "get_alert_rules"),
+    "/intelgraph.catalog.v1.CatalogService/GetAvailability": ("catalog", "get_availability"),
     "/intelgraph.catalog.v1.CatalogService/RunWhatIf": ("catalog", "run_what_if"),
     "/intelgraph.catalog.v1.CatalogService/SaveScenario": ("catalog", "save_scenario"),
     "/intelgraph.catalog.v1.CatalogService/GetScenario": ("catalog", "get_scenario"),
+    "/intelgraph.catalog.v1.CatalogService/ListScenarios": ("catalog", "list_scenarios"),
+    "/intelgraph.catalog.v1.CatalogService/RenameScenario": ("catalog", "rename_scenario"),
+    "/intelgraph.catalog.v1.CatalogService/DeleteScenario": ("catalog", "delete_scenario"),
     "/intelgraph.catalog.v1.CatalogService/ExportCsv": ("catalog", "export_csv"),
+    "/intelgraph.catalog.v1.CatalogService/ImportCatalog": ("catalog", "import_catalog"),
+    "/intelgraph.catalog.v1.CatalogService/ExportCatalog": ("catalog", "export_catalog"),
     "/intelgraph.catalog.v1.CatalogService/LinkBudget": ("catalog", "link_budget"),
     "/intelgraph.edge.v1.EdgeService/Purge": ("edge", "purge"),
     "/intelgraph.edge.v1.EdgeService/PurgeEverything": ("edge", "purge_everything"),
@@ -4446,13 +5173,24 @@ RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (
     ("intelgraph.billing.v1.BillingService", "GetPriceBook"),
     ("intelgraph.billing.v1.BillingService", "GetSpendCap"),
     ("intelgraph.billing.v1.BillingService", "ListBillingAlerts"),
-    ("intelgraph.catalog.v1.CatalogService", "UpsertService"),
-    ("intelgraph.catalog.v1.CatalogService", "GetService"),
-    ("intelgraph.catalog.v1.CatalogService", "ListServices"),
-    ("intelgraph.catalog.v1.CatalogService", "ComputeSlo"),
+    ("intelgraph.catalog.v1.CatalogService", "GetEntity"),
+    ("intelgraph.catalog.v1.CatalogService", "ListEntities"),
+    ("intelgraph.catalog.v1.CatalogService", "UpdateEntity"),
+    ("intelgraph.catalog.v1.CatalogService", "DeleteEntity"),
+    ("intelgraph.catalog.v1.CatalogService", "RecordSloEvents"),
+    ("intelgraph.catalog.v1.CatalogService", "GetSloStatus"),
+    ("intelgraph.catalog.v1.CatalogService", "CalculateErrorBudget"),
+    ("intelgraph.catalog.v1.CatalogService", "GetAlertRules"),
+    ("intelgraph.catalog.v1.CatalogService", "GetAvailability"),
     ("intelgraph.catalog.v1.CatalogService", "RunWhatIf"),
+    ("intelgraph.catalog.v1.CatalogService", "SaveScenario"),
     ("intelgraph.catalog.v1.CatalogService", "GetScenario"),
+    ("intelgraph.catalog.v1.CatalogService", "ListScenarios"),
+    ("intelgraph.catalog.v1.CatalogService", "RenameScenario"),
+    ("intelgraph.catalog.v1.CatalogService", "DeleteScenario"),
     ("intelgraph.catalog.v1.CatalogService", "ExportCsv"),
+    ("intelgraph.catalog.v1.CatalogService", "ImportCatalog"),
+    ("intelgraph.catalog.v1.CatalogService", "ExportCatalog"),
     ("intelgraph.edge.v1.EdgeService", "GetCacheStats"),
     ("intelgraph.edge.v1.EdgeService", "GetMutationGraph"),
     ("intelgraph.edge.v1.EdgeService", "ListLeakAlarms"),

@@ -22,6 +22,136 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _EntityKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EntityKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntityKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENTITY_KIND_UNSPECIFIED: _EntityKind.ValueType  # 0
+    ENTITY_KIND_COMPONENT: _EntityKind.ValueType  # 1
+    """A piece of software: a service, a website, a library."""
+    ENTITY_KIND_API: _EntityKind.ValueType  # 2
+    """An interface a component provides."""
+    ENTITY_KIND_RESOURCE: _EntityKind.ValueType  # 3
+    """Infrastructure a component needs: a database, a bucket, a queue."""
+    ENTITY_KIND_SYSTEM: _EntityKind.ValueType  # 4
+    """A collection of entities that together provide a capability."""
+
+class EntityKind(_EntityKind, metaclass=_EntityKindEnumTypeWrapper):
+    """What an entity is, as in Backstage's catalog."""
+
+ENTITY_KIND_UNSPECIFIED: EntityKind.ValueType  # 0
+ENTITY_KIND_COMPONENT: EntityKind.ValueType  # 1
+"""A piece of software: a service, a website, a library."""
+ENTITY_KIND_API: EntityKind.ValueType  # 2
+"""An interface a component provides."""
+ENTITY_KIND_RESOURCE: EntityKind.ValueType  # 3
+"""Infrastructure a component needs: a database, a bucket, a queue."""
+ENTITY_KIND_SYSTEM: EntityKind.ValueType  # 4
+"""A collection of entities that together provide a capability."""
+Global___EntityKind: _TypeAlias = EntityKind  # noqa: Y015
+
+class _Lifecycle:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LifecycleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Lifecycle.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIFECYCLE_UNSPECIFIED: _Lifecycle.ValueType  # 0
+    LIFECYCLE_EXPERIMENTAL: _Lifecycle.ValueType  # 1
+    LIFECYCLE_PRODUCTION: _Lifecycle.ValueType  # 2
+    LIFECYCLE_DEPRECATED: _Lifecycle.ValueType  # 3
+
+class Lifecycle(_Lifecycle, metaclass=_LifecycleEnumTypeWrapper):
+    """Where an entity stands in its life."""
+
+LIFECYCLE_UNSPECIFIED: Lifecycle.ValueType  # 0
+LIFECYCLE_EXPERIMENTAL: Lifecycle.ValueType  # 1
+LIFECYCLE_PRODUCTION: Lifecycle.ValueType  # 2
+LIFECYCLE_DEPRECATED: Lifecycle.ValueType  # 3
+Global___Lifecycle: _TypeAlias = Lifecycle  # noqa: Y015
+
+class _BudgetingMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BudgetingMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BudgetingMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BUDGETING_METHOD_UNSPECIFIED: _BudgetingMethod.ValueType  # 0
+    BUDGETING_METHOD_OCCURRENCES: _BudgetingMethod.ValueType  # 1
+    """Good events over total events in the window."""
+    BUDGETING_METHOD_TIMESLICES: _BudgetingMethod.ValueType  # 2
+    """Good time slices over all time slices of the window with events; a slice
+    is good when its good-event ratio reaches the timeslice target.
+    """
+
+class BudgetingMethod(_BudgetingMethod, metaclass=_BudgetingMethodEnumTypeWrapper):
+    """How an SLO's budget is counted (OpenSLO budgetingMethod)."""
+
+BUDGETING_METHOD_UNSPECIFIED: BudgetingMethod.ValueType  # 0
+BUDGETING_METHOD_OCCURRENCES: BudgetingMethod.ValueType  # 1
+"""Good events over total events in the window."""
+BUDGETING_METHOD_TIMESLICES: BudgetingMethod.ValueType  # 2
+"""Good time slices over all time slices of the window with events; a slice
+is good when its good-event ratio reaches the timeslice target.
+"""
+Global___BudgetingMethod: _TypeAlias = BudgetingMethod  # noqa: Y015
+
+class _CalendarPeriod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CalendarPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CalendarPeriod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CALENDAR_PERIOD_UNSPECIFIED: _CalendarPeriod.ValueType  # 0
+    CALENDAR_PERIOD_WEEK: _CalendarPeriod.ValueType  # 1
+    CALENDAR_PERIOD_MONTH: _CalendarPeriod.ValueType  # 2
+    CALENDAR_PERIOD_QUARTER: _CalendarPeriod.ValueType  # 3
+
+class CalendarPeriod(_CalendarPeriod, metaclass=_CalendarPeriodEnumTypeWrapper):
+    """A calendar window, aligned in UTC."""
+
+CALENDAR_PERIOD_UNSPECIFIED: CalendarPeriod.ValueType  # 0
+CALENDAR_PERIOD_WEEK: CalendarPeriod.ValueType  # 1
+CALENDAR_PERIOD_MONTH: CalendarPeriod.ValueType  # 2
+CALENDAR_PERIOD_QUARTER: CalendarPeriod.ValueType  # 3
+Global___CalendarPeriod: _TypeAlias = CalendarPeriod  # noqa: Y015
+
+class _AvailabilitySource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AvailabilitySourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AvailabilitySource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AVAILABILITY_SOURCE_UNSPECIFIED: _AvailabilitySource.ValueType  # 0
+    AVAILABILITY_SOURCE_OBSERVED: _AvailabilitySource.ValueType  # 1
+    """Measured: the first SLO's attainment over its window, from recorded events."""
+    AVAILABILITY_SOURCE_DECLARED: _AvailabilitySource.ValueType  # 2
+    """The entity's declared expected availability (no events recorded)."""
+    AVAILABILITY_SOURCE_OBJECTIVE: _AvailabilitySource.ValueType  # 3
+    """The first SLO's objective (no events, nothing declared)."""
+    AVAILABILITY_SOURCE_ASSUMED: _AvailabilitySource.ValueType  # 4
+    """Nothing known: taken as always available."""
+    AVAILABILITY_SOURCE_SCENARIO: _AvailabilitySource.ValueType  # 5
+    """Set by a what-if scenario."""
+
+class AvailabilitySource(_AvailabilitySource, metaclass=_AvailabilitySourceEnumTypeWrapper):
+    """Where an availability figure comes from."""
+
+AVAILABILITY_SOURCE_UNSPECIFIED: AvailabilitySource.ValueType  # 0
+AVAILABILITY_SOURCE_OBSERVED: AvailabilitySource.ValueType  # 1
+"""Measured: the first SLO's attainment over its window, from recorded events."""
+AVAILABILITY_SOURCE_DECLARED: AvailabilitySource.ValueType  # 2
+"""The entity's declared expected availability (no events recorded)."""
+AVAILABILITY_SOURCE_OBJECTIVE: AvailabilitySource.ValueType  # 3
+"""The first SLO's objective (no events, nothing declared)."""
+AVAILABILITY_SOURCE_ASSUMED: AvailabilitySource.ValueType  # 4
+"""Nothing known: taken as always available."""
+AVAILABILITY_SOURCE_SCENARIO: AvailabilitySource.ValueType  # 5
+"""Set by a what-if scenario."""
+Global___AvailabilitySource: _TypeAlias = AvailabilitySource  # noqa: Y015
+
 class _CsvExportKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -29,41 +159,198 @@ class _CsvExportKind:
 class _CsvExportKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CsvExportKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CSV_EXPORT_KIND_UNSPECIFIED: _CsvExportKind.ValueType  # 0
-    CSV_EXPORT_KIND_SERVICES: _CsvExportKind.ValueType  # 1
-    """One row per service."""
+    CSV_EXPORT_KIND_ENTITIES: _CsvExportKind.ValueType  # 1
+    """One row per entity."""
     CSV_EXPORT_KIND_SLOS: _CsvExportKind.ValueType  # 2
-    """One row per service with its SLO and error budget."""
+    """One row per SLO, with its error budget."""
+    CSV_EXPORT_KIND_SCENARIO: _CsvExportKind.ValueType  # 3
+    """One row per affected entity of a saved scenario, before and after."""
 
 class CsvExportKind(_CsvExportKind, metaclass=_CsvExportKindEnumTypeWrapper): ...
 
 CSV_EXPORT_KIND_UNSPECIFIED: CsvExportKind.ValueType  # 0
-CSV_EXPORT_KIND_SERVICES: CsvExportKind.ValueType  # 1
-"""One row per service."""
+CSV_EXPORT_KIND_ENTITIES: CsvExportKind.ValueType  # 1
+"""One row per entity."""
 CSV_EXPORT_KIND_SLOS: CsvExportKind.ValueType  # 2
-"""One row per service with its SLO and error budget."""
+"""One row per SLO, with its error budget."""
+CSV_EXPORT_KIND_SCENARIO: CsvExportKind.ValueType  # 3
+"""One row per affected entity of a saved scenario, before and after."""
 Global___CsvExportKind: _TypeAlias = CsvExportKind  # noqa: Y015
 
 @_typing.final
-class Slo(_message.Message):
-    """A service level objective."""
+class Link(_message.Message):
+    """A link from an entity to something about it (a dashboard, a runbook)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    AVAILABILITY_TARGET_FIELD_NUMBER: _builtins.int
-    WINDOW_DAYS_FIELD_NUMBER: _builtins.int
-    availability_target: _builtins.float
-    """Target availability as a fraction, for example 0.999."""
-    window_days: _builtins.int
-    """Rolling window in days, for example 28."""
+    URL_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """An http or https URL."""
+    title: _builtins.str
     def __init__(
         self,
         *,
-        availability_target: _builtins.float = ...,
-        window_days: _builtins.int = ...,
+        url: _builtins.str = ...,
+        title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability_target", b"availability_target", "window_days", b"window_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["title", b"title", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Link: _TypeAlias = Link  # noqa: Y015
+
+@_typing.final
+class Dependency(_message.Message):
+    """A dependency (Backstage dependsOn): met when at least `required` of its
+    targets are up. One target is a plain dependency; several form a
+    redundancy group of replicas or regions (k of n).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGETS_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    required: _builtins.int
+    """How many targets must be up (k); 0 means 1."""
+    group: _builtins.str
+    """A label for a redundancy group, for example "regions"."""
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the entities that can serve it."""
+
+    def __init__(
+        self,
+        *,
+        targets: _abc.Iterable[_builtins.str] | None = ...,
+        required: _builtins.int = ...,
+        group: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "required", b"required", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dependency: _TypeAlias = Dependency  # noqa: Y015
+
+@_typing.final
+class TimeWindow(_message.Message):
+    """An SLO's time window: rolling, or a calendar period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLLING_DAYS_FIELD_NUMBER: _builtins.int
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    rolling_days: _builtins.int
+    """A rolling window of this many days (1 to 400)."""
+    calendar: Global___CalendarPeriod.ValueType
+    """A calendar period, aligned in UTC."""
+    def __init__(
+        self,
+        *,
+        rolling_days: _builtins.int = ...,
+        calendar: Global___CalendarPeriod.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "kind", b"kind", "rolling_days", b"rolling_days"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "kind", b"kind", "rolling_days", b"rolling_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["rolling_days", "calendar"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___TimeWindow: _TypeAlias = TimeWindow  # noqa: Y015
+
+@_typing.final
+class Indicator(_message.Message):
+    """How an SLO's events are told good from bad, as Prometheus queries (an
+    OpenSLO ratio metric). `{{window}}` in a query stands for the range, for
+    example `sum(rate(http_requests_total{job="api",code!~"5.."}[{{window}}]))`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    GOOD_QUERY_FIELD_NUMBER: _builtins.int
+    BAD_QUERY_FIELD_NUMBER: _builtins.int
+    TOTAL_QUERY_FIELD_NUMBER: _builtins.int
+    description: _builtins.str
+    good_query: _builtins.str
+    """Good events; either this or bad_query."""
+    bad_query: _builtins.str
+    """Bad events; either this or good_query."""
+    total_query: _builtins.str
+    """All events."""
+    def __init__(
+        self,
+        *,
+        description: _builtins.str = ...,
+        good_query: _builtins.str = ...,
+        bad_query: _builtins.str = ...,
+        total_query: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bad_query", b"bad_query", "description", b"description", "good_query", b"good_query", "total_query", b"total_query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Indicator: _TypeAlias = Indicator  # noqa: Y015
+
+@_typing.final
+class Slo(_message.Message):
+    """A service level objective, in OpenSLO's spirit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    OBJECTIVE_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    BUDGETING_METHOD_FIELD_NUMBER: _builtins.int
+    TIMESLICE_TARGET_FIELD_NUMBER: _builtins.int
+    TIMESLICE_MINUTES_FIELD_NUMBER: _builtins.int
+    INDICATOR_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique within the entity, for example "availability"."""
+    description: _builtins.str
+    objective: _builtins.float
+    """Target share of good events (or good slices), strictly between 0 and 1,
+    for example 0.999.
+    """
+    budgeting_method: Global___BudgetingMethod.ValueType
+    """Unset means occurrences."""
+    timeslice_target: _builtins.float
+    """Timeslices: a slice is good when its good-event ratio is at least this;
+    0 means the objective.
+    """
+    timeslice_minutes: _builtins.int
+    """Timeslices: the slice length in minutes (1 to 60); 0 means 1."""
+    @_builtins.property
+    def window(self) -> Global___TimeWindow:
+        """Unset means a rolling 30 days."""
+
+    @_builtins.property
+    def indicator(self) -> Global___Indicator: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        objective: _builtins.float = ...,
+        window: Global___TimeWindow | None = ...,
+        budgeting_method: Global___BudgetingMethod.ValueType = ...,
+        timeslice_target: _builtins.float = ...,
+        timeslice_minutes: _builtins.int = ...,
+        indicator: Global___Indicator | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["indicator", b"indicator", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgeting_method", b"budgeting_method", "description", b"description", "indicator", b"indicator", "name", b"name", "objective", b"objective", "timeslice_minutes", b"timeslice_minutes", "timeslice_target", b"timeslice_target", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -71,13 +358,15 @@ Global___Slo: _TypeAlias = Slo  # noqa: Y015
 
 @_typing.final
 class BudgetLink(_message.Message):
+    """An entity's link to a cost budget."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BUDGET_ID_FIELD_NUMBER: _builtins.int
     MONTHLY_AMOUNT_FIELD_NUMBER: _builtins.int
     LINKED_AT_FIELD_NUMBER: _builtins.int
     budget_id: _builtins.str
-    """The budget's id in the finance system."""
+    """The budget's id in Billing."""
     @_builtins.property
     def monthly_amount(self) -> _money_pb2.Money: ...
     @_builtins.property
@@ -98,30 +387,61 @@ class BudgetLink(_message.Message):
 Global___BudgetLink: _TypeAlias = BudgetLink  # noqa: Y015
 
 @_typing.final
-class Service(_message.Message):
+class Entity(_message.Message):
+    """An entity of the catalog."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
-    OWNER_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
-    DEPENDENCY_IDS_FIELD_NUMBER: _builtins.int
-    SLO_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    LIFECYCLE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
+    SYSTEM_FIELD_NUMBER: _builtins.int
+    DEPENDENCIES_FIELD_NUMBER: _builtins.int
+    SLOS_FIELD_NUMBER: _builtins.int
+    EXPECTED_AVAILABILITY_FIELD_NUMBER: _builtins.int
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    kind: Global___EntityKind.ValueType
     name: _builtins.str
-    """Unique within the tenant, for example "billing-api"."""
-    owner: _builtins.str
-    """Owning team or person."""
+    """Unique within the tenant and never changed: lower-case letters, digits
+    and inner hyphens, at most 63 characters (for example "billing-api").
+    """
+    title: _builtins.str
+    """A human-readable name."""
     description: _builtins.str
+    owner: _builtins.str
+    """Owning team or person, for example "team-payments"."""
+    lifecycle: Global___Lifecycle.ValueType
+    system: _builtins.str
+    """Name of the system entity it is part of."""
+    expected_availability: _builtins.float
+    """The entity's own availability when no events are recorded, in [0, 1]."""
+    requests_per_second: _builtins.float
+    """Expected traffic, requests per second: it sizes error budgets in events."""
+    etag: _builtins.str
+    """Changes with every update; UpdateEntity and DeleteEntity require the
+    current one.
+    """
     @_builtins.property
-    def dependency_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Ids of the services this one calls."""
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Lower-case tags: letters, digits, and inner "-", ":" or "+"."""
 
     @_builtins.property
-    def slo(self) -> Global___Slo: ...
+    def links(self) -> _containers.RepeatedCompositeFieldContainer[Global___Link]: ...
+    @_builtins.property
+    def dependencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dependency]: ...
+    @_builtins.property
+    def slos(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slo]: ...
     @_builtins.property
     def budget(self) -> Global___BudgetLink: ...
     @_builtins.property
@@ -132,115 +452,551 @@ class Service(_message.Message):
         self,
         *,
         id: _builtins.str = ...,
+        kind: Global___EntityKind.ValueType = ...,
         name: _builtins.str = ...,
-        owner: _builtins.str = ...,
+        title: _builtins.str = ...,
         description: _builtins.str = ...,
-        dependency_ids: _abc.Iterable[_builtins.str] | None = ...,
-        slo: Global___Slo | None = ...,
+        owner: _builtins.str = ...,
+        lifecycle: Global___Lifecycle.ValueType = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        links: _abc.Iterable[Global___Link] | None = ...,
+        system: _builtins.str = ...,
+        dependencies: _abc.Iterable[Global___Dependency] | None = ...,
+        slos: _abc.Iterable[Global___Slo] | None = ...,
+        expected_availability: _builtins.float | None = ...,
+        requests_per_second: _builtins.float = ...,
         budget: Global___BudgetLink | None = ...,
+        etag: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "created_at", b"created_at", "slo", b"slo", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_availability", b"_expected_availability", "budget", b"budget", "created_at", b"created_at", "expected_availability", b"expected_availability", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "created_at", b"created_at", "dependency_ids", b"dependency_ids", "description", b"description", "id", b"id", "name", b"name", "owner", b"owner", "slo", b"slo", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_availability", b"_expected_availability", "budget", b"budget", "created_at", b"created_at", "dependencies", b"dependencies", "description", b"description", "etag", b"etag", "expected_availability", b"expected_availability", "id", b"id", "kind", b"kind", "lifecycle", b"lifecycle", "links", b"links", "name", b"name", "owner", b"owner", "requests_per_second", b"requests_per_second", "slos", b"slos", "system", b"system", "tags", b"tags", "title", b"title", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__expected_availability: _TypeAlias = _typing.Literal["expected_availability"]  # noqa: Y015
+    _WhichOneofArgType__expected_availability: _TypeAlias = _typing.Literal["_expected_availability", b"_expected_availability"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_availability) -> _WhichOneofReturnType__expected_availability | None: ...
 
-Global___Service: _TypeAlias = Service  # noqa: Y015
+Global___Entity: _TypeAlias = Entity  # noqa: Y015
 
 @_typing.final
-class SloReport(_message.Message):
+class MinuteEvents(_message.Message):
+    """Events of one minute."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    SERVICE_ID_FIELD_NUMBER: _builtins.int
-    AVAILABILITY_TARGET_FIELD_NUMBER: _builtins.int
-    ACHIEVED_AVAILABILITY_FIELD_NUMBER: _builtins.int
-    ERROR_BUDGET_EVENTS_FIELD_NUMBER: _builtins.int
-    BUDGET_CONSUMED_FIELD_NUMBER: _builtins.int
-    BURN_RATE_FIELD_NUMBER: _builtins.int
-    COMPOSITE_AVAILABILITY_FIELD_NUMBER: _builtins.int
-    service_id: _builtins.str
-    availability_target: _builtins.float
-    achieved_availability: _builtins.float
-    """Good events over total events in the window."""
-    error_budget_events: _builtins.float
-    """Bad events the target allows in the window."""
-    budget_consumed: _builtins.float
-    """Share of the budget used, 1.0 = exhausted."""
-    burn_rate: _builtins.float
-    """Rate of budget use relative to an even spend over the window."""
-    composite_availability: _builtins.float
-    """Availability implied by the service and its dependencies in series."""
+    MINUTE_FIELD_NUMBER: _builtins.int
+    GOOD_EVENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_EVENTS_FIELD_NUMBER: _builtins.int
+    good_events: _builtins.int
+    total_events: _builtins.int
+    @_builtins.property
+    def minute(self) -> _timestamp_pb2.Timestamp:
+        """The minute's start (seconds past a whole minute are refused)."""
+
     def __init__(
         self,
         *,
-        service_id: _builtins.str = ...,
-        availability_target: _builtins.float = ...,
-        achieved_availability: _builtins.float = ...,
-        error_budget_events: _builtins.float = ...,
-        budget_consumed: _builtins.float = ...,
+        minute: _timestamp_pb2.Timestamp | None = ...,
+        good_events: _builtins.int = ...,
+        total_events: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["minute", b"minute"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["good_events", b"good_events", "minute", b"minute", "total_events", b"total_events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MinuteEvents: _TypeAlias = MinuteEvents  # noqa: Y015
+
+@_typing.final
+class ErrorBudget(_message.Message):
+    """An error budget: the math of the SRE workbook."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTIVE_FIELD_NUMBER: _builtins.int
+    ERROR_BUDGET_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
+    TOTAL_EVENTS_FIELD_NUMBER: _builtins.int
+    BAD_EVENTS_FIELD_NUMBER: _builtins.int
+    ATTAINMENT_FIELD_NUMBER: _builtins.int
+    ERROR_RATIO_FIELD_NUMBER: _builtins.int
+    ALLOWED_BAD_EVENTS_FIELD_NUMBER: _builtins.int
+    CONSUMED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    TIME_BUDGET_SECONDS_FIELD_NUMBER: _builtins.int
+    CONSUMED_SECONDS_FIELD_NUMBER: _builtins.int
+    REMAINING_SECONDS_FIELD_NUMBER: _builtins.int
+    BURN_RATE_FIELD_NUMBER: _builtins.int
+    EXHAUSTION_SECONDS_FIELD_NUMBER: _builtins.int
+    objective: _builtins.float
+    error_budget: _builtins.float
+    """B = 1 − objective."""
+    window_seconds: _builtins.int
+    elapsed_seconds: _builtins.int
+    """How much of the window the figures cover."""
+    total_events: _builtins.int
+    """Events (or time slices) in the observed part of the window."""
+    bad_events: _builtins.int
+    attainment: _builtins.float
+    """Good over total; 1 when nothing was observed."""
+    error_ratio: _builtins.float
+    """Bad over total."""
+    allowed_bad_events: _builtins.float
+    """Bad events the whole window allows at this traffic: B × total, projected
+    to the window.
+    """
+    consumed: _builtins.float
+    """Share of the window's budget used: 1 is exhausted, above 1 overspent."""
+    remaining: _builtins.float
+    """1 − consumed (negative when overspent)."""
+    time_budget_seconds: _builtins.float
+    """The budget in time: B × window (99.9% over 30 days is 2,592 s, 43.2
+    minutes).
+    """
+    consumed_seconds: _builtins.float
+    remaining_seconds: _builtins.float
+    burn_rate: _builtins.float
+    """Error ratio ÷ B over the observed part: 1 spends the budget exactly by
+    the window's end.
+    """
+    exhaustion_seconds: _builtins.float
+    """Seconds until the budget is gone at the current burn rate; unset when
+    nothing burns, 0 when it is gone.
+    """
+    def __init__(
+        self,
+        *,
+        objective: _builtins.float = ...,
+        error_budget: _builtins.float = ...,
+        window_seconds: _builtins.int = ...,
+        elapsed_seconds: _builtins.int = ...,
+        total_events: _builtins.int = ...,
+        bad_events: _builtins.int = ...,
+        attainment: _builtins.float = ...,
+        error_ratio: _builtins.float = ...,
+        allowed_bad_events: _builtins.float = ...,
+        consumed: _builtins.float = ...,
+        remaining: _builtins.float = ...,
+        time_budget_seconds: _builtins.float = ...,
+        consumed_seconds: _builtins.float = ...,
+        remaining_seconds: _builtins.float = ...,
         burn_rate: _builtins.float = ...,
-        composite_availability: _builtins.float = ...,
+        exhaustion_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exhaustion_seconds", b"_exhaustion_seconds", "exhaustion_seconds", b"exhaustion_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exhaustion_seconds", b"_exhaustion_seconds", "allowed_bad_events", b"allowed_bad_events", "attainment", b"attainment", "bad_events", b"bad_events", "burn_rate", b"burn_rate", "consumed", b"consumed", "consumed_seconds", b"consumed_seconds", "elapsed_seconds", b"elapsed_seconds", "error_budget", b"error_budget", "error_ratio", b"error_ratio", "exhaustion_seconds", b"exhaustion_seconds", "objective", b"objective", "remaining", b"remaining", "remaining_seconds", b"remaining_seconds", "time_budget_seconds", b"time_budget_seconds", "total_events", b"total_events", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__exhaustion_seconds: _TypeAlias = _typing.Literal["exhaustion_seconds"]  # noqa: Y015
+    _WhichOneofArgType__exhaustion_seconds: _TypeAlias = _typing.Literal["_exhaustion_seconds", b"_exhaustion_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exhaustion_seconds) -> _WhichOneofReturnType__exhaustion_seconds | None: ...
+
+Global___ErrorBudget: _TypeAlias = ErrorBudget  # noqa: Y015
+
+@_typing.final
+class BurnRate(_message.Message):
+    """A burn rate over one window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    ERROR_RATIO_FIELD_NUMBER: _builtins.int
+    BURN_RATE_FIELD_NUMBER: _builtins.int
+    TOTAL_EVENTS_FIELD_NUMBER: _builtins.int
+    window_seconds: _builtins.int
+    error_ratio: _builtins.float
+    burn_rate: _builtins.float
+    total_events: _builtins.int
+    """Events (or time slices) observed in the window."""
+    def __init__(
+        self,
+        *,
+        window_seconds: _builtins.int = ...,
+        error_ratio: _builtins.float = ...,
+        burn_rate: _builtins.float = ...,
+        total_events: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["achieved_availability", b"achieved_availability", "availability_target", b"availability_target", "budget_consumed", b"budget_consumed", "burn_rate", b"burn_rate", "composite_availability", b"composite_availability", "error_budget_events", b"error_budget_events", "service_id", b"service_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burn_rate", b"burn_rate", "error_ratio", b"error_ratio", "total_events", b"total_events", "window_seconds", b"window_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SloReport: _TypeAlias = SloReport  # noqa: Y015
+Global___BurnRate: _TypeAlias = BurnRate  # noqa: Y015
 
 @_typing.final
-class ServiceChange(_message.Message):
-    """One change a scenario makes to the catalog."""
+class BurnAlert(_message.Message):
+    """One multi-window, multi-burn-rate alert and whether it fires."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SERVICE_ID_FIELD_NUMBER: _builtins.int
-    AVAILABILITY_FIELD_NUMBER: _builtins.int
-    ADD_DEPENDENCY_IDS_FIELD_NUMBER: _builtins.int
-    REMOVE_DEPENDENCY_IDS_FIELD_NUMBER: _builtins.int
-    service_id: _builtins.str
-    availability: _builtins.float
-    """Assumed availability of the service; unset keeps the observed one."""
-    @_builtins.property
-    def add_dependency_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def remove_dependency_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    LONG_WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    SHORT_WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    BUDGET_FRACTION_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    LONG_BURN_RATE_FIELD_NUMBER: _builtins.int
+    SHORT_BURN_RATE_FIELD_NUMBER: _builtins.int
+    FIRING_FIELD_NUMBER: _builtins.int
+    severity: _builtins.str
+    """"page" or "ticket"."""
+    long_window_seconds: _builtins.int
+    short_window_seconds: _builtins.int
+    budget_fraction: _builtins.float
+    """Share of the budget that burns in the long window at the threshold."""
+    threshold: _builtins.float
+    """Burn rate both windows must exceed (14.4, 6 and 1 for 30 days)."""
+    long_burn_rate: _builtins.float
+    short_burn_rate: _builtins.float
+    firing: _builtins.bool
     def __init__(
         self,
         *,
-        service_id: _builtins.str = ...,
-        availability: _builtins.float | None = ...,
-        add_dependency_ids: _abc.Iterable[_builtins.str] | None = ...,
-        remove_dependency_ids: _abc.Iterable[_builtins.str] | None = ...,
+        severity: _builtins.str = ...,
+        long_window_seconds: _builtins.int = ...,
+        short_window_seconds: _builtins.int = ...,
+        budget_fraction: _builtins.float = ...,
+        threshold: _builtins.float = ...,
+        long_burn_rate: _builtins.float = ...,
+        short_burn_rate: _builtins.float = ...,
+        firing: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_availability", b"_availability", "availability", b"availability"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_availability", b"_availability", "add_dependency_ids", b"add_dependency_ids", "availability", b"availability", "remove_dependency_ids", b"remove_dependency_ids", "service_id", b"service_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_fraction", b"budget_fraction", "firing", b"firing", "long_burn_rate", b"long_burn_rate", "long_window_seconds", b"long_window_seconds", "severity", b"severity", "short_burn_rate", b"short_burn_rate", "short_window_seconds", b"short_window_seconds", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BurnAlert: _TypeAlias = BurnAlert  # noqa: Y015
+
+@_typing.final
+class SloStatus(_message.Message):
+    """An SLO's state over its window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    SLO_FIELD_NUMBER: _builtins.int
+    BUDGETING_METHOD_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    BURN_RATES_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
+    DAILY_CONSUMED_FIELD_NUMBER: _builtins.int
+    entity: _builtins.str
+    slo: _builtins.str
+    budgeting_method: Global___BudgetingMethod.ValueType
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def budget(self) -> Global___ErrorBudget: ...
+    @_builtins.property
+    def burn_rates(self) -> _containers.RepeatedCompositeFieldContainer[Global___BurnRate]:
+        """Burn rate over each alerting window, shortest first; the 1 h one is the
+        current rate that exhaustion is reckoned at.
+        """
+
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___BurnAlert]: ...
+    @_builtins.property
+    def daily_consumed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Budget consumed per day of the window, oldest first (a burn chart)."""
+
+    def __init__(
+        self,
+        *,
+        entity: _builtins.str = ...,
+        slo: _builtins.str = ...,
+        budgeting_method: Global___BudgetingMethod.ValueType = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+        budget: Global___ErrorBudget | None = ...,
+        burn_rates: _abc.Iterable[Global___BurnRate] | None = ...,
+        alerts: _abc.Iterable[Global___BurnAlert] | None = ...,
+        daily_consumed: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "budget", b"budget", "budgeting_method", b"budgeting_method", "burn_rates", b"burn_rates", "daily_consumed", b"daily_consumed", "entity", b"entity", "slo", b"slo", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SloStatus: _TypeAlias = SloStatus  # noqa: Y015
+
+@_typing.final
+class WeakLink(_message.Message):
+    """A dependency the weakest link runs through."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    GAIN_FIELD_NUMBER: _builtins.int
+    entity: _builtins.str
+    """The entity whose improvement raises the composite most; the entity
+    itself when its own availability is what limits it.
+    """
+    gain: _builtins.float
+    """Composite gain if it never failed."""
+    def __init__(
+        self,
+        *,
+        entity: _builtins.str = ...,
+        gain: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity", "gain", b"gain"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WeakLink: _TypeAlias = WeakLink  # noqa: Y015
+
+@_typing.final
+class Availability(_message.Message):
+    """An entity's availability: its own and with its dependencies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    OWN_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    COMPOSITE_FIELD_NUMBER: _builtins.int
+    WEAKEST_PATH_FIELD_NUMBER: _builtins.int
+    entity: _builtins.str
+    own: _builtins.float
+    source: Global___AvailabilitySource.ValueType
+    composite: _builtins.float
+    """Own × what every dependency delivers (independent failures)."""
+    @_builtins.property
+    def weakest_path(self) -> _containers.RepeatedCompositeFieldContainer[Global___WeakLink]:
+        """From the entity down to the root cause, one weakest link per step."""
+
+    def __init__(
+        self,
+        *,
+        entity: _builtins.str = ...,
+        own: _builtins.float = ...,
+        source: Global___AvailabilitySource.ValueType = ...,
+        composite: _builtins.float = ...,
+        weakest_path: _abc.Iterable[Global___WeakLink] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["composite", b"composite", "entity", b"entity", "own", b"own", "source", b"source", "weakest_path", b"weakest_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Availability: _TypeAlias = Availability  # noqa: Y015
+
+@_typing.final
+class DependencyEdge(_message.Message):
+    """An edge of the dependency graph."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    OF_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    target: _builtins.str
+    required: _builtins.int
+    """k of n of the dependency the edge belongs to."""
+    of: _builtins.int
+    group: _builtins.str
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        target: _builtins.str = ...,
+        required: _builtins.int = ...,
+        of: _builtins.int = ...,
+        group: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "of", b"of", "required", b"required", "source", b"source", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DependencyEdge: _TypeAlias = DependencyEdge  # noqa: Y015
+
+@_typing.final
+class Reliability(_message.Message):
+    """A reliability figure set of one entity, before or after a scenario."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    OBJECTIVE_FIELD_NUMBER: _builtins.int
+    ERROR_BUDGET_FIELD_NUMBER: _builtins.int
+    BURN_RATE_FIELD_NUMBER: _builtins.int
+    TIME_BUDGET_SECONDS_FIELD_NUMBER: _builtins.int
+    ALLOWED_BAD_EVENTS_FIELD_NUMBER: _builtins.int
+    EXPECTED_BAD_EVENTS_FIELD_NUMBER: _builtins.int
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    MEETS_OBJECTIVE_FIELD_NUMBER: _builtins.int
+    WEAKEST_LINK_FIELD_NUMBER: _builtins.int
+    MONTHLY_COST_FIELD_NUMBER: _builtins.int
+    availability: _builtins.float
+    source: Global___AvailabilitySource.ValueType
+    objective: _builtins.float
+    """The first SLO's objective; 0 without one."""
+    error_budget: _builtins.float
+    burn_rate: _builtins.float
+    """Steady burn rate at this availability: (1 − availability) ÷ B."""
+    time_budget_seconds: _builtins.float
+    """Budget in time over the SLO's window."""
+    allowed_bad_events: _builtins.float
+    """Bad events the window allows at the expected traffic."""
+    expected_bad_events: _builtins.float
+    """Bad events the window brings at this availability and traffic."""
+    requests_per_second: _builtins.float
+    meets_objective: _builtins.bool
+    @_builtins.property
+    def weakest_link(self) -> Global___WeakLink: ...
+    @_builtins.property
+    def monthly_cost(self) -> _money_pb2.Money:
+        """Monthly cost of the linked budget, when one is linked."""
+
+    def __init__(
+        self,
+        *,
+        availability: _builtins.float = ...,
+        source: Global___AvailabilitySource.ValueType = ...,
+        objective: _builtins.float = ...,
+        error_budget: _builtins.float = ...,
+        burn_rate: _builtins.float = ...,
+        time_budget_seconds: _builtins.float = ...,
+        allowed_bad_events: _builtins.float = ...,
+        expected_bad_events: _builtins.float = ...,
+        requests_per_second: _builtins.float = ...,
+        meets_objective: _builtins.bool = ...,
+        weakest_link: Global___WeakLink | None = ...,
+        monthly_cost: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["monthly_cost", b"monthly_cost", "weakest_link", b"weakest_link"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_bad_events", b"allowed_bad_events", "availability", b"availability", "burn_rate", b"burn_rate", "error_budget", b"error_budget", "expected_bad_events", b"expected_bad_events", "meets_objective", b"meets_objective", "monthly_cost", b"monthly_cost", "objective", b"objective", "requests_per_second", b"requests_per_second", "source", b"source", "time_budget_seconds", b"time_budget_seconds", "weakest_link", b"weakest_link"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reliability: _TypeAlias = Reliability  # noqa: Y015
+
+@_typing.final
+class EntityImpact(_message.Message):
+    """What a scenario does to one entity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    entity: _builtins.str
+    @_builtins.property
+    def before(self) -> Global___Reliability: ...
+    @_builtins.property
+    def after(self) -> Global___Reliability: ...
+    def __init__(
+        self,
+        *,
+        entity: _builtins.str = ...,
+        before: Global___Reliability | None = ...,
+        after: Global___Reliability | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before", "entity", b"entity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EntityImpact: _TypeAlias = EntityImpact  # noqa: Y015
+
+@_typing.final
+class EntityOverride(_message.Message):
+    """One entity's changes in a scenario; unset fields keep the catalog's."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    OBJECTIVE_FIELD_NUMBER: _builtins.int
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ADD_DEPENDENCIES_FIELD_NUMBER: _builtins.int
+    REMOVE_TARGETS_FIELD_NUMBER: _builtins.int
+    entity: _builtins.str
+    availability: _builtins.float
+    objective: _builtins.float
+    """The first SLO's objective, strictly between 0 and 1."""
+    requests_per_second: _builtins.float
+    @_builtins.property
+    def add_dependencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dependency]: ...
+    @_builtins.property
+    def remove_targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Targets taken out of the entity's dependencies; a dependency left with no
+        target goes.
+        """
+
+    def __init__(
+        self,
+        *,
+        entity: _builtins.str = ...,
+        availability: _builtins.float | None = ...,
+        objective: _builtins.float | None = ...,
+        requests_per_second: _builtins.float | None = ...,
+        add_dependencies: _abc.Iterable[Global___Dependency] | None = ...,
+        remove_targets: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_availability", b"_availability", "_objective", b"_objective", "_requests_per_second", b"_requests_per_second", "availability", b"availability", "objective", b"objective", "requests_per_second", b"requests_per_second"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_availability", b"_availability", "_objective", b"_objective", "_requests_per_second", b"_requests_per_second", "add_dependencies", b"add_dependencies", "availability", b"availability", "entity", b"entity", "objective", b"objective", "remove_targets", b"remove_targets", "requests_per_second", b"requests_per_second"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__availability: _TypeAlias = _typing.Literal["availability"]  # noqa: Y015
     _WhichOneofArgType__availability: _TypeAlias = _typing.Literal["_availability", b"_availability"]  # noqa: Y015
+    _WhichOneofReturnType__objective: _TypeAlias = _typing.Literal["objective"]  # noqa: Y015
+    _WhichOneofArgType__objective: _TypeAlias = _typing.Literal["_objective", b"_objective"]  # noqa: Y015
+    _WhichOneofReturnType__requests_per_second: _TypeAlias = _typing.Literal["requests_per_second"]  # noqa: Y015
+    _WhichOneofArgType__requests_per_second: _TypeAlias = _typing.Literal["_requests_per_second", b"_requests_per_second"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__availability) -> _WhichOneofReturnType__availability | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__objective) -> _WhichOneofReturnType__objective | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__requests_per_second) -> _WhichOneofReturnType__requests_per_second | None: ...
 
-Global___ServiceChange: _TypeAlias = ServiceChange  # noqa: Y015
+Global___EntityOverride: _TypeAlias = EntityOverride  # noqa: Y015
 
 @_typing.final
 class Scenario(_message.Message):
+    """A what-if scenario."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
-    CHANGES_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    CATALOG_CHANGED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """Content-addressed share id (set when saved)."""
     name: _builtins.str
     created_by: _builtins.str
-    """Subject that saved it."""
+    catalog_changed: _builtins.bool
+    """Set when the catalog changed since the scenario was saved: its results
+    are those of the catalog as it was then.
+    """
     @_builtins.property
-    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceChange]: ...
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntityOverride]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -248,227 +1004,504 @@ class Scenario(_message.Message):
         *,
         id: _builtins.str = ...,
         name: _builtins.str = ...,
-        changes: _abc.Iterable[Global___ServiceChange] | None = ...,
+        overrides: _abc.Iterable[Global___EntityOverride] | None = ...,
         created_by: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        catalog_changed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "created_at", b"created_at", "created_by", b"created_by", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_changed", b"catalog_changed", "created_at", b"created_at", "created_by", b"created_by", "id", b"id", "name", b"name", "overrides", b"overrides"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Scenario: _TypeAlias = Scenario  # noqa: Y015
 
 @_typing.final
-class ServiceImpact(_message.Message):
+class CreateEntityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SERVICE_ID_FIELD_NUMBER: _builtins.int
-    BASELINE_AVAILABILITY_FIELD_NUMBER: _builtins.int
-    SCENARIO_AVAILABILITY_FIELD_NUMBER: _builtins.int
-    BUDGET_CONSUMED_DELTA_FIELD_NUMBER: _builtins.int
-    service_id: _builtins.str
-    baseline_availability: _builtins.float
-    scenario_availability: _builtins.float
-    budget_consumed_delta: _builtins.float
-    """Change in the error budget consumed, as a share of the budget."""
+    ENTITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entity(self) -> Global___Entity: ...
     def __init__(
         self,
         *,
-        service_id: _builtins.str = ...,
-        baseline_availability: _builtins.float = ...,
-        scenario_availability: _builtins.float = ...,
-        budget_consumed_delta: _builtins.float = ...,
+        entity: Global___Entity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateEntityRequest: _TypeAlias = CreateEntityRequest  # noqa: Y015
+
+@_typing.final
+class CreateEntityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entity(self) -> Global___Entity: ...
+    def __init__(
+        self,
+        *,
+        entity: Global___Entity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateEntityResponse: _TypeAlias = CreateEntityResponse  # noqa: Y015
+
+@_typing.final
+class GetEntityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_availability", b"baseline_availability", "budget_consumed_delta", b"budget_consumed_delta", "scenario_availability", b"scenario_availability", "service_id", b"service_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ServiceImpact: _TypeAlias = ServiceImpact  # noqa: Y015
+Global___GetEntityRequest: _TypeAlias = GetEntityRequest  # noqa: Y015
 
 @_typing.final
-class UpsertServiceRequest(_message.Message):
+class GetEntityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SERVICE_FIELD_NUMBER: _builtins.int
+    ENTITY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def service(self) -> Global___Service: ...
+    def entity(self) -> Global___Entity: ...
     def __init__(
         self,
         *,
-        service: Global___Service | None = ...,
+        entity: Global___Entity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___UpsertServiceRequest: _TypeAlias = UpsertServiceRequest  # noqa: Y015
+Global___GetEntityResponse: _TypeAlias = GetEntityResponse  # noqa: Y015
 
 @_typing.final
-class UpsertServiceResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SERVICE_FIELD_NUMBER: _builtins.int
-    CREATED_FIELD_NUMBER: _builtins.int
-    created: _builtins.bool
-    """True when the service did not exist before."""
-    @_builtins.property
-    def service(self) -> Global___Service: ...
-    def __init__(
-        self,
-        *,
-        service: Global___Service | None = ...,
-        created: _builtins.bool = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "service", b"service"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___UpsertServiceResponse: _TypeAlias = UpsertServiceResponse  # noqa: Y015
-
-@_typing.final
-class GetServiceRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ID_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
-    def __init__(
-        self,
-        *,
-        id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetServiceRequest: _TypeAlias = GetServiceRequest  # noqa: Y015
-
-@_typing.final
-class GetServiceResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SERVICE_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def service(self) -> Global___Service: ...
-    def __init__(
-        self,
-        *,
-        service: Global___Service | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetServiceResponse: _TypeAlias = GetServiceResponse  # noqa: Y015
-
-@_typing.final
-class ListServicesRequest(_message.Message):
+class ListEntitiesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    LIFECYCLE_FIELD_NUMBER: _builtins.int
+    SYSTEM_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
+    kind: Global___EntityKind.ValueType
     owner: _builtins.str
-    """Only services of this owner."""
+    tag: _builtins.str
+    lifecycle: Global___Lifecycle.ValueType
+    system: _builtins.str
+    search: _builtins.str
+    """Words that must all appear in the name, title or description (case
+    insensitive).
+    """
     @_builtins.property
     def page(self) -> _pagination_pb2.PageRequest: ...
     def __init__(
         self,
         *,
         page: _pagination_pb2.PageRequest | None = ...,
+        kind: Global___EntityKind.ValueType = ...,
         owner: _builtins.str = ...,
+        tag: _builtins.str = ...,
+        lifecycle: Global___Lifecycle.ValueType = ...,
+        system: _builtins.str = ...,
+        search: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "page", b"page"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "lifecycle", b"lifecycle", "owner", b"owner", "page", b"page", "search", b"search", "system", b"system", "tag", b"tag"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListServicesRequest: _TypeAlias = ListServicesRequest  # noqa: Y015
+Global___ListEntitiesRequest: _TypeAlias = ListEntitiesRequest  # noqa: Y015
 
 @_typing.final
-class ListServicesResponse(_message.Message):
+class ListEntitiesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SERVICES_FIELD_NUMBER: _builtins.int
+    ENTITIES_FIELD_NUMBER: _builtins.int
     PAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___Service]: ...
+    def entities(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entity]: ...
     @_builtins.property
     def page(self) -> _pagination_pb2.PageResponse: ...
     def __init__(
         self,
         *,
-        services: _abc.Iterable[Global___Service] | None = ...,
+        entities: _abc.Iterable[Global___Entity] | None = ...,
         page: _pagination_pb2.PageResponse | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "services", b"services"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entities", b"entities", "page", b"page"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListServicesResponse: _TypeAlias = ListServicesResponse  # noqa: Y015
+Global___ListEntitiesResponse: _TypeAlias = ListEntitiesResponse  # noqa: Y015
 
 @_typing.final
-class ComputeSloRequest(_message.Message):
+class UpdateEntityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SERVICE_ID_FIELD_NUMBER: _builtins.int
-    TOTAL_EVENTS_FIELD_NUMBER: _builtins.int
-    BAD_EVENTS_FIELD_NUMBER: _builtins.int
-    ELAPSED_DAYS_FIELD_NUMBER: _builtins.int
-    service_id: _builtins.str
-    total_events: _builtins.int
-    """Observed events in the window."""
-    bad_events: _builtins.int
-    elapsed_days: _builtins.float
-    """How much of the window has elapsed, in days; 0 means all of it."""
+    ENTITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entity(self) -> Global___Entity:
+        """The entity as it should be, named by `name`, with the etag it was read
+        with.
+        """
+
     def __init__(
         self,
         *,
-        service_id: _builtins.str = ...,
-        total_events: _builtins.int = ...,
-        bad_events: _builtins.int = ...,
-        elapsed_days: _builtins.float = ...,
+        entity: Global___Entity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateEntityRequest: _TypeAlias = UpdateEntityRequest  # noqa: Y015
+
+@_typing.final
+class UpdateEntityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entity(self) -> Global___Entity: ...
+    def __init__(
+        self,
+        *,
+        entity: Global___Entity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateEntityResponse: _TypeAlias = UpdateEntityResponse  # noqa: Y015
+
+@_typing.final
+class DeleteEntityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    etag: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bad_events", b"bad_events", "elapsed_days", b"elapsed_days", "service_id", b"service_id", "total_events", b"total_events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ComputeSloRequest: _TypeAlias = ComputeSloRequest  # noqa: Y015
+Global___DeleteEntityRequest: _TypeAlias = DeleteEntityRequest  # noqa: Y015
 
 @_typing.final
-class ComputeSloResponse(_message.Message):
+class DeleteEntityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    REPORT_FIELD_NUMBER: _builtins.int
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteEntityResponse: _TypeAlias = DeleteEntityResponse  # noqa: Y015
+
+@_typing.final
+class RecordSloEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    SLO_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    entity: _builtins.str
+    slo: _builtins.str
     @_builtins.property
-    def report(self) -> Global___SloReport: ...
+    def minutes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MinuteEvents]: ...
     def __init__(
         self,
         *,
-        report: Global___SloReport | None = ...,
+        entity: _builtins.str = ...,
+        slo: _builtins.str = ...,
+        minutes: _abc.Iterable[Global___MinuteEvents] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity", "minutes", b"minutes", "slo", b"slo"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ComputeSloResponse: _TypeAlias = ComputeSloResponse  # noqa: Y015
+Global___RecordSloEventsRequest: _TypeAlias = RecordSloEventsRequest  # noqa: Y015
+
+@_typing.final
+class RecordSloEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.int
+    """Minutes written."""
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordSloEventsResponse: _TypeAlias = RecordSloEventsResponse  # noqa: Y015
+
+@_typing.final
+class GetSloStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    SLO_FIELD_NUMBER: _builtins.int
+    entity: _builtins.str
+    slo: _builtins.str
+    """Unset means the entity's first SLO."""
+    def __init__(
+        self,
+        *,
+        entity: _builtins.str = ...,
+        slo: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity", "slo", b"slo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSloStatusRequest: _TypeAlias = GetSloStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetSloStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> Global___SloStatus: ...
+    def __init__(
+        self,
+        *,
+        status: Global___SloStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSloStatusResponse: _TypeAlias = GetSloStatusResponse  # noqa: Y015
+
+@_typing.final
+class CalculateErrorBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTIVE_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    TOTAL_EVENTS_FIELD_NUMBER: _builtins.int
+    BAD_EVENTS_FIELD_NUMBER: _builtins.int
+    ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
+    CURRENT_BURN_RATE_FIELD_NUMBER: _builtins.int
+    objective: _builtins.float
+    """Strictly between 0 and 1."""
+    total_events: _builtins.int
+    bad_events: _builtins.int
+    elapsed_seconds: _builtins.int
+    """How much of the window the counts cover; 0 means all of it."""
+    current_burn_rate: _builtins.float
+    """The current burn rate, if known, to reckon exhaustion with; 0 means the
+    burn rate of the counts.
+    """
+    @_builtins.property
+    def window(self) -> Global___TimeWindow:
+        """Unset means a rolling 30 days; a calendar period counts as its longest
+        (31 days, 92 days).
+        """
+
+    def __init__(
+        self,
+        *,
+        objective: _builtins.float = ...,
+        window: Global___TimeWindow | None = ...,
+        total_events: _builtins.int = ...,
+        bad_events: _builtins.int = ...,
+        elapsed_seconds: _builtins.int = ...,
+        current_burn_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bad_events", b"bad_events", "current_burn_rate", b"current_burn_rate", "elapsed_seconds", b"elapsed_seconds", "objective", b"objective", "total_events", b"total_events", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalculateErrorBudgetRequest: _TypeAlias = CalculateErrorBudgetRequest  # noqa: Y015
+
+@_typing.final
+class CalculateErrorBudgetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUDGET_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def budget(self) -> Global___ErrorBudget: ...
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___BurnAlert]:
+        """The workbook's thresholds for this window (no rates to test them with)."""
+
+    def __init__(
+        self,
+        *,
+        budget: Global___ErrorBudget | None = ...,
+        alerts: _abc.Iterable[Global___BurnAlert] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "budget", b"budget"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalculateErrorBudgetResponse: _TypeAlias = CalculateErrorBudgetResponse  # noqa: Y015
+
+@_typing.final
+class GetAlertRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    SLO_FIELD_NUMBER: _builtins.int
+    RUNBOOK_URL_FIELD_NUMBER: _builtins.int
+    entity: _builtins.str
+    slo: _builtins.str
+    """Unset means all of the entity's SLOs that have an indicator."""
+    runbook_url: _builtins.str
+    """Linked from every alert's annotations."""
+    def __init__(
+        self,
+        *,
+        entity: _builtins.str = ...,
+        slo: _builtins.str = ...,
+        runbook_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity", "runbook_url", b"runbook_url", "slo", b"slo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAlertRulesRequest: _TypeAlias = GetAlertRulesRequest  # noqa: Y015
+
+@_typing.final
+class GetAlertRulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_YAML_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
+    rules_yaml: _builtins.str
+    """A Prometheus rule file (YAML)."""
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___BurnAlert]:
+        """The alerts the file holds, per SLO, with their thresholds."""
+
+    def __init__(
+        self,
+        *,
+        rules_yaml: _builtins.str = ...,
+        alerts: _abc.Iterable[Global___BurnAlert] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "rules_yaml", b"rules_yaml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAlertRulesResponse: _TypeAlias = GetAlertRulesResponse  # noqa: Y015
+
+@_typing.final
+class GetAvailabilityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    entity: _builtins.str
+    def __init__(
+        self,
+        *,
+        entity: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAvailabilityRequest: _TypeAlias = GetAvailabilityRequest  # noqa: Y015
+
+@_typing.final
+class GetAvailabilityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    DEPENDENCIES_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def availability(self) -> Global___Availability: ...
+    @_builtins.property
+    def dependencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Availability]:
+        """Every entity the availability depends on, with its own."""
+
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___DependencyEdge]: ...
+    def __init__(
+        self,
+        *,
+        availability: Global___Availability | None = ...,
+        dependencies: _abc.Iterable[Global___Availability] | None = ...,
+        edges: _abc.Iterable[Global___DependencyEdge] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "dependencies", b"dependencies", "edges", b"edges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAvailabilityResponse: _TypeAlias = GetAvailabilityResponse  # noqa: Y015
 
 @_typing.final
 class RunWhatIfRequest(_message.Message):
@@ -496,11 +1529,13 @@ class RunWhatIfResponse(_message.Message):
 
     IMPACTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def impacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceImpact]: ...
+    def impacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntityImpact]:
+        """Every entity whose figures the scenario can change, by name."""
+
     def __init__(
         self,
         *,
-        impacts: _abc.Iterable[Global___ServiceImpact] | None = ...,
+        impacts: _abc.Iterable[Global___EntityImpact] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -535,16 +1570,24 @@ class SaveScenarioResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SCENARIO_FIELD_NUMBER: _builtins.int
+    IMPACTS_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """False when the same scenario was saved before."""
     @_builtins.property
     def scenario(self) -> Global___Scenario: ...
+    @_builtins.property
+    def impacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntityImpact]: ...
     def __init__(
         self,
         *,
         scenario: Global___Scenario | None = ...,
+        impacts: _abc.Iterable[Global___EntityImpact] | None = ...,
+        created: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scenario", b"scenario"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["scenario", b"scenario"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "impacts", b"impacts", "scenario", b"scenario"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -574,6 +1617,96 @@ class GetScenarioResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SCENARIO_FIELD_NUMBER: _builtins.int
+    IMPACTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def scenario(self) -> Global___Scenario: ...
+    @_builtins.property
+    def impacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntityImpact]: ...
+    def __init__(
+        self,
+        *,
+        scenario: Global___Scenario | None = ...,
+        impacts: _abc.Iterable[Global___EntityImpact] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scenario", b"scenario"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["impacts", b"impacts", "scenario", b"scenario"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScenarioResponse: _TypeAlias = GetScenarioResponse  # noqa: Y015
+
+@_typing.final
+class ListScenariosRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def page(self) -> _pagination_pb2.PageRequest: ...
+    def __init__(
+        self,
+        *,
+        page: _pagination_pb2.PageRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListScenariosRequest: _TypeAlias = ListScenariosRequest  # noqa: Y015
+
+@_typing.final
+class ListScenariosResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENARIOS_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def scenarios(self) -> _containers.RepeatedCompositeFieldContainer[Global___Scenario]: ...
+    @_builtins.property
+    def page(self) -> _pagination_pb2.PageResponse: ...
+    def __init__(
+        self,
+        *,
+        scenarios: _abc.Iterable[Global___Scenario] | None = ...,
+        page: _pagination_pb2.PageResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "scenarios", b"scenarios"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListScenariosResponse: _TypeAlias = ListScenariosResponse  # noqa: Y015
+
+@_typing.final
+class RenameScenarioRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenameScenarioRequest: _TypeAlias = RenameScenarioRequest  # noqa: Y015
+
+@_typing.final
+class RenameScenarioResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENARIO_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def scenario(self) -> Global___Scenario: ...
     def __init__(
@@ -587,22 +1720,60 @@ class GetScenarioResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetScenarioResponse: _TypeAlias = GetScenarioResponse  # noqa: Y015
+Global___RenameScenarioResponse: _TypeAlias = RenameScenarioResponse  # noqa: Y015
+
+@_typing.final
+class DeleteScenarioRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScenarioRequest: _TypeAlias = DeleteScenarioRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScenarioResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScenarioResponse: _TypeAlias = DeleteScenarioResponse  # noqa: Y015
 
 @_typing.final
 class ExportCsvRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KIND_FIELD_NUMBER: _builtins.int
+    SCENARIO_ID_FIELD_NUMBER: _builtins.int
     kind: Global___CsvExportKind.ValueType
+    scenario_id: _builtins.str
+    """The saved scenario, for CSV_EXPORT_KIND_SCENARIO."""
     def __init__(
         self,
         *,
         kind: Global___CsvExportKind.ValueType = ...,
+        scenario_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "scenario_id", b"scenario_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -629,26 +1800,114 @@ class ExportCsvResponse(_message.Message):
 Global___ExportCsvResponse: _TypeAlias = ExportCsvResponse  # noqa: Y015
 
 @_typing.final
+class ImportCatalogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    YAML_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    yaml: _builtins.bytes
+    """YAML documents: Backstage-style entities (apiVersion
+    backstage.io/v1alpha1) and OpenSLO-style SLOs (apiVersion openslo/v1).
+    """
+    dry_run: _builtins.bool
+    """Check everything, change nothing."""
+    def __init__(
+        self,
+        *,
+        yaml: _builtins.bytes = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "yaml", b"yaml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportCatalogRequest: _TypeAlias = ImportCatalogRequest  # noqa: Y015
+
+@_typing.final
+class ImportCatalogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    SLOS_FIELD_NUMBER: _builtins.int
+    created: _builtins.int
+    updated: _builtins.int
+    unchanged: _builtins.int
+    slos: _builtins.int
+    def __init__(
+        self,
+        *,
+        created: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        slos: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "slos", b"slos", "unchanged", b"unchanged", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportCatalogResponse: _TypeAlias = ImportCatalogResponse  # noqa: Y015
+
+@_typing.final
+class ExportCatalogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCatalogRequest: _TypeAlias = ExportCatalogRequest  # noqa: Y015
+
+@_typing.final
+class ExportCatalogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    YAML_FIELD_NUMBER: _builtins.int
+    yaml: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        yaml: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["yaml", b"yaml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCatalogResponse: _TypeAlias = ExportCatalogResponse  # noqa: Y015
+
+@_typing.final
 class LinkBudgetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    ENTITY_FIELD_NUMBER: _builtins.int
     BUDGET_ID_FIELD_NUMBER: _builtins.int
     MONTHLY_AMOUNT_FIELD_NUMBER: _builtins.int
-    service_id: _builtins.str
+    entity: _builtins.str
     budget_id: _builtins.str
     @_builtins.property
     def monthly_amount(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
-        service_id: _builtins.str = ...,
+        entity: _builtins.str = ...,
         budget_id: _builtins.str = ...,
         monthly_amount: _money_pb2.Money | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["monthly_amount", b"monthly_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_id", b"budget_id", "monthly_amount", b"monthly_amount", "service_id", b"service_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_id", b"budget_id", "entity", b"entity", "monthly_amount", b"monthly_amount"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -658,17 +1917,17 @@ Global___LinkBudgetRequest: _TypeAlias = LinkBudgetRequest  # noqa: Y015
 class LinkBudgetResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SERVICE_FIELD_NUMBER: _builtins.int
+    ENTITY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def service(self) -> Global___Service: ...
+    def entity(self) -> Global___Entity: ...
     def __init__(
         self,
         *,
-        service: Global___Service | None = ...,
+        entity: Global___Entity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

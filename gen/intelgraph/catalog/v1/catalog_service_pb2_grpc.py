@@ -26,9 +26,14 @@ if _version_not_supported:
 
 
 class CatalogServiceStub:
-    """CatalogService holds the tenant's services, owners, dependencies and SLOs,
-    does error-budget math, runs what-if scenarios that can be saved and
-    shared, exports CSV and links services to cost budgets.
+    """CatalogService holds the tenant's software catalog in Backstage's spirit
+    (components, APIs, resources and systems, with owners and typed
+    dependencies, redundancy groups included) and their SLOs in OpenSLO's. It
+    does exact error-budget math from recorded events, generates multi-window,
+    multi-burn-rate Prometheus rules, computes composite availability over the
+    dependency graph, runs what-if scenarios that can be saved and shared by a
+    content-addressed id, exports CSV and YAML, and links services to Billing
+    budgets.
     """
 
     def __init__(self, channel):
@@ -37,25 +42,55 @@ class CatalogServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.UpsertService = channel.unary_unary(
-                '/intelgraph.catalog.v1.CatalogService/UpsertService',
-                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpsertServiceRequest.SerializeToString,
-                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpsertServiceResponse.FromString,
+        self.CreateEntity = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/CreateEntity',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CreateEntityRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CreateEntityResponse.FromString,
                 _registered_method=True)
-        self.GetService = channel.unary_unary(
-                '/intelgraph.catalog.v1.CatalogService/GetService',
-                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetServiceRequest.SerializeToString,
-                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetServiceResponse.FromString,
+        self.GetEntity = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/GetEntity',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetEntityRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetEntityResponse.FromString,
                 _registered_method=True)
-        self.ListServices = channel.unary_unary(
-                '/intelgraph.catalog.v1.CatalogService/ListServices',
-                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListServicesRequest.SerializeToString,
-                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListServicesResponse.FromString,
+        self.ListEntities = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/ListEntities',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListEntitiesRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListEntitiesResponse.FromString,
                 _registered_method=True)
-        self.ComputeSlo = channel.unary_unary(
-                '/intelgraph.catalog.v1.CatalogService/ComputeSlo',
-                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ComputeSloRequest.SerializeToString,
-                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ComputeSloResponse.FromString,
+        self.UpdateEntity = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/UpdateEntity',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpdateEntityRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpdateEntityResponse.FromString,
+                _registered_method=True)
+        self.DeleteEntity = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/DeleteEntity',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteEntityRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteEntityResponse.FromString,
+                _registered_method=True)
+        self.RecordSloEvents = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/RecordSloEvents',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RecordSloEventsRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RecordSloEventsResponse.FromString,
+                _registered_method=True)
+        self.GetSloStatus = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/GetSloStatus',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetSloStatusRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetSloStatusResponse.FromString,
+                _registered_method=True)
+        self.CalculateErrorBudget = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/CalculateErrorBudget',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CalculateErrorBudgetRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CalculateErrorBudgetResponse.FromString,
+                _registered_method=True)
+        self.GetAlertRules = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/GetAlertRules',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAlertRulesRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAlertRulesResponse.FromString,
+                _registered_method=True)
+        self.GetAvailability = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/GetAvailability',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAvailabilityRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAvailabilityResponse.FromString,
                 _registered_method=True)
         self.RunWhatIf = channel.unary_unary(
                 '/intelgraph.catalog.v1.CatalogService/RunWhatIf',
@@ -72,10 +107,35 @@ class CatalogServiceStub:
                 request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetScenarioRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetScenarioResponse.FromString,
                 _registered_method=True)
+        self.ListScenarios = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/ListScenarios',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListScenariosRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListScenariosResponse.FromString,
+                _registered_method=True)
+        self.RenameScenario = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/RenameScenario',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RenameScenarioRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RenameScenarioResponse.FromString,
+                _registered_method=True)
+        self.DeleteScenario = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/DeleteScenario',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteScenarioRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteScenarioResponse.FromString,
+                _registered_method=True)
         self.ExportCsv = channel.unary_stream(
                 '/intelgraph.catalog.v1.CatalogService/ExportCsv',
                 request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCsvRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCsvResponse.FromString,
+                _registered_method=True)
+        self.ImportCatalog = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/ImportCatalog',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ImportCatalogRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ImportCatalogResponse.FromString,
+                _registered_method=True)
+        self.ExportCatalog = channel.unary_unary(
+                '/intelgraph.catalog.v1.CatalogService/ExportCatalog',
+                request_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCatalogRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCatalogResponse.FromString,
                 _registered_method=True)
         self.LinkBudget = channel.unary_unary(
                 '/intelgraph.catalog.v1.CatalogService/LinkBudget',
@@ -85,34 +145,89 @@ class CatalogServiceStub:
 
 
 class CatalogServiceServicer:
-    """CatalogService holds the tenant's services, owners, dependencies and SLOs,
-    does error-budget math, runs what-if scenarios that can be saved and
-    shared, exports CSV and links services to cost budgets.
+    """CatalogService holds the tenant's software catalog in Backstage's spirit
+    (components, APIs, resources and systems, with owners and typed
+    dependencies, redundancy groups included) and their SLOs in OpenSLO's. It
+    does exact error-budget math from recorded events, generates multi-window,
+    multi-burn-rate Prometheus rules, computes composite availability over the
+    dependency graph, runs what-if scenarios that can be saved and shared by a
+    content-addressed id, exports CSV and YAML, and links services to Billing
+    budgets.
     """
 
-    def UpsertService(self, request, context):
-        """Creates or replaces a service by name.
+    def CreateEntity(self, request, context):
+        """Adds an entity. Its name is unique within the tenant and never changes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetService(self, request, context):
-        """Reads one service.
+    def GetEntity(self, request, context):
+        """Reads one entity by name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListServices(self, request, context):
-        """Lists the tenant's services.
+    def ListEntities(self, request, context):
+        """Lists entities by name, filtered by kind, owner, tag, lifecycle, system or
+        a search text.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ComputeSlo(self, request, context):
-        """Computes a service's SLO attainment and error budget from observations.
+    def UpdateEntity(self, request, context):
+        """Replaces an entity's fields (all but its name and kind) when the etag
+        still matches; ABORTED with reason ETAG_MISMATCH when it changed since.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEntity(self, request, context):
+        """Deletes an entity, with its recorded events, when the etag still matches
+        and no other entity depends on it (ENTITY_IN_USE names them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordSloEvents(self, request, context):
+        """Records good and total event counts of an SLO per minute. A minute's
+        counts replace what was recorded for it, so a retry changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSloStatus(self, request, context):
+        """An SLO's attainment and error budget over its window from the recorded
+        events, its burn rate over each alerting window and which alerts fire.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CalculateErrorBudget(self, request, context):
+        """The error-budget calculator: the same math as GetSloStatus for figures
+        given in the request, nothing stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAlertRules(self, request, context):
+        """Prometheus recording and alerting rules (multi-window, multi-burn-rate)
+        for an entity's SLOs, as a rule file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAvailability(self, request, context):
+        """An entity's composite availability over its dependency graph, the
+        weakest link and the graph itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,28 +241,67 @@ class CatalogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SaveScenario(self, request, context):
-        """Saves a scenario so it can be shared by id.
+        """Saves a scenario with the catalog figures it was evaluated on. Its id is
+        derived from that content: the same scenario on the same catalog gets the
+        same id, and saving it again changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetScenario(self, request, context):
-        """Reads a saved scenario.
+        """Reads a saved scenario and its results, identical to when it was saved.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListScenarios(self, request, context):
+        """Lists saved scenarios, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameScenario(self, request, context):
+        """Renames a saved scenario (its id stays).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteScenario(self, request, context):
+        """Deletes a saved scenario.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExportCsv(self, request, context):
-        """Streams the catalog as CSV (RFC 4180), in chunks.
+        """Streams entities, SLOs or a saved scenario's results as CSV (RFC 4180,
+        UTF-8, documented column order), in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportCatalog(self, request, context):
+        """Imports Backstage-style entity documents and OpenSLO-style SLO documents
+        from YAML, all or nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportCatalog(self, request, context):
+        """Exports the catalog as the YAML ImportCatalog reads.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def LinkBudget(self, request, context):
-        """Links a service to a cost budget.
+        """Links an entity to a cost budget.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,25 +310,55 @@ class CatalogServiceServicer:
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'UpsertService': grpc.unary_unary_rpc_method_handler(
-                    servicer.UpsertService,
-                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpsertServiceRequest.FromString,
-                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpsertServiceResponse.SerializeToString,
+            'CreateEntity': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEntity,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CreateEntityRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CreateEntityResponse.SerializeToString,
             ),
-            'GetService': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetService,
-                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetServiceRequest.FromString,
-                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetServiceResponse.SerializeToString,
+            'GetEntity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntity,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetEntityRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetEntityResponse.SerializeToString,
             ),
-            'ListServices': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListServices,
-                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListServicesRequest.FromString,
-                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListServicesResponse.SerializeToString,
+            'ListEntities': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEntities,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListEntitiesRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListEntitiesResponse.SerializeToString,
             ),
-            'ComputeSlo': grpc.unary_unary_rpc_method_handler(
-                    servicer.ComputeSlo,
-                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ComputeSloRequest.FromString,
-                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ComputeSloResponse.SerializeToString,
+            'UpdateEntity': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEntity,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpdateEntityRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpdateEntityResponse.SerializeToString,
+            ),
+            'DeleteEntity': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEntity,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteEntityRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteEntityResponse.SerializeToString,
+            ),
+            'RecordSloEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordSloEvents,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RecordSloEventsRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RecordSloEventsResponse.SerializeToString,
+            ),
+            'GetSloStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSloStatus,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetSloStatusRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetSloStatusResponse.SerializeToString,
+            ),
+            'CalculateErrorBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.CalculateErrorBudget,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CalculateErrorBudgetRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CalculateErrorBudgetResponse.SerializeToString,
+            ),
+            'GetAlertRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAlertRules,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAlertRulesRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAlertRulesResponse.SerializeToString,
+            ),
+            'GetAvailability': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAvailability,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAvailabilityRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAvailabilityResponse.SerializeToString,
             ),
             'RunWhatIf': grpc.unary_unary_rpc_method_handler(
                     servicer.RunWhatIf,
@@ -191,10 +375,35 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetScenarioRequest.FromString,
                     response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetScenarioResponse.SerializeToString,
             ),
+            'ListScenarios': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListScenarios,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListScenariosRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListScenariosResponse.SerializeToString,
+            ),
+            'RenameScenario': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameScenario,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RenameScenarioRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RenameScenarioResponse.SerializeToString,
+            ),
+            'DeleteScenario': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteScenario,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteScenarioRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteScenarioResponse.SerializeToString,
+            ),
             'ExportCsv': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportCsv,
                     request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCsvRequest.FromString,
                     response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCsvResponse.SerializeToString,
+            ),
+            'ImportCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportCatalog,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ImportCatalogRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ImportCatalogResponse.SerializeToString,
+            ),
+            'ExportCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCatalog,
+                    request_deserializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCatalogRequest.FromString,
+                    response_serializer=intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCatalogResponse.SerializeToString,
             ),
             'LinkBudget': grpc.unary_unary_rpc_method_handler(
                     servicer.LinkBudget,
@@ -210,13 +419,18 @@ def add_CatalogServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CatalogService:
-    """CatalogService holds the tenant's services, owners, dependencies and SLOs,
-    does error-budget math, runs what-if scenarios that can be saved and
-    shared, exports CSV and links services to cost budgets.
+    """CatalogService holds the tenant's software catalog in Backstage's spirit
+    (components, APIs, resources and systems, with owners and typed
+    dependencies, redundancy groups included) and their SLOs in OpenSLO's. It
+    does exact error-budget math from recorded events, generates multi-window,
+    multi-burn-rate Prometheus rules, computes composite availability over the
+    dependency graph, runs what-if scenarios that can be saved and shared by a
+    content-addressed id, exports CSV and YAML, and links services to Billing
+    budgets.
     """
 
     @staticmethod
-    def UpsertService(request,
+    def CreateEntity(request,
             target,
             options=(),
             channel_credentials=None,
@@ -229,9 +443,9 @@ class CatalogService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/intelgraph.catalog.v1.CatalogService/UpsertService',
-            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpsertServiceRequest.SerializeToString,
-            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpsertServiceResponse.FromString,
+            '/intelgraph.catalog.v1.CatalogService/CreateEntity',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CreateEntityRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CreateEntityResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -243,7 +457,7 @@ class CatalogService:
             _registered_method=True)
 
     @staticmethod
-    def GetService(request,
+    def GetEntity(request,
             target,
             options=(),
             channel_credentials=None,
@@ -256,9 +470,9 @@ class CatalogService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/intelgraph.catalog.v1.CatalogService/GetService',
-            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetServiceRequest.SerializeToString,
-            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetServiceResponse.FromString,
+            '/intelgraph.catalog.v1.CatalogService/GetEntity',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetEntityRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetEntityResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -270,7 +484,7 @@ class CatalogService:
             _registered_method=True)
 
     @staticmethod
-    def ListServices(request,
+    def ListEntities(request,
             target,
             options=(),
             channel_credentials=None,
@@ -283,9 +497,9 @@ class CatalogService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/intelgraph.catalog.v1.CatalogService/ListServices',
-            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListServicesRequest.SerializeToString,
-            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListServicesResponse.FromString,
+            '/intelgraph.catalog.v1.CatalogService/ListEntities',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListEntitiesRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListEntitiesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -297,7 +511,7 @@ class CatalogService:
             _registered_method=True)
 
     @staticmethod
-    def ComputeSlo(request,
+    def UpdateEntity(request,
             target,
             options=(),
             channel_credentials=None,
@@ -310,9 +524,171 @@ class CatalogService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/intelgraph.catalog.v1.CatalogService/ComputeSlo',
-            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ComputeSloRequest.SerializeToString,
-            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ComputeSloResponse.FromString,
+            '/intelgraph.catalog.v1.CatalogService/UpdateEntity',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpdateEntityRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.UpdateEntityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEntity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.catalog.v1.CatalogService/DeleteEntity',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteEntityRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteEntityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordSloEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.catalog.v1.CatalogService/RecordSloEvents',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RecordSloEventsRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RecordSloEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSloStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.catalog.v1.CatalogService/GetSloStatus',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetSloStatusRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetSloStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CalculateErrorBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.catalog.v1.CatalogService/CalculateErrorBudget',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CalculateErrorBudgetRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.CalculateErrorBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAlertRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.catalog.v1.CatalogService/GetAlertRules',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAlertRulesRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAlertRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAvailability(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.catalog.v1.CatalogService/GetAvailability',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAvailabilityRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.GetAvailabilityResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -405,6 +781,87 @@ class CatalogService:
             _registered_method=True)
 
     @staticmethod
+    def ListScenarios(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.catalog.v1.CatalogService/ListScenarios',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListScenariosRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ListScenariosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameScenario(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.catalog.v1.CatalogService/RenameScenario',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RenameScenarioRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.RenameScenarioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteScenario(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.catalog.v1.CatalogService/DeleteScenario',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteScenarioRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.DeleteScenarioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ExportCsv(request,
             target,
             options=(),
@@ -421,6 +878,60 @@ class CatalogService:
             '/intelgraph.catalog.v1.CatalogService/ExportCsv',
             intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCsvRequest.SerializeToString,
             intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCsvResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.catalog.v1.CatalogService/ImportCatalog',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ImportCatalogRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ImportCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.catalog.v1.CatalogService/ExportCatalog',
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCatalogRequest.SerializeToString,
+            intelgraph_dot_catalog_dot_v1_dot_catalog__service__pb2.ExportCatalogResponse.FromString,
             options,
             channel_credentials,
             insecure,

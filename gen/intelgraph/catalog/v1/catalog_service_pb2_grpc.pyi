@@ -27,98 +27,267 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class CatalogServiceStub:
-    """CatalogService holds the tenant's services, owners, dependencies and SLOs,
-    does error-budget math, runs what-if scenarios that can be saved and
-    shared, exports CSV and links services to cost budgets.
+    """CatalogService holds the tenant's software catalog in Backstage's spirit
+    (components, APIs, resources and systems, with owners and typed
+    dependencies, redundancy groups included) and their SLOs in OpenSLO's. It
+    does exact error-budget math from recorded events, generates multi-window,
+    multi-burn-rate Prometheus rules, computes composite availability over the
+    dependency graph, runs what-if scenarios that can be saved and shared by a
+    content-addressed id, exports CSV and YAML, and links services to Billing
+    budgets.
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CatalogServiceAsyncStub: ...
-    UpsertService: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.UpsertServiceRequest, _catalog_service_pb2.UpsertServiceResponse]
-    """Creates or replaces a service by name."""
-    GetService: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.GetServiceRequest, _catalog_service_pb2.GetServiceResponse]
-    """Reads one service."""
-    ListServices: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.ListServicesRequest, _catalog_service_pb2.ListServicesResponse]
-    """Lists the tenant's services."""
-    ComputeSlo: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.ComputeSloRequest, _catalog_service_pb2.ComputeSloResponse]
-    """Computes a service's SLO attainment and error budget from observations."""
+    CreateEntity: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.CreateEntityRequest, _catalog_service_pb2.CreateEntityResponse]
+    """Adds an entity. Its name is unique within the tenant and never changes."""
+    GetEntity: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.GetEntityRequest, _catalog_service_pb2.GetEntityResponse]
+    """Reads one entity by name."""
+    ListEntities: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.ListEntitiesRequest, _catalog_service_pb2.ListEntitiesResponse]
+    """Lists entities by name, filtered by kind, owner, tag, lifecycle, system or
+    a search text.
+    """
+    UpdateEntity: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.UpdateEntityRequest, _catalog_service_pb2.UpdateEntityResponse]
+    """Replaces an entity's fields (all but its name and kind) when the etag
+    still matches; ABORTED with reason ETAG_MISMATCH when it changed since.
+    """
+    DeleteEntity: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.DeleteEntityRequest, _catalog_service_pb2.DeleteEntityResponse]
+    """Deletes an entity, with its recorded events, when the etag still matches
+    and no other entity depends on it (ENTITY_IN_USE names them).
+    """
+    RecordSloEvents: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.RecordSloEventsRequest, _catalog_service_pb2.RecordSloEventsResponse]
+    """Records good and total event counts of an SLO per minute. A minute's
+    counts replace what was recorded for it, so a retry changes nothing.
+    """
+    GetSloStatus: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.GetSloStatusRequest, _catalog_service_pb2.GetSloStatusResponse]
+    """An SLO's attainment and error budget over its window from the recorded
+    events, its burn rate over each alerting window and which alerts fire.
+    """
+    CalculateErrorBudget: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.CalculateErrorBudgetRequest, _catalog_service_pb2.CalculateErrorBudgetResponse]
+    """The error-budget calculator: the same math as GetSloStatus for figures
+    given in the request, nothing stored.
+    """
+    GetAlertRules: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.GetAlertRulesRequest, _catalog_service_pb2.GetAlertRulesResponse]
+    """Prometheus recording and alerting rules (multi-window, multi-burn-rate)
+    for an entity's SLOs, as a rule file.
+    """
+    GetAvailability: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.GetAvailabilityRequest, _catalog_service_pb2.GetAvailabilityResponse]
+    """An entity's composite availability over its dependency graph, the
+    weakest link and the graph itself.
+    """
     RunWhatIf: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.RunWhatIfRequest, _catalog_service_pb2.RunWhatIfResponse]
     """Evaluates a scenario against the catalog without saving it."""
     SaveScenario: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.SaveScenarioRequest, _catalog_service_pb2.SaveScenarioResponse]
-    """Saves a scenario so it can be shared by id."""
+    """Saves a scenario with the catalog figures it was evaluated on. Its id is
+    derived from that content: the same scenario on the same catalog gets the
+    same id, and saving it again changes nothing.
+    """
     GetScenario: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.GetScenarioRequest, _catalog_service_pb2.GetScenarioResponse]
-    """Reads a saved scenario."""
+    """Reads a saved scenario and its results, identical to when it was saved."""
+    ListScenarios: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.ListScenariosRequest, _catalog_service_pb2.ListScenariosResponse]
+    """Lists saved scenarios, newest first."""
+    RenameScenario: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.RenameScenarioRequest, _catalog_service_pb2.RenameScenarioResponse]
+    """Renames a saved scenario (its id stays)."""
+    DeleteScenario: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.DeleteScenarioRequest, _catalog_service_pb2.DeleteScenarioResponse]
+    """Deletes a saved scenario."""
     ExportCsv: _grpc.UnaryStreamMultiCallable[_catalog_service_pb2.ExportCsvRequest, _catalog_service_pb2.ExportCsvResponse]
-    """Streams the catalog as CSV (RFC 4180), in chunks."""
+    """Streams entities, SLOs or a saved scenario's results as CSV (RFC 4180,
+    UTF-8, documented column order), in chunks.
+    """
+    ImportCatalog: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.ImportCatalogRequest, _catalog_service_pb2.ImportCatalogResponse]
+    """Imports Backstage-style entity documents and OpenSLO-style SLO documents
+    from YAML, all or nothing.
+    """
+    ExportCatalog: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.ExportCatalogRequest, _catalog_service_pb2.ExportCatalogResponse]
+    """Exports the catalog as the YAML ImportCatalog reads."""
     LinkBudget: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.LinkBudgetRequest, _catalog_service_pb2.LinkBudgetResponse]
-    """Links a service to a cost budget."""
+    """Links an entity to a cost budget."""
 
 @_typing.type_check_only
 class CatalogServiceAsyncStub(CatalogServiceStub):
-    """CatalogService holds the tenant's services, owners, dependencies and SLOs,
-    does error-budget math, runs what-if scenarios that can be saved and
-    shared, exports CSV and links services to cost budgets.
+    """CatalogService holds the tenant's software catalog in Backstage's spirit
+    (components, APIs, resources and systems, with owners and typed
+    dependencies, redundancy groups included) and their SLOs in OpenSLO's. It
+    does exact error-budget math from recorded events, generates multi-window,
+    multi-burn-rate Prometheus rules, computes composite availability over the
+    dependency graph, runs what-if scenarios that can be saved and shared by a
+    content-addressed id, exports CSV and YAML, and links services to Billing
+    budgets.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    UpsertService: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.UpsertServiceRequest, _catalog_service_pb2.UpsertServiceResponse]  # type: ignore[assignment]
-    """Creates or replaces a service by name."""
-    GetService: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.GetServiceRequest, _catalog_service_pb2.GetServiceResponse]  # type: ignore[assignment]
-    """Reads one service."""
-    ListServices: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.ListServicesRequest, _catalog_service_pb2.ListServicesResponse]  # type: ignore[assignment]
-    """Lists the tenant's services."""
-    ComputeSlo: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.ComputeSloRequest, _catalog_service_pb2.ComputeSloResponse]  # type: ignore[assignment]
-    """Computes a service's SLO attainment and error budget from observations."""
+    CreateEntity: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.CreateEntityRequest, _catalog_service_pb2.CreateEntityResponse]  # type: ignore[assignment]
+    """Adds an entity. Its name is unique within the tenant and never changes."""
+    GetEntity: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.GetEntityRequest, _catalog_service_pb2.GetEntityResponse]  # type: ignore[assignment]
+    """Reads one entity by name."""
+    ListEntities: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.ListEntitiesRequest, _catalog_service_pb2.ListEntitiesResponse]  # type: ignore[assignment]
+    """Lists entities by name, filtered by kind, owner, tag, lifecycle, system or
+    a search text.
+    """
+    UpdateEntity: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.UpdateEntityRequest, _catalog_service_pb2.UpdateEntityResponse]  # type: ignore[assignment]
+    """Replaces an entity's fields (all but its name and kind) when the etag
+    still matches; ABORTED with reason ETAG_MISMATCH when it changed since.
+    """
+    DeleteEntity: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.DeleteEntityRequest, _catalog_service_pb2.DeleteEntityResponse]  # type: ignore[assignment]
+    """Deletes an entity, with its recorded events, when the etag still matches
+    and no other entity depends on it (ENTITY_IN_USE names them).
+    """
+    RecordSloEvents: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.RecordSloEventsRequest, _catalog_service_pb2.RecordSloEventsResponse]  # type: ignore[assignment]
+    """Records good and total event counts of an SLO per minute. A minute's
+    counts replace what was recorded for it, so a retry changes nothing.
+    """
+    GetSloStatus: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.GetSloStatusRequest, _catalog_service_pb2.GetSloStatusResponse]  # type: ignore[assignment]
+    """An SLO's attainment and error budget over its window from the recorded
+    events, its burn rate over each alerting window and which alerts fire.
+    """
+    CalculateErrorBudget: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.CalculateErrorBudgetRequest, _catalog_service_pb2.CalculateErrorBudgetResponse]  # type: ignore[assignment]
+    """The error-budget calculator: the same math as GetSloStatus for figures
+    given in the request, nothing stored.
+    """
+    GetAlertRules: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.GetAlertRulesRequest, _catalog_service_pb2.GetAlertRulesResponse]  # type: ignore[assignment]
+    """Prometheus recording and alerting rules (multi-window, multi-burn-rate)
+    for an entity's SLOs, as a rule file.
+    """
+    GetAvailability: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.GetAvailabilityRequest, _catalog_service_pb2.GetAvailabilityResponse]  # type: ignore[assignment]
+    """An entity's composite availability over its dependency graph, the
+    weakest link and the graph itself.
+    """
     RunWhatIf: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.RunWhatIfRequest, _catalog_service_pb2.RunWhatIfResponse]  # type: ignore[assignment]
     """Evaluates a scenario against the catalog without saving it."""
     SaveScenario: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.SaveScenarioRequest, _catalog_service_pb2.SaveScenarioResponse]  # type: ignore[assignment]
-    """Saves a scenario so it can be shared by id."""
+    """Saves a scenario with the catalog figures it was evaluated on. Its id is
+    derived from that content: the same scenario on the same catalog gets the
+    same id, and saving it again changes nothing.
+    """
     GetScenario: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.GetScenarioRequest, _catalog_service_pb2.GetScenarioResponse]  # type: ignore[assignment]
-    """Reads a saved scenario."""
+    """Reads a saved scenario and its results, identical to when it was saved."""
+    ListScenarios: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.ListScenariosRequest, _catalog_service_pb2.ListScenariosResponse]  # type: ignore[assignment]
+    """Lists saved scenarios, newest first."""
+    RenameScenario: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.RenameScenarioRequest, _catalog_service_pb2.RenameScenarioResponse]  # type: ignore[assignment]
+    """Renames a saved scenario (its id stays)."""
+    DeleteScenario: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.DeleteScenarioRequest, _catalog_service_pb2.DeleteScenarioResponse]  # type: ignore[assignment]
+    """Deletes a saved scenario."""
     ExportCsv: _aio.UnaryStreamMultiCallable[_catalog_service_pb2.ExportCsvRequest, _catalog_service_pb2.ExportCsvResponse]  # type: ignore[assignment]
-    """Streams the catalog as CSV (RFC 4180), in chunks."""
+    """Streams entities, SLOs or a saved scenario's results as CSV (RFC 4180,
+    UTF-8, documented column order), in chunks.
+    """
+    ImportCatalog: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.ImportCatalogRequest, _catalog_service_pb2.ImportCatalogResponse]  # type: ignore[assignment]
+    """Imports Backstage-style entity documents and OpenSLO-style SLO documents
+    from YAML, all or nothing.
+    """
+    ExportCatalog: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.ExportCatalogRequest, _catalog_service_pb2.ExportCatalogResponse]  # type: ignore[assignment]
+    """Exports the catalog as the YAML ImportCatalog reads."""
     LinkBudget: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.LinkBudgetRequest, _catalog_service_pb2.LinkBudgetResponse]  # type: ignore[assignment]
-    """Links a service to a cost budget."""
+    """Links an entity to a cost budget."""
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
-    """CatalogService holds the tenant's services, owners, dependencies and SLOs,
-    does error-budget math, runs what-if scenarios that can be saved and
-    shared, exports CSV and links services to cost budgets.
+    """CatalogService holds the tenant's software catalog in Backstage's spirit
+    (components, APIs, resources and systems, with owners and typed
+    dependencies, redundancy groups included) and their SLOs in OpenSLO's. It
+    does exact error-budget math from recorded events, generates multi-window,
+    multi-burn-rate Prometheus rules, computes composite availability over the
+    dependency graph, runs what-if scenarios that can be saved and shared by a
+    content-addressed id, exports CSV and YAML, and links services to Billing
+    budgets.
     """
 
     @_abc_1.abstractmethod
-    def UpsertService(
+    def CreateEntity(
         self,
-        request: _catalog_service_pb2.UpsertServiceRequest,
+        request: _catalog_service_pb2.CreateEntityRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_catalog_service_pb2.UpsertServiceResponse, _abc.Awaitable[_catalog_service_pb2.UpsertServiceResponse]]:
-        """Creates or replaces a service by name."""
+    ) -> _typing.Union[_catalog_service_pb2.CreateEntityResponse, _abc.Awaitable[_catalog_service_pb2.CreateEntityResponse]]:
+        """Adds an entity. Its name is unique within the tenant and never changes."""
 
     @_abc_1.abstractmethod
-    def GetService(
+    def GetEntity(
         self,
-        request: _catalog_service_pb2.GetServiceRequest,
+        request: _catalog_service_pb2.GetEntityRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_catalog_service_pb2.GetServiceResponse, _abc.Awaitable[_catalog_service_pb2.GetServiceResponse]]:
-        """Reads one service."""
+    ) -> _typing.Union[_catalog_service_pb2.GetEntityResponse, _abc.Awaitable[_catalog_service_pb2.GetEntityResponse]]:
+        """Reads one entity by name."""
 
     @_abc_1.abstractmethod
-    def ListServices(
+    def ListEntities(
         self,
-        request: _catalog_service_pb2.ListServicesRequest,
+        request: _catalog_service_pb2.ListEntitiesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_catalog_service_pb2.ListServicesResponse, _abc.Awaitable[_catalog_service_pb2.ListServicesResponse]]:
-        """Lists the tenant's services."""
+    ) -> _typing.Union[_catalog_service_pb2.ListEntitiesResponse, _abc.Awaitable[_catalog_service_pb2.ListEntitiesResponse]]:
+        """Lists entities by name, filtered by kind, owner, tag, lifecycle, system or
+        a search text.
+        """
 
     @_abc_1.abstractmethod
-    def ComputeSlo(
+    def UpdateEntity(
         self,
-        request: _catalog_service_pb2.ComputeSloRequest,
+        request: _catalog_service_pb2.UpdateEntityRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_catalog_service_pb2.ComputeSloResponse, _abc.Awaitable[_catalog_service_pb2.ComputeSloResponse]]:
-        """Computes a service's SLO attainment and error budget from observations."""
+    ) -> _typing.Union[_catalog_service_pb2.UpdateEntityResponse, _abc.Awaitable[_catalog_service_pb2.UpdateEntityResponse]]:
+        """Replaces an entity's fields (all but its name and kind) when the etag
+        still matches; ABORTED with reason ETAG_MISMATCH when it changed since.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteEntity(
+        self,
+        request: _catalog_service_pb2.DeleteEntityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.DeleteEntityResponse, _abc.Awaitable[_catalog_service_pb2.DeleteEntityResponse]]:
+        """Deletes an entity, with its recorded events, when the etag still matches
+        and no other entity depends on it (ENTITY_IN_USE names them).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordSloEvents(
+        self,
+        request: _catalog_service_pb2.RecordSloEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.RecordSloEventsResponse, _abc.Awaitable[_catalog_service_pb2.RecordSloEventsResponse]]:
+        """Records good and total event counts of an SLO per minute. A minute's
+        counts replace what was recorded for it, so a retry changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSloStatus(
+        self,
+        request: _catalog_service_pb2.GetSloStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.GetSloStatusResponse, _abc.Awaitable[_catalog_service_pb2.GetSloStatusResponse]]:
+        """An SLO's attainment and error budget over its window from the recorded
+        events, its burn rate over each alerting window and which alerts fire.
+        """
+
+    @_abc_1.abstractmethod
+    def CalculateErrorBudget(
+        self,
+        request: _catalog_service_pb2.CalculateErrorBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.CalculateErrorBudgetResponse, _abc.Awaitable[_catalog_service_pb2.CalculateErrorBudgetResponse]]:
+        """The error-budget calculator: the same math as GetSloStatus for figures
+        given in the request, nothing stored.
+        """
+
+    @_abc_1.abstractmethod
+    def GetAlertRules(
+        self,
+        request: _catalog_service_pb2.GetAlertRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.GetAlertRulesResponse, _abc.Awaitable[_catalog_service_pb2.GetAlertRulesResponse]]:
+        """Prometheus recording and alerting rules (multi-window, multi-burn-rate)
+        for an entity's SLOs, as a rule file.
+        """
+
+    @_abc_1.abstractmethod
+    def GetAvailability(
+        self,
+        request: _catalog_service_pb2.GetAvailabilityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.GetAvailabilityResponse, _abc.Awaitable[_catalog_service_pb2.GetAvailabilityResponse]]:
+        """An entity's composite availability over its dependency graph, the
+        weakest link and the graph itself.
+        """
 
     @_abc_1.abstractmethod
     def RunWhatIf(
@@ -134,7 +303,10 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_service_pb2.SaveScenarioRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_service_pb2.SaveScenarioResponse, _abc.Awaitable[_catalog_service_pb2.SaveScenarioResponse]]:
-        """Saves a scenario so it can be shared by id."""
+        """Saves a scenario with the catalog figures it was evaluated on. Its id is
+        derived from that content: the same scenario on the same catalog gets the
+        same id, and saving it again changes nothing.
+        """
 
     @_abc_1.abstractmethod
     def GetScenario(
@@ -142,7 +314,31 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_service_pb2.GetScenarioRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_service_pb2.GetScenarioResponse, _abc.Awaitable[_catalog_service_pb2.GetScenarioResponse]]:
-        """Reads a saved scenario."""
+        """Reads a saved scenario and its results, identical to when it was saved."""
+
+    @_abc_1.abstractmethod
+    def ListScenarios(
+        self,
+        request: _catalog_service_pb2.ListScenariosRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.ListScenariosResponse, _abc.Awaitable[_catalog_service_pb2.ListScenariosResponse]]:
+        """Lists saved scenarios, newest first."""
+
+    @_abc_1.abstractmethod
+    def RenameScenario(
+        self,
+        request: _catalog_service_pb2.RenameScenarioRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.RenameScenarioResponse, _abc.Awaitable[_catalog_service_pb2.RenameScenarioResponse]]:
+        """Renames a saved scenario (its id stays)."""
+
+    @_abc_1.abstractmethod
+    def DeleteScenario(
+        self,
+        request: _catalog_service_pb2.DeleteScenarioRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.DeleteScenarioResponse, _abc.Awaitable[_catalog_service_pb2.DeleteScenarioResponse]]:
+        """Deletes a saved scenario."""
 
     @_abc_1.abstractmethod
     def ExportCsv(
@@ -150,7 +346,27 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_service_pb2.ExportCsvRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_catalog_service_pb2.ExportCsvResponse], _abc.AsyncIterator[_catalog_service_pb2.ExportCsvResponse]]:
-        """Streams the catalog as CSV (RFC 4180), in chunks."""
+        """Streams entities, SLOs or a saved scenario's results as CSV (RFC 4180,
+        UTF-8, documented column order), in chunks.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportCatalog(
+        self,
+        request: _catalog_service_pb2.ImportCatalogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.ImportCatalogResponse, _abc.Awaitable[_catalog_service_pb2.ImportCatalogResponse]]:
+        """Imports Backstage-style entity documents and OpenSLO-style SLO documents
+        from YAML, all or nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportCatalog(
+        self,
+        request: _catalog_service_pb2.ExportCatalogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.ExportCatalogResponse, _abc.Awaitable[_catalog_service_pb2.ExportCatalogResponse]]:
+        """Exports the catalog as the YAML ImportCatalog reads."""
 
     @_abc_1.abstractmethod
     def LinkBudget(
@@ -158,6 +374,6 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_service_pb2.LinkBudgetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_service_pb2.LinkBudgetResponse, _abc.Awaitable[_catalog_service_pb2.LinkBudgetResponse]]:
-        """Links a service to a cost budget."""
+        """Links an entity to a cost budget."""
 
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -143,6 +143,25 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The output still held personal data after redaction and was refused;
     metadata "kinds" names what the second screen found.
     """
+    ERROR_REASON_ETAG_MISMATCH: _ErrorReason.ValueType  # 52
+    """The resource changed since it was read: the etag sent is not its
+    current one (metadata "etag" carries the current). Read it again, then
+    retry.
+    """
+    ERROR_REASON_DEPENDENCY_CYCLE: _ErrorReason.ValueType  # 53
+    """The change would make the dependency graph circular; metadata "cycle"
+    names the entities along the cycle ("a → b → a").
+    """
+    ERROR_REASON_ENTITY_IN_USE: _ErrorReason.ValueType  # 54
+    """Other entities depend on this one (metadata "dependents" names them)."""
+    ERROR_REASON_UNKNOWN_ENTITY: _ErrorReason.ValueType  # 55
+    """A dependency, system or scenario names an entity that does not exist
+    (metadata "entity").
+    """
+    ERROR_REASON_DOCUMENT_INVALID: _ErrorReason.ValueType  # 56
+    """An imported YAML document is not one the catalog reads; metadata
+    "document" gives its position (from 1) and "field" what is wrong.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable reason of a failed call. It travels as
@@ -269,6 +288,25 @@ ERROR_REASON_EXPORT_NOT_ALLOWED: ErrorReason.ValueType  # 50
 ERROR_REASON_OUTPUT_REFUSED: ErrorReason.ValueType  # 51
 """The output still held personal data after redaction and was refused;
 metadata "kinds" names what the second screen found.
+"""
+ERROR_REASON_ETAG_MISMATCH: ErrorReason.ValueType  # 52
+"""The resource changed since it was read: the etag sent is not its
+current one (metadata "etag" carries the current). Read it again, then
+retry.
+"""
+ERROR_REASON_DEPENDENCY_CYCLE: ErrorReason.ValueType  # 53
+"""The change would make the dependency graph circular; metadata "cycle"
+names the entities along the cycle ("a → b → a").
+"""
+ERROR_REASON_ENTITY_IN_USE: ErrorReason.ValueType  # 54
+"""Other entities depend on this one (metadata "dependents" names them)."""
+ERROR_REASON_UNKNOWN_ENTITY: ErrorReason.ValueType  # 55
+"""A dependency, system or scenario names an entity that does not exist
+(metadata "entity").
+"""
+ERROR_REASON_DOCUMENT_INVALID: ErrorReason.ValueType  # 56
+"""An imported YAML document is not one the catalog reads; metadata
+"document" gives its position (from 1) and "field" what is wrong.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 

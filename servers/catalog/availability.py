@@ -1,0 +1,153 @@
+"""The catalog's reliability inputs as they stand, and an entity's composite availability.
+
+An entity's own availability is, in order of preference: its first SLO's
+share of good events over that SLO's window, when events were recorded
+(observed); its declared expected availability; its first SLO's objective; or
+1 (assumed, nothing known). The composite multiplies in what its dependencies
+deliver (`servers.catalog.composite`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.errors import NotFound, quoted
+from interceptors.tokens import Principal
+from servers.catalog import store
+from servers.catalog.composite import composite_availability, weakest_path
+from servers.catalog.entities import spec_of
+from servers.catalog.objectives import window_minutes
+from servers.catalog.reliability import (
+    ASSUMED,
+    DECLARED,
+    OBJECTIVE,
+    OBSERVED,
+    Inputs,
+    WeakestLink,
+    closure,
+    nodes_of,
+)
+from servers.catalog.store import EntityRow
+from servers.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class EntityAvailability:
+    """An entity's own and composite availability, and the weakest links below it."""
+
+    entity: str
+    own: float
+    source: str
+    composite: float
+    weakest_path: tuple[WeakestLink, ...]
+
+
+@dataclass(frozen=True)
+class Edge:
+    """`source` depends on `target` through a dependency requiring k of n targets."""
+
+    source: str
+    target: str
+    required: int
+    of: int
+    group: str
+
+
+@dataclass(frozen=True)
+class AvailabilityReport:
+    """An entity's availability, that of everything it depends on, and the edges between."""
+
+    entity: EntityAvailability
+    dependencies: tuple[EntityAvailability, ...]
+    edges: tuple[Edge, ...]
+
+
+def _inputs(row: EntityRow, observed: tuple[int, int] | None) -> Inputs:
+    spec = spec_of(row)
+    slo = spec.slo()
+    if observed is not None and observed[1] > 0:
+        own, source = observed[0] / observed[1], OBSERVED
+    elif spec.expected_availability is not None:
+        own, source = spec.expected_availability, DECLARED
+    elif slo is not None:
+        own, source = slo.objective, OBJECTIVE
+    else:
+        own, source = 1.0, ASSUMED
+    return Inputs(
+        own=own,
+        source=source,
+        objective=slo.objective if slo is not None else 0.0,
+        window_seconds=slo.window.seconds() if slo is not None else 30 * 86_400,
+        requests_per_second=spec.requests_per_second,
+        dependencies=spec.dependencies,
+        monthly_cost=row.budget_minor_units,
+        currency=row.budget_currency,
+    )
+
+
+class Reliability:
+    """Reliability inputs and availability reports, for every tenant."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._db = runtime.database
+        self._clock = runtime.clock
+
+    async def inputs(self, principal: Principal) -> dict[str, Inputs]:
+        """Every entity's reliability inputs now, by name."""
+        now = self._clock()
+        async with self._db.tenant_session(principal.tenant, readonly=True) as session:
+            rows = await store.entities(session)
+            ranges: dict[tuple[int, int], list[tuple[uuid.UUID, str]]] = defaultdict(list)
+            for row in rows:
+                if row.slos:
+                    slo = spec_of(row).slos[0]
+                    since, until, _ = window_minutes(slo.window, now)
+                    ranges[since, until].append((row.id, slo.name))
+            observed: dict[tuple[uuid.UUID, str], tuple[int, int]] = {}
+            for (since, until), keys in ranges.items():
+                observed |= await store.window_sums(session, keys, since, until)
+        return {
+            row.name: _inputs(
+                row, observed.get((row.id, row.slos[0]["name"])) if row.slos else None
+            )
+            for row in rows
+        }
+
+    async def availability(self, principal: Principal, entity: str) -> AvailabilityReport:
+        """The entity's availability and that of everything it depends on.
+
+        Raises:
+            NotFound: No such entity.
+        """
+        inputs = await self.inputs(principal)
+        if entity not in inputs:
+            raise NotFound(f"no entity is called {quoted(entity)}", metadata={"name": entity})
+        below = closure(inputs, [entity])
+        scoped = {name: inputs[name] for name in below}
+        nodes = nodes_of(scoped)
+        composites = composite_availability(nodes)
+
+        def report(name: str) -> EntityAvailability:
+            path = weakest_path(name, nodes, composites)
+            return EntityAvailability(
+                entity=name,
+                own=scoped[name].own,
+                source=scoped[name].source,
+                composite=composites[name],
+                weakest_path=tuple(WeakestLink(link.target, link.gain) for link in path),
+            )
+
+        edges: Sequence[Edge] = [
+            Edge(name, target, d.required, len(d.targets), d.group)
+            for name in sorted(below)
+            for d in scoped[name].dependencies
+            for target in d.targets
+        ]
+        return AvailabilityReport(
+            entity=report(entity),
+            dependencies=tuple(report(name) for name in sorted(below - {entity})),
+            edges=tuple(edges),
+        )

@@ -1,0 +1,504 @@
+"""The Catalog through the SDK: entities, dependencies, SLOs and budgets, availability, what-if."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+import yaml
+from google.protobuf.timestamp_pb2 import Timestamp
+from intelgraph.sdk import (
+    AbortedError,
+    AlreadyExistsError,
+    ErrorReason,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from intelgraph.sdk import catalog as pb
+from intelgraph.sdk.pagination import PageRequest
+from intelgraph.sdk.services import AsyncCatalogClient
+
+from servers.app import Platform
+from tests.support.clients import SdkClients
+from tests.support.serving import Minter, serving
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+WRITER = ["catalog.read", "catalog.write"]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def platform(
+    module_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
+    async with serving(
+        tmp_path_factory.mktemp("catalog"), database_url=module_database_url, services="catalog"
+    ) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def clients(platform: Platform) -> AsyncIterator[SdkClients]:
+    async with contextlib.AsyncExitStack() as closing:
+        yield SdkClients(platform.grpc_target, closing)
+
+
+@dataclass
+class Tenant:
+    id: uuid.UUID
+    catalog: AsyncCatalogClient
+
+
+def tenant_of(platform: Platform, clients: SdkClients, scopes: list[str] = WRITER) -> Tenant:
+    tenant = uuid.uuid4()
+    token = Minter(platform.settings)(scopes, tenant=tenant)
+    return Tenant(tenant, clients.bearing(token).catalog)
+
+
+@pytest.fixture
+def tenant(platform: Platform, clients: SdkClients) -> Tenant:
+    return tenant_of(platform, clients)
+
+
+def component(name: str, *depends: str, **fields: object) -> pb.Entity:
+    values: dict[str, object] = {
+        "kind": pb.ENTITY_KIND_COMPONENT,
+        "name": name,
+        "owner": "team-a",
+        "dependencies": [pb.Dependency(targets=[target]) for target in depends],
+        **fields,
+    }
+    return pb.Entity(**values)  # type: ignore[arg-type]
+
+
+def availability_slo(objective: float = 0.999, **fields: object) -> pb.Slo:
+    return pb.Slo(name="availability", objective=objective, **fields)  # type: ignore[arg-type]
+
+
+async def create(tenant: Tenant, *entities: pb.Entity) -> list[pb.Entity]:
+    return [(await tenant.catalog.create_entity(entity=e)).entity for e in entities]
+
+
+def minute_stamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.replace(second=0, microsecond=0))
+    return stamp
+
+
+# Entities
+
+
+async def test_an_entity_round_trips_with_its_fields(tenant: Tenant) -> None:
+    await create(
+        tenant,
+        pb.Entity(kind=pb.ENTITY_KIND_SYSTEM, name="payments"),
+        component("db", kind=pb.ENTITY_KIND_RESOURCE),
+    )
+    sent = component(
+        "billing-api",
+        "db",
+        title="Billing API",
+        description="Invoices and credit notes",
+        lifecycle=pb.LIFECYCLE_PRODUCTION,
+        tags=["tier-1", "java"],
+        links=[pb.Link(url="https://runbooks.example/billing", title="Runbook")],
+        system="payments",
+        slos=[availability_slo(window=pb.TimeWindow(rolling_days=28))],
+        expected_availability=0.9995,
+        requests_per_second=120.0,
+    )
+    created = (await create(tenant, sent))[0]
+    read = (await tenant.catalog.get_entity(name="billing-api")).entity
+    assert read == created
+    assert read.tags == ["java", "tier-1"]  # kept sorted
+    assert read.dependencies[0].required == 1
+    assert read.slos[0].window.rolling_days == 28
+    assert read.slos[0].budgeting_method == pb.BUDGETING_METHOD_OCCURRENCES
+    assert read.etag
+    assert read.id
+    assert read.created_at.seconds
+
+
+async def test_names_are_unique_within_a_tenant_not_across(
+    platform: Platform, clients: SdkClients
+) -> None:
+    first, second = tenant_of(platform, clients), tenant_of(platform, clients)
+    await create(first, component("api"))
+    with pytest.raises(AlreadyExistsError):
+        await create(first, component("api"))
+    await create(second, component("api"))  # the other tenant's name is not seen
+    with pytest.raises(NotFoundError):
+        await second.catalog.get_entity(name="missing")
+    names = [e.name for e in (await first.catalog.list_entities()).entities]
+    assert names == ["api"]
+
+
+@pytest.mark.parametrize(
+    ("entity", "field"),
+    [
+        (component("Bad_Name"), "name"),
+        (component("ok", tags=["Upper"]), "tags[0]"),
+        (component("ok", links=[pb.Link(url="javascript:alert(1)")]), "links[0].url"),
+        (component("ok", slos=[availability_slo(1.0)]), "slos[0].objective"),
+        (component("ok", slos=[availability_slo(0.0)]), "slos[0].objective"),
+        (
+            component("ok", slos=[availability_slo(window=pb.TimeWindow(rolling_days=0))]),
+            "slos[0].window",
+        ),
+        (
+            component("ok", slos=[availability_slo(), availability_slo()]),
+            "slos",
+        ),
+        (
+            component(
+                "ok",
+                slos=[availability_slo(indicator=pb.Indicator(bad_query="x", total_query="y"))],
+            ),
+            "slos[0].indicator.bad_query",
+        ),
+        (
+            component("ok", dependencies=[pb.Dependency(targets=["a", "b"], required=3)]),
+            "dependencies[0].required",
+        ),
+        (component("ok", "ok"), "dependencies[0].targets"),
+        (pb.Entity(name="no-kind"), "kind"),
+    ],
+)
+async def test_bad_entities_are_refused_naming_the_field(
+    tenant: Tenant, entity: pb.Entity, field: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        await create(tenant, entity)
+    assert refused.value.metadata["field"].startswith(field), refused.value.metadata
+
+
+async def test_unknown_dependencies_and_systems_are_refused(tenant: Tenant) -> None:
+    with pytest.raises(FailedPreconditionError) as refused:
+        await create(tenant, component("api", "ghost"))
+    assert refused.value.reason == ErrorReason.ERROR_REASON_UNKNOWN_ENTITY
+    assert refused.value.metadata["entity"] == "ghost"
+    await create(tenant, component("db"))
+    with pytest.raises(InvalidArgumentError):
+        await create(tenant, component("api", system="db"))  # not a system
+
+
+async def test_updates_need_the_current_etag(tenant: Tenant) -> None:
+    (created,) = await create(tenant, component("api", owner="team-a"))
+    changed = pb.Entity()
+    changed.CopyFrom(created)
+    changed.owner = "team-b"
+    updated = (await tenant.catalog.update_entity(entity=changed)).entity
+    assert updated.owner == "team-b"
+    assert updated.etag != created.etag
+    stale = pb.Entity()
+    stale.CopyFrom(created)
+    stale.owner = "team-c"
+    with pytest.raises(AbortedError) as refused:
+        await tenant.catalog.update_entity(entity=stale)
+    assert refused.value.reason == ErrorReason.ERROR_REASON_ETAG_MISMATCH
+    assert refused.value.metadata["etag"] == updated.etag
+    assert (await tenant.catalog.get_entity(name="api")).entity.owner == "team-b"
+    with pytest.raises(AbortedError):
+        await tenant.catalog.delete_entity(name="api", etag=created.etag)
+    kind_changed = pb.Entity()
+    kind_changed.CopyFrom(updated)
+    kind_changed.kind = pb.ENTITY_KIND_API
+    with pytest.raises(InvalidArgumentError):
+        await tenant.catalog.update_entity(entity=kind_changed)
+
+
+async def test_a_cycle_is_refused_and_named(tenant: Tenant) -> None:
+    await create(tenant, component("c"), component("b", "c"), component("a", "b"))
+    current = (await tenant.catalog.get_entity(name="c")).entity
+    closing = pb.Entity()
+    closing.CopyFrom(current)
+    closing.dependencies.append(pb.Dependency(targets=["a"]))
+    with pytest.raises(FailedPreconditionError) as refused:
+        await tenant.catalog.update_entity(entity=closing)
+    assert refused.value.reason == ErrorReason.ERROR_REASON_DEPENDENCY_CYCLE
+    cycle = refused.value.metadata["cycle"].split(" → ")
+    assert cycle[0] == cycle[-1]
+    assert set(cycle) == {"a", "b", "c"}
+    assert not (await tenant.catalog.get_entity(name="c")).entity.dependencies
+
+
+async def test_an_entity_in_use_cannot_be_deleted(tenant: Tenant) -> None:
+    db, _ = await create(tenant, component("db"), component("api", "db"))
+    with pytest.raises(FailedPreconditionError) as refused:
+        await tenant.catalog.delete_entity(name="db", etag=db.etag)
+    assert refused.value.reason == ErrorReason.ERROR_REASON_ENTITY_IN_USE
+    assert refused.value.metadata["dependents"] == "api"
+    api = (await tenant.catalog.get_entity(name="api")).entity
+    await tenant.catalog.delete_entity(name="api", etag=api.etag)
+    await tenant.catalog.delete_entity(name="db", etag=db.etag)
+    assert not (await tenant.catalog.list_entities()).entities
+
+
+async def test_search_filters_and_pages(tenant: Tenant) -> None:
+    for index in range(7):
+        await create(
+            tenant,
+            component(
+                f"svc-{index}",
+                owner="team-a" if index % 2 else "team-b",
+                tags=["gold"] if index < 3 else [],
+                description="Handles 100% of checkout_flow" if index == 5 else "",
+            ),
+        )
+    by_owner = await tenant.catalog.list_entities(owner="team-a")
+    assert [e.name for e in by_owner.entities] == ["svc-1", "svc-3", "svc-5"]
+    by_tag = await tenant.catalog.list_entities(tag="gold")
+    assert [e.name for e in by_tag.entities] == ["svc-0", "svc-1", "svc-2"]
+    searched = await tenant.catalog.list_entities(search="CHECKOUT_flow 100%")
+    assert [e.name for e in searched.entities] == ["svc-5"]
+    assert not (await tenant.catalog.list_entities(search="100_")).entities  # no wildcards
+    seen, token = [], ""
+    while True:
+        page = await tenant.catalog.list_entities(page=PageRequest(page_size=3, page_token=token))
+        seen += [e.name for e in page.entities]
+        token = page.page.next_page_token
+        if not token:
+            break
+    assert seen == [f"svc-{i}" for i in range(7)]
+    with pytest.raises(InvalidArgumentError):
+        await tenant.catalog.list_entities(
+            owner="team-a", page=PageRequest(page_size=3, page_token=token or "bm90LW91cnM=")
+        )
+
+
+async def test_reading_needs_the_scope(platform: Platform, clients: SdkClients) -> None:
+    reader = tenant_of(platform, clients, ["catalog.read"])
+    with pytest.raises(PermissionDeniedError):
+        await create(reader, component("api"))
+
+
+# SLOs and error budgets
+
+
+async def test_the_calculator_gives_the_workbook_figures(tenant: Tenant) -> None:
+    answer = await tenant.catalog.calculate_error_budget(
+        objective=0.999,
+        window=pb.TimeWindow(rolling_days=30),
+        total_events=1_000_000,
+        bad_events=500,
+    )
+    budget = answer.budget
+    assert math.isclose(budget.time_budget_seconds, 43.2 * 60, rel_tol=1e-12)
+    assert math.isclose(budget.error_budget, 0.001, rel_tol=1e-12)
+    assert math.isclose(budget.allowed_bad_events, 1000, rel_tol=1e-12)
+    assert math.isclose(budget.consumed, 0.5, rel_tol=1e-12)
+    assert math.isclose(budget.remaining, 0.5, rel_tol=1e-12)
+    assert math.isclose(budget.burn_rate, 0.5, rel_tol=1e-12)
+    # Half the budget left at half speed: a whole window to go.
+    assert math.isclose(budget.exhaustion_seconds, 30 * 86400, rel_tol=1e-12)
+    thresholds = [round(alert.threshold, 9) for alert in answer.alerts]
+    assert thresholds == [14.4, 6.0, 1.0]
+    with pytest.raises(InvalidArgumentError):
+        await tenant.catalog.calculate_error_budget(objective=0.999, total_events=1, bad_events=2)
+    with pytest.raises(InvalidArgumentError):
+        await tenant.catalog.calculate_error_budget(objective=1.0, total_events=1)
+
+
+async def test_status_follows_recorded_events_and_incidents_age_out(tenant: Tenant) -> None:
+    await create(tenant, component("api", slos=[availability_slo(0.99)]))
+    now = datetime.now(UTC)
+    old = now - timedelta(days=40)  # outside the 30-day window
+    await tenant.catalog.record_slo_events(
+        entity="api",
+        slo="availability",
+        minutes=[pb.MinuteEvents(minute=minute_stamp(old), good_events=0, total_events=1000)],
+    )
+    status = (await tenant.catalog.get_slo_status(entity="api")).status
+    assert status.budget.attainment == 1.0
+    assert status.budget.total_events == 0
+    assert not any(alert.firing for alert in status.alerts)
+    recent = [now - timedelta(minutes=m) for m in range(1, 11)]
+    minutes = [
+        pb.MinuteEvents(minute=minute_stamp(t), good_events=800, total_events=1000) for t in recent
+    ]
+    await tenant.catalog.record_slo_events(entity="api", slo="availability", minutes=minutes)
+    # Sent again: the same minutes replace themselves, nothing doubles.
+    await tenant.catalog.record_slo_events(entity="api", slo="availability", minutes=minutes)
+    status = (await tenant.catalog.get_slo_status(entity="api")).status
+    assert status.budget.total_events == 10_000
+    assert status.budget.bad_events == 2_000
+    assert math.isclose(status.budget.attainment, 0.8)
+    rates = {rate.window_seconds: rate for rate in status.burn_rates}
+    assert math.isclose(rates[3600].burn_rate, 20.0)  # 20% errors on a 1% budget
+    fast = next(alert for alert in status.alerts if alert.long_window_seconds == 3600)
+    assert fast.firing
+    assert fast.severity == "page"
+    assert sum(status.daily_consumed) == pytest.approx(status.budget.consumed)
+
+
+async def test_bad_minutes_are_refused(tenant: Tenant) -> None:
+    await create(tenant, component("api", slos=[availability_slo()]))
+    now = datetime.now(UTC)
+    stamp = minute_stamp(now)
+    odd = Timestamp(seconds=stamp.seconds + 7)
+    for minutes, field in [
+        ([pb.MinuteEvents(minute=odd, good_events=1, total_events=1)], "minutes[0].minute"),
+        ([pb.MinuteEvents(minute=stamp, good_events=2, total_events=1)], "minutes[0].good_events"),
+        ([pb.MinuteEvents(minute=stamp, total_events=1)] * 2, "minutes[1].minute"),
+        (
+            [pb.MinuteEvents(minute=minute_stamp(now + timedelta(days=1)), total_events=1)],
+            "minutes[0].minute",
+        ),
+    ]:
+        with pytest.raises(InvalidArgumentError) as refused:
+            await tenant.catalog.record_slo_events(
+                entity="api", slo="availability", minutes=minutes
+            )
+        assert refused.value.metadata["field"] == field
+    with pytest.raises(NotFoundError):
+        await tenant.catalog.record_slo_events(
+            entity="api", slo="latency", minutes=[pb.MinuteEvents(minute=stamp, total_events=1)]
+        )
+
+
+async def test_alert_rules_are_a_prometheus_rule_file(tenant: Tenant) -> None:
+    indicator = pb.Indicator(
+        bad_query='sum(rate(http_requests_total{job="api",code=~"5.."}[{{window}}]))',
+        total_query='sum(rate(http_requests_total{job="api"}[{{window}}]))',
+    )
+    await create(tenant, component("api", slos=[availability_slo(indicator=indicator)]))
+    answer = await tenant.catalog.get_alert_rules(
+        entity="api", runbook_url="https://runbooks.example/api"
+    )
+    document = yaml.safe_load(answer.rules_yaml)
+    rules = [rule for group in document["groups"] for rule in group["rules"]]
+    recorded = {rule["record"] for rule in rules if "record" in rule}
+    assert "slo:sli_error:ratio_rate5m" in recorded
+    assert "slo:sli_error:ratio_rate3d" in recorded
+    alerts = [rule for rule in rules if "alert" in rule]
+    assert len(alerts) == 3
+    assert all("{{window}}" not in rule["expr"] for rule in rules)
+    assert "14.4" in alerts[0]["expr"]
+    assert alerts[0]["annotations"]["runbook_url"] == "https://runbooks.example/api"
+    await create(tenant, component("bare", slos=[availability_slo()]))
+    with pytest.raises(InvalidArgumentError):
+        await tenant.catalog.get_alert_rules(entity="bare")
+
+
+# Composite availability and what-if
+
+
+async def build_shop(tenant: Tenant) -> None:
+    await create(
+        tenant,
+        component("db", expected_availability=0.995),
+        component("cache-a", expected_availability=0.99),
+        component("cache-b", expected_availability=0.99),
+        component(
+            "api",
+            "db",
+            expected_availability=0.999,
+            dependencies=[
+                pb.Dependency(targets=["db"]),
+                pb.Dependency(targets=["cache-a", "cache-b"], required=1, group="caches"),
+            ],
+            slos=[availability_slo(0.99)],
+            requests_per_second=10.0,
+        ),
+        component("web", "api", expected_availability=0.9999, slos=[availability_slo(0.99)]),
+    )
+
+
+async def test_composite_availability_names_the_weakest_link(tenant: Tenant) -> None:
+    await build_shop(tenant)
+    answer = await tenant.catalog.get_availability(entity="web")
+    api = 0.999 * 0.995 * (1 - 0.01**2)
+    assert answer.availability.composite == pytest.approx(0.9999 * api, abs=1e-12)
+    assert answer.availability.source == pb.AVAILABILITY_SOURCE_DECLARED
+    assert [link.entity for link in answer.availability.weakest_path][:2] == ["api", "db"]
+    assert {d.entity for d in answer.dependencies} == {"api", "db", "cache-a", "cache-b"}
+    edges = {(e.source, e.target, e.required, e.of) for e in answer.edges}
+    assert ("api", "cache-a", 1, 2) in edges
+    assert ("web", "api", 1, 1) in edges
+
+
+async def test_what_if_shows_before_and_after_and_saves_a_share_id(
+    platform: Platform, clients: SdkClients, tenant: Tenant
+) -> None:
+    await build_shop(tenant)
+    scenario = pb.Scenario(
+        name="db upgrade",
+        overrides=[pb.EntityOverride(entity="db", availability=0.9999)],
+    )
+    ran = await tenant.catalog.run_what_if(scenario=scenario)
+    impacts = {impact.entity: impact for impact in ran.impacts}
+    assert set(impacts) == {"db", "api", "web"}  # the caches are not touched
+    assert impacts["web"].after.availability > impacts["web"].before.availability
+    assert impacts["db"].after.source == pb.AVAILABILITY_SOURCE_SCENARIO
+    api = impacts["api"]
+    assert api.before.burn_rate == pytest.approx((1 - api.before.availability) / 0.01)
+    assert api.before.allowed_bad_events == pytest.approx(0.01 * 10.0 * 30 * 86400)
+    saved = await tenant.catalog.save_scenario(scenario=scenario)
+    assert saved.created
+    assert len(saved.scenario.id) == 64
+    again = await tenant.catalog.save_scenario(scenario=scenario)
+    assert not again.created
+    assert again.scenario.id == saved.scenario.id
+    opened = await tenant.catalog.get_scenario(id=saved.scenario.id)
+    assert list(opened.impacts) == list(ran.impacts)
+    assert not opened.scenario.catalog_changed
+    # The catalog moves on; the saved scenario still shows what it showed.
+    db = (await tenant.catalog.get_entity(name="db")).entity
+    db.expected_availability = 0.9
+    await tenant.catalog.update_entity(entity=db)
+    reopened = await tenant.catalog.get_scenario(id=saved.scenario.id)
+    assert list(reopened.impacts) == list(ran.impacts)
+    assert reopened.scenario.catalog_changed
+    renamed = await tenant.catalog.rename_scenario(id=saved.scenario.id, name="db v2")
+    assert renamed.scenario.name == "db v2"
+    listed = await tenant.catalog.list_scenarios()
+    assert [s.id for s in listed.scenarios] == [saved.scenario.id]
+    other = tenant_of(platform, clients)
+    with pytest.raises(NotFoundError):
+        await other.catalog.get_scenario(id=saved.scenario.id)
+    await tenant.catalog.delete_scenario(id=saved.scenario.id)
+    with pytest.raises(NotFoundError):
+        await tenant.catalog.get_scenario(id=saved.scenario.id)
+
+
+async def test_what_if_refusals(tenant: Tenant) -> None:
+    await build_shop(tenant)
+    cases = [
+        (pb.EntityOverride(entity="ghost"), FailedPreconditionError),
+        (pb.EntityOverride(entity="db", remove_targets=["api"]), InvalidArgumentError),
+        (pb.EntityOverride(entity="web", objective=1.0), InvalidArgumentError),
+        (
+            pb.EntityOverride(entity="db", add_dependencies=[pb.Dependency(targets=["web"])]),
+            FailedPreconditionError,
+        ),
+    ]
+    for override, error in cases:
+        with pytest.raises(error):
+            await tenant.catalog.run_what_if(scenario=pb.Scenario(overrides=[override]))
+    removed = await tenant.catalog.run_what_if(
+        scenario=pb.Scenario(
+            overrides=[pb.EntityOverride(entity="api", remove_targets=["cache-a"])]
+        )
+    )
+    api = next(impact for impact in removed.impacts if impact.entity == "api")
+    assert api.after.availability == pytest.approx(0.999 * 0.995 * 0.99, abs=1e-12)
+
+
+async def test_a_short_window_keeps_the_alerts_it_can_observe(tenant: Tenant) -> None:
+    daily = availability_slo(window=pb.TimeWindow(rolling_days=1))
+    await create(tenant, component("api", slos=[daily]))
+    status = (await tenant.catalog.get_slo_status(entity="api")).status
+    assert [alert.long_window_seconds for alert in status.alerts] == [3600, 21600]
+    assert status.budget.window_seconds == 86400
+    monthly = await tenant.catalog.calculate_error_budget(
+        objective=0.999, window=pb.TimeWindow(calendar=pb.CALENDAR_PERIOD_MONTH)
+    )
+    assert monthly.budget.window_seconds == 31 * 86400
