@@ -87,3 +87,42 @@ class ReadCache(Protocol):
             None when these reads are not cached (the caller asks the origin itself).
         """
         ...
+
+
+class CostBudget(NamedTuple):
+    """A cost budget as its provider (Billing) reads it: amounts in minor units of `currency`."""
+
+    budget_id: str
+    name: str
+    monthly_amount: int
+    #: What the current billing period has spent on the budget's meters.
+    spent: int
+    currency: str
+
+
+@runtime_checkable
+class CostBudgets(Protocol):
+    """Cost budgets, read through Billing's contract as the calling user may read them.
+
+    The composition root provides it (a client of the Billing RPCs); a service
+    passes the `authorization` metadata of the call it serves, so nobody sees a
+    budget their own token could not read.
+    """
+
+    async def budget(self, authorization: str, budget_id: str) -> CostBudget:
+        """One budget.
+
+        Raises:
+            core.errors.NotFound: There is no such budget.
+            core.errors.PermissionDenied: The caller may not read budgets.
+            core.errors.Unavailable: Billing cannot be reached.
+        """
+        ...
+
+    async def budgets(self, authorization: str) -> Mapping[str, CostBudget]:
+        """Every budget of the caller's tenant, by id.
+
+        Raises:
+            As `budget`, but never NotFound.
+        """
+        ...

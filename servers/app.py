@@ -37,6 +37,7 @@ from interceptors.metrics import RPC_STATS, write_snapshots
 from interceptors.policy import POLICY_DIR, PolicyError
 from interceptors.tokens import InMemoryRevocations
 from servers import console
+from servers.budget_links import BudgetsThroughBilling
 from servers.config import Settings
 from servers.db import Database
 from servers.db.database import describe, displayed
@@ -238,11 +239,15 @@ class Platform:
             revocations=revocations,
             services=all_services(),
         )
-        self.components = tuple(
-            component
-            for service in foundation.services
-            if service.component is not None
-            and (component := service.component(foundation)) is not None
+        self.components = (
+            *(
+                component
+                for service in foundation.services
+                if service.component is not None
+                and (component := service.component(foundation)) is not None
+            ),
+            # What the root provides: Billing's budgets read through its contract.
+            BudgetsThroughBilling(lambda: self.grpc_target),
         )
         inner = [layer for component in self.components for layer in component.interceptors()]
         limits = StreamLimits(self.settings.stream_idle_timeout, self.settings.stream_max_duration)

@@ -25,7 +25,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from core.errors import NotBuilt
-from core.interfaces import CacheInvalidation, ReadCache, UsageMeter
+from core.interfaces import CacheInvalidation, CostBudgets, ReadCache, UsageMeter
 from servers.db import utc_now
 
 if TYPE_CHECKING:
@@ -128,6 +128,12 @@ class Runtime:
         """Where persisted reads are cached (None: no cache here)."""
         cache: ReadCache | None = self._provider(ReadCache)
         return cache
+
+    @cached_property
+    def cost_budgets(self) -> CostBudgets | None:
+        """Where cost budgets are read (None: nowhere here)."""
+        budgets: CostBudgets | None = self._provider(CostBudgets)
+        return budgets
 
     @cached_property
     def _invalidations(self) -> tuple[CacheInvalidation, ...]:

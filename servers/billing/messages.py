@@ -10,6 +10,7 @@ from intelgraph.common.v1.money_pb2 import Money
 from core.errors import InvalidArgument
 from core.times import to_timestamp
 from servers.billing.balances import InvoiceBalance
+from servers.billing.budgets import BudgetStatus
 from servers.billing.credit_notes import IssuedCreditNote
 from servers.billing.money import currency
 from servers.billing.pricing import Price
@@ -61,6 +62,21 @@ ALERT_KIND_VALUES = {name: value for value, name in ALERT_KINDS.items()}
 def money(minor_units: int, code: str) -> Money:
     """A Money message."""
     return Money(minor_units=minor_units, currency_code=code)
+
+
+def budget(status: BudgetStatus) -> pb.Budget:
+    """A Budget message, with what the current period spent."""
+    row = status.row
+    return pb.Budget(
+        id=row.id,
+        name=row.name,
+        monthly_amount=money(row.monthly_amount, row.currency),
+        meters=list(row.meters),
+        spent=money(status.spent, row.currency),
+        period_start=to_timestamp(status.period_start),
+        period_end=to_timestamp(status.period_end),
+        updated_at=to_timestamp(row.updated_at),
+    )
 
 
 def amount_in(value: Money, field: str) -> tuple[int, str]:

@@ -13,11 +13,12 @@ from intelgraph.common.v1.pagination_pb2 import PageResponse
 
 from core.errors import InvalidArgument, uuid_field
 from core.interfaces import CacheInvalidation, UsageMeter
-from core.pagination import TIME_AND_ID, Page
+from core.pagination import NAME, TIME_AND_ID, Page
 from core.times import optional_instant
 from interceptors import current_principal
 from servers.billing import (
     balances,
+    budgets,
     credit_notes,
     messages,
     profiles,
@@ -411,6 +412,54 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         return pb.ListBillingAlertsResponse(
             alerts=[messages.alert(row) for row in rows],
             page=PageResponse(next_page_token=token),
+        )
+
+    # -- cost budgets ---------------------------------------------------------------------
+
+    async def SetBudget(
+        self,
+        request: pb.SetBudgetRequest,
+        context: grpc.aio.ServicerContext[pb.SetBudgetRequest, pb.SetBudgetResponse],
+    ) -> pb.SetBudgetResponse:
+        """Create or replace a cost budget."""
+        given = request.budget
+        amount, code = messages.amount_in(given.monthly_amount, "budget.monthly_amount")
+        status = await budgets.set_budget(
+            self.runtime.database,
+            current_principal().tenant,
+            budgets.NewBudget(given.id, given.name, amount, code, tuple(given.meters)),
+            self.runtime.clock(),
+        )
+        return pb.SetBudgetResponse(budget=messages.budget(status))
+
+    async def GetBudget(
+        self,
+        request: pb.GetBudgetRequest,
+        context: grpc.aio.ServicerContext[pb.GetBudgetRequest, pb.GetBudgetResponse],
+    ) -> pb.GetBudgetResponse:
+        """A cost budget and what the current period spent on it."""
+        status = await budgets.budget_of(
+            self.runtime.database, current_principal().tenant, request.id, self.runtime.clock()
+        )
+        return pb.GetBudgetResponse(budget=messages.budget(status))
+
+    async def ListBudgets(
+        self,
+        request: pb.ListBudgetsRequest,
+        context: grpc.aio.ServicerContext[pb.ListBudgetsRequest, pb.ListBudgetsResponse],
+    ) -> pb.ListBudgetsResponse:
+        """The tenant's cost budgets by id."""
+        page = Page.of(request, NAME)
+        found = await budgets.budgets_page(
+            self.runtime.database,
+            current_principal().tenant,
+            page.after,
+            page.size + 1,
+            self.runtime.clock(),
+        )
+        return pb.ListBudgetsResponse(
+            budgets=[messages.budget(status) for status in found[: page.size]],
+            page=PageResponse(next_page_token=page.next_token(found, lambda s: (s.row.id,))),
         )
 
     # -- profile and prices ----------------------------------------------------------------

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from core.errors import NotFound, quoted
+from core.interfaces import CostBudget
 from interceptors.tokens import Principal
 from servers.catalog import store
 from servers.catalog.composite import composite_availability, weakest_path
+from servers.catalog.costs import Costs
 from servers.catalog.entities import spec_of
 from servers.catalog.objectives import window_minutes
 from servers.catalog.reliability import (
@@ -65,9 +67,12 @@ class AvailabilityReport:
     edges: tuple[Edge, ...]
 
 
-def _inputs(row: EntityRow, observed: tuple[int, int] | None) -> Inputs:
+def _inputs(
+    row: EntityRow, observed: tuple[int, int] | None, costs: Mapping[str, CostBudget]
+) -> Inputs:
     spec = spec_of(row)
     slo = spec.slo()
+    cost = costs.get(row.budget_id) if row.budget_id else None
     if observed is not None and observed[1] > 0:
         own, source = observed[0] / observed[1], OBSERVED
     elif spec.expected_availability is not None:
@@ -83,20 +88,25 @@ def _inputs(row: EntityRow, observed: tuple[int, int] | None) -> Inputs:
         window_seconds=slo.window.seconds() if slo is not None else 30 * 86_400,
         requests_per_second=spec.requests_per_second,
         dependencies=spec.dependencies,
-        monthly_cost=row.budget_minor_units,
-        currency=row.budget_currency,
+        monthly_cost=cost.monthly_amount if cost is not None else None,
+        currency=cost.currency if cost is not None else "",
     )
 
 
 class Reliability:
     """Reliability inputs and availability reports, for every tenant."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, costs: Costs) -> None:
         self._db = runtime.database
         self._clock = runtime.clock
+        self._costs = costs
 
-    async def inputs(self, principal: Principal) -> dict[str, Inputs]:
-        """Every entity's reliability inputs now, by name."""
+    async def inputs(self, principal: Principal, authorization: str = "") -> dict[str, Inputs]:
+        """Every entity's reliability inputs now, by name.
+
+        Monthly costs of linked budgets are read from Billing with `authorization`
+        (the caller's), and left out when there is none or it may not read them.
+        """
         now = self._clock()
         async with self._db.tenant_session(principal.tenant, readonly=True) as session:
             rows = await store.entities(session)
@@ -109,9 +119,10 @@ class Reliability:
             observed: dict[tuple[uuid.UUID, str], tuple[int, int]] = {}
             for (since, until), keys in ranges.items():
                 observed |= await store.window_sums(session, keys, since, until)
+        costs = await self._costs.all(authorization) if any(r.budget_id for r in rows) else {}
         return {
             row.name: _inputs(
-                row, observed.get((row.id, row.slos[0]["name"])) if row.slos else None
+                row, observed.get((row.id, row.slos[0]["name"])) if row.slos else None, costs
             )
             for row in rows
         }

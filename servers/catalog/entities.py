@@ -13,13 +13,15 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import (
     AlreadyExists,
     Conflict,
+    DomainError,
     ErrorReason,
     FailedPrecondition,
     InvalidArgument,
@@ -30,6 +32,7 @@ from core.pagination import Page
 from interceptors.tokens import Principal
 from servers.catalog import store
 from servers.catalog.composite import DependencyCycle, Node, Requirement, composite_availability
+from servers.catalog.descriptor_files import CatalogFile, with_slos
 from servers.catalog.specs import (
     EntitySpec,
     LinkSpec,
@@ -81,6 +84,22 @@ def _fill(row: EntityRow, spec: EntitySpec) -> None:
     row.expected_availability = spec.expected_availability
     row.requests_per_second = spec.requests_per_second
     row.search_text = "\n".join((spec.name, spec.title, spec.description)).lower()
+
+
+def _new_row(tenant: uuid.UUID, spec: EntitySpec, now: datetime) -> EntityRow:
+    row = EntityRow(
+        id=uuid.uuid4(),
+        tenant_id=tenant,
+        name=spec.name,
+        kind=spec.kind,
+        etag=new_etag(),
+        created_at=now,
+        updated_at=now,
+        budget_id="",
+        budget_linked_at=None,
+    )
+    _fill(row, spec)
+    return row
 
 
 def graph_nodes(specs: Iterable[EntitySpec]) -> dict[str, Node]:
@@ -135,6 +154,53 @@ def _etag_mismatch(name: str, current: str) -> Conflict:
     )
 
 
+def check_references(spec: EntitySpec, kinds: Mapping[str, str]) -> None:
+    """Refuse references of `spec` to entities not in `kinds` (name → kind), or to a non-system.
+
+    Raises:
+        FailedPrecondition: A dependency or the system names no entity (UNKNOWN_ENTITY).
+        InvalidArgument: The system is not a system.
+    """
+    for index, dependency in enumerate(spec.dependencies):
+        for position, target in enumerate(dependency.targets):
+            if target not in kinds:
+                raise unknown_entity(target, f"dependencies[{index}].targets[{position}]")
+    if spec.system:
+        kind = kinds.get(spec.system)
+        if kind is None:
+            raise unknown_entity(spec.system, "system")
+        if kind != "system":
+            raise InvalidArgument(
+                f"system {quoted(spec.system)} is a {kind}, not a system", field="system"
+            )
+
+
+@dataclass(frozen=True)
+class ImportCounts:
+    """What an import did (or, dry, would do)."""
+
+    created: int
+    updated: int
+    unchanged: int
+    slos: int
+
+
+def _in_document(error: DomainError, position: int) -> DomainError:
+    """`error`, found in an imported entity, said of its document."""
+    field = error.metadata.get("field", "")
+    if isinstance(error, InvalidArgument):
+        return InvalidArgument(
+            f"document {position}: {error.message}",
+            field="yaml",
+            reason=ErrorReason.ERROR_REASON_DOCUMENT_INVALID,
+            metadata={"document": str(position), "field": field},
+        )
+    error.metadata["document"] = str(position)
+    error.message = f"document {position}: {error.message}"
+    error.args = (error.message,)
+    return error
+
+
 class Entities:
     """The catalog's entities, for every tenant."""
 
@@ -151,19 +217,7 @@ class Entities:
         """
         rows = await store.entities(session)
         by_name = {row.name: row for row in rows}
-        for index, dependency in enumerate(spec.dependencies):
-            for position, target in enumerate(dependency.targets):
-                if target not in by_name:
-                    raise unknown_entity(target, f"dependencies[{index}].targets[{position}]")
-        if spec.system:
-            system = by_name.get(spec.system)
-            if system is None:
-                raise unknown_entity(spec.system, "system")
-            if system.kind != "system":
-                raise InvalidArgument(
-                    f"system {quoted(spec.system)} is a {system.kind}, not a system",
-                    field="system",
-                )
+        check_references(spec, {row.name: row.kind for row in rows} | {spec.name: spec.kind})
         specs = {row.name: spec_of(row) for row in rows} | {spec.name: spec}
         refuse_cycles(graph_nodes(specs.values()))
         return {name: by_name[name].id for name in spec.targets}
@@ -181,20 +235,7 @@ class Entities:
         async with self._db.tenant_session(principal.tenant) as session:
             await store.lock_graph(session, principal.tenant)
             targets = await self._check_references(session, principal.tenant, spec)
-            row = EntityRow(
-                id=uuid.uuid4(),
-                tenant_id=principal.tenant,
-                name=spec.name,
-                kind=spec.kind,
-                etag=new_etag(),
-                created_at=now,
-                updated_at=now,
-                budget_id="",
-                budget_minor_units=None,
-                budget_currency="",
-                budget_linked_at=None,
-            )
-            _fill(row, spec)
+            row = _new_row(principal.tenant, spec, now)
             if not await store.add_entity(session, row):
                 raise AlreadyExists(
                     f"an entity called {quoted(spec.name)} exists", metadata={"name": spec.name}
@@ -261,6 +302,95 @@ class Entities:
             await store.set_links(session, principal.tenant, row.id, spec.tags, targets.values())
             await store.drop_minutes_except(session, row.id, [slo.name for slo in spec.slos])
         return row
+
+    async def import_file(
+        self, principal: Principal, file: CatalogFile, *, dry_run: bool = False
+    ) -> ImportCounts:
+        """Create or update the file's entities and SLOs, all or nothing.
+
+        Entities of the catalog the file does not mention stay as they are.
+        Every entity is checked as by `create` and `update`, and the whole graph
+        after the import must be acyclic; errors name the document (from 1).
+
+        Raises:
+            InvalidArgument: A document breaks a rule (DOCUMENT_INVALID), or
+                changes an entity's kind.
+            FailedPrecondition: A reference names no entity (UNKNOWN_ENTITY), or a
+                cycle would form (DEPENDENCY_CYCLE).
+        """
+        async with self._db.tenant_session(principal.tenant) as session:
+            await store.lock_graph(session, principal.tenant)
+            rows = {row.name: row for row in await store.entities(session)}
+            current = {name: spec_of(row) for name, row in rows.items()}
+            merged = with_slos(file, current)
+            checked: dict[str, EntitySpec] = {}
+            for name, spec in merged.items():
+                position = file.positions.get(name) or next(
+                    file.positions[f"{name}/{slo.name}"]
+                    for slo in spec.slos
+                    if f"{name}/{slo.name}" in file.positions
+                )
+                try:
+                    checked[name] = check_entity(spec)
+                    if name in rows and rows[name].kind != spec.kind:
+                        raise InvalidArgument(
+                            f"an entity's kind never changes ({name} is a {rows[name].kind})",
+                            field="kind",
+                        )
+                except DomainError as error:
+                    raise _in_document(error, position) from None
+            kinds = {name: spec.kind for name, spec in (current | checked).items()}
+            for name, spec in checked.items():
+                try:
+                    check_references(spec, kinds)
+                except DomainError as error:
+                    raise _in_document(error, file.positions.get(name, 0)) from None
+            refuse_cycles(graph_nodes((current | checked).values()))
+            created = [name for name in checked if name not in rows]
+            changed = [name for name in checked if name in rows and checked[name] != current[name]]
+            if not dry_run:
+                await self._write_imported(
+                    session,
+                    principal.tenant,
+                    specs=checked,
+                    rows=rows,
+                    created=created,
+                    changed=changed,
+                )
+        return ImportCounts(
+            created=len(created),
+            updated=len(changed),
+            unchanged=len(checked) - len(created) - len(changed),
+            slos=len(file.slos),
+        )
+
+    async def _write_imported(
+        self,
+        session: AsyncSession,
+        tenant: uuid.UUID,
+        *,
+        specs: Mapping[str, EntitySpec],
+        rows: dict[str, EntityRow],
+        created: list[str],
+        changed: list[str],
+    ) -> None:
+        now = self._clock()
+        for name in created:  # all first: dependencies among new entities need their ids
+            row = _new_row(tenant, specs[name], now)
+            if not await store.add_entity(session, row):
+                raise AlreadyExists(
+                    f"an entity called {quoted(name)} exists", metadata={"name": name}
+                )
+            rows[name] = row
+        for name in changed:
+            row = rows[name]
+            _fill(row, specs[name])
+            row.etag = new_etag()
+            row.updated_at = now
+            await store.drop_minutes_except(session, row.id, [slo.name for slo in specs[name].slos])
+        for name in (*created, *changed):
+            targets = [rows[target].id for target in specs[name].targets]
+            await store.set_links(session, tenant, rows[name].id, specs[name].tags, targets)
 
     async def delete(self, principal: Principal, name: str, etag: str) -> None:
         """Delete an entity and its events if it still has `etag` and nothing depends on it.

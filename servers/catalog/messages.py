@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from intelgraph.catalog.v1 import catalog_service_pb2 as pb
 from intelgraph.common.v1.money_pb2 import Money
 
+from core.interfaces import CostBudget
 from core.times import to_timestamp
 from servers.catalog.availability import AvailabilityReport, EntityAvailability
 from servers.catalog.budgets import BudgetReport, BurnAlert
@@ -168,10 +171,26 @@ def _money(minor_units: int | None, currency: str) -> Money | None:
     return Money(minor_units=minor_units, currency_code=currency)
 
 
-def entity(row: EntityRow) -> pb.Entity:
-    """The message of a stored entity."""
+def budget_link(
+    budget_id: str, linked_at: datetime | None, cost: CostBudget | None
+) -> pb.BudgetLink | None:
+    """The message of a budget link, with Billing's figures when they could be read."""
+    if not budget_id:
+        return None
+    link = pb.BudgetLink(budget_id=budget_id, linked_at=to_timestamp(linked_at))
+    if cost is not None:
+        link.name = cost.name
+        link.monthly_amount.CopyFrom(
+            Money(minor_units=cost.monthly_amount, currency_code=cost.currency)
+        )
+        link.spent.CopyFrom(Money(minor_units=cost.spent, currency_code=cost.currency))
+    return link
+
+
+def entity(row: EntityRow, cost: CostBudget | None = None) -> pb.Entity:
+    """The message of a stored entity (with its budget's figures, when given)."""
     spec = spec_of(row)
-    message = pb.Entity(
+    return pb.Entity(
         id=str(row.id),
         kind=KIND[spec.kind],
         name=spec.name,
@@ -189,16 +208,8 @@ def entity(row: EntityRow) -> pb.Entity:
         etag=row.etag,
         created_at=to_timestamp(row.created_at),
         updated_at=to_timestamp(row.updated_at),
+        budget=budget_link(row.budget_id, row.budget_linked_at, cost),
     )
-    if row.budget_id:
-        message.budget.CopyFrom(
-            pb.BudgetLink(
-                budget_id=row.budget_id,
-                monthly_amount=_money(row.budget_minor_units, row.budget_currency),
-                linked_at=to_timestamp(row.budget_linked_at) if row.budget_linked_at else None,
-            )
-        )
-    return message
 
 
 def error_budget(report: BudgetReport) -> pb.ErrorBudget:
@@ -334,8 +345,10 @@ def _override(override: Override) -> pb.EntityOverride:
     return message
 
 
-def scenario(row: ScenarioRow, catalog_changed: bool = False) -> pb.Scenario:
-    """The message of a saved scenario."""
+def scenario(
+    row: ScenarioRow, catalog_changed: bool = False, cost: CostBudget | None = None
+) -> pb.Scenario:
+    """The message of a saved scenario (with its budget's figures, when given)."""
     return pb.Scenario(
         id=row.id,
         name=row.name,
@@ -343,9 +356,12 @@ def scenario(row: ScenarioRow, catalog_changed: bool = False) -> pb.Scenario:
         created_by=row.created_by,
         created_at=to_timestamp(row.created_at),
         catalog_changed=catalog_changed,
+        budget=budget_link(row.budget_id, row.budget_linked_at, cost),
     )
 
 
-def saved(result: SavedScenario) -> tuple[pb.Scenario, list[pb.EntityImpact]]:
+def saved(
+    result: SavedScenario, cost: CostBudget | None = None
+) -> tuple[pb.Scenario, list[pb.EntityImpact]]:
     """A saved scenario's message and its impacts."""
-    return scenario(result.row, result.catalog_changed), [impact(i) for i in result.impacts]
+    return scenario(result.row, result.catalog_changed, cost), [impact(i) for i in result.impacts]

@@ -86,7 +86,9 @@ class Scenarios:
         self._clock = runtime.clock
         self._reliability = reliability
 
-    async def run(self, principal: Principal, overrides: Sequence[Override]) -> list[Impact]:
+    async def run(
+        self, principal: Principal, overrides: Sequence[Override], authorization: str = ""
+    ) -> list[Impact]:
         """Every entity the scenario can change, before and after (nothing saved).
 
         Raises:
@@ -95,19 +97,23 @@ class Scenarios:
             FailedPrecondition: An override names an unknown entity
                 (UNKNOWN_ENTITY), or the scenario makes a cycle (DEPENDENCY_CYCLE).
         """
-        results = _evaluate(await self._reliability.inputs(principal), overrides)
+        results = _evaluate(await self._reliability.inputs(principal, authorization), overrides)
         WHAT_IF.labels("run").inc()
         return results
 
     async def save(
-        self, principal: Principal, name: str, overrides: Sequence[Override]
+        self,
+        principal: Principal,
+        name: str,
+        overrides: Sequence[Override],
+        authorization: str = "",
     ) -> tuple[SavedScenario, bool]:
         """Save the scenario with the inputs it is evaluated on; True if it was not saved before.
 
         Raises:
             As `run`.
         """
-        inputs = await self._reliability.inputs(principal)
+        inputs = await self._reliability.inputs(principal, authorization)
         results = _evaluate(inputs, overrides)
         kept = {entity: inputs[entity] for entity in relevant(inputs, overrides)}
         identifier = scenario_id(overrides, kept)
@@ -119,6 +125,8 @@ class Scenarios:
             snapshot={entity: figures.to_json() for entity, figures in sorted(kept.items())},
             created_by=principal.subject,
             created_at=self._clock(),
+            budget_id="",
+            budget_linked_at=None,
         )
         async with self._db.tenant_session(principal.tenant) as session:
             created = await store.add_scenario(session, row)
@@ -135,8 +143,12 @@ class Scenarios:
             raise _not_found(scenario)
         return row
 
-    async def get(self, principal: Principal, scenario: str) -> SavedScenario:
+    async def get(
+        self, principal: Principal, scenario: str, *, opened: bool = True, authorization: str = ""
+    ) -> SavedScenario:
         """A saved scenario with its results, as when it was saved.
+
+        `opened` counts it as a what-if use (a share link opened, say).
 
         Raises:
             NotFound: No scenario has that id.
@@ -145,12 +157,13 @@ class Scenarios:
         overrides = tuple(Override.from_json(data) for data in row.overrides)
         kept = {name: Inputs.from_json(data) for name, data in row.snapshot.items()}
         results = _evaluate(kept, overrides)
-        current = await self._reliability.inputs(principal)
+        current = await self._reliability.inputs(principal, authorization)
         changed = any(
             name not in current or current[name].to_json() != data
             for name, data in row.snapshot.items()
         )
-        WHAT_IF.labels("open").inc()
+        if opened:
+            WHAT_IF.labels("open").inc()
         return SavedScenario(row, overrides, tuple(results), changed)
 
     async def page(self, principal: Principal, page: Page) -> list[ScenarioRow]:

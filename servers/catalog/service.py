@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from intelgraph.catalog.v1 import catalog_service_pb2 as pb
@@ -10,13 +13,18 @@ from intelgraph.catalog.v1 import catalog_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
 
 from core.errors import InvalidArgument
+from core.interfaces import CostBudgets
 from core.pagination import NAME, TIME_AND_KEY, Page
 from core.times import from_timestamp
 from interceptors import current_principal
+from interceptors.base import invocation_metadata
 from servers.catalog import messages
 from servers.catalog.availability import Reliability
 from servers.catalog.budgets import budget_report
-from servers.catalog.entities import Entities
+from servers.catalog.costs import Costs
+from servers.catalog.descriptor_files import read_catalog, write_catalog
+from servers.catalog.entities import Entities, spec_of
+from servers.catalog.exports import CsvExports
 from servers.catalog.objectives import Objectives, RecordedMinute, thresholds
 from servers.catalog.scenarios import Scenarios
 from servers.catalog.specs import check_window
@@ -32,8 +40,10 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
         super().__init__(runtime)
         self.entities = Entities(runtime)
         self.objectives = Objectives(runtime, self.entities)
-        self.reliability = Reliability(runtime)
+        self.costs = Costs(runtime)
+        self.reliability = Reliability(runtime, self.costs)
         self.scenarios = Scenarios(runtime, self.reliability)
+        self.csv = CsvExports(self.entities, self.objectives, self.scenarios)
 
     def background_jobs(self) -> list[Job]:
         """SLO events older than any window can reach forgotten (one replica at a time)."""
@@ -63,7 +73,8 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
     ) -> pb.GetEntityResponse:
         """One entity by name."""
         row = await self.entities.get(current_principal(), request.name)
-        return pb.GetEntityResponse(entity=messages.entity(row))
+        cost = await self.costs.one(_authorization(context), row.budget_id)
+        return pb.GetEntityResponse(entity=messages.entity(row, cost))
 
     async def ListEntities(
         self,
@@ -200,7 +211,7 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
     ) -> pb.RunWhatIfResponse:
         """A scenario's impacts, unsaved."""
         overrides = [messages.override_of(o) for o in request.scenario.overrides]
-        impacts = await self.scenarios.run(current_principal(), overrides)
+        impacts = await self.scenarios.run(current_principal(), overrides, _authorization(context))
         return pb.RunWhatIfResponse(impacts=[messages.impact(i) for i in impacts])
 
     async def SaveScenario(
@@ -210,10 +221,12 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
     ) -> pb.SaveScenarioResponse:
         """Save a scenario under its content-addressed id."""
         overrides = [messages.override_of(o) for o in request.scenario.overrides]
+        authorization = _authorization(context)
         result, created = await self.scenarios.save(
-            current_principal(), request.scenario.name, overrides
+            current_principal(), request.scenario.name, overrides, authorization
         )
-        scenario, impacts = messages.saved(result)
+        cost = await self.costs.one(authorization, result.row.budget_id)
+        scenario, impacts = messages.saved(result, cost)
         return pb.SaveScenarioResponse(scenario=scenario, impacts=impacts, created=created)
 
     async def GetScenario(
@@ -222,9 +235,12 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
         context: grpc.aio.ServicerContext[pb.GetScenarioRequest, pb.GetScenarioResponse],
     ) -> pb.GetScenarioResponse:
         """A saved scenario and its results, as when it was saved."""
-        scenario, impacts = messages.saved(
-            await self.scenarios.get(current_principal(), request.id)
+        authorization = _authorization(context)
+        result = await self.scenarios.get(
+            current_principal(), request.id, authorization=authorization
         )
+        cost = await self.costs.one(authorization, result.row.budget_id)
+        scenario, impacts = messages.saved(result, cost)
         return pb.GetScenarioResponse(scenario=scenario, impacts=impacts)
 
     async def ListScenarios(
@@ -260,11 +276,88 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
         await self.scenarios.delete(current_principal(), request.id)
         return pb.DeleteScenarioResponse()
 
+    async def ImportCatalog(
+        self,
+        request: pb.ImportCatalogRequest,
+        context: grpc.aio.ServicerContext[pb.ImportCatalogRequest, pb.ImportCatalogResponse],
+    ) -> pb.ImportCatalogResponse:
+        """Create or update entities and SLOs from YAML, all or nothing."""
+        principal = current_principal()
+        file = await asyncio.to_thread(read_catalog, request.yaml)
+        counts = await self.entities.import_file(principal, file, dry_run=request.dry_run)
+        return pb.ImportCatalogResponse(
+            created=counts.created,
+            updated=counts.updated,
+            unchanged=counts.unchanged,
+            slos=counts.slos,
+        )
+
+    async def ExportCatalog(
+        self,
+        request: pb.ExportCatalogRequest,
+        context: grpc.aio.ServicerContext[pb.ExportCatalogRequest, pb.ExportCatalogResponse],
+    ) -> pb.ExportCatalogResponse:
+        """The catalog as the YAML ImportCatalog reads."""
+        rows = await self.entities.all(current_principal())
+        specs = [spec_of(row) for row in rows]
+        return pb.ExportCatalogResponse(yaml=await asyncio.to_thread(write_catalog, specs))
+
+    async def LinkBudget(
+        self,
+        request: pb.LinkBudgetRequest,
+        context: grpc.aio.ServicerContext[pb.LinkBudgetRequest, pb.LinkBudgetResponse],
+    ) -> pb.LinkBudgetResponse:
+        """Link an entity or a saved scenario to a Billing budget (or unlink it)."""
+        principal, authorization = current_principal(), _authorization(context)
+        target = request.WhichOneof("target")
+        if target == "entity":
+            row, cost = await self.costs.link_entity(
+                principal, authorization, request.entity, request.budget_id
+            )
+            return pb.LinkBudgetResponse(entity=messages.entity(row, cost))
+        if target == "scenario_id":
+            scenario, cost = await self.costs.link_scenario(
+                principal, authorization, request.scenario_id, request.budget_id
+            )
+            return pb.LinkBudgetResponse(scenario=messages.scenario(scenario, cost=cost))
+        raise InvalidArgument("name the entity or the scenario_id to link", field="target")
+
+    async def ExportCsv(
+        self,
+        request: pb.ExportCsvRequest,
+        context: grpc.aio.ServicerContext[pb.ExportCsvRequest, pb.ExportCsvResponse],
+    ) -> AsyncIterator[pb.ExportCsvResponse]:
+        """Entities, SLOs or a saved scenario's results as CSV, in chunks."""
+        principal = current_principal()
+        if request.kind == pb.CSV_EXPORT_KIND_SCENARIO:
+            if not request.scenario_id:
+                raise InvalidArgument(
+                    "scenario_id names the saved scenario to export", field="scenario_id"
+                )
+            chunks = await self.csv.scenario(principal, request.scenario_id)
+        elif request.kind == pb.CSV_EXPORT_KIND_SLOS:
+            chunks = await self.csv.slos(principal)
+        elif request.kind == pb.CSV_EXPORT_KIND_ENTITIES:
+            chunks = await self.csv.entities(principal)
+        else:
+            raise InvalidArgument("kind says what to export", field="kind")
+        async for data in chunks:
+            yield pb.ExportCsvResponse(data=data)
+
+
+def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The call's authorization metadata, to read other services as the caller."""
+    for key, value in invocation_metadata(context):
+        if key == "authorization" and isinstance(value, str):
+            return value
+    return ""
+
 
 SERVICE = ServiceDefinition(
     name="catalog",
     descriptor=pb.DESCRIPTOR.services_by_name["CatalogService"],
     servicer_class=CatalogService,
     add_to_server=catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server,
-    capability="the Catalog's CSV and YAML exports, import and budget links (issue 16)",
+    capability="the service catalog",
+    needs=(CostBudgets,),
 )

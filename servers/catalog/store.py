@@ -80,9 +80,8 @@ class EntityRow(TenantScoped, Base):
     requests_per_second: Mapped[float] = mapped_column(Float, default=0.0)
     #: Name, title and description in lower case: what a search matches.
     search_text: Mapped[str] = mapped_column(Text)
-    budget_id: Mapped[str] = mapped_column(String(256), default="")
-    budget_minor_units: Mapped[int | None] = mapped_column(BigInteger)
-    budget_currency: Mapped[str] = mapped_column(String(3), default="")
+    #: The linked Billing budget ("" when none); its figures are read from Billing.
+    budget_id: Mapped[str] = mapped_column(String(63), default="")
     budget_linked_at: Mapped[datetime | None]
     etag: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
@@ -150,6 +149,9 @@ class ScenarioRow(TenantScoped, Base):
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_by: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+    #: The Billing budget of the change it describes ("" when none).
+    budget_id: Mapped[str] = mapped_column(String(63), default="")
+    budget_linked_at: Mapped[datetime | None]
 
 
 _DAY_MINUTES = 1440
@@ -285,32 +287,6 @@ async def delete_entity(session: AsyncSession, entity_id: uuid.UUID) -> None:
     ):
         await session.execute(delete(model).where(column == entity_id))
     await session.execute(delete(EntityRow).where(EntityRow.id == entity_id))
-
-
-async def link_budget(
-    session: AsyncSession,
-    entity_id: uuid.UUID,
-    *,
-    budget_id: str,
-    minor_units: int | None,
-    currency: str,
-    now: datetime,
-    etag: str,
-) -> None:
-    """Record the entity's budget link (a new etag with it)."""
-    await session.execute(
-        update(EntityRow)
-        .where(EntityRow.id == entity_id)
-        .values(
-            budget_id=budget_id,
-            budget_minor_units=minor_units,
-            budget_currency=currency,
-            budget_linked_at=now,
-            etag=etag,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
 
 
 # SLO events

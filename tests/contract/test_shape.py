@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.interfaces import CacheInvalidation, ReadCache, UsageMeter
+from core.interfaces import CacheInvalidation, CostBudgets, ReadCache, UsageMeter
+from servers.budget_links import BudgetsThroughBilling
 from servers.registry import all_services
 from servers.runtime import ServiceDefinition
 
@@ -121,7 +122,14 @@ def test_domain_modules_are_pure(module: str) -> None:
 
 
 #: What a use of each interface looks like in a service's code.
-INTERFACE_USES = {"metering": UsageMeter, "read_cache": ReadCache, "changed": CacheInvalidation}
+INTERFACE_USES = {
+    "metering": UsageMeter,
+    "read_cache": ReadCache,
+    "changed": CacheInvalidation,
+    "cost_budgets": CostBudgets,
+}
+#: What the composition root provides itself, and with what.
+ROOT_PROVIDES = {CostBudgets: BudgetsThroughBilling}
 
 
 @pytest.mark.parametrize("definition", all_services(), ids=lambda d: d.name)
@@ -175,7 +183,10 @@ def test_a_service_implements_the_interfaces_it_provides(definition: ServiceDefi
 
 
 def test_every_needed_interface_has_a_provider() -> None:
+    for interface, provider in ROOT_PROVIDES.items():
+        assert issubclass(provider, interface)
     provided = {interface for definition in all_services() for interface in definition.provides}
+    provided |= set(ROOT_PROVIDES)
     needed = {
         (definition.name, interface)
         for definition in all_services()

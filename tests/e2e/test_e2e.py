@@ -151,18 +151,17 @@ def test_graphql_through_a_real_client_in_production_mode(tmp_path: Path) -> Non
         assert served.stop() == 0
 
 
-def test_an_unbuilt_rpc_answers_unimplemented_with_its_reason(
-    conductor: Served, tmp_path: Path
-) -> None:
+def test_a_refusal_carries_its_machine_readable_reason(conductor: Served, tmp_path: Path) -> None:
     token = mint(tmp_path, "catalog.read")
     called = grpcurl(
         "-H", f"authorization: Bearer {token}",
-        "-d", "{}", conductor.grpc, "intelgraph.catalog.v1.CatalogService/ExportCatalog",
+        "-d", '{"name": "no-such-service"}', conductor.grpc,
+        "intelgraph.catalog.v1.CatalogService/GetEntity",
     )  # fmt: skip
     assert called.returncode != 0
-    assert "Code: Unimplemented" in called.stderr
-    assert "not built yet" in called.stderr
-    assert '"reason":"ERROR_REASON_NOT_IMPLEMENTED"' in called.stderr
+    assert "Code: NotFound" in called.stderr
+    assert "no entity is called" in called.stderr
+    assert '"reason":"ERROR_REASON_NOT_FOUND"' in called.stderr
     assert '"domain":"intelgraph"' in called.stderr
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import math
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 import pytest_asyncio
 import yaml
@@ -24,9 +28,14 @@ from intelgraph.sdk import (
 )
 from intelgraph.sdk import catalog as pb
 from intelgraph.sdk.pagination import PageRequest
-from intelgraph.sdk.services import AsyncCatalogClient
+from intelgraph.sdk.services import AsyncBillingClient, AsyncCatalogClient
+from intelgraph.sdk.billing import Budget, SetBudgetRequest
+from intelgraph.sdk.money import Money
 
 from servers.app import Platform
+from servers.catalog import exports
+from servers.facade import DEFAULT_OPERATIONS_DIR
+from servers.facade.operations import operation_id
 from tests.support.clients import SdkClients
 from tests.support.serving import Minter, serving
 
@@ -40,7 +49,9 @@ async def platform(
     module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
     async with serving(
-        tmp_path_factory.mktemp("catalog"), database_url=module_database_url, services="catalog"
+        tmp_path_factory.mktemp("catalog"),
+        database_url=module_database_url,
+        services="catalog,billing",
     ) as running:
         yield running
 
@@ -55,12 +66,18 @@ async def clients(platform: Platform) -> AsyncIterator[SdkClients]:
 class Tenant:
     id: uuid.UUID
     catalog: AsyncCatalogClient
+    billing: AsyncBillingClient
 
 
-def tenant_of(platform: Platform, clients: SdkClients, scopes: list[str] = WRITER) -> Tenant:
-    tenant = uuid.uuid4()
-    token = Minter(platform.settings)(scopes, tenant=tenant)
-    return Tenant(tenant, clients.bearing(token).catalog)
+def tenant_of(
+    platform: Platform,
+    clients: SdkClients,
+    scopes: list[str] = WRITER,
+    tenant: uuid.UUID | None = None,
+) -> Tenant:
+    tenant = tenant or uuid.uuid4()
+    client = clients.bearing(Minter(platform.settings)(scopes, tenant=tenant))
+    return Tenant(tenant, client.catalog, client.billing)
 
 
 @pytest.fixture
@@ -502,3 +519,434 @@ async def test_a_short_window_keeps_the_alerts_it_can_observe(tenant: Tenant) ->
         objective=0.999, window=pb.TimeWindow(calendar=pb.CALENDAR_PERIOD_MONTH)
     )
     assert monthly.budget.window_seconds == 31 * 86400
+
+
+# CSV
+
+
+async def read_csv(tenant: Tenant, kind: int, scenario_id: str = "") -> list[list[str]]:
+    data = b"".join(
+        [
+            chunk.data
+            async for chunk in tenant.catalog.export_csv(kind=kind, scenario_id=scenario_id)
+        ]
+    )
+    assert not data.startswith(b"\xef\xbb\xbf")  # no byte-order mark
+    assert data.endswith(b"\r\n")
+    return list(csv.reader(io.StringIO(data.decode(), newline="")))
+
+
+HOSTILE = {
+    "title": '=HYPERLINK("http://evil.example","click")',
+    "owner": '+team, "quoted"',
+    "description": '-2+3\r\nline two, with commas\n"and quotes" and naïve ünïcode ✓',
+}
+
+
+async def test_entities_csv_round_trips_and_neutralises_formulas(tenant: Tenant) -> None:
+    await create(
+        tenant,
+        component("db", kind=pb.ENTITY_KIND_RESOURCE, expected_availability=0.995),
+        component("cache-a"),
+        component("cache-b"),
+        component(
+            "api",
+            tags=["tier-1"],
+            dependencies=[
+                pb.Dependency(targets=["db"]),
+                pb.Dependency(targets=["cache-a", "cache-b"], required=1, group="caches"),
+            ],
+            requests_per_second=12.5,
+            **HOSTILE,
+        ),
+    )
+    rows = await read_csv(tenant, pb.CSV_EXPORT_KIND_ENTITIES)
+    header, body = rows[0], rows[1:]
+    assert header == list(exports.ENTITY_COLUMNS)
+    assert [row[0] for row in body] == ["api", "cache-a", "cache-b", "db"]
+    api = dict(zip(header, body[0], strict=True))
+    assert api["title"] == "'" + HOSTILE["title"]
+    assert api["owner"] == "'" + HOSTILE["owner"]
+    assert api["description"] == "'" + HOSTILE["description"]
+    assert api["dependencies"] == "db; cache-a|cache-b (1 of 2, caches)"
+    assert float(api["requests_per_second"]) == 12.5
+    assert api["tags"] == "tier-1"
+    db = dict(zip(header, body[3], strict=True))
+    assert float(db["expected_availability"]) == 0.995
+    assert db["kind"] == "resource"
+    entity = (await tenant.catalog.get_entity(name="api")).entity
+    assert api["etag"] == entity.etag
+
+
+async def test_slo_and_scenario_csv(tenant: Tenant) -> None:
+    await build_shop(tenant)
+    now = datetime.now(UTC)
+    await tenant.catalog.record_slo_events(
+        entity="api",
+        slo="availability",
+        minutes=[pb.MinuteEvents(minute=minute_stamp(now), good_events=900, total_events=1000)],
+    )
+    rows = await read_csv(tenant, pb.CSV_EXPORT_KIND_SLOS)
+    assert rows[0] == list(exports.SLO_COLUMNS)
+    by_entity = {row[0]: dict(zip(rows[0], row, strict=True)) for row in rows[1:]}
+    assert set(by_entity) == {"api", "web"}
+    api = by_entity["api"]
+    status = (await tenant.catalog.get_slo_status(entity="api")).status
+    assert float(api["consumed"]) == status.budget.consumed
+    assert float(api["remaining"]) == status.budget.remaining < 0  # a number, not neutralised
+    assert float(api["time_budget_minutes"]) == pytest.approx(0.01 * 30 * 1440)
+    # 10% errors on a 1% budget burn at 10: above 6 (6 h page) and 1 (3 d ticket), below 14.4.
+    assert api["firing_alerts"] == "page:21600s/1800s;ticket:259200s/21600s"
+    saved = await tenant.catalog.save_scenario(
+        scenario=pb.Scenario(overrides=[pb.EntityOverride(entity="db", availability=0.9999)])
+    )
+    rows = await read_csv(tenant, pb.CSV_EXPORT_KIND_SCENARIO, saved.scenario.id)
+    assert rows[0] == list(exports.SCENARIO_COLUMNS)
+    results = {row[1]: dict(zip(rows[0], row, strict=True)) for row in rows[1:]}
+    assert set(results) == {impact.entity for impact in saved.impacts}
+    for impact in saved.impacts:
+        row = results[impact.entity]
+        assert float(row["availability_before"]) == impact.before.availability
+        assert float(row["availability_after"]) == impact.after.availability
+    with pytest.raises(NotFoundError):
+        await read_csv(tenant, pb.CSV_EXPORT_KIND_SCENARIO, "0" * 64)
+    with pytest.raises(InvalidArgumentError):
+        await read_csv(tenant, pb.CSV_EXPORT_KIND_SCENARIO)
+    with pytest.raises(InvalidArgumentError):
+        await read_csv(tenant, pb.CSV_EXPORT_KIND_UNSPECIFIED)
+
+
+# YAML descriptor files
+
+CATALOG_YAML = """\
+apiVersion: backstage.io/v1alpha1
+kind: System
+metadata:
+  name: shop
+spec:
+  owner: team-shop
+---
+apiVersion: backstage.io/v1alpha1
+kind: Resource
+metadata:
+  name: db
+  annotations:
+    conductor.intelgraph.io/expected-availability: "0.995"
+spec:
+  type: database
+  owner: team-data
+  system: shop
+---
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata:
+  name: api
+  title: Shop API
+  description: "Carts, orders — and naïve ünïcode"
+  tags: [tier-1, python]
+  links:
+    - url: https://runbooks.example/api
+      title: Runbook
+  annotations:
+    conductor.intelgraph.io/requests-per-second: "25"
+spec:
+  type: service
+  owner: team-shop
+  lifecycle: production
+  system: shop
+  dependsOn: [resource:db]
+  dependencyGroups:
+    - name: regions
+      required: 2
+      targets: [api-eu, component:default/api-us, api-ap]
+---
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata: {name: api-eu, annotations: {conductor.intelgraph.io/expected-availability: "0.99"}}
+spec: {type: service, owner: team-shop, lifecycle: production}
+---
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata: {name: api-us}
+spec: {type: service, owner: team-shop, lifecycle: experimental}
+---
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata: {name: api-ap}
+spec: {type: service, owner: team-shop, lifecycle: deprecated}
+---
+apiVersion: openslo/v1
+kind: SLO
+metadata:
+  name: availability
+spec:
+  service: api
+  description: Requests answered without a server error
+  indicator:
+    metadata: {name: api-errors, displayName: Error ratio}
+    spec:
+      ratioMetric:
+        counter: true
+        bad:
+          metricSource:
+            type: Prometheus
+            spec: {query: 'sum(rate(http_requests_total{job="api",code=~"5.."}[{{window}}]))'}
+        total:
+          metricSource:
+            type: Prometheus
+            spec: {query: 'sum(rate(http_requests_total{job="api"}[{{window}}]))'}
+  timeWindow:
+    - duration: 4w
+      isRolling: true
+  budgetingMethod: Occurrences
+  objectives:
+    - target: 0.999
+---
+apiVersion: openslo/v1
+kind: SLO
+metadata: {name: latency}
+spec:
+  service: api
+  timeWindow: [{duration: 1M, isRolling: false}]
+  budgetingMethod: Timeslices
+  objectives: [{target: 0.99, timeSliceTarget: 0.95, timeSliceWindow: 5m}]
+"""
+
+
+def comparable(entity: pb.Entity) -> pb.Entity:
+    copy = pb.Entity()
+    copy.CopyFrom(entity)
+    for field in ("id", "etag", "created_at", "updated_at"):
+        copy.ClearField(field)  # type: ignore[arg-type]
+    return copy
+
+
+async def test_yaml_imports_and_round_trips_across_tenants(
+    platform: Platform, clients: SdkClients, tenant: Tenant
+) -> None:
+    dry = await tenant.catalog.import_catalog(yaml=CATALOG_YAML.encode(), dry_run=True)
+    assert (dry.created, dry.updated, dry.slos) == (6, 0, 2)
+    assert not (await tenant.catalog.list_entities()).entities  # a dry run changes nothing
+    done = await tenant.catalog.import_catalog(yaml=CATALOG_YAML.encode())
+    assert (done.created, done.updated, done.unchanged) == (6, 0, 0)
+    api = (await tenant.catalog.get_entity(name="api")).entity
+    assert api.system == "shop"
+    assert api.requests_per_second == 25.0
+    assert [list(d.targets) for d in api.dependencies] == [["db"], ["api-eu", "api-us", "api-ap"]]
+    assert api.dependencies[1].required == 2
+    assert api.dependencies[1].group == "regions"
+    assert [slo.name for slo in api.slos] == ["availability", "latency"]
+    assert api.slos[0].window.rolling_days == 28
+    assert api.slos[1].window.calendar == pb.CALENDAR_PERIOD_MONTH
+    assert api.slos[1].budgeting_method == pb.BUDGETING_METHOD_TIMESLICES
+    assert api.slos[1].timeslice_minutes == 5
+    again = await tenant.catalog.import_catalog(yaml=CATALOG_YAML.encode())
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 6)
+    assert (await tenant.catalog.get_entity(name="api")).entity.etag == api.etag
+    exported = (await tenant.catalog.export_catalog()).yaml
+    other = tenant_of(platform, clients)
+    await other.catalog.import_catalog(yaml=exported)
+    mine = [comparable(e) for e in (await tenant.catalog.list_entities()).entities]
+    theirs = [comparable(e) for e in (await other.catalog.list_entities()).entities]
+    assert mine == theirs
+    assert (await other.catalog.export_catalog()).yaml == exported
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "document"),
+    [
+        ("a: &a [1]\nb: *a\n", "yaml", "0"),
+        ("apiVersion: v1\nkind: Pod\n", "kind", "1"),
+        ("- just\n- a list\n", "document", "1"),
+        (
+            "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: Bad}\n",
+            "name",
+            "1",
+        ),
+        (
+            "apiVersion: openslo/v1\nkind: SLO\nmetadata: {name: a}\nspec: {service: ghost, "
+            "objectives: [{target: 0.9}]}\n",
+            "spec.service",
+            "1",
+        ),
+        (
+            "apiVersion: openslo/v1\nkind: SLO\nmetadata: {name: a}\nspec: {service: x, "
+            "objectives: [{target: 2}]}\n",
+            "spec.objectives[0].target",
+            "1",
+        ),
+    ],
+)
+async def test_bad_yaml_is_refused_naming_document_and_field(
+    tenant: Tenant, text: str, field: str, document: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tenant.catalog.import_catalog(yaml=text.encode())
+    assert refused.value.reason == ErrorReason.ERROR_REASON_DOCUMENT_INVALID
+    assert refused.value.metadata["field"] == field
+    assert refused.value.metadata.get("document", "0") == document
+
+
+async def test_an_import_is_all_or_nothing(tenant: Tenant) -> None:
+    await create(tenant, component("c"), component("b", "c"))
+    cyclic = (
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: new}\n"
+        "spec: {owner: x}\n---\n"
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: c}\n"
+        "spec: {owner: x, dependsOn: [b]}\n"
+    )
+    with pytest.raises(FailedPreconditionError) as refused:
+        await tenant.catalog.import_catalog(yaml=cyclic.encode())
+    assert refused.value.reason == ErrorReason.ERROR_REASON_DEPENDENCY_CYCLE
+    unknown = cyclic.replace("dependsOn: [b]", "dependsOn: [ghost]")
+    with pytest.raises(FailedPreconditionError) as refused:
+        await tenant.catalog.import_catalog(yaml=unknown.encode())
+    assert refused.value.reason == ErrorReason.ERROR_REASON_UNKNOWN_ENTITY
+    assert refused.value.metadata["document"] == "2"
+    names = [e.name for e in (await tenant.catalog.list_entities()).entities]
+    assert names == ["b", "c"]  # "new" was not kept
+    kind_changed = "apiVersion: backstage.io/v1alpha1\nkind: Resource\nmetadata: {name: c}\n"
+    with pytest.raises(InvalidArgumentError):
+        await tenant.catalog.import_catalog(yaml=kind_changed.encode())
+
+
+# Budget links
+
+
+async def test_budget_links_show_billing_figures_to_who_may_read_them(
+    platform: Platform, clients: SdkClients
+) -> None:
+    scopes = [*WRITER, "billing.read", "billing.write", "billing.usage.write"]
+    finance = tenant_of(platform, clients, scopes)
+    await build_shop(finance)
+    await finance.billing.set_budget(
+        SetBudgetRequest(
+            budget=Budget(
+                id="shop-api",
+                name="Shop API hosting",
+                monthly_amount=Money(minor_units=120_000, currency_code="USD"),
+                meters=["api.call"],
+            )
+        )
+    )
+    await finance.billing.record_usage(event_id=str(uuid.uuid4()), meter="api.call", quantity=1000)
+    linked = await finance.catalog.link_budget(entity="api", budget_id="shop-api")
+    budget = linked.entity.budget
+    assert budget.budget_id == "shop-api"
+    assert budget.name == "Shop API hosting"
+    assert budget.monthly_amount.minor_units == 120_000
+    assert budget.spent.minor_units > 0
+    read = (await finance.catalog.get_entity(name="api")).entity
+    assert read.budget == budget
+    assert read.etag == linked.entity.etag
+    ran = await finance.catalog.run_what_if(
+        scenario=pb.Scenario(overrides=[pb.EntityOverride(entity="db", availability=0.9999)])
+    )
+    api = next(impact for impact in ran.impacts if impact.entity == "api")
+    assert api.before.monthly_cost.minor_units == 120_000
+    assert api.after.monthly_cost.currency_code == "USD"
+    # A catalog user without billing.read sees the link, not the figures, and cannot link.
+    reader = tenant_of(platform, clients, WRITER, tenant=finance.id)
+    shown = (await reader.catalog.get_entity(name="api")).entity.budget
+    assert shown.budget_id == "shop-api"
+    assert not shown.HasField("monthly_amount")
+    with pytest.raises(PermissionDeniedError):
+        await reader.catalog.link_budget(entity="web", budget_id="shop-api")
+    with pytest.raises(NotFoundError):
+        await finance.catalog.link_budget(entity="web", budget_id="no-such-budget")
+    with pytest.raises(NotFoundError):
+        await finance.catalog.link_budget(entity="ghost", budget_id="shop-api")
+    saved = await finance.catalog.save_scenario(
+        scenario=pb.Scenario(overrides=[pb.EntityOverride(entity="db", availability=0.9999)])
+    )
+    await finance.billing.set_budget(
+        SetBudgetRequest(
+            budget=Budget(
+                id="db-ha",
+                monthly_amount=Money(minor_units=50_000, currency_code="USD"),
+            )
+        )
+    )
+    scenario = (
+        await finance.catalog.link_budget(scenario_id=saved.scenario.id, budget_id="db-ha")
+    ).scenario
+    assert scenario.budget.monthly_amount.minor_units == 50_000
+    opened = await finance.catalog.get_scenario(id=saved.scenario.id)
+    assert opened.scenario.budget.budget_id == "db-ha"
+    unlinked = await finance.catalog.link_budget(entity="api", budget_id="")
+    assert not unlinked.entity.HasField("budget")
+    other = tenant_of(platform, clients, scopes)
+    await build_shop(other)
+    with pytest.raises(NotFoundError):  # budgets are per tenant too
+        await other.catalog.link_budget(entity="api", budget_id="shop-api")
+
+
+async def test_budgets_are_checked(tenant: Tenant, platform: Platform, clients: SdkClients) -> None:
+    finance = tenant_of(platform, clients, ["billing.read", "billing.write"])
+    for budget, field in [
+        (
+            Budget(id="Bad Id", monthly_amount=Money(minor_units=1, currency_code="USD")),
+            "budget.id",
+        ),
+        (
+            Budget(id="b", monthly_amount=Money(minor_units=1, currency_code="EUR")),
+            "budget.monthly_amount.currency_code",
+        ),
+        (
+            Budget(id="b", monthly_amount=Money(minor_units=-1, currency_code="USD")),
+            "budget.monthly_amount.minor_units",
+        ),
+        (
+            Budget(id="b", monthly_amount=Money(minor_units=1, currency_code="USD"), meters=["x"]),
+            "budget.meters[0]",
+        ),
+    ]:
+        with pytest.raises(InvalidArgumentError) as refused:
+            await finance.billing.set_budget(SetBudgetRequest(budget=budget))
+        assert refused.value.metadata["field"] == field
+    listed = await finance.billing.list_budgets()
+    assert not listed.budgets
+
+
+# GraphQL
+
+
+def persisted(name: str) -> str:
+    return operation_id((DEFAULT_OPERATIONS_DIR / f"{name}.graphql").read_text())
+
+
+async def test_the_catalog_through_graphql_persisted_operations(
+    platform: Platform, clients: SdkClients
+) -> None:
+    tenant = uuid.uuid4()
+    token = Minter(platform.settings)(WRITER, tenant=tenant)
+    await build_shop(tenant_of(platform, clients, tenant=tenant))
+
+    async def graphql(name: str, variables: dict[str, object]) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}") as http:
+            response = await http.post(
+                "/graphql",
+                json={"id": persisted(name), "variables": variables},
+                headers={"authorization": f"Bearer {token}"},
+            )
+        body: dict[str, Any] = response.json()
+        assert "errors" not in body, body
+        data: dict[str, Any] = body["data"]
+        return data
+
+    listed = await graphql("CatalogEntities", {"search": "", "pageSize": 2})
+    page = listed["entities"]
+    assert [e["name"] for e in page["entities"]] == ["api", "cache-a"]
+    assert page["page"]["nextPageToken"]
+    status = await graphql("SloStatus", {"entity": "api"})
+    assert status["sloStatus"]["status"]["budget"]["timeBudgetSeconds"] == pytest.approx(25920)
+    overrides = [{"entity": "db", "availability": 0.9999}]
+    ran = await graphql("WhatIf", {"overrides": overrides})
+    impacts = {i["entity"]: i for i in ran["runWhatIf"]["impacts"]}
+    assert impacts["web"]["after"]["availability"] > impacts["web"]["before"]["availability"]
+    saved = await graphql("SaveScenario", {"name": "db ha", "overrides": overrides})
+    share = saved["saveScenario"]["scenario"]["id"]
+    opened = await graphql("Scenario", {"id": share})
+    reopened = {i["entity"]: i for i in opened["scenario"]["impacts"]}
+    assert reopened["web"]["after"]["availability"] == impacts["web"]["after"]["availability"]
+    assert opened["scenario"]["scenario"]["name"] == "db ha"

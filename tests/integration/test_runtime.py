@@ -14,7 +14,15 @@ import pytest
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from intelgraph.catalog.v1 import catalog_service_pb2 as catalog
-from intelgraph.sdk import INSECURE, AsyncClient, ConductorError, ErrorReason, bearer_token
+from intelgraph.catalog.v1 import catalog_service_pb2_grpc
+from intelgraph.sdk import (
+    INSECURE,
+    AsyncClient,
+    ConductorError,
+    ErrorReason,
+    UnimplementedError,
+    bearer_token,
+)
 from sqlalchemy import text
 
 from servers import app as app_module
@@ -23,6 +31,7 @@ from servers.catalog.service import SERVICE as CATALOG
 from servers.catalog.service import CatalogService
 from servers.config import Settings
 from servers.registry import all_services
+from servers.runtime import PlatformServicer
 from tests.support.serving import Minter
 from tests.support.wire import complete_request, rpc_path
 
@@ -63,6 +72,35 @@ class SlowCatalog(CatalogService):
         SlowCatalog.started.set()
         await asyncio.sleep(0.5)
         return catalog.GetEntityResponse(entity=catalog.Entity(name=request.name))
+
+
+class UnbuiltCatalog(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceServicer):
+    """A catalog that builds none of its RPCs (every service builds all of its own now)."""
+
+
+async def test_an_unbuilt_rpc_says_what_will_build_it(
+    settings: Settings, minter: Minter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = dataclasses.replace(
+        CATALOG, servicer_class=UnbuiltCatalog, capability="a later issue's catalog"
+    )
+    monkeypatch.setattr(app_module, "services_named", lambda _names: (bare,))
+    platform = Platform(settings)
+    await platform.start()
+    try:
+        token = bearer_token(minter(["catalog.read"]))
+        async with AsyncClient(platform.grpc_target, INSECURE, token=token) as client:
+            with pytest.raises(UnimplementedError) as refused:
+                await client.catalog.get_entity(name="api")
+    finally:
+        await platform.stop(grace=0)
+    error = refused.value
+    assert error.reason == ErrorReason.ERROR_REASON_NOT_IMPLEMENTED
+    assert error.metadata["method"] == "/intelgraph.catalog.v1.CatalogService/GetEntity"
+    assert error.metadata["capability"] == "a later issue's catalog"
+    assert "not built yet" in error.details
+    assert bare.unbuilt_rpcs() == [m.name for m in CATALOG.descriptor.methods]
+    assert CATALOG.unbuilt_rpcs() == []
 
 
 async def test_draining_finishes_in_flight_calls_and_refuses_new_ones(

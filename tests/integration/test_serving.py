@@ -16,7 +16,7 @@ import pytest_asyncio
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from intelgraph.common.v1 import authorization_pb2
-from intelgraph.sdk import ErrorReason, UnauthenticatedError, UnimplementedError, from_grpc_error
+from intelgraph.sdk import ErrorReason, UnauthenticatedError, from_grpc_error
 
 from servers.app import Platform
 from servers.config import load_settings
@@ -53,13 +53,6 @@ async def channel(platform: Platform) -> AsyncIterator[grpc.aio.Channel]:
 ALL_METHODS = [
     (service.name, method) for service in all_services() for method in service.descriptor.methods
 ]
-UNBUILT_METHODS = [
-    (service.name, service.descriptor.methods_by_name[name])
-    for service in all_services()
-    for name in service.unbuilt_rpcs()
-]
-
-
 def _is_public(method: MethodDescriptor) -> bool:
     rule = method.GetOptions().Extensions[authorization_pb2.authorization]
     return rule.WhichOneof("rule") == "public"
@@ -81,25 +74,6 @@ async def test_no_rpc_is_reachable_without_a_token_unless_public(
     assert error.reason == ErrorReason.ERROR_REASON_TOKEN_MISSING
 
 
-@pytest.mark.parametrize(
-    ("service_name", "method"), UNBUILT_METHODS, ids=[f"{s}.{m.name}" for s, m in UNBUILT_METHODS]
-)
-async def test_every_unbuilt_rpc_says_what_will_build_it(
-    channel: grpc.aio.Channel,
-    token: tuple[tuple[str, str]],
-    service_name: str,
-    method: MethodDescriptor,
-) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await invoke(channel, method, token)
-    error = from_grpc_error(raised.value)
-    assert isinstance(error, UnimplementedError)
-    assert error.reason == ErrorReason.ERROR_REASON_NOT_IMPLEMENTED
-    assert error.metadata["method"] == f"/{method.containing_service.full_name}/{method.name}"
-    assert error.metadata["capability"] in error.details
-    assert "not built yet" in error.details
-
-
 async def test_health_reports_serving_overall_and_per_service(
     platform: Platform, channel: grpc.aio.Channel
 ) -> None:
@@ -116,16 +90,11 @@ async def test_health_reports_serving_overall_and_per_service(
 async def test_http_serves_healthz_and_metrics(
     platform: Platform, channel: grpc.aio.Channel, token: tuple[tuple[str, str]]
 ) -> None:
-    # Any unary RPC not built yet: its refusal is counted under UNIMPLEMENTED.
-    service, unbuilt = next(
-        (service, service.descriptor.methods_by_name[name])
-        for service in all_services()
-        for name in service.unbuilt_rpcs()
-        if not service.descriptor.methods_by_name[name].client_streaming
-        and not service.descriptor.methods_by_name[name].server_streaming
-    )
+    # A refused call is counted under its status: a read of an entity that does not exist.
+    service = next(service for service in all_services() if service.name == "catalog")
+    refused = service.descriptor.methods_by_name["GetEntity"]
     with pytest.raises(grpc.aio.AioRpcError):
-        await invoke(channel, unbuilt, token)
+        await invoke(channel, refused, token)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}") as http:
         healthz = await http.get("/healthz")
         metrics = await http.get("/metrics")
@@ -137,7 +106,7 @@ async def test_http_serves_healthz_and_metrics(
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     handled = (
-        f'grpc_server_handled_total{{grpc_code="UNIMPLEMENTED",grpc_method="{unbuilt.name}",'
+        f'grpc_server_handled_total{{grpc_code="NOT_FOUND",grpc_method="{refused.name}",'
         f'grpc_service="{service.full_name}",grpc_type="unary"}}'
     )
     assert handled in metrics.text

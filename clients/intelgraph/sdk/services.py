@@ -666,6 +666,21 @@ class BillingClient:
             request_serializer=billing_billing_service_pb2.GetSpendCapRequest.SerializeToString,
             response_deserializer=billing_billing_service_pb2.GetSpendCapResponse.FromString,
         )
+        self._set_budget = channel.unary_unary(
+            "/intelgraph.billing.v1.BillingService/SetBudget",
+            request_serializer=billing_billing_service_pb2.SetBudgetRequest.SerializeToString,
+            response_deserializer=billing_billing_service_pb2.SetBudgetResponse.FromString,
+        )
+        self._get_budget = channel.unary_unary(
+            "/intelgraph.billing.v1.BillingService/GetBudget",
+            request_serializer=billing_billing_service_pb2.GetBudgetRequest.SerializeToString,
+            response_deserializer=billing_billing_service_pb2.GetBudgetResponse.FromString,
+        )
+        self._list_budgets = channel.unary_unary(
+            "/intelgraph.billing.v1.BillingService/ListBudgets",
+            request_serializer=billing_billing_service_pb2.ListBudgetsRequest.SerializeToString,
+            response_deserializer=billing_billing_service_pb2.ListBudgetsResponse.FromString,
+        )
         self._list_billing_alerts = channel.unary_unary(
             "/intelgraph.billing.v1.BillingService/ListBillingAlerts",
             request_serializer=billing_billing_service_pb2.ListBillingAlertsRequest.SerializeToString,
@@ -1184,6 +1199,73 @@ class BillingClient:
         """
         message = build(billing_billing_service_pb2.GetSpendCapRequest, request, {})
         return self._get_spend_cap(message, timeout=10.0 if timeout is None else timeout)
+
+    def set_budget(
+        self,
+        request: billing_billing_service_pb2.SetBudgetRequest | None = None,
+        /,
+        *,
+        budget: billing_billing_service_pb2.Budget | None = None,
+        timeout: float | None = None,
+    ) -> billing_billing_service_pb2.SetBudgetResponse:
+        """Calls SetBudget.
+
+        Creates or replaces a cost budget: a monthly amount for the rated usage of some meters
+        (or all). Other services link to it by its id.
+
+        Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(billing_billing_service_pb2.SetBudgetRequest, request, {"budget": budget})
+        return self._set_budget(message, timeout=30.0 if timeout is None else timeout)
+
+    def get_budget(
+        self,
+        request: billing_billing_service_pb2.GetBudgetRequest | None = None,
+        /,
+        *,
+        id: str | None = None,
+        timeout: float | None = None,
+    ) -> billing_billing_service_pb2.GetBudgetResponse:
+        """Reads a cost budget with what the current period has spent on its meters.
+
+        Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(billing_billing_service_pb2.GetBudgetRequest, request, {"id": id})
+        return self._get_budget(message, timeout=10.0 if timeout is None else timeout)
+
+    def list_budgets(
+        self,
+        request: billing_billing_service_pb2.ListBudgetsRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        timeout: float | None = None,
+    ) -> billing_billing_service_pb2.ListBudgetsResponse:
+        """Lists the tenant's cost budgets by id, each with what is spent.
+
+        Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(billing_billing_service_pb2.ListBudgetsRequest, request, {"page": page})
+        return self._list_budgets(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_budgets(
+        self,
+        request: billing_billing_service_pb2.ListBudgetsRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[billing_billing_service_pb2.Budget]:
+        """Every item of ListBudgets, page after page; each page is one call.
+
+        Permission: `billing.read` (ABAC).
+        """
+        message = build(billing_billing_service_pb2.ListBudgetsRequest, request, {})
+        for page in pages(self.list_budgets, message, page_size, timeout):
+            yield from page.budgets
 
     def list_billing_alerts(
         self,
@@ -1828,19 +1910,23 @@ class CatalogClient:
         /,
         *,
         entity: str | None = None,
+        scenario_id: str | None = None,
         budget_id: str | None = None,
-        monthly_amount: common_money_pb2.Money | None = None,
         timeout: float | None = None,
     ) -> catalog_catalog_service_pb2.LinkBudgetResponse:
-        """Links an entity to a cost budget.
+        """Calls LinkBudget.
+
+        Links an entity or a saved scenario to a Billing cost budget (or, with no budget,
+        unlinks it). The budget is read through Billing's contract with the caller's token, so
+        linking also needs billing.read.
 
         Permission: `catalog.write` (ABAC).
-        Deadline: 30 s unless `timeout` says otherwise; never retried.
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.LinkBudgetRequest,
             request,
-            {"entity": entity, "budget_id": budget_id, "monthly_amount": monthly_amount},
+            {"entity": entity, "scenario_id": scenario_id, "budget_id": budget_id},
         )
         return self._link_budget(message, timeout=30.0 if timeout is None else timeout)
 
@@ -3143,6 +3229,21 @@ class AsyncBillingClient:
             request_serializer=billing_billing_service_pb2.GetSpendCapRequest.SerializeToString,
             response_deserializer=billing_billing_service_pb2.GetSpendCapResponse.FromString,
         )
+        self._set_budget = channel.unary_unary(
+            "/intelgraph.billing.v1.BillingService/SetBudget",
+            request_serializer=billing_billing_service_pb2.SetBudgetRequest.SerializeToString,
+            response_deserializer=billing_billing_service_pb2.SetBudgetResponse.FromString,
+        )
+        self._get_budget = channel.unary_unary(
+            "/intelgraph.billing.v1.BillingService/GetBudget",
+            request_serializer=billing_billing_service_pb2.GetBudgetRequest.SerializeToString,
+            response_deserializer=billing_billing_service_pb2.GetBudgetResponse.FromString,
+        )
+        self._list_budgets = channel.unary_unary(
+            "/intelgraph.billing.v1.BillingService/ListBudgets",
+            request_serializer=billing_billing_service_pb2.ListBudgetsRequest.SerializeToString,
+            response_deserializer=billing_billing_service_pb2.ListBudgetsResponse.FromString,
+        )
         self._list_billing_alerts = channel.unary_unary(
             "/intelgraph.billing.v1.BillingService/ListBillingAlerts",
             request_serializer=billing_billing_service_pb2.ListBillingAlertsRequest.SerializeToString,
@@ -3671,6 +3772,74 @@ class AsyncBillingClient:
         """
         message = build(billing_billing_service_pb2.GetSpendCapRequest, request, {})
         return await self._get_spend_cap(message, timeout=10.0 if timeout is None else timeout)
+
+    async def set_budget(
+        self,
+        request: billing_billing_service_pb2.SetBudgetRequest | None = None,
+        /,
+        *,
+        budget: billing_billing_service_pb2.Budget | None = None,
+        timeout: float | None = None,
+    ) -> billing_billing_service_pb2.SetBudgetResponse:
+        """Calls SetBudget.
+
+        Creates or replaces a cost budget: a monthly amount for the rated usage of some meters
+        (or all). Other services link to it by its id.
+
+        Permission: `billing.write` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(billing_billing_service_pb2.SetBudgetRequest, request, {"budget": budget})
+        return await self._set_budget(message, timeout=30.0 if timeout is None else timeout)
+
+    async def get_budget(
+        self,
+        request: billing_billing_service_pb2.GetBudgetRequest | None = None,
+        /,
+        *,
+        id: str | None = None,
+        timeout: float | None = None,
+    ) -> billing_billing_service_pb2.GetBudgetResponse:
+        """Reads a cost budget with what the current period has spent on its meters.
+
+        Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(billing_billing_service_pb2.GetBudgetRequest, request, {"id": id})
+        return await self._get_budget(message, timeout=10.0 if timeout is None else timeout)
+
+    async def list_budgets(
+        self,
+        request: billing_billing_service_pb2.ListBudgetsRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        timeout: float | None = None,
+    ) -> billing_billing_service_pb2.ListBudgetsResponse:
+        """Lists the tenant's cost budgets by id, each with what is spent.
+
+        Permission: `billing.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(billing_billing_service_pb2.ListBudgetsRequest, request, {"page": page})
+        return await self._list_budgets(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_budgets(
+        self,
+        request: billing_billing_service_pb2.ListBudgetsRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[billing_billing_service_pb2.Budget]:
+        """Every item of ListBudgets, page after page; each page is one call.
+
+        Permission: `billing.read` (ABAC).
+        """
+        message = build(billing_billing_service_pb2.ListBudgetsRequest, request, {})
+        async for page in async_pages(self.list_budgets, message, page_size, timeout):
+            for item in page.budgets:
+                yield item
 
     async def list_billing_alerts(
         self,
@@ -4325,19 +4494,23 @@ class AsyncCatalogClient:
         /,
         *,
         entity: str | None = None,
+        scenario_id: str | None = None,
         budget_id: str | None = None,
-        monthly_amount: common_money_pb2.Money | None = None,
         timeout: float | None = None,
     ) -> catalog_catalog_service_pb2.LinkBudgetResponse:
-        """Links an entity to a cost budget.
+        """Calls LinkBudget.
+
+        Links an entity or a saved scenario to a Billing cost budget (or, with no budget,
+        unlinks it). The budget is read through Billing's contract with the caller's token, so
+        linking also needs billing.read.
 
         Permission: `catalog.write` (ABAC).
-        Deadline: 30 s unless `timeout` says otherwise; never retried.
+        Deadline: 30 s unless `timeout` says otherwise; retried on UNAVAILABLE.
         """
         message = build(
             catalog_catalog_service_pb2.LinkBudgetRequest,
             request,
-            {"entity": entity, "budget_id": budget_id, "monthly_amount": monthly_amount},
+            {"entity": entity, "scenario_id": scenario_id, "budget_id": budget_id},
         )
         return await self._link_budget(message, timeout=30.0 if timeout is None else timeout)
 
@@ -5098,6 +5271,9 @@ ROUTES: dict[str, tuple[str, str]] = {
     "/intelgraph.billing.v1.BillingService/GetPriceBook": ("billing", "get_price_book"),
     "/intelgraph.billing.v1.BillingService/SetPrice": ("billing", "set_price"),
     "/intelgraph.billing.v1.BillingService/GetSpendCap": ("billing", "get_spend_cap"),
+    "/intelgraph.billing.v1.BillingService/SetBudget": ("billing", "set_budget"),
+    "/intelgraph.billing.v1.BillingService/GetBudget": ("billing", "get_budget"),
+    "/intelgraph.billing.v1.BillingService/ListBudgets": ("billing", "list_budgets"),
     "/intelgraph.billing.v1.BillingService/ListBillingAlerts": ("billing", "list_billing_alerts"),
     "/intelgraph.catalog.v1.CatalogService/CreateEntity": ("catalog", "create_entity"),
     "/intelgraph.catalog.v1.CatalogService/GetEntity": ("catalog", "get_entity"),
@@ -5172,6 +5348,9 @@ RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (
     ("intelgraph.billing.v1.BillingService", "GetBillingProfile"),
     ("intelgraph.billing.v1.BillingService", "GetPriceBook"),
     ("intelgraph.billing.v1.BillingService", "GetSpendCap"),
+    ("intelgraph.billing.v1.BillingService", "SetBudget"),
+    ("intelgraph.billing.v1.BillingService", "GetBudget"),
+    ("intelgraph.billing.v1.BillingService", "ListBudgets"),
     ("intelgraph.billing.v1.BillingService", "ListBillingAlerts"),
     ("intelgraph.catalog.v1.CatalogService", "GetEntity"),
     ("intelgraph.catalog.v1.CatalogService", "ListEntities"),
@@ -5191,6 +5370,7 @@ RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (
     ("intelgraph.catalog.v1.CatalogService", "ExportCsv"),
     ("intelgraph.catalog.v1.CatalogService", "ImportCatalog"),
     ("intelgraph.catalog.v1.CatalogService", "ExportCatalog"),
+    ("intelgraph.catalog.v1.CatalogService", "LinkBudget"),
     ("intelgraph.edge.v1.EdgeService", "GetCacheStats"),
     ("intelgraph.edge.v1.EdgeService", "GetMutationGraph"),
     ("intelgraph.edge.v1.EdgeService", "ListLeakAlarms"),

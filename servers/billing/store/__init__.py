@@ -5,6 +5,7 @@ Use cases call these functions with the `AsyncSession` of the transaction they o
 
 from __future__ import annotations
 
+from servers.billing.store.budgets import budget, budgets_page, rated_on
 from servers.billing.store.credit_notes import (
     credit_note_ids,
     credit_note_lines,
@@ -66,6 +67,7 @@ from servers.billing.store.tables import (
     TAX_MODES,
     AlertRow,
     BillingProfileRow,
+    BudgetRow,
     CreditNoteLineRow,
     CreditNoteRow,
     DocumentSeriesRow,
@@ -104,6 +106,7 @@ __all__ = [
     "TAX_MODES",
     "AlertRow",
     "BillingProfileRow",
+    "BudgetRow",
     "CreditNoteLineRow",
     "CreditNoteRow",
     "DocumentSeriesRow",
@@ -124,6 +127,8 @@ __all__ = [
     "alerts_page",
     "billed_history",
     "billed_invoice",
+    "budget",
+    "budgets_page",
     "closed_until",
     "count_other_ga",
     "count_tax_pending",
@@ -155,6 +160,7 @@ __all__ = [
     "price_overrides",
     "profile_row",
     "put_stage",
+    "rated_on",
     "record_signing_key",
     "refunded_on_note",
     "report_of",

@@ -296,6 +296,24 @@ class SpendCapRow(TenantScoped, Base):
     updated_at: Mapped[datetime]
 
 
+class BudgetRow(TenantScoped, Base):
+    """A cost budget: a monthly amount for the rated usage of some meters (or all)."""
+
+    __tablename__ = "billing_budgets"
+    __table_args__ = (CheckConstraint("monthly_amount >= 0", name="amount_not_negative"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    #: Chosen by the tenant (a slug), so other services can name it.
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    monthly_amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    #: Meters counted against it; empty: all of them.
+    meters: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 class AlertRow(TenantScoped, Base):
     """A billing alert; `dedupe_key` keeps one per cause (per day, per period, per invoice)."""
 

@@ -143,6 +143,21 @@ class BillingServiceStub:
                 request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapResponse.FromString,
                 _registered_method=True)
+        self.SetBudget = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/SetBudget',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBudgetResponse.FromString,
+                _registered_method=True)
+        self.GetBudget = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/GetBudget',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBudgetRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBudgetResponse.FromString,
+                _registered_method=True)
+        self.ListBudgets = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/ListBudgets',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListBudgetsRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListBudgetsResponse.FromString,
+                _registered_method=True)
         self.ListBillingAlerts = channel.unary_unary(
                 '/intelgraph.billing.v1.BillingService/ListBillingAlerts',
                 request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListBillingAlertsRequest.SerializeToString,
@@ -304,6 +319,28 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetBudget(self, request, context):
+        """Creates or replaces a cost budget: a monthly amount for the rated usage
+        of some meters (or all). Other services link to it by its id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBudget(self, request, context):
+        """Reads a cost budget with what the current period has spent on its meters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBudgets(self, request, context):
+        """Lists the tenant's cost budgets by id, each with what is spent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListBillingAlerts(self, request, context):
         """Lists drift, variance, cap and tax alerts of the tenant.
         """
@@ -418,6 +455,21 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.GetSpendCap,
                     request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapRequest.FromString,
                     response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapResponse.SerializeToString,
+            ),
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBudgetRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBudgetResponse.SerializeToString,
+            ),
+            'GetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBudget,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBudgetRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBudgetResponse.SerializeToString,
+            ),
+            'ListBudgets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBudgets,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListBudgetsRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListBudgetsResponse.SerializeToString,
             ),
             'ListBillingAlerts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListBillingAlerts,
@@ -996,6 +1048,87 @@ class BillingService:
             '/intelgraph.billing.v1.BillingService/GetSpendCap',
             intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapRequest.SerializeToString,
             intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetSpendCapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/SetBudget',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBudgetRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/GetBudget',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBudgetRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBudgets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/ListBudgets',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListBudgetsRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListBudgetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,14 @@ class BillingServiceStub:
     """Sets or clears one tenant's price for a meter (operators only)."""
     GetSpendCap: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetSpendCapRequest, _billing_service_pb2.GetSpendCapResponse]
     """Reads the tenant's spend cap and what the current period has spent."""
+    SetBudget: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.SetBudgetRequest, _billing_service_pb2.SetBudgetResponse]
+    """Creates or replaces a cost budget: a monthly amount for the rated usage
+    of some meters (or all). Other services link to it by its id.
+    """
+    GetBudget: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetBudgetRequest, _billing_service_pb2.GetBudgetResponse]
+    """Reads a cost budget with what the current period has spent on its meters."""
+    ListBudgets: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListBudgetsRequest, _billing_service_pb2.ListBudgetsResponse]
+    """Lists the tenant's cost budgets by id, each with what is spent."""
     ListBillingAlerts: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListBillingAlertsRequest, _billing_service_pb2.ListBillingAlertsResponse]
     """Lists drift, variance, cap and tax alerts of the tenant."""
 
@@ -133,6 +141,14 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Sets or clears one tenant's price for a meter (operators only)."""
     GetSpendCap: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetSpendCapRequest, _billing_service_pb2.GetSpendCapResponse]  # type: ignore[assignment]
     """Reads the tenant's spend cap and what the current period has spent."""
+    SetBudget: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.SetBudgetRequest, _billing_service_pb2.SetBudgetResponse]  # type: ignore[assignment]
+    """Creates or replaces a cost budget: a monthly amount for the rated usage
+    of some meters (or all). Other services link to it by its id.
+    """
+    GetBudget: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetBudgetRequest, _billing_service_pb2.GetBudgetResponse]  # type: ignore[assignment]
+    """Reads a cost budget with what the current period has spent on its meters."""
+    ListBudgets: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListBudgetsRequest, _billing_service_pb2.ListBudgetsResponse]  # type: ignore[assignment]
+    """Lists the tenant's cost budgets by id, each with what is spent."""
     ListBillingAlerts: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListBillingAlertsRequest, _billing_service_pb2.ListBillingAlertsResponse]  # type: ignore[assignment]
     """Lists drift, variance, cap and tax alerts of the tenant."""
 
@@ -310,6 +326,32 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_service_pb2.GetSpendCapResponse, _abc.Awaitable[_billing_service_pb2.GetSpendCapResponse]]:
         """Reads the tenant's spend cap and what the current period has spent."""
+
+    @_abc_1.abstractmethod
+    def SetBudget(
+        self,
+        request: _billing_service_pb2.SetBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.SetBudgetResponse, _abc.Awaitable[_billing_service_pb2.SetBudgetResponse]]:
+        """Creates or replaces a cost budget: a monthly amount for the rated usage
+        of some meters (or all). Other services link to it by its id.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBudget(
+        self,
+        request: _billing_service_pb2.GetBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetBudgetResponse, _abc.Awaitable[_billing_service_pb2.GetBudgetResponse]]:
+        """Reads a cost budget with what the current period has spent on its meters."""
+
+    @_abc_1.abstractmethod
+    def ListBudgets(
+        self,
+        request: _billing_service_pb2.ListBudgetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ListBudgetsResponse, _abc.Awaitable[_billing_service_pb2.ListBudgetsResponse]]:
+        """Lists the tenant's cost budgets by id, each with what is spent."""
 
     @_abc_1.abstractmethod
     def ListBillingAlerts(

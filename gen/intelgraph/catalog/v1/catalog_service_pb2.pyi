@@ -358,29 +358,44 @@ Global___Slo: _TypeAlias = Slo  # noqa: Y015
 
 @_typing.final
 class BudgetLink(_message.Message):
-    """An entity's link to a cost budget."""
+    """An entity's link to a cost budget.
+    A link to a Billing cost budget. The budget's figures are read from Billing
+    (through its contract, with the caller's token) where they are shown; they
+    are absent when Billing cannot be read (not served, or the caller lacks
+    billing.read).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     BUDGET_ID_FIELD_NUMBER: _builtins.int
-    MONTHLY_AMOUNT_FIELD_NUMBER: _builtins.int
     LINKED_AT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    MONTHLY_AMOUNT_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
     budget_id: _builtins.str
     """The budget's id in Billing."""
+    name: _builtins.str
+    """The budget's name, monthly amount and what the current billing period
+    has spent on its meters.
+    """
+    @_builtins.property
+    def linked_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def monthly_amount(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def linked_at(self) -> _timestamp_pb2.Timestamp: ...
+    def spent(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         budget_id: _builtins.str = ...,
-        monthly_amount: _money_pb2.Money | None = ...,
         linked_at: _timestamp_pb2.Timestamp | None = ...,
+        name: _builtins.str = ...,
+        monthly_amount: _money_pb2.Money | None = ...,
+        spent: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["linked_at", b"linked_at", "monthly_amount", b"monthly_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["linked_at", b"linked_at", "monthly_amount", b"monthly_amount", "spent", b"spent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_id", b"budget_id", "linked_at", b"linked_at", "monthly_amount", b"monthly_amount"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_id", b"budget_id", "linked_at", b"linked_at", "monthly_amount", b"monthly_amount", "name", b"name", "spent", b"spent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -866,7 +881,7 @@ class Reliability(_message.Message):
     def weakest_link(self) -> Global___WeakLink: ...
     @_builtins.property
     def monthly_cost(self) -> _money_pb2.Money:
-        """Monthly cost of the linked budget, when one is linked."""
+        """Monthly amount of the linked budget, when one is linked and readable."""
 
     def __init__(
         self,
@@ -987,6 +1002,7 @@ class Scenario(_message.Message):
     CREATED_BY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     CATALOG_CHANGED_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Content-addressed share id (set when saved)."""
     name: _builtins.str
@@ -999,6 +1015,10 @@ class Scenario(_message.Message):
     def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntityOverride]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def budget(self) -> Global___BudgetLink:
+        """The cost budget of the change the scenario describes, when linked."""
+
     def __init__(
         self,
         *,
@@ -1008,10 +1028,11 @@ class Scenario(_message.Message):
         created_by: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         catalog_changed: _builtins.bool = ...,
+        budget: Global___BudgetLink | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_changed", b"catalog_changed", "created_at", b"created_at", "created_by", b"created_by", "id", b"id", "name", b"name", "overrides", b"overrides"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "catalog_changed", b"catalog_changed", "created_at", b"created_at", "created_by", b"created_by", "id", b"id", "name", b"name", "overrides", b"overrides"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1892,24 +1913,26 @@ class LinkBudgetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITY_FIELD_NUMBER: _builtins.int
+    SCENARIO_ID_FIELD_NUMBER: _builtins.int
     BUDGET_ID_FIELD_NUMBER: _builtins.int
-    MONTHLY_AMOUNT_FIELD_NUMBER: _builtins.int
     entity: _builtins.str
+    scenario_id: _builtins.str
     budget_id: _builtins.str
-    @_builtins.property
-    def monthly_amount(self) -> _money_pb2.Money: ...
+    """The Billing budget's id; empty removes the link."""
     def __init__(
         self,
         *,
         entity: _builtins.str = ...,
+        scenario_id: _builtins.str = ...,
         budget_id: _builtins.str = ...,
-        monthly_amount: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["monthly_amount", b"monthly_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity", "scenario_id", b"scenario_id", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_id", b"budget_id", "entity", b"entity", "monthly_amount", b"monthly_amount"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_id", b"budget_id", "entity", b"entity", "scenario_id", b"scenario_id", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["entity", "scenario_id"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
 Global___LinkBudgetRequest: _TypeAlias = LinkBudgetRequest  # noqa: Y015
 
@@ -1918,16 +1941,22 @@ class LinkBudgetResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITY_FIELD_NUMBER: _builtins.int
+    SCENARIO_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def entity(self) -> Global___Entity: ...
+    def entity(self) -> Global___Entity:
+        """The entity or the scenario linked, with the budget's figures."""
+
+    @_builtins.property
+    def scenario(self) -> Global___Scenario: ...
     def __init__(
         self,
         *,
         entity: Global___Entity | None = ...,
+        scenario: Global___Scenario | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity", "scenario", b"scenario"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity", "scenario", b"scenario"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

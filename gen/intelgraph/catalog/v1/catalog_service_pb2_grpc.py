@@ -301,7 +301,9 @@ class CatalogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def LinkBudget(self, request, context):
-        """Links an entity to a cost budget.
+        """Links an entity or a saved scenario to a Billing cost budget (or, with
+        no budget, unlinks it). The budget is read through Billing's contract
+        with the caller's token, so linking also needs billing.read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -103,7 +103,10 @@ class CatalogServiceStub:
     ExportCatalog: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.ExportCatalogRequest, _catalog_service_pb2.ExportCatalogResponse]
     """Exports the catalog as the YAML ImportCatalog reads."""
     LinkBudget: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.LinkBudgetRequest, _catalog_service_pb2.LinkBudgetResponse]
-    """Links an entity to a cost budget."""
+    """Links an entity or a saved scenario to a Billing cost budget (or, with
+    no budget, unlinks it). The budget is read through Billing's contract
+    with the caller's token, so linking also needs billing.read.
+    """
 
 @_typing.type_check_only
 class CatalogServiceAsyncStub(CatalogServiceStub):
@@ -180,7 +183,10 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     ExportCatalog: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.ExportCatalogRequest, _catalog_service_pb2.ExportCatalogResponse]  # type: ignore[assignment]
     """Exports the catalog as the YAML ImportCatalog reads."""
     LinkBudget: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.LinkBudgetRequest, _catalog_service_pb2.LinkBudgetResponse]  # type: ignore[assignment]
-    """Links an entity to a cost budget."""
+    """Links an entity or a saved scenario to a Billing cost budget (or, with
+    no budget, unlinks it). The budget is read through Billing's contract
+    with the caller's token, so linking also needs billing.read.
+    """
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
     """CatalogService holds the tenant's software catalog in Backstage's spirit
@@ -374,6 +380,9 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_service_pb2.LinkBudgetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_service_pb2.LinkBudgetResponse, _abc.Awaitable[_catalog_service_pb2.LinkBudgetResponse]]:
-        """Links an entity to a cost budget."""
+        """Links an entity or a saved scenario to a Billing cost budget (or, with
+        no budget, unlinks it). The budget is read through Billing's contract
+        with the caller's token, so linking also needs billing.read.
+        """
 
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
