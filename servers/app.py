@@ -348,22 +348,36 @@ class Platform:
         self._jobs = [asyncio.create_task(job()) for job in jobs]
 
     def _console_routes(self) -> list[BaseRoute]:
-        """The web console at /console and tus uploads at /files, where Rag is served."""
-        if "rag" not in self.settings.services:
+        """The web console at /console where Rag, the Catalog or Access is served.
+
+        Each section of the console exists only where its service is served;
+        tus uploads (/files) only where Rag is.
+        """
+        served = set(self.settings.services)
+        if not served & {"rag", "catalog", "access"}:
             return []
         # Like the facade, a client of our own loopback port, calling with each
         # request's token.
-        self._console_client = AsyncClient(self.grpc_target, INSECURE, token=console.caller_token)
-        tus = console.TusEndpoint(
-            self._console_client.rag,
-            console.call_as,
-            max_size=self.settings.rag_max_document_bytes,
-            prefix="/files",
+        client = self._console_client = AsyncClient(
+            self.grpc_target, INSECURE, token=console.caller_token
         )
+        routes: list[BaseRoute] = []
+        if "rag" in served:
+            tus = console.TusEndpoint(
+                client.rag,
+                console.call_as,
+                max_size=self.settings.rag_max_document_bytes,
+                prefix="/files",
+            )
+            routes += tus.routes()
         pages = console.Console(
-            self._console_client.rag, self._console_client.access, upload_url="/files"
+            client.access,
+            rag=client.rag if "rag" in served else None,
+            catalog=client.catalog if "catalog" in served else None,
+            approvals="access" in served,
+            upload_url="/files",
         )
-        return [*tus.routes(), *pages.routes()]
+        return [*routes, *pages.routes()]
 
     def _graphql_endpoint(self) -> GraphqlEndpoint:
         settings = self.settings

@@ -9,6 +9,7 @@ deliver (`servers.catalog.composite`).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from core.errors import NotFound, quoted
 from core.interfaces import CostBudget
 from interceptors.tokens import Principal
 from servers.catalog import store
-from servers.catalog.composite import composite_availability, weakest_path
+from servers.catalog.composite import compose
 from servers.catalog.costs import Costs
 from servers.catalog.entities import spec_of
 from servers.catalog.objectives import window_minutes
@@ -44,7 +45,8 @@ class EntityAvailability:
     own: float
     source: str
     composite: float
-    weakest_path: tuple[WeakestLink, ...]
+    #: The improvements that would raise the composite most, largest gain first.
+    weakest_links: tuple[WeakestLink, ...]
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,14 @@ class Reliability:
             for (since, until), keys in ranges.items():
                 observed |= await store.window_sums(session, keys, since, until)
         costs = await self._costs.all(authorization) if any(r.budget_id for r in rows) else {}
-        return {
-            row.name: _inputs(
-                row, observed.get((row.id, row.slos[0]["name"])) if row.slos else None, costs
-            )
-            for row in rows
-        }
+        return await asyncio.to_thread(  # a thousand entities take a while to read
+            lambda: {
+                row.name: _inputs(
+                    row, observed.get((row.id, row.slos[0]["name"])) if row.slos else None, costs
+                )
+                for row in rows
+            }
+        )
 
     async def availability(self, principal: Principal, entity: str) -> AvailabilityReport:
         """The entity's availability and that of everything it depends on.
@@ -136,29 +140,33 @@ class Reliability:
         inputs = await self.inputs(principal)
         if entity not in inputs:
             raise NotFound(f"no entity is called {quoted(entity)}", metadata={"name": entity})
-        below = closure(inputs, [entity])
-        scoped = {name: inputs[name] for name in below}
-        nodes = nodes_of(scoped)
-        composites = composite_availability(nodes)
+        return await asyncio.to_thread(_report, inputs, entity)
 
-        def report(name: str) -> EntityAvailability:
-            path = weakest_path(name, nodes, composites)
-            return EntityAvailability(
-                entity=name,
-                own=scoped[name].own,
-                source=scoped[name].source,
-                composite=composites[name],
-                weakest_path=tuple(WeakestLink(link.target, link.gain) for link in path),
-            )
 
-        edges: Sequence[Edge] = [
-            Edge(name, target, d.required, len(d.targets), d.group)
-            for name in sorted(below)
-            for d in scoped[name].dependencies
-            for target in d.targets
-        ]
-        return AvailabilityReport(
-            entity=report(entity),
-            dependencies=tuple(report(name) for name in sorted(below - {entity})),
-            edges=tuple(edges),
+def _report(inputs: Mapping[str, Inputs], entity: str) -> AvailabilityReport:
+    """The availability report of `entity` (CPU work, run off the event loop)."""
+    below = closure(inputs, [entity])
+    scoped = {name: inputs[name] for name in below}
+    composition = compose(nodes_of(scoped))
+
+    def report(name: str) -> EntityAvailability:
+        links = composition.weakest_links(name)
+        return EntityAvailability(
+            entity=name,
+            own=scoped[name].own,
+            source=scoped[name].source,
+            composite=composition.composites[name],
+            weakest_links=tuple(WeakestLink(link.target, link.gain, link.group) for link in links),
         )
+
+    edges: Sequence[Edge] = [
+        Edge(name, target, d.required, len(d.targets), d.group)
+        for name in sorted(below)
+        for d in scoped[name].dependencies
+        for target in d.targets
+    ]
+    return AvailabilityReport(
+        entity=report(entity),
+        dependencies=tuple(report(name) for name in sorted(below - {entity})),
+        edges=tuple(edges),
+    )

@@ -1,31 +1,45 @@
-"""Composite availability over a dependency graph, as a reliability block diagram.
+"""Composite availability over a dependency graph, each entity counted once.
 
 Each entity (a service, a database, a queue) has its own availability and
 needs its dependencies: a plain dependency, a redundant group of which one
-member suffices, a quorum of k of n members. The composite availability of an
-entity is its own availability times the probability that each of its
-requirements is met, the members counted at their own composites:
+member suffices, a quorum of k of n members. Failures are assumed independent.
 
-    C(v) = own(v) * ∏ over v's requirements of P(at least k of its n targets are up)
+A reliability block diagram that multiplies each dependency's composite in
+counts a shared dependency once per path: a web front end whose API and
+authentication both use one database would have that database's downtime
+counted twice. Here every entity is counted once. An entity's *required set*
+is what must be up for it to be up: itself, everything its plain (and
+all-of-n) dependencies require, and whatever a quorum cannot do without —
+what at least n - k + 1 of a k-of-n group's members require, so every k of
+them need it. Then
 
-Failures are assumed independent, as every reliability block diagram assumes:
-an entity reached along two paths (a diamond) is counted on each path, and a
-shared cause (one zone, one deployment) is not modelled. The figures are a
-planning estimate of where unavailability comes from, not a measurement;
-measurements are the SLOs' business (`servers.catalog.budgets`).
+    C(v) = ∏ over u in required(v) of w(u),    w(u) = own(u) · ∏ over u's groups g of P_g
+
+where P_g = P(at least k of g's members are up) with each member at its
+availability *given the entity's required set is up* (its own required set
+less what is already counted). So a diamond is exact (the database counted
+once), a redundancy group whose members share a dependency is exact (the
+shared part is required, counted once outside the group), and a tree is the
+textbook product. What remains an estimate is an entity shared by some but not
+enough members of groups, counted inside each group that reaches it. The
+figures are a planning estimate of where unavailability comes from, not a
+measurement; measurements are the SLOs' business (`servers.catalog.budgets`).
 
 >>> nodes = {
-...     "web": Node(0.9999, (Requirement(("api",), 1),)),
+...     "web": Node(0.9999, (Requirement(("api",), 1), Requirement(("auth",), 1))),
 ...     "api": Node(0.999, (Requirement(("db",), 1), Requirement(("cache-a", "cache-b"), 1))),
+...     "auth": Node(0.9995, (Requirement(("db",), 1),)),
 ...     "db": Node(0.995),
 ...     "cache-a": Node(0.99),
 ...     "cache-b": Node(0.99),
 ... }
->>> composites = composite_availability(nodes)
->>> round(composites["api"], 12)  # 0.999 * 0.995 * (1 - 0.01²)
+>>> composition = compose(nodes)
+>>> round(composition.composites["api"], 12)  # 0.999 * 0.995 * (1 - 0.01²)
 0.9939055995
->>> [link.target for link in weakest_path("web", nodes, composites)]  # the database it is
-['api', 'db', 'db']
+>>> round(composition.composites["web"], 12)  # the database once: 0.9999 * 0.9995 * C(api)
+0.993309305836
+>>> [link.target for link in composition.weakest_links("web", 2)]  # the database it is
+['db', 'api']
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ from dataclasses import dataclass
 from itertools import chain
 
 __all__ = [
+    "Composition",
     "DependencyCycle",
     "Node",
     "Requirement",
@@ -43,9 +58,8 @@ __all__ = [
     "WeakLink",
     "affected_by",
     "at_least",
+    "compose",
     "composite_availability",
-    "weakest_link",
-    "weakest_path",
 ]
 
 
@@ -60,10 +74,13 @@ class Requirement:
     Attributes:
         targets: The names of the entities depended on, distinct, at least one.
         required: How many of them must be up, from 1 to len(targets).
+        label: What to call it where it is the weak link ("regions"); the
+            targets joined by "|" when empty.
     """
 
     targets: tuple[str, ...]
     required: int
+    label: str = ""
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -97,16 +114,19 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class WeakLink:
-    """The improvement that would raise an entity's composite availability the most.
+    """An improvement that would raise an entity's composite availability, and by how much.
 
     Attributes:
-        target: The direct dependency to make perfect, or the entity's own name
-            when improving the entity itself helps most.
-        gain: How much the entity's composite availability would rise.
+        target: The entity to make perfect (the entity itself, or one it
+            requires), or the owner of the redundancy group named by `group`.
+        gain: How much the composite would rise if it never failed.
+        group: The redundancy group of `target` to make certain ("" for the
+            entity itself).
     """
 
     target: str
     gain: float
+    group: str = ""
 
 
 class DependencyCycle(ValueError):
@@ -200,13 +220,6 @@ def _targets(node: Node) -> Iterator[str]:
     return chain.from_iterable(requirement.targets for requirement in node.requirements)
 
 
-def _requirement_availability(requirement: Requirement, composites: Mapping[str, float]) -> float:
-    targets = requirement.targets
-    if len(targets) == 1:
-        return composites[targets[0]]
-    return _at_least(requirement.required, [composites[target] for target in targets])
-
-
 def _check_targets_known(nodes: Mapping[str, Node]) -> None:
     unknown = {
         target
@@ -219,28 +232,22 @@ def _check_targets_known(nodes: Mapping[str, Node]) -> None:
         raise UnknownTargets(unknown)
 
 
-def composite_availability(nodes: Mapping[str, Node]) -> dict[str, float]:
-    """Every entity's composite availability, dependencies first.
+def _dependency_order(nodes: Mapping[str, Node]) -> list[str]:
+    """Every entity, each after everything it depends on.
 
     An iterative depth-first search, so a chain of any depth needs no
     recursion; each entity and each edge is visited once.
 
-    Args:
-        nodes: The entities by name.
-
-    Returns:
-        The composite availability of every entity, by name.
-
     Raises:
-        UnknownTargets: A requirement names an entity that is not in `nodes`
-            (a KeyError; callers are expected to have validated before).
+        UnknownTargets: A requirement names an entity that is not in `nodes`.
         DependencyCycle: The graph has a cycle (an entity needing itself
             included); one of them is named.
     """
     _check_targets_known(nodes)
-    composites: dict[str, float] = {}
+    ordered: list[str] = []
+    done: set[str] = set()
     for root in nodes:
-        if root in composites:
+        if root in done:
             continue
         # The path from root to the entity being expanded, and each one's place on it.
         path = [root]
@@ -248,7 +255,7 @@ def composite_availability(nodes: Mapping[str, Node]) -> dict[str, float]:
         unexplored = [_targets(nodes[root])]
         while unexplored:
             for target in unexplored[-1]:
-                if target in composites:
+                if target in done:
                     continue
                 if target in place_on_path:
                     raise DependencyCycle((*path[place_on_path[target] :], target))
@@ -260,206 +267,158 @@ def composite_availability(nodes: Mapping[str, Node]) -> dict[str, float]:
                 unexplored.pop()
                 name = path.pop()
                 del place_on_path[name]
-                node = nodes[name]
-                value = node.own
-                for requirement in node.requirements:
-                    value *= _requirement_availability(requirement, composites)
-                composites[name] = value
-    return composites
+                done.add(name)
+                ordered.append(name)
+    return ordered
 
 
-def _count_distributions(probabilities: Sequence[float], limit: int) -> list[list[float]]:
-    """For each i, P(exactly j of the first i events occur) for j < limit."""
-    rows = [[1.0] + [0.0] * (limit - 1)]
-    for probability in probabilities:
-        miss = 1.0 - probability
-        previous = rows[-1]
-        row = [previous[0] * miss]
-        row.extend(
-            previous[occurred] * miss + previous[occurred - 1] * probability
-            for occurred in range(1, limit)
-        )
-        rows.append(row)
-    return rows
+def _needed_by_enough(member_sets: Sequence[int], enough: int) -> int:
+    """The entities (bits) in at least `enough` of the member sets.
 
-
-def _lifts(required: int, availabilities: Sequence[float]) -> list[float]:
-    """How much P(at least `required` up) rises when each member, alone, becomes perfect.
-
-    Making member t perfect lifts the group by (1 - A_t) * P(exactly
-    required - 1 of the others are up): only when the others are one short
-    does t decide. All n lifts cost O(n*k) together, from prefix and suffix
-    distributions of the others' count, and having no subtraction they keep
-    their relative precision however small they are.
+    Bit-sliced counting: at_least[j] holds the entities seen in j or more of
+    the sets so far.
     """
-    count = len(availabilities)
-    if count == 1:
-        return [1.0 - availabilities[0]]
-    if required == 1:
-        # One member up is enough, so t decides only when every member is down.
-        return [math.prod([1.0 - availability for availability in availabilities])] * count
-    if required == count:
-        # Every member is needed, so t decides when it alone is down.
-        up_after = [1.0] * (count + 1)
-        for index in range(count - 1, -1, -1):
-            up_after[index] = up_after[index + 1] * availabilities[index]
-        lifts, up_before = [], 1.0
-        for index, availability in enumerate(availabilities):
-            lifts.append((1.0 - availability) * up_before * up_after[index + 1])
-            up_before *= availability
-        return lifts
-    short_by_one = required - 1
-    before = _count_distributions(availabilities, required)
-    after = _count_distributions(availabilities[::-1], required)[::-1]
-    return [
-        (1.0 - availability)
-        * math.fsum(
-            before[index][ahead] * after[index + 1][short_by_one - ahead]
-            for ahead in range(required)
-        )
-        for index, availability in enumerate(availabilities)
-    ]
+    at_least = [-1] + [0] * enough
+    for members in member_sets:
+        for count in range(enough, 0, -1):
+            at_least[count] |= at_least[count - 1] & members
+    return at_least[enough]
 
 
-def _repeated_targets(requirements: Sequence[Requirement]) -> set[str]:
-    """The targets named by more than one of the requirements."""
-    seen: set[str] = set()
-    repeated: set[str] = set()
-    for requirement in requirements:
-        for target in requirement.targets:
-            if target in seen:
-                repeated.add(target)
-            seen.add(target)
-    return repeated
+@dataclass(frozen=True)
+class _Group:
+    label: str
+    availability: float
 
 
-def _first_requirement_naming(target: str, requirements: Sequence[Requirement]) -> int:
-    return next(index for index, found in enumerate(requirements) if target in found.targets)
+class Composition:
+    """Every entity's composite availability, and what each is made of.
 
-
-def _repeated_target_lift(
-    target: str,
-    requirements: Sequence[Requirement],
-    groups: Sequence[float],
-    lifts: Sequence[Sequence[float]],
-    after: Sequence[float],
-) -> float:
-    """How much the product of the groups rises when a target named by several becomes perfect.
-
-    prod(G') - prod(G) = sum over i of (G'i - Gi) * prod(G'j, j < i) * prod(Gj, j > i),
-    a sum of non-negative terms: again no cancellation.
+    Built by `compose`; `composites` is the answer, `required` and
+    `weakest_links` explain it.
     """
-    total, improved_before = 0.0, 1.0
-    for index, requirement in enumerate(requirements):
-        lift = 0.0
-        if target in requirement.targets:
-            lift = lifts[index][requirement.targets.index(target)]
-        total += lift * improved_before * after[index + 1]
-        improved_before *= groups[index] + lift
-    return total
 
+    def __init__(self, nodes: Mapping[str, Node]) -> None:
+        order = _dependency_order(nodes)
+        self._names = order
+        self._index = {name: index for index, name in enumerate(order)}
+        size = len(order)
+        self._own = [nodes[name].own for name in order]
+        self._weights = [1.0] * size
+        self._required: list[int] = [0] * size
+        self._groups: list[tuple[_Group, ...]] = [()] * size
+        #: The entities with redundancy groups (bits).
+        self._grouped = 0
+        self.composites: dict[str, float] = {}
+        for position, name in enumerate(order):
+            self._add(position, nodes[name])
 
-def weakest_link(
-    name: str, nodes: Mapping[str, Node], composites: Mapping[str, float]
-) -> WeakLink | None:
-    """The one improvement, among the entity itself and its direct targets, that helps it most.
+    def _product(self, required: int) -> float:
+        """The product of the weights of the entities in `required` (bits).
 
-    Each candidate is made perfect in turn (its composite, or the entity's own
-    availability, set to 1.0) and the entity's composite recomputed, holding
-    the other targets' composites as they are; only the requirement holding
-    the target is recomputed, so a whole graph's weakest links cost O(edges)
-    for plain, redundant and all-of-n groups (O(n*k) for a k-of-n quorum). The
-    gain is computed as the lift of that requirement times the untouched
-    factors, never as a difference of two composites, so it keeps its digits
-    and is exactly 0.0 when nothing changes. A target reached again through
-    another of the entity's targets (a diamond) is credited on this edge only,
-    as the independence assumption has it.
+        Required sets are small next to the graph (tens of entities in
+        thousands), so walking their set bits beats any vectorised mask.
+        """
+        weights = self._weights
+        product = 1.0
+        while required:
+            lowest = required & -required
+            product *= weights[lowest.bit_length() - 1]
+            required ^= lowest
+        return product
 
-    Ties go to the candidate met first: the entity itself, then its targets in
-    the order of its requirements.
-
-    Args:
-        name: The entity.
-        nodes: The graph, as given to `composite_availability`.
-        composites: Its result; only the entity's direct targets are read.
-
-    Returns:
-        The target to improve (the entity's own name for the entity itself)
-        and the gain, or None when no improvement would raise the composite.
-    """
-    node = nodes[name]
-    own, requirements = node.own, node.requirements
-    groups: list[float] = []  # each requirement's availability
-    lifts: list[Sequence[float]] = []  # per requirement, its rise when each target is perfect
-    for requirement in requirements:
-        targets = requirement.targets
-        if len(targets) == 1:
-            availability = composites[targets[0]]
-            groups.append(availability)
-            lifts.append((1.0 - availability,))
-        else:
-            availabilities = [composites[target] for target in targets]
-            groups.append(_at_least(requirement.required, availabilities))
-            lifts.append(_lifts(requirement.required, availabilities))
-    # before[i] * after[i + 1] is the product of every group but i, with no division by zero.
-    before = [1.0]
-    for group in groups:
-        before.append(before[-1] * group)
-    after = [1.0] * (len(groups) + 1)
-    for index in range(len(groups) - 1, -1, -1):
-        after[index] = after[index + 1] * groups[index]
-
-    best_target, best_gain = name, (1.0 - own) * before[-1]
-    repeated = _repeated_targets(requirements) if len(requirements) > 1 else set()
-    for index, requirement in enumerate(requirements):
-        untouched = own * before[index] * after[index + 1]
-        for target, lift in zip(requirement.targets, lifts[index], strict=True):
-            if target not in repeated:
-                gain = untouched * lift
-            elif index == _first_requirement_naming(target, requirements):
-                gain = own * _repeated_target_lift(target, requirements, groups, lifts, after)
+    def _add(self, position: int, node: Node) -> None:
+        index = self._index
+        required = 1 << position
+        quorums = []
+        for requirement in node.requirements:
+            members = [self._required[index[target]] for target in requirement.targets]
+            if requirement.required == len(members):  # all of them: plain dependencies
+                for member in members:
+                    required |= member
             else:
-                continue
-            if gain > best_gain:
-                best_target, best_gain = target, gain
-    return WeakLink(best_target, best_gain) if best_gain > 0 else None
+                quorums.append((requirement, members))
+        for requirement, members in quorums:
+            # What n - k + 1 members need, every k of them need.
+            required |= _needed_by_enough(members, len(members) - requirement.required + 1)
+        groups = []
+        weight = node.own
+        for requirement, members in quorums:
+            given = [self._product(member & ~required) for member in members]
+            availability = _at_least(requirement.required, given)
+            groups.append(_Group(requirement.label or "|".join(requirement.targets), availability))
+            weight *= availability
+        self._weights[position] = weight
+        self._required[position] = required
+        self._groups[position] = tuple(groups)
+        if groups:
+            self._grouped |= 1 << position
+        self.composites[self._names[position]] = self._product(required)
+
+    def required(self, name: str) -> list[str]:
+        """What must be up for `name` to be up (itself included), dependencies first."""
+        required = self._required[self._index[name]]
+        return [other for position, other in enumerate(self._names) if required >> position & 1]
+
+    def weakest_links(self, name: str, limit: int = 5) -> list[WeakLink]:
+        """The improvements that would raise `name`'s composite most, largest gain first.
+
+        Candidates are every entity `name` requires (itself included), made
+        never to fail, and every redundancy group of those, made certain. The
+        gain is exact within the model: the composite with that factor set to
+        1, less the composite. Ties go to the entity met first, dependencies
+        before their dependents.
+        """
+        composite = self.composites[name]
+        required = self._required[self._index[name]]
+        links = []
+        remaining = required
+        while remaining:
+            lowest = remaining & -remaining
+            remaining ^= lowest
+            position = lowest.bit_length() - 1
+            own = self._own[position]
+            if own > 0:
+                gain = composite / own - composite
+            else:  # a dead entity: the rest, were it alive
+                gain = self._product(required & ~lowest) * self._local(position)
+            if gain > 0:
+                links.append(WeakLink(self._names[position], gain))
+        grouped = required & self._grouped
+        while grouped:
+            lowest = grouped & -grouped
+            grouped ^= lowest
+            position = lowest.bit_length() - 1
+            for group in self._groups[position]:
+                gain = composite / group.availability - composite if group.availability else 0.0
+                if gain > 0:
+                    links.append(WeakLink(self._names[position], gain, group.label))
+        # Stable: on ties, dependencies before dependents, entities before their groups.
+        links.sort(key=lambda link: -link.gain)
+        return links[:limit]
+
+    def _local(self, position: int) -> float:
+        return math.prod(group.availability for group in self._groups[position])
 
 
-def weakest_path(
-    name: str, nodes: Mapping[str, Node], composites: Mapping[str, float]
-) -> list[WeakLink]:
-    """The chain of weakest links from an entity down to where its unavailability comes from.
-
-    Follows `weakest_link` from the entity to its weakest target, then that
-    target's, until an entity is its own weakest link or has none.
+def compose(nodes: Mapping[str, Node]) -> Composition:
+    """Every entity's composite availability, each entity counted once (see the module).
 
     Args:
-        name: The entity to start from.
-        nodes: The graph, as given to `composite_availability`.
-        composites: Its result.
-
-    Returns:
-        The links in order; the last names the entity to improve. Empty when
-        the entity cannot be improved at all.
+        nodes: The entities by name.
 
     Raises:
-        DependencyCycle: The links lead back to an entity already on the path,
-            which only a cyclic graph (with made-up composites) can do.
+        UnknownTargets: A requirement names an entity that is not in `nodes`
+            (a KeyError; callers are expected to have validated before).
+        DependencyCycle: The graph has a cycle (an entity needing itself
+            included); one of them is named.
     """
-    links: list[WeakLink] = []
-    visited = [name]
-    place_on_path = {name: 0}
-    current = name
-    while (link := weakest_link(current, nodes, composites)) is not None:
-        links.append(link)
-        if link.target == current:
-            break
-        if link.target in place_on_path:
-            raise DependencyCycle((*visited[place_on_path[link.target] :], link.target))
-        place_on_path[link.target] = len(visited)
-        visited.append(link.target)
-        current = link.target
-    return links
+    return Composition(nodes)
+
+
+def composite_availability(nodes: Mapping[str, Node]) -> dict[str, float]:
+    """Every entity's composite availability, by name (`compose(nodes).composites`)."""
+    return compose(nodes).composites
 
 
 def affected_by(changed: Iterable[str], nodes: Mapping[str, Node]) -> set[str]:

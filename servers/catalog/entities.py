@@ -10,6 +10,7 @@ are conditional on the etag the caller read (ETAG_MISMATCH otherwise).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping
@@ -201,6 +202,47 @@ def _in_document(error: DomainError, position: int) -> DomainError:
     return error
 
 
+def _checked_import(
+    file: CatalogFile, rows: list[EntityRow]
+) -> tuple[dict[str, EntitySpec], list[str], list[str]]:
+    """The file's entities checked against the catalog `rows`: (checked, created, changed).
+
+    CPU work over the whole catalog, run off the event loop.
+
+    Raises:
+        As `Entities.import_file`.
+    """
+    kinds_now = {row.name: row.kind for row in rows}
+    current = {row.name: spec_of(row) for row in rows}
+    merged = with_slos(file, current)
+    checked: dict[str, EntitySpec] = {}
+    for name, spec in merged.items():
+        position = file.positions.get(name) or next(
+            file.positions[f"{name}/{slo.name}"]
+            for slo in spec.slos
+            if f"{name}/{slo.name}" in file.positions
+        )
+        try:
+            checked[name] = check_entity(spec)
+            if name in kinds_now and kinds_now[name] != spec.kind:
+                raise InvalidArgument(
+                    f"an entity's kind never changes ({name} is a {kinds_now[name]})",
+                    field="kind",
+                )
+        except DomainError as error:
+            raise _in_document(error, position) from None
+    kinds = {name: spec.kind for name, spec in (current | checked).items()}
+    for name, spec in checked.items():
+        try:
+            check_references(spec, kinds)
+        except DomainError as error:
+            raise _in_document(error, file.positions.get(name, 0)) from None
+    refuse_cycles(graph_nodes((current | checked).values()))
+    created = [name for name in checked if name not in current]
+    changed = [name for name in checked if name in current and checked[name] != current[name]]
+    return checked, created, changed
+
+
 class Entities:
     """The catalog's entities, for every tenant."""
 
@@ -218,8 +260,12 @@ class Entities:
         rows = await store.entities(session)
         by_name = {row.name: row for row in rows}
         check_references(spec, {row.name: row.kind for row in rows} | {spec.name: spec.kind})
-        specs = {row.name: spec_of(row) for row in rows} | {spec.name: spec}
-        refuse_cycles(graph_nodes(specs.values()))
+
+        def check_graph() -> None:
+            specs = {row.name: spec_of(row) for row in rows} | {spec.name: spec}
+            refuse_cycles(graph_nodes(specs.values()))
+
+        await asyncio.to_thread(check_graph)  # the whole graph: CPU work
         return {name: by_name[name].id for name in spec.targets}
 
     async def create(self, principal: Principal, spec: EntitySpec) -> EntityRow:
@@ -321,33 +367,9 @@ class Entities:
         async with self._db.tenant_session(principal.tenant) as session:
             await store.lock_graph(session, principal.tenant)
             rows = {row.name: row for row in await store.entities(session)}
-            current = {name: spec_of(row) for name, row in rows.items()}
-            merged = with_slos(file, current)
-            checked: dict[str, EntitySpec] = {}
-            for name, spec in merged.items():
-                position = file.positions.get(name) or next(
-                    file.positions[f"{name}/{slo.name}"]
-                    for slo in spec.slos
-                    if f"{name}/{slo.name}" in file.positions
-                )
-                try:
-                    checked[name] = check_entity(spec)
-                    if name in rows and rows[name].kind != spec.kind:
-                        raise InvalidArgument(
-                            f"an entity's kind never changes ({name} is a {rows[name].kind})",
-                            field="kind",
-                        )
-                except DomainError as error:
-                    raise _in_document(error, position) from None
-            kinds = {name: spec.kind for name, spec in (current | checked).items()}
-            for name, spec in checked.items():
-                try:
-                    check_references(spec, kinds)
-                except DomainError as error:
-                    raise _in_document(error, file.positions.get(name, 0)) from None
-            refuse_cycles(graph_nodes((current | checked).values()))
-            created = [name for name in checked if name not in rows]
-            changed = [name for name in checked if name in rows and checked[name] != current[name]]
+            checked, created, changed = await asyncio.to_thread(
+                _checked_import, file, list(rows.values())
+            )
             if not dry_run:
                 await self._write_imported(
                     session,

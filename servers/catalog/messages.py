@@ -278,8 +278,9 @@ def _availability(report: EntityAvailability) -> pb.Availability:
         own=report.own,
         source=SOURCE[report.source],
         composite=report.composite,
-        weakest_path=[
-            pb.WeakLink(entity=link.entity, gain=link.gain) for link in report.weakest_path
+        weakest_links=[
+            pb.WeakLink(entity=link.entity, gain=link.gain, group=link.group)
+            for link in report.weakest_links
         ],
     )
 
@@ -318,7 +319,11 @@ def _reliability(figures: Figures) -> pb.Reliability:
     )
     if figures.weakest_link is not None:
         message.weakest_link.CopyFrom(
-            pb.WeakLink(entity=figures.weakest_link.entity, gain=figures.weakest_link.gain)
+            pb.WeakLink(
+                entity=figures.weakest_link.entity,
+                gain=figures.weakest_link.gain,
+                group=figures.weakest_link.group,
+            )
         )
     return message
 

@@ -18,13 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from servers.catalog.budgets import error_budget
-from servers.catalog.composite import (
-    Node,
-    Requirement,
-    affected_by,
-    composite_availability,
-    weakest_link,
-)
+from servers.catalog.composite import Node, Requirement, affected_by, compose
 from servers.catalog.specs import DependencySpec, dependencies_from_json, dependencies_to_json
 
 OBSERVED = "observed"
@@ -79,10 +73,14 @@ class Inputs:
 
 @dataclass(frozen=True)
 class WeakestLink:
-    """The entity whose never failing would raise the composite most, and by how much."""
+    """What would raise the composite most if it never failed, and by how much.
+
+    An entity, or (with `group`) one of its redundancy groups.
+    """
 
     entity: str
     gain: float
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -171,7 +169,7 @@ def nodes_of(inputs: Mapping[str, Inputs]) -> dict[str, Node]:
     return {
         name: Node(
             entity.own,
-            tuple(Requirement(d.targets, d.required) for d in entity.dependencies),
+            tuple(Requirement(d.targets, d.required, d.group) for d in entity.dependencies),
         )
         for name, entity in inputs.items()
     }
@@ -206,15 +204,14 @@ def evaluate(
     Raises:
         DependencyCycle: The dependencies form a cycle.
     """
-    nodes = nodes_of(inputs)
-    composites = composite_availability(nodes)
+    composition = compose(nodes_of(inputs))
     figures = {}
     for name in sorted(inputs if names is None else names):
-        link = weakest_link(name, nodes, composites)
+        links = composition.weakest_links(name, 1)
         figures[name] = _figures(
             inputs[name],
-            composites[name],
-            WeakestLink(link.target, link.gain) if link is not None else None,
+            composition.composites[name],
+            WeakestLink(links[0].target, links[0].gain, links[0].group) if links else None,
         )
     return figures
 

@@ -11,6 +11,7 @@ scenario then says: `catalog_changed`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,7 +98,8 @@ class Scenarios:
             FailedPrecondition: An override names an unknown entity
                 (UNKNOWN_ENTITY), or the scenario makes a cycle (DEPENDENCY_CYCLE).
         """
-        results = _evaluate(await self._reliability.inputs(principal, authorization), overrides)
+        inputs = await self._reliability.inputs(principal, authorization)
+        results = await asyncio.to_thread(_evaluate, inputs, overrides)
         WHAT_IF.labels("run").inc()
         return results
 
@@ -114,7 +116,7 @@ class Scenarios:
             As `run`.
         """
         inputs = await self._reliability.inputs(principal, authorization)
-        results = _evaluate(inputs, overrides)
+        results = await asyncio.to_thread(_evaluate, inputs, overrides)
         kept = {entity: inputs[entity] for entity in relevant(inputs, overrides)}
         identifier = scenario_id(overrides, kept)
         row = ScenarioRow(
@@ -156,7 +158,7 @@ class Scenarios:
         row = await self._row(principal, scenario)
         overrides = tuple(Override.from_json(data) for data in row.overrides)
         kept = {name: Inputs.from_json(data) for name, data in row.snapshot.items()}
-        results = _evaluate(kept, overrides)
+        results = await asyncio.to_thread(_evaluate, kept, overrides)
         current = await self._reliability.inputs(principal, authorization)
         changed = any(
             name not in current or current[name].to_json() != data

@@ -13,7 +13,9 @@ else, so the console works offline and needs no Node toolchain.
 Pages: sign-in; documents (list, resumable upload over tus); a document (its
 summary under a chosen purpose, its chunks with their lineage, each one an
 anchor that highlights it in the text, downloads of the exports and the
-manifest).
+manifest); the catalog, what-if scenarios and access approvals (`catalog`,
+`approvals`). A section shows, and its pages exist, only where its service is
+served; any other path under the console is a readable 404.
 """
 
 from __future__ import annotations
@@ -22,20 +24,20 @@ import base64
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from intelgraph.sdk import ConductorError, PermissionDeniedError
+from intelgraph.sdk import ConductorError
 from intelgraph.sdk import rag as pb
 from intelgraph.sdk.pagination import PageRequest
-from intelgraph.sdk.services import AsyncAccessClient, AsyncRagClient
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from intelgraph.sdk.services import AsyncAccessClient, AsyncCatalogClient, AsyncRagClient
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from servers.console.approvals import ApprovalPages
+from servers.console.catalog import CatalogPages
 from servers.console.session import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -43,22 +45,12 @@ from servers.console.session import (
     csrf_ok,
     request_token,
 )
+from servers.console.shell import HERE, SECURITY_HEADERS, Refusal, Shell, refusal_of, secure
 
-HERE = Path(__file__).parent
 #: Chunks a document page shows at once (a link leads to the next ones).
 CHUNKS_PER_PAGE = 100
 #: The purpose a document page shows first.
 DEFAULT_PURPOSE = "support"
-#: What the console's pages may load: their own origin's script, style and images only.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 _FORMATS = {
     "summary": pb.EXPORT_FORMAT_SUMMARY_MARKDOWN,
     "chunks": pb.EXPORT_FORMAT_CHUNKS_JSONL,
@@ -69,93 +61,102 @@ _ACTIONS = {pb.PII_ACTION_KEEP: "keep", pb.PII_ACTION_MASK: "mask", pb.PII_ACTIO
 
 
 class Console:
-    """The console's pages.
+    """The console's pages, for the sections whose services this process serves.
+
+    Every client's token source is the request's caller (see `session`).
 
     Args:
-        rag: The Rag client the pages read through (its token source is the
-            request's caller, see `session`).
-        access: The Access client, to check a token at sign-in.
+        access: The Access client: checks a token at sign-in, and serves the
+            approvals pages when `approvals` is on.
+        rag: The Rag client of the documents pages; None where Rag is not served.
+        catalog: The Catalog client of the catalog, what-if and scenario pages;
+            None where the Catalog is not served.
+        approvals: Whether the Access service is served (the approvals pages).
         prefix: Where the console is mounted.
-        upload_url: Where the tus endpoint is mounted.
+        upload_url: Where the tus endpoint is mounted (used with `rag`).
     """
 
     def __init__(
         self,
-        rag: AsyncRagClient,
         access: AsyncAccessClient,
         *,
+        rag: AsyncRagClient | None = None,
+        catalog: AsyncCatalogClient | None = None,
+        approvals: bool = False,
         prefix: str = "/console",
         upload_url: str = "/files",
     ) -> None:
         self._rag = rag
         self._access = access
-        self._prefix = prefix.rstrip("/")
-        self._upload_url = upload_url
-        self._templates = Environment(
-            loader=FileSystemLoader(HERE / "templates"),
-            autoescape=select_autoescape(default=True),
-            enable_async=False,
-        )
+        sections: tuple[str, ...] = ("documents",) if rag is not None else ()
+        if catalog is not None:
+            sections += ("catalog", "what-if", "scenarios")
+        if approvals:
+            sections += ("approvals",)
+        self._shell = Shell(sections, prefix=prefix, upload_url=upload_url if rag else "")
+        self._prefix = self._shell.prefix
+        self._catalog = CatalogPages(self._shell, catalog) if catalog is not None else None
+        self._approvals = ApprovalPages(self._shell, access) if approvals else None
 
     def routes(self) -> list[BaseRoute]:
-        """The console's routes, and its static files."""
+        """The console's routes, its static files, and a readable 404 for any other path."""
         p = self._prefix
-        return [
+        routes: list[BaseRoute] = [
             Route(p, self._home, methods=["GET"]),
             Route(p + "/", self._home, methods=["GET"]),
             Route(p + "/sign-in", self._sign_in, methods=["GET", "POST"]),
             Route(p + "/sign-out", self._sign_out, methods=["POST"]),
-            Route(p + "/documents", self._documents, methods=["GET"]),
-            Route(p + "/documents/{document_id}", self._document, methods=["GET"]),
-            Route(p + "/documents/{document_id}/export", self._export, methods=["GET"]),
-            Route(p + "/documents/{document_id}/delete", self._delete, methods=["POST"]),
+        ]
+        if self._rag is not None:
+            routes += [
+                Route(p + "/documents", self._documents, methods=["GET"]),
+                Route(p + "/documents/{document_id}", self._document, methods=["GET"]),
+                Route(p + "/documents/{document_id}/export", self._export, methods=["GET"]),
+                Route(p + "/documents/{document_id}/delete", self._delete, methods=["POST"]),
+            ]
+        if self._catalog is not None:
+            routes += self._catalog.routes()
+        if self._approvals is not None:
+            routes += self._approvals.routes()
+        return [
+            *routes,
             Mount(p + "/static", StaticFiles(directory=HERE / "static"), name="console-static"),
+            Route(p + "/{path:path}", self._not_found, methods=["GET", "POST"]),
         ]
 
     # -- plumbing ------------------------------------------------------------------
 
-    def _page(
-        self, request: Request, template: str, status: int = 200, **values: Any
-    ) -> HTMLResponse:
-        csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-        html = self._templates.get_template(template).render(
-            prefix=self._prefix,
-            upload_url=self._upload_url,
-            csrf=csrf,
-            signed_in=bool(request.cookies.get(SESSION_COOKIE)),
-            **values,
-        )
-        response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
-        if request.cookies.get(CSRF_COOKIE) != csrf:
-            response.set_cookie(
-                CSRF_COOKIE, csrf, httponly=True, samesite="strict", secure=_secure(request)
-            )
-        return response
+    def _page(self, request: Request, template: str, status: int = 200, **values: Any) -> Response:
+        return self._shell.page(request, template, status, **values)
 
-    def _redirect(self, path: str) -> RedirectResponse:
-        return RedirectResponse(self._prefix + path, status_code=303, headers=SECURITY_HEADERS)
+    def _redirect(self, path: str) -> Response:
+        return self._shell.redirect(path)
 
     async def _as_caller(
         self, request: Request, call: Callable[[], Awaitable[Any]]
     ) -> tuple[Any, str]:
         """(result, problem): the call's result as the signed-in caller, or why there is none."""
-        try:
-            with calling_as(request.cookies.get(SESSION_COOKIE, "")):
-                return await call(), ""
-        except PermissionDeniedError:
-            return None, "Your token may not read this (it lacks the scope the page needs)."
-        except ConductorError as error:
-            return None, error.details or error.code.name
+        result = await self._shell.call(request, call)
+        if isinstance(result, Refusal):
+            return None, result.message
+        return result, ""
 
     def _signed_out(self, request: Request) -> Response | None:
-        if not request.cookies.get(SESSION_COOKIE):
-            return self._redirect("/sign-in")
-        return None
+        return self._shell.signed_out(request)
+
+    @property
+    def _rag_client(self) -> AsyncRagClient:
+        if self._rag is None:  # the documents routes exist only with a Rag client
+            raise LookupError("Rag is not served here")
+        return self._rag
 
     # -- pages ---------------------------------------------------------------------
 
+    async def _not_found(self, request: Request) -> Response:
+        return self._shell.not_found(request)
+
     async def _home(self, request: Request) -> Response:
-        return self._signed_out(request) or self._redirect("/documents")
+        return self._signed_out(request) or self._redirect(self._shell.home)
 
     async def _sign_in(self, request: Request) -> Response:
         if request.method == "GET":
@@ -173,18 +174,18 @@ class Console:
         lifetime = int(caller.expires_at.seconds - _now_s())
         if lifetime <= 0:
             return self._page(request, "sign_in.html", 401, problem="That token has expired.")
-        response = self._redirect("/documents")
-        secure = _secure(request)
+        response = self._redirect(self._shell.home)
+        https = secure(request)
         response.set_cookie(
             SESSION_COOKIE,
             token,
             max_age=lifetime,
             httponly=True,
             samesite="strict",
-            secure=secure,
+            secure=https,
         )
         response.set_cookie(
-            CSRF_COOKIE, secrets.token_urlsafe(24), httponly=True, samesite="strict", secure=secure
+            CSRF_COOKIE, secrets.token_urlsafe(24), httponly=True, samesite="strict", secure=https
         )
         return response
 
@@ -199,7 +200,7 @@ class Console:
     async def _documents(self, request: Request) -> Response:
         if (away := self._signed_out(request)) is not None:
             return away
-        listed, problem = await self._as_caller(request, self._rag.list_documents)
+        listed, problem = await self._as_caller(request, self._rag_client.list_documents)
         documents = list(listed.documents) if listed is not None else []
         return self._page(request, "documents.html", documents=documents, problem=problem)
 
@@ -207,7 +208,7 @@ class Console:
         if (away := self._signed_out(request)) is not None:
             return away
         document_id = request.path_params["document_id"]
-        listed, problem = await self._as_caller(request, self._rag.list_purpose_templates)
+        listed, problem = await self._as_caller(request, self._rag_client.list_purpose_templates)
         if listed is None:
             return self._page(request, "document.html", 403, problem=problem, document=None)
         templates = list(listed.templates)
@@ -222,16 +223,16 @@ class Console:
                 request, "document.html", 400, problem=f"No purpose {purpose!r}.", document=None
             )
         found, problem = await self._as_caller(
-            request, lambda: self._rag.get_document(document_id=document_id)
+            request, lambda: self._rag_client.get_document(document_id=document_id)
         )
         if found is None:
             return self._page(request, "document.html", 404, problem=problem, document=None)
         summary, summary_problem = await self._as_caller(
-            request, lambda: self._rag.summarize(document_id=document_id, purpose=purpose)
+            request, lambda: self._rag_client.summarize(document_id=document_id, purpose=purpose)
         )
         chunks, chunks_problem = await self._as_caller(
             request,
-            lambda: self._rag.list_chunks(
+            lambda: self._rag_client.list_chunks(
                 document_id=document_id,
                 purpose=purpose,
                 page=PageRequest(
@@ -240,7 +241,7 @@ class Console:
             ),
         )
         manifest, manifest_problem = await self._as_caller(
-            request, lambda: self._rag.get_manifest(document_id=document_id, purpose=purpose)
+            request, lambda: self._rag_client.get_manifest(document_id=document_id, purpose=purpose)
         )
         return self._page(
             request,
@@ -266,18 +267,18 @@ class Console:
         purpose = request.query_params.get("purpose", "")
         export_format = _FORMATS.get(request.query_params.get("format", ""))
         if export_format is None:
-            return _plain("unknown export format\n", 400)
+            return self._shell.refused(request, Refusal("There is no such export format.", 400))
         token = request_token(request)
         try:
             with calling_as(token):
                 stream = aiter(
-                    self._rag.export_document(
+                    self._rag_client.export_document(
                         document_id=document_id, purpose=purpose, format=export_format
                     )
                 )
                 first = await anext(stream)
         except ConductorError as error:
-            return _refused(error)
+            return self._shell.refused(request, refusal_of(error))
 
         async def body() -> AsyncIterator[bytes]:
             with calling_as(token):
@@ -299,40 +300,15 @@ class Console:
     async def _delete(self, request: Request) -> Response:
         if (away := self._signed_out(request)) is not None:
             return away
-        form = await request.form()
-        if not csrf_ok(request, str(form.get("csrf", ""))):
-            return _plain("the form expired: reload the page\n", 403)
+        if await self._shell.posted(request) is None:
+            return self._shell.form_expired(request)
         document_id = request.path_params["document_id"]
         try:
             with calling_as(request_token(request)):
-                await self._rag.delete_document(document_id=document_id)
+                await self._rag_client.delete_document(document_id=document_id)
         except ConductorError as error:
-            return _refused(error)
+            return self._shell.refused(request, refusal_of(error, "delete documents"))
         return self._redirect("/documents")
-
-
-_STATUS_OF_CODE = {
-    "NOT_FOUND": 404,
-    "PERMISSION_DENIED": 403,
-    "UNAUTHENTICATED": 401,
-    "FAILED_PRECONDITION": 409,
-    "UNAVAILABLE": 503,
-}
-
-
-def _plain(message: str, status: int) -> Response:
-    return Response(message, status_code=status, media_type="text/plain", headers=SECURITY_HEADERS)
-
-
-def _refused(error: ConductorError) -> Response:
-    """A refusal from the platform as a plain-text HTTP answer with its status."""
-    return _plain(
-        (error.details or error.code.name) + "\n", _STATUS_OF_CODE.get(error.code.name, 400)
-    )
-
-
-def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
 
 
 def _now_s() -> float:

@@ -1,31 +1,27 @@
 """The web console in a real headless browser: sign in, upload with a cut, read, download.
 
-Runs Debian's chromium-headless-shell through Playwright (never Playwright's
-own browser download). Screenshots of every page land in
-`$CONDUCTOR_TEST_ARTIFACTS/console/` (default `test-artifacts/`), which CI keeps.
-Without the browser the test is skipped, saying so, except under CI=true.
+Runs Debian's chromium-headless-shell through Playwright (`tests.support.browser`).
+Screenshots of every page land in `$CONDUCTOR_TEST_ARTIFACTS/console/` (default
+`test-artifacts/`), which CI keeps. Without the browser the test is skipped,
+saying so, except under CI=true.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, Route, expect
 
 from servers.app import Platform
+from tests.support.browser import headless_chromium, sign_in, snapshot
 from tests.support.serving import Minter, serving
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
-
-CHROMIUM = os.environ.get("CONDUCTOR_TEST_CHROMIUM") or shutil.which("chromium-headless-shell")
-ARTIFACTS = Path(os.environ.get("CONDUCTOR_TEST_ARTIFACTS", "test-artifacts")) / "console"
 
 #: About 230 KB of Markdown: two tus pieces, so a cut lands mid-upload.
 NOTES = "\n\n".join(
@@ -45,28 +41,8 @@ async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pl
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    if CHROMIUM is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI needs chromium-headless-shell (.ci/run installs it)")
-        pytest.skip("no chromium-headless-shell: apt-get install chromium-headless-shell")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def snapshot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
-async def sign_in(page: Page, base: str, token: str) -> None:
-    await page.goto(f"{base}/console")
-    await expect(page).to_have_url(re.compile(r"/console/sign-in$"))
-    await page.fill("#token", token)
-    await page.click("form[action$='/sign-in'] button")
+    async with headless_chromium() as launched:
+        yield launched
 
 
 async def test_a_person_uploads_reads_and_downloads(
@@ -165,6 +141,16 @@ async def test_a_token_that_may_not_read_sees_a_refusal_not_data(
     page = await context.new_page()
     await sign_in(page, base, Minter(platform.settings)(["catalog.read"], tenant=uuid.uuid4()))
     await expect(page.locator(".problem")).to_contain_text("may not read")
+    # Only the sections of the services served here: no catalog without the Catalog.
+    sections = page.locator("#sections a")
+    assert await sections.evaluate_all("links => links.map(a => a.dataset.section)") == [
+        "documents",
+        "approvals",
+    ]
+    answer = await page.goto(f"{base}/console/catalog")
+    assert answer is not None
+    assert answer.status == 404
+    await expect(page.locator("h1")).to_have_text("Not found")
     await page.goto(f"{base}/console/sign-in")
     await page.fill("#token", "not-a-token")
     await page.click("form[action$='/sign-in'] button")

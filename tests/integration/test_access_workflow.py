@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 from core.errors import DomainError, ErrorReason
 from interceptors.keys import KeyStore, rotate
-from interceptors.policy import CallerFacts, PolicyEngine
+from interceptors.policy import PolicyEngine
 from interceptors.tokens import InMemoryRevocations, Principal
 from servers.access import metrics, reviews
 from servers.access.audit import append_audit, facts_from_line
@@ -46,22 +46,10 @@ from servers.db import ALL_TENANTS, Database
 from servers.db.migrate import upgrade
 from servers.runtime import Runtime
 from tests.support.clocks import Clock
+from tests.support.principals import principal
 from tests.support.serving import POSTGRES_SKIP_REASON, POSTGRES_URL, libpq_url
 
 ENGINE = PolicyEngine()
-
-
-def principal(tenant: uuid.UUID, subject: str, scopes: list[str]) -> Principal:
-    return Principal(
-        subject=subject,
-        tenant=tenant,
-        tenant_id=str(tenant),
-        scopes=tuple(scopes),
-        jit=False,
-        token_id=uuid.uuid4().hex,
-        expires_at=9e9,
-        facts=CallerFacts(subject, str(tenant), tuple(scopes), jit=False),
-    )
 
 
 async def make_runtime(url: str, var_dir: Path, clock: Clock, **changes: Any) -> Runtime:

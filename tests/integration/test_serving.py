@@ -53,6 +53,8 @@ async def channel(platform: Platform) -> AsyncIterator[grpc.aio.Channel]:
 ALL_METHODS = [
     (service.name, method) for service in all_services() for method in service.descriptor.methods
 ]
+
+
 def _is_public(method: MethodDescriptor) -> bool:
     rule = method.GetOptions().Extensions[authorization_pb2.authorization]
     return rule.WhichOneof("rule") == "public"

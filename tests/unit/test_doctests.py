@@ -23,6 +23,9 @@ MODULES = [
     "servers.rag.outputs",
     "servers.rag.manifests",
     "servers.console.tus",
+    "servers.console.graphs",
+    "servers.console.formats",
+    "servers.console.catalog",
 ]
 
 

@@ -112,3 +112,67 @@ document.addEventListener("DOMContentLoaded", () => {
   const purpose = document.getElementById("purpose");
   if (purpose) purpose.addEventListener("change", () => purpose.form.submit());
 });
+
+// Progressive enhancements of the catalog and approvals pages: each works without them.
+
+function formatLeft(seconds) {
+  if (seconds <= 0) return "expired";
+  const units = [["d", 86400], ["h", 3600], ["min", 60], ["s", 1]];
+  const words = [];
+  let left = Math.round(seconds);
+  for (const [unit, size] of units) {
+    if (words.length === 3) break;
+    if (left >= size || (unit === "s" && words.length === 0)) {
+      words.push(`${Math.floor(left / size)} ${unit}`);
+      left %= size;
+    } else if (words.length) {
+      words.push("");
+    }
+  }
+  return words.filter(Boolean).join(" ");
+}
+
+function tickCountdowns() {
+  for (const clock of document.querySelectorAll("time.countdown[data-ends-at]")) {
+    const ends = Date.parse(clock.dataset.endsAt);
+    if (!Number.isNaN(ends)) clock.textContent = formatLeft((ends - Date.now()) / 1000);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const addRow = document.getElementById("add-row");
+  const rows = document.querySelector("#overrides tbody");
+  if (addRow && rows) {
+    addRow.hidden = false;
+    const more = document.getElementById("more-rows");
+    if (more) more.hidden = true;
+    addRow.addEventListener("click", () => {
+      const last = rows.querySelector("tr.override:last-child");
+      const row = last.cloneNode(true);
+      for (const input of row.querySelectorAll("input")) input.value = "";
+      rows.appendChild(row);
+      row.querySelector("input").focus();
+    });
+  }
+
+  const copy = document.getElementById("copy-share");
+  if (copy) {
+    const field = document.getElementById(copy.dataset.copy);
+    const status = document.getElementById("copy-status");
+    copy.hidden = false;
+    copy.addEventListener("click", async () => {
+      field.select();
+      try {
+        await navigator.clipboard.writeText(field.value);
+        status.textContent = "Copied.";
+      } catch (refused) {
+        status.textContent = "Press Ctrl+C (⌘C) to copy the selected link.";
+      }
+    });
+  }
+
+  if (document.querySelector("time.countdown[data-ends-at]")) {
+    tickCountdowns();
+    setInterval(tickCountdowns, 1000);
+  }
+});

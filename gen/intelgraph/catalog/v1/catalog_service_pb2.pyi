@@ -747,27 +747,33 @@ Global___SloStatus: _TypeAlias = SloStatus  # noqa: Y015
 
 @_typing.final
 class WeakLink(_message.Message):
-    """A dependency the weakest link runs through."""
+    """An improvement that would raise a composite availability: an entity made
+    never to fail, or one of its redundancy groups made certain.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITY_FIELD_NUMBER: _builtins.int
     GAIN_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
     entity: _builtins.str
-    """The entity whose improvement raises the composite most; the entity
-    itself when its own availability is what limits it.
-    """
+    """The entity itself, one it requires, or the owner of `group`."""
     gain: _builtins.float
-    """Composite gain if it never failed."""
+    """How much the composite would rise."""
+    group: _builtins.str
+    """The redundancy group of `entity` (its label, or its targets joined by
+    "|"); empty for the entity itself.
+    """
     def __init__(
         self,
         *,
         entity: _builtins.str = ...,
         gain: _builtins.float = ...,
+        group: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity", "gain", b"gain"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity", "gain", b"gain", "group", b"group"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -783,15 +789,19 @@ class Availability(_message.Message):
     OWN_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     COMPOSITE_FIELD_NUMBER: _builtins.int
-    WEAKEST_PATH_FIELD_NUMBER: _builtins.int
+    WEAKEST_LINKS_FIELD_NUMBER: _builtins.int
     entity: _builtins.str
     own: _builtins.float
     source: Global___AvailabilitySource.ValueType
     composite: _builtins.float
-    """Own × what every dependency delivers (independent failures)."""
+    """What the entity and everything it requires deliver together, each entity
+    counted once (independent failures).
+    """
     @_builtins.property
-    def weakest_path(self) -> _containers.RepeatedCompositeFieldContainer[Global___WeakLink]:
-        """From the entity down to the root cause, one weakest link per step."""
+    def weakest_links(self) -> _containers.RepeatedCompositeFieldContainer[Global___WeakLink]:
+        """The improvements that would raise the composite most, largest gain first
+        (at most five).
+        """
 
     def __init__(
         self,
@@ -800,11 +810,11 @@ class Availability(_message.Message):
         own: _builtins.float = ...,
         source: Global___AvailabilitySource.ValueType = ...,
         composite: _builtins.float = ...,
-        weakest_path: _abc.Iterable[Global___WeakLink] | None = ...,
+        weakest_links: _abc.Iterable[Global___WeakLink] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["composite", b"composite", "entity", b"entity", "own", b"own", "source", b"source", "weakest_path", b"weakest_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["composite", b"composite", "entity", b"entity", "own", b"own", "source", b"source", "weakest_links", b"weakest_links"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
