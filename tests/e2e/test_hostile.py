@@ -43,6 +43,7 @@ from hypothesis import strategies as st
 from intelgraph.access.v1 import access_service_pb2 as access
 from intelgraph.analytics.v1 import analytics_service_pb2 as analytics
 from intelgraph.billing.v1 import billing_service_pb2 as billing
+from intelgraph.catalog.v1 import catalog_service_pb2 as catalog
 from intelgraph.common.v1 import authorization_pb2
 from intelgraph.common.v1.money_pb2 import Money
 from intelgraph.sdk import ConductorError, from_grpc_error
@@ -206,15 +207,18 @@ def _timestamp(moment: datetime) -> Timestamp:
 
 
 def seed(target: Target) -> None:
-    """Both tenants get a graph, access requests, billing facts; A's ids become `known`."""
+    """Both tenants get a graph, access requests, billing facts and a catalog (with the same
+    names in both); A's ids and names become `known`."""
     from intelgraph.access.v1 import access_service_pb2_grpc  # noqa: PLC0415
     from intelgraph.analytics.v1 import analytics_service_pb2_grpc  # noqa: PLC0415
     from intelgraph.billing.v1 import billing_service_pb2_grpc  # noqa: PLC0415
+    from intelgraph.catalog.v1 import catalog_service_pb2_grpc  # noqa: PLC0415
 
     with grpc.insecure_channel(target.served.grpc) as channel:
         graph = analytics_service_pb2_grpc.AnalyticsServiceStub(channel)
         people = access_service_pb2_grpc.AccessServiceStub(channel)
         money = billing_service_pb2_grpc.BillingServiceStub(channel)
+        services = catalog_service_pb2_grpc.CatalogServiceStub(channel)
         batch = analytics.ImportGraphRequest(
             entities=[analytics.Entity(id=f"e{i}", type="person") for i in range(20)],
             relationships=[
@@ -251,6 +255,7 @@ def seed(target: Target) -> None:
                 ),
                 metadata=caller,
             )
+            target.known += seed_catalog(services, money, caller)
         usage = billing.RecordUsageRequest(event_id="seed", meter="api.call", quantity=2)
         money.RecordUsage(usage, metadata=target.bearer(TENANT_A))
         invoices = money.ListInvoices(
@@ -259,6 +264,52 @@ def seed(target: Target) -> None:
         target.known += [invoice.id for invoice in invoices.invoices]
         target.known += [line.id for invoice in invoices.invoices for line in invoice.lines]
     target.known.append(str(TENANT_A))
+
+
+def seed_catalog(services: Any, money: Any, caller: tuple[tuple[str, str], ...]) -> list[str]:
+    """Entities with an SLO and events, a saved scenario and a budget link; what they are called."""
+    minute = _timestamp(datetime.now(UTC).replace(second=0, microsecond=0))
+    slo = catalog.Slo(name="availability", objective=0.999)
+    money.SetBudget(
+        billing.SetBudgetRequest(
+            budget=billing.Budget(
+                id="hosting", monthly_amount=Money(minor_units=1000, currency_code="USD")
+            )
+        ),
+        metadata=caller,
+    )
+    for name, needs in (("db", []), ("api", ["db"])):
+        services.CreateEntity(
+            catalog.CreateEntityRequest(
+                entity=catalog.Entity(
+                    kind=catalog.ENTITY_KIND_COMPONENT,
+                    name=name,
+                    dependencies=[catalog.Dependency(targets=needs)] if needs else [],
+                    slos=[slo],
+                )
+            ),
+            metadata=caller,
+        )
+    services.RecordSloEvents(
+        catalog.RecordSloEventsRequest(
+            entity="api",
+            slo="availability",
+            minutes=[catalog.MinuteEvents(minute=minute, good_events=9, total_events=10)],
+        ),
+        metadata=caller,
+    )
+    services.LinkBudget(
+        catalog.LinkBudgetRequest(entity="api", budget_id="hosting"), metadata=caller
+    )
+    saved = services.SaveScenario(
+        catalog.SaveScenarioRequest(
+            scenario=catalog.Scenario(
+                overrides=[catalog.EntityOverride(entity="db", availability=1.0)]
+            )
+        ),
+        metadata=caller,
+    )
+    return ["api", "db", "availability", "hosting", saved.scenario.id]
 
 
 @pytest.fixture(

@@ -761,6 +761,7 @@ async def test_yaml_imports_and_round_trips_across_tenants(
         ("a: &a [1]\nb: *a\n", "yaml", "0"),
         ("apiVersion: v1\nkind: Pod\n", "kind", "1"),
         ("- just\n- a list\n", "document", "1"),
+        ("\n".join(f"k{i}: v" for i in range(130_000)), "yaml", "0"),
         (
             "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: Bad}\n",
             "name",
@@ -1004,3 +1005,28 @@ async def test_a_thousand_services_import_and_compose(tenant: Tenant) -> None:
     assert all(i.after.availability >= i.before.availability for i in ran.impacts)
     listed = await tenant.catalog.list_entities(owner="team-3", page=PageRequest(page_size=500))
     assert len(listed.entities) == len([i for i in range(1000) if i % 13 == 3])
+
+
+async def test_what_if_usage_is_counted_on_metrics(platform: Platform, tenant: Tenant) -> None:
+    await build_shop(tenant)
+
+    async def counted() -> dict[str, float]:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}") as http:
+            text = (await http.get("/metrics")).text
+        found = {}
+        for line in text.splitlines():
+            if line.startswith("catalog_whatif_total{"):
+                labels, value = line.rsplit(" ", 1)
+                found[labels.split('"')[1]] = float(value)
+        return found
+
+    before = await counted()
+    scenario = pb.Scenario(overrides=[pb.EntityOverride(entity="db", availability=0.9991)])
+    await tenant.catalog.run_what_if(scenario=scenario)
+    saved = await tenant.catalog.save_scenario(scenario=scenario)
+    await tenant.catalog.save_scenario(scenario=scenario)  # the same: not a new share
+    await tenant.catalog.get_scenario(id=saved.scenario.id)
+    after = await counted()
+    assert after["run"] - before.get("run", 0) == 1
+    assert after["save"] - before.get("save", 0) == 1
+    assert after["open"] - before.get("open", 0) == 1
