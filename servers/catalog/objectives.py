@@ -294,7 +294,7 @@ class Objectives:
 
         Raises:
             NotFound: No such entity or SLO.
-            FailedPrecondition: No SLO has an indicator to alert on.
+            InvalidArgument: No SLO has an indicator to alert on.
         """
         spec = spec_of(await self._entities.get(principal, entity))
         chosen = [_slo_of(spec, slo)] if slo else list(spec.slos)
