@@ -6,7 +6,7 @@ Scopes: `catalog.write` (entities, the scenario), `catalog.read` (availability, 
 import csv
 import io
 
-from intelgraph.sdk import Client
+from intelgraph.sdk import AlreadyExistsError, Client
 from intelgraph.sdk import catalog as pb
 
 
@@ -23,15 +23,23 @@ def service(name: str, availability: float, *needs: pb.Dependency) -> pb.Entity:
     )
 
 
+def declare(client: Client, entity: pb.Entity) -> None:
+    """Create the entity, or keep it if the tenant has it already (the example runs twice)."""
+    try:
+        client.catalog.create_entity(entity=entity)
+    except AlreadyExistsError:
+        print(f"{entity.name}: already in the catalog, kept as it is")
+
+
 def main() -> None:
     """Run the example; exits 0 when it worked."""
     with Client.from_env() as client:
         catalog = client.catalog
         for region in ("eu", "us", "ap"):
-            catalog.create_entity(entity=service(f"api-{region}", 0.99))
-        catalog.create_entity(entity=service("db", 0.995))
+            declare(client, service(f"api-{region}", 0.99))
+        declare(client, service("db", 0.995))
         regions = pb.Dependency(targets=["api-eu", "api-us", "api-ap"], required=2, group="regions")
-        catalog.create_entity(entity=service("web", 0.9999, pb.Dependency(targets=["db"]), regions))
+        declare(client, service("web", 0.9999, pb.Dependency(targets=["db"]), regions))
         answer = catalog.get_availability(entity="web").availability
         weakest = ", ".join(
             f"{link.entity}{' (' + link.group + ')' if link.group else ''} +{link.gain:.6f}"

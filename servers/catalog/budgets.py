@@ -109,6 +109,11 @@ class BudgetReport:
     exhaustion_seconds: float | None
 
 
+def time_budget(budget: float, window_seconds: float) -> float:
+    """The error budget as time, B * window, in decimal as B is (0.001 over 28 days: 2419.2 s)."""
+    return float(Decimal(repr(budget)) * Decimal(repr(float(window_seconds))))
+
+
 def budget_report(
     objective: float,
     window_seconds: float,
@@ -172,7 +177,7 @@ def budget_report(
         allowed_bad_events = 0.0
         consumed = 0.0
     remaining = 1.0 - consumed
-    time_budget_seconds = budget * window_seconds
+    time_budget_seconds = time_budget(budget, window_seconds)
     burn_rate = error_ratio / budget
     rate = burn_rate if current_burn_rate is None else current_burn_rate
     exhaustion_seconds: float | None

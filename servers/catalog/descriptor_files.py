@@ -54,15 +54,36 @@ _KIND_NAMES = {kind: name for name, kind in _KINDS.items()}
 #: What Backstage wants in spec.type, where we keep none.
 _DEFAULT_TYPE = {"component": "service", "api": "openapi", "resource": "database"}
 _REF = re.compile(r"(?:(?P<kind>[A-Za-z]+):)?(?:(?P<namespace>[a-z0-9-]+)/)?(?P<name>.+)")
+_END = object()
 _ROLLING = re.compile(r"(?P<count>[1-9][0-9]{0,2})(?P<unit>[dw])")
 _CALENDAR = {"1w": "week", "1M": "month", "1Q": "quarter"}
 _CALENDAR_DURATION = {period: duration for duration, period in _CALENDAR.items()}
 _SLICE = re.compile(r"(?P<count>[1-9][0-9]?)m")
 
 try:  # libyaml's parser when the wheel has it: much faster on large files
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+    _Parser: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
 except AttributeError:  # pragma: no cover - wheels without libyaml
-    _Loader = yaml.SafeLoader
+    _Parser = yaml.SafeLoader
+
+
+class _Loader(_Parser):  # type: ignore[misc,valid-type]
+    """The safe loader (plain data only; any other tag refused), refusing duplicate keys.
+
+    YAML says keys are unique; PyYAML would keep the last silently, so
+    `{name: a, name: b}` would create `b`.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 @dataclass(frozen=True)
@@ -76,7 +97,7 @@ class CatalogFile:
     positions: Mapping[str, int]
 
 
-def _invalid(document: int, field: str, problem: str) -> InvalidArgument:
+def document_invalid(document: int, field: str, problem: str) -> InvalidArgument:
     """A refusal naming the document (from 1; 0: the file as a whole) and the field."""
     where = {"document": str(document)} if document else {}
     return InvalidArgument(
@@ -94,7 +115,7 @@ class _Reader:
         self.document = document
 
     def invalid(self, field: str, problem: str) -> InvalidArgument:
-        return _invalid(self.document, field, problem)
+        return document_invalid(self.document, field, problem)
 
     def mapping(self, value: Any, field: str) -> Mapping[str, Any]:
         if value is None:
@@ -144,9 +165,9 @@ def _refuse_aliases(data: bytes) -> None:
     try:
         for count, event in enumerate(yaml.parse(data, Loader=_Loader)):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise _invalid(0, "yaml", "anchors and aliases are not accepted")
+                raise document_invalid(0, "yaml", "anchors and aliases are not accepted")
             if count >= MAX_EVENTS:
-                raise _invalid(0, "yaml", f"more than {MAX_EVENTS} YAML nodes in one file")
+                raise document_invalid(0, "yaml", f"more than {MAX_EVENTS} YAML nodes in one file")
     except yaml.YAMLError as error:
         raise InvalidArgument(
             f"the YAML does not parse: {str(error)[:200]}",
@@ -303,9 +324,18 @@ def read_catalog(data: bytes) -> CatalogFile:
     slos: list[tuple[str, SloSpec]] = []
     positions: dict[str, int] = {}
     documents = yaml.load_all(data, Loader=_Loader)
-    for position, document in enumerate(documents, start=1):
+    position = 0
+    while True:
+        position += 1
+        try:
+            document = next(documents, _END)
+        except yaml.YAMLError as error:  # an unknown tag, a duplicate key
+            problem = " ".join(str(error).split())
+            raise document_invalid(position, "yaml", problem[:200]) from None
+        if document is _END:
+            break
         if position > MAX_DOCUMENTS:
-            raise _invalid(position, "yaml", f"at most {MAX_DOCUMENTS} documents per file")
+            raise document_invalid(position, "yaml", f"at most {MAX_DOCUMENTS} documents per file")
         if document is None:
             continue
         reader = _Reader(position)
@@ -448,7 +478,7 @@ def with_slos(file: CatalogFile, current: Mapping[str, EntitySpec]) -> dict[str,
     for service, slo in file.slos:
         found = merged.get(service) or current.get(service)
         if found is None:
-            raise _invalid(
+            raise document_invalid(
                 file.positions[f"{service}/{slo.name}"],
                 "spec.service",
                 f"{service!r} is neither in the file nor in the catalog",

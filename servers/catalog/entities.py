@@ -243,6 +243,16 @@ def _checked_import(
     return checked, created, changed
 
 
+def _of_request(error: DomainError) -> DomainError:
+    """`error`, found in the request's entity, naming its field as the request does."""
+    field = error.metadata.get("field")
+    if field and not field.startswith("entity."):
+        error.metadata["field"] = f"entity.{field}"
+        if isinstance(error, InvalidArgument):
+            error.field = error.metadata["field"]
+    return error
+
+
 class Entities:
     """The catalog's entities, for every tenant."""
 
@@ -269,6 +279,13 @@ class Entities:
         return {name: by_name[name].id for name in spec.targets}
 
     async def create(self, principal: Principal, spec: EntitySpec) -> EntityRow:
+        """Add an entity (see `_create`); refusals name the request's fields ("entity.name")."""
+        try:
+            return await self._create(principal, spec)
+        except (InvalidArgument, FailedPrecondition) as error:
+            raise _of_request(error) from None
+
+    async def _create(self, principal: Principal, spec: EntitySpec) -> EntityRow:
         """Add an entity.
 
         Raises:
@@ -314,6 +331,13 @@ class Entities:
             return await store.page_of_entities(session, page, narrowed)
 
     async def update(self, principal: Principal, spec: EntitySpec, etag: str) -> EntityRow:
+        """Replace an entity's fields (see `_update`); refusals name the request's fields."""
+        try:
+            return await self._update(principal, spec, etag)
+        except (InvalidArgument, FailedPrecondition) as error:
+            raise _of_request(error) from None
+
+    async def _update(self, principal: Principal, spec: EntitySpec, etag: str) -> EntityRow:
         """Replace an entity's fields (not its name or kind) if it still has `etag`.
 
         SLOs no longer named lose their recorded events.
@@ -325,7 +349,9 @@ class Entities:
             FailedPrecondition: A reference names no entity, or a cycle would form.
         """
         if not etag:
-            raise InvalidArgument("entity.etag is required to update an entity", field="etag")
+            raise InvalidArgument(
+                "entity.etag is required to update an entity", field="entity.etag"
+            )
         check_name(spec.name)
         async with self._db.tenant_session(principal.tenant) as session:
             await store.lock_graph(session, principal.tenant)
@@ -397,22 +423,23 @@ class Entities:
         changed: list[str],
     ) -> None:
         now = self._clock()
-        for name in created:  # all first: dependencies among new entities need their ids
-            row = _new_row(tenant, specs[name], now)
-            if not await store.add_entity(session, row):
-                raise AlreadyExists(
-                    f"an entity called {quoted(name)} exists", metadata={"name": name}
-                )
-            rows[name] = row
+        new_rows = [_new_row(tenant, specs[name], now) for name in created]
+        await store.add_entities(session, new_rows)  # all first: new entities depend on new ones
+        rows.update((row.name, row) for row in new_rows)
         for name in changed:
             row = rows[name]
             _fill(row, specs[name])
             row.etag = new_etag()
             row.updated_at = now
             await store.drop_minutes_except(session, row.id, [slo.name for slo in specs[name].slos])
-        for name in (*created, *changed):
-            targets = [rows[target].id for target in specs[name].targets]
-            await store.set_links(session, tenant, rows[name].id, specs[name].tags, targets)
+        await store.replace_links(
+            session,
+            tenant,
+            {
+                rows[name].id: (specs[name].tags, [rows[t].id for t in specs[name].targets])
+                for name in (*created, *changed)
+            },
+        )
 
     async def delete(self, principal: Principal, name: str, etag: str) -> None:
         """Delete an entity and its events if it still has `etag` and nothing depends on it.

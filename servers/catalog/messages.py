@@ -7,10 +7,13 @@ from datetime import datetime
 from intelgraph.catalog.v1 import catalog_service_pb2 as pb
 from intelgraph.common.v1.money_pb2 import Money
 
+from core.errors import InvalidArgument
 from core.interfaces import CostBudget
 from core.times import to_timestamp
+from interceptors.validation import within_bounds
 from servers.catalog.availability import AvailabilityReport, EntityAvailability
 from servers.catalog.budgets import BudgetReport, BurnAlert
+from servers.catalog.descriptor_files import CatalogFile, document_invalid
 from servers.catalog.entities import spec_of
 from servers.catalog.objectives import SloStatus
 from servers.catalog.reliability import Figures, Impact, Override
@@ -185,6 +188,54 @@ def budget_link(
         )
         link.spent.CopyFrom(Money(minor_units=cost.spent, currency_code=cost.currency))
     return link
+
+
+def entity_message(spec: EntitySpec) -> pb.Entity:
+    """The message of an entity as declared (no id, etag or times)."""
+    return pb.Entity(
+        kind=KIND.get(spec.kind, pb.ENTITY_KIND_UNSPECIFIED),
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        owner=spec.owner,
+        lifecycle=LIFECYCLE.get(spec.lifecycle, pb.LIFECYCLE_UNSPECIFIED),
+        tags=list(spec.tags),
+        links=[pb.Link(url=link.url, title=link.title) for link in spec.links],
+        system=spec.system,
+        dependencies=[_dependency(d) for d in spec.dependencies],
+        slos=[slo(objective) for objective in spec.slos],
+        expected_availability=spec.expected_availability,
+        requests_per_second=spec.requests_per_second,
+    )
+
+
+def check_file_bounds(file: CatalogFile) -> None:
+    """Refuse a file declaring what the contract's field bounds would refuse over gRPC.
+
+    The same checks as every request's (lengths, item counts, finite numbers
+    within range, no control characters), so an entity imported from YAML is
+    one that UpdateEntity accepts back.
+
+    Raises:
+        InvalidArgument: DOCUMENT_INVALID, naming the document and the field.
+    """
+    entity_bounds, slo_bounds = (
+        within_bounds(pb.Entity.DESCRIPTOR),
+        within_bounds(pb.Slo.DESCRIPTOR),
+    )
+    for declared in file.entities:
+        try:
+            entity_bounds(entity_message(declared))
+        except InvalidArgument as error:
+            raise document_invalid(
+                file.positions[declared.name], error.field, error.message
+            ) from None
+    for service, objective in file.slos:
+        try:
+            slo_bounds(slo(objective))
+        except InvalidArgument as error:
+            position = file.positions[f"{service}/{objective.name}"]
+            raise document_invalid(position, error.field, error.message) from None
 
 
 def entity(row: EntityRow, cost: CostBudget | None = None) -> pb.Entity:

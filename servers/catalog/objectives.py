@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -135,7 +136,7 @@ def thresholds(objective: float, window_seconds: int) -> list[BurnAlert]:
 def _slo_of(spec: EntitySpec, name: str) -> SloSpec:
     slo = spec.slo(name)
     if slo is None:
-        what = f"an SLO called {quoted(name)}" if name else "an SLO"
+        what = f"SLO called {quoted(name)}" if name else "SLO"
         raise NotFound(f"entity {quoted(spec.name)} has no {what}", metadata={"slo": name})
     return slo
 
@@ -298,6 +299,8 @@ class Objectives:
         """
         spec = spec_of(await self._entities.get(principal, entity))
         chosen = [_slo_of(spec, slo)] if slo else list(spec.slos)
+        if runbook_url and urlsplit(runbook_url).scheme not in ("http", "https"):
+            raise InvalidArgument("runbook_url must be an http or https URL", field="runbook_url")
         measurable = [candidate for candidate in chosen if candidate.indicator.measurable]
         if not measurable:
             raise InvalidArgument(

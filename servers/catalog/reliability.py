@@ -17,9 +17,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from servers.catalog.budgets import error_budget
+from core.errors import InvalidArgument
+from servers.catalog.budgets import error_budget, time_budget
 from servers.catalog.composite import Node, Requirement, affected_by, compose
-from servers.catalog.specs import DependencySpec, dependencies_from_json, dependencies_to_json
+from servers.catalog.specs import (
+    DependencySpec,
+    check_dependency,
+    dependencies_from_json,
+    dependencies_to_json,
+)
 
 OBSERVED = "observed"
 DECLARED = "declared"
@@ -185,7 +191,7 @@ def _figures(entity: Inputs, availability: float, link: WeakestLink | None) -> F
         objective=entity.objective,
         error_budget=budget,
         burn_rate=unavailability / budget if budget else 0.0,
-        time_budget_seconds=budget * window,
+        time_budget_seconds=time_budget(budget, window),
         allowed_bad_events=budget * entity.requests_per_second * window,
         expected_bad_events=unavailability * entity.requests_per_second * window,
         requests_per_second=entity.requests_per_second,
@@ -247,6 +253,10 @@ def _check_override(index: int, override: Override, inputs: Mapping[str, Inputs]
                 f"{override.entity!r} does not depend on {target!r}",
             )
     for position, dependency in enumerate(override.add_dependencies):
+        try:
+            check_dependency(dependency, override.entity, f"add_dependencies[{position}]")
+        except InvalidArgument as error:
+            raise OverrideRefused(Refusal(index, error.field, error.message)) from None
         for at, target in enumerate(dependency.targets):
             if target not in inputs:
                 raise refuse(
@@ -285,7 +295,13 @@ def apply(inputs: Mapping[str, Inputs], overrides: Sequence[Override]) -> dict[s
             target it does not depend on, or an objective out of range.
     """
     changed = dict(inputs)
+    seen: set[str] = set()
     for index, override in enumerate(overrides):
+        if override.entity in seen:
+            raise OverrideRefused(
+                Refusal(index, "entity", f"{override.entity!r} is overridden twice; merge them")
+            )
+        seen.add(override.entity)
         _check_override(index, override, changed)
         entity = changed[override.entity]
         dependencies = _without(entity.dependencies, set(override.remove_targets))

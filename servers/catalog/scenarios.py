@@ -50,6 +50,10 @@ class SavedScenario:
 
 
 def _evaluate(inputs: dict[str, Inputs], overrides: Sequence[Override]) -> list[Impact]:
+    if not overrides:
+        raise InvalidArgument(
+            "scenario.overrides says what the scenario changes", field="scenario.overrides"
+        )
     try:
         return impacts(inputs, overrides)
     except OverrideRefused as refused:

@@ -127,6 +127,12 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
         context: grpc.aio.ServicerContext[pb.RecordSloEventsRequest, pb.RecordSloEventsResponse],
     ) -> pb.RecordSloEventsResponse:
         """Set an SLO's counts per minute."""
+        for index, minute in enumerate(request.minutes):
+            if minute.minute.nanos:
+                raise InvalidArgument(
+                    f"minutes[{index}].minute must be the start of a minute",
+                    field=f"minutes[{index}].minute",
+                )
         recorded = await self.objectives.record(
             current_principal(),
             request.entity,
@@ -284,6 +290,7 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
         """Create or update entities and SLOs from YAML, all or nothing."""
         principal = current_principal()
         file = await asyncio.to_thread(read_catalog, request.yaml)
+        await asyncio.to_thread(messages.check_file_bounds, file)
         counts = await self.entities.import_file(principal, file, dry_run=request.dry_run)
         return pb.ImportCatalogResponse(
             created=counts.created,

@@ -252,7 +252,12 @@ def check_slo(slo: SloSpec, field_path: str) -> SloSpec:
     return slo
 
 
-def _check_dependency(dependency: DependencySpec, owner: str, field_path: str) -> DependencySpec:
+def check_dependency(dependency: DependencySpec, owner: str, field_path: str) -> DependencySpec:
+    """`dependency` (k defaulted to 1) if its targets are valid, distinct, not `owner`, 1 ≤ k ≤ n.
+
+    Raises:
+        InvalidArgument: It is not.
+    """
     if not dependency.targets:
         raise _invalid(f"{field_path}.targets names no entity", f"{field_path}.targets")
     for index, target in enumerate(dependency.targets):
@@ -310,9 +315,12 @@ def check_entity(entity: EntitySpec) -> EntitySpec:
         check_name(entity.system, "system")
     links = tuple(_check_link(link, f"links[{i}]") for i, link in enumerate(entity.links))
     dependencies = tuple(
-        _check_dependency(dependency, entity.name, f"dependencies[{index}]")
+        check_dependency(dependency, entity.name, f"dependencies[{index}]")
         for index, dependency in enumerate(entity.dependencies)
     )
+    plain = [d.targets[0] for d in dependencies if len(d.targets) == 1]
+    if len(set(plain)) != len(plain):
+        raise _invalid("dependencies name one plain dependency twice", "dependencies")
     slos = tuple(check_slo(slo, f"slos[{index}]") for index, slo in enumerate(entity.slos))
     if len({slo.name for slo in slos}) != len(slos):
         raise _invalid("two SLOs share a name", "slos")

@@ -16,7 +16,7 @@ sessions (one transaction per step), and nothing here commits.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    insert,
     select,
     text,
     update,
@@ -155,6 +156,8 @@ class ScenarioRow(TenantScoped, Base):
 
 
 _DAY_MINUTES = 1440
+#: Ids per IN (...) list.
+_IN_BATCH = 500
 #: First key of the catalog's advisory locks (the second is the tenant's).
 _GRAPH_LOCK_SPACE = 0x0CA7A106
 
@@ -244,6 +247,39 @@ async def add_entity(session: AsyncSession, row: EntityRow) -> bool:
         _columns(row),
     )
     return added.scalar_one_or_none() is not None
+
+
+async def add_entities(session: AsyncSession, rows: Sequence[EntityRow]) -> None:
+    """Record new entities in one statement (names checked free under the graph's lock)."""
+    if rows:
+        await session.execute(insert(EntityRow), [_columns(row) for row in rows])
+
+
+async def replace_links(
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    links: Mapping[uuid.UUID, tuple[Iterable[str], Iterable[uuid.UUID]]],
+) -> None:
+    """Make the tag and edge rows of many entities match (tags, target ids), in few statements."""
+    ids = sorted(links)
+    for start in range(0, len(ids), _IN_BATCH):
+        chunk = ids[start : start + _IN_BATCH]
+        await session.execute(delete(TagRow).where(TagRow.entity_id.in_(chunk)))
+        await session.execute(delete(EdgeRow).where(EdgeRow.source_id.in_(chunk)))
+    tags = [
+        {"tenant_id": tenant, "entity_id": entity_id, "tag": tag}
+        for entity_id, (names, _) in links.items()
+        for tag in set(names)
+    ]
+    edges = [
+        {"tenant_id": tenant, "source_id": entity_id, "target_id": target}
+        for entity_id, (_, targets) in links.items()
+        for target in set(targets)
+    ]
+    if tags:
+        await session.execute(insert(TagRow), tags)
+    if edges:
+        await session.execute(insert(EdgeRow), edges)
 
 
 async def set_links(

@@ -192,7 +192,7 @@ def dependency_graph_svg(
     nodes[root.name] = root
     placed = layout(root.name, nodes, edges)
     width = max(p.x for p in placed.values()) + NODE_WIDTH / 2 + MARGIN
-    width = max(width, 2 * MARGIN + 3 * 150)
+    width = max(width, 2 * MARGIN + 3 * 110 + 240)  # room for the legend
     height = max(p.y for p in placed.values()) + NODE_HEIGHT / 2 + MARGIN + LEGEND_HEIGHT
     title = title or f"Dependencies of {root.name}"
     parts = [
@@ -367,9 +367,9 @@ def burn_chart_svg(
         tick += step
     bottom = CHART_HEIGHT - _BOTTOM + 16
     parts.append(
-        f'<text x="{_LEFT}" y="{bottom}" font-size="11" fill="#5b6472">day 0</text>'
+        f'<text x="{_LEFT}" y="{bottom}" font-size="11" fill="#5b6472">window start</text>'
         f'<text x="{CHART_WIDTH - _RIGHT}" y="{bottom}" text-anchor="end" font-size="11" '
-        f'fill="#5b6472">day {days:g}</text>'
+        f'fill="#5b6472">window end</text>'
     )
     parts.append(
         f'<polyline class="even-spend" points="{at(0, 0)} {at(days, 1.0)}" fill="none" '

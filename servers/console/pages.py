@@ -174,7 +174,7 @@ class Console:
         lifetime = int(caller.expires_at.seconds - _now_s())
         if lifetime <= 0:
             return self._page(request, "sign_in.html", 401, problem="That token has expired.")
-        response = self._redirect(self._shell.home)
+        response = self._redirect(self._shell.home_for(list(caller.scopes)))
         https = secure(request)
         response.set_cookie(
             SESSION_COOKIE,

@@ -9,7 +9,7 @@ SDK error) into a readable page with the matching HTTP status.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,15 +62,17 @@ class Section:
     name: str
     title: str
     path: str
+    #: The scope a token needs to read it.
+    scope: str = ""
 
 
 #: Every section, in navigation order.
 SECTIONS = (
-    Section("documents", "Documents", "/documents"),
-    Section("catalog", "Catalog", "/catalog"),
-    Section("what-if", "What-if", "/catalog/what-if"),
-    Section("scenarios", "Scenarios", "/catalog/scenarios"),
-    Section("approvals", "Approvals", "/approvals"),
+    Section("documents", "Documents", "/documents", "rag.read"),
+    Section("catalog", "Catalog", "/catalog", "catalog.read"),
+    Section("what-if", "What-if", "/catalog/what-if", "catalog.read"),
+    Section("scenarios", "Scenarios", "/catalog/scenarios", "catalog.read"),
+    Section("approvals", "Approvals", "/approvals", "admin.write"),
 )
 
 
@@ -146,8 +148,13 @@ class Shell:
 
     @property
     def home(self) -> str:
-        """The path of the first section served (where signing in leads)."""
+        """The path of the first section served."""
         return self.sections[0].path if self.sections else "/sign-in"
+
+    def home_for(self, scopes: Sequence[str]) -> str:
+        """Where signing in leads: the first section served that a token of `scopes` may read."""
+        readable = next((s for s in self.sections if s.scope in scopes), None)
+        return readable.path if readable is not None else self.home
 
     def page(
         self, request: Request, template: str, status: int = 200, **values: Any

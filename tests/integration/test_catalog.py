@@ -195,7 +195,7 @@ async def test_bad_entities_are_refused_naming_the_field(
 ) -> None:
     with pytest.raises(InvalidArgumentError) as refused:
         await create(tenant, entity)
-    assert refused.value.metadata["field"].startswith(field), refused.value.metadata
+    assert refused.value.metadata["field"].startswith(f"entity.{field}"), refused.value.metadata
 
 
 async def test_unknown_dependencies_and_systems_are_refused(tenant: Tenant) -> None:
@@ -380,6 +380,13 @@ async def test_bad_minutes_are_refused(tenant: Tenant) -> None:
         await tenant.catalog.record_slo_events(
             entity="api", slo="latency", minutes=[pb.MinuteEvents(minute=stamp, total_events=1)]
         )
+    nanos = Timestamp(seconds=stamp.seconds, nanos=5)
+    with pytest.raises(InvalidArgumentError):
+        await tenant.catalog.record_slo_events(
+            entity="api",
+            slo="availability",
+            minutes=[pb.MinuteEvents(minute=nanos, total_events=1)],
+        )
 
 
 async def test_alert_rules_are_a_prometheus_rule_file(tenant: Tenant) -> None:
@@ -404,6 +411,8 @@ async def test_alert_rules_are_a_prometheus_rule_file(tenant: Tenant) -> None:
     await create(tenant, component("bare", slos=[availability_slo()]))
     with pytest.raises(InvalidArgumentError):
         await tenant.catalog.get_alert_rules(entity="bare")
+    with pytest.raises(InvalidArgumentError):
+        await tenant.catalog.get_alert_rules(entity="api", runbook_url="javascript:alert(1)")
 
 
 # Composite availability and what-if
@@ -491,6 +500,22 @@ async def test_what_if_refusals(tenant: Tenant) -> None:
     await build_shop(tenant)
     cases = [
         (pb.EntityOverride(entity="ghost"), FailedPreconditionError),
+        (
+            pb.EntityOverride(
+                entity="web", add_dependencies=[pb.Dependency(targets=["db"], required=3)]
+            ),
+            InvalidArgumentError,
+        ),
+        (
+            pb.EntityOverride(entity="web", add_dependencies=[pb.Dependency(targets=["db", "db"])]),
+            InvalidArgumentError,
+        ),
+        (
+            pb.EntityOverride(
+                entity="web", add_dependencies=[pb.Dependency(targets=["db"], group="<x y>")]
+            ),
+            InvalidArgumentError,
+        ),
         (pb.EntityOverride(entity="db", remove_targets=["api"]), InvalidArgumentError),
         (pb.EntityOverride(entity="web", objective=1.0), InvalidArgumentError),
         (
@@ -501,6 +526,11 @@ async def test_what_if_refusals(tenant: Tenant) -> None:
     for override, error in cases:
         with pytest.raises(error):
             await tenant.catalog.run_what_if(scenario=pb.Scenario(overrides=[override]))
+    twice = [pb.EntityOverride(entity="db", availability=0.9), pb.EntityOverride(entity="db")]
+    for overrides in (twice, []):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await tenant.catalog.run_what_if(scenario=pb.Scenario(overrides=overrides))
+        assert refused.value.metadata["field"].startswith("scenario.overrides")
     removed = await tenant.catalog.run_what_if(
         scenario=pb.Scenario(
             overrides=[pb.EntityOverride(entity="api", remove_targets=["cache-a"])]
@@ -762,6 +792,27 @@ async def test_yaml_imports_and_round_trips_across_tenants(
         ("apiVersion: v1\nkind: Pod\n", "kind", "1"),
         ("- just\n- a list\n", "document", "1"),
         ("\n".join(f"k{i}: v" for i in range(130_000)), "yaml", "0"),
+        ("a: !!python/object/apply:os.system ['true']\n", "yaml", "1"),
+        ("apiVersion: v1\napiVersion: v2\n", "yaml", "1"),
+        (
+            "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: a, title: '"
+            + "x" * 201
+            + "'}\n",
+            "title",
+            "1",
+        ),
+        (
+            "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: a, "
+            "annotations: {conductor.intelgraph.io/requests-per-second: 'nan'}}\n",
+            "requests_per_second",
+            "1",
+        ),
+        (
+            "apiVersion: backstage.io/v1alpha1\nkind: Component\n"
+            'metadata: {name: a, title: "a\\x01"}\n',
+            "title",
+            "1",
+        ),
         (
             "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata: {name: Bad}\n",
             "name",

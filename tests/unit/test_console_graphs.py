@@ -186,7 +186,7 @@ def test_the_burn_chart_plots_the_running_total_against_even_spend() -> None:
     assert [y for _, y in consumed] == sorted((y for _, y in consumed), reverse=True)
     even = [tuple(map(float, point.split(","))) for point in lines["even-spend"].split()]
     assert even[0][1] == consumed[0][1]  # both start at nothing spent
-    assert "day 30" in texts(burn_chart_svg([0.1], 30))
+    assert "window end" in texts(burn_chart_svg([0.1], 30))
     description = "".join(chart.find(f"{SVG}desc").itertext())  # type: ignore[union-attr]
     assert "35.0% of the budget consumed over 3 days" in description
 

@@ -1443,7 +1443,7 @@ class GetAlertRulesRequest(_message.Message):
     slo: _builtins.str
     """Unset means all of the entity's SLOs that have an indicator."""
     runbook_url: _builtins.str
-    """Linked from every alert's annotations."""
+    """An http or https URL linked from every alert's annotations."""
     def __init__(
         self,
         *,
@@ -1838,7 +1838,8 @@ class ImportCatalogRequest(_message.Message):
     DRY_RUN_FIELD_NUMBER: _builtins.int
     yaml: _builtins.bytes
     """YAML documents: Backstage-style entities (apiVersion
-    backstage.io/v1alpha1) and OpenSLO-style SLOs (apiVersion openslo/v1).
+    backstage.io/v1alpha1) and OpenSLO-style SLOs (apiVersion openslo/v1), at
+    most 4,000,000 bytes (a gRPC message holds 4 MiB with its envelope).
     """
     dry_run: _builtins.bool
     """Check everything, change nothing."""
@@ -1865,9 +1866,11 @@ class ImportCatalogResponse(_message.Message):
     UNCHANGED_FIELD_NUMBER: _builtins.int
     SLOS_FIELD_NUMBER: _builtins.int
     created: _builtins.int
+    """Entities created, changed, and declared as they already were."""
     updated: _builtins.int
     unchanged: _builtins.int
     slos: _builtins.int
+    """SLO documents read (each created, replaced or kept as it was)."""
     def __init__(
         self,
         *,
