@@ -1,8 +1,9 @@
-"""Server interceptors, outermost first: errors, authn, authz, validation, stream limits, metrics.
+"""Server interceptors, outermost first: access log, errors, auth, validation, limits, metrics.
 
 `platform_chain` is the chain every platform server runs.
 """
 
+from interceptors.access_log import AccessLogInterceptor
 from interceptors.auth import (
     AuthenticationInterceptor,
     AuthorizationInterceptor,
@@ -26,6 +27,7 @@ def platform_chain(
     """The interceptor chain every platform server runs, outermost first; `inner` go last."""
     return InterceptorChain(
         [
+            AccessLogInterceptor(),
             ErrorMappingInterceptor(),
             AuthenticationInterceptor(verifier),
             AuthorizationInterceptor(engine),
@@ -39,6 +41,7 @@ def platform_chain(
 
 
 __all__ = [
+    "AccessLogInterceptor",
     "AuthenticationInterceptor",
     "AuthorizationInterceptor",
     "BoundsGuard",

@@ -47,6 +47,11 @@ REFUSED = Counter(
 _principal: ContextVar[Principal | None] = ContextVar("intelgraph_principal", default=None)
 
 
+def verified_principal() -> Principal | None:
+    """The verified caller of the RPC being served, if one was verified (for logs)."""
+    return _principal.get()
+
+
 def current_principal() -> Principal:
     """The verified caller of the RPC being served.
 

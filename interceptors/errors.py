@@ -28,6 +28,7 @@ from core.errors import (
     reason_name,
 )
 from interceptors.base import Context, Method, RpcMethod, ServerInterceptor, decoded_stream
+from interceptors.outcomes import Outcome, outcome
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class ErrorMappingInterceptor(ServerInterceptor):
             code, details, trailer = rich_status(
                 error.status_code, error.message, reason_name(error.reason), error.metadata
             )
+            outcome.set(Outcome(error.status_code.name, reason_name(error.reason)))
         else:
             incident = uuid.uuid4().hex[:16]
             logger.error(
@@ -115,5 +117,7 @@ class ErrorMappingInterceptor(ServerInterceptor):
                 reason_name(ErrorReason.ERROR_REASON_INTERNAL),
                 {"incident": incident},
             )
+            internal = reason_name(ErrorReason.ERROR_REASON_INTERNAL)
+            outcome.set(Outcome("INTERNAL", internal, incident))
         await context.abort(code, details, trailing_metadata=trailer)
         raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises

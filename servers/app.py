@@ -31,6 +31,7 @@ from intelgraph.sdk import INSECURE, AsyncClient
 from sqlalchemy.exc import DBAPIError
 from starlette.routing import BaseRoute
 
+from core.request_ids import REQUEST_ID_KEY, current_request_id
 from interceptors import PolicyEngine, StreamLimits, TokenVerifier, platform_chain
 from interceptors.keys import RING_FILE, KeyRingError, KeyStore, rotate
 from interceptors.metrics import RPC_STATS, write_snapshots
@@ -56,6 +57,7 @@ from servers.facade import (
 from servers.facade.schema import Operation
 from servers.http import create_http_app, multiprocess_dir
 from servers.jobs import every
+from servers.logs import route_to_stdlib
 from servers.registry import ServiceDefinition, all_services, services_named
 from servers.runtime import Component, Foundation, Job, PlatformServicer, Runtime
 
@@ -112,6 +114,11 @@ def ensure_signing_keys(settings: Settings) -> None:
         rotate(directory, settings.key_algorithm)
 
 
+def forwarded_request_id() -> list[tuple[str, str]]:
+    """The metadata the facade's and the console's gRPC calls carry: the HTTP request's id."""
+    return [(REQUEST_ID_KEY, current_request_id())]
+
+
 class Platform:
     """The services of one process, their listeners and their store.
 
@@ -120,6 +127,7 @@ class Platform:
     """
 
     def __init__(self, settings: Settings) -> None:
+        route_to_stdlib()
         self.settings = settings
         self.services: tuple[ServiceDefinition, ...] = services_named(settings.services)
         try:
@@ -359,7 +367,7 @@ class Platform:
         # Like the facade, a client of our own loopback port, calling with each
         # request's token.
         client = self._console_client = AsyncClient(
-            self.grpc_target, INSECURE, token=console.caller_token
+            self.grpc_target, INSECURE, token=console.caller_token, metadata=forwarded_request_id
         )
         routes: list[BaseRoute] = []
         if "rag" in served:
@@ -385,7 +393,9 @@ class Platform:
             raise StartupError("the GraphQL facade needs the policy engine: start gRPC first")
         facade = build_facade_schema(service.descriptor for service in self.services)
         # The facade calls our own loopback port, as any SDK user would.
-        self._client = AsyncClient(self.grpc_target, INSECURE, token=caller_token)
+        self._client = AsyncClient(
+            self.grpc_target, INSECURE, token=caller_token, metadata=forwarded_request_id
+        )
         gateway = Gateway(
             self._client.by_path, self._engine, max_stream_items=settings.graphql_max_stream_items
         )

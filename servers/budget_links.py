@@ -26,6 +26,7 @@ from intelgraph.sdk.pagination import PageRequest
 
 from core.errors import NotFound, PermissionDenied, Unavailable
 from core.interfaces import CostBudget, CostBudgets
+from core.request_ids import REQUEST_ID_KEY, current_request_id
 from servers.runtime import Component
 
 _FORWARDED: contextvars.ContextVar[str] = contextvars.ContextVar("budget_token", default="")
@@ -65,7 +66,12 @@ class BudgetsThroughBilling(Component, CostBudgets):
 
     def _billing(self) -> AsyncClient:
         if self._client is None:  # the port is known once the server has started
-            self._client = AsyncClient(self._target(), INSECURE, token=_forwarded)
+            self._client = AsyncClient(
+                self._target(),
+                INSECURE,
+                token=_forwarded,
+                metadata=lambda: [(REQUEST_ID_KEY, current_request_id())],
+            )
         return self._client
 
     async def budget(self, authorization: str, budget_id: str) -> CostBudget:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from servers.config import SERVICE_NAMES, ConfigurationError, Settings, load_settings
+from servers.logs import configure_logging
 
 logger = logging.getLogger("conductor")
 
@@ -144,16 +145,6 @@ def parse_ttl(text: str) -> float:
     return float(match[1]) * _TTL_UNIT_S[match[2]]
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-        stream=sys.stderr,
-    )
-    # Alembic narrates every step at INFO; its warnings and errors still show.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = _parser().parse_args(argv)
@@ -167,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"conductor: {error}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     commands: dict[str, Callable[[], int]] = {
         "serve": lambda: _serve(settings),
         "migrate": lambda: _with_database(settings, _migrate(settings, args.to, check=args.check)),

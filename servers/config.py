@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         10.0, ge=0, le=300, description="Seconds in-flight calls get to finish on SIGTERM."
     )
     log_level: LogLevel = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="Log lines as JSON or readable text; auto: JSON unless stderr is a terminal.",
+    )
     tenant_connections: int = Field(
         4,
         ge=1,

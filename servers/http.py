@@ -7,16 +7,21 @@ facade mounts here too.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.request_ids import REQUEST_ID_KEY, accepted, request_id
 from interceptors.metrics import RPC_STATS, RpcStatsCollector
 
 #: Reports whether the process serves, and what: (ok, document).
@@ -52,6 +57,68 @@ def metrics_registry() -> CollectorRegistry:
     return REGISTRY
 
 
+_access = structlog.get_logger("conductor.access")
+
+
+class RequestLog:
+    """ASGI middleware: the request id in and out, and one log line per HTTP request.
+
+    Takes `x-request-id` (or mints one), binds it for the request's log lines
+    and the gRPC calls it makes (the facade and the console forward it), sends
+    it back as a response header, and logs method, path, status and duration
+    as logger "conductor.access" (5xx at ERROR, 4xx at WARNING). Query strings
+    are never logged: they may carry tokens or personal data.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request (other scopes pass through)."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        call_id = accepted(headers.get(REQUEST_ID_KEY.encode(), b"").decode("latin-1"))
+        request_id.set(call_id)
+        structlog.contextvars.bind_contextvars(request_id=call_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_KEY.encode(), call_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, sending)
+        finally:
+            fields = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "peer": _peer(scope),
+            }
+            if status >= 500:
+                _access.error("http", **fields)
+            elif status >= 400:
+                _access.warning("http", **fields)
+            else:
+                _access.info("http", **fields)
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else ""
+
+
 def create_http_app(
     health: HealthProbe,
     graphql: Callable[[Request], Awaitable[Response]] | None = None,
@@ -73,4 +140,4 @@ def create_http_app(
     ]
     if graphql is not None:
         served.append(Route("/graphql", graphql, methods=["GET", "POST"]))
-    return Starlette(routes=[*served, *routes])
+    return Starlette(routes=[*served, *routes], middleware=[Middleware(RequestLog)])

@@ -39,6 +39,7 @@ from intelgraph.sdk.streams import Destination, Source
 from intelgraph.sdk.transport import (
     INSECURE,
     TLS,
+    MetadataSource,
     RefreshingToken,
     Retry,
     TokenSource,
@@ -65,6 +66,7 @@ __all__ = [
     "JitGrant",
     "JitRefusedError",
     "JitTimeoutError",
+    "MetadataSource",
     "NotFoundError",
     "PermissionDeniedError",
     "RefreshingToken",

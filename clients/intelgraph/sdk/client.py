@@ -19,6 +19,7 @@ from intelgraph.sdk.transport import (
     TLS,
     ClientInterceptor,
     Connection,
+    MetadataSource,
     Retry,
     TokenSource,
     async_interceptors,
@@ -34,6 +35,7 @@ class Client(ServiceClients):
         target: "host:port" of the gRPC listener.
         security: `TLS(...)` (or `TLS()` for the system's roots), or `INSECURE` by name.
         token: Where each call's bearer token comes from (None: calls carry none).
+        metadata: Extra metadata for each call (a request id to forward, say).
         retry: How RPCs safe to repeat are retried (None: never). Deadlines are per
             RPC, from the contract, and each method takes a `timeout` of its own.
     """
@@ -45,8 +47,9 @@ class Client(ServiceClients):
         *,
         token: TokenSource | None = None,
         retry: Retry | None = DEFAULT_RETRY,
+        metadata: MetadataSource | None = None,
     ) -> None:
-        self.channel = open_channel(target, security, ClientInterceptor(token), retry)
+        self.channel = open_channel(target, security, ClientInterceptor(token, metadata), retry)
         super().__init__(self.channel)
 
     @classmethod
@@ -83,6 +86,7 @@ class AsyncClient(AsyncServiceClients):
         target: "host:port" of the gRPC listener.
         security: `TLS(...)`, or `INSECURE` by name.
         token: Where each call's bearer token comes from (None: calls carry none).
+        metadata: Extra metadata for each call (a request id to forward, say).
         retry: How RPCs safe to repeat are retried (None: never). Deadlines are per
             RPC, from the contract, and each method takes a `timeout` of its own.
     """
@@ -94,8 +98,11 @@ class AsyncClient(AsyncServiceClients):
         *,
         token: TokenSource | None = None,
         retry: Retry | None = DEFAULT_RETRY,
+        metadata: MetadataSource | None = None,
     ) -> None:
-        self.channel = open_async_channel(target, security, async_interceptors(token), retry)
+        self.channel = open_async_channel(
+            target, security, async_interceptors(token, metadata), retry
+        )
         super().__init__(self.channel)
 
     @classmethod

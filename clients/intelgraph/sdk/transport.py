@@ -30,6 +30,8 @@ from intelgraph.sdk.services import RETRYABLE_METHODS
 #: Gives the bearer token for the next call (static, or refreshed as it nears its expiry);
 #: an empty string sends the call without one.
 TokenSource = Callable[[], str]
+#: Where each call's extra metadata comes from, e.g. `lambda: [("x-request-id", rid)]`.
+MetadataSource = Callable[[], Sequence[tuple[str, str]]]
 #: Deadline in seconds of a call that names none and has no default of its own (the
 #: generated methods pass their RPC's default from the contract).
 DEFAULT_TIMEOUT_S = 30.0
@@ -237,8 +239,15 @@ class Connection:
         return cls(target, security, bearer_token(token) if token else None)
 
 
-def _details(details: grpc.ClientCallDetails, token: TokenSource | None) -> grpc.ClientCallDetails:
+def _details(
+    details: grpc.ClientCallDetails,
+    token: TokenSource | None,
+    extra: MetadataSource | None = None,
+) -> grpc.ClientCallDetails:
     metadata = list(details.metadata or ())
+    if extra is not None:
+        given = {key for key, _ in metadata}
+        metadata.extend((key, value) for key, value in extra() if value and key not in given)
     if token is not None and not any(key == "authorization" for key, _ in metadata):
         value = token()
         if value:  # a source may have no token for this call: it then goes without one
@@ -271,11 +280,12 @@ class ClientInterceptor(
 ):
     """Token, default deadline and typed errors for a sync channel."""
 
-    def __init__(self, token: TokenSource | None) -> None:
+    def __init__(self, token: TokenSource | None, metadata: MetadataSource | None = None) -> None:
         self._token = token
+        self._metadata = metadata
 
     def _unary(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
-        outcome = continuation(_details(details, self._token), request)
+        outcome = continuation(_details(details, self._token, self._metadata), request)
         try:
             outcome.result()
         except grpc.RpcError as error:
@@ -283,7 +293,7 @@ class ClientInterceptor(
         return outcome
 
     def _stream(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
-        responses = continuation(_details(details, self._token), request)
+        responses = continuation(_details(details, self._token, self._metadata), request)
         return _mapped(responses)
 
     def intercept_unary_unary(
@@ -327,18 +337,19 @@ class _AsyncInterceptor:
     each kind has its own class, built together by `async_interceptors`.
     """
 
-    def __init__(self, token: TokenSource | None) -> None:
+    def __init__(self, token: TokenSource | None, metadata: MetadataSource | None = None) -> None:
         self._token = token
+        self._metadata = metadata
 
     async def _unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        call = await continuation(_details(details, self._token), request)
+        call = await continuation(_details(details, self._token, self._metadata), request)
         try:
             return _Answered(await call)
         except grpc.aio.AioRpcError as error:
             raise from_grpc_error(error) from None
 
     async def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        call = await continuation(_details(details, self._token), request)
+        call = await continuation(_details(details, self._token, self._metadata), request)
         return _async_mapped(call)
 
 
@@ -417,11 +428,11 @@ class _AsyncStreamStream(_AsyncInterceptor, grpc.aio.StreamStreamClientIntercept
 
 
 def async_interceptors(
-    token: TokenSource | None,
+    token: TokenSource | None, metadata: MetadataSource | None = None
 ) -> list[grpc.aio.ClientInterceptor]:
     """The platform's interceptor for every kind of `grpc.aio` call."""
     kinds = (_AsyncUnaryUnary, _AsyncStreamUnary, _AsyncUnaryStream, _AsyncStreamStream)
-    return [kind(token) for kind in kinds]
+    return [kind(token, metadata) for kind in kinds]
 
 
 async def _async_mapped(call: Any) -> AsyncIterator[Any]:
