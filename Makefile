@@ -35,11 +35,12 @@ lock: ## Re-resolve uv.lock after changing dependencies in pyproject.toml
 	$(UV) lock
 
 .PHONY: gen
-gen: install ## Regenerate gen/ from proto/ (pinned grpcio-tools), the SDK's clients, graphql/schema.graphql
+gen: install ## Regenerate gen/ from proto/ (pinned grpcio-tools), the SDK's clients, graphql/schema.graphql, the SLO alert rules
 	rm -rf gen/intelgraph
 	$(call protoc,gen)
 	$(call sdk,$(SDK_DIR))
 	$(PY) -m servers.graphql_schema > $(GRAPHQL_SCHEMA)
+	$(PY) -m deploy.prometheus.generate
 
 # $(call sdk,DIR): write the SDK's generated modules into DIR, formatted as the rest of the code.
 sdk = files=$$($(PY) clients/generate.py proto $(1)) \
@@ -54,13 +55,14 @@ protoc = mkdir -p $(1) && $(PY) -m grpc_tools.protoc -I proto \
 	$(PROTOS) >/dev/null
 
 .PHONY: checkgenerate
-checkgenerate: install ## Fail if gen/ or the GraphQL schema differ from what proto/ generates
+checkgenerate: install ## Fail if gen/, the GraphQL schema or the SLO alert rules differ from what generates them
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(call protoc,$$tmp); \
 	if ! diff -r "$$tmp/intelgraph" gen/intelgraph; then \
 	  echo "gen/ is stale: run 'make gen' and commit the result" >&2; exit 1; fi; \
 	if ! $(PY) -m servers.graphql_schema | diff - $(GRAPHQL_SCHEMA); then \
 	  echo "$(GRAPHQL_SCHEMA) is stale: run 'make gen' and commit the result" >&2; exit 1; fi; \
+	$(PY) -m deploy.prometheus.generate --check; \
 	mkdir "$$tmp/sdk"; $(call sdk,$$tmp/sdk); \
 	for file in "$$tmp"/sdk/*.py; do \
 	  if ! diff "$$file" $(SDK_DIR)/$$(basename "$$file"); then \

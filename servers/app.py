@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import redis.asyncio as redis
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -42,7 +43,7 @@ from servers.budget_links import BudgetsThroughBilling
 from servers.config import Settings
 from servers.db import Database
 from servers.db.database import describe, displayed
-from servers.db.migrate import ensure_schema
+from servers.db.migrate import current_revision, ensure_schema, head_revision
 from servers.facade import (
     DEFAULT_OPERATIONS_DIR,
     FacadeLimits,
@@ -71,7 +72,6 @@ WORKER_ENV = "CONDUCTOR_WORKER_ID"
 #: Where the database is configured, as start-up errors name it.
 DATABASE_SETTING = "CONDUCTOR_DATABASE_URL / --database-url"
 #: Seconds between checks that the store still takes writes (for /healthz).
-WRITE_CHECK_S = 10.0
 
 
 def loose_files(directory: Path) -> list[Path]:
@@ -160,6 +160,8 @@ class Platform:
         self._engine: PolicyEngine | None = None
         #: Why the store refuses writes, as last checked (None: it takes them).
         self.write_problem: str | None = None
+        self._ready = True
+        self._redis: redis.Redis | None = None
         #: The persisted GraphQL operations and the facade's root fields, once started.
         self.operations: OperationRegistry | None = None
         self.graphql_roots: Mapping[tuple[Operation, str], RootField] = {}
@@ -302,7 +304,10 @@ class Platform:
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
             create_http_app(
-                self.health_report, self._graphql_endpoint().handle, self._console_routes()
+                self.health_report,
+                self._graphql_endpoint().handle,
+                self._console_routes(),
+                liveness=self.liveness,
             ),
             log_config=None,
             access_log=False,
@@ -342,7 +347,9 @@ class Platform:
     async def _start_jobs(self) -> None:
         """Background work: each component's and each servicer's jobs, metrics snapshots."""
         jobs: list[Job] = [
-            functools.partial(every, WRITE_CHECK_S, self.check_writes, "database writes"),
+            functools.partial(
+                every, self.settings.readiness_interval, self.watch_readiness, "readiness"
+            ),
         ]
         for component in self.components:
             await component.start()
@@ -424,8 +431,23 @@ class Platform:
             roots=facade.roots,
         )
 
+    async def liveness(self) -> tuple[bool, dict[str, object]]:
+        """Whether the process is alive (its loop answers): /healthz."""
+        document: dict[str, object] = {
+            "status": self.state,
+            "services": [service.full_name for service in self.services],
+            "pid": os.getpid(),
+            "worker": os.environ.get(WORKER_ENV, "0"),
+        }
+        return self.state != "stopped", document
+
     async def health_report(self) -> tuple[bool, dict[str, object]]:
-        """Whether this process should receive traffic, and the facts behind it."""
+        """Whether this process should receive traffic, and the facts behind it: /readyz.
+
+        Serving, the database reachable and taking writes, its schema at head, and
+        Redis answering when one is configured.
+        """
+        alive, document = await self.liveness()
         reachable = await self.database.ping()
         if not reachable:
             database = "unreachable"
@@ -433,14 +455,52 @@ class Platform:
             database = f"refuses writes: {self.write_problem}"
         else:
             database = "ok"
-        document: dict[str, object] = {
-            "status": self.state,
-            "services": [service.full_name for service in self.services],
-            "database": database,
-            "pid": os.getpid(),
-            "worker": os.environ.get(WORKER_ENV, "0"),
-        }
-        return self.state == "serving" and database == "ok", document
+        document["database"] = database
+        checks = [database == "ok"]
+        if reachable:
+            revision = await self._schema_revision()
+            document["schema"] = "at head" if revision == head_revision() else f"at {revision}"
+            checks.append(revision == head_revision())
+        if self.settings.redis_url:
+            document["redis"] = await self._redis_state()
+            checks.append(document["redis"] == "ok")
+        return alive and self.state == "serving" and all(checks), document
+
+    async def _schema_revision(self) -> str | None:
+        try:
+            return await current_revision(self.database.engine)
+        except (DBAPIError, OSError):
+            return None
+
+    async def _redis_state(self) -> str:
+        if self._redis is None:
+            self._redis = redis.from_url(
+                self.settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+        try:
+            await self._redis.ping()
+        except (redis.RedisError, OSError) as error:
+            return f"unreachable: {type(error).__name__}"
+        return "ok"
+
+    async def watch_readiness(self) -> None:
+        """Keep gRPC health in step with readiness: NOT_SERVING while a dependency is down."""
+        self.write_problem = await self.database.write_problem()
+        ready, document = await self.health_report()
+        if self.state != "serving" or ready == self._ready:
+            return
+        self._ready = ready
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else (health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
+        for name in ("", *(service.full_name for service in self.services)):
+            await self.health.set(name, status)
+        if ready:
+            logger.warning("ready again: %s", document)
+        else:
+            logger.warning("not ready, health NOT_SERVING: %s", document)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: refuse new calls, give in-flight ones `grace` seconds, close the store."""
@@ -455,6 +515,9 @@ class Platform:
         for client in (self._client, self._console_client):
             if client is not None:
                 await client.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
         for job in self._jobs:
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         10.0, ge=0, le=300, description="Seconds in-flight calls get to finish on SIGTERM."
     )
     log_level: LogLevel = "info"
+    readiness_interval: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Seconds between readiness checks; gRPC health follows them.",
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         "auto",
         description="Log lines as JSON or readable text; auto: JSON unless stderr is a terminal.",

@@ -123,19 +123,29 @@ def create_http_app(
     health: HealthProbe,
     graphql: Callable[[Request], Awaitable[Response]] | None = None,
     routes: Sequence[BaseRoute] = (),
+    *,
+    liveness: HealthProbe | None = None,
 ) -> Starlette:
-    """The ASGI application: `/healthz`, `/metrics`, `/graphql` (when given) and `routes`."""
+    """The ASGI application: `/healthz`, `/readyz`, `/metrics`, `/graphql` (when given), `routes`.
+
+    `/healthz` says the process is alive (`liveness`; `health` when not given),
+    `/readyz` whether it should receive traffic (`health`): 503 otherwise.
+    """
     registry = metrics_registry()
 
-    async def healthz(_request: Request) -> JSONResponse:
-        ok, document = await health()
-        return JSONResponse(document, status_code=200 if ok else 503)
+    def probe(check: HealthProbe) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def answer(_request: Request) -> JSONResponse:
+            ok, document = await check()
+            return JSONResponse(document, status_code=200 if ok else 503)
+
+        return answer
 
     async def metrics(_request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     served: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/healthz", probe(liveness or health), methods=["GET"]),
+        Route("/readyz", probe(health), methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     if graphql is not None:

@@ -34,7 +34,9 @@ from servers.catalog.budgets import (
     BurnRatePolicy,
     alert_windows_seconds,
     error_budget,
+    policies_for,
 )
+from servers.catalog.specs import SloSpec
 
 __all__ = [
     "ALERT_NAME",
@@ -48,6 +50,7 @@ __all__ = [
     "promql_string",
     "recording_rule_name",
     "render_rules",
+    "slo_rules",
 ]
 
 # Where the error-ratio query takes its range, as in Sloth's `{{.window}}`.
@@ -241,12 +244,61 @@ def prometheus_rules(
     }
 
 
-def render_rules(document: RuleFile) -> str:
-    """The rule file as YAML, keys in the order built and expressions unwrapped.
+def slo_rules(service: str, slo: SloSpec, runbook_url: str = "") -> RuleFile:
+    """The rules watching one catalog SLO, with the workbook's policies that fit its window.
 
-    >>> print(render_rules({"groups": [{"name": "g", "rules": []}]}), end="")
+    The one way a `SloSpec` becomes rules: the catalog's `AlertRules` RPC and
+    the platform's own rule files (`deploy/prometheus/generate.py`) both call it.
+
+    Raises:
+        ValueError: The SLO has no indicator queries to alert on, or
+            `prometheus_rules` refuses it.
+
+    >>> from servers.catalog.specs import IndicatorSpec
+    >>> indicator = IndicatorSpec(
+    ...     bad_query="sum(rate(errors[{{window}}]))", total_query="sum(rate(calls[{{window}}]))"
+    ... )
+    >>> rules = slo_rules("api", SloSpec("availability", 0.999, indicator=indicator))
+    >>> [rule["labels"]["long_window"] for rule in rules["groups"][1]["rules"]]
+    ['1h', '6h', '3d']
+    """
+    if not slo.indicator.measurable:
+        raise ValueError(f"the SLO {slo.name!r} has no indicator queries to alert on")
+    window = slo.window.seconds()
+    return prometheus_rules(
+        service=service,
+        slo=slo.name,
+        objective=slo.objective,
+        window_seconds=window,
+        error_ratio_query=slo.indicator.error_ratio_query(),
+        policies=policies_for(window),
+        runbook_url=runbook_url,
+    )
+
+
+class _RuleDumper(yaml.SafeDumper):
+    """Writes a multi-line expression as a literal block, one PromQL line a YAML line."""
+
+    def represent_str(self, data: str) -> yaml.ScalarNode:
+        # The emitter falls back to a quoted style where a block cannot hold the text.
+        return self.represent_scalar("tag:yaml.org,2002:str", data, "|" if "\n" in data else None)
+
+
+_RuleDumper.add_representer(str, _RuleDumper.represent_str)
+
+
+def render_rules(document: RuleFile) -> str:
+    r"""The rule file as YAML, keys in the order built and expressions unwrapped.
+
+    >>> print(render_rules({"groups": [{"name": "g", "rules": [{"expr": "a\n/\nb"}]}]}), end="")
     groups:
     - name: g
-      rules: []
+      rules:
+      - expr: |-
+          a
+          /
+          b
     """
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=math.inf)
+    return yaml.dump(
+        document, Dumper=_RuleDumper, sort_keys=False, allow_unicode=True, width=math.inf
+    )

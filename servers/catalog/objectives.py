@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import InvalidArgument, NotFound, quoted
 from interceptors.tokens import Principal
 from servers.catalog import store
-from servers.catalog.alerting import prometheus_rules, render_rules
+from servers.catalog.alerting import render_rules, slo_rules
 from servers.catalog.budgets import (
     ALERT_WINDOWS_SECONDS,
     BudgetReport,
@@ -310,16 +310,6 @@ class Objectives:
         groups = []
         alerts: list[BurnAlert] = []
         for objective in measurable:
-            window = objective.window.seconds()
-            document = prometheus_rules(
-                service=spec.name,
-                slo=objective.name,
-                objective=objective.objective,
-                window_seconds=window,
-                error_ratio_query=objective.indicator.error_ratio_query(),
-                policies=policies_for(window),
-                runbook_url=runbook_url,
-            )
-            groups.extend(document["groups"])
-            alerts.extend(thresholds(objective.objective, window))
+            groups.extend(slo_rules(spec.name, objective, runbook_url)["groups"])
+            alerts.extend(thresholds(objective.objective, objective.window.seconds()))
         return render_rules({"groups": groups}), alerts

@@ -177,7 +177,7 @@ class EdgeLayer(Component):
         self._plans: dict[tuple[str, tuple[str, ...]], CachePlan | None] = {}
         self._writes: set[asyncio.Task[None]] = set()
         covered, mutating = graph.coverage()
-        metrics.COVERAGE.set(100.0 * covered / mutating if mutating else 100.0)
+        metrics.COVERAGE.set(covered / mutating if mutating else 1.0)
 
     # -- plans -----------------------------------------------------------------------------------
 

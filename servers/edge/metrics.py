@@ -16,6 +16,8 @@ LEAK_ALARMS = Counter(
 )
 BYTES = Gauge("edge_cache_bytes", "Serialised bytes held by the cache.")
 COVERAGE = Gauge(
-    "edge_invalidation_coverage_percent",
-    "Mutating RPCs whose invalidation set is not empty, in percent of all mutating RPCs.",
+    "edge_invalidation_coverage_ratio",
+    "Share (0 to 1) of the mutating RPCs whose invalidation set is not empty.",
+    # Every worker derives it from the same contracts; one series, not one per process.
+    multiprocess_mode="min",
 )

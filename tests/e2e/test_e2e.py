@@ -168,6 +168,8 @@ def test_a_refusal_carries_its_machine_readable_reason(conductor: Served, tmp_pa
 def test_http_healthz_and_metrics(conductor: Served) -> None:
     assert grpcurl(conductor.grpc, "list").returncode == 0  # a call to count
     with urllib.request.urlopen(f"http://{conductor.http}/healthz", timeout=5) as response:
+        assert json.load(response)["status"] == "serving"
+    with urllib.request.urlopen(f"http://{conductor.http}/readyz", timeout=5) as response:
         document = json.load(response)
     assert document["status"] == "serving"
     assert document["database"] == "ok"
@@ -273,7 +275,7 @@ def test_serving_postgres_needs_a_migrated_schema(tmp_path: Path, postgres_schem
     assert migrated.returncode == 0, migrated.stderr
     served = start_conductor(tmp_path, "--grpc-port", "0", "--http-port", "0", **env)
     try:
-        with urllib.request.urlopen(f"http://{served.http}/healthz", timeout=5) as response:
+        with urllib.request.urlopen(f"http://{served.http}/readyz", timeout=5) as response:
             assert json.load(response)["database"] == "ok"
     finally:
         assert served.stop() == 0

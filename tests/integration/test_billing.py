@@ -636,7 +636,7 @@ async def test_metrics_report_the_seeds_billing_families(
     }
     assert samples["billing_cap_refusals_total"] >= 1
     for family in (
-        "billing_variance",
+        "billing_variance_zscore",
         "billing_credit_notes_issued_total",
         "billing_reconciliation_drift_minor_units",
         "billing_tax_pending_invoices",

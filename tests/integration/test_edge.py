@@ -258,7 +258,7 @@ async def test_the_graph_and_the_metrics_report_coverage(
     assert "intelgraph.access.v1.AuditEvent" in approve.resource_types
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}") as http:
         text = (await http.get("/metrics")).text
-    assert "edge_invalidation_coverage_percent 100.0" in text
+    assert "edge_invalidation_coverage_ratio 1.0" in text
     for family in ("edge_cache_requests_total", "edge_cache_leak_alarms_total", "edge_cache_bytes"):
         assert f"# TYPE {family} " in text, family
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
+import shutil
 import socket
 import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as redis
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from intelgraph.catalog.v1 import catalog_service_pb2 as catalog
@@ -32,7 +37,7 @@ from servers.catalog.service import CatalogService
 from servers.config import Settings
 from servers.registry import all_services
 from servers.runtime import PlatformServicer
-from tests.support.serving import Minter
+from tests.support.serving import IN_CI, Minter
 from tests.support.wire import complete_request, rpc_path
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -222,3 +227,75 @@ async def test_files_that_hold_secrets_are_private(
     warned = " ".join(record.getMessage() for record in caplog.records)
     assert f"the database file {database} is open to others (mode 0644)" in warned
     assert f"{settings.signing_keys_dir} is open to others" in warned
+
+
+async def _health(platform: Platform, service: str) -> int:
+    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+        health: Any = health_pb2_grpc.HealthStub(channel)
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        return int(answer.status)
+
+
+async def test_health_follows_redis_down_and_back(settings: Settings, tmp_path: Path) -> None:
+    """A private Redis stopped and started again: readiness and gRPC health follow it."""
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("redis-server is needed in CI")
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+
+    async def redis_server() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            "redis-server", *command, stdout=asyncio.subprocess.DEVNULL
+        )
+
+    server = await redis_server()
+    url = f"redis://127.0.0.1:{port}/0"
+    platform = Platform(settings.model_copy(update={"redis_url": url}))
+    try:
+        await _until(lambda: _redis_answers(url))
+        await platform.start()
+        catalog_name = "intelgraph.catalog.v1.CatalogService"
+        await platform.watch_readiness()
+        assert (await platform.health_report())[0]
+        assert await _health(platform, catalog_name) == health_pb2.HealthCheckResponse.SERVING
+        server.terminate()
+        await server.wait()
+        await platform.watch_readiness()
+        ready, document = await platform.health_report()
+        assert not ready
+        assert str(document["redis"]).startswith("unreachable")
+        assert await _health(platform, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await _health(platform, catalog_name) == health_pb2.HealthCheckResponse.NOT_SERVING
+        server = await redis_server()
+        await _until(lambda: _redis_answers(url))
+        await platform.watch_readiness()
+        assert (await platform.health_report())[0]
+        assert await _health(platform, catalog_name) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await platform.stop(grace=0)
+        if server.returncode is None:
+            server.terminate()
+            await server.wait()
+
+
+async def _redis_answers(url: str) -> bool:
+    client = redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        return bool(await client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
+
+
+async def _until(check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll `check` (another process's state: nothing to wait on but time) for 10 s at most."""
+    async with asyncio.timeout(10):
+        for _ in itertools.count():
+            if await check():
+                return
+            await asyncio.sleep(0.05)

@@ -99,11 +99,15 @@ async def test_http_serves_healthz_and_metrics(
         await invoke(channel, refused, token)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}") as http:
         healthz = await http.get("/healthz")
+        readyz = await http.get("/readyz")
         metrics = await http.get("/metrics")
     assert healthz.status_code == 200
-    document = healthz.json()
+    assert healthz.json()["status"] == "serving"
+    assert readyz.status_code == 200
+    document = readyz.json()
     assert document["status"] == "serving"
     assert document["database"] == "ok"
+    assert document["schema"] == "at head"
     assert len(document["services"]) == 6
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
