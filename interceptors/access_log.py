@@ -1,7 +1,7 @@
 """One structured line per RPC, and the request id every call carries.
 
 The outermost interceptor. It takes the caller's `x-request-id` (or mints one),
-returns it in the response's initial metadata, and binds it to the call's
+returns it in the response's trailing metadata, and binds it to the call's
 context, so every log line of the call — and of tasks it starts — names it.
 When the call ends it logs, as logger "conductor.access": the method, the
 status code and reason, the duration, the tenant, a stable hash of the subject
@@ -68,7 +68,10 @@ class AccessLogInterceptor(ServerInterceptor):
         request_id.set(call_id)
         outcome.set(None)
         structlog.contextvars.bind_contextvars(request_id=call_id)
-        await context.send_initial_metadata(((REQUEST_ID_KEY, call_id),))
+        # In the trailers, not the headers: sent early, headers would turn a refusal's
+        # trailers-only answer into headers then trailers, which a client still sending a
+        # stream can see as INTERNAL. The error-mapping interceptor adds it to its own.
+        context.set_trailing_metadata(((REQUEST_ID_KEY, call_id),))
         started = time.perf_counter()
         if rpc.response_streaming:
             return self._stream(method(request_or_iterator, context), context, rpc, started)

@@ -27,6 +27,7 @@ from core.errors import (
     InvalidArgument,
     reason_name,
 )
+from core.request_ids import REQUEST_ID_KEY, request_id
 from interceptors.base import Context, Method, RpcMethod, ServerInterceptor, decoded_stream
 from interceptors.outcomes import Outcome, outcome
 
@@ -119,5 +120,8 @@ class ErrorMappingInterceptor(ServerInterceptor):
             )
             internal = reason_name(ErrorReason.ERROR_REASON_INTERNAL)
             outcome.set(Outcome("INTERNAL", internal, incident))
-        await context.abort(code, details, trailing_metadata=trailer)
+        trailing: tuple[tuple[str, str | bytes], ...] = trailer
+        if request_id.get():
+            trailing = (*trailer, (REQUEST_ID_KEY, request_id.get()))
+        await context.abort(code, details, trailing_metadata=trailing)
         raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises

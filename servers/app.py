@@ -56,7 +56,7 @@ from servers.facade import (
     executable_schema,
 )
 from servers.facade.schema import Operation
-from servers.http import create_http_app, multiprocess_dir
+from servers.http import create_http_app, create_metrics_app, multiprocess_dir
 from servers.jobs import every
 from servers.logs import route_to_stdlib
 from servers.registry import ServiceDefinition, all_services, services_named
@@ -148,8 +148,9 @@ class Platform:
         self.http_port = 0
         self.state = "starting"
         self._grpc: grpc.aio.Server | None = None
-        self._http: _EmbeddedUvicorn | None = None
-        self._http_task: asyncio.Task[None] | None = None
+        self._http_servers: list[tuple[_EmbeddedUvicorn, asyncio.Task[None]]] = []
+        #: The private metrics port, when /metrics is served apart (`metrics_port`).
+        self.metrics_port: int | None = None
         self._jobs: list[asyncio.Task[Any]] = []
         self._servicers: list[PlatformServicer] = []
         #: Every service's component (served here or not), once started.
@@ -284,8 +285,13 @@ class Platform:
         self._grpc = server
         await server.start()
 
-    async def _start_http(self) -> None:
-        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+    def _listen(self, host: str, port: int) -> socket.socket:
+        """A listening TCP socket on (host, port), as both HTTP listeners bind theirs.
+
+        Raises:
+            StartupError: It cannot bind.
+        """
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP, so that asyncio sets TCP_NODELAY on every accepted
         # connection (it checks the proto); without it each keep-alive response
         # waits ~40 ms for the client's delayed ACK.
@@ -294,33 +300,47 @@ class Platform:
         if self.settings.reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
-            sock.bind((self.settings.host, self.settings.http_port))
+            sock.bind((host, port))
         except OSError as error:
             sock.close()
-            address = _join_host_port(self.settings.host, self.settings.http_port)
+            address = _join_host_port(host, port)
             raise StartupError(f"cannot bind HTTP to {address}: {error.strerror}") from None
         sock.listen(1024)
         sock.setblocking(False)
-        self.http_port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            create_http_app(
-                self.health_report,
-                self._graphql_endpoint().handle,
-                self._console_routes(),
-                liveness=self.liveness,
-            ),
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            server_header=False,
+        return sock
+
+    async def _serve_http(self, app: Any, sock: socket.socket) -> None:
+        server = _EmbeddedUvicorn(
+            uvicorn.Config(
+                app, log_config=None, access_log=False, lifespan="off", server_header=False
+            )
         )
-        self._http = _EmbeddedUvicorn(config)
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
-        while not self._http.started:
-            if self._http_task.done():
-                await self._http_task
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        self._http_servers.append((server, task))
+        while not server.started:
+            if task.done():
+                await task
                 raise StartupError("HTTP listener stopped during start-up")
             await asyncio.sleep(0.005)
+
+    async def _start_http(self) -> None:
+        private_metrics = self.settings.metrics_port is not None
+        sock = self._listen(self.settings.host, self.settings.http_port)
+        self.http_port = sock.getsockname()[1]
+        app = create_http_app(
+            self.health_report,
+            self._graphql_endpoint().handle,
+            self._console_routes(),
+            liveness=self.liveness,
+            metrics=not private_metrics,
+        )
+        await self._serve_http(app, sock)
+        if self.settings.metrics_port is not None:
+            # Metrics on a port of their own, on loopback only: scraped by an agent beside
+            # the process, never exposed with the public listener.
+            metrics = self._listen("127.0.0.1", self.settings.metrics_port)
+            self.metrics_port = metrics.getsockname()[1]
+            await self._serve_http(create_metrics_app(), metrics)
 
     def servicer(self, kind: type[ServicerT]) -> ServicerT:
         """The running servicer of class `kind` (for operators' drills and tests).
@@ -509,9 +529,10 @@ class Platform:
         await self.health.enter_graceful_shutdown()
         if self._grpc is not None:
             await self._grpc.stop(grace)
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            await self._http_task
+        for server, task in self._http_servers:
+            server.should_exit = True
+            await task
+        self._http_servers.clear()
         for client in (self._client, self._console_client):
             if client is not None:
                 await client.close()

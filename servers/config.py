@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     http_port: int = Field(
         8080, ge=0, le=65535, description="HTTP port (/healthz, /metrics); 0 picks a free one."
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve /metrics on this port of 127.0.0.1 instead of the HTTP port (0 picks "
+        "a free one); unset keeps it on the HTTP port.",
+    )
     var_dir: Path = Field(Path("var"), description="Directory of the embedded default's files.")
     database_url: str = Field(
         "", description="SQLAlchemy URL; empty means an SQLite file under var_dir."

@@ -7,12 +7,23 @@ facade mounts here too.
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from importlib.metadata import version as _version
 from pathlib import Path
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -59,6 +70,38 @@ def metrics_registry() -> CollectorRegistry:
 
 _access = structlog.get_logger("conductor.access")
 
+# No `_created` series: they double the series count and no dashboard reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+BUILD_INFO = Gauge(
+    "conductor_build_info",
+    "Always 1; the labels say which build serves.",
+    ("version", "python", "grpc"),
+    multiprocess_mode="max",
+)
+BUILD_INFO.labels(
+    version=_version("intelgraph-conductor"),
+    python=platform.python_version(),
+    grpc=_version("grpcio"),
+).set(1)
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests served, by method, area (the first path segment) and status code.",
+    ("method", "area", "code"),
+)
+HTTP_SECONDS = Histogram(
+    "http_request_duration_seconds",
+    "Time to serve HTTP requests, by method and area.",
+    ("method", "area"),
+)
+#: The areas the HTTP port serves; anything else counts as "other" (bounded labels).
+AREAS = frozenset({"graphql", "console", "files", "healthz", "readyz", "metrics"})
+
+
+def _area(path: str) -> str:
+    first = path.strip("/").split("/", 1)[0]
+    return first if first in AREAS else "other"
+
 
 class RequestLog:
     """ASGI middleware: the request id in and out, and one log line per HTTP request.
@@ -98,11 +141,15 @@ class RequestLog:
         try:
             await self._app(scope, receive, sending)
         finally:
+            elapsed = time.perf_counter() - started
+            area = _area(scope["path"])
+            HTTP_REQUESTS.labels(scope["method"], area, str(status)).inc()
+            HTTP_SECONDS.labels(scope["method"], area).observe(elapsed)
             fields = {
                 "method": scope["method"],
                 "path": scope["path"],
                 "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "duration_ms": round(elapsed * 1000, 3),
                 "peer": _peer(scope),
             }
             if status >= 500:
@@ -119,12 +166,26 @@ def _peer(scope: Scope) -> str:
     return f"{client[0]}:{client[1]}" if client else ""
 
 
+def _metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:
+    async def metrics(_request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+def create_metrics_app() -> Starlette:
+    """The private metrics listener's application: `/metrics` only."""
+    route = Route("/metrics", _metrics_endpoint(metrics_registry()), methods=["GET"])
+    return Starlette(routes=[route])
+
+
 def create_http_app(
     health: HealthProbe,
     graphql: Callable[[Request], Awaitable[Response]] | None = None,
     routes: Sequence[BaseRoute] = (),
     *,
     liveness: HealthProbe | None = None,
+    metrics: bool = True,
 ) -> Starlette:
     """The ASGI application: `/healthz`, `/readyz`, `/metrics`, `/graphql` (when given), `routes`.
 
@@ -140,14 +201,12 @@ def create_http_app(
 
         return answer
 
-    async def metrics(_request: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
     served: list[BaseRoute] = [
         Route("/healthz", probe(liveness or health), methods=["GET"]),
         Route("/readyz", probe(health), methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
     ]
+    if metrics:
+        served.append(Route("/metrics", _metrics_endpoint(registry), methods=["GET"]))
     if graphql is not None:
         served.append(Route("/graphql", graphql, methods=["GET", "POST"]))
     return Starlette(routes=[*served, *routes], middleware=[Middleware(RequestLog)])

@@ -212,12 +212,13 @@ def prometheus_rules(
                 "{{ $labels.slo_service }} is burning the error budget of its SLO "
                 f"{{{{ $labels.slo_name }}}} {threshold:g} times too fast"
             ),
+            # No $value: it reads a recording rule of another group, whose evaluation
+            # may or may not have run yet in the same step, so the text would change
+            # with evaluation order (and promtool's tests with it).
             "description": (
                 f"Over both the last {long_text} and the last {short_text} the error ratio is "
-                f"above {threshold:g} times the budget of {budget!r} (now "
-                "{{ $value | humanizePercentage }} over "
-                f"{long_text}): at this rate {share} of the {window_text} error budget is "
-                f"spent within {long_text}."
+                f"above {threshold:g} times the budget of {budget!r}: at this rate {share} of "
+                f"the {window_text} error budget is spent within {long_text}."
             ),
         }
         if runbook_url:

@@ -53,7 +53,7 @@ async def call(platform: Platform, metadata: list[tuple[str, str]], name: str) -
         )
         with contextlib.suppress(grpc.aio.AioRpcError):
             await invocation
-        return await invocation.initial_metadata()
+        return await invocation.trailing_metadata()
 
 
 async def test_an_rpc_logs_one_line_with_its_request_id(

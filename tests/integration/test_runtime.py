@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 import redis.asyncio as redis
 from google.protobuf import message_factory
@@ -299,3 +300,21 @@ async def _until(check: Callable[[], Awaitable[bool]]) -> None:
             if await check():
                 return
             await asyncio.sleep(0.05)
+
+
+async def test_metrics_can_be_served_on_a_private_port(settings: Settings) -> None:
+    platform = Platform(settings.model_copy(update={"metrics_port": 0}))
+    await platform.start()
+    try:
+        assert platform.metrics_port is not None
+        assert platform.metrics_port != platform.http_port
+        async with httpx.AsyncClient() as http:
+            public = await http.get(f"http://127.0.0.1:{platform.http_port}/metrics")
+            private = await http.get(f"http://127.0.0.1:{platform.metrics_port}/metrics")
+            health = await http.get(f"http://127.0.0.1:{platform.metrics_port}/healthz")
+    finally:
+        await platform.stop(grace=0)
+    assert public.status_code == 404
+    assert private.status_code == 200
+    assert "conductor_build_info" in private.text
+    assert health.status_code == 404  # only metrics there

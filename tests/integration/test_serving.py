@@ -111,6 +111,10 @@ async def test_http_serves_healthz_and_metrics(
     assert len(document["services"]) == 6
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
+    lines = metrics.text.splitlines()
+    assert any(line.startswith("conductor_build_info{") for line in lines)
+    assert 'http_requests_total{area="healthz",code="200",method="GET"}' in metrics.text
+    assert not [line for line in lines if "_created" in line.split(" ")[0]]
     handled = (
         f'grpc_server_handled_total{{grpc_code="NOT_FOUND",grpc_method="{refused.name}",'
         f'grpc_service="{service.full_name}",grpc_type="unary"}}'
