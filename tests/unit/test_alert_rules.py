@@ -182,3 +182,18 @@ def test_thresholds_sit_on_bucket_bounds() -> None:
     (latency,) = [rule for rule in _rules("alert") if rule["alert"] == "AnalyticsPackLatencyHigh"]
     assert latency["expr"].rstrip().endswith("> 0.45")
     assert 0.45 in servers.analytics.metrics.PACK_SECONDS._upper_bounds
+
+
+def test_the_docs_list_every_metric_the_platform_exports() -> None:
+    import servers.app  # noqa: F401, PLC0415 - registers every service's metrics
+    from servers.http import metrics_registry  # noqa: PLC0415 - the whole platform's metrics
+
+    listed = (ROOT / "docs" / "observability.md").read_text()
+    missing = []
+    for family in metrics_registry().collect():
+        if family.name.startswith(("process_", "python_")):
+            continue  # the client library's own
+        name = family.name + ("_total" if family.type == "counter" else "")
+        if f"`{name}`" not in listed:
+            missing.append(name)
+    assert missing == [], f"docs/observability.md does not list {missing}"
