@@ -90,6 +90,10 @@ class StartupError(RuntimeError):
     """The platform could not start (a port is taken, the schema is behind, ...)."""
 
 
+#: Seconds a schema revision read stays current for readiness.
+SCHEMA_CHECK_S = 60.0
+
+
 class _EmbeddedUvicorn(uvicorn.Server):
     """uvicorn that leaves signals to the platform, which drains gRPC first."""
 
@@ -162,6 +166,7 @@ class Platform:
         #: Why the store refuses writes, as last checked (None: it takes them).
         self.write_problem: str | None = None
         self._ready = True
+        self._schema_checked: tuple[float, str | None] | None = None
         self._redis: redis.Redis | None = None
         #: The persisted GraphQL operations and the facade's root fields, once started.
         self.operations: OperationRegistry | None = None
@@ -461,11 +466,12 @@ class Platform:
         }
         return self.state != "stopped", document
 
-    async def health_report(self) -> tuple[bool, dict[str, object]]:
+    async def health_report(self, *, schema: bool = True) -> tuple[bool, dict[str, object]]:
         """Whether this process should receive traffic, and the facts behind it: /readyz.
 
-        Serving, the database reachable and taking writes, its schema at head, and
-        Redis answering when one is configured.
+        Serving, the database reachable and taking writes, its schema at head (not
+        checked with `schema` false: the watcher's frequent checks skip Alembic's
+        costly context), and Redis answering when one is configured.
         """
         alive, document = await self.liveness()
         reachable = await self.database.ping()
@@ -477,7 +483,7 @@ class Platform:
             database = "ok"
         document["database"] = database
         checks = [database == "ok"]
-        if reachable:
+        if reachable and schema:
             revision = await self._schema_revision()
             document["schema"] = "at head" if revision == head_revision() else f"at {revision}"
             checks.append(revision == head_revision())
@@ -487,10 +493,16 @@ class Platform:
         return alive and self.state == "serving" and all(checks), document
 
     async def _schema_revision(self) -> str | None:
+        """The schema's revision, read at most once a minute (Alembic's context costs ~40 ms)."""
+        now = time.monotonic()
+        if self._schema_checked is not None and now - self._schema_checked[0] < SCHEMA_CHECK_S:
+            return self._schema_checked[1]
         try:
-            return await current_revision(self.database.engine)
+            revision = await current_revision(self.database.engine)
         except (DBAPIError, OSError):
             return None
+        self._schema_checked = (now, revision)
+        return revision
 
     async def _redis_state(self) -> str:
         if self._redis is None:
@@ -506,7 +518,7 @@ class Platform:
     async def watch_readiness(self) -> None:
         """Keep gRPC health in step with readiness: NOT_SERVING while a dependency is down."""
         self.write_problem = await self.database.write_problem()
-        ready, document = await self.health_report()
+        ready, document = await self.health_report(schema=False)
         if self.state != "serving" or ready == self._ready:
             return
         self._ready = ready

@@ -423,7 +423,9 @@ class Entities:
         changed: list[str],
     ) -> None:
         now = self._clock()
-        new_rows = [_new_row(tenant, specs[name], now) for name in created]
+        new_rows = await asyncio.to_thread(  # a thousand rows take a while to build
+            lambda: [_new_row(tenant, specs[name], now) for name in created]
+        )
         await store.add_entities(session, new_rows)  # all first: new entities depend on new ones
         rows.update((row.name, row) for row in new_rows)
         for name in changed:
@@ -432,14 +434,11 @@ class Entities:
             row.etag = new_etag()
             row.updated_at = now
             await store.drop_minutes_except(session, row.id, [slo.name for slo in specs[name].slos])
-        await store.replace_links(
-            session,
-            tenant,
-            {
-                rows[name].id: (specs[name].tags, [rows[t].id for t in specs[name].targets])
-                for name in (*created, *changed)
-            },
-        )
+        links = {
+            rows[name].id: (specs[name].tags, [rows[t].id for t in specs[name].targets])
+            for name in (*created, *changed)
+        }
+        await store.replace_links(session, tenant, links)
 
     async def delete(self, principal: Principal, name: str, etag: str) -> None:
         """Delete an entity and its events if it still has `etag` and nothing depends on it.

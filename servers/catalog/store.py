@@ -156,8 +156,8 @@ class ScenarioRow(TenantScoped, Base):
 
 
 _DAY_MINUTES = 1440
-#: Ids per IN (...) list.
-_IN_BATCH = 500
+#: Ids per IN (...) list, rows per batched INSERT.
+_IN_BATCH = 250
 #: First key of the catalog's advisory locks (the second is the tenant's).
 _GRAPH_LOCK_SPACE = 0x0CA7A106
 
@@ -249,10 +249,17 @@ async def add_entity(session: AsyncSession, row: EntityRow) -> bool:
     return added.scalar_one_or_none() is not None
 
 
+async def _insert_in_batches(
+    session: AsyncSession, model: type[Base], values: Sequence[Mapping[str, Any]]
+) -> None:
+    """INSERT `values` a batch at a time: few statements, and the loop breathes between them."""
+    for start in range(0, len(values), _IN_BATCH):
+        await session.execute(insert(model), list(values[start : start + _IN_BATCH]))
+
+
 async def add_entities(session: AsyncSession, rows: Sequence[EntityRow]) -> None:
-    """Record new entities in one statement (names checked free under the graph's lock)."""
-    if rows:
-        await session.execute(insert(EntityRow), [_columns(row) for row in rows])
+    """Record new entities in batches (names checked free under the graph's lock)."""
+    await _insert_in_batches(session, EntityRow, [_columns(row) for row in rows])
 
 
 async def replace_links(
@@ -276,10 +283,8 @@ async def replace_links(
         for entity_id, (_, targets) in links.items()
         for target in set(targets)
     ]
-    if tags:
-        await session.execute(insert(TagRow), tags)
-    if edges:
-        await session.execute(insert(EdgeRow), edges)
+    await _insert_in_batches(session, TagRow, tags)
+    await _insert_in_batches(session, EdgeRow, edges)
 
 
 async def set_links(

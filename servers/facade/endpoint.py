@@ -52,6 +52,7 @@ from graphql import (
 from interceptors.policy import MethodFacts, PolicyEngine
 from interceptors.tokens import Principal, TokenVerifier
 from servers.facade.gateway import FacadeContext
+from servers.facade.metrics import GRAPHQL_REQUESTS, GRAPHQL_SECONDS
 from servers.facade.operations import OperationRegistry, measure, operation_id
 from servers.facade.schema import Operation, RootField
 
@@ -123,18 +124,32 @@ class GraphqlEndpoint:
             if self._limits.production:
                 return _problem(RequestProblem("GraphiQL is off in production", "NOT_FOUND"), 404)
             return HTMLResponse(GRAPHIQL)
+        started = time.perf_counter()
         try:
             prepared = await self._prepare(request)
         except RequestProblem as problem:
+            GRAPHQL_REQUESTS.labels("adhoc", "refused").inc()
             return _problem(problem, 400)
+        operation = self._operation_label(prepared)
         cached = await self._from_cache(prepared)
         if cached is not None:
+            GRAPHQL_REQUESTS.labels(operation, "cached").inc()
+            GRAPHQL_SECONDS.labels(operation).observe(time.perf_counter() - started)
             return cached
         result = await self._execute(prepared)
         principal = prepared.context.principal
         if self._metering is not None and principal is not None and result.data is not None:
             self._metering.count(principal.tenant, "graphql.operation")
+        GRAPHQL_REQUESTS.labels(operation, "errors" if result.errors else "ok").inc()
+        GRAPHQL_SECONDS.labels(operation).observe(time.perf_counter() - started)
         return _respond(result)
+
+    def _operation_label(self, prepared: _Prepared) -> str:
+        """The persisted operation's name, or "adhoc" (the metrics' bounded label)."""
+        if prepared.operation_id is None:
+            return "adhoc"
+        persisted = self._operations.get(prepared.operation_id)
+        return persisted.name[:64] if persisted is not None else "adhoc"
 
     async def _execute(self, prepared: _Prepared) -> ExecutionResult:
         result = execute(

@@ -122,6 +122,10 @@ async def test_a_graphql_call_carries_one_id_from_http_to_grpc(
         )
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == "gql-7"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}") as http:
+        metrics = (await http.get("/metrics")).text
+    assert 'graphql_requests_total{operation="adhoc",outcome="ok"}' in metrics
+    assert 'graphql_request_duration_seconds_count{operation="adhoc"}' in metrics
     lines = [entry for entry in access_lines(caplog) if entry.get("request_id") == "gql-7"]
     kinds = sorted(entry["event"] for entry in lines)
     assert kinds == ["http", "rpc"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 #: CPU seconds one callback of the serving path may hold its event loop.
-LIMIT_S = 0.1
+LIMIT_S = float(os.environ.get("SLOW_CALLBACK_LIMIT_S", "0.1"))
 
 _TESTS_DIR = str(Path(__file__).resolve().parents[1])
 _NOT_SERVING = (_TESTS_DIR, "/_pytest/", "/pytest_asyncio/", "/hypothesis/")
