@@ -228,7 +228,7 @@ class Platform:
                 logger.warning("%s is open to others: chmod go-rwx it", loose)
 
     async def check_writes(self) -> None:
-        """Keep `write_problem` current, for /healthz (a database can turn read-only)."""
+        """Keep `write_problem` current, for /readyz (a database can turn read-only)."""
         self.write_problem = await self.database.write_problem()
 
     async def _start_grpc(self) -> None:
@@ -517,7 +517,7 @@ class Platform:
 
     async def watch_readiness(self) -> None:
         """Keep gRPC health in step with readiness: NOT_SERVING while a dependency is down."""
-        self.write_problem = await self.database.write_problem()
+        await self.check_writes()
         ready, document = await self.health_report(schema=False)
         if self.state != "serving" or ready == self._ready:
             return
