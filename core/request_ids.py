@@ -15,6 +15,10 @@ import re
 import uuid
 from contextvars import ContextVar
 
+from opentelemetry import trace
+
+#: The span attribute that names it, when the call is traced.
+SPAN_ATTRIBUTE = "conductor.request_id"
 #: The metadata key and HTTP header that carry it.
 REQUEST_ID_KEY = "x-request-id"
 _VALID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -35,3 +39,10 @@ def accepted(value: object) -> str:
 def current_request_id() -> str:
     """The id of the call being served ("" outside any call)."""
     return request_id.get()
+
+
+def mark_current_span(call_id: str) -> None:
+    """Name the call's request id on the current span, when one is being recorded."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(SPAN_ATTRIBUTE, call_id)

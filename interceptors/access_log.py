@@ -20,7 +20,7 @@ from typing import Any, cast
 import grpc
 import structlog
 
-from core.request_ids import REQUEST_ID_KEY, accepted, request_id
+from core.request_ids import REQUEST_ID_KEY, accepted, mark_current_span, request_id
 from interceptors.auth import verified_principal
 from interceptors.base import Context, Method, RpcMethod, ServerInterceptor, invocation_metadata
 from interceptors.outcomes import Outcome, outcome
@@ -68,6 +68,7 @@ class AccessLogInterceptor(ServerInterceptor):
         request_id.set(call_id)
         outcome.set(None)
         structlog.contextvars.bind_contextvars(request_id=call_id)
+        mark_current_span(call_id)
         # In the trailers, not the headers: sent early, headers would turn a refusal's
         # trailers-only answer into headers then trailers, which a client still sending a
         # stream can see as INTERNAL. The error-mapping interceptor adds it to its own.

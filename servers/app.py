@@ -20,6 +20,7 @@ import socket
 import stat
 import time
 from collections.abc import Iterator, Mapping
+from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +62,7 @@ from servers.jobs import every
 from servers.logs import route_to_stdlib
 from servers.registry import ServiceDefinition, all_services, services_named
 from servers.runtime import Component, Foundation, Job, PlatformServicer, Runtime
+from servers.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -128,11 +130,20 @@ class Platform:
 
     Args:
         settings: Validated settings.
+        tracing: Where spans go; default: as the settings say (`otlp_endpoint`), and shut
+            down with the platform. One given here is the caller's to shut down.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracing: Tracing | None = None) -> None:
         route_to_stdlib()
         self.settings = settings
+        self._owns_tracing = tracing is None
+        self.tracing = tracing or Tracing.exporting(
+            settings.otlp_endpoint,
+            sample_ratio=settings.trace_sample_ratio,
+            version=_version("intelgraph-conductor"),
+            instance=f"{socket.gethostname()}:{os.getpid()}",
+        )
         self.services: tuple[ServiceDefinition, ...] = services_named(settings.services)
         try:
             self.database = Database(
@@ -143,6 +154,7 @@ class Platform:
                 f"cannot create the database file {displayed(settings.database_url)} "
                 f"({DATABASE_SETTING}): {error.strerror}: {error.filename}"
             ) from None
+        self.tracing.trace_database(self.database.engine)
         self.health = health.aio.HealthServicer()
         #: Revoked token ids this process refuses (the Access service feeds it).
         self.revocations = InMemoryRevocations()
@@ -254,6 +266,7 @@ class Platform:
             engine=engine,
             revocations=revocations,
             services=all_services(),
+            tracing=self.tracing,
         )
         self.components = (
             *(
@@ -263,12 +276,18 @@ class Platform:
                 and (component := service.component(foundation)) is not None
             ),
             # What the root provides: Billing's budgets read through its contract.
-            BudgetsThroughBilling(lambda: self.grpc_target),
+            BudgetsThroughBilling(
+                lambda: self.grpc_target, interceptors=self.tracing.client_interceptors
+            ),
         )
         inner = [layer for component in self.components for layer in component.interceptors()]
         limits = StreamLimits(self.settings.stream_idle_timeout, self.settings.stream_max_duration)
         server = grpc.aio.server(
-            interceptors=[platform_chain(verifier, engine, *inner, stream_limits=limits)],
+            interceptors=[
+                # Spans outermost, so that the chain's log line names the call's trace.
+                *self.tracing.server_interceptors(),
+                platform_chain(verifier, engine, *inner, stream_limits=limits),
+            ],
             options=[("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)],
         )
         self.runtime = Runtime.compose(foundation, self.components)
@@ -339,7 +358,7 @@ class Platform:
             liveness=self.liveness,
             metrics=not private_metrics,
         )
-        await self._serve_http(app, sock)
+        await self._serve_http(self.tracing.http_app(app), sock)
         if self.settings.metrics_port is not None:
             # Metrics on a port of their own, on loopback only: scraped by an agent beside
             # the process, never exposed with the public listener.
@@ -399,7 +418,11 @@ class Platform:
         # Like the facade, a client of our own loopback port, calling with each
         # request's token.
         client = self._console_client = AsyncClient(
-            self.grpc_target, INSECURE, token=console.caller_token, metadata=forwarded_request_id
+            self.grpc_target,
+            INSECURE,
+            token=console.caller_token,
+            metadata=forwarded_request_id,
+            interceptors=self.tracing.client_interceptors(),
         )
         routes: list[BaseRoute] = []
         if "rag" in served:
@@ -426,10 +449,18 @@ class Platform:
         facade = build_facade_schema(service.descriptor for service in self.services)
         # The facade calls our own loopback port, as any SDK user would.
         self._client = AsyncClient(
-            self.grpc_target, INSECURE, token=caller_token, metadata=forwarded_request_id
+            self.grpc_target,
+            INSECURE,
+            token=caller_token,
+            metadata=forwarded_request_id,
+            interceptors=self.tracing.client_interceptors(),
         )
+        tracer = self.tracing.tracer("conductor.graphql") if self.tracing.enabled else None
         gateway = Gateway(
-            self._client.by_path, self._engine, max_stream_items=settings.graphql_max_stream_items
+            self._client.by_path,
+            self._engine,
+            max_stream_items=settings.graphql_max_stream_items,
+            tracer=tracer,
         )
         schema = executable_schema(facade, gateway)
         operations = self.operations = OperationRegistry(
@@ -454,6 +485,7 @@ class Platform:
             metering=self.runtime.metering,
             cache=self.runtime.read_cache,
             roots=facade.roots,
+            tracer=tracer,
         )
 
     async def liveness(self) -> tuple[bool, dict[str, object]]:
@@ -560,6 +592,8 @@ class Platform:
         await self.database.dispose()
         if self._engine is not None:
             self._engine.close()
+        if self._owns_tracing:
+            self.tracing.shutdown()
         self.state = "stopped"
 
 

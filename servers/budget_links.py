@@ -11,8 +11,9 @@ another replica behind the same address.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
+import grpc
 from intelgraph.sdk import (
     INSECURE,
     AsyncClient,
@@ -60,8 +61,14 @@ def _translated(error: ConductorError, budget_id: str = "") -> Exception:
 class BudgetsThroughBilling(Component, CostBudgets):
     """`CostBudgets` over the Billing RPCs of the platform's own gRPC port."""
 
-    def __init__(self, target: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        target: Callable[[], str],
+        *,
+        interceptors: Callable[[], Sequence[grpc.aio.ClientInterceptor]] = tuple,
+    ) -> None:
         self._target = target
+        self._interceptors = interceptors
         self._client: AsyncClient | None = None
 
     def _billing(self) -> AsyncClient:
@@ -71,6 +78,7 @@ class BudgetsThroughBilling(Component, CostBudgets):
                 INSECURE,
                 token=_forwarded,
                 metadata=lambda: [(REQUEST_ID_KEY, current_request_id())],
+                interceptors=self._interceptors(),
             )
         return self._client
 

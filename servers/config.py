@@ -72,6 +72,18 @@ class Settings(BaseSettings):
         "auto",
         description="Log lines as JSON or readable text; auto: JSON unless stderr is a terminal.",
     )
+    otlp_endpoint: str = Field(
+        "",
+        description="Export traces over OTLP/HTTP to this collector (http://host:4318; spans go "
+        "to its /v1/traces); unset: no traces are recorded.",
+    )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded when tracing is on; a caller's sampled "
+        "decision is followed.",
+    )
     tenant_connections: int = Field(
         4,
         ge=1,
@@ -235,6 +247,13 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"not an http(s) URL: {url}")
         return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("use the collector's http(s):// URL (OTLP over HTTP, port 4318)")
+        return value.rstrip("/")
 
     @field_validator("redis_url")
     @classmethod

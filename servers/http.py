@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.request_ids import REQUEST_ID_KEY, accepted, request_id
+from core.request_ids import REQUEST_ID_KEY, accepted, mark_current_span, request_id
 from interceptors.metrics import RPC_STATS, RpcStatsCollector
 
 #: Reports whether the process serves, and what: (ok, document).
@@ -125,6 +125,7 @@ class RequestLog:
         call_id = accepted(headers.get(REQUEST_ID_KEY.encode(), b"").decode("latin-1"))
         request_id.set(call_id)
         structlog.contextvars.bind_contextvars(request_id=call_id)
+        mark_current_span(call_id)
         started = time.perf_counter()
         status = 500
 

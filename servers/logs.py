@@ -2,9 +2,10 @@
 
 structlog renders both its own events and the standard library's (every
 library's records go through the same processors), adding the time, level,
-logger and — inside a call — the call's request id. Library noise stays at its
-own level: alembic and aiosqlite narrate at INFO/DEBUG and are held at WARNING
-and INFO, whatever level the platform logs at.
+logger and — inside a call — the call's request id, and inside a traced call its
+trace and span ids. Library noise stays at its own level: alembic and aiosqlite
+narrate at INFO/DEBUG and are held at WARNING and INFO, whatever level the
+platform logs at.
 """
 
 from __future__ import annotations
@@ -14,15 +15,26 @@ import sys
 from typing import Any, Literal
 
 import structlog
+from opentelemetry import trace
 
 LogFormat = Literal["auto", "json", "console"]
 #: Libraries held at a floor level: (logger, level).
 _QUIET = (("alembic", logging.WARNING), ("aiosqlite", logging.INFO))
 
 
+def _trace_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Inside a recorded span, the line names its trace and span (to find one from the other)."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", trace.format_trace_id(context.trace_id))
+        event.setdefault("span_id", trace.format_span_id(context.span_id))
+    return event
+
+
 def _processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
+        _trace_ids,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

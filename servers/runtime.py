@@ -27,6 +27,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from core.errors import NotBuilt
 from core.interfaces import CacheInvalidation, CostBudgets, ReadCache, UsageMeter
 from servers.db import utc_now
+from servers.tracing import Tracing
 
 if TYPE_CHECKING:
     from interceptors import ServerInterceptor
@@ -80,6 +81,8 @@ class Foundation:
     #: Every service of the platform, served here or not.
     services: tuple[ServiceDefinition, ...]
     clock: Callable[[], datetime] = field(default=utc_now)
+    #: Where spans go (nowhere unless tracing is configured).
+    tracing: Tracing = field(default_factory=Tracing)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=utc_now)
     #: Every service's component (see `Component`).
     components: tuple[Component, ...] = ()
+    #: Where spans go: services take tracers from it for spans of their own.
+    tracing: Tracing = field(default_factory=Tracing)
 
     @classmethod
     def compose(cls, foundation: Foundation, components: Sequence[Component]) -> Runtime:
@@ -104,6 +109,7 @@ class Runtime:
             engine=foundation.engine,
             clock=foundation.clock,
             components=tuple(components),
+            tracing=foundation.tracing,
         )
 
     def component(self, kind: type[ComponentT]) -> ComponentT | None:

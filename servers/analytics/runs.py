@@ -56,6 +56,8 @@ class PackRuns:
         self._snapshots = runtime.settings.var_dir / "analytics"
         self._building: dict[uuid.UUID, asyncio.Lock] = {}
         self._prebuilding: set[asyncio.Task[None]] = set()
+        #: A span per run on a worker (a no-op unless tracing is on).
+        self._tracer = runtime.tracing.tracer("conductor.analytics")
 
     def background_jobs(self) -> list[Job]:
         """The pack workers (stopped with the platform); the sweep of abandoned imports."""
@@ -143,7 +145,15 @@ class PackRuns:
                 },
             )
         snapshot = await self._snapshot(tenant, priced.revision)
-        result = await self.workers.run(snapshot, spec.id, params, found.sample, deadline_s)
+        attributes: dict[str, str | int] = {
+            "analytics.pack": spec.id,
+            "analytics.revision": priced.revision,
+            "analytics.entities": nodes,
+            "analytics.relationships": edges,
+            "analytics.sample": found.sample or "none",
+        }
+        with self._tracer.start_as_current_span(f"run {spec.id}", attributes=attributes):
+            result = await self.workers.run(snapshot, spec.id, params, found.sample, deadline_s)
         if found.sampling_applies:
             metrics.SAMPLED.labels(spec.id).inc()
         if metering is not None:

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -57,6 +58,7 @@ from servers.facade.operations import OperationRegistry, measure, operation_id
 from servers.facade.schema import Operation, RootField
 
 logger = logging.getLogger(__name__)
+
 
 #: What ad-hoc documents are checked against in production: holding it lifts the safelist.
 ADHOC = MethodFacts("graphql", "AdHocDocument", "admin.write")
@@ -93,6 +95,19 @@ class _Prepared:
     operation_id: str | None
 
 
+def _describe_operation(span: trace.Span, prepared: _Prepared) -> None:
+    """Name the operation's span as OpenTelemetry's GraphQL conventions do: "query Name"."""
+    operation = get_operation_ast(prepared.document, prepared.operation_name)
+    kind = operation.operation.value if operation is not None else "query"
+    name = operation.name.value if operation is not None and operation.name else ""
+    span.update_name(f"{kind} {name}".strip())
+    span.set_attribute("graphql.operation.type", kind)
+    if name:
+        span.set_attribute("graphql.operation.name", name)
+    if prepared.operation_id is not None:
+        span.set_attribute("graphql.persisted_operation.id", prepared.operation_id)
+
+
 class GraphqlEndpoint:
     """The ASGI endpoint of `/graphql`."""
 
@@ -107,8 +122,10 @@ class GraphqlEndpoint:
         metering: UsageMeter | None = None,
         cache: ReadCache | None = None,
         roots: Mapping[tuple[Operation, str], RootField] | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._schema = schema
+        self._tracer = tracer
         self._operations = operations
         self._verifier = verifier
         self._engine = engine
@@ -152,6 +169,14 @@ class GraphqlEndpoint:
         return persisted.name[:64] if persisted is not None else "adhoc"
 
     async def _execute(self, prepared: _Prepared) -> ExecutionResult:
+        if self._tracer is None:
+            return await self._run(prepared)
+        with self._tracer.start_as_current_span("graphql") as span:
+            if span.is_recording():
+                _describe_operation(span, prepared)
+            return await self._run(prepared)
+
+    async def _run(self, prepared: _Prepared) -> ExecutionResult:
         result = execute(
             self._schema,
             prepared.document,

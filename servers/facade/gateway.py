@@ -26,6 +26,7 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from graphql.language import IntValueNode, StringValueNode, ValueNode
 from intelgraph.sdk import ConductorError, ErrorReason
+from opentelemetry import trace
 
 from core.errors import quoted
 from graphql import GraphQLError, GraphQLSchema, build_schema
@@ -144,6 +145,8 @@ class Gateway:
             client of the platform's gRPC port whose token source is `caller_token`.
         engine: The policy engine the interceptors use.
         max_stream_items: Most messages a server-streaming read may return.
+        tracer: Records a span per root field resolved (the RPC's client span is its
+            child); None: no spans.
     """
 
     def __init__(
@@ -152,10 +155,12 @@ class Gateway:
         engine: PolicyEngine,
         *,
         max_stream_items: int,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._rpcs = rpcs
         self._engine = engine
         self._max_stream_items = max_stream_items
+        self._tracer = tracer
 
     def resolver(self, root: RootField) -> Any:
         """The resolver of one root field."""
@@ -190,7 +195,17 @@ class Gateway:
                 result = result.get(name) if isinstance(result, dict) else None
             return result
 
-        return resolve
+        tracer = self._tracer
+        if tracer is None:
+            return resolve
+        span_name = f"resolve {root.name}"
+        attributes = {"graphql.field.name": root.name, "rpc.method": root.path}
+
+        async def traced(parent: Any, info: Any, **arguments: Any) -> Any:
+            with tracer.start_as_current_span(span_name, attributes=attributes):
+                return await resolve(parent, info, **arguments)
+
+        return traced
 
     async def _authorize(
         self, context: FacadeContext, facts: MethodFacts, arguments: Mapping[str, Any]

@@ -38,7 +38,7 @@ ENTITIES = pb.ImportGraphRequest(entities=[pb.Entity(id=f"e{i}", type="t") for i
 
 
 @contextlib.asynccontextmanager
-async def platform_on(url: str, tmp_path: Path, **options: object) -> AsyncIterator[Platform]:
+async def platform_on(url: str, tmp_path: Path, **options: Any) -> AsyncIterator[Platform]:
     async with serving(tmp_path / "var", database_url=url, **options) as platform:
         yield platform
 

@@ -19,6 +19,7 @@ from interceptors import keys, tokens
 from servers.app import Platform
 from servers.config import Settings, load_settings
 from servers.registry import all_services
+from servers.tracing import Tracing
 
 POSTGRES_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -90,10 +91,13 @@ REDIS_SKIP_REASON = (
 
 
 @contextlib.asynccontextmanager
-async def serving(var_dir: Path, **options: object) -> AsyncIterator[Platform]:
+async def serving(
+    var_dir: Path, *, tracing: Tracing | None = None, **options: object
+) -> AsyncIterator[Platform]:
     """A platform on free ports, its schema migrated at start, stopped at once afterwards."""
     platform = Platform(
-        load_settings(grpc_port=0, http_port=0, var_dir=var_dir, auto_migrate=True, **options)
+        load_settings(grpc_port=0, http_port=0, var_dir=var_dir, auto_migrate=True, **options),
+        tracing=tracing,
     )
     await platform.start()
     try:

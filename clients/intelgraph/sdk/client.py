@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
+import grpc
 from intelgraph.sdk.services import AsyncServiceClients, ServiceClients
 from intelgraph.sdk.transport import (
     DEFAULT_RETRY,
@@ -38,6 +40,8 @@ class Client(ServiceClients):
         metadata: Extra metadata for each call (a request id to forward, say).
         retry: How RPCs safe to repeat are retried (None: never). Deadlines are per
             RPC, from the contract, and each method takes a `timeout` of its own.
+        interceptors: More `grpc` client interceptors (tracing, say), run inside the
+            SDK's own: they see each call with its metadata, and its raw gRPC status.
     """
 
     def __init__(
@@ -48,8 +52,11 @@ class Client(ServiceClients):
         token: TokenSource | None = None,
         retry: Retry | None = DEFAULT_RETRY,
         metadata: MetadataSource | None = None,
+        interceptors: Sequence[Any] = (),
     ) -> None:
-        self.channel = open_channel(target, security, ClientInterceptor(token, metadata), retry)
+        self.channel = open_channel(
+            target, security, [ClientInterceptor(token, metadata), *interceptors], retry
+        )
         super().__init__(self.channel)
 
     @classmethod
@@ -89,6 +96,8 @@ class AsyncClient(AsyncServiceClients):
         metadata: Extra metadata for each call (a request id to forward, say).
         retry: How RPCs safe to repeat are retried (None: never). Deadlines are per
             RPC, from the contract, and each method takes a `timeout` of its own.
+        interceptors: More `grpc.aio` client interceptors (tracing, say), run inside the
+            SDK's own: they see each call with its metadata, and its raw gRPC status.
     """
 
     def __init__(
@@ -99,9 +108,10 @@ class AsyncClient(AsyncServiceClients):
         token: TokenSource | None = None,
         retry: Retry | None = DEFAULT_RETRY,
         metadata: MetadataSource | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self.channel = open_async_channel(
-            target, security, async_interceptors(token, metadata), retry
+            target, security, [*async_interceptors(token, metadata), *interceptors], retry
         )
         super().__init__(self.channel)
 

@@ -446,9 +446,12 @@ async def _async_mapped(call: Any) -> AsyncIterator[Any]:
 
 
 def open_channel(
-    target: str, security: TLS | str, interceptor: ClientInterceptor, retry: Retry | None
+    target: str, security: TLS | str, interceptors: Sequence[Any], retry: Retry | None
 ) -> grpc.Channel:
-    """A sync channel to `target`: TLS, or plaintext only when `security` is `INSECURE`."""
+    """A sync channel to `target`: TLS, or plaintext only when `security` is `INSECURE`.
+
+    `interceptors` run outermost first.
+    """
     options = channel_options(retry)
     if isinstance(security, TLS):
         channel = grpc.secure_channel(target, security.credentials(), options=options)
@@ -456,7 +459,7 @@ def open_channel(
         channel = grpc.insecure_channel(target, options=options)
     else:
         raise ValueError(f"security is a TLS(...) or {INSECURE!r}, not {security!r}")
-    return grpc.intercept_channel(channel, interceptor)
+    return grpc.intercept_channel(channel, *interceptors)
 
 
 def open_async_channel(
