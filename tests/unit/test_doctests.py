@@ -26,6 +26,7 @@ MODULES = [
     "servers.console.graphs",
     "servers.console.formats",
     "servers.console.catalog",
+    "tests.support.scrapes",
 ]
 
 
