@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import uuid
@@ -191,3 +192,40 @@ async def test_tracing_is_off_unless_configured(tmp_path: Path) -> None:
     async with serving(tmp_path, services="access") as plain:
         assert not plain.tracing.enabled
         assert isinstance(plain.tracing.tracer("x"), trace.NoOpTracer)
+
+
+async def test_background_work_a_call_starts_carries_its_request_id_and_trace(
+    platform: Platform, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="conductor.analytics")
+    tenant = uuid.uuid4()
+    token = Minter(platform.settings)(["analytics.write"], tenant=tenant)
+    async with AsyncClient(
+        platform.grpc_target,
+        INSECURE,
+        token=lambda: token,
+        metadata=lambda: [("x-request-id", "imp-1")],
+    ) as client:
+        await client.analytics.import_graph(
+            iter([analytics.ImportGraphRequest(entities=[analytics.Entity(id="a", type="p")])])
+        )
+    # The snapshot is built after the import answered, by a task the import started.
+    async with asyncio.timeout(10):
+        built = [s for s in spans.get_finished_spans() if s.name == "build snapshot"]
+        while not built:  # the exporter has no event to wait on
+            await asyncio.sleep(0.02)
+            built = [s for s in spans.get_finished_spans() if s.name == "build snapshot"]
+    finished = spans.get_finished_spans()
+    build = only(finished, "build snapshot")
+    server = only(finished, "/intelgraph.analytics.v1.AnalyticsService/ImportGraph")
+    assert is_child(build, server)
+    (line,) = [
+        record.msg
+        for record in caplog.records
+        if isinstance(record.msg, dict)
+        and record.msg["event"] == "analytics snapshot built"
+        and record.msg["tenant"] == str(tenant)
+    ]
+    assert line["request_id"] == "imp-1"
+    assert line["trace_id"] == hex_trace(server)
+    assert (line["entities"], line["relationships"]) == (1, 0)
