@@ -3,16 +3,21 @@
 A service that needs one finds it on the runtime (`servers.runtime.Runtime`); the
 service that provides it implements it on one of its components. Which service
 that is, the composition root alone knows: Billing meters usage, Edge caches
-reads and drops them when resources change, Access announces revocations.
+reads and drops them when resources change, Access announces revocations and
+delivers notifications to the platform's webhooks.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from google.protobuf.descriptor import MethodDescriptor
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 @runtime_checkable
@@ -124,5 +129,50 @@ class CostBudgets(Protocol):
 
         Raises:
             As `budget`, but never NotFound.
+        """
+        ...
+
+
+#: The recipient of notifications meant for the platform's operators (alerts, alarms).
+OPERATORS = "operators"
+
+
+@runtime_checkable
+class Notifications(Protocol):
+    """Where services push notifications to the platform's webhooks (Access provides it).
+
+    The provider keeps an outbox in the platform's database, which every service
+    shares: a notification is written in the caller's own transaction, so it
+    exists exactly when what it reports does, and is delivered afterwards (at
+    least once, retried with backoff) by a background job.
+    """
+
+    def notify(
+        self,
+        session: AsyncSession,
+        event: str,
+        tenant: uuid.UUID,
+        payload: Mapping[str, Any],
+        *,
+        recipient: str,
+        at: datetime,
+    ) -> None:
+        """Put a notification of `event` about `tenant` into `session`'s transaction.
+
+        It is written when the caller's transaction commits and not otherwise;
+        with no webhook configured nothing is written. Each webhook receives
+        `payload` (JSON-safe) beside `id`, `recipient`, `kind` (the event) and
+        `tenant_id`, from `at` on.
+
+        Args:
+            session: The caller's session, confined to `tenant`.
+            event: What happened, e.g. "billing_alert" (at most 32 characters).
+            tenant: Whom it concerns.
+            payload: The event's facts; never secrets, tokens or cached bodies.
+            recipient: Whom it is for: a subject, or a group such as `OPERATORS`.
+            at: When it happened (aware UTC); it is delivered from then on.
+
+        Raises:
+            ValueError: `event` is too long, or `payload` names a key of the envelope.
         """
         ...

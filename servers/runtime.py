@@ -9,7 +9,8 @@ lease, say) is the servicer's own `background_jobs`, run only where it is served
 The composition root (`servers.app`) builds every
 service's component and servicer from these definitions and never names a
 service's classes; services find what they need on the `Runtime` (`metering`, `read_cache`,
-`changed`, `component`).
+`notifications`, `changed`, `component`); a component that needs another service's interface
+takes it when the runtime is composed (`Component.attach`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from core.errors import NotBuilt
-from core.interfaces import CacheInvalidation, CostBudgets, ReadCache, UsageMeter
+from core.interfaces import CacheInvalidation, CostBudgets, Notifications, ReadCache, UsageMeter
 from servers.db import utc_now
 from servers.tracing import Tracing
 
@@ -60,6 +61,14 @@ class Component:
     def background_jobs(self) -> list[Job]:
         """Coroutines to run until the platform stops."""
         return []
+
+    def attach(self, runtime: Runtime) -> None:
+        """Take what this component uses of other services, once every component is built.
+
+        `Runtime.compose` calls it, before `start`: components are built one by
+        one from the `Foundation`, so one providing an interface another needs
+        (`runtime.notifications`, say) may not exist yet when that one is built.
+        """
 
     async def start(self) -> None:
         """Prepare before the platform reports SERVING (after the store is open)."""
@@ -101,8 +110,8 @@ class Runtime:
 
     @classmethod
     def compose(cls, foundation: Foundation, components: Sequence[Component]) -> Runtime:
-        """The runtime of `foundation` with these components."""
-        return cls(
+        """The runtime of `foundation` with these components, each attached to it."""
+        runtime = cls(
             settings=foundation.settings,
             database=foundation.database,
             keys=foundation.keys,
@@ -111,6 +120,9 @@ class Runtime:
             components=tuple(components),
             tracing=foundation.tracing,
         )
+        for component in runtime.components:
+            component.attach(runtime)
+        return runtime
 
     def component(self, kind: type[ComponentT]) -> ComponentT | None:
         """This process's component of class `kind` (a service asks for its own)."""
@@ -140,6 +152,12 @@ class Runtime:
         """Where cost budgets are read (None: nowhere here)."""
         budgets: CostBudgets | None = self._provider(CostBudgets)
         return budgets
+
+    @cached_property
+    def notifications(self) -> Notifications | None:
+        """Where notifications are put for the platform's webhooks (None: nowhere here)."""
+        outbox: Notifications | None = self._provider(Notifications)
+        return outbox
 
     @cached_property
     def _invalidations(self) -> tuple[CacheInvalidation, ...]:

@@ -1,24 +1,34 @@
-"""Notifications through an outbox: written with the workflow's transaction, delivered later.
+"""Notifications through an outbox: written with the writer's transaction, delivered later.
 
-The workflow writes one outbox row per configured webhook in the same
-transaction as the state change it reports, so a notification exists exactly
-when its change does. A background job (one replica at a time) POSTs due rows as
-JSON and retries failures with exponential backoff; a webhook that is down
-delays its notifications and never the workflow.
+The outbox is the platform's: Access's workflow writes to it, and so do other
+services through `core.interfaces.Notifications` (Billing's alerts, Edge's leak
+alarms). Each notification is one outbox row per configured webhook, written in
+the same transaction as the change it reports, so a notification exists exactly
+when its change does. A background job (one replica at a time, on every replica
+whichever services it serves) POSTs due rows as JSON with an `idempotency-key`
+header (the row's id, also the body's `id`), and retries failures with
+exponential backoff: delivery is at least once, and a webhook that is down delays
+its notifications and never the work that raised them.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from servers.access import store
 from servers.access.store import NotificationRow
 from servers.db import Database
+from servers.jobs import every_under_lease
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +38,64 @@ MAX_ATTEMPTS = 10
 MAX_BACKOFF_S = 300.0
 #: Rows delivered per run of the job.
 BATCH = 100
+#: Seconds between two runs of the job.
+DELIVERY_INTERVAL_S = 1.0
+#: Keys every delivered body carries, which a payload may not name.
+ENVELOPE = frozenset({"id", "recipient", "kind", "tenant_id"})
+#: Longest event name (the outbox's `kind` column).
+MAX_EVENT_LENGTH = 32
+
+
+class Outbox:
+    """Puts notifications into the writer's transaction, one row per configured webhook.
+
+    The platform's `core.interfaces.Notifications` (through `AccessComponent`).
+
+    Args:
+        webhook_urls: Where notifications go; none: nothing is written.
+    """
+
+    def __init__(self, webhook_urls: Sequence[str]) -> None:
+        self._urls = tuple(webhook_urls)
+
+    def notify(
+        self,
+        session: AsyncSession,
+        event: str,
+        tenant: uuid.UUID,
+        payload: Mapping[str, Any],
+        *,
+        recipient: str,
+        at: datetime,
+    ) -> None:
+        """Put a notification of `event` in `session`'s transaction, due at `at`.
+
+        Delivered as `{"id", "recipient", "kind": event, "tenant_id", **payload}`.
+
+        Raises:
+            ValueError: `event` is too long, or `payload` names a key of the envelope.
+        """
+        if len(event) > MAX_EVENT_LENGTH:
+            raise ValueError(f"event {event!r} is longer than {MAX_EVENT_LENGTH} characters")
+        clashing = ENVELOPE & payload.keys()
+        if clashing:
+            raise ValueError(f"a payload may not name {sorted(clashing)}: the envelope's keys")
+        body = {"kind": event, "tenant_id": str(tenant), **payload}
+        store.add_notifications(
+            session,
+            (
+                NotificationRow(
+                    tenant_id=tenant,
+                    kind=event,
+                    recipient=recipient,
+                    url=url,
+                    payload=dict(body),
+                    created_at=at,
+                    next_attempt_at=at,
+                )
+                for url in self._urls
+            ),
+        )
 
 
 def backoff(attempts: int) -> timedelta:
@@ -52,6 +120,12 @@ class WebhookDispatcher:
         self._clock = clock
         self._timeout_s = timeout_s
 
+    async def run(self) -> None:
+        """Deliver what is due every second, on one replica at a time (a lease), until cancelled."""
+        await every_under_lease(
+            self._database, "access.notifications", DELIVERY_INTERVAL_S, self.deliver_due
+        )
+
     async def deliver_due(self) -> int:
         """Deliver what is due now; returns how many were delivered."""
         now = self._clock()
@@ -59,6 +133,8 @@ class WebhookDispatcher:
             due: Sequence[NotificationRow] = await store.notifications_due(
                 session, now, max_attempts=MAX_ATTEMPTS, limit=BATCH
             )
+        if not due:
+            return 0  # no client to build (its TLS context costs the loop milliseconds)
         delivered = 0
         async with httpx.AsyncClient(timeout=self._timeout_s) as client:
             for row in due:

@@ -10,16 +10,15 @@ from intelgraph.access.v1 import access_service_pb2 as pb
 from intelgraph.access.v1 import access_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
 
-from core.interfaces import CacheInvalidation
+from core.interfaces import CacheInvalidation, Notifications
 from core.pagination import SEQUENCE, TIME_AND_ID, Page
 from core.times import from_timestamp, optional_instant, to_timestamp
 from interceptors import current_principal
 from servers.access.audit import AuditLog
+from servers.access.component import AccessComponent
 from servers.access.grants import Grants
-from servers.access.notifications import WebhookDispatcher
 from servers.access.requests import Requests
 from servers.access.reviews import Reviews
-from servers.access.revocation import RevocationFeed
 from servers.access.store import AccessRequestRow, AuditEventRow, GrantRow, ReviewRow
 from servers.jobs import every, every_under_lease
 from servers.runtime import Job, PlatformServicer, Runtime, ServiceDefinition
@@ -112,22 +111,21 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
         self.audit = AuditLog(runtime)
 
     def background_jobs(self) -> list[Job]:
-        """Expiry (one replica), notifications (one replica), grant gauges (each replica)."""
-        database = self.runtime.database
-        jobs: list[Job] = [
+        """Expiry (one replica), grant gauges (each replica).
+
+        The outbox is delivered by `AccessComponent`, on every replica whether or
+        not it serves Access, since other services write notifications too.
+        """
+        return [
             functools.partial(
-                every_under_lease, database, "access.expiry", 1.0, self.grants.expire_due
+                every_under_lease,
+                self.runtime.database,
+                "access.expiry",
+                1.0,
+                self.grants.expire_due,
             ),
             functools.partial(every, 5.0, self.grants.observe_grants, "access.gauges"),
         ]
-        if self.runtime.settings.webhook_urls:
-            dispatcher = WebhookDispatcher(database, self.runtime.clock)
-            jobs.append(
-                functools.partial(
-                    every_under_lease, database, "access.notifications", 1.0, dispatcher.deliver_due
-                )
-            )
-        return jobs
 
     async def RequestAccess(
         self,
@@ -306,7 +304,8 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
 
 
 SERVICE = ServiceDefinition(
-    component=RevocationFeed.of,
+    component=AccessComponent.of,
+    provides=(Notifications,),
     needs=(CacheInvalidation,),
     name="access",
     descriptor=pb.DESCRIPTOR.services_by_name["AccessService"],

@@ -22,8 +22,8 @@ from core.errors import InvalidArgument, NotFound
 from interceptors.policy import MethodFacts
 from interceptors.tokens import Principal
 from servers.access import store
-from servers.access.revocation import RevocationFeed
-from servers.access.store import AccessRequestRow, GrantRow, NotificationRow
+from servers.access.component import AccessComponent
+from servers.access.store import AccessRequestRow, GrantRow
 from servers.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -49,10 +49,11 @@ class Step:
         self._settings = runtime.settings
         self._db = runtime.database
         self._engine = runtime.engine
-        feed = runtime.component(RevocationFeed)
-        if feed is None:
-            raise RuntimeError("the access workflow needs the runtime's revocation feed")
-        self._revocations = feed
+        access = runtime.component(AccessComponent)
+        if access is None:
+            raise RuntimeError("the access workflow needs its component (revocations, outbox)")
+        self._revocations = access.feed
+        self._outbox = access.outbox
 
     def _now(self) -> datetime:
         return self._runtime.clock()
@@ -74,8 +75,6 @@ class Step:
     ) -> None:
         """Put a notification in the outbox, once per configured webhook."""
         payload: dict[str, Any] = {
-            "kind": kind,
-            "tenant_id": str(request.tenant_id),
             "access_request_id": str(request.id),
             "requester": request.requester,
             "scope": list(request.scope),
@@ -83,19 +82,8 @@ class Step:
         }
         if grant is not None:
             payload |= {"grant_id": str(grant.id), "grant_ends_at": grant.ends_at.isoformat()}
-        store.add_notifications(
-            session,
-            (
-                NotificationRow(
-                    kind=kind,
-                    recipient=recipient,
-                    url=url,
-                    payload=payload,
-                    created_at=deliver_at,
-                    next_attempt_at=deliver_at,
-                )
-                for url in self._settings.webhook_urls
-            ),
+        self._outbox.notify(
+            session, kind, request.tenant_id, payload, recipient=recipient, at=deliver_at
         )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import DomainError
+from core.interfaces import Notifications
 from core.times import rfc3339
 from servers.billing import metrics, records, store
 from servers.billing.documents import DocumentSigner
@@ -52,6 +53,8 @@ class Billing:
     provider: TaxProvider
     signer: DocumentSigner
     clock: Callable[[], datetime]
+    #: Where alerts are pushed (None: they are only stored).
+    notifications: Notifications | None = None
 
 
 def tax_backoff(attempts: int) -> timedelta:
@@ -178,6 +181,7 @@ async def _postpone(
             f"tax_pending:{invoice.id}",
             now,
             {"invoice_id": str(invoice.id)},
+            notifications=billing.notifications,
         )
         return invoice
 

@@ -22,11 +22,12 @@ from cachetools import TTLCache
 from prometheus_client import Counter as MetricCounter
 
 from core.errors import DomainError, ErrorReason, ResourceExhausted
+from core.interfaces import Notifications
 from servers.billing import store
 from servers.billing.pricing import PRICE_BOOK, PRICE_BOOK_FILE
 from servers.billing.usage import record_usage, spent
 from servers.db import Database
-from servers.runtime import Component, Foundation, Job
+from servers.runtime import Component, Foundation, Job, Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class Metering(Component):
         self._process = uuid.uuid4().hex[:12]
         self._flushes = 0
         self._lock = asyncio.Lock()
+        #: Where the cap's alerts are pushed (given when the runtime is composed).
+        self._notifications: Notifications | None = None
 
     @classmethod
     def of(cls, foundation: Foundation) -> Metering | None:
@@ -65,6 +68,10 @@ class Metering(Component):
         if not foundation.settings.metering:
             return None
         return cls(foundation.database, foundation.clock)
+
+    def attach(self, runtime: Runtime) -> None:
+        """Push the spend cap's alerts through the platform's notifications."""
+        self._notifications = runtime.notifications
 
     def background_jobs(self) -> list[Job]:
         """The flush loop (which flushes once more when the platform stops)."""
@@ -114,7 +121,16 @@ class Metering(Component):
                 try:
                     async with self._database.tenant_session(tenant) as session:
                         now = self._clock()
-                        await record_usage(session, tenant, event_id, meter, quantity, now, now)
+                        await record_usage(
+                            session,
+                            tenant,
+                            event_id,
+                            meter,
+                            quantity,
+                            now,
+                            now,
+                            notifications=self._notifications,
+                        )
                     recorded += 1
                 except ResourceExhausted:
                     recorded += 1  # admitted work past the cap: the cap refuses what comes next
@@ -135,7 +151,15 @@ class Metering(Component):
         async with self._database.tenant_session(tenant) as session:
             now = self._clock()
             await usage.record_usage(
-                session, tenant, event_id, meter, quantity, now, now, enforce_cap=False
+                session,
+                tenant,
+                event_id,
+                meter,
+                quantity,
+                now,
+                now,
+                enforce_cap=False,
+                notifications=self._notifications,
             )
 
     async def run(self) -> None:

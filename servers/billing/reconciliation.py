@@ -16,6 +16,8 @@ $0.01 (one cent's worth of the currency's minor units, at least one unit).
 Variance: the day's rated usage against the trailing 28 reconciled days, by
 median and median absolute deviation (robust z above 3.5 and more than $1
 away raises an alert); at least 7 days of history are needed.
+
+Alerts are pushed to the platform's webhooks too, given its notifications.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fractions import Fraction
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import NotFound
+from core.interfaces import Notifications
 from servers.billing import metrics, records, store
 from servers.billing.money import exponent, format_amount, round_half_up
 from servers.billing.pricing import profile_of
@@ -36,7 +39,7 @@ from servers.db import Database
 
 HISTORY_DAYS = 28
 MIN_HISTORY = 7
-ROBUST_Z_LIMIT = 3.5
+ROBUST_Z_LIMIT = metrics.ROBUST_Z_LIMIT
 #: 0.6745 makes the MAD of normal data comparable to a standard deviation.
 MAD_SCALE = 0.6745
 
@@ -73,7 +76,11 @@ async def documents(session: AsyncSession, start: datetime, end: datetime) -> in
 
 
 async def reconcile(
-    session: AsyncSession, tenant: uuid.UUID, day: date, now: datetime
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    day: date,
+    now: datetime,
+    notifications: Notifications | None = None,
 ) -> ReconciliationRow:
     """Reconcile one tenant's day, store the report (replacing an earlier one), raise alerts."""
     start, end = day_bounds(day)
@@ -95,7 +102,7 @@ async def reconcile(
     report.documents_total, report.drift, report.billed_total = documents_total, drift, billed
     report.alert, report.created_at = flagged, now
     await session.flush()
-    metrics.DRIFT.labels(str(tenant)).set(drift)
+    metrics.DRIFT.set(str(tenant), drift)
     if flagged:
         await records.alert(
             session,
@@ -105,8 +112,9 @@ async def reconcile(
             f"drift:{day.isoformat()}",
             now,
             {"day": day.isoformat(), "drift": str(drift), "currency": currency},
+            notifications=notifications,
         )
-    await _variance(session, tenant, day, billed, currency, now)
+    await _variance(session, tenant, day, billed, currency, now, notifications)
     return report
 
 
@@ -127,7 +135,13 @@ def robust_z(value: float, history: list[int]) -> float:
 
 
 async def _variance(  # noqa: PLR0917 - the day's facts
-    session: AsyncSession, tenant: uuid.UUID, day: date, billed: int, currency: str, now: datetime
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    day: date,
+    billed: int,
+    currency: str,
+    now: datetime,
+    notifications: Notifications | None,
 ) -> None:
     first = (day - timedelta(days=HISTORY_DAYS)).isoformat()
     history = await store.billed_history(session, first, day.isoformat())
@@ -135,7 +149,7 @@ async def _variance(  # noqa: PLR0917 - the day's facts
         return
     z = robust_z(billed, history)
     median = statistics.median(history)
-    metrics.VARIANCE.labels(str(tenant)).set(z if abs(z) != float("inf") else 1e9)
+    metrics.VARIANCE.set(str(tenant), z if abs(z) != float("inf") else 1e9)
     floor = 100 * max(drift_threshold(currency), 1)  # $1
     if abs(z) > ROBUST_Z_LIMIT and abs(billed - median) > floor:
         await records.alert(
@@ -146,11 +160,20 @@ async def _variance(  # noqa: PLR0917 - the day's facts
             f"median of {format_amount(int(median), currency)}",
             f"variance:{day.isoformat()}",
             now,
-            {"day": day.isoformat(), "billed": str(billed), "median": str(median), "z": f"{z:.2f}"},
+            {
+                "day": day.isoformat(),
+                "billed": str(billed),
+                "median": str(median),
+                "currency": currency,
+                "z": f"{z:.2f}",
+            },
+            notifications=notifications,
         )
 
 
-async def reconcile_all(database: Database, day: date, now: datetime) -> int:
+async def reconcile_all(
+    database: Database, day: date, now: datetime, notifications: Notifications | None = None
+) -> int:
     """Reconcile `day` for every enrolled tenant and every tenant with activity that day."""
     start, end = day_bounds(day)
     async with database.platform_session(readonly=True) as session:
@@ -158,14 +181,20 @@ async def reconcile_all(database: Database, day: date, now: datetime) -> int:
         active = await store.active_tenants(session, start, end)
     for tenant in sorted(enrolled | active):
         async with database.tenant_session(tenant) as session:
-            await reconcile(session, tenant, day, now)
+            await reconcile(session, tenant, day, now, notifications)
     return len(enrolled | active)
 
 
-async def run(database: Database, tenant: uuid.UUID, day: date, now: datetime) -> ReconciliationRow:
+async def run(
+    database: Database,
+    tenant: uuid.UUID,
+    day: date,
+    now: datetime,
+    notifications: Notifications | None = None,
+) -> ReconciliationRow:
     """Reconcile one day of one tenant now (one transaction)."""
     async with database.tenant_session(tenant) as session:
-        return await reconcile(session, tenant, day, now)
+        return await reconcile(session, tenant, day, now, notifications)
 
 
 async def report_of(database: Database, tenant: uuid.UUID, day: str) -> ReconciliationRow:

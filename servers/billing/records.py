@@ -1,25 +1,29 @@
 """What every billing operation writes beside its documents: ledger entries, alerts, numbers.
 
 All of it happens in the caller's transaction, so a document never exists
-without its ledger entry, and a number is never used by a document that did not
-commit (numbers are gapless).
+without its ledger entry, a number is never used by a document that did not
+commit (numbers are gapless), and an alert is pushed to the platform's webhooks
+(`core.interfaces.Notifications`, event `billing_alert`) exactly when it is raised.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.interfaces import OPERATORS, Notifications
 from core.pagination import Page
+from core.times import rfc3339
 from servers.billing import metrics, store
 from servers.billing.store import AlertRow
 from servers.db import Database
 
 #: Digits of a document's sequence number ("INV-2026-000042").
 NUMBER_DIGITS = 6
+#: The notification every alert raised is pushed as.
+ALERT_EVENT = "billing_alert"
 
 
 def ledger(  # noqa: PLR0917 - one ledger entry's facts
@@ -44,24 +48,51 @@ async def alert(  # noqa: PLR0917 - one alert's facts
     message: str,
     dedupe_key: str,
     at: datetime,
-    details: dict[str, Any] | None = None,
+    details: dict[str, str] | None = None,
+    *,
+    notifications: Notifications | None,
 ) -> bool:
-    """Raise an alert once per `dedupe_key`; True when it is new."""
+    """Raise an alert once per `dedupe_key`; True when it is new.
+
+    A new alert is also put in `notifications` (when the platform has them) as
+    event `billing_alert` for the operators, in the same transaction, with the
+    facts `ListBillingAlerts` shows: `alert_id`, `alert_kind`, `message`,
+    `raised_at` (RFC 3339) and `details` (amounts in minor units, as strings,
+    beside their `currency`).
+    """
+    alert_id = uuid.uuid4()
+    facts = dict(details or {})
     new = await store.insert_alert(
         session,
         {
-            "id": uuid.uuid4(),
+            "id": alert_id,
             "tenant_id": tenant,
             "kind": kind,
             "message": message,
-            "details": details or {},
+            "details": facts,
             "dedupe_key": dedupe_key,
             "raised_at": at,
         },
     )
-    if new:
-        metrics.ALERTS.labels(kind).inc()
-    return new
+    if not new:
+        return False
+    metrics.ALERTS.labels(kind).inc()
+    if notifications is not None:
+        notifications.notify(
+            session,
+            ALERT_EVENT,
+            tenant,
+            {
+                "alert_id": str(alert_id),
+                "alert_kind": kind,
+                "message": message,
+                "raised_at": rfc3339(at),
+                "details": facts,
+            },
+            recipient=OPERATORS,
+            at=at,
+        )
+    return True
 
 
 async def next_number(session: AsyncSession, tenant: uuid.UUID, series: str) -> str:

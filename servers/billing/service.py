@@ -12,7 +12,7 @@ from intelgraph.billing.v1 import billing_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
 
 from core.errors import InvalidArgument, uuid_field
-from core.interfaces import CacheInvalidation, UsageMeter
+from core.interfaces import CacheInvalidation, Notifications, UsageMeter
 from core.pagination import NAME, TIME_AND_ID, Page
 from core.times import optional_instant
 from interceptors import current_principal
@@ -63,6 +63,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
             self.tax,
             DocumentSigner(runtime.settings.document_keys_dir),
             runtime.clock,
+            runtime.notifications,
         )
 
     def background_jobs(self) -> list[Job]:
@@ -88,7 +89,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
     async def _reconcile_yesterday(self) -> int:
         now = self.runtime.clock()
         return await reconciliation.reconcile_all(
-            self.runtime.database, (now - timedelta(days=1)).date(), now
+            self.runtime.database, (now - timedelta(days=1)).date(), now, self.billing.notifications
         )
 
     async def _balance(self, invoice_id: uuid.UUID) -> pb.Invoice:
@@ -116,6 +117,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
             request.quantity,
             occurred,
             now,
+            notifications=self.billing.notifications,
         )
         return pb.RecordUsageResponse(
             event=messages.usage_event(recorded.event), duplicate=recorded.duplicate
@@ -330,7 +332,9 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         if day > now.date():
             raise InvalidArgument("a day in the future cannot be reconciled", field="day")
         tenant = current_principal().tenant
-        row = await reconciliation.run(self.runtime.database, tenant, day, now)
+        row = await reconciliation.run(
+            self.runtime.database, tenant, day, now, self.billing.notifications
+        )
         return pb.RunReconciliationResponse(report=messages.report(row))
 
     async def GetReconciliationReport(
@@ -532,7 +536,7 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
 SERVICE = ServiceDefinition(
     component=Metering.of,
     provides=(UsageMeter,),
-    needs=(CacheInvalidation,),
+    needs=(CacheInvalidation, Notifications),
     name="billing",
     descriptor=pb.DESCRIPTOR.services_by_name["BillingService"],
     servicer_class=BillingService,

@@ -9,7 +9,8 @@ records (and the ledger books) the change it made.
 Spend caps hold a period's rated usage: once what the current draft has
 rated reaches the cap, further events are refused (RESOURCE_EXHAUSTED), so a
 cap is overshot by at most the one event that crossed it. Alerts are raised
-when an event crosses 80 % and 100 % of the cap.
+(and pushed, given the platform's notifications) when an event crosses 80 % and
+100 % of the cap.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fractions import Fraction
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import ErrorReason, InvalidArgument, ResourceExhausted, quoted
+from core.interfaces import Notifications
 from servers.billing import metrics, records, store
 from servers.billing.money import MAX_LINE_QUANTITY, MAX_SUBTOTAL, round_half_up
 from servers.billing.pricing import month_of, price_of, profile_of
@@ -122,10 +124,12 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
     now: datetime,
     *,
     enforce_cap: bool = True,
+    notifications: Notifications | None = None,
 ) -> Recorded:
     """Record and rate one usage event (idempotent by event id).
 
-    `enforce_cap=False` records work that was admitted before the cap was reached.
+    `enforce_cap=False` records work that was admitted before the cap was reached;
+    the cap's alerts go to `notifications` too, when given.
 
     Raises:
         InvalidArgument: Quantity not positive, an unknown meter, an event in the
@@ -192,7 +196,7 @@ async def record_usage(  # noqa: PLR0917 - one event's facts
     records.ledger(session, tenant, "usage", change, draft.currency, draft.id, event_id, now)
     metrics.USAGE.inc()
     if cap is not None and cap.cap > 0:
-        await _cap_alerts(session, tenant, cap, draft, spent_before, now)
+        await _cap_alerts(session, tenant, cap, draft, spent_before, now, notifications)
     event = await store.usage_event(session, tenant, event_id)
     assert event is not None
     return Recorded(event, duplicate=False)
@@ -215,6 +219,7 @@ async def _cap_alerts(  # noqa: PLR0917 - the crossing's facts
     draft: InvoiceRow,
     spent_before: int,
     now: datetime,
+    notifications: Notifications | None,
 ) -> None:
     period = draft.period_start.date().isoformat()
     for share, kind in ((CAP_WARNING, "spend_cap_80"), (Fraction(1), "spend_cap_100")):
@@ -228,6 +233,7 @@ async def _cap_alerts(  # noqa: PLR0917 - the crossing's facts
                 f"{kind}:{period}:{cap.cap}",
                 now,
                 {"cap": str(cap.cap), "spent": str(draft.subtotal), "currency": cap.currency},
+                notifications=notifications,
             )
 
 
@@ -270,10 +276,21 @@ async def record(  # noqa: PLR0917 - one event's facts
     quantity: int,
     occurred_at: datetime,
     now: datetime,
+    *,
+    notifications: Notifications | None = None,
 ) -> Recorded:
     """Record one usage event in its own transaction (see `record_usage`)."""
     async with database.tenant_session(tenant) as session:
-        return await record_usage(session, tenant, event_id, meter, quantity, occurred_at, now)
+        return await record_usage(
+            session,
+            tenant,
+            event_id,
+            meter,
+            quantity,
+            occurred_at,
+            now,
+            notifications=notifications,
+        )
 
 
 async def set_cap(

@@ -3,8 +3,9 @@
 * `EdgeLayer` owns the cache, the mutation graph (built from every contract
   at start), the per-tenant caps (kept in the store, applied on every replica
   within `CAP_REFRESH_S`), the leak detector (the `intelgraph.edge` Rego rules,
-  memoized) and the alarm sink (alarms land in the store in the background;
-  the hit path never waits on them).
+  memoized) and the alarm sink (alarms land in the store in the background,
+  each pushed to the platform's webhooks in the same transaction; the hit path
+  never waits on them).
 * `InvalidationInterceptor` invalidates, after every successful mutating RPC
   (through the facade or straight over gRPC), the tags the graph gives it, for
   the caller's tenant and for a tenant the request names (`tenant_id`); a
@@ -31,12 +32,13 @@ from cachetools import LRUCache
 from google.protobuf.descriptor import MethodDescriptor
 
 from core.descriptors import cache_policy, method_path
-from core.interfaces import CachedAnswer, CallerScope, Origin
+from core.interfaces import CachedAnswer, CallerScope, Notifications, Origin
 from interceptors.auth import current_principal
 from interceptors.base import Context, Method, RpcMethod, ServerInterceptor, proceed
 from interceptors.policy import PolicyEngine
 from servers.db import Database
 from servers.edge import metrics, store
+from servers.edge.alarms import record_leak_alarm
 from servers.edge.cache import (
     EVERY_TENANT,
     CacheKey,
@@ -52,7 +54,7 @@ from servers.edge.counters import StoreCounters
 from servers.edge.graph import MutationGraph, build_mutation_graph
 from servers.edge.shared import POLL_S, RedisTier
 from servers.jobs import every
-from servers.runtime import Component, Foundation, Job
+from servers.runtime import Component, Foundation, Job, Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +178,8 @@ class EdgeLayer(Component):
         self.cache.counters = self.counters
         self._plans: dict[tuple[str, tuple[str, ...]], CachePlan | None] = {}
         self._writes: set[asyncio.Task[None]] = set()
+        #: Where alarms are pushed (given when the runtime is composed).
+        self._notifications: Notifications | None = None
         covered, mutating = graph.coverage()
         metrics.COVERAGE.set(covered / mutating if mutating else 1.0)
 
@@ -238,6 +242,10 @@ class EdgeLayer(Component):
         """Drop the tenant's cached reads that touch `resource_types` (work outside an RPC)."""
         await self.cache.invalidate(str(tenant), resource_types)
 
+    def attach(self, runtime: Runtime) -> None:
+        """Push leak alarms through the platform's notifications."""
+        self._notifications = runtime.notifications
+
     def interceptors(self) -> Sequence[ServerInterceptor]:
         """Invalidation after every successful mutating RPC."""
         return (InvalidationInterceptor(self.graph, self.cache),)
@@ -298,10 +306,9 @@ class EdgeLayer(Component):
         self, tenant: uuid.UUID, operation: str, reason: str, digest: str
     ) -> None:
         try:
-            async with self.database.tenant_session(tenant) as session:
-                store.add_leak_alarm(
-                    session, tenant, operation=operation, reason=reason, digest=digest, now=_now()
-                )
+            await record_leak_alarm(
+                self.database, self._notifications, tenant, operation, reason, digest, _now()
+            )
         except Exception:
             logger.exception("could not record a leak alarm (it is counted and logged)")
 

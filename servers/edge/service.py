@@ -10,7 +10,7 @@ from intelgraph.edge.v1 import edge_service_pb2 as pb
 from intelgraph.edge.v1 import edge_service_pb2_grpc
 
 from core.errors import FailedPrecondition, InvalidArgument, quoted, uuid_field
-from core.interfaces import CacheInvalidation, ReadCache
+from core.interfaces import CacheInvalidation, Notifications, ReadCache
 from core.pagination import TIME_AND_ID, Page
 from core.times import optional_instant, to_timestamp
 from interceptors import current_principal
@@ -162,6 +162,7 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
 SERVICE = ServiceDefinition(
     component=EdgeLayer.of,
     provides=(ReadCache, CacheInvalidation),
+    needs=(Notifications,),
     name="edge",
     descriptor=pb.DESCRIPTOR.services_by_name["EdgeService"],
     servicer_class=EdgeService,

@@ -108,17 +108,18 @@ def add_leak_alarm(
     reason: str,
     digest: str,
     now: datetime,
-) -> None:
+) -> LeakAlarmRow:
     """Record a refused suspicious hit (operation and reason cut to their columns)."""
-    session.add(
-        LeakAlarmRow(
-            tenant_id=tenant,
-            occurred_at=now,
-            operation_id=operation[:200],
-            reason=reason[:200],
-            cache_key_hash=digest,
-        )
+    row = LeakAlarmRow(
+        id=new_id(),
+        tenant_id=tenant,
+        occurred_at=now,
+        operation_id=operation[:200],
+        reason=reason[:200],
+        cache_key_hash=digest,
     )
+    session.add(row)
+    return row
 
 
 async def leak_alarms(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.interfaces import CacheInvalidation, CostBudgets, ReadCache, UsageMeter
+from core.interfaces import CacheInvalidation, CostBudgets, Notifications, ReadCache, UsageMeter
 from servers.budget_links import BudgetsThroughBilling
 from servers.registry import all_services
 from servers.runtime import ServiceDefinition
@@ -127,6 +127,7 @@ INTERFACE_USES = {
     "read_cache": ReadCache,
     "changed": CacheInvalidation,
     "cost_budgets": CostBudgets,
+    "notifications": Notifications,
 }
 #: What the composition root provides itself, and with what.
 ROOT_PROVIDES = {CostBudgets: BudgetsThroughBilling}

@@ -28,8 +28,9 @@ from interceptors.policy import PolicyEngine
 from interceptors.tokens import InMemoryRevocations, Principal
 from servers.access import metrics, reviews
 from servers.access.audit import append_audit, facts_from_line
+from servers.access.component import AccessComponent
 from servers.access.domain import verify_chain
-from servers.access.notifications import WebhookDispatcher
+from servers.access.notifications import Outbox, WebhookDispatcher
 from servers.access.revocation import RevocationFeed
 from servers.access.store import (
     AccessRequestRow,
@@ -48,6 +49,7 @@ from servers.runtime import Runtime
 from tests.support.clocks import Clock
 from tests.support.principals import principal
 from tests.support.serving import POSTGRES_SKIP_REASON, POSTGRES_URL, libpq_url
+from tests.support.webhooks import Webhook
 
 ENGINE = PolicyEngine()
 
@@ -57,12 +59,17 @@ async def make_runtime(url: str, var_dir: Path, clock: Clock, **changes: Any) ->
     await upgrade(database.engine)
     rotate(var_dir / "keys", "EdDSA")
     options: dict[str, Any] = {"var_dir": var_dir, "grpc_port": 0, "http_port": 0, **changes}
+    settings = load_settings(**options)
     return Runtime(
-        settings=load_settings(**options),
+        settings=settings,
         database=database,
         keys=KeyStore(var_dir / "keys"),
         engine=ENGINE,
-        components=(RevocationFeed(database, InMemoryRevocations()),),
+        components=(
+            AccessComponent(
+                RevocationFeed(database, InMemoryRevocations()), Outbox(settings.webhook_urls)
+            ),
+        ),
         clock=clock,
     )
 
@@ -236,42 +243,6 @@ async def test_verification_finds_a_deleted_row(runtime: Runtime) -> None:
     )
 
 
-class Webhook:
-    """A local HTTP endpoint that fails the first `failures` deliveries, then accepts."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.bodies: list[dict[str, Any]] = []
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/hook"
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length")
-        )
-        body = json.loads(await reader.readexactly(length))
-        status = b"500 Internal Server Error" if self.failures > 0 else b"200 OK"
-        if self.failures > 0:
-            self.failures -= 1
-        else:
-            self.bodies.append(body)
-        writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-
 async def test_notifications_retry_until_delivered_without_blocking_the_workflow(
     database_url: str, tmp_path: Path, clock: Clock
 ) -> None:
@@ -337,6 +308,17 @@ async def test_an_unreachable_webhook_is_recorded_not_raised(
         await runtime.database.dispose()
 
 
+async def test_the_outbox_refuses_what_would_shadow_its_envelope(runtime: Runtime) -> None:
+    outbox = Outbox(("http://127.0.0.1:9/nowhere",))
+    now = runtime.clock()
+    async with runtime.database.tenant_session(TENANT) as session:
+        with pytest.raises(ValueError, match="the envelope's keys"):
+            outbox.notify(session, "billing_alert", TENANT, {"kind": "x"}, recipient="o", at=now)
+        with pytest.raises(ValueError, match="longer than 32"):
+            outbox.notify(session, "x" * 33, TENANT, {}, recipient="o", at=now)
+        assert list(session.new) == []
+
+
 async def test_revocations_reach_other_replicas(runtime: Runtime, redis_url: str) -> None:
     flow = AccessWorkflow(runtime)
     request = await flow.request_access(
@@ -355,7 +337,7 @@ async def test_revocations_reach_other_replicas(runtime: Runtime, redis_url: str
         database=runtime.database,
         keys=runtime.keys,
         engine=runtime.engine,
-        components=(announcing,),
+        components=(AccessComponent(announcing, Outbox(())),),
         clock=runtime.clock,
     )
     listener = asyncio.create_task(listener_feed.listen())

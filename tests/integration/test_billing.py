@@ -7,6 +7,8 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,23 +19,39 @@ from intelgraph.billing.v1 import billing_service_pb2 as pb
 from intelgraph.billing.v1 import billing_service_pb2_grpc
 from intelgraph.common.v1.money_pb2 import Money
 from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
+from core.times import rfc3339
+from servers.access.store import NotificationRow
 from servers.app import Platform
 from servers.billing.documents import VerificationError, public_keys, signed_parts, verify
+from servers.billing.metering import Metering
 from servers.billing.service import BillingService
 from servers.cli import main
 from tests.support.serving import Minter, serving
+from tests.support.webhooks import Webhook
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def webhook() -> AsyncIterator[Webhook]:
+    """Where the platform pushes its alerts (every tenant's: filter by `tenant_id`)."""
+    hook = Webhook()
+    async with hook:
+        yield hook
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def platform(
-    module_database_url: str, tmp_path_factory: pytest.TempPathFactory
+    module_database_url: str, tmp_path_factory: pytest.TempPathFactory, webhook: Webhook
 ) -> AsyncIterator[Platform]:
+    # Access is not served: its outbox is delivered wherever webhooks are configured.
     async with serving(
-        tmp_path_factory.mktemp("var"), database_url=module_database_url, services="billing"
+        tmp_path_factory.mktemp("var"),
+        database_url=module_database_url,
+        services="billing",
+        webhook_urls=webhook.url,
     ) as running:
         yield running
 
@@ -613,6 +631,97 @@ async def test_a_spend_cap_refuses_usage_past_it_and_warns_at_80_and_100(biller:
     assert wrong.metadata["field"] == "cap.currency_code"
 
 
+def alerts_of(tenant: uuid.UUID, kind: str = "") -> Any:
+    """Selects the pushed billing alerts of `tenant` (of `kind`, if given)."""
+    return lambda body: (
+        body["kind"] == "billing_alert"
+        and body["tenant_id"] == str(tenant)
+        and body["alert_kind"] == (kind or body["alert_kind"])
+    )
+
+
+async def test_every_alert_raised_is_pushed_to_the_webhooks_with_its_facts(
+    biller: Biller, webhook: Webhook
+) -> None:
+    await enrolled(biller)
+    await biller(
+        "SetPrice",
+        pb.SetPriceRequest(tenant_id=str(biller.tenant), meter="api.call", unit_price=gbp(10)),
+    )
+    await biller("SetSpendCap", pb.SetSpendCapRequest(cap=gbp(100)))
+    for index in range(4):  # 30, 60, 90 (crosses 80 %), 120 (crosses 100 %)
+        await biller(
+            "RecordUsage",
+            pb.RecordUsageRequest(event_id=f"pushed{index}", meter="api.call", quantity=3),
+        )
+    listed = (await biller("ListBillingAlerts", pb.ListBillingAlertsRequest())).alerts
+    raised = {pb.BillingAlertKind.Name(alert.kind): alert for alert in listed}
+    pushed = {
+        body["alert_kind"]: body for body in await webhook.received(2, alerts_of(biller.tenant))
+    }
+    for kind, spent in (("spend_cap_80", "90"), ("spend_cap_100", "120")):
+        alert, body = raised[f"BILLING_ALERT_KIND_{kind.upper()}"], pushed[kind]
+        assert body == {
+            "id": body["id"],
+            "recipient": "operators",
+            "kind": "billing_alert",
+            "tenant_id": str(biller.tenant),
+            "alert_id": alert.id,
+            "alert_kind": kind,
+            "message": alert.message,
+            "raised_at": rfc3339(alert.raised_at.ToDatetime(tzinfo=UTC)),
+            "details": {"cap": "100", "spent": spent, "currency": "GBP"},
+        }
+        # The notification's own id, sent as the idempotency key of every attempt.
+        assert webhook.idempotency_keys[webhook.bodies.index(body)] == body["id"] != alert.id
+
+
+async def test_metered_work_that_crosses_the_cap_pushes_its_alerts_too(
+    biller: Biller, platform: Platform, webhook: Webhook
+) -> None:
+    await enrolled(biller)
+    await biller(
+        "SetPrice",
+        pb.SetPriceRequest(tenant_id=str(biller.tenant), meter="api.call", unit_price=gbp(10)),
+    )
+    await biller("SetSpendCap", pb.SetSpendCapRequest(cap=gbp(100)))
+    metering = platform.component(Metering)
+    metering.count(biller.tenant, "api.call", 10)  # 100: both thresholds in one flush
+    await metering.flush()
+    pushed = await webhook.received(2, alerts_of(biller.tenant))
+    assert sorted((body["alert_kind"], body["details"]["spent"]) for body in pushed) == [
+        ("spend_cap_100", "100"),
+        ("spend_cap_80", "100"),
+    ]
+
+
+async def test_without_webhooks_alerts_are_stored_and_nothing_enters_the_outbox(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with (
+        serving(tmp_path / "var", database_url=database_url, services="billing") as quiet,
+        grpc.aio.insecure_channel(quiet.grpc_target) as channel,
+    ):
+        tenant = uuid.uuid4()
+        biller = Biller(
+            billing_service_pb2_grpc.BillingServiceStub(channel), Minter(quiet.settings), tenant
+        )
+        await enrolled(biller)
+        await biller(
+            "SetPrice",
+            pb.SetPriceRequest(tenant_id=str(tenant), meter="api.call", unit_price=gbp(10)),
+        )
+        await biller("SetSpendCap", pb.SetSpendCapRequest(cap=gbp(5)))
+        await biller(
+            "RecordUsage", pb.RecordUsageRequest(event_id="e", meter="api.call", quantity=1)
+        )
+        raised = (await biller("ListBillingAlerts", pb.ListBillingAlertsRequest())).alerts
+        assert len(raised) == 2  # 80 % and 100 % at once
+        async with quiet.database.tenant_session(tenant) as session:
+            outbox = await session.scalar(select(func.count()).select_from(NotificationRow))
+        assert outbox == 0
+
+
 async def test_metrics_report_the_seeds_billing_families(
     biller: Biller, platform: Platform
 ) -> None:
@@ -703,7 +812,7 @@ async def test_tenants_never_see_each_others_documents(biller: Biller) -> None:
 
 
 async def test_reconciliation_finds_no_drift_and_catches_a_stray_ledger_entry(
-    biller: Biller, platform: Platform
+    biller: Biller, platform: Platform, webhook: Webhook
 ) -> None:
     await enrolled(biller)
     invoice = await invoice_with(biller, [3333, 1])
@@ -754,6 +863,9 @@ async def test_reconciliation_finds_no_drift_and_catches_a_stray_ledger_entry(
         pb.ListBillingAlertsRequest(kind=pb.BILLING_ALERT_KIND_RECONCILIATION_DRIFT),
     )
     assert alerts.alerts[0].details["drift"] == "2"
+    (pushed,) = await webhook.received(1, alerts_of(biller.tenant, "reconciliation_drift"))
+    assert pushed["alert_id"] == alerts.alerts[0].id
+    assert pushed["details"] == {"day": day, "drift": "2", "currency": "GBP"}
 
 
 INT64_MAX = 2**63 - 1

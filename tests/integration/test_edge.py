@@ -26,6 +26,7 @@ from intelgraph.sdk import (
 from intelgraph.sdk import edge as pb
 from intelgraph.sdk.money import Money
 
+from core.times import rfc3339
 from servers.app import Platform
 from servers.edge.cache import CacheKey, canonical_variables, scope_hash
 from servers.edge.layer import EdgeLayer
@@ -33,6 +34,7 @@ from servers.facade import DEFAULT_OPERATIONS_DIR
 from servers.facade.endpoint import read_fields
 from servers.facade.operations import operation_id
 from tests.support.serving import Minter, serving
+from tests.support.webhooks import Webhook
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -43,14 +45,23 @@ OPERATIONS = {
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def webhook() -> AsyncIterator[Webhook]:
+    """Where the platform pushes its leak alarms (every tenant's: filter by `tenant_id`)."""
+    hook = Webhook()
+    async with hook:
+        yield hook
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def platform(
-    module_database_url: str, tmp_path_factory: pytest.TempPathFactory
+    module_database_url: str, tmp_path_factory: pytest.TempPathFactory, webhook: Webhook
 ) -> AsyncIterator[Platform]:
     async with serving(
         tmp_path_factory.mktemp("var"),
         database_url=module_database_url,
         services="access,billing,edge",
         metering=False,
+        webhook_urls=webhook.url,
     ) as running:
         yield running
 
@@ -220,10 +231,8 @@ async def test_caps_are_set_by_operators_and_hold(platform: Platform, tenant: Te
     assert platform.component(EdgeLayer).cache.cap_of(str(tenant.id)) == 512 * 1024 * 1024
 
 
-async def test_a_planted_entry_of_another_tenant_is_refused_listed_and_counted(
-    platform: Platform, tenant: Tenant
-) -> None:
-    layer = platform.component(EdgeLayer)
+async def planted_foreign_entry(layer: EdgeLayer, tenant: Tenant) -> CacheKey:
+    """The key of the tenant's cached PriceBook, its entry altered to say another tenant's."""
     await tenant.read("PriceBook")
     key = CacheKey(
         str(tenant.id),
@@ -232,6 +241,14 @@ async def test_a_planted_entry_of_another_tenant_is_refused_listed_and_counted(
         canonical_variables({}),
     )
     layer.cache.corrupt(key, tenant=str(uuid.uuid4()))
+    return key
+
+
+async def test_a_planted_entry_of_another_tenant_is_refused_listed_and_counted(
+    platform: Platform, tenant: Tenant
+) -> None:
+    layer = platform.component(EdgeLayer)
+    key = await planted_foreign_entry(layer, tenant)
     served, kind = await tenant.read("PriceBook")
     assert kind == "miss"
     assert "errors" not in served
@@ -244,6 +261,32 @@ async def test_a_planted_entry_of_another_tenant_is_refused_listed_and_counted(
         assert alarms[0].operation_id.startswith(operation_id(OPERATIONS["PriceBook"]))
         stats = (await reader.edge.get_cache_stats()).stats
     assert stats.leak_alarms == 1
+
+
+async def test_a_leak_alarm_is_pushed_to_the_webhooks_without_the_entry_or_token(
+    platform: Platform, tenant: Tenant, webhook: Webhook
+) -> None:
+    layer = platform.component(EdgeLayer)
+    key = await planted_foreign_entry(layer, tenant)
+    await tenant.read("PriceBook")
+    await layer.settled()
+    async with tenant.client(READER) as reader:
+        (alarm,) = (await reader.edge.list_leak_alarms()).alarms
+    (body,) = await webhook.received(
+        1, lambda body: body["kind"] == "edge_leak_alarm" and body["tenant_id"] == str(tenant.id)
+    )
+    assert body == {
+        "id": body["id"],
+        "recipient": "operators",
+        "kind": "edge_leak_alarm",
+        "tenant_id": str(tenant.id),
+        "alarm_id": alarm.id,
+        "operation_id": alarm.operation_id,
+        "reason": "tenant mismatch",
+        "cache_key_hash": key.digest,
+        "occurred_at": rfc3339(alarm.occurred_at.ToDatetime(tzinfo=UTC)),
+    }
+    assert webhook.idempotency_keys[webhook.bodies.index(body)] == body["id"]
 
 
 async def test_the_graph_and_the_metrics_report_coverage(

@@ -27,6 +27,7 @@ MODULES = [
     "servers.console.formats",
     "servers.console.catalog",
     "tests.support.scrapes",
+    "servers.tenant_metrics",
 ]
 
 
