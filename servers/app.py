@@ -592,8 +592,8 @@ class Platform:
         await self.database.dispose()
         if self._engine is not None:
             self._engine.close()
-        if self._owns_tracing:
-            self.tracing.shutdown()
+        if self._owns_tracing:  # flushes buffered spans: off the loop, the collector may be slow
+            await asyncio.to_thread(self.tracing.shutdown)
         self.state = "stopped"
 
 

@@ -19,6 +19,7 @@ from intelgraph.catalog.v1 import catalog_service_pb2 as catalog
 from intelgraph.catalog.v1 import catalog_service_pb2_grpc
 from intelgraph.sdk import INSECURE, AsyncClient
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -27,6 +28,7 @@ from opentelemetry.trace import SpanKind
 from servers.app import Platform
 from servers.tracing import Tracing, sampler
 from tests.support.serving import Minter, serving
+from tests.support.webhooks import Webhook
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -229,3 +231,21 @@ async def test_background_work_a_call_starts_carries_its_request_id_and_trace(
     assert line["request_id"] == "imp-1"
     assert line["trace_id"] == hex_trace(server)
     assert (line["entities"], line["relationships"]) == (1, 0)
+
+
+async def test_spans_are_exported_over_otlp_to_the_configured_collector(tmp_path: Path) -> None:
+    collector = Webhook(decode=ExportTraceServiceRequest.FromString)
+    async with collector as url:
+        endpoint = url.removesuffix("/hook")
+        async with serving(tmp_path, services="access", otlp_endpoint=endpoint) as exporting:
+            assert exporting.tracing.enabled
+            token = Minter(exporting.settings)(["access.read"], tenant=TENANT)
+            async with AsyncClient(exporting.grpc_target, INSECURE, token=lambda: token) as sdk:
+                await sdk.access.get_caller()
+        # Stopping flushed the batch: one export request, as a collector receives it.
+        (export,) = await collector.received(1)
+    (resource_spans,) = export.resource_spans
+    resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert resource["service.name"] == "intelgraph-conductor"
+    names = {span.name for scope in resource_spans.scope_spans for span in scope.spans}
+    assert "/intelgraph.access.v1.AccessService/GetCaller" in names

@@ -11,13 +11,15 @@ from typing import Any
 class Webhook:
     """A local HTTP endpoint that fails the first `failures` deliveries, then accepts.
 
-    Entered, it listens and gives its URL (also `url`); `bodies` are the JSON bodies it
-    accepted, `idempotency_keys` their `idempotency-key` headers, in order.
+    Entered, it listens and gives its URL (also `url`); `bodies` are the bodies it
+    accepted (JSON, or as `decode` reads them), `idempotency_keys` their
+    `idempotency-key` headers, in order.
     """
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, decode: Callable[[bytes], Any] = json.loads) -> None:
         self.failures = failures
-        self.bodies: list[dict[str, Any]] = []
+        self._decode = decode
+        self.bodies: list[Any] = []
         self.idempotency_keys: list[str] = []
         self.server: asyncio.Server | None = None
         self.url = ""
@@ -37,12 +39,12 @@ class Webhook:
     async def received(
         self,
         count: int,
-        where: Callable[[dict[str, Any]], bool] = lambda _: True,
+        where: Callable[[Any], bool] = lambda _: True,
         timeout_s: float = 10.0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Any]:
         """The accepted bodies that match `where`, once there are `count` (timing out else)."""
 
-        def matching() -> list[dict[str, Any]]:
+        def matching() -> list[Any]:
             return [body for body in self.bodies if where(body)]
 
         async with asyncio.timeout(timeout_s), self._arrived:
@@ -57,7 +59,7 @@ class Webhook:
                 line.decode("latin-1").partition(":") for line in head.split(b"\r\n")[1:] if line
             )
         }
-        body = json.loads(await reader.readexactly(int(headers["content-length"])))
+        body = self._decode(await reader.readexactly(int(headers["content-length"])))
         status = b"500 Internal Server Error" if self.failures > 0 else b"200 OK"
         if self.failures > 0:
             self.failures -= 1
