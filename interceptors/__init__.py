@@ -29,12 +29,13 @@ def platform_chain(
         [
             AccessLogInterceptor(),
             ErrorMappingInterceptor(),
+            # Outside the checks, so that the gRPC metrics count refused calls too.
+            MetricsInterceptor(),
             AuthenticationInterceptor(verifier),
             AuthorizationInterceptor(engine),
             RequiredFieldsGuard(),
             BoundsGuard(),
             StreamLimitsInterceptor(stream_limits or StreamLimits()),
-            MetricsInterceptor(),
             *inner,
         ]
     )

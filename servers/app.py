@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import grpc
 import redis.asyncio as redis
+import structlog
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -65,6 +66,8 @@ from servers.runtime import Component, Foundation, Job, PlatformServicer, Runtim
 from servers.tracing import Tracing
 
 logger = logging.getLogger(__name__)
+#: Readiness changes, as structured lines.
+_health_events = structlog.get_logger("conductor.health")
 
 ServicerT = TypeVar("ServicerT", bound=PlatformServicer)
 ComponentT = TypeVar("ComponentT", bound=Component)
@@ -209,9 +212,10 @@ class Platform:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.state = "serving"
         logger.info(
-            "conductor serving grpc=%s http=%s services=%s ready_ms=%.0f",
+            "conductor serving grpc=%s http=%s%s services=%s ready_ms=%.0f",
             self.grpc_target,
             _join_host_port(self.settings.host, self.http_port),
+            "" if self.metrics_port is None else f" metrics=127.0.0.1:{self.metrics_port}",
             ",".join(service.name for service in self.services),
             (time.perf_counter() - started) * 1000,
         )
@@ -309,7 +313,7 @@ class Platform:
         self._grpc = server
         await server.start()
 
-    def _listen(self, host: str, port: int) -> socket.socket:
+    def _listen(self, host: str, port: int, what: str = "HTTP") -> socket.socket:
         """A listening TCP socket on (host, port), as both HTTP listeners bind theirs.
 
         Raises:
@@ -328,7 +332,7 @@ class Platform:
         except OSError as error:
             sock.close()
             address = _join_host_port(host, port)
-            raise StartupError(f"cannot bind HTTP to {address}: {error.strerror}") from None
+            raise StartupError(f"cannot bind {what} to {address}: {error.strerror}") from None
         sock.listen(1024)
         sock.setblocking(False)
         return sock
@@ -362,7 +366,9 @@ class Platform:
         if self.settings.metrics_port is not None:
             # Metrics on a port of their own, on loopback only: scraped by an agent beside
             # the process, never exposed with the public listener.
-            metrics = self._listen("127.0.0.1", self.settings.metrics_port)
+            metrics = self._listen(
+                "127.0.0.1", self.settings.metrics_port, "/metrics (CONDUCTOR_METRICS_PORT)"
+            )
             self.metrics_port = metrics.getsockname()[1]
             await self._serve_http(create_metrics_app(), metrics)
 
@@ -522,7 +528,10 @@ class Platform:
         if self.settings.redis_url:
             document["redis"] = await self._redis_state()
             checks.append(document["redis"] == "ok")
-        return alive and self.state == "serving" and all(checks), document
+        ready = alive and self.state == "serving" and all(checks)
+        if self.state == "serving" and not ready:
+            document["status"] = "not ready"
+        return ready, document
 
     async def _schema_revision(self) -> str | None:
         """The schema's revision, read at most once a minute (Alembic's context costs ~40 ms)."""
@@ -562,9 +571,9 @@ class Platform:
         for name in ("", *(service.full_name for service in self.services)):
             await self.health.set(name, status)
         if ready:
-            logger.warning("ready again: %s", document)
+            _health_events.info("ready again: health SERVING", **document)
         else:
-            logger.warning("not ready, health NOT_SERVING: %s", document)
+            _health_events.warning("not ready: health NOT_SERVING", **document)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: refuse new calls, give in-flight ones `grace` seconds, close the store."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -81,6 +82,7 @@ class Settings(BaseSettings):
         1.0,
         ge=0,
         le=1,
+        allow_inf_nan=False,
         description="Share of new traces recorded when tracing is on; a caller's sampled "
         "decision is followed.",
     )
@@ -251,9 +253,13 @@ class Settings(BaseSettings):
     @field_validator("otlp_endpoint")
     @classmethod
     def _otlp_url(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("use the collector's http(s):// URL (OTLP over HTTP, port 4318)")
-        return value.rstrip("/")
+        if not value:
+            return value
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("use the collector's http(s)://host:port (OTLP over HTTP, port 4318)")
+        # The traces path is ours to add; given anyway (a common slip), it is taken off.
+        return value.strip().rstrip("/").removesuffix("/v1/traces")
 
     @field_validator("redis_url")
     @classmethod
@@ -293,6 +299,11 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.workers > 1 and 0 in (self.grpc_port, self.http_port):
             raise ValueError("workers > 1 needs fixed ports: every worker binds the same ones")
+        if self.metrics_port and self.metrics_port in (self.grpc_port, self.http_port):
+            raise ValueError(
+                f"CONDUCTOR_METRICS_PORT / --metrics-port: {self.metrics_port} is also the gRPC or "
+                "HTTP port; /metrics needs a port of its own"
+            )
         return self
 
     @property

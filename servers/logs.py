@@ -13,19 +13,79 @@ from __future__ import annotations
 import logging
 import sys
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import structlog
 from opentelemetry import trace
 
 LogFormat = Literal["auto", "json", "console"]
-#: Libraries held at a floor level: (logger, level).
-_QUIET = (("alembic", logging.WARNING), ("aiosqlite", logging.INFO))
+#: Libraries held at a floor level: (logger, level). httpx and httpcore log every request's
+#: URL at INFO, and a webhook's URL may carry its secret.
+_QUIET = (
+    ("alembic", logging.WARNING),
+    ("aiosqlite", logging.INFO),
+    ("httpx", logging.WARNING),
+    ("httpcore", logging.WARNING),
+)
+#: Libraries that repeat one complaint while something stays down (a trace collector): each
+#: message is let through once per `THROTTLE_S`.
+_REPETITIVE = ("opentelemetry",)
+THROTTLE_S = 60.0
+
+
+class Throttle(logging.Filter):
+    """Lets each message of the `loggers` (and their children) through once per `interval_s`.
+
+    Messages are told apart by logger and format; the next one let through says
+    how many were held back. Other loggers' records pass untouched.
+    """
+
+    def __init__(self, loggers: tuple[str, ...], interval_s: float = THROTTLE_S) -> None:
+        super().__init__()
+        self._loggers = loggers
+        self._interval_s = interval_s
+        self._seen: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether `record` is logged; it is counted when it is not."""
+        if not any(
+            record.name == name or record.name.startswith(f"{name}.") for name in self._loggers
+        ):
+            return True
+        key = (record.name, record.msg if isinstance(record.msg, str) else repr(record.msg))
+        last, held = self._seen.get(key, (float("-inf"), 0))
+        if record.created - last < self._interval_s:
+            self._seen[key] = (last, held + 1)
+            return False
+        self._seen[key] = (record.created, 0)
+        if held and isinstance(record.msg, str):
+            record.msg = (
+                f"{record.msg} (and {held} more like it in the last {self._interval_s:.0f}s)"
+            )
+        return True
+
+
+def url_origin(url: str) -> str:
+    """A URL as logs may show it: scheme, host and port, never credentials, path or query.
+
+    A webhook's path often is its secret; a collector's URL may carry a password.
+
+    >>> url_origin("https://user:pw@hooks.example:8443/services/T0/B0/s3cr3t?x=1")
+    'https://hooks.example:8443'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}"
 
 
 def _trace_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     """Inside a recorded span, the line names its trace and span (to find one from the other)."""
-    context = trace.get_current_span().get_span_context()
-    if context.is_valid:
+    span = trace.get_current_span()
+    if span.is_recording():  # not for a trace nobody keeps (unsampled)
+        context = span.get_span_context()
         event.setdefault("trace_id", trace.format_trace_id(context.trace_id))
         event.setdefault("span_id", trace.format_span_id(context.span_id))
     return event
@@ -72,7 +132,10 @@ def configure_logging(level: str, log_format: LogFormat = "auto") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        # Plain tracebacks: the default shows each frame's local variables, tokens included.
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[
@@ -85,10 +148,16 @@ def configure_logging(level: str, log_format: LogFormat = "auto") -> None:
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(Throttle(_REPETITIVE))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=_processors(),
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # The standard library's records bring exc_info: as a traceback, as ours do.
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

@@ -48,10 +48,15 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
+from servers.logs import url_origin
+
 logger = logging.getLogger(__name__)
 
 #: The `service.name` of every span the platform exports.
 SERVICE_NAME = "intelgraph-conductor"
+#: Seconds one export (with its retries) may take: a collector that is down then costs a
+#: stopping platform at most this long.
+EXPORT_TIMEOUT_S = 3.0
 #: HTTP paths that make no spans: probes and scrapes would drown the traces that matter.
 UNTRACED_PATHS = "/healthz,/readyz,/metrics"
 
@@ -125,9 +130,11 @@ class Tracing:
         )
         provider = TracerProvider(resource=resource, sampler=sampler(sample_ratio))
         provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"))
+            BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S)
+            )
         )
-        logger.info("tracing on: spans exported to %s/v1/traces", endpoint)
+        logger.info("tracing on: spans exported to %s", url_origin(endpoint))
         return cls(provider)
 
     @property

@@ -26,6 +26,7 @@ from servers.access import store
 from servers.access.store import NotificationRow
 from servers.db import Database
 from servers.jobs import every_under_lease
+from servers.logs import url_origin
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -142,7 +143,9 @@ class WebhookDispatcher:
                 changes: dict[str, object] = {"attempts": row.attempts + 1, "last_error": error}
                 if error:
                     changes["next_attempt_at"] = self._clock() + backoff(row.attempts + 1)
-                    logger.warning("notification %s to %s failed: %s", row.id, row.url, error)
+                    logger.warning(
+                        "notification %s to %s failed: %s", row.id, url_origin(row.url), error
+                    )
                 else:
                     changes["delivered_at"] = self._clock()
                     delivered += 1

@@ -22,7 +22,7 @@ import redis.asyncio as redis
 from interceptors.tokens import InMemoryRevocations
 from servers.access import store
 from servers.db import Database, utc_now
-from servers.jobs import every
+from servers.jobs import Outage, every
 from servers.runtime import Component, Foundation, Job
 
 logger = logging.getLogger(__name__)
@@ -72,10 +72,12 @@ class RevocationFeed(Component):
         """Apply revocations announced on Redis until cancelled (reconnecting on failures)."""
         if self._redis is None:
             return
+        outage = Outage("revocation channel on Redis (polled meanwhile)", level=logging.WARNING)
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
+                    outage.recovered()
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
                             continue
@@ -83,8 +85,8 @@ class RevocationFeed(Component):
                         self._revocations.revoke(str(announced["jti"]), float(announced["exp"]))
             except asyncio.CancelledError:
                 raise
-            except (redis.RedisError, OSError, ValueError, KeyError):
-                logger.warning("revocation channel lost; reconnecting in 1 s", exc_info=True)
+            except (redis.RedisError, OSError, ValueError, KeyError) as error:
+                outage.failed(error)
                 await asyncio.sleep(1.0)
 
     async def start(self) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from servers.edge.cache import Entry, Generations
+from servers.jobs import Outage
 
 logger = logging.getLogger(__name__)
 
@@ -199,10 +200,12 @@ class RedisTier:
 
     async def listen(self) -> None:
         """Apply announced bumps until cancelled (reconnecting after failures)."""
+        outage = Outage("edge cache: Redis announcements (polled meanwhile)", level=logging.WARNING)
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self.generation_key)
+                    outage.recovered()
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
                             continue
@@ -211,7 +214,7 @@ class RedisTier:
             except asyncio.CancelledError:
                 raise
             except (redis.RedisError, OSError, ValueError) as error:
-                logger.warning("edge cache: Redis announcements lost (%s); polling", error)
+                outage.failed(error)
                 await asyncio.sleep(POLL_S)
 
     async def close(self) -> None:

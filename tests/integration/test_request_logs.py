@@ -17,6 +17,7 @@ from intelgraph.catalog.v1 import catalog_service_pb2_grpc
 
 from interceptors.access_log import subject_hash
 from servers.app import Platform
+from tests.support.scrapes import metric_moves
 from tests.support.serving import Minter, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -136,3 +137,17 @@ async def test_a_graphql_call_carries_one_id_from_http_to_grpc(
         200,
     )
     assert "token" not in repr(http_line)
+
+
+async def test_refused_calls_are_counted_by_the_grpc_metrics_too(platform: Platform) -> None:
+    labels = {
+        "grpc_type": "unary",
+        "grpc_service": "intelgraph.catalog.v1.CatalogService",
+        "grpc_method": "ListEntities",
+    }
+    async with metric_moves(platform) as moved:
+        await call(platform, [], "list")  # no token
+        await call(platform, [("authorization", "Bearer not.a.token")], "list")
+    assert moved("grpc_server_started_total", **labels) == 2
+    assert moved("grpc_server_handled_total", grpc_code="UNAUTHENTICATED", **labels) == 2
+    assert moved("grpc_server_handling_seconds_count", **labels) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -20,6 +21,7 @@ from servers.db.migrate import (
     head_revision,
     upgrade,
 )
+from servers.jobs import every_under_lease
 
 
 class _TestBase(DeclarativeBase):
@@ -253,3 +255,20 @@ async def test_racing_replicas_never_share_a_lease(database: Database) -> None:
         )
     )
     assert sorted(outcomes) == [False] * 7 + [True]
+
+
+async def test_a_leased_job_gives_its_lease_up_when_it_stops(database: Database) -> None:
+    await upgrade(database.engine)
+    ran = asyncio.Event()
+
+    async def job() -> None:
+        ran.set()
+
+    running = asyncio.create_task(every_under_lease(database, "deliver", 0.05, job))
+    await asyncio.wait_for(ran.wait(), 10)
+    assert not await acquire_lease(database, "deliver", "replica-2", timedelta(seconds=30), NOW)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    # Stopped cleanly: another replica takes over at once, not when the lease lapses.
+    assert await acquire_lease(database, "deliver", "replica-2", timedelta(seconds=30), NOW)

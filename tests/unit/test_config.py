@@ -83,3 +83,11 @@ def test_settings_survive_the_trip_to_worker_processes(monkeypatch: pytest.Monke
 def test_the_cli_exits_2_on_bad_configuration(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--http-port", "-1"]) == 2
     assert "CONDUCTOR_HTTP_PORT / --http-port" in capsys.readouterr().err
+
+
+def test_the_metrics_port_cannot_be_a_port_already_served() -> None:
+    with pytest.raises(ConfigurationError, match="CONDUCTOR_METRICS_PORT / --metrics-port: 8080"):
+        load_settings(metrics_port=8080)
+    with pytest.raises(ConfigurationError, match="a port of its own"):
+        load_settings(metrics_port=50051)
+    assert load_settings(metrics_port=9464).metrics_port == 9464

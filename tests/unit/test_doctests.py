@@ -28,6 +28,7 @@ MODULES = [
     "servers.console.catalog",
     "tests.support.scrapes",
     "servers.tenant_metrics",
+    "servers.logs",
 ]
 
 

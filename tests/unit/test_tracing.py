@@ -28,10 +28,15 @@ def test_the_collector_is_an_http_url_and_tracing_stays_off_without_one() -> Non
     assert load_settings(otlp_endpoint="http://127.0.0.1:4318/").otlp_endpoint == (
         "http://127.0.0.1:4318"
     )
-    with pytest.raises(ConfigurationError, match="OTLP over HTTP"):
-        load_settings(otlp_endpoint="127.0.0.1:4317")
-    with pytest.raises(ConfigurationError):
-        load_settings(trace_sample_ratio=1.5)
+    assert load_settings(otlp_endpoint="http://collector:4318/v1/traces").otlp_endpoint == (
+        "http://collector:4318"
+    )
+    for unfit in ("127.0.0.1:4317", "http://", "ftp://collector:4318"):
+        with pytest.raises(ConfigurationError, match="OTLP over HTTP"):
+            load_settings(otlp_endpoint=unfit)
+    for ratio in (1.5, -0.1, float("nan")):
+        with pytest.raises(ConfigurationError, match="CONDUCTOR_TRACE_SAMPLE_RATIO"):
+            load_settings(trace_sample_ratio=ratio)
     assert not Tracing.exporting("", sample_ratio=1.0, version="0", instance="i").enabled
     on = Tracing.exporting("http://127.0.0.1:9", sample_ratio=0.5, version="1.2", instance="i")
     assert on.enabled
