@@ -83,9 +83,10 @@ def url_origin(url: str) -> str:
 
 def _trace_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     """Inside a recorded span, the line names its trace and span (to find one from the other)."""
-    span = trace.get_current_span()
-    if span.is_recording():  # not for a trace nobody keeps (unsampled)
-        context = span.get_span_context()
+    context = trace.get_current_span().get_span_context()
+    # Sampled, not recording: the HTTP span ends as the response's last byte goes, before
+    # its line is written; an unsampled trace is one nobody keeps.
+    if context.is_valid and context.trace_flags.sampled:
         event.setdefault("trace_id", trace.format_trace_id(context.trace_id))
         event.setdefault("span_id", trace.format_span_id(context.span_id))
     return event

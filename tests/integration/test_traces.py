@@ -249,3 +249,21 @@ async def test_spans_are_exported_over_otlp_to_the_configured_collector(tmp_path
     assert resource["service.name"] == "intelgraph-conductor"
     names = {span.name for scope in resource_spans.scope_spans for span in scope.spans}
     assert "/intelgraph.access.v1.AccessService/GetCaller" in names
+
+
+async def test_an_unsampled_call_names_no_trace_in_its_line(
+    platform: Platform, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="conductor.access")
+    token = Minter(platform.settings)(["catalog.read"], tenant=TENANT)
+    metadata = (
+        ("authorization", f"Bearer {token}"),
+        ("x-request-id", "unsampled-1"),
+        ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-00"),
+    )
+    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+        stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
+        await stub.ListEntities(catalog.ListEntitiesRequest(), metadata=metadata)
+    (line,) = access_lines(caplog, "unsampled-1")
+    assert "trace_id" not in line
+    assert spans.get_finished_spans() == ()
