@@ -35,12 +35,13 @@ lock: ## Re-resolve uv.lock after changing dependencies in pyproject.toml
 	$(UV) lock
 
 .PHONY: gen
-gen: install ## Regenerate gen/ from proto/ (pinned grpcio-tools), the SDK's clients, graphql/schema.graphql, the SLO alert rules
+gen: install ## Regenerate gen/ from proto/ (pinned grpcio-tools), the SDK's clients, graphql/schema.graphql, the SLO alert rules, the reference docs
 	rm -rf gen/intelgraph
 	$(call protoc,gen)
 	$(call sdk,$(SDK_DIR))
 	$(PY) -m servers.graphql_schema > $(GRAPHQL_SCHEMA)
 	$(PY) -m deploy.prometheus.generate
+	$(PY) -m servers.reference
 
 # $(call sdk,DIR): write the SDK's generated modules into DIR, formatted as the rest of the code.
 sdk = files=$$($(PY) clients/generate.py proto $(1)) \
@@ -55,7 +56,7 @@ protoc = mkdir -p $(1) && $(PY) -m grpc_tools.protoc -I proto \
 	$(PROTOS) >/dev/null
 
 .PHONY: checkgenerate
-checkgenerate: install ## Fail if gen/, the GraphQL schema or the SLO alert rules differ from what generates them
+checkgenerate: install ## Fail if gen/, the GraphQL schema, the SLO alert rules or the reference docs differ from what generates them
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(call protoc,$$tmp); \
 	if ! diff -r "$$tmp/intelgraph" gen/intelgraph; then \
@@ -63,6 +64,7 @@ checkgenerate: install ## Fail if gen/, the GraphQL schema or the SLO alert rule
 	if ! $(PY) -m servers.graphql_schema | diff - $(GRAPHQL_SCHEMA); then \
 	  echo "$(GRAPHQL_SCHEMA) is stale: run 'make gen' and commit the result" >&2; exit 1; fi; \
 	$(PY) -m deploy.prometheus.generate --check; \
+	$(PY) -m servers.reference --check; \
 	mkdir "$$tmp/sdk"; $(call sdk,$$tmp/sdk); \
 	for file in "$$tmp"/sdk/*.py; do \
 	  if ! diff "$$file" $(SDK_DIR)/$$(basename "$$file"); then \

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         10.0, ge=0, le=300, description="Seconds in-flight calls get to finish on SIGTERM."
     )
-    log_level: LogLevel = "info"
+    log_level: LogLevel = Field("info", description="The lowest level logged.")
     readiness_interval: float = Field(
         2.0,
         gt=0,
@@ -130,10 +130,24 @@ class Settings(BaseSettings):
     graphql_auto_register: bool = Field(
         False, description="Register ad-hoc documents sent with their id (APQ); off by default."
     )
-    graphql_max_document_bytes: int = Field(16384, ge=256, le=1 << 20)
-    graphql_max_depth: int = Field(10, ge=2, le=50)
-    graphql_max_fields: int = Field(500, ge=10, le=100_000)
-    graphql_max_stream_items: int = Field(1000, ge=1, le=1_000_000)
+    graphql_max_document_bytes: int = Field(
+        16384, ge=256, le=1 << 20, description="Largest GraphQL document accepted, in bytes."
+    )
+    graphql_max_depth: int = Field(
+        10, ge=2, le=50, description="Deepest selection nesting a GraphQL document may have."
+    )
+    graphql_max_fields: int = Field(
+        500,
+        ge=10,
+        le=100_000,
+        description="Most fields a GraphQL document may select (fragments expanded).",
+    )
+    graphql_max_stream_items: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Most messages a GraphQL field over a server-streaming RPC returns.",
+    )
     access_pending_ttl: float = Field(
         86400.0, gt=0, le=30 * 86400, description="Seconds a pending access request lives."
     )
@@ -353,7 +367,15 @@ class Settings(BaseSettings):
 
 
 class ConfigurationError(Exception):
-    """The configuration is invalid; the message says which setting and why."""
+    """The configuration is invalid; the message says which setting and why.
+
+    Attributes:
+        problems: One line per bad setting, naming its variable and flag.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {line}" for line in problems))
+        self.problems = problems
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -375,5 +397,5 @@ def load_settings(**overrides: Any) -> Settings:
             else:
                 where = "settings"
             message = problem["msg"].removeprefix("Value error, ")
-            problems.append(f"  {where}: {message}")
-        raise ConfigurationError("invalid configuration:\n" + "\n".join(problems)) from None
+            problems.append(f"{where}: {message}" if where != "settings" else message)
+        raise ConfigurationError(problems) from None

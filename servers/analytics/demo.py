@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 from intelgraph.analytics.v1 import analytics_service_pb2 as pb
@@ -45,8 +45,33 @@ async def _batches(nodes: int, edges: int, seed: int) -> AsyncIterator[pb.Import
 
 
 async def seed_tenant(
-    database: Database, tenant: uuid.UUID, nodes: int, edges: int, seed: int
+    database: Database,
+    tenant: uuid.UUID,
+    nodes: int,
+    edges: int,
+    seed: int,
+    *,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Import the sample graph into `tenant` (idempotent: the same ids every time)."""
-    imported = await import_graph(database, tenant, _batches(nodes, edges, seed))
+    """Import the sample graph into `tenant` (idempotent: the same ids every time).
+
+    Args:
+        database: The store.
+        tenant: Whose graph it becomes.
+        nodes: Entities.
+        edges: Relationships (heavy-tailed degrees).
+        seed: The same seed, the same graph.
+        progress: Told how many more entities and relationships were read, batch by batch.
+
+    Returns:
+        The graph revision the import made.
+    """
+
+    async def counted() -> AsyncIterator[pb.ImportGraphRequest]:
+        async for batch in _batches(nodes, edges, seed):
+            yield batch
+            if progress is not None:
+                progress(len(batch.entities) + len(batch.relationships))
+
+    imported = await import_graph(database, tenant, counted())
     return imported.revision

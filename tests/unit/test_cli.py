@@ -1,7 +1,11 @@
-"""The operator commands: `conductor keys` and `conductor token mint`."""
+"""The operator commands: `conductor keys`, `token mint`, `scopes`; every error is one line."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jwt
@@ -59,7 +63,7 @@ def test_token_mint_prints_a_token_for_the_tenant_and_scopes(
     [
         (["--ttl", "2h"], "exceeds the maximum of 3600s"),
         (["--ttl", "soon"], "not a lifetime"),
-        (["--tenant", "acme"], "badly formed hexadecimal UUID string"),
+        (["--tenant", "acme"], "'acme' is not a valid UUID"),
     ],
 )
 def test_token_mint_refuses_bad_requests(
@@ -78,7 +82,7 @@ def test_the_maximum_ttl_is_configurable(
 ) -> None:
     main(["keys", "rotate"])
     monkeypatch.setenv("CONDUCTOR_TOKEN_MAX_TTL", "86400")
-    assert main(["token", "mint", "--tenant", TENANT, "--scopes", "x", "--ttl", "2h"]) == 0
+    assert main(["token", "mint", "--tenant", TENANT, "--scopes", "rag.read", "--ttl", "2h"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -86,3 +90,104 @@ def test_the_maximum_ttl_is_configurable(
 )
 def test_lifetimes(text: str, seconds: float) -> None:
     assert parse_ttl(text) == seconds
+
+
+#: Bad command lines, each with the flag (or argument) its one line must name.
+BAD_VALUES = [
+    (["demo", "seed", "--tenant", TENANT, "--nodes", "-5"], "'--nodes'"),
+    (["demo", "seed", "--tenant", "not-a-uuid"], "'--tenant'"),
+    (["demo", "seed", "--tenant", TENANT, "--edges", "many"], "'--edges'"),
+    (["demo", "seed"], "'--tenant'"),
+    (
+        ["token", "mint", "--tenant", TENANT, "--scopes", "catalog.raed"],
+        "did you mean catalog.read",
+    ),
+    (["token", "mint", "--tenant", TENANT, "--scopes", " , "], "'--scopes'"),
+    (["token", "mint", "--tenant", TENANT, "--scopes", "rag.read", "--ttl", "0s"], "'--ttl'"),
+    (["serve", "--grpc-port", "70000"], "--grpc-port"),
+    (["serve", "--grpc-port", "fifty"], "'--grpc-port'"),
+    (["serve", "--log-format", "xml"], "'--log-format'"),
+    (["serve", "--services", "billing,nope"], "--services"),
+    (["serve", "--database-url", "mysql://x"], "--database-url"),
+    (["serve", "--trace-sample-ratio", "2"], "--trace-sample-ratio"),
+    (["serve", "--bogus"], "--bogus"),
+    (["migrate", "--database-url", "postgresql+psycopg://h:port/db"], "--database-url"),
+    (["keys", "rotate", "--key-algorithm", "RS256"], "'--key-algorithm'"),
+    (["keys", "spin"], "spin"),
+    (["audit", "export", "--tenant", "x"], "'--tenant'"),
+    (["billing", "verify", "/no/such/file.json"], "DOCUMENT"),
+    (["rag", "verify", "/no/such/manifest.json"], "MANIFEST"),
+    (["completion", "powershell"], "SHELL"),
+    (["nonsense"], "nonsense"),
+]
+
+
+@pytest.mark.parametrize(("argv", "named"), BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES])
+def test_a_bad_command_line_is_one_line_naming_the_flag_and_exit_2(
+    keys_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], named: str
+) -> None:
+    main(["keys", "rotate"])
+    capsys.readouterr()
+    assert main(argv) == 2
+    printed = capsys.readouterr()
+    lines = printed.err.strip().splitlines()
+    assert len(lines) == 1, printed.err
+    assert lines[0].startswith("conductor")
+    assert named in lines[0]
+    assert "Traceback" not in printed.err
+    assert printed.out == ""
+
+
+def test_a_bad_variable_is_named_like_its_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CONDUCTOR_GRPC_PORT", "fifty")
+    assert main(["serve"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "CONDUCTOR_GRPC_PORT / --grpc-port" in line
+
+
+def test_help_shows_defaults_and_variables_and_version_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--grpc-port" in shown
+    assert "default: 50051; env: CONDUCTOR_GRPC_PORT" in " ".join(shown.split())
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("conductor, version ")
+
+
+def test_scopes_list_what_each_allows(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scopes", "--json"]) == 0
+    listed = {entry["scope"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert "/intelgraph.billing.v1.BillingService/GetInvoice" in listed["billing.read"]["rpcs"]
+    assert listed["billing.write"]["approvals"] == 2
+    assert not listed["admin.write"]["requestable"]
+    assert main(["scopes"]) == 0
+    assert "Billing.GetInvoice" in capsys.readouterr().out
+
+
+def test_completion_scripts_complete_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", "bash"]) == 0
+    script = capsys.readouterr().out
+    assert "_CONDUCTOR_COMPLETE" in script
+    assert "complete " in script
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(keys_dir: Path) -> None:
+    main(["keys", "rotate"])
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte (as `| head -c 40` after 40)
+    try:
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("conductor")), "scopes", "--json"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (1, "")

@@ -1,0 +1,22 @@
+"""The `conductor` command: serve the platform and operate it.
+
+Usage::
+
+  conductor serve [--grpc-port 50051] [--http-port 8080] [--database-url URL] [...every setting]
+  conductor migrate [--to REVISION] [--check]
+  conductor keys rotate|retire|list
+  conductor token mint --tenant UUID --scopes a,b [--ttl 15m] [--sub NAME]
+  conductor scopes [--json]
+  conductor audit export --tenant UUID [--out FILE]
+  conductor demo seed --tenant UUID [--nodes 250000] [--edges 1200000] [--seed 7]
+  conductor billing verify FILE [--jwks FILE] | billing jwks
+  conductor rag verify MANIFEST [--document FILE] [--text FILE] [--jwks FILE] | rag jwks
+  conductor completion bash|zsh|fish
+
+`conductor COMMAND --help` shows each flag with its default and its CONDUCTOR_* variable.
+"""
+
+from servers.cli.credentials import parse_ttl
+from servers.cli.main import main
+
+__all__ = ["main", "parse_ttl"]

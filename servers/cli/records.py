@@ -1,0 +1,255 @@
+"""`conductor audit`, `demo`, `billing` and `rag`: the records the platform keeps, and proofs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from servers.cli.settings_options import STORE, settings_from, settings_options
+from servers.cli.store import Failed, with_database
+from servers.config import Settings
+
+if TYPE_CHECKING:
+    from servers.db import Database
+
+#: A file the command reads: it must exist (else a usage error naming the argument).
+READABLE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.group()
+def audit() -> None:
+    """The access audit log (requests, reviews, grants, revocations; hash-chained)."""
+
+
+@audit.command(name="export")
+@click.option("--tenant", required=True, type=click.UUID, help="The tenant's UUID.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="File to write [default: standard output].",
+)
+@settings_options(*STORE)
+def export_audit(tenant: uuid.UUID, out: Path | None, **flags: Any) -> int:
+    """Write TENANT's audit events as JSON Lines, oldest first."""
+    settings = settings_from(flags)
+    return with_database(settings, _export_audit(settings, tenant, out))
+
+
+async def _export_audit(settings: Settings, tenant: uuid.UUID, out: Path | None) -> int:
+    from servers.access import export_audit as export  # noqa: PLC0415
+    from servers.db import Database  # noqa: PLC0415
+
+    database = Database(settings.database_url)
+    try:
+        with out.open("w") if out else contextlib.nullcontext(sys.stdout) as sink:
+            written = await export(database, tenant, sink)
+    finally:
+        await database.dispose()
+    click.echo(f"exported {written} audit events", err=True)
+    return 0
+
+
+@click.group()
+def demo() -> None:
+    """Sample data to try the platform with."""
+
+
+@demo.command()
+@click.option("--tenant", required=True, type=click.UUID, help="The tenant's UUID.")
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 10_000_000),
+    default=250_000,
+    show_default=True,
+    help="Entities.",
+)
+@click.option(
+    "--edges",
+    type=click.IntRange(0, 50_000_000),
+    default=1_200_000,
+    show_default=True,
+    help="Relationships.",
+)
+@click.option(
+    "--seed", type=int, default=7, show_default=True, help="The same seed, the same graph."
+)
+@settings_options(*STORE, "auto_migrate")
+def seed(tenant: uuid.UUID, nodes: int, edges: int, seed: int, **flags: Any) -> int:
+    """Import a heavy-tailed sample graph into TENANT (deterministic; the same ids every time)."""
+    settings = settings_from(flags)
+    return with_database(settings, _seed(settings, tenant, nodes, edges, seed))
+
+
+async def _seed(settings: Settings, tenant: uuid.UUID, nodes: int, edges: int, seed: int) -> int:
+    from servers.analytics import seed_tenant  # noqa: PLC0415
+    from servers.db import Database  # noqa: PLC0415
+    from servers.db.migrate import ensure_schema  # noqa: PLC0415
+
+    console = Console(stderr=True)
+    database = Database(settings.database_url)
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("entities and relationships"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("import", total=nodes + edges)
+        try:
+            await ensure_schema(database.engine, migrate=settings.migrates_at_start)
+            revision = await seed_tenant(
+                database,
+                tenant,
+                nodes,
+                edges,
+                seed,
+                progress=lambda items: progress.advance(task, items),
+            )
+        finally:
+            await database.dispose()
+    click.echo(f"seeded tenant {tenant}: graph revision {revision}", err=True)
+    return 0
+
+
+@click.group()
+def billing() -> None:
+    """Signed billing documents (invoices, credit notes)."""
+
+
+@billing.command(name="verify")
+@click.argument("document", type=READABLE)
+@click.option(
+    "--jwks", type=READABLE, help="Public keys to verify with [default: the local billing keys]."
+)
+@settings_options("var_dir", "billing_keys_dir")
+def verify_document(document: Path, jwks: Path | None, **flags: Any) -> int:
+    """Check a signed invoice or credit note (JSON, as GetInvoice returns it) offline."""
+    import servers.billing as documents  # noqa: PLC0415 - verifying signed documents
+
+    settings = settings_from(flags)
+    try:
+        keys = (
+            json.loads(jwks.read_text())["keys"]
+            if jwks
+            else documents.DocumentSigner(settings.document_keys_dir).jwks()
+        )
+        verified = documents.verify(
+            *documents.signed_parts(json.loads(document.read_text())),
+            documents.public_keys(keys),
+        )
+    except (OSError, ValueError, KeyError, documents.VerificationError) as error:
+        raise Failed(f"NOT VALID: {error}") from None
+    click.echo(f"valid {verified['type']} {verified['number']}: signature verified")
+    click.echo(json.dumps(verified, indent=2, ensure_ascii=False))
+    return 0
+
+
+@billing.command(name="jwks")
+@settings_options(*STORE, "billing_keys_dir")
+def billing_jwks(**flags: Any) -> int:
+    """Print every public key that ever signed a billing document (a JWKS)."""
+    from servers.billing import published_keys  # noqa: PLC0415
+
+    settings = settings_from(flags)
+    directory = settings.document_keys_dir
+    return with_database(
+        settings, _print_keys(settings, lambda database: published_keys(database, directory))
+    )
+
+
+async def _print_keys(
+    settings: Settings, published: Callable[[Database], Awaitable[list[dict[str, str]]]]
+) -> int:
+    """Print the JWKS of the keys `published` reads from the store."""
+    from servers.db import Database  # noqa: PLC0415
+
+    database = Database(settings.database_url)
+    try:
+        keys = await published(database)
+    finally:
+        await database.dispose()
+    click.echo(json.dumps({"keys": keys}, indent=2))
+    return 0
+
+
+@click.group()
+def rag() -> None:
+    """Rag proof manifests (what a summary or export was made from)."""
+
+
+@rag.command(name="verify")
+@click.argument("manifest", type=READABLE)
+@click.option(
+    "--document",
+    type=READABLE,
+    help="The uploaded document: its digest (and its chunks) are checked.",
+)
+@click.option(
+    "--text",
+    type=READABLE,
+    help="The document's text, where it is not the upload (HTML, PDF): every chunk is checked.",
+)
+@click.option(
+    "--jwks", type=READABLE, help="Public keys to verify with [default: the local Rag keys]."
+)
+@settings_options("var_dir", "rag_keys_dir")
+def verify_manifest(
+    manifest: Path, document: Path | None, text: Path | None, jwks: Path | None, **flags: Any
+) -> int:
+    """Check a proof manifest (the MANIFEST_JSON export, or GetManifest's JSON) offline."""
+    from servers import rag as proofs  # noqa: PLC0415 - verifying manifests
+
+    settings = settings_from(flags)
+    try:
+        keys = (
+            json.loads(jwks.read_text())["keys"]
+            if jwks
+            else proofs.ManifestSigner(settings.manifest_keys_dir).jwks()
+        )
+        verified = proofs.verify_envelope(
+            proofs.envelope_of(json.loads(manifest.read_text())),
+            proofs.ed25519_keys(keys),
+            document=document.read_bytes() if document else None,
+            text=text.read_bytes() if text else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+        # Files that are not what they should be (not JSON, JSON of another shape).
+        raise click.UsageError(f"cannot read the input: {error!r}") from None
+    except proofs.ManifestInvalid as invalid:
+        raise Failed(f"NOT VALID ({invalid.check}): {invalid.problem}") from None
+    content = verified.manifest
+    checked = ["signature", "canonical form", "Merkle root"]
+    if verified.document_checked:
+        checked.append("document digest")
+    if verified.text_checked:
+        checked.append(f"{len(content['chunks'])} chunk digests")
+    click.echo(
+        f"valid manifest of document {content['document']['id']} for "
+        f"{content['purpose']['id']} v{content['purpose']['version']}, signed by "
+        f"{verified.keyid}: {', '.join(checked)} verified"
+    )
+    return 0
+
+
+@rag.command(name="jwks")
+@settings_options(*STORE, "rag_keys_dir")
+def rag_jwks(**flags: Any) -> int:
+    """Print every public key that ever signed a Rag manifest (a JWKS)."""
+    from servers.rag import ManifestSigner, published_keys  # noqa: PLC0415
+
+    settings = settings_from(flags)
+    signer = ManifestSigner(settings.manifest_keys_dir)
+    return with_database(
+        settings, _print_keys(settings, lambda database: published_keys(database, signer))
+    )
