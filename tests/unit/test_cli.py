@@ -102,7 +102,7 @@ BAD_VALUES = [
         ["token", "mint", "--tenant", TENANT, "--scopes", "catalog.raed"],
         "did you mean catalog.read",
     ),
-    (["token", "mint", "--tenant", TENANT, "--scopes", " , "], "'--scopes'"),
+    (["token", "mint", "--tenant", TENANT, "--scopes", "rag.read,nope.x"], "'nope.x'"),
     (["token", "mint", "--tenant", TENANT, "--scopes", "rag.read", "--ttl", "0s"], "'--ttl'"),
     (["serve", "--grpc-port", "70000"], "--grpc-port"),
     (["serve", "--grpc-port", "fifty"], "'--grpc-port'"),
