@@ -23,8 +23,13 @@ def platform_chain(
     engine: PolicyEngine,
     *inner: ServerInterceptor,
     stream_limits: StreamLimits | None = None,
+    peer_certificates: bool = False,
 ) -> InterceptorChain:
-    """The interceptor chain every platform server runs, outermost first; `inner` go last."""
+    """The interceptor chain every platform server runs, outermost first; `inner` go last.
+
+    `peer_certificates`: connections carry client certificates (mTLS), whose identity the
+    policies see.
+    """
     return InterceptorChain(
         [
             AccessLogInterceptor(),
@@ -32,7 +37,7 @@ def platform_chain(
             # Outside the checks, so that the gRPC metrics count refused calls too.
             MetricsInterceptor(),
             AuthenticationInterceptor(verifier),
-            AuthorizationInterceptor(engine),
+            AuthorizationInterceptor(engine, peer_certificates=peer_certificates),
             RequiredFieldsGuard(),
             BoundsGuard(),
             StreamLimitsInterceptor(stream_limits or StreamLimits()),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +24,7 @@ from prometheus_client import Counter
 from core.descriptors import authorization
 from core.errors import DomainError, ErrorReason, PermissionDenied, Unauthenticated, reason_name
 from interceptors.base import CallGuard, Check, Context, RpcMethod, invocation_metadata
-from interceptors.policy import NO_RESOURCE, Decision, MethodFacts, PolicyEngine
+from interceptors.policy import NO_RESOURCE, CallerFacts, Decision, MethodFacts, PolicyEngine
 from interceptors.tokens import Principal, TokenVerifier
 
 logger = logging.getLogger(__name__)
@@ -160,11 +160,34 @@ def request_resource(request: Any) -> dict[str, str]:
         return {"tenant": tenant}
 
 
-class AuthorizationInterceptor(CallGuard):
-    """Asks the policy whether the verified caller may make this call."""
+def peer_identity(auth_context: Mapping[str, Iterable[bytes]]) -> str:
+    """The client certificate's identity in a gRPC auth context: its CN, else its first SAN.
 
-    def __init__(self, engine: PolicyEngine) -> None:
+    >>> peer_identity({"x509_common_name": [b"ops-bot"]})
+    'ops-bot'
+    >>> peer_identity({"x509_subject_alternative_name": [b"spiffe://acme/ops"]})
+    'spiffe://acme/ops'
+    >>> peer_identity({})
+    ''
+    """
+    for key in ("x509_common_name", "x509_subject_alternative_name"):
+        for value in auth_context.get(key) or ():
+            return bytes(value).decode("utf-8", "replace")
+    return ""
+
+
+class AuthorizationInterceptor(CallGuard):
+    """Asks the policy whether the verified caller may make this call.
+
+    Args:
+        engine: The policy engine.
+        peer_certificates: Whether connections carry client certificates (mTLS): their
+            identity is then given to the policy as `peer_certificate`.
+    """
+
+    def __init__(self, engine: PolicyEngine, *, peer_certificates: bool = False) -> None:
         self._engine = engine
+        self._peer_certificates = peer_certificates
 
     def prepare(self, rpc: RpcMethod) -> Check | None:
         """The policy check of a method, with its rule read once."""
@@ -185,22 +208,26 @@ class AuthorizationInterceptor(CallGuard):
         method = MethodFacts(rpc.service, rpc.name, rule.permission)
         engine = self._engine
         reads_tenant = rule.reads_tenant
+        peer_certificates = self._peer_certificates
 
-        def authorize(request: Any, _context: Context) -> Awaitable[None] | None:
+        def authorize(request: Any, context: Context) -> Awaitable[None] | None:
             principal = current_principal()
+            facts = principal.facts
+            if peer_certificates:
+                facts = facts._replace(peer_certificate=peer_identity(context.auth_context()))
             resource = request_resource(request) if reads_tenant else NO_RESOURCE
             now = int(time.time())
-            decision = engine.cached_decision(principal.facts, method, resource, now)
+            decision = engine.cached_decision(facts, method, resource, now)
             if decision is None:
                 # A miss is evaluated off the event loop; the call waits for it.
-                return _after_evaluation(principal, resource, now)
+                return _after_evaluation(principal, facts, resource, now)
             _enforce(decision, principal)
             return None
 
         async def _after_evaluation(
-            principal: Principal, resource: Mapping[str, str], now: int
+            principal: Principal, facts: CallerFacts, resource: Mapping[str, str], now: int
         ) -> None:
-            _enforce(await engine.decision(principal.facts, method, resource, now), principal)
+            _enforce(await engine.decision(facts, method, resource, now), principal)
 
         def _enforce(decision: Decision, principal: Principal) -> None:
             if decision.allow:

@@ -112,6 +112,8 @@ class CallerFacts(NamedTuple):
     tenant: str
     scopes: tuple[str, ...]
     jit: bool
+    #: The identity of the client's certificate on an mTLS connection ("" without one).
+    peer_certificate: str = ""
 
 
 class MethodFacts(NamedTuple):
@@ -252,6 +254,7 @@ class PolicyEngine:
                 "tenant": caller.tenant,
                 "scopes": list(caller.scopes),
                 "jit": caller.jit,
+                "peer_certificate": caller.peer_certificate,
                 "method": {
                     "service": method.service,
                     "name": method.name,

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 import time
 from collections.abc import Iterator, Mapping
@@ -63,6 +64,7 @@ from servers.jobs import every
 from servers.logs import route_to_stdlib
 from servers.registry import ServiceDefinition, all_services, services_named
 from servers.runtime import Component, Foundation, Job, PlatformServicer, Runtime
+from servers.tls import RELOAD_CHECK_S, GrpcCertificates, HttpCertificates
 from servers.tracing import Tracing
 
 logger = logging.getLogger(__name__)
@@ -177,6 +179,17 @@ class Platform:
         self._started: list[Component] = []
         self._client: AsyncClient | None = None
         self._console_client: AsyncClient | None = None
+        self._internal_target = ""
+        files = settings.certificate_files
+        try:
+            #: The certificates both listeners serve (None: plaintext).
+            self._grpc_certificates = GrpcCertificates(files) if files is not None else None
+            self._http_certificates = HttpCertificates(files) if files is not None else None
+        except (OSError, ssl.SSLError) as error:
+            raise StartupError(
+                f"cannot use the TLS files (CONDUCTOR_TLS_CERT / --tls-cert, CONDUCTOR_TLS_KEY / "
+                f"--tls-key, CONDUCTOR_CLIENT_CA / --client-ca): {error}"
+            ) from None
         self._engine: PolicyEngine | None = None
         #: Why the store refuses writes, as last checked (None: it takes them).
         self.write_problem: str | None = None
@@ -191,6 +204,15 @@ class Platform:
     def grpc_target(self) -> str:
         """Where clients reach the gRPC server, e.g. "127.0.0.1:50051"."""
         return _join_host_port(self.settings.host, self.grpc_port)
+
+    @property
+    def internal_target(self) -> str:
+        """Where the platform's own clients (the facade, the console) reach the gRPC server.
+
+        The public port with plaintext; with TLS, a Unix socket only this process's user
+        may open, so that its own calls need no certificate of their own.
+        """
+        return self._internal_target or self.grpc_target
 
     async def start(self) -> None:
         """Open the store, bind both listeners and report SERVING.
@@ -281,7 +303,7 @@ class Platform:
             ),
             # What the root provides: Billing's budgets read through its contract.
             BudgetsThroughBilling(
-                lambda: self.grpc_target, interceptors=self.tracing.client_interceptors
+                lambda: self.internal_target, interceptors=self.tracing.client_interceptors
             ),
         )
         inner = [layer for component in self.components for layer in component.interceptors()]
@@ -290,7 +312,13 @@ class Platform:
             interceptors=[
                 # Spans outermost, so that the chain's log line names the call's trace.
                 *self.tracing.server_interceptors(),
-                platform_chain(verifier, engine, *inner, stream_limits=limits),
+                platform_chain(
+                    verifier,
+                    engine,
+                    *inner,
+                    stream_limits=limits,
+                    peer_certificates=self.settings.client_ca is not None,
+                ),
             ],
             options=[("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)],
         )
@@ -307,11 +335,27 @@ class Platform:
         )
         address = _join_host_port(self.settings.host, self.settings.grpc_port)
         try:
-            self.grpc_port = server.add_insecure_port(address)
+            if self._grpc_certificates is None:
+                self.grpc_port = server.add_insecure_port(address)
+            else:
+                self.grpc_port = server.add_secure_port(
+                    address, self._grpc_certificates.credentials()
+                )
+                self._internal_target = f"unix:{self._internal_socket()}"
+                server.add_insecure_port(self._internal_target)
         except RuntimeError as error:
             raise StartupError(f"cannot bind gRPC to {address}: {error}") from None
         self._grpc = server
         await server.start()
+
+    def _internal_socket(self) -> Path:
+        """A fresh Unix socket path in a directory only this user may enter."""
+        directory = self.settings.var_dir / "run"
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        path = directory / f"grpc-{os.getpid()}.sock"
+        path.unlink(missing_ok=True)  # left by a process that died with this pid
+        return path
 
     def _listen(self, host: str, port: int, what: str = "HTTP") -> socket.socket:
         """A listening TCP socket on (host, port), as both HTTP listeners bind theirs.
@@ -337,10 +381,17 @@ class Platform:
         sock.setblocking(False)
         return sock
 
-    async def _serve_http(self, app: Any, sock: socket.socket) -> None:
+    async def _serve_http(
+        self, app: Any, sock: socket.socket, certificates: HttpCertificates | None = None
+    ) -> None:
+        tls: dict[str, Any] = (
+            {"ssl_context_factory": lambda _config, _default: certificates.context}
+            if certificates is not None
+            else {}
+        )
         server = _EmbeddedUvicorn(
             uvicorn.Config(
-                app, log_config=None, access_log=False, lifespan="off", server_header=False
+                app, log_config=None, access_log=False, lifespan="off", server_header=False, **tls
             )
         )
         task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -362,7 +413,7 @@ class Platform:
             liveness=self.liveness,
             metrics=not private_metrics,
         )
-        await self._serve_http(self.tracing.http_app(app), sock)
+        await self._serve_http(self.tracing.http_app(app), sock, self._http_certificates)
         if self.settings.metrics_port is not None:
             # Metrics on a port of their own, on loopback only: scraped by an agent beside
             # the process, never exposed with the public listener.
@@ -410,7 +461,16 @@ class Platform:
         directory = multiprocess_dir()
         if directory is not None:
             jobs.append(functools.partial(write_snapshots, RPC_STATS, directory))
+        if self._http_certificates is not None:
+            jobs.append(
+                functools.partial(every, RELOAD_CHECK_S, self._reload_certificates, "tls.reload")
+            )
         self._jobs = [asyncio.create_task(job()) for job in jobs]
+
+    async def _reload_certificates(self) -> None:
+        """Renewed certificate files serve new HTTP connections (gRPC reads them per handshake)."""
+        if self._http_certificates is not None:
+            self._http_certificates.reload_if_changed()
 
     def _console_routes(self) -> list[BaseRoute]:
         """The web console at /console where Rag, the Catalog or Access is served.
@@ -424,7 +484,7 @@ class Platform:
         # Like the facade, a client of our own loopback port, calling with each
         # request's token.
         client = self._console_client = AsyncClient(
-            self.grpc_target,
+            self.internal_target,
             INSECURE,
             token=console.caller_token,
             metadata=forwarded_request_id,
@@ -455,7 +515,7 @@ class Platform:
         facade = build_facade_schema(service.descriptor for service in self.services)
         # The facade calls our own loopback port, as any SDK user would.
         self._client = AsyncClient(
-            self.grpc_target,
+            self.internal_target,
             INSECURE,
             token=caller_token,
             metadata=forwarded_request_id,
@@ -599,6 +659,9 @@ class Platform:
             await component.close()
         self._started.clear()
         await self.database.dispose()
+        if self._internal_target:
+            socket_file = Path(self._internal_target.removeprefix("unix:"))
+            socket_file.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink, at the end
         if self._engine is not None:
             self._engine.close()
         if self._owns_tracing:  # flushes buffered spans: off the loop, the collector may be slow

@@ -11,6 +11,7 @@ start with a message that names the variable and the flag.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -18,6 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+from servers.tls import CertificateFiles
 
 #: The services `--services` may name, in the order they are served.
 SERVICE_NAMES = ("access", "billing", "edge", "rag", "catalog", "analytics")
@@ -36,6 +39,21 @@ class Settings(BaseSettings):
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     http_port: int = Field(
         8080, ge=0, le=65535, description="HTTP port (/healthz, /metrics); 0 picks a free one."
+    )
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate chain: both ports speak TLS only (with --tls-key). "
+        "Renewed files are picked up without a restart.",
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of --tls-cert.")
+    client_ca: Path | None = Field(
+        None,
+        description="PEM CA bundle: clients must present a certificate it signed (mTLS; needs "
+        "--tls-cert).",
+    )
+    insecure: bool = Field(
+        False,
+        description="Serve plaintext on an address other than loopback (refused otherwise).",
     )
     metrics_port: int | None = Field(
         None,
@@ -313,12 +331,32 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.workers > 1 and 0 in (self.grpc_port, self.http_port):
             raise ValueError("workers > 1 needs fixed ports: every worker binds the same ones")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(
+                "CONDUCTOR_TLS_CERT / --tls-cert and CONDUCTOR_TLS_KEY / --tls-key go together"
+            )
+        if self.client_ca is not None and self.tls_cert is None:
+            raise ValueError(
+                "CONDUCTOR_CLIENT_CA / --client-ca (mTLS) needs TLS: give --tls-cert and --tls-key"
+            )
+        if self.tls_cert is None and not self.insecure and not _is_loopback(self.host):
+            raise ValueError(
+                f"CONDUCTOR_HOST / --host: {self.host} is reachable from other machines: serve "
+                "TLS there (--tls-cert, --tls-key) or say --insecure"
+            )
         if self.metrics_port and self.metrics_port in (self.grpc_port, self.http_port):
             raise ValueError(
                 f"CONDUCTOR_METRICS_PORT / --metrics-port: {self.metrics_port} is also the gRPC or "
                 "HTTP port; /metrics needs a port of its own"
             )
         return self
+
+    @property
+    def certificate_files(self) -> CertificateFiles | None:
+        """The TLS files both listeners serve (None: plaintext)."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return CertificateFiles(self.tls_cert, self.tls_key, self.client_ca)
 
     @property
     def is_sqlite(self) -> bool:
@@ -364,6 +402,20 @@ class Settings(BaseSettings):
                 text = str(value)
             env[f"CONDUCTOR_{name.upper()}"] = text
         return env
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only.
+
+    >>> _is_loopback("127.0.0.1"), _is_loopback("::1"), _is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
 
 
 class ConfigurationError(Exception):

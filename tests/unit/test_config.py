@@ -91,3 +91,22 @@ def test_the_metrics_port_cannot_be_a_port_already_served() -> None:
     with pytest.raises(ConfigurationError, match="a port of its own"):
         load_settings(metrics_port=50051)
     assert load_settings(metrics_port=9464).metrics_port == 9464
+
+
+def test_plaintext_beyond_loopback_needs_insecure_by_name(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"CONDUCTOR_HOST / --host: 0\.0\.0\.0 is reachable"
+    ):
+        load_settings(host="0.0.0.0")
+    assert load_settings(host="0.0.0.0", insecure=True).insecure
+    assert load_settings(host="::1").host == "::1"
+    served = load_settings(host="0.0.0.0", tls_cert=tmp_path / "c", tls_key=tmp_path / "k")
+    assert served.certificate_files is not None
+
+
+def test_tls_files_go_together_and_mtls_needs_tls(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="go together"):
+        load_settings(tls_cert=tmp_path / "c")
+    with pytest.raises(ConfigurationError, match="needs TLS"):
+        load_settings(client_ca=tmp_path / "ca")
+    assert load_settings().certificate_files is None

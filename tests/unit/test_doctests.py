@@ -13,6 +13,7 @@ MODULES = [
     "core.times",
     "core.descriptors",
     "interceptors.policy",
+    "interceptors.auth",
     "intelgraph.sdk.client",
     "intelgraph.sdk.requests",
     "intelgraph.sdk.streams",
@@ -29,6 +30,7 @@ MODULES = [
     "tests.support.scrapes",
     "servers.tenant_metrics",
     "servers.logs",
+    "servers.config",
 ]
 
 
