@@ -49,10 +49,11 @@ sdk = files=$$($(PY) clients/generate.py proto $(1)) \
 	&& $(VENV)/bin/ruff format --config pyproject.toml --quiet $$files
 
 # $(call protoc,OUTDIR): generate messages, services and their mypy stubs into OUTDIR.
-protoc = mkdir -p $(1) && $(PY) -m grpc_tools.protoc -I proto \
+protoc = mkdir -p $(1)/intelgraph && $(PY) -m grpc_tools.protoc -I proto \
 	--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) \
+	--include_source_info --descriptor_set_out=$(1)/intelgraph/descriptors.binpb \
 	$(PROTOS) >/dev/null
 
 .PHONY: checkgenerate

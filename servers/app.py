@@ -30,7 +30,6 @@ import redis.asyncio as redis
 import structlog
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from intelgraph.sdk import INSECURE, AsyncClient
 from sqlalchemy.exc import DBAPIError
 from starlette.routing import BaseRoute
@@ -57,11 +56,13 @@ from servers.facade import (
     build_facade_schema,
     caller_token,
     executable_schema,
+    graphiql_routes,
 )
 from servers.facade.schema import Operation
 from servers.http import create_http_app, create_metrics_app, multiprocess_dir
 from servers.jobs import every
 from servers.logs import route_to_stdlib
+from servers.reflection import enable_reflection
 from servers.registry import ServiceDefinition, all_services, services_named
 from servers.runtime import Component, Foundation, Job, PlatformServicer, Runtime
 from servers.tls import RELOAD_CHECK_S, GrpcCertificates, HttpCertificates
@@ -325,13 +326,8 @@ class Platform:
         self.runtime = Runtime.compose(foundation, self.components)
         self._servicers = [service.register(server, self.runtime) for service in self.services]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [
-                *(service.full_name for service in self.services),
-                health.SERVICE_NAME,
-                reflection.SERVICE_NAME,
-            ],
-            server,
+        enable_reflection(
+            [*(service.full_name for service in self.services), health.SERVICE_NAME], server
         )
         address = _join_host_port(self.settings.host, self.settings.grpc_port)
         try:
@@ -409,7 +405,10 @@ class Platform:
         app = create_http_app(
             self.health_report,
             self._graphql_endpoint().handle,
-            self._console_routes(),
+            [
+                *(graphiql_routes() if self.settings.environment != "production" else []),
+                *self._console_routes(),
+            ],
             liveness=self.liveness,
             metrics=not private_metrics,
         )

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from servers.facade.endpoint import FacadeLimits, GraphqlEndpoint
 from servers.facade.gateway import Gateway, caller_token, executable_schema
+from servers.facade.graphiql import routes as graphiql_routes
 from servers.facade.operations import OperationRegistry, operation_id
 from servers.facade.schema import FacadeSchema, RootField, SchemaError, build_facade_schema
 
@@ -25,5 +26,6 @@ __all__ = [
     "build_facade_schema",
     "caller_token",
     "executable_schema",
+    "graphiql_routes",
     "operation_id",
 ]

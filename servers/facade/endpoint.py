@@ -43,6 +43,7 @@ from graphql import (
     GraphQLError,
     GraphQLSchema,
     InlineFragmentNode,
+    OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
     execute,
@@ -52,6 +53,7 @@ from graphql import (
 )
 from interceptors.policy import MethodFacts, PolicyEngine
 from interceptors.tokens import Principal, TokenVerifier
+from servers.facade import graphiql
 from servers.facade.gateway import FacadeContext
 from servers.facade.metrics import GRAPHQL_REQUESTS, GRAPHQL_SECONDS
 from servers.facade.operations import OperationRegistry, measure, operation_id
@@ -140,7 +142,7 @@ class GraphqlEndpoint:
         if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
             if self._limits.production:
                 return _problem(RequestProblem("GraphiQL is off in production", "NOT_FOUND"), 404)
-            return HTMLResponse(GRAPHIQL)
+            return HTMLResponse(graphiql.page(request.url.path), headers=graphiql.HEADERS)
         started = time.perf_counter()
         try:
             prepared = await self._prepare(request)
@@ -353,22 +355,50 @@ class GraphqlEndpoint:
         return decision.allow
 
     def _checked(self, ast: DocumentNode) -> DocumentNode:
-        """An ad-hoc document, refused unless within the limits and valid."""
+        """An ad-hoc document, refused unless within the limits and valid.
+
+        Introspection alone may nest deeper and select more (GraphiQL's own query nests
+        15 levels to unwrap list and non-null types): its cost is bounded by the schema,
+        not the data.
+        """
         size = measure(ast)
-        if size.depth > self._limits.max_depth:
+        max_depth, max_fields = self._limits.max_depth, self._limits.max_fields
+        if _introspection_only(ast):
+            max_depth = max(max_depth, INTROSPECTION_MAX_DEPTH)
+            max_fields = max(max_fields, INTROSPECTION_MAX_FIELDS)
+        if size.depth > max_depth:
             raise RequestProblem(
-                f"document nests {size.depth} levels deep; the limit is {self._limits.max_depth}",
+                f"document nests {size.depth} levels deep; the limit is {max_depth}",
                 "QUERY_TOO_DEEP",
             )
-        if size.fields > self._limits.max_fields:
+        if size.fields > max_fields:
             raise RequestProblem(
-                f"document selects {size.fields} fields; the limit is {self._limits.max_fields}",
+                f"document selects {size.fields} fields; the limit is {max_fields}",
                 "QUERY_TOO_COMPLEX",
             )
         errors = validate(self._schema, ast)
         if errors:
             raise RequestProblem(errors[0].message, "GRAPHQL_VALIDATION_FAILED")
         return ast
+
+
+#: How deep a document that only introspects the schema may nest, and how many fields it may
+#: select (GraphiQL's query: 15 levels, 220 fields).
+INTROSPECTION_MAX_DEPTH = 20
+INTROSPECTION_MAX_FIELDS = 500
+_INTROSPECTION_FIELDS = frozenset({"__schema", "__type", "__typename"})
+
+
+def _introspection_only(document: DocumentNode) -> bool:
+    """Whether every operation of `document` selects only introspection fields at its root."""
+    operations = [
+        node for node in document.definitions if isinstance(node, OperationDefinitionNode)
+    ]
+    return bool(operations) and all(
+        isinstance(selection, FieldNode) and selection.name.value in _INTROSPECTION_FIELDS
+        for operation in operations
+        for selection in operation.selection_set.selections
+    )
 
 
 def _parsed(query: str) -> DocumentNode:
@@ -424,30 +454,6 @@ def _formatted(error: GraphQLError) -> dict[str, Any]:
     )
     formatted["extensions"] = extensions
     return formatted
-
-
-GRAPHIQL = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>IntelGraph Maestro Conductor - GraphiQL</title>
-  <link rel="stylesheet" href="https://unpkg.com/graphiql@3/graphiql.min.css">
-  <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
-</head>
-<body>
-  <div id="graphiql">Loading GraphiQL (development mode only)...</div>
-  <script crossorigin src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
-  <script crossorigin src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
-  <script crossorigin src="https://unpkg.com/graphiql@3/graphiql.min.js"></script>
-  <script>
-    const fetcher = GraphiQL.createFetcher({ url: window.location.pathname });
-    ReactDOM.createRoot(document.getElementById("graphiql")).render(
-      React.createElement(GraphiQL, { fetcher, defaultEditorToolbarOpen: true })
-    );
-  </script>
-</body>
-</html>
-"""
 
 
 def read_fields(

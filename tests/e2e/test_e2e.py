@@ -89,6 +89,14 @@ def test_grpcurl_describes_the_contracts_through_reflection(conductor: Served) -
     assert described.returncode == 0, described.stderr
     assert "rpc RequestAccess ( .intelgraph.access.v1.RequestAccessRequest )" in described.stdout
     assert "(.intelgraph.common.v1.authorization)" in described.stdout
+    # With the contracts' comments: what the service and each RPC are for.
+    assert "// AccessService runs least privilege on demand" in described.stdout
+    assert "// Requests scopes until a time; the policy decides what is requestable." in (
+        described.stdout
+    )
+    message = grpcurl(conductor.grpc, "describe", "intelgraph.access.v1.RequestAccessRequest")
+    assert message.returncode == 0, message.stderr
+    assert "// Scopes requested." in message.stdout
 
 
 def mint(tmp_path: Path, scopes: str, ttl: str = "15m") -> str:

@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from core.errors import DomainError, ErrorReason, status_code_of
+from graphql import get_introspection_query
 from interceptors import PolicyEngine, TokenVerifier, platform_chain
 from interceptors.keys import KeyStore, load, rotate
 from interceptors.tokens import InMemoryRevocations, mint
@@ -549,6 +550,26 @@ async def test_deep_documents_are_refused(facade: Facade) -> None:
     async with limited:
         refused = await limited.post("/graphql", json={"query": query})
     assert refused.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_DEEP"
+
+
+async def test_introspection_may_nest_as_deep_as_graphiql_asks_and_no_deeper(
+    facade: Facade,
+) -> None:
+    standard = get_introspection_query(descriptions=True)
+    async with facade.with_limits(max_depth=3) as limited:
+        answered = await limited.post("/graphql", json={"query": standard})
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["data"]["__schema"]["queryType"]["name"] == "Query"
+        nested = "ofType { " * 20 + "name" + " }" * 20
+        abusive = await limited.post(
+            "/graphql", json={"query": f'{{ __type(name: "Query") {{ {nested} }} }}'}
+        )
+        mixed = await limited.post(
+            "/graphql",
+            json={"query": '{ __typename gadget(id: "g") { gadget { spares { key } } } }'},
+        )
+    assert abusive.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_DEEP"
+    assert mixed.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_DEEP"
 
 
 async def test_fragment_bombs_are_measured_without_expanding_them(facade: Facade) -> None:
