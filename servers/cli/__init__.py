@@ -11,6 +11,7 @@ Usage::
   conductor demo seed --tenant UUID [--nodes 250000] [--edges 1200000] [--seed 7]
   conductor billing verify FILE [--jwks FILE] | billing jwks
   conductor rag verify MANIFEST [--document FILE] [--text FILE] [--jwks FILE] | rag jwks
+  conductor backup --out FILE | conductor restore FILE [--force]
   conductor completion bash|zsh|fish
 
 `conductor COMMAND --help` shows each flag with its default and its CONDUCTOR_* variable.

@@ -16,7 +16,7 @@ from importlib.metadata import version
 import click
 
 from servers.cli.credentials import keys, scopes, token
-from servers.cli.records import audit, billing, demo, rag
+from servers.cli.records import audit, backup_store, billing, demo, rag, restore_store
 from servers.cli.serving import migrate, serve
 
 #: `conductor completion SHELL` prints the script that completes commands and flags.
@@ -50,7 +50,19 @@ def completion(shell: str) -> int:
     return 0
 
 
-for command in (serve, migrate, keys, token, scopes, audit, demo, billing, rag):
+for command in (
+    serve,
+    migrate,
+    keys,
+    token,
+    scopes,
+    audit,
+    demo,
+    billing,
+    rag,
+    backup_store,
+    restore_store,
+):
     cli.add_command(command)
 
 

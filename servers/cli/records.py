@@ -253,3 +253,54 @@ def rag_jwks(**flags: Any) -> int:
     return with_database(
         settings, _print_keys(settings, lambda database: published_keys(database, signer))
     )
+
+
+BACKUP_SETTINGS = (*STORE, "keys_dir", "billing_keys_dir", "rag_keys_dir")
+
+
+@click.command(name="backup")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The archive to write (tar.gz, readable by its owner only).",
+)
+@settings_options(*BACKUP_SETTINGS)
+def backup_store(out: Path, **flags: Any) -> int:
+    """Back up the embedded store and its keys while the platform serves (SQLite only)."""
+    from servers.backup import BackupError, backup  # noqa: PLC0415
+
+    settings = settings_from(flags)
+    console = Console(stderr=True)
+    try:
+        with console.status("backing up the store and its keys", spinner="dots"):
+            archived = backup(settings, out)
+    except (BackupError, OSError) as error:
+        raise Failed(str(error)) from None
+    click.echo(
+        f"backed up the database ({archived.database_bytes} bytes, schema {archived.schema}) and "
+        f"{archived.files - 1} key files to {out}",
+        err=True,
+    )
+    return 0
+
+
+@click.command(name="restore")
+@click.argument("archive", type=READABLE)
+@click.option("--force", is_flag=True, help="Replace an existing database (kept beside it).")
+@settings_options(*BACKUP_SETTINGS)
+def restore_store(archive: Path, *, force: bool, **flags: Any) -> int:
+    """Restore the embedded store and its keys from ARCHIVE (stop the server first)."""
+    from servers.backup import BackupError, restore  # noqa: PLC0415
+
+    settings = settings_from(flags)
+    try:
+        restored = restore(settings, archive, force=force)
+    except (BackupError, OSError) as error:
+        raise Failed(str(error)) from None
+    click.echo(
+        f"restored the database of {restored.created_at} (schema {restored.schema}) and "
+        f"{restored.files - 1} key files; start the server",
+        err=True,
+    )
+    return 0

@@ -59,6 +59,13 @@ def _run(connection: Connection, direction: str, revision: str) -> None:
         command.downgrade(config, revision)
 
 
+def known_revisions() -> set[str]:
+    """Every migration revision this code ships."""
+    return {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The revision the database is at; None when it was never migrated."""
     async with engine.connect() as connection:
