@@ -65,6 +65,8 @@ from servers.logs import route_to_stdlib
 from servers.reflection import enable_reflection
 from servers.registry import ServiceDefinition, all_services, services_named
 from servers.runtime import Component, Foundation, Job, PlatformServicer, Runtime
+from servers.switches import POLL_S as SWITCHES_POLL_S
+from servers.switches import SwitchBoard
 from servers.tls import RELOAD_CHECK_S, GrpcCertificates, HttpCertificates
 from servers.tracing import Tracing
 
@@ -161,6 +163,8 @@ class Platform:
                 f"({DATABASE_SETTING}): {error.strerror}: {error.filename}"
             ) from None
         self.tracing.trace_database(self.database.engine)
+        #: The backout switches, kept in step with the store every `POLL_S` seconds.
+        self.switches = SwitchBoard(self.database)
         self.health = health.aio.HealthServicer()
         #: Revoked token ids this process refuses (the Access service feeds it).
         self.revocations = InMemoryRevocations()
@@ -260,6 +264,7 @@ class Platform:
         problem = await self.database.write_problem()
         if problem is not None:
             raise StartupError(f"the database {where} refuses writes ({flag}): {problem}")
+        await self.switches.refresh()  # serve the first call with the switches as they stand
         self.write_problem = None
         secrets = (self.settings.signing_keys_dir, self.settings.document_keys_dir)
         for directory in (*secrets, self.settings.var_dir / "analytics"):
@@ -294,6 +299,7 @@ class Platform:
             revocations=revocations,
             services=all_services(),
             tracing=self.tracing,
+            switches=self.switches,
         )
         self.components = (
             *(
@@ -450,6 +456,7 @@ class Platform:
             functools.partial(
                 every, self.settings.readiness_interval, self.watch_readiness, "readiness"
             ),
+            functools.partial(every, SWITCHES_POLL_S, self.switches.refresh, "switches"),
         ]
         for component in self.components:
             await component.start()

@@ -5,10 +5,10 @@ registry imports every service, and with it every store, so Alembic's
 autogenerate (and the schema test) see them all.
 """
 
-from servers.db import leases
+from servers.db import leases, switches
 from servers.db.base import Base
 from servers.registry import all_services
 
 metadata = Base.metadata
 
-__all__ = ["all_services", "leases", "metadata"]
+__all__ = ["all_services", "leases", "metadata", "switches"]

@@ -28,6 +28,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from core.errors import NotBuilt
 from core.interfaces import CacheInvalidation, CostBudgets, Notifications, ReadCache, UsageMeter
 from servers.db import utc_now
+from servers.switches import SwitchBoard
 from servers.tracing import Tracing
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ class Foundation:
     clock: Callable[[], datetime] = field(default=utc_now)
     #: Where spans go (nowhere unless tracing is configured).
     tracing: Tracing = field(default_factory=Tracing)
+    #: The backout switches, as this process sees them (None: none are kept here).
+    switches: SwitchBoard | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class Runtime:
     components: tuple[Component, ...] = ()
     #: Where spans go: services take tracers from it for spans of their own.
     tracing: Tracing = field(default_factory=Tracing)
+    #: The backout switches (`servers.switches`): services read them to back a lane out.
+    switches: SwitchBoard | None = None
 
     @classmethod
     def compose(cls, foundation: Foundation, components: Sequence[Component]) -> Runtime:
@@ -119,6 +124,7 @@ class Runtime:
             clock=foundation.clock,
             components=tuple(components),
             tracing=foundation.tracing,
+            switches=foundation.switches,
         )
         for component in runtime.components:
             component.attach(runtime)
