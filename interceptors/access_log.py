@@ -12,7 +12,6 @@ faults at ERROR with their incident id, the rest at INFO.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -24,20 +23,12 @@ from core.request_ids import REQUEST_ID_KEY, accepted, mark_current_span, reques
 from interceptors.auth import verified_principal
 from interceptors.base import Context, Method, RpcMethod, ServerInterceptor, invocation_metadata
 from interceptors.outcomes import Outcome, outcome
+from interceptors.tokens import subject_hash
 
 logger = structlog.get_logger("conductor.access")
 
 #: Server faults: logged at ERROR. Every other failure is a refusal (WARNING).
 FAULTS = frozenset({"INTERNAL", "UNKNOWN", "DATA_LOSS", "UNIMPLEMENTED"})
-
-
-def subject_hash(subject: str) -> str:
-    """A stable, short, one-way name for a subject: the same caller reads the same in every line.
-
-    >>> subject_hash("alice") == subject_hash("alice") != subject_hash("bob")
-    True
-    """
-    return hashlib.sha256(subject.encode()).hexdigest()[:16]
 
 
 def _ending(error: BaseException | None, context: Context) -> Outcome:

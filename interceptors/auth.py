@@ -25,7 +25,7 @@ from core.descriptors import authorization
 from core.errors import DomainError, ErrorReason, PermissionDenied, Unauthenticated, reason_name
 from interceptors.base import CallGuard, Check, Context, RpcMethod, invocation_metadata
 from interceptors.policy import NO_RESOURCE, CallerFacts, Decision, MethodFacts, PolicyEngine
-from interceptors.tokens import Principal, TokenVerifier
+from interceptors.tokens import Principal, TokenVerifier, subject_hash
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ class AuthorizationInterceptor(CallGuard):
             logger.info(
                 "refused %s for subject %s of tenant %s: %s",
                 rpc.full_name,
-                principal.subject,
+                subject_hash(principal.subject),
                 principal.tenant,
                 reasons,
             )

@@ -167,6 +167,24 @@ def _read_archive(source: Path) -> tuple[dict[str, object], dict[str, bytes]]:
     return manifest, contents
 
 
+def _keep_aside(database: Path, keys: dict[str, Path]) -> None:
+    """Copy what a restore replaces beside it: the whole database (its log too) and the keys."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = database.with_name(f"{database.name}.before-restore-{stamp}")
+    source, target = sqlite3.connect(database), sqlite3.connect(kept)
+    try:
+        source.backup(target)  # through SQLite: what is still in the -wal is kept too
+    finally:
+        target.close()
+        source.close()
+    kept.chmod(0o600)
+    for directory in keys.values():
+        if directory.is_dir():
+            shutil.copytree(
+                directory, directory.with_name(f"{directory.name}.before-restore-{stamp}")
+            )
+
+
 def restore(settings: Settings, source: Path, *, force: bool = False) -> Archived:
     """Put a backup's database and keys back where `settings` say (the server stopped).
 
@@ -187,12 +205,12 @@ def restore(settings: Settings, source: Path, *, force: bool = False) -> Archive
     if database.exists() and not force:
         raise BackupError(
             f"a database exists at {database}: stop the server and give --force to replace it "
-            "(it is kept beside, as .before-restore)"
+            "(it and the keys are kept beside, as .before-restore-<time>)"
         )
     keys = _key_directories(settings)
     database.parent.mkdir(parents=True, exist_ok=True)
     if database.exists():
-        shutil.copy2(database, database.with_name(database.name + ".before-restore"))
+        _keep_aside(database, keys)
     for suffix in ("-wal", "-shm"):  # a stale log must not be replayed onto the restored file
         database.with_name(database.name + suffix).unlink(missing_ok=True)
     staged = database.with_name(database.name + ".restoring")

@@ -20,10 +20,12 @@ import tempfile
 import threading
 from types import FrameType
 
+from sqlalchemy.exc import DBAPIError
+
 from servers.app import WORKER_ENV, ensure_signing_keys
 from servers.config import Settings
 from servers.db import Database
-from servers.db.migrate import ensure_schema
+from servers.db.migrate import SchemaOutOfDate, ensure_schema
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,12 @@ def run_workers(settings: Settings) -> int:
     Returns:
         The exit status: 0 after a clean drain, 1 if a worker failed.
     """
-    asyncio.run(_prepare(settings))
+    try:
+        asyncio.run(_prepare(settings))
+    except (SchemaOutOfDate, DBAPIError, OSError) as error:
+        # Like a single process's start: one line, exit 1 (the service manager sees it).
+        logger.error("conductor cannot start: %s", error)  # noqa: TRY400 - no traceback wanted
+        return 1
     metrics_dir = tempfile.mkdtemp(prefix="conductor-metrics-")
     environment = {
         **os.environ,

@@ -224,8 +224,12 @@ def verify_manifest(
             text=text.read_bytes() if text else None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
-        # Files that are not what they should be (not JSON, JSON of another shape).
-        raise click.UsageError(f"cannot read the input: {error!r}") from None
+        # Files that are not what they should be (not JSON, JSON of another shape): said in a
+        # line, never with the file's bytes.
+        problem = str(error) if not isinstance(error, UnicodeDecodeError) else "not UTF-8 text"
+        raise click.UsageError(
+            f"cannot read the input: {type(error).__name__}: {problem[:200]}"
+        ) from None
     except proofs.ManifestInvalid as invalid:
         raise Failed(f"NOT VALID ({invalid.check}): {invalid.problem}") from None
     content = verified.manifest
@@ -287,7 +291,9 @@ def backup_store(out: Path, **flags: Any) -> int:
 
 @click.command(name="restore")
 @click.argument("archive", type=READABLE)
-@click.option("--force", is_flag=True, help="Replace an existing database (kept beside it).")
+@click.option(
+    "--force", is_flag=True, help="Replace an existing database (it and the keys are kept beside)."
+)
 @settings_options(*BACKUP_SETTINGS)
 def restore_store(archive: Path, *, force: bool, **flags: Any) -> int:
     """Restore the embedded store and its keys from ARCHIVE (stop the server first)."""

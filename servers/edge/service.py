@@ -14,6 +14,7 @@ from core.interfaces import CacheInvalidation, Notifications, ReadCache
 from core.pagination import TIME_AND_ID, Page
 from core.times import optional_instant, to_timestamp
 from interceptors import current_principal
+from interceptors.tokens import subject_hash
 from servers.edge.alarms import list_leak_alarms
 from servers.edge.layer import EdgeLayer
 from servers.runtime import PlatformServicer, ServiceDefinition
@@ -84,7 +85,9 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
         """Every tenant's entries, on every replica."""
         generation = await self.edge.cache.purge_everything()
         logger.warning(
-            "edge cache emergency purge by %s: %s", current_principal().subject, request.reason
+            "edge cache emergency purge by subject %s: %s",
+            subject_hash(current_principal().subject),
+            request.reason,
         )
         return pb.PurgeEverythingResponse(generation=generation)
 

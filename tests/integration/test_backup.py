@@ -106,7 +106,9 @@ async def test_a_changed_or_foreign_archive_and_an_existing_store_are_refused(
     with pytest.raises(BackupError, match="a database exists"):
         restore(settings, archive)
     restore(settings, archive, force=True)
-    assert settings.var_dir.joinpath(f"{DATABASE}.before-restore").exists()
+    (kept,) = settings.var_dir.glob(f"{DATABASE}.before-restore-*")
+    assert kept.stat().st_size > 0
+    assert list(settings.var_dir.glob("keys.before-restore-*"))
     tampered = tmp_path / "tampered.tar.gz"
     with tarfile.open(archive) as source, tarfile.open(tampered, "w:gz") as target:
         for member in source.getmembers():

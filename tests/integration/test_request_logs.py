@@ -15,7 +15,7 @@ import pytest_asyncio
 from intelgraph.catalog.v1 import catalog_service_pb2 as catalog
 from intelgraph.catalog.v1 import catalog_service_pb2_grpc
 
-from interceptors.access_log import subject_hash
+from interceptors.tokens import subject_hash
 from servers.app import Platform
 from tests.support.scrapes import metric_moves
 from tests.support.serving import Minter, serving

@@ -191,3 +191,37 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(keys_dir: Path) -> Non
     finally:
         os.close(write)
     assert (done.returncode, done.stderr) == (1, "")
+
+
+def test_workers_on_a_schema_behind_stop_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("conductor")),
+            "serve",
+            "--workers", "2",
+            "--grpc-port", "59001",
+            "--http-port", "59002",
+            "--no-auto-migrate",
+            "--var-dir", str(tmp_path),
+            "--log-format", "console",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "conductor cannot start" in done.stderr
+    assert "conductor migrate" in done.stderr
+
+
+def test_a_file_that_is_not_a_manifest_is_named_not_dumped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary = tmp_path / "backup.tar.gz"
+    binary.write_bytes(bytes(range(256)) * 64)
+    assert main(["rag", "verify", str(binary), "--jwks", str(binary)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "not UTF-8 text" in line
+    assert len(line) < 300

@@ -14,6 +14,7 @@ MODULES = [
     "core.descriptors",
     "interceptors.policy",
     "interceptors.auth",
+    "interceptors.tokens",
     "intelgraph.sdk.client",
     "intelgraph.sdk.requests",
     "intelgraph.sdk.streams",
