@@ -1,12 +1,13 @@
 """Backout switches: the seed's backout plan as switches that hold on every replica within a second.
 
 Each switch backs one lane out without a deploy: JIT claims off, edge coalescing off,
-what-if sharing hidden, analytics packs removed (some or all), Rag summaries back on an
-earlier template version. (Freezing a tenant's billing to pilot is Billing's own
-`SetRollout`.) A switch is set by an administrator, with a reason, and every change is
-kept with who made it and when (`servers.db.switches`). Every replica keeps the values in
-memory and looks at the store's version of them every `POLL_S` seconds, so a change holds
-everywhere within a second; services read them from `Runtime.switches` at no cost.
+what-if sharing hidden, analytics packs removed (some or all). (Freezing a tenant's
+billing to pilot is Billing's own `SetRollout`; reverting Rag summaries to an earlier
+template version is not a switch yet.) A switch is set by an administrator, with a
+reason, and every change is kept with who made it and when (`servers.db.switches`).
+Every replica keeps the values in memory and looks at the store's version of them every
+`POLL_S` seconds, so a change holds everywhere within a second; services read them from
+`Runtime.switches` at no cost.
 """
 
 from __future__ import annotations
@@ -26,11 +27,9 @@ JIT_CLAIMS = "access.jit_claims"
 EDGE_COALESCING = "edge.coalescing"
 WHATIF_SHARING = "catalog.whatif_sharing"
 ANALYTICS_REMOVED_PACKS = "analytics.removed_packs"
-RAG_SUMMARY_TEMPLATE = "rag.summary_template_version"
 
 _ON_OFF = frozenset({"on", "off"})
 _PACKS = re.compile(r"\*|[A-Za-z0-9_.:-]{1,64}(,[A-Za-z0-9_.:-]{1,64}){0,31}")
-_VERSION = re.compile(r"[0-9]{1,9}")
 
 
 def _on_off(value: str) -> str | None:
@@ -41,12 +40,6 @@ def _packs(value: str) -> str | None:
     if value == "" or _PACKS.fullmatch(value):
         return None
     return 'is "" (none), "*" (all) or comma-separated pack ids'
-
-
-def _template_version(value: str) -> str | None:
-    if value == "" or _VERSION.fullmatch(value):
-        return None
-    return 'is "" (the current template) or a version number'
 
 
 @dataclass(frozen=True)
@@ -92,12 +85,6 @@ SWITCHES: dict[str, Switch] = {
             'Packs taken out of ListPacks and refused by RunPack: "" none, "*" all, or ids.',
             "",
             _packs,
-        ),
-        Switch(
-            RAG_SUMMARY_TEMPLATE,
-            'Summaries written with this earlier template version; "" the current one.',
-            "",
-            _template_version,
         ),
     )
 }
@@ -203,7 +190,9 @@ class SwitchBoard:
             )
         return states
 
-    async def history(self, name: str | None = None) -> Sequence[store.SwitchChangeRow]:
-        """Every change, newest first (of one switch, when named)."""
+    async def history(
+        self, name: str | None = None, *, before: int | None = None, limit: int = 1000
+    ) -> Sequence[store.SwitchChangeRow]:
+        """The changes, newest first (of one switch, when named; older than change `before`)."""
         async with self._database.platform_session(readonly=True) as session:
-            return await store.changes(session, name)
+            return await store.changes(session, name, before=before, limit=limit)

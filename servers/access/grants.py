@@ -11,6 +11,7 @@ from servers.access import metrics, store
 from servers.access.audit import append_audit
 from servers.access.steps import Listed, Step, grant_not_found, locked_grant
 from servers.access.store import GrantRow, RevocationRow
+from servers.switches import JIT_CLAIMS
 
 #: What an expiry changes, for the edge cache (the resource types of the contract).
 _EXPIRY_TOUCHES = (
@@ -33,6 +34,13 @@ class Grants(Step):
 
     async def claim(self, principal: Principal, grant_id: str) -> Claimed:
         """The JIT token of a grant; only its grantee gets an answer."""
+        switches = self._runtime.switches
+        if switches is not None and not switches.is_on(JIT_CLAIMS):
+            raise FailedPrecondition(
+                "JIT claims are switched off (backout switch access.jit_claims); "
+                "the grant stays, and can be claimed once they are on again",
+                metadata={"switch": JIT_CLAIMS},
+            )
         now = self._now()
         async with self._db.tenant_session(principal.tenant) as session:
             grant = await locked_grant(session, grant_id)

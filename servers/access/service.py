@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Mapping, Sequence
 
 import grpc
@@ -10,6 +11,7 @@ from intelgraph.access.v1 import access_service_pb2 as pb
 from intelgraph.access.v1 import access_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
 
+from core.errors import FailedPrecondition, InvalidArgument
 from core.interfaces import CacheInvalidation, Notifications
 from core.pagination import SEQUENCE, TIME_AND_ID, Page
 from core.times import from_timestamp, optional_instant, to_timestamp
@@ -20,8 +22,10 @@ from servers.access.grants import Grants
 from servers.access.requests import Requests
 from servers.access.reviews import Reviews
 from servers.access.store import AccessRequestRow, AuditEventRow, GrantRow, ReviewRow
+from servers.db.switches import SwitchChangeRow
 from servers.jobs import every, every_under_lease
 from servers.runtime import Job, PlatformServicer, Runtime, ServiceDefinition
+from servers.switches import SwitchBoard, SwitchState, UnfitValue, UnknownSwitch
 
 _REQUEST_STATUS = {
     "pending": pb.ACCESS_REQUEST_STATUS_PENDING,
@@ -35,6 +39,8 @@ _GRANT_STATUS = {
     "revoked": pb.GRANT_STATUS_REVOKED,
 }
 _DECISION = {"approve": pb.REVIEW_DECISION_APPROVE, "deny": pb.REVIEW_DECISION_DENY}
+logger = logging.getLogger(__name__)
+
 _ACTION_PREFIX = "AUDIT_ACTION_"
 
 
@@ -83,6 +89,31 @@ def _grant(row: GrantRow) -> pb.Grant:
         claimed_at=to_timestamp(row.claimed_at),
         revoked_at=to_timestamp(row.revoked_at),
         revoked_by=row.revoked_by or "",
+    )
+
+
+def _switch(state: SwitchState) -> pb.Switch:
+    switch = pb.Switch(
+        name=state.switch.name,
+        value=state.value,
+        description=state.switch.description,
+        default_value=state.switch.default,
+        changed_by=state.changed_by,
+        reason=state.reason,
+    )
+    if state.changed_at is not None:
+        switch.changed_at.CopyFrom(to_timestamp(state.changed_at))
+    return switch
+
+
+def _change(row: SwitchChangeRow) -> pb.SwitchChange:
+    return pb.SwitchChange(
+        name=row.name,
+        old_value=row.old_value,
+        new_value=row.new_value,
+        changed_at=to_timestamp(row.changed_at),
+        changed_by=row.changed_by,
+        reason=row.reason,
     )
 
 
@@ -300,6 +331,61 @@ class AccessService(PlatformServicer, access_service_pb2_grpc.AccessServiceServi
             events_checked=check.events_checked,
             first_invalid_sequence=check.first_invalid_sequence,
             problem=check.problem,
+        )
+
+    def _switches(self) -> SwitchBoard:
+        switches = self.runtime.switches
+        if switches is None:  # a runtime built without the platform (a bare test servicer)
+            raise FailedPrecondition("this process keeps no backout switches")
+        return switches
+
+    async def ListSwitches(
+        self,
+        request: pb.ListSwitchesRequest,
+        context: grpc.aio.ServicerContext[pb.ListSwitchesRequest, pb.ListSwitchesResponse],
+    ) -> pb.ListSwitchesResponse:
+        """Every backout switch, as the store has it now."""
+        states = await self._switches().states()
+        return pb.ListSwitchesResponse(
+            switches=[_switch(state) for state in states], page=PageResponse()
+        )
+
+    async def SetSwitch(
+        self,
+        request: pb.SetSwitchRequest,
+        context: grpc.aio.ServicerContext[pb.SetSwitchRequest, pb.SetSwitchResponse],
+    ) -> pb.SetSwitchResponse:
+        """Set a backout switch for every replica, keeping who, when and why."""
+        try:
+            state = await self._switches().set(
+                request.name,
+                request.value,
+                changed_by=current_principal().subject,
+                reason=request.reason,
+            )
+        except UnknownSwitch as error:
+            raise InvalidArgument(str(error), field="name") from None
+        except UnfitValue as error:
+            raise InvalidArgument(str(error), field="value") from None
+        logger.warning(
+            "backout switch %s set to %r: %s", request.name, request.value, request.reason
+        )
+        return pb.SetSwitchResponse(state=_switch(state))
+
+    async def ListSwitchChanges(
+        self,
+        request: pb.ListSwitchChangesRequest,
+        context: grpc.aio.ServicerContext[
+            pb.ListSwitchChangesRequest, pb.ListSwitchChangesResponse
+        ],
+    ) -> pb.ListSwitchChangesResponse:
+        """A page of the switches' changes, newest first."""
+        page = Page.of(request, SEQUENCE, name=request.name)
+        before = int(page.after[0]) if page.after else None
+        rows = await self._switches().history(request.name, before=before, limit=page.size + 1)
+        return pb.ListSwitchChangesResponse(
+            changes=[_change(row) for row in rows[: page.size]],
+            page=PageResponse(next_page_token=page.next_token(rows, lambda row: (row.id,))),
         )
 
 

@@ -10,11 +10,13 @@ from intelgraph.analytics.v1 import analytics_service_pb2 as pb
 from intelgraph.analytics.v1 import analytics_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
 
+from core.errors import FailedPrecondition
 from core.interfaces import UsageMeter
 from interceptors import current_principal
 from servers.analytics.packs import PACKS, Estimate, PackSpec, bind, pack, sampler
 from servers.analytics.runs import PackRuns
 from servers.runtime import Job, PlatformServicer, Runtime, ServiceDefinition
+from servers.switches import ANALYTICS_REMOVED_PACKS
 
 _PARAMETER_TYPES = {"integer": pb.PARAMETER_TYPE_INTEGER, "entity_id": pb.PARAMETER_TYPE_ENTITY_ID}
 
@@ -73,6 +75,29 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         """The pack workers and the sweep of abandoned imports."""
         return self.runs.background_jobs()
 
+    def _offered(self, pack_id: str) -> bool:
+        """Whether the pack is offered now (the backout switch may have taken it out)."""
+        switches = self.runtime.switches
+        if switches is None:
+            return True
+        removed = switches.removed_packs()
+        return removed is not None and pack_id not in removed
+
+    def _offered_pack(self, pack_id: str) -> PackSpec:
+        """The registered pack, unless it is backed out.
+
+        Raises:
+            NotFound: No such pack.
+            FailedPrecondition: The pack is backed out (switch analytics.removed_packs).
+        """
+        spec = pack(pack_id)
+        if not self._offered(spec.id):
+            raise FailedPrecondition(
+                f"{spec.id} is backed out (backout switch {ANALYTICS_REMOVED_PACKS})",
+                metadata={"switch": ANALYTICS_REMOVED_PACKS, "pack_id": spec.id},
+            )
+        return spec
+
     async def ImportGraph(
         self,
         request_iterator: AsyncIterator[pb.ImportGraphRequest],
@@ -93,7 +118,8 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
     ) -> pb.ListPacksResponse:
         """Every registered pack (one page: the registry is small)."""
         return pb.ListPacksResponse(
-            packs=[_spec_message(spec) for spec in PACKS.values()], page=PageResponse()
+            packs=[_spec_message(spec) for spec in PACKS.values() if self._offered(spec.id)],
+            page=PageResponse(),
         )
 
     async def EstimatePack(
@@ -102,7 +128,7 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         context: grpc.aio.ServicerContext[pb.EstimatePackRequest, pb.EstimatePackResponse],
     ) -> pb.EstimatePackResponse:
         """Price a run without running it."""
-        spec = pack(request.pack_id)
+        spec = self._offered_pack(request.pack_id)
         params = bind(spec, _given(request.parameters))
         priced = await self.runs.price(current_principal().tenant, spec, params, spec.timeout_ms)
         return pb.EstimatePackResponse(estimate=_estimate_message(priced.estimate, priced.revision))
@@ -113,7 +139,7 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         context: grpc.aio.ServicerContext[pb.RunPackRequest, pb.RunPackResponse],
     ) -> pb.RunPackResponse:
         """Run a pack within budget and deadline (sampled, or refused, when it would not fit)."""
-        spec = pack(request.pack_id)
+        spec = self._offered_pack(request.pack_id)
         params = bind(spec, _given(request.parameters))
         ran = await self.runs.run(current_principal().tenant, spec, params, context.time_remaining)
         result, found, revision = ran.result, ran.priced.estimate, ran.priced.revision

@@ -12,7 +12,7 @@ from intelgraph.catalog.v1 import catalog_service_pb2 as pb
 from intelgraph.catalog.v1 import catalog_service_pb2_grpc
 from intelgraph.common.v1.pagination_pb2 import PageResponse
 
-from core.errors import InvalidArgument
+from core.errors import FailedPrecondition, InvalidArgument
 from core.interfaces import CostBudgets
 from core.pagination import NAME, TIME_AND_KEY, Page
 from core.times import from_timestamp
@@ -31,6 +31,7 @@ from servers.catalog.specs import check_window
 from servers.catalog.store import EntityFilter
 from servers.jobs import every_under_lease
 from servers.runtime import Job, PlatformServicer, Runtime, ServiceDefinition
+from servers.switches import WHATIF_SHARING
 
 
 class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceServicer):
@@ -44,6 +45,20 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
         self.reliability = Reliability(runtime, self.costs)
         self.scenarios = Scenarios(runtime, self.reliability)
         self.csv = CsvExports(self.entities, self.objectives, self.scenarios)
+
+    def _sharing(self) -> None:
+        """Refuse saving and opening shared scenarios while the backout switch hides them.
+
+        Raises:
+            FailedPrecondition: The switch catalog.whatif_sharing is off.
+        """
+        switches = self.runtime.switches
+        if switches is not None and not switches.is_on(WHATIF_SHARING):
+            raise FailedPrecondition(
+                "what-if sharing is switched off (backout switch catalog.whatif_sharing); "
+                "RunWhatIf still answers, unsaved",
+                metadata={"switch": WHATIF_SHARING},
+            )
 
     def background_jobs(self) -> list[Job]:
         """SLO events older than any window can reach forgotten (one replica at a time)."""
@@ -226,6 +241,7 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
         context: grpc.aio.ServicerContext[pb.SaveScenarioRequest, pb.SaveScenarioResponse],
     ) -> pb.SaveScenarioResponse:
         """Save a scenario under its content-addressed id."""
+        self._sharing()
         overrides = [messages.override_of(o) for o in request.scenario.overrides]
         authorization = _authorization(context)
         result, created = await self.scenarios.save(
@@ -241,6 +257,7 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
         context: grpc.aio.ServicerContext[pb.GetScenarioRequest, pb.GetScenarioResponse],
     ) -> pb.GetScenarioResponse:
         """A saved scenario and its results, as when it was saved."""
+        self._sharing()
         authorization = _authorization(context)
         result = await self.scenarios.get(
             current_principal(), request.id, authorization=authorization
@@ -255,6 +272,7 @@ class CatalogService(PlatformServicer, catalog_service_pb2_grpc.CatalogServiceSe
         context: grpc.aio.ServicerContext[pb.ListScenariosRequest, pb.ListScenariosResponse],
     ) -> pb.ListScenariosResponse:
         """Saved scenarios, newest first."""
+        self._sharing()
         page = Page.of(request, TIME_AND_KEY)
         rows = await self.scenarios.page(current_principal(), page)
         return pb.ListScenariosResponse(

@@ -12,6 +12,7 @@ Usage::
   conductor billing verify FILE [--jwks FILE] | billing jwks
   conductor rag verify MANIFEST [--document FILE] [--text FILE] [--jwks FILE] | rag jwks
   conductor backup --out FILE | conductor restore FILE [--force]
+  conductor switch list | set NAME VALUE --reason WHY | history [NAME]
   conductor completion bash|zsh|fish
 
 `conductor COMMAND --help` shows each flag with its default and its CONDUCTOR_* variable.

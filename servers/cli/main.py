@@ -18,6 +18,7 @@ import click
 from servers.cli.credentials import keys, scopes, token
 from servers.cli.records import audit, backup_store, billing, demo, rag, restore_store
 from servers.cli.serving import migrate, serve
+from servers.cli.switches import switch
 
 #: `conductor completion SHELL` prints the script that completes commands and flags.
 SHELLS = ("bash", "zsh", "fish")
@@ -62,6 +63,7 @@ for command in (
     rag,
     backup_store,
     restore_store,
+    switch,
 ):
     cli.add_command(command)
 

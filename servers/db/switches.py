@@ -98,9 +98,13 @@ async def set_value(
     return old
 
 
-async def changes(session: AsyncSession, name: str | None = None) -> Sequence[SwitchChangeRow]:
-    """The changes, newest first (of one switch, when named)."""
-    query = select(SwitchChangeRow).order_by(SwitchChangeRow.id.desc())
-    if name is not None:
+async def changes(
+    session: AsyncSession, name: str | None = None, *, before: int | None = None, limit: int = 1000
+) -> Sequence[SwitchChangeRow]:
+    """The changes, newest first (of one switch, when named; older than `before`, when given)."""
+    query = select(SwitchChangeRow).order_by(SwitchChangeRow.id.desc()).limit(limit)
+    if name:
         query = query.where(SwitchChangeRow.name == name)
+    if before is not None:
+        query = query.where(SwitchChangeRow.id < before)
     return (await session.execute(query)).scalars().all()

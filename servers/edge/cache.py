@@ -274,7 +274,8 @@ class EdgeCache:
         alarms: Where refused hits are recorded.
         default_cap: Byte cap of a tenant without one of its own.
         clock: Wall-clock seconds (entries in the shared tier are dated with it).
-        coalescing: Share one origin call between concurrent identical misses.
+        coalescing: Share one origin call between concurrent identical misses (or a
+            callable that says, at each miss, whether to: a backout switch).
     """
 
     def __init__(
@@ -284,7 +285,7 @@ class EdgeCache:
         *,
         default_cap: int = DEFAULT_CAP_BYTES,
         clock: Callable[[], float] = time.time,
-        coalescing: bool = True,
+        coalescing: bool | Callable[[], bool] = True,
         shared: SharedTier | None = None,
         counters: SharedCounters | None = None,
     ) -> None:
@@ -292,7 +293,7 @@ class EdgeCache:
         #: Where invalidations are shared when there is no shared tier (None: this process only).
         self.counters = counters
         self.default_cap = default_cap
-        self.coalescing = coalescing
+        self._coalescing = coalescing if callable(coalescing) else (lambda: coalescing)
         self.shared = shared
         self._detector = detector
         self._alarms = alarms
@@ -305,6 +306,11 @@ class EdgeCache:
         self.drop_invalidations = 0
 
     # -- tenants ---------------------------------------------------------------------------------
+
+    @property
+    def coalescing(self) -> bool:
+        """Whether concurrent identical misses share one origin call now."""
+        return self._coalescing()
 
     def space(self, tenant: str) -> TenantSpace:
         """The tenant's entries and counters (created empty)."""
@@ -370,7 +376,8 @@ class EdgeCache:
                 self._refresh(key, freshness, origin)
                 return self._hit(space, entry, "stale")
             del space.entries[digest]
-        flight = self._inflight.get(digest) if self.coalescing else None
+        coalescing = self._coalescing()
+        flight = self._inflight.get(digest) if coalescing else None
         if flight is not None:
             space.stats.coalesced_waits += 1
             space.stats.misses += 1
@@ -378,7 +385,7 @@ class EdgeCache:
             body, _ = await asyncio.shield(flight)
             return Outcome(body, "coalesced")
         space.stats.misses += 1
-        task = self._start_fill(key, freshness, origin, shared=self.coalescing)
+        task = self._start_fill(key, freshness, origin, shared=coalescing)
         body, shared_hit = await asyncio.shield(task)
         kind = "shared" if shared_hit else "miss"
         metrics.REQUESTS.labels(kind).inc()

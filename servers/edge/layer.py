@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +55,7 @@ from servers.edge.graph import MutationGraph, build_mutation_graph
 from servers.edge.shared import POLL_S, RedisTier
 from servers.jobs import every
 from servers.runtime import Component, Foundation, Job, Runtime
+from servers.switches import EDGE_COALESCING, SwitchBoard
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class EdgeLayer(Component):
             foundation.engine,
             graph,
             defaults=EdgeDefaults(settings.edge_ttl, settings.edge_stale, settings.edge_cap_bytes),
-            coalescing=settings.edge_coalescing,
+            coalescing=_coalescing(settings.edge_coalescing, foundation.switches),
             redis_url=settings.redis_url,
             redis_prefix=settings.edge_redis_prefix,
             share_counters=(
@@ -151,7 +152,7 @@ class EdgeLayer(Component):
         graph: MutationGraph,
         *,
         defaults: EdgeDefaults = EdgeDefaults(),
-        coalescing: bool = True,
+        coalescing: bool | Callable[[], bool] = True,
         redis_url: str = "",
         redis_prefix: str = "intelgraph:edge:",
         share_counters: bool = False,
@@ -378,3 +379,10 @@ def _tenants_of(request: Any, rpc: RpcMethod) -> list[str]:
         with contextlib.suppress(ValueError):  # the RPC itself refuses a malformed one
             tenants.append(str(uuid.UUID(named)))
     return list(dict.fromkeys(tenants))
+
+
+def _coalescing(configured: bool, switches: SwitchBoard | None) -> bool | Callable[[], bool]:
+    """Coalescing as configured, unless the backout switch `edge.coalescing` is off."""
+    if not configured or switches is None:
+        return configured
+    return lambda: switches.is_on(EDGE_COALESCING)

@@ -98,6 +98,21 @@ class AccessClient:
             request_serializer=access_access_service_pb2.VerifyAuditChainRequest.SerializeToString,
             response_deserializer=access_access_service_pb2.VerifyAuditChainResponse.FromString,
         )
+        self._list_switches = channel.unary_unary(
+            "/intelgraph.access.v1.AccessService/ListSwitches",
+            request_serializer=access_access_service_pb2.ListSwitchesRequest.SerializeToString,
+            response_deserializer=access_access_service_pb2.ListSwitchesResponse.FromString,
+        )
+        self._set_switch = channel.unary_unary(
+            "/intelgraph.access.v1.AccessService/SetSwitch",
+            request_serializer=access_access_service_pb2.SetSwitchRequest.SerializeToString,
+            response_deserializer=access_access_service_pb2.SetSwitchResponse.FromString,
+        )
+        self._list_switch_changes = channel.unary_unary(
+            "/intelgraph.access.v1.AccessService/ListSwitchChanges",
+            request_serializer=access_access_service_pb2.ListSwitchChangesRequest.SerializeToString,
+            response_deserializer=access_access_service_pb2.ListSwitchChangesResponse.FromString,
+        )
 
     def request_access(
         self,
@@ -412,6 +427,102 @@ class AccessClient:
         """
         message = build(access_access_service_pb2.VerifyAuditChainRequest, request, {})
         return self._verify_audit_chain(message, timeout=10.0 if timeout is None else timeout)
+
+    def list_switches(
+        self,
+        request: access_access_service_pb2.ListSwitchesRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        timeout: float | None = None,
+    ) -> access_access_service_pb2.ListSwitchesResponse:
+        """Calls ListSwitches.
+
+        Lists the platform's backout switches: what each backs out, its value and last change.
+
+        Permission: `platform.admin` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(access_access_service_pb2.ListSwitchesRequest, request, {"page": page})
+        return self._list_switches(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_switches(
+        self,
+        request: access_access_service_pb2.ListSwitchesRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[access_access_service_pb2.Switch]:
+        """Every item of ListSwitches, page after page; each page is one call.
+
+        Permission: `platform.admin` (ABAC).
+        """
+        message = build(access_access_service_pb2.ListSwitchesRequest, request, {})
+        for page in pages(self.list_switches, message, page_size, timeout):
+            yield from page.switches
+
+    def set_switch(
+        self,
+        request: access_access_service_pb2.SetSwitchRequest | None = None,
+        /,
+        *,
+        name: str | None = None,
+        value: str | None = None,
+        reason: str | None = None,
+        timeout: float | None = None,
+    ) -> access_access_service_pb2.SetSwitchResponse:
+        """Sets a backout switch; every replica follows within a second.
+
+        Who, when and why are kept.
+
+        Permission: `platform.admin` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
+        """
+        message = build(
+            access_access_service_pb2.SetSwitchRequest,
+            request,
+            {"name": name, "value": value, "reason": reason},
+        )
+        return self._set_switch(message, timeout=30.0 if timeout is None else timeout)
+
+    def list_switch_changes(
+        self,
+        request: access_access_service_pb2.ListSwitchChangesRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> access_access_service_pb2.ListSwitchChangesResponse:
+        """Pages through the changes of the backout switches, newest first.
+
+        Permission: `platform.admin` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            access_access_service_pb2.ListSwitchChangesRequest,
+            request,
+            {"page": page, "name": name},
+        )
+        return self._list_switch_changes(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_switch_changes(
+        self,
+        request: access_access_service_pb2.ListSwitchChangesRequest | None = None,
+        /,
+        *,
+        name: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[access_access_service_pb2.SwitchChange]:
+        """Every item of ListSwitchChanges, page after page; each page is one call.
+
+        Permission: `platform.admin` (ABAC).
+        """
+        message = build(access_access_service_pb2.ListSwitchChangesRequest, request, {"name": name})
+        for page in pages(self.list_switch_changes, message, page_size, timeout):
+            yield from page.changes
 
 
 class AnalyticsClient:
@@ -2654,6 +2765,21 @@ class AsyncAccessClient:
             request_serializer=access_access_service_pb2.VerifyAuditChainRequest.SerializeToString,
             response_deserializer=access_access_service_pb2.VerifyAuditChainResponse.FromString,
         )
+        self._list_switches = channel.unary_unary(
+            "/intelgraph.access.v1.AccessService/ListSwitches",
+            request_serializer=access_access_service_pb2.ListSwitchesRequest.SerializeToString,
+            response_deserializer=access_access_service_pb2.ListSwitchesResponse.FromString,
+        )
+        self._set_switch = channel.unary_unary(
+            "/intelgraph.access.v1.AccessService/SetSwitch",
+            request_serializer=access_access_service_pb2.SetSwitchRequest.SerializeToString,
+            response_deserializer=access_access_service_pb2.SetSwitchResponse.FromString,
+        )
+        self._list_switch_changes = channel.unary_unary(
+            "/intelgraph.access.v1.AccessService/ListSwitchChanges",
+            request_serializer=access_access_service_pb2.ListSwitchChangesRequest.SerializeToString,
+            response_deserializer=access_access_service_pb2.ListSwitchChangesResponse.FromString,
+        )
 
     async def request_access(
         self,
@@ -2973,6 +3099,106 @@ class AsyncAccessClient:
         """
         message = build(access_access_service_pb2.VerifyAuditChainRequest, request, {})
         return await self._verify_audit_chain(message, timeout=10.0 if timeout is None else timeout)
+
+    async def list_switches(
+        self,
+        request: access_access_service_pb2.ListSwitchesRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        timeout: float | None = None,
+    ) -> access_access_service_pb2.ListSwitchesResponse:
+        """Calls ListSwitches.
+
+        Lists the platform's backout switches: what each backs out, its value and last change.
+
+        Permission: `platform.admin` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(access_access_service_pb2.ListSwitchesRequest, request, {"page": page})
+        return await self._list_switches(message, timeout=10.0 if timeout is None else timeout)
+
+    async def iter_switches(
+        self,
+        request: access_access_service_pb2.ListSwitchesRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[access_access_service_pb2.Switch]:
+        """Every item of ListSwitches, page after page; each page is one call.
+
+        Permission: `platform.admin` (ABAC).
+        """
+        message = build(access_access_service_pb2.ListSwitchesRequest, request, {})
+        async for page in async_pages(self.list_switches, message, page_size, timeout):
+            for item in page.switches:
+                yield item
+
+    async def set_switch(
+        self,
+        request: access_access_service_pb2.SetSwitchRequest | None = None,
+        /,
+        *,
+        name: str | None = None,
+        value: str | None = None,
+        reason: str | None = None,
+        timeout: float | None = None,
+    ) -> access_access_service_pb2.SetSwitchResponse:
+        """Sets a backout switch; every replica follows within a second.
+
+        Who, when and why are kept.
+
+        Permission: `platform.admin` (ABAC).
+        Deadline: 30 s unless `timeout` says otherwise; never retried.
+        """
+        message = build(
+            access_access_service_pb2.SetSwitchRequest,
+            request,
+            {"name": name, "value": value, "reason": reason},
+        )
+        return await self._set_switch(message, timeout=30.0 if timeout is None else timeout)
+
+    async def list_switch_changes(
+        self,
+        request: access_access_service_pb2.ListSwitchChangesRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> access_access_service_pb2.ListSwitchChangesResponse:
+        """Pages through the changes of the backout switches, newest first.
+
+        Permission: `platform.admin` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            access_access_service_pb2.ListSwitchChangesRequest,
+            request,
+            {"page": page, "name": name},
+        )
+        return await self._list_switch_changes(
+            message, timeout=10.0 if timeout is None else timeout
+        )
+
+    async def iter_switch_changes(
+        self,
+        request: access_access_service_pb2.ListSwitchChangesRequest | None = None,
+        /,
+        *,
+        name: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[access_access_service_pb2.SwitchChange]:
+        """Every item of ListSwitchChanges, page after page; each page is one call.
+
+        Permission: `platform.admin` (ABAC).
+        """
+        message = build(access_access_service_pb2.ListSwitchChangesRequest, request, {"name": name})
+        async for page in async_pages(self.list_switch_changes, message, page_size, timeout):
+            for item in page.changes:
+                yield item
 
 
 class AsyncAnalyticsClient:
@@ -5243,6 +5469,9 @@ ROUTES: dict[str, tuple[str, str]] = {
     "/intelgraph.access.v1.AccessService/GetCaller": ("access", "get_caller"),
     "/intelgraph.access.v1.AccessService/ListAuditEvents": ("access", "list_audit_events"),
     "/intelgraph.access.v1.AccessService/VerifyAuditChain": ("access", "verify_audit_chain"),
+    "/intelgraph.access.v1.AccessService/ListSwitches": ("access", "list_switches"),
+    "/intelgraph.access.v1.AccessService/SetSwitch": ("access", "set_switch"),
+    "/intelgraph.access.v1.AccessService/ListSwitchChanges": ("access", "list_switch_changes"),
     "/intelgraph.analytics.v1.AnalyticsService/ImportGraph": ("analytics", "import_graph"),
     "/intelgraph.analytics.v1.AnalyticsService/ListPacks": ("analytics", "list_packs"),
     "/intelgraph.analytics.v1.AnalyticsService/EstimatePack": ("analytics", "estimate_pack"),
@@ -5329,6 +5558,8 @@ RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (
     ("intelgraph.access.v1.AccessService", "GetCaller"),
     ("intelgraph.access.v1.AccessService", "ListAuditEvents"),
     ("intelgraph.access.v1.AccessService", "VerifyAuditChain"),
+    ("intelgraph.access.v1.AccessService", "ListSwitches"),
+    ("intelgraph.access.v1.AccessService", "ListSwitchChanges"),
     ("intelgraph.analytics.v1.AnalyticsService", "ListPacks"),
     ("intelgraph.analytics.v1.AnalyticsService", "EstimatePack"),
     ("intelgraph.billing.v1.BillingService", "RecordUsage"),

@@ -97,6 +97,21 @@ class AccessServiceStub:
                 request_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.VerifyAuditChainRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.VerifyAuditChainResponse.FromString,
                 _registered_method=True)
+        self.ListSwitches = channel.unary_unary(
+                '/intelgraph.access.v1.AccessService/ListSwitches',
+                request_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchesRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchesResponse.FromString,
+                _registered_method=True)
+        self.SetSwitch = channel.unary_unary(
+                '/intelgraph.access.v1.AccessService/SetSwitch',
+                request_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.SetSwitchRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.SetSwitchResponse.FromString,
+                _registered_method=True)
+        self.ListSwitchChanges = channel.unary_unary(
+                '/intelgraph.access.v1.AccessService/ListSwitchChanges',
+                request_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchChangesRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchChangesResponse.FromString,
+                _registered_method=True)
 
 
 class AccessServiceServicer:
@@ -189,6 +204,27 @@ class AccessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSwitches(self, request, context):
+        """Lists the platform's backout switches: what each backs out, its value and last change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSwitch(self, request, context):
+        """Sets a backout switch; every replica follows within a second. Who, when and why are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSwitchChanges(self, request, context):
+        """Pages through the changes of the backout switches, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -251,6 +287,21 @@ def add_AccessServiceServicer_to_server(servicer, server):
                     servicer.VerifyAuditChain,
                     request_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.VerifyAuditChainRequest.FromString,
                     response_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.VerifyAuditChainResponse.SerializeToString,
+            ),
+            'ListSwitches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSwitches,
+                    request_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchesRequest.FromString,
+                    response_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchesResponse.SerializeToString,
+            ),
+            'SetSwitch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSwitch,
+                    request_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.SetSwitchRequest.FromString,
+                    response_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.SetSwitchResponse.SerializeToString,
+            ),
+            'ListSwitchChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSwitchChanges,
+                    request_deserializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchChangesRequest.FromString,
+                    response_serializer=intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -580,6 +631,87 @@ class AccessService:
             '/intelgraph.access.v1.AccessService/VerifyAuditChain',
             intelgraph_dot_access_dot_v1_dot_access__service__pb2.VerifyAuditChainRequest.SerializeToString,
             intelgraph_dot_access_dot_v1_dot_access__service__pb2.VerifyAuditChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSwitches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.access.v1.AccessService/ListSwitches',
+            intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchesRequest.SerializeToString,
+            intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSwitch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.access.v1.AccessService/SetSwitch',
+            intelgraph_dot_access_dot_v1_dot_access__service__pb2.SetSwitchRequest.SerializeToString,
+            intelgraph_dot_access_dot_v1_dot_access__service__pb2.SetSwitchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSwitchChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.access.v1.AccessService/ListSwitchChanges',
+            intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchChangesRequest.SerializeToString,
+            intelgraph_dot_access_dot_v1_dot_access__service__pb2.ListSwitchChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

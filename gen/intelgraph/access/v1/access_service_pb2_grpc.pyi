@@ -60,6 +60,12 @@ class AccessServiceStub:
     """Pages through the tenant's audit events."""
     VerifyAuditChain: _grpc.UnaryUnaryMultiCallable[_access_service_pb2.VerifyAuditChainRequest, _access_service_pb2.VerifyAuditChainResponse]
     """Recomputes the audit hash chain and reports the first broken link."""
+    ListSwitches: _grpc.UnaryUnaryMultiCallable[_access_service_pb2.ListSwitchesRequest, _access_service_pb2.ListSwitchesResponse]
+    """Lists the platform's backout switches: what each backs out, its value and last change."""
+    SetSwitch: _grpc.UnaryUnaryMultiCallable[_access_service_pb2.SetSwitchRequest, _access_service_pb2.SetSwitchResponse]
+    """Sets a backout switch; every replica follows within a second. Who, when and why are kept."""
+    ListSwitchChanges: _grpc.UnaryUnaryMultiCallable[_access_service_pb2.ListSwitchChangesRequest, _access_service_pb2.ListSwitchChangesResponse]
+    """Pages through the changes of the backout switches, newest first."""
 
 @_typing.type_check_only
 class AccessServiceAsyncStub(AccessServiceStub):
@@ -93,6 +99,12 @@ class AccessServiceAsyncStub(AccessServiceStub):
     """Pages through the tenant's audit events."""
     VerifyAuditChain: _aio.UnaryUnaryMultiCallable[_access_service_pb2.VerifyAuditChainRequest, _access_service_pb2.VerifyAuditChainResponse]  # type: ignore[assignment]
     """Recomputes the audit hash chain and reports the first broken link."""
+    ListSwitches: _aio.UnaryUnaryMultiCallable[_access_service_pb2.ListSwitchesRequest, _access_service_pb2.ListSwitchesResponse]  # type: ignore[assignment]
+    """Lists the platform's backout switches: what each backs out, its value and last change."""
+    SetSwitch: _aio.UnaryUnaryMultiCallable[_access_service_pb2.SetSwitchRequest, _access_service_pb2.SetSwitchResponse]  # type: ignore[assignment]
+    """Sets a backout switch; every replica follows within a second. Who, when and why are kept."""
+    ListSwitchChanges: _aio.UnaryUnaryMultiCallable[_access_service_pb2.ListSwitchChangesRequest, _access_service_pb2.ListSwitchChangesResponse]  # type: ignore[assignment]
+    """Pages through the changes of the backout switches, newest first."""
 
 class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
     """AccessService runs least privilege on demand: people and services request
@@ -195,5 +207,29 @@ class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_access_service_pb2.VerifyAuditChainResponse, _abc.Awaitable[_access_service_pb2.VerifyAuditChainResponse]]:
         """Recomputes the audit hash chain and reports the first broken link."""
+
+    @_abc_1.abstractmethod
+    def ListSwitches(
+        self,
+        request: _access_service_pb2.ListSwitchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_service_pb2.ListSwitchesResponse, _abc.Awaitable[_access_service_pb2.ListSwitchesResponse]]:
+        """Lists the platform's backout switches: what each backs out, its value and last change."""
+
+    @_abc_1.abstractmethod
+    def SetSwitch(
+        self,
+        request: _access_service_pb2.SetSwitchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_service_pb2.SetSwitchResponse, _abc.Awaitable[_access_service_pb2.SetSwitchResponse]]:
+        """Sets a backout switch; every replica follows within a second. Who, when and why are kept."""
+
+    @_abc_1.abstractmethod
+    def ListSwitchChanges(
+        self,
+        request: _access_service_pb2.ListSwitchChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_service_pb2.ListSwitchChangesResponse, _abc.Awaitable[_access_service_pb2.ListSwitchChangesResponse]]:
+        """Pages through the changes of the backout switches, newest first."""
 
 def add_AccessServiceServicer_to_server(servicer: AccessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
