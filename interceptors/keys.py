@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ PrivateKey: TypeAlias = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey: TypeAlias = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 RING_FILE = "keyring.json"
+logger = logging.getLogger(__name__)
 #: Seconds between checks of `keyring.json` for a rotation.
 RELOAD_INTERVAL_S = 1.0
 
@@ -216,8 +218,13 @@ def retire_previous(directory: Path) -> KeyRing:
 class KeyStore:
     """The ring of a key directory, kept current as operators rotate it.
 
+    A changed ring that cannot be read (a secret manager that wrote `keyring.json`
+    before the key it names) leaves the previous ring in use — tokens keep verifying —
+    and is said once, in the log and in `problem`, until a readable ring replaces it.
+
     Attributes:
         generation: Bumped on every reload, so caches of verified tokens know to drop.
+        problem: Why the current ring on disk is not in use ("" when it is).
     """
 
     def __init__(self, directory: Path) -> None:
@@ -227,6 +234,7 @@ class KeyStore:
         self._ring = load(directory)
         self._checked_at = time.monotonic()
         self.generation = 0
+        self.problem = ""
 
     def _ring_stamp(self) -> tuple[int, int]:
         try:
@@ -249,8 +257,14 @@ class KeyStore:
             stamp = self._ring_stamp()
             if stamp == self._stamp:
                 return False
-            self._ring = load(self.directory)
-            self._stamp = stamp
+            try:
+                ring = load(self.directory)
+            except KeyRingError as error:
+                if not self.problem:
+                    logger.warning("signing key ring unreadable, the previous one stays: %s", error)
+                self.problem = str(error)
+                return False  # looked at again at the next check
+            self._ring, self._stamp, self.problem = ring, stamp, ""
             self.generation += 1
             return True
 

@@ -594,6 +594,9 @@ class Platform:
         if self.settings.redis_url:
             document["redis"] = await self._redis_state()
             checks.append(document["redis"] == "ok")
+        if self.keys is not None and self.keys.problem:
+            # Informational: the previous ring still verifies tokens, so the replica serves.
+            document["keys"] = f"previous ring in use: {self.keys.problem}"
         ready = alive and self.state == "serving" and all(checks)
         if self.state == "serving" and not ready:
             document["status"] = "not ready"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import stat
 import time
 import uuid
@@ -207,3 +209,23 @@ def test_signed_claims_out_of_bounds_are_refused(tmp_path: Path, claim: str, val
     with pytest.raises(Unauthenticated) as refused:
         _verifier(tmp_path, tokens.InMemoryRevocations()).verify(token)
     assert refused.value.reason == ErrorReason.ERROR_REASON_TOKEN_CLAIMS_INVALID
+
+
+def test_an_unreadable_new_ring_leaves_the_previous_one_in_use(tmp_path: Path) -> None:
+    directory = tmp_path / "keys"
+    keys.rotate(directory, "EdDSA")
+    store = keys.KeyStore(directory)
+    kid = store.ring().current.kid
+    ring_file = directory / keys.RING_FILE
+    good = ring_file.read_text()
+    document = json.loads(good)
+    document["current"]["kid"] = "missing-kid"
+    ring_file.write_text(json.dumps(document))
+    os.utime(ring_file, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert not store.refresh()
+    assert store.ring().current.kid == kid  # tokens keep verifying
+    assert "missing-kid" in store.problem
+    ring_file.write_text(good)
+    os.utime(ring_file, ns=(time.time_ns() + 2 * 10**9, time.time_ns() + 2 * 10**9))
+    assert store.refresh()
+    assert store.problem == ""
