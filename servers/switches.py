@@ -1,9 +1,9 @@
 """Backout switches: the seed's backout plan as switches that hold on every replica within a second.
 
 Each switch backs one lane out without a deploy: JIT claims off, edge coalescing off,
-what-if sharing hidden, analytics packs removed (some or all). (Freezing a tenant's
-billing to pilot is Billing's own `SetRollout`; reverting Rag summaries to an earlier
-template version is not a switch yet.) A switch is set by an administrator, with a
+what-if sharing hidden, analytics packs removed (some or all), Rag purposes held at an
+earlier template version. (Freezing a tenant's billing to pilot is Billing's own
+`SetRollout`, per tenant.) A switch is set by an administrator, with a
 reason, and every change is kept with who made it and when (`servers.db.switches`).
 Every replica keeps the values in memory and looks at the store's version of them every
 `POLL_S` seconds, so a change holds everywhere within a second; services read them from
@@ -27,9 +27,11 @@ JIT_CLAIMS = "access.jit_claims"
 EDGE_COALESCING = "edge.coalescing"
 WHATIF_SHARING = "catalog.whatif_sharing"
 ANALYTICS_REMOVED_PACKS = "analytics.removed_packs"
+RAG_SUMMARY_TEMPLATES = "rag.summary_templates"
 
 _ON_OFF = frozenset({"on", "off"})
 _PACKS = re.compile(r"\*|[A-Za-z0-9_.:-]{1,64}(,[A-Za-z0-9_.:-]{1,64}){0,31}")
+_PINS = re.compile(r"[a-z0-9-]{1,64}:[1-9][0-9]{0,8}(,[a-z0-9-]{1,64}:[1-9][0-9]{0,8}){0,31}")
 
 
 def _on_off(value: str) -> str | None:
@@ -40,6 +42,12 @@ def _packs(value: str) -> str | None:
     if value == "" or _PACKS.fullmatch(value):
         return None
     return 'is "" (none), "*" (all) or comma-separated pack ids'
+
+
+def _pins(value: str) -> str | None:
+    if value == "" or _PINS.fullmatch(value):
+        return None
+    return 'is "" (none) or comma-separated purpose:version pins, e.g. "support:1"'
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,13 @@ SWITCHES: dict[str, Switch] = {
             'Packs taken out of ListPacks and refused by RunPack: "" none, "*" all, or ids.',
             "",
             _packs,
+        ),
+        Switch(
+            RAG_SUMMARY_TEMPLATES,
+            "Purposes held at an earlier template version where a request asks for the current "
+            'one, e.g. "support:1"; "" none.',
+            "",
+            _pins,
         ),
     )
 }
@@ -137,6 +152,12 @@ class SwitchBoard:
         if value == "*":
             return None
         return frozenset(part for part in value.split(",") if part)
+
+    def pinned_templates(self) -> dict[str, int]:
+        """Purposes held at an earlier template version: purpose → version."""
+        value = self.value(RAG_SUMMARY_TEMPLATES)
+        pins = (pin.split(":") for pin in value.split(",") if pin)
+        return {purpose: int(version) for purpose, version in pins}
 
     async def refresh(self) -> bool:
         """Read the switches again if they changed since last read; True if they did."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,9 @@ from servers.rag.store import DocumentRow, ManifestRow, UploadRow
 from servers.rag.templates import PurposeTemplate
 from servers.rag.uploads import NewUpload, Uploads
 from servers.runtime import Job, PlatformServicer, Runtime, ServiceDefinition
+from servers.switches import RAG_SUMMARY_TEMPLATES
+
+logger = logging.getLogger(__name__)
 
 _UPLOAD_STATE = {
     "receiving": pb.UPLOAD_STATE_RECEIVING,
@@ -169,6 +173,30 @@ class RagService(PlatformServicer, rag_service_pb2_grpc.RagServiceServicer):
         self.reads = Reads(runtime, self.documents)
         self.exports = Exports(runtime, self.documents, self.manifests)
 
+    def _purpose_template(self, purpose: str, version: int) -> PurposeTemplate:
+        """The template a request names; its current one may be held back by a switch.
+
+        A request that asks for the current version (0) gets the version the backout
+        switch `rag.summary_templates` holds its purpose at, when it names one that exists.
+
+        Raises:
+            InvalidArgument: No such purpose or version.
+        """
+        switches = self.runtime.switches
+        pinned = switches.pinned_templates().get(purpose.strip()) if switches else None
+        if version == 0 and pinned is not None:
+            try:
+                return templates.template(purpose, pinned)
+            except InvalidArgument:
+                logger.warning(
+                    "switch %s holds %s at version %s, which does not exist: the current one "
+                    "is used",
+                    RAG_SUMMARY_TEMPLATES,
+                    purpose,
+                    pinned,
+                )
+        return templates.template(purpose, version)
+
     def background_jobs(self) -> list[Job]:
         """Abandoned uploads freed past their expiry (one replica at a time)."""
         return [
@@ -276,7 +304,7 @@ class RagService(PlatformServicer, rag_service_pb2_grpc.RagServiceServicer):
         context: grpc.aio.ServicerContext[pb.ListChunksRequest, pb.ListChunksResponse],
     ) -> pb.ListChunksResponse:
         """A page of a document's chunks, redacted under the purpose, with lineage."""
-        template = templates.template(request.purpose, request.purpose_version)
+        template = self._purpose_template(request.purpose, request.purpose_version)
         page: ChunkPage = await self.reads.chunks(
             current_principal(),
             request.document_id,
@@ -295,7 +323,7 @@ class RagService(PlatformServicer, rag_service_pb2_grpc.RagServiceServicer):
         context: grpc.aio.ServicerContext[pb.SummarizeRequest, pb.SummarizeResponse],
     ) -> pb.SummarizeResponse:
         """The extractive summary under the purpose."""
-        template = templates.template(request.purpose, request.purpose_version)
+        template = self._purpose_template(request.purpose, request.purpose_version)
         summary = await self.reads.summary(current_principal(), request.document_id, template)
         return pb.SummarizeResponse(
             summary=pb.Summary(
@@ -327,7 +355,7 @@ class RagService(PlatformServicer, rag_service_pb2_grpc.RagServiceServicer):
         context: grpc.aio.ServicerContext[pb.GetManifestRequest, pb.GetManifestResponse],
     ) -> pb.GetManifestResponse:
         """The signed manifest of the document under the purpose."""
-        template = templates.template(request.purpose, request.purpose_version)
+        template = self._purpose_template(request.purpose, request.purpose_version)
         row = await self.manifests.issue(current_principal(), request.document_id, template)
         return pb.GetManifestResponse(manifest=_manifest(row))
 
@@ -387,7 +415,7 @@ class RagService(PlatformServicer, rag_service_pb2_grpc.RagServiceServicer):
         context: grpc.aio.ServicerContext[pb.ExportDocumentRequest, pb.ExportDocumentResponse],
     ) -> AsyncIterator[pb.ExportDocumentResponse]:
         """Stream an export, its description first, then its bytes from the offset."""
-        template = templates.template(request.purpose, request.purpose_version)
+        template = self._purpose_template(request.purpose, request.purpose_version)
         export = await self.exports.export(
             current_principal(),
             request.document_id,

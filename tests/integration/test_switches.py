@@ -18,6 +18,7 @@ from intelgraph.sdk import (
     FailedPreconditionError,
     InvalidArgumentError,
     PermissionDeniedError,
+    upload_document_async,
 )
 
 from servers.app import Platform
@@ -29,6 +30,7 @@ from servers.switches import (
     EDGE_COALESCING,
     JIT_CLAIMS,
     POLL_S,
+    RAG_SUMMARY_TEMPLATES,
     SWITCHES,
     WHATIF_SHARING,
     SwitchBoard,
@@ -228,3 +230,37 @@ async def test_packs_and_what_if_sharing_back_out_on_the_other_replica(tmp_path:
             while second.switches.removed_packs() is not None:  # noqa: ASYNC110 - polled
                 await asyncio.sleep(POLL_S / 5)
         assert not (await reader.analytics.list_packs()).packs
+
+
+async def test_a_purpose_held_at_an_earlier_template_version_on_the_other_replica(
+    tmp_path: Path,
+) -> None:
+    async with (
+        serving(tmp_path / "var", services="access,rag") as first,
+        serving(tmp_path / "var", services="access,rag") as second,
+        contextlib.AsyncExitStack() as closing,
+    ):
+        token = Minter(first.settings)(["rag.read", "rag.write"], tenant=TENANT, subject="ann")
+        sdk = await closing.enter_async_context(
+            AsyncClient(second.grpc_target, INSECURE, token=lambda: token)
+        )
+        text = b"# Notes\n\nThe meeting went well. We agreed on three points. All is fine.\n"
+        uploaded = await upload_document_async(sdk.rag, text, filename="notes.md")
+        before = await sdk.rag.summarize(document_id=uploaded.document.id, purpose="support")
+        assert before.summary.purpose.version == 2
+        await first.switches.set(
+            RAG_SUMMARY_TEMPLATES, "support:1", changed_by="ops", reason="v2 misbehaves"
+        )
+        async with asyncio.timeout(1.0):
+            while not second.switches.pinned_templates():  # noqa: ASYNC110 - polled by design
+                await asyncio.sleep(POLL_S / 5)
+        held = await sdk.rag.summarize(document_id=uploaded.document.id, purpose="support")
+        assert held.summary.purpose.version == 1
+        asked = await sdk.rag.summarize(
+            document_id=uploaded.document.id, purpose="support", purpose_version=2
+        )
+        assert asked.summary.purpose.version == 2  # asking for a version by name still gets it
+        with pytest.raises(UnfitValue):
+            await first.switches.set(
+                RAG_SUMMARY_TEMPLATES, "support", changed_by="ops", reason="no version"
+            )
