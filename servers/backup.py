@@ -159,8 +159,10 @@ def _read_archive(source: Path) -> tuple[dict[str, object], dict[str, bytes]]:
                 if hashlib.sha256(data).hexdigest() != expected:
                     raise BackupError(f"{name} in the backup does not match its manifest")
                 contents[name] = data
-    except (OSError, tarfile.TarError, ValueError, KeyError) as error:
-        raise BackupError(f"cannot read the backup {source}: {error}") from None
+    except (OSError, EOFError, tarfile.TarError, ValueError, KeyError) as error:
+        raise BackupError(
+            f"cannot read the backup {source}: {error or 'it is cut short'}"
+        ) from None
     unlisted = set(members) - set(listed) - {MANIFEST}
     if unlisted:
         raise BackupError(f"the backup holds files its manifest does not list: {sorted(unlisted)}")

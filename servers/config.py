@@ -282,6 +282,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"not an http(s) URL: {url}")
         return value
 
+    @field_validator("var_dir")
+    @classmethod
+    def _named_var_dir(cls, value: Path) -> Path:
+        if not str(value).strip() or str(value) == ".":
+            raise ValueError("name the directory (an empty name would mean the current one)")
+        return value
+
+    @field_validator("policy_dir")
+    @classmethod
+    def _existing_policy_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory of Rego policies")
+        return value
+
     @field_validator("otlp_endpoint")
     @classmethod
     def _otlp_url(cls, value: str) -> str:

@@ -137,6 +137,15 @@ class SwitchBoard:
         self._clock = clock
         self._values: dict[str, str] = {}
         self._version = -1
+        self._checks: dict[str, list[Callable[[str], str | None]]] = {}
+
+    def add_check(self, name: str, check: Callable[[str], str | None]) -> None:
+        """Have the service a switch backs out also check its values (a pack id exists, say).
+
+        Registered where that service is served: a replica serving it refuses what it
+        knows is unfit; one that does not checks the value's form only.
+        """
+        self._checks.setdefault(name, []).append(check)
 
     def value(self, name: str) -> str:
         """The switch's value now (its default until set)."""
@@ -181,6 +190,8 @@ class SwitchBoard:
         if switch is None:
             raise UnknownSwitch(f"no switch is named {name!r}; the switches: {', '.join(SWITCHES)}")
         problem = switch.problem(value)
+        for check in self._checks.get(name, ()):
+            problem = problem or check(value)
         if problem is not None:
             raise UnfitValue(f"{name} {problem}, not {value!r}")
         at = self._clock()

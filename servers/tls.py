@@ -136,11 +136,21 @@ class HttpCertificates:
             self.context.load_verify_locations(cafile=self._files.client_ca)
 
     def reload_if_changed(self) -> bool:
-        """Load renewed files into the context (new connections use them); True if it did."""
+        """Load renewed files into the context (new connections use them); True if it did.
+
+        The files are first loaded into a scratch context: a renewal caught halfway (the
+        new certificate beside the old key) is refused there, and the live context keeps
+        serving the old pair — loading into it directly would install the certificate
+        before the key check fails.
+        """
         try:
             stamp = self._files.stamp()
             if stamp == self._stamp:
                 return False
+            scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            scratch.load_cert_chain(self._files.certificate, self._files.key)
+            if self._files.client_ca is not None:
+                scratch.load_verify_locations(cafile=self._files.client_ca)
             self._load()
         except (OSError, ssl.SSLError) as error:
             logger.warning("TLS files unusable, keeping the current certificate: %s", error)

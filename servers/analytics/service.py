@@ -70,6 +70,8 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
         self.runs = PackRuns(runtime)
+        if runtime.switches is not None:
+            runtime.switches.add_check(ANALYTICS_REMOVED_PACKS, _unknown_packs)
 
     def background_jobs(self) -> list[Job]:
         """The pack workers and the sweep of abandoned imports."""
@@ -172,3 +174,11 @@ SERVICE = ServiceDefinition(
     add_to_server=analytics_service_pb2_grpc.add_AnalyticsServiceServicer_to_server,
     capability="graph analytics packs (issue #6)",
 )
+
+
+def _unknown_packs(value: str) -> str | None:
+    """What is wrong with a value of the switch analytics.removed_packs: ids of no pack."""
+    unknown = [part for part in value.split(",") if part and part != "*" and part not in PACKS]
+    if not unknown:
+        return None
+    return f"names no pack: {', '.join(unknown)} (ListPacks names them, e.g. {next(iter(PACKS))})"

@@ -19,6 +19,8 @@ from servers.config import Settings
 _TTL = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _TTL_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 KEY_SETTINGS = ("var_dir", "keys_dir")
+#: A subject a minted token may name: printable, no control characters, at most 200.
+SUBJECT = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 
 
 def parse_ttl(text: str) -> float:
@@ -68,6 +70,8 @@ def _show_ring(settings: Settings, action: str) -> int:
             ring = key_ring.load(directory)
     except key_ring.KeyRingError as error:
         raise Failed(str(error)) from None
+    except OSError as error:
+        raise Failed(f"cannot use the key directory {directory}: {error.strerror}") from None
     click.echo(f"current  {ring.current.kid} {ring.current.algorithm}")
     if ring.previous:
         click.echo(f"previous {ring.previous.kid} {ring.previous.algorithm}")
@@ -126,7 +130,11 @@ def mint(tenant: uuid.UUID, scopes: str, ttl: float, sub: str, **flags: Any) -> 
             "(CONDUCTOR_TOKEN_MAX_TTL)",
             param_hint="'--ttl'",
         )
-    names = [scope.strip() for scope in scopes.split(",") if scope.strip()]
+    if not SUBJECT.fullmatch(sub):
+        raise click.BadParameter(
+            "1 to 200 printable characters, no control characters", param_hint="'--sub'"
+        )
+    names = list(dict.fromkeys(scope.strip() for scope in scopes.split(",") if scope.strip()))
     unknown = unknown_scopes(names, scope_registry(settings.policy_dir))
     if unknown:
         name, guess = unknown[0]

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import click
+from alembic.util import CommandError
 
 from servers.cli.settings_options import LOGGING, STORE, settings_from, settings_options
 from servers.cli.store import with_database
@@ -63,7 +64,10 @@ async def _migrate(settings: Settings, revision: str, *, check: bool) -> int:
             current, head = await current_revision(database.engine), head_revision()
             click.echo(f"schema at {current or 'nothing'}, head is {head}")
             return 0 if current == head else 1
-        await upgrade(database.engine, revision)
+        try:
+            await upgrade(database.engine, revision)
+        except CommandError as error:  # an unknown revision, one ahead of this code's
+            raise click.BadParameter(str(error), param_hint="'--to'") from None
         click.echo(f"schema at {await current_revision(database.engine)}")
         return 0
     finally:

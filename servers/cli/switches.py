@@ -53,10 +53,13 @@ def _call(flags: dict[str, Any], work: Callable[[Any], Awaitable[int]]) -> int:
     from intelgraph.sdk import INSECURE, TLS, AsyncClient, ConductorError  # noqa: PLC0415
 
     target, ca, token = flags.pop("target"), flags.pop("ca"), flags.pop("token")
+    certificate, key = flags.pop("cert"), flags.pop("key")
     settings = settings_from(flags)
     bearer = _token(settings, token)
     address = target or f"{settings.host}:{settings.grpc_port}"
-    security: Any = TLS.from_files(ca) if ca else INSECURE
+    if (certificate is None) != (key is None):
+        raise click.BadParameter("--cert and --key go together", param_hint="'--cert'")
+    security: Any = TLS.from_files(ca, certificate, key) if ca or certificate else INSECURE
 
     async def run() -> int:
         async with AsyncClient(address, security, token=lambda: bearer) as client:
@@ -65,6 +68,8 @@ def _call(flags: dict[str, Any], work: Callable[[Any], Awaitable[int]]) -> int:
     try:
         return asyncio.run(run())
     except ConductorError as error:
+        if error.code.name == "INVALID_ARGUMENT":  # a name or value on our command line
+            raise click.UsageError(f"{error.code.name}: {error.details}") from None
         raise Failed(f"{error.code.name}: {error.details}") from None
 
 
@@ -79,6 +84,16 @@ def _connection(command: Callable[..., Any]) -> Callable[..., Any]:
                 "--ca",
                 type=click.Path(exists=True, dir_okay=False, path_type=Path),
                 help="PEM CA of a TLS port [default: plaintext].",
+            ),
+            click.option(
+                "--cert",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="PEM client certificate, for an mTLS port (with --key).",
+            ),
+            click.option(
+                "--key",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="PEM key of --cert.",
             ),
             click.option(
                 "--token",
@@ -151,7 +166,13 @@ def set_switch(name: str, value: str, reason: str, **flags: Any) -> int:
 
 @switch.command(name="history")
 @click.argument("name", required=False, default="")
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=20,
+    show_default=True,
+    help="Changes shown, newest first.",
+)
 @_connection
 def history(name: str, limit: int, **flags: Any) -> int:
     """Show the latest changes (of switch NAME, when given), newest first."""
@@ -162,10 +183,10 @@ def history(name: str, limit: int, **flags: Any) -> int:
             name=name, page=PageRequest(page_size=limit)
         )
         for change in answer.changes:
-            click.echo(
+            click.echo(  # quoted: a subject or a reason cannot forge a line of its own
                 f"{change.changed_at.ToDatetime():%Y-%m-%d %H:%M:%S} {change.name}: "
-                f"{change.old_value!r} -> {change.new_value!r} by {change.changed_by}: "
-                f"{change.reason}"
+                f"{change.old_value!r} -> {change.new_value!r} by {change.changed_by!r}: "
+                f"{change.reason!r}"
             )
         return 0
 

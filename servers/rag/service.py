@@ -172,6 +172,20 @@ class RagService(PlatformServicer, rag_service_pb2_grpc.RagServiceServicer):
         self.manifests = Manifests(runtime, self.documents)
         self.reads = Reads(runtime, self.documents)
         self.exports = Exports(runtime, self.documents, self.manifests)
+        if runtime.switches is not None:
+            runtime.switches.add_check(RAG_SUMMARY_TEMPLATES, self._check_pins)
+
+    def _check_pins(self, value: str) -> str | None:
+        """What is wrong with pins of rag.summary_templates: no such template, a purpose twice."""
+        seen: set[str] = set()
+        for pin in filter(None, value.split(",")):
+            purpose, _, version = pin.partition(":")
+            if purpose in seen:
+                return f"holds {purpose} twice"
+            seen.add(purpose)
+            if not any(t.id == purpose and str(t.version) == version for t in templates.TEMPLATES):
+                return f"names no template {pin} (ListPurposeTemplates names them)"
+        return None
 
     def _purpose_template(self, purpose: str, version: int) -> PurposeTemplate:
         """The template a request names; its current one may be held back by a switch.

@@ -119,6 +119,10 @@ async def test_a_changed_or_foreign_archive_and_an_existing_store_are_refused(
     fresh = load_settings(var_dir=tmp_path / "fresh")
     with pytest.raises(BackupError, match="does not match its manifest"):
         restore(fresh, tampered)
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[:-20])
+    with pytest.raises(BackupError, match="cannot read the backup"):
+        restore(fresh, cut)
     junk = tmp_path / "junk.tar.gz"
     with tarfile.open(junk, "w:gz") as tar:
         tar.addfile(tarfile.TarInfo("hello.txt"), io.BytesIO(b""))

@@ -191,9 +191,9 @@ async def test_conductor_switch_sets_lists_and_shows_history_on_the_server_s_mac
         assert "packs too slow" in out
         code, out, _ = await conductor("switch", "history", *where)
         assert code == 0
-        assert f"{ANALYTICS_REMOVED_PACKS}: '' -> '*' by cli:" in out
+        assert f"{ANALYTICS_REMOVED_PACKS}: '' -> '*' by 'cli:" in out
         code, _, err = await conductor("switch", "set", "nope", "on", "--reason", "x", *where)
-        assert code == 1
+        assert code == 2
         (line,) = err.strip().splitlines()
         assert line.startswith("conductor switch set: INVALID_ARGUMENT: no switch is named 'nope'")
 
@@ -212,6 +212,10 @@ async def test_packs_and_what_if_sharing_back_out_on_the_other_replica(tmp_path:
         )
         before = {spec.id for spec in (await reader.analytics.list_packs()).packs}
         removed = sorted(before)[0]
+        with pytest.raises(UnfitValue, match="names no pack: pagerank"):
+            await first.switches.set(
+                ANALYTICS_REMOVED_PACKS, "pagerank", changed_by="o", reason="x"
+            )
         await first.switches.set(ANALYTICS_REMOVED_PACKS, removed, changed_by="ops", reason="slow")
         await first.switches.set(WHATIF_SHARING, "off", changed_by="ops", reason="leak review")
         async with asyncio.timeout(1.0):
@@ -260,7 +264,8 @@ async def test_a_purpose_held_at_an_earlier_template_version_on_the_other_replic
             document_id=uploaded.document.id, purpose="support", purpose_version=2
         )
         assert asked.summary.purpose.version == 2  # asking for a version by name still gets it
-        with pytest.raises(UnfitValue):
-            await first.switches.set(
-                RAG_SUMMARY_TEMPLATES, "support", changed_by="ops", reason="no version"
-            )
+        for unfit in ("support", "support:99", "gossip:1", "support:1,support:2"):
+            with pytest.raises(UnfitValue):
+                await first.switches.set(
+                    RAG_SUMMARY_TEMPLATES, unfit, changed_by="ops", reason="unfit"
+                )

@@ -152,9 +152,13 @@ async def test_renewed_certificates_serve_new_connections_without_a_restart(
     platform, pki = tls
     renewed = Pki(trustme.CA(), pki.directory / "renewed")
     renewed.issue_server()
-    for name in ("server.pem", "key.pem"):
-        shutil.copy(renewed.directory / name, pki.directory / name)
+    # Halfway through a renewal (the new certificate beside the old key) the old pair serves.
+    shutil.copy(renewed.directory / "server.pem", pki.directory / "server.pem")
     await asyncio.sleep(2.5)  # the files are looked at every 2 s
+    assert (await https_get(platform, pki.http_context(), "/healthz")).status_code == 200
+    assert await caller(platform, pki.trust) == "alice"
+    shutil.copy(renewed.directory / "key.pem", pki.directory / "key.pem")
+    await asyncio.sleep(2.5)
     assert await caller(platform, renewed.trust) == "alice"
     assert (await https_get(platform, renewed.http_context(), "/healthz")).status_code == 200
     with pytest.raises(ConductorError):

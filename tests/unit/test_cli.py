@@ -103,6 +103,7 @@ BAD_VALUES = [
         "did you mean catalog.read",
     ),
     (["token", "mint", "--tenant", TENANT, "--scopes", "rag.read,nope.x"], "'nope.x'"),
+    (["token", "mint", "--tenant", TENANT, "--scopes", "rag.read", "--sub", "a\nb"], "'--sub'"),
     (["token", "mint", "--tenant", TENANT, "--scopes", "rag.read", "--ttl", "0s"], "'--ttl'"),
     (["serve", "--grpc-port", "70000"], "--grpc-port"),
     (["serve", "--grpc-port", "fifty"], "'--grpc-port'"),
@@ -119,6 +120,8 @@ BAD_VALUES = [
     (["rag", "verify", "/no/such/manifest.json"], "MANIFEST"),
     (["completion", "powershell"], "SHELL"),
     (["nonsense"], "nonsense"),
+    (["scopes", "--policy-dir", "/no/such/dir"], "--policy-dir"),
+    (["serve", "--var-dir", ""], "--var-dir"),
 ]
 
 
@@ -225,3 +228,16 @@ def test_a_file_that_is_not_a_manifest_is_named_not_dumped(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "not UTF-8 text" in line
     assert len(line) < 300
+
+
+def test_an_unknown_revision_and_an_unusable_key_directory_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["migrate", "--to", "nonexistent", "--var-dir", str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "'--to'" in line
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["keys", "rotate", "--keys-dir", str(blocker / "keys")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("conductor keys rotate: cannot use the key directory")
