@@ -94,3 +94,20 @@ async def test_production_serves_no_graphiql(tmp_path: Path) -> None:
         page = await http.get("/graphql", headers={"accept": "text/html"})
         asset = await http.get("/graphiql/vendor/graphiql.min.js")
     assert (page.status_code, asset.status_code) == (404, 404)
+
+
+async def test_every_file_of_the_page_is_pinned_and_never_sniffed(platform: Platform) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}") as http:
+        page = (await http.get("/graphql", headers={"accept": "text/html"})).text
+        for path in (
+            "/graphiql/start.js",
+            "/graphiql/page.css",
+            "/graphiql/vendor/react.production.min.js",
+        ):
+            answer = await http.get(path)
+            assert answer.status_code == 200
+            assert answer.headers["x-content-type-options"] == "nosniff"
+            digest = base64.b64encode(hashlib.sha384(answer.content).digest()).decode()
+            assert f'src="{path}" integrity="sha384-{digest}"' in page or (
+                f'href="{path}" integrity="sha384-{digest}"' in page
+            )
