@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import click
 from alembic.util import CommandError
+from sqlalchemy.engine import make_url
 
 from servers.cli.settings_options import LOGGING, STORE, settings_from, settings_options
 from servers.cli.store import with_database
@@ -51,6 +53,13 @@ def migrate(revision: str, *, check: bool, **flags: Any) -> int:
     """Bring the database schema to a revision (head by default)."""
     settings = settings_from(flags)
     configure_logging(settings.log_level, settings.log_format)
+    if check and settings.is_sqlite:
+        path = make_url(settings.database_url).database or ""
+        if not Path(path).exists():  # only report: never create the file
+            from servers.db.migrate import head_revision  # noqa: PLC0415
+
+            click.echo(f"schema at nothing (no database at {path}), head is {head_revision()}")
+            return 1
     return with_database(settings, _migrate(settings, revision, check=check))
 
 

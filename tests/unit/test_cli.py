@@ -241,3 +241,9 @@ def test_an_unknown_revision_and_an_unusable_key_directory_are_one_line(
     assert main(["keys", "rotate", "--keys-dir", str(blocker / "keys")]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("conductor keys rotate: cannot use the key directory")
+
+
+def test_migrate_check_only_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate", "--check", "--var-dir", str(tmp_path / "var")]) == 1
+    assert "no database at" in capsys.readouterr().out
+    assert not (tmp_path / "var").exists()
