@@ -119,38 +119,26 @@ class Metering(Component):
             for (tenant, meter), quantity in counts.items():
                 event_id = f"meter:{self._process}:{flush}:{meter}"
                 try:
-                    async with self._database.tenant_session(tenant) as session:
-                        now = self._clock()
-                        await record_usage(
-                            session,
-                            tenant,
-                            event_id,
-                            meter,
-                            quantity,
-                            now,
-                            now,
-                            notifications=self._notifications,
-                        )
+                    await self._record(tenant, event_id, meter, quantity, enforce_cap=True)
                     recorded += 1
                 except ResourceExhausted:
                     recorded += 1  # admitted work past the cap: the cap refuses what comes next
                     self._capped[tenant] = True
-                    await self._record_over_cap(tenant, event_id, meter, quantity)
+                    # Work admitted before the cap was reached is still billed (the one overshoot).
+                    await self._record(tenant, event_id, meter, quantity, enforce_cap=False)
                 except (DomainError, OSError) as error:
                     METERING_FAILURES.labels(meter).inc()
                     logger.warning("metering %s for tenant %s failed: %s", meter, tenant, error)
                     self._counts[tenant, meter] += quantity
         return recorded
 
-    async def _record_over_cap(
-        self, tenant: uuid.UUID, event_id: str, meter: str, quantity: int
+    async def _record(
+        self, tenant: uuid.UUID, event_id: str, meter: str, quantity: int, *, enforce_cap: bool
     ) -> None:
-        """Work admitted before the cap was reached is still billed (the one overshoot)."""
-        from servers.billing import usage  # noqa: PLC0415
-
+        """Record one flushed count as a usage event, in a transaction of its own."""
         async with self._database.tenant_session(tenant) as session:
             now = self._clock()
-            await usage.record_usage(
+            await record_usage(
                 session,
                 tenant,
                 event_id,
@@ -158,7 +146,7 @@ class Metering(Component):
                 quantity,
                 now,
                 now,
-                enforce_cap=False,
+                enforce_cap=enforce_cap,
                 notifications=self._notifications,
             )
 
