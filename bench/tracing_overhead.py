@@ -9,7 +9,7 @@ GraphQL operation and resolver, gRPC client and server, SQL) on each, one call a
 The last line is JSON: {"bench": "tracing_overhead", "off_p50_ms", "on_p50_ms", "ratio"
 (on / off p50), "spans_per_call", "calls"}.
 
-    python bench/tracing_overhead.py [--calls N]
+    python bench/tracing_overhead.py [--quick] [--calls N]
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ def main() -> None:
     """Run and print the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1000, help="calls per platform")
-    result = asyncio.run(run(parser.parse_args().calls))
+    parser.add_argument("--quick", action="store_true", help="100 calls per platform (a smoke run)")
+    args = parser.parse_args()
+    result = asyncio.run(run(100 if args.quick else args.calls))
     print(json.dumps({"bench": "tracing_overhead", **result}))
 
 
