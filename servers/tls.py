@@ -126,14 +126,14 @@ class HttpCertificates:
         self._stamp = files.stamp()
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._load()
+        self._load_into(self.context)
         if files.client_ca is not None:
             self.context.verify_mode = ssl.CERT_REQUIRED
 
-    def _load(self) -> None:
-        self.context.load_cert_chain(self._files.certificate, self._files.key)
+    def _load_into(self, context: ssl.SSLContext) -> None:
+        context.load_cert_chain(self._files.certificate, self._files.key)
         if self._files.client_ca is not None:
-            self.context.load_verify_locations(cafile=self._files.client_ca)
+            context.load_verify_locations(cafile=self._files.client_ca)
 
     def reload_if_changed(self) -> bool:
         """Load renewed files into the context (new connections use them); True if it did.
@@ -147,11 +147,8 @@ class HttpCertificates:
             stamp = self._files.stamp()
             if stamp == self._stamp:
                 return False
-            scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            scratch.load_cert_chain(self._files.certificate, self._files.key)
-            if self._files.client_ca is not None:
-                scratch.load_verify_locations(cafile=self._files.client_ca)
-            self._load()
+            self._load_into(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))  # refused here if unfit
+            self._load_into(self.context)
         except (OSError, ssl.SSLError) as error:
             logger.warning("TLS files unusable, keeping the current certificate: %s", error)
             return False
