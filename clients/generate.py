@@ -302,19 +302,41 @@ def _field_parameters(fields: list[FieldDescriptor], imports: Imports) -> list[s
     return [f"        {f.name}: {_field_type(f, imports)} | None = None," for f in fields]
 
 
+def _repeated_messages(message: Descriptor) -> list[FieldDescriptor]:
+    return [field for field in message.fields if field.is_repeated and field.message_type]
+
+
+def _listed(response: Descriptor) -> tuple[str, FieldDescriptor | None]:
+    """Where a paged response's items are, and their field.
+
+    Its one repeated message field, or the one of its one singular message field
+    that has exactly one (RunPack's `result.entities`).
+    """
+    listed = _repeated_messages(response)
+    if listed:
+        return (listed[0].name, listed[0]) if len(listed) == 1 else ("", None)
+    nested = [
+        field
+        for field in response.fields
+        if not field.is_repeated
+        and field.message_type is not None
+        and field.message_type.full_name != _PAGE_RESPONSE
+    ]
+    if len(nested) == 1 and len(inner := _repeated_messages(nested[0].message_type)) == 1:
+        return f"{nested[0].name}.{inner[0].name}", inner[0]
+    return "", None
+
+
 def _pager(method: MethodDescriptor, imports: Imports, *, asynchronous: bool) -> list[str]:
     """`iter_<items>`: every item of a List RPC, following its page tokens."""
     request, response = method.input_type, method.output_type
     page = request.fields_by_name.get("page")
     if page is None or page.message_type is None or page.message_type.full_name != _PAGE_REQUEST:
         return []
-    listed = [
-        field for field in response.fields if field.is_repeated and field.message_type is not None
-    ]
+    path, items = _listed(response)
     answered = response.fields_by_name.get("page")
-    if len(listed) != 1 or answered is None or answered.message_type.full_name != _PAGE_RESPONSE:
+    if items is None or answered is None or answered.message_type.full_name != _PAGE_RESPONSE:
         raise SystemExit(f"{method.full_name}: a List RPC answers one repeated message and a page")
-    items = listed[0]
     name = _snake(method.name)
     fields = [field for field in request.fields if field.name != "page"]
     item = imports.name_of(items.message_type)
@@ -322,13 +344,13 @@ def _pager(method: MethodDescriptor, imports: Imports, *, asynchronous: bool) ->
     if asynchronous:
         loop = [
             f"        async for page in async_pages(self.{name}, message, page_size, timeout):",
-            f"            for item in page.{items.name}:",
+            f"            for item in page.{path}:",
             "                yield item",
         ]
     else:
         loop = [
             f"        for page in pages(self.{name}, message, page_size, timeout):",
-            f"            yield from page.{items.name}",
+            f"            yield from page.{path}",
         ]
     summary = f"Every item of {method.name}, page after page; each page is one call."
     return [

@@ -176,7 +176,24 @@ class Settings(BaseSettings):
         (), description="Comma-separated webhook URLs notifications are POSTed to."
     )
     analytics_workers: int = Field(
-        1, ge=1, le=16, description="Processes that run analytics packs (killed at deadlines)."
+        2,
+        ge=1,
+        le=16,
+        description="Processes that run parameterised analytics packs (killed at deadlines).",
+    )
+    analytics_projection_cache_bytes: int = Field(
+        2 * 1024**3,
+        ge=0,
+        description="Bytes of graph projections each analytics worker keeps mapped, across"
+        " tenants (least recently used go first).",
+    )
+    analytics_results_cache_bytes: int = Field(
+        512 * 1024**2,
+        ge=0,
+        description="Bytes of materialized pack rankings kept decoded in memory, across tenants.",
+    )
+    analytics_materialize_threads: int = Field(
+        2, ge=1, le=64, description="Threads the background computation of whole-graph packs uses."
     )
     redis_url: str = Field(
         "", description="Optional Redis (redis://...) that replicas share revocations through."

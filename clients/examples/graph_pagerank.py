@@ -26,11 +26,23 @@ def main() -> None:
             f"imported {imported.entities_upserted} entities and "
             f"{imported.relationships_upserted} relationships (revision {imported.graph_revision})"
         )
+        # Whole-graph results are computed in the background after each import; a small
+        # graph's are ready at once (RunPack waits a few seconds for a tenant's first ones).
         ran = client.analytics.run_pack(
             pack_id="analytics.pagerankTop:v1", parameters=PackParameters(top_k=3)
         )
+        related = client.analytics.run_pack(
+            pack_id="analytics.personalizedPagerank:v1",
+            parameters=PackParameters(seed_ids=["ada"], top_k=3),
+        )
+    freshness = ran.result.freshness
+    print(f"PageRank at revision {freshness.revision} (stale: {freshness.stale}):")
     for rank, scored in enumerate(ran.result.entities, start=1):
         print(f"{rank}. {scored.entity_id}  {scored.score:.4f}")
+    bound = related.result.accuracy.l1_error_bound
+    print(f"most related to ada (L1 error at most {bound:.1e}):")
+    for scored in related.result.entities:
+        print(f"   {scored.entity_id}  {scored.score:.4f}")
 
 
 if __name__ == "__main__":

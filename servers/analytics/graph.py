@@ -1,34 +1,42 @@
-"""Graph snapshots: a tenant's graph at one revision as arrays, saved once, loaded by workers.
+"""Graph snapshots: a tenant's graph at one revision as arrays, persisted per revision.
 
-A snapshot holds the entity ids (sorted; an entity's index is its position)
-and three edge arrays (source index, target index, weight). Built from the
-store when a revision is first needed, written to `var/analytics/`, and read by
-the pack workers with `numpy.load`; the igraph projection is built from it.
+A snapshot holds the entity ids (sorted, as UTF-8 bytes; an entity's index is
+its position) and the relationships as edge arrays sorted by source (so they
+are also the out-adjacency rows), with the in-adjacency rows beside them. It is
+read once from the store when a revision is materialized (`snapshots`), written to
+`var/analytics/<tenant>/<revision>/` as one `.npy` file per array, and mapped
+back in by any process (`load` memory-maps them: a restarted server has the
+projection back in milliseconds, and the page cache is shared by its workers).
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from servers.analytics import store
-from servers.db import Database
+#: Version of the files' layout; a directory of another version is rebuilt.
+LAYOUT = 1
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One tenant graph revision, as arrays."""
+    """One tenant graph revision, as arrays (possibly memory-mapped, read-only)."""
 
     revision: int
-    ids: np.ndarray  # entity ids (str), sorted
-    sources: np.ndarray  # int32 indexes into ids
+    ids: np.ndarray  # entity ids, UTF-8 bytes (numpy "S"), sorted
+    sources: np.ndarray  # int32 indexes into ids, ascending
     targets: np.ndarray  # int32
     weights: np.ndarray  # float64
+    out_offsets: np.ndarray  # int64: node v's out-edges are positions out_offsets[v]:[v + 1]
+    in_offsets: np.ndarray  # int64: node v's in-edges are in_sources[in_offsets[v]:[v + 1]]
+    in_sources: np.ndarray  # int32
+    in_weights: np.ndarray  # float64
 
     @property
     def nodes(self) -> int:
@@ -40,98 +48,164 @@ class Snapshot:
         """Number of relationships."""
         return len(self.sources)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all its arrays."""
+        return sum(int(array.nbytes) for array in self._arrays().values())
+
+    def entity(self, index: int) -> str:
+        """The id of the entity at `index`."""
+        return bytes(self.ids[index]).decode()
+
+    def entities(self, indexes: np.ndarray) -> list[str]:
+        """The ids of the entities at `indexes`."""
+        return [bytes(value).decode() for value in self.ids[indexes]]
+
+    def index(self, entity_id: str) -> int | None:
+        """The position of an entity id, or None if the graph has no such entity."""
+        key = entity_id.encode()
+        at = int(np.searchsorted(self.ids, key))
+        if at < self.nodes and bytes(self.ids[at]) == key:
+            return at
+        return None
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "ids": self.ids,
+            "sources": self.sources,
+            "targets": self.targets,
+            "weights": self.weights,
+            "out_offsets": self.out_offsets,
+            "in_offsets": self.in_offsets,
+            "in_sources": self.in_sources,
+            "in_weights": self.in_weights,
+        }
+
+    @classmethod
+    def of(
+        cls,
+        revision: int,
+        ids: np.ndarray,
+        sources: np.ndarray,
+        targets: np.ndarray,
+        weights: np.ndarray,
+    ) -> Snapshot:
+        """A snapshot of sorted ids (str or bytes) and edges in any order."""
+        encoded = np.asarray([str(entity).encode() for entity in ids.tolist()], dtype=bytes)
+        if encoded.size == 0:
+            encoded = np.zeros(0, dtype="S1")
+        nodes = len(encoded)
+        order = np.argsort(sources, kind="stable")
+        sources = np.asarray(sources, dtype=np.int32)[order]
+        targets = np.asarray(targets, dtype=np.int32)[order]
+        weights = np.asarray(weights, dtype=np.float64)[order]
+        inward = np.argsort(targets, kind="stable")
+        return cls(
+            revision,
+            encoded,
+            sources,
+            targets,
+            weights,
+            _offsets(sources, nodes),
+            _offsets(targets[inward], nodes),
+            sources[inward],
+            weights[inward],
+        )
+
+
+def _offsets(rows: np.ndarray, nodes: int) -> np.ndarray:
+    offsets = np.zeros(nodes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=nodes), out=offsets[1:])
+    return offsets
+
 
 def snapshot_path(directory: Path, tenant: uuid.UUID, revision: int) -> Path:
-    """Where a revision's snapshot lives."""
-    return directory / f"{tenant}-{revision}.npz"
+    """Where a revision's snapshot lives (a directory)."""
+    return directory / str(tenant) / str(revision)
+
+
+def revisions(directory: Path, tenant: uuid.UUID) -> list[int]:
+    """The revisions of the tenant's complete snapshots here, oldest first."""
+    tenant_directory = directory / str(tenant)
+    if not tenant_directory.is_dir():
+        return []
+    return sorted(
+        int(path.name)
+        for path in tenant_directory.iterdir()
+        if path.name.isdigit() and (path / "meta.json").exists()
+    )
 
 
 def prune(directory: Path, tenant: uuid.UUID, keep: int) -> None:
     """Delete the tenant's snapshots older than `keep - 1`.
 
-    The one before `keep` stays for runs in flight; workers keep what they loaded.
+    The one before `keep` stays for runs in flight and stale reads; workers keep
+    what they mapped (an unlinked file stays readable while mapped).
     """
-    for path in directory.glob(f"{tenant}-*.npz"):
-        revision = path.name.removeprefix(f"{tenant}-").removesuffix(".npz")
-        if revision.isdigit() and int(revision) < keep - 1:
-            path.unlink(missing_ok=True)
-
-
-#: Rows fetched and converted at a time while building a snapshot (the event loop runs
-#: other calls between batches).
-SNAPSHOT_BATCH = 10_000
-
-
-def _indexed(names: list[str]) -> tuple[np.ndarray, dict[str, int]]:
-    """The entity ids in order, and each one's position among them."""
-    ids = np.array(sorted(names), dtype=object)
-    return ids, {entity: index for index, entity in enumerate(ids.tolist())}
-
-
-async def build_snapshot(database: Database, tenant: uuid.UUID) -> Snapshot:
-    """Read the tenant's graph (one consistent, read-only transaction) into arrays.
-
-    Rows are streamed in batches, so a large graph does not hold up the server's
-    other calls while it is read.
-    """
-    async with store.snapshot_session(database, tenant) as session:
-        revision = await store.revision(session)
-        names: list[str] = []
-        async for batch in store.entity_ids(session, SNAPSHOT_BATCH):
-            names += batch
-        # Sorting and indexing a large graph's ids takes a while: not on the event loop.
-        ids, position = await asyncio.to_thread(_indexed, names)
-        sources: list[np.ndarray] = []
-        targets: list[np.ndarray] = []
-        weights: list[np.ndarray] = []
-        async for part in store.relationship_edges(session, SNAPSHOT_BATCH):
-            sources.append(np.fromiter((position[row[0]] for row in part), np.int32, len(part)))
-            targets.append(np.fromiter((position[row[1]] for row in part), np.int32, len(part)))
-            weights.append(np.fromiter((row[2] for row in part), np.float64, len(part)))
-
-    def joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-
-    return Snapshot(
-        revision,
-        ids,
-        joined(sources, np.int32),
-        joined(targets, np.int32),
-        joined(weights, np.float64),
-    )
+    for revision in revisions(directory, tenant):
+        if revision < keep - 1:
+            shutil.rmtree(snapshot_path(directory, tenant, revision), ignore_errors=True)
 
 
 def save(snapshot: Snapshot, path: Path) -> None:
-    """Write atomically (a worker never reads half a file), readable by its owner only.
+    """Write the snapshot's directory atomically (a reader never sees half of it).
 
-    Snapshots hold a tenant's entity ids: their directory is 0700, the files 0600.
+    Snapshots hold a tenant's entity ids: their directories are 0700, the files 0600.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # Not named *.npz while it is written: readers and pruning glob for those.
-    staging = path.with_name(path.name + ".partial")
-    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        np.savez(
-            file,
-            revision=np.array([snapshot.revision]),
-            ids=snapshot.ids.astype(str),
-            sources=snapshot.sources,
-            targets=snapshot.targets,
-            weights=snapshot.weights,
-        )
-    staging.replace(path)
+    path.parent.parent.chmod(0o700)
+    # Not a revision's name while it is written: readers and pruning look for those.
+    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700)
+    for name, array in snapshot._arrays().items():
+        descriptor = os.open(staging / f"{name}.npy", os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            np.save(file, np.ascontiguousarray(array), allow_pickle=False)
+    meta = {"layout": LAYOUT, "revision": snapshot.revision, "nodes": snapshot.nodes}
+    descriptor = os.open(staging / "meta.json", os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        json.dump(meta, file)
+    if path.exists():  # a rebuild of the same revision: the old one goes
+        shutil.rmtree(path, ignore_errors=True)
+    staging.rename(path)
+
+
+def _mapped(file: Path) -> np.ndarray:
+    """A saved array, memory-mapped (an empty one cannot be: it is read)."""
+    try:
+        array: np.ndarray = np.load(file, mmap_mode="r", allow_pickle=False)
+    except ValueError:  # numpy cannot map a file with no data after its header
+        array = np.load(file, allow_pickle=False)
+    return array
 
 
 def load(path: Path) -> Snapshot:
-    """Read a saved snapshot."""
-    with np.load(path, allow_pickle=False) as arrays:
-        return Snapshot(
-            int(arrays["revision"][0]),
-            arrays["ids"].astype(object),
-            arrays["sources"],
-            arrays["targets"],
-            arrays["weights"],
+    """Map a saved snapshot back in (read-only memory maps: no copy, no parsing).
+
+    Raises:
+        OSError: There is no complete snapshot of the current layout there.
+    """
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except ValueError as error:
+        raise OSError(f"{path}: unreadable snapshot") from error
+    if meta.get("layout") != LAYOUT:
+        raise OSError(f"{path}: a snapshot of another layout")
+    arrays = {
+        name: _mapped(path / f"{name}.npy")
+        for name in (
+            "ids",
+            "sources",
+            "targets",
+            "weights",
+            "out_offsets",
+            "in_offsets",
+            "in_sources",
+            "in_weights",
         )
+    }
+    return Snapshot(revision=int(meta["revision"]), **arrays)
 
 
 def heavy_tailed(

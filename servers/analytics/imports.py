@@ -22,6 +22,7 @@ from typing import Any
 
 from core.errors import InvalidArgument
 from servers.analytics import store
+from servers.analytics.store import results
 from servers.db import Database, utc_now
 
 #: Rows per INSERT statement when staging: a batch of 5,000 in one statement held the
@@ -121,7 +122,9 @@ class GraphImport:
             await store.check_endpoints(session, self.id)
             entities, relationships = await store.staged_counts(session, self.id)
             await store.merge_staged(session, self._tenant, self.id)
-            revision = await store.bump_revision(session, self._tenant, self._clock())
+            now = self._clock()
+            revision = await store.bump_revision(session, self._tenant, now)
+            await results.request(session, revision, relationships, now)
             await store.clear_staged(session, self.id)
             await session.flush()
             return Imported(entities, relationships, revision)

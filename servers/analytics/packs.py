@@ -1,30 +1,37 @@
 """The registry of persisted analytics packs, their parameters, and their cost hints.
 
 Only registered packs run. Each has typed, bounded parameters, an ABAC
-permission, a time budget (`timeout_ms`) and, where its result survives it, a
-sampler: `top_edges:20%` keeps the fifth of the edges whose endpoints have the
-highest degree product (PageRank top-50 overlap 0.94 on the reference tenancy),
-`random_edges:20%` a uniform fifth (what community detection needs); the
-curves are in docs/analytics-sampling.md.
-
-The cost model prices a cold run without running it: time is per-pack work
-units (nodes and edges touched, times pivots; a share of the graph for
-traversals) multiplied by this machine's measured speed (the workers time a
-reference PageRank at start); memory is the projection plus the sample.
+permission and a time budget (`timeout_ms`). Whole-graph packs (PageRank,
+degree, betweenness, communities) are materialized: computed once per graph
+revision in the background, so a run is a lookup of a page of the stored
+ranking, priced as such. Parameterised packs (shortest path, neighbourhood,
+personalised PageRank) run per call on the resident projection; the cost model
+prices such a run without running it: time is per-pack work units (nodes and
+edges touched; a share of the graph for traversals) multiplied by this
+machine's measured speed (the workers time a reference PageRank at start).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from core.errors import InvalidArgument, NotFound, quoted
 
-#: Resident bytes per node and per edge of a projection: igraph's graph, two adjacency
-#: row sets, the id index (measured by bench/analytics_estimates.py).
-NODE_BYTES, EDGE_BYTES = 150, 55
+#: Bytes per node and per edge of a projection's files (ids, edges out and in, offsets;
+#: mapped into the workers): 8-byte offsets twice and an id, 4 + 4 + 8 + 4 + 8 per edge.
+NODE_BYTES, EDGE_BYTES = 40, 28
+#: Bytes per entity of a stored ranking (the id, its score; a community).
+RANKED_BYTES = 24
+
+#: PageRank's damping factor (networkx's alpha), for PageRank and personalised PageRank.
+DAMPING = 0.85
+#: Betweenness estimates: every score within this much of the exact one (the share of
+#: pairs whose shortest paths pass through the entity)...
+BETWEENNESS_EPSILON = 0.005
+#: ... with at least this probability of the contrary (KADABRA's guarantee).
+BETWEENNESS_DELTA = 0.1
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ class Parameter:
     """A typed, bounded pack parameter."""
 
     name: str
-    type: str  # "integer" | "entity_id"
+    type: str  # "integer" | "entity_id" | "entity_ids"
     description: str
     minimum: int = 0
     maximum: int = 0
@@ -47,46 +54,29 @@ class PackSpec:
     id: str
     abac: tuple[str, ...]
     timeout_ms: int
+    #: A sampler, where a pack has one (none does any more: whole-graph packs are
+    #: materialized exactly, parameterised ones say how accurate they are).
     sample: str
     description: str
     parameters: tuple[Parameter, ...]
     #: Time per work unit (see `_work`), relative to PageRank's per node and edge.
-    cost_per_unit: float
-    #: Whether the pack always runs on its sample (its full run is never affordable).
-    always_sampled: bool = False
-    #: Whether its sampled runs use the sample as an igraph graph (built once per revision).
-    builds_sample_graph: bool = True
-
-    @property
-    def sample_ratio(self) -> float:
-        """The share of edges the sampler keeps (1.0 without a sampler)."""
-        return sampler(self.sample)[1] if self.sample else 1.0
-
-
-#: Edge samplers: "top_edges" keeps the edges whose endpoints have the highest degree
-#: product (the hubs' backbone), "random_edges" a uniform draw (seeded by the revision).
-SAMPLERS = ("top_edges", "random_edges")
-
-
-def sampler(spec: str) -> tuple[str, float]:
-    """(name, share of edges kept) of a sampler spec such as "top_edges:20%".
-
-    >>> sampler("random_edges:20%")
-    ('random_edges', 0.2)
-    """
-    name, _, percent = spec.partition(":")
-    if name not in SAMPLERS or not percent.endswith("%"):
-        raise ValueError(f"unknown sampler {spec!r}")
-    ratio = float(percent.removesuffix("%")) / 100
-    if not 0 < ratio <= 1:
-        raise ValueError(f"sampler {spec!r} must keep between 0 and 100% of the edges")
-    return name, ratio
+    cost_per_unit: float = 1.0
+    #: Computed once per graph revision and stored: a run is a lookup.
+    materialized: bool = False
 
 
 TOP_K = Parameter("top_k", "integer", "How many entities to return.", 1, 1000, 50)
 HOPS = Parameter("max_hops", "integer", "Longest path, in relationships.", 1, 4, 2)
 SOURCE = Parameter("source_id", "entity_id", "The entity to start from.", required=True)
 TARGET = Parameter("target_id", "entity_id", "The entity to reach.", required=True)
+SEEDS = Parameter(
+    "seed_ids",
+    "entity_ids",
+    "The entities to start from (equally), at most 64.",
+    1,
+    64,
+    required=True,
+)
 
 PACKS: Mapping[str, PackSpec] = {
     spec.id: spec
@@ -95,40 +85,42 @@ PACKS: Mapping[str, PackSpec] = {
             "analytics.pagerankTop:v1",
             ("analytics.read",),
             450,
-            "top_edges:20%",
-            "Entities ranked by weighted PageRank (damping 0.85).",
+            "",
+            "Entities ranked by weighted PageRank (damping 0.85), exact to an L1 bound of 1e-7;"
+            " computed once per graph revision.",
             (TOP_K,),
-            cost_per_unit=1.0,
+            materialized=True,
         ),
         PackSpec(
             "analytics.degreeTop:v1",
             ("analytics.read",),
             450,
             "",
-            "Entities ranked by degree (relationships in and out).",
+            "Entities ranked by degree (relationships in and out); computed once per revision.",
             (TOP_K,),
-            cost_per_unit=0.04,
+            materialized=True,
         ),
         PackSpec(
             "analytics.betweennessTop:v1",
             ("analytics.read",),
             450,
-            "top_edges:10%",
-            "Entities ranked by betweenness, estimated from 16 pivots on a sample.",
+            "",
+            "Entities ranked by betweenness (relationships undirected, unweighted): the share"
+            " of entity pairs whose shortest paths pass through each, exact on small graphs,"
+            f" else within {BETWEENNESS_EPSILON} with probability {1 - BETWEENNESS_DELTA:g}"
+            " (KADABRA); computed once per revision.",
             (TOP_K,),
-            cost_per_unit=0.2,  # per pivot
-            always_sampled=True,
+            materialized=True,
         ),
         PackSpec(
             "analytics.communities:v1",
             ("analytics.read",),
-            1000,
-            "random_edges:20%",
-            "Leiden communities (modularity) on a sample; the top-k entities by degree.",
+            450,
+            "",
+            "Leiden communities of the whole graph (modularity reported); entities by degree"
+            " with their community. Computed once per revision.",
             (TOP_K,),
-            cost_per_unit=5.5,  # per sampled edge and touched entity
-            always_sampled=True,
-            builds_sample_graph=False,
+            materialized=True,
         ),
         PackSpec(
             "analytics.shortestPath:v1",
@@ -148,11 +140,18 @@ PACKS: Mapping[str, PackSpec] = {
             (SOURCE, HOPS, TOP_K),
             cost_per_unit=1.0,
         ),
+        PackSpec(
+            "analytics.personalizedPagerank:v1",
+            ("analytics.read",),
+            450,
+            "",
+            "What is most related to the seed entities: PageRank restarting at the seeds"
+            " (damping 0.85), by forward push, with a bound on its L1 error.",
+            (SEEDS, TOP_K),
+            cost_per_unit=1.0,
+        ),
     )
 }
-
-#: Pivots the betweenness estimate starts from.
-BETWEENNESS_PIVOTS = 16
 
 
 def pack(pack_id: str) -> PackSpec:
@@ -165,6 +164,20 @@ def pack(pack_id: str) -> PackSpec:
     if spec is None:
         raise NotFound(f"no analytics pack {quoted(pack_id)}; ListPacks names the registered ones")
     return spec
+
+
+def _bind_entities(spec: PackSpec, parameter: Parameter, value: Any) -> list[str]:
+    field = f"parameters.{parameter.name}"
+    entities = [str(entity) for entity in value or ()]
+    if parameter.required and not entities:
+        raise InvalidArgument(f"{spec.id} needs {parameter.name}", field=field)
+    if len(entities) > parameter.maximum:
+        raise InvalidArgument(
+            f"{parameter.name} takes at most {parameter.maximum} entities", field=field
+        )
+    if any(not entity for entity in entities):
+        raise InvalidArgument(f"{parameter.name} holds an empty id", field=field)
+    return entities
 
 
 def bind(spec: PackSpec, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -181,6 +194,9 @@ def bind(spec: PackSpec, given: Mapping[str, Any]) -> dict[str, Any]:
     for parameter in spec.parameters:
         value = given.get(parameter.name)
         field = f"parameters.{parameter.name}"
+        if parameter.type == "entity_ids":
+            bound[parameter.name] = _bind_entities(spec, parameter, value)
+            continue
         if value in (None, ""):
             if parameter.required:
                 raise InvalidArgument(f"{spec.id} needs {parameter.name}", field=field)
@@ -204,18 +220,16 @@ class Estimate:
     edges_touched: int
     sampling_applies: bool
     within_budget: bool
-    #: The sample the run would use, e.g. "top_edges:10%" ("" for the whole graph).
+    #: The sample the run would use ("" for the whole graph: every pack now).
     sample: str = ""
+    #: A lookup of results materialized for the revision.
+    materialized: bool = False
 
 
 # Work units are the time a PageRank takes per node and edge (the workers time one at
 # start: `seconds_per_unit`); the constants are fitted by bench/analytics_estimates.py.
-#: What any run costs (the call, selecting the top k).
+#: What any run on a worker costs (the call, selecting the top k).
 FIXED_UNITS = 600
-#: Scoring every edge and choosing a sample, per edge of the graph.
-CHOOSE_UNITS_PER_EDGE = 0.09
-#: Building an igraph graph of the sample, per sampled edge.
-BUILD_UNITS_PER_EDGE = 1.5
 #: The share of a heavy-tailed graph (nodes + edges) a directed traversal of so many
 #: hops touches from a typical entity: one hop stays local, two reach the hubs, three
 #: a few percent of the graph, four half of it. From a hub it touches far more (the
@@ -223,19 +237,16 @@ BUILD_UNITS_PER_EDGE = 1.5
 TOUCHED_BY_HOPS = {1: 0.0, 2: 0.001, 3: 0.04, 4: 0.5}
 #: A neighbourhood stops once it has top_k entities: units per entity (it passes hubs).
 NEIGHBOURHOOD_UNITS_PER_RESULT = 35
-#: Communities' pass over every relationship (the modularity), per edge of the graph.
-MODULARITY_UNITS_PER_EDGE = 0.43
-#: Sampled runs over budget try the pack's ratio, then halves of it down to this share.
-MIN_SAMPLE_RATIO = 0.01
-#: Runs are planned to fit this share of their budget: estimates are good to about 2x,
-#: and a cold run killed at its deadline leaves nothing memoized for the next one.
-PLANNING_SHARE = 0.5
-
-
-def _sampling_units(spec: PackSpec, edges: int, sample_edges: int) -> float:
-    """Choosing a cold sample, and building its igraph graph for the packs that use one."""
-    build = BUILD_UNITS_PER_EDGE * sample_edges if spec.builds_sample_graph else 0.0
-    return CHOOSE_UNITS_PER_EDGE * edges + build
+#: A personalised PageRank's forward push stops at its L1 tolerance or after this much
+#: work (edges scanned), whichever comes first (`algorithms.personalized_pagerank`): about
+#: 20 ms on the reference graph, where the bound left is about 0.2; graphs up to about
+#: 100k relationships reach the tolerance.
+PUSH_TOLERANCE, PUSH_MAX_WORK = 1e-4, 5_000_000
+#: Edges a push to the tolerance scans, per relationship of the graph (sweeps of it),
+#: and the work units per edge scanned (scipy's sparse kernel: a few ns each).
+PUSH_SWEEPS, PUSH_UNITS_PER_EDGE = 40, 0.03
+#: A lookup of a materialized ranking: the query and the page, in milliseconds.
+LOOKUP_MS, LOOKUP_MS_PER_ENTITY = 2.0, 0.002
 
 
 def _traversal(nodes: int, edges: int, hops: int) -> tuple[int, int]:
@@ -248,25 +259,13 @@ def _traversal(nodes: int, edges: int, hops: int) -> tuple[int, int]:
 
 
 def _work(
-    spec: PackSpec, params: Mapping[str, Any], nodes: int, edges: int, run_edges: int
+    spec: PackSpec, params: Mapping[str, Any], nodes: int, edges: int
 ) -> tuple[int, int, float]:
-    """(nodes, edges) touched and work units; `run_edges` < `edges` if sampled."""
+    """(nodes, edges) a parameterised run touches, and its work units."""
     cost = spec.cost_per_unit
-    if spec.id == "analytics.degreeTop:v1":
-        return nodes, edges, cost * nodes
-    if spec.id == "analytics.pagerankTop:v1":
-        return nodes, run_edges, cost * (nodes + run_edges)
-    if spec.id == "analytics.betweennessTop:v1":
-        return nodes, run_edges, cost * (nodes + run_edges) * BETWEENNESS_PIVOTS
-    if spec.id == "analytics.communities:v1":
-        # Leiden runs on the entities the sampled edges touch (fewer than a uniform
-        # draw of endpoints would: the hubs recur), then modularity on the whole graph.
-        touched = int(nodes * -math.expm1(-2 * run_edges / max(nodes, 1)))
-        return (
-            touched,
-            run_edges,
-            cost * (run_edges + touched) + (MODULARITY_UNITS_PER_EDGE * edges),
-        )
+    if spec.id == "analytics.personalizedPagerank:v1":
+        scanned = min(edges * PUSH_SWEEPS, PUSH_MAX_WORK)
+        return nodes, edges, cost * PUSH_UNITS_PER_EDGE * scanned
     touched_nodes, touched_edges = _traversal(nodes, edges, int(params["max_hops"]))
     if spec.id == "analytics.neighborhood:v1":
         found = NEIGHBOURHOOD_UNITS_PER_RESULT * int(params["top_k"])
@@ -276,13 +275,19 @@ def _work(
     return touched_nodes, touched_edges, cost * (touched_nodes + touched_edges)
 
 
-def _samples(spec: PackSpec) -> list[str]:
-    """The pack's sampler at its ratio, then at halves of it down to MIN_SAMPLE_RATIO."""
-    name, ratio = sampler(spec.sample)
-    ratios = [ratio]
-    while ratios[-1] / 2 >= MIN_SAMPLE_RATIO:
-        ratios.append(ratios[-1] / 2)
-    return [f"{name}:{share * 100:g}%" for share in ratios]
+def lookup_estimate(nodes: int, page_size: int, budget_ms: float) -> Estimate:
+    """Price a page of a materialized ranking: a query and `page_size` entities."""
+    size = min(nodes, page_size)
+    expected_ms = LOOKUP_MS + LOOKUP_MS_PER_ENTITY * size
+    return Estimate(
+        expected_ms=round(expected_ms, 3),
+        memory_bytes=nodes * RANKED_BYTES,
+        nodes_touched=size,
+        edges_touched=0,
+        sampling_applies=False,
+        within_budget=expected_ms <= budget_ms,
+        materialized=True,
+    )
 
 
 def estimate(  # noqa: PLR0917 - the facts a price depends on
@@ -293,40 +298,21 @@ def estimate(  # noqa: PLR0917 - the facts a price depends on
     seconds_per_unit: float,
     budget_ms: float,
 ) -> Estimate:
-    """Price a cold run of `spec` (nothing derived yet) on a graph of `nodes` and `edges`.
+    """Price a run of `spec` on a graph of `nodes` and `edges`.
 
-    Sampling applies when the pack always samples, or when the full run would not
-    fit the planned share of the budget and the pack has a sampler; the sample is
-    the pack's, or the largest halving of its ratio that fits. A run whose estimate
-    exceeds the whole budget is not within it (the service refuses it). Runs at a
-    revision a worker has already derived from (a PageRank vector, a partition)
-    take much less.
+    Materialized packs are priced as the lookup of a page (top_k entities); the
+    others as a run on the projection. A run whose estimate exceeds the budget
+    is not within it (the service refuses it).
     """
-
-    def price(run_edges: int) -> tuple[int, int, float]:
-        touched_nodes, touched_edges, units = _work(spec, params, nodes, edges, run_edges)
-        shared = _sampling_units(spec, edges, run_edges) if run_edges < edges else 0.0
-        ms = (FIXED_UNITS + units + shared) * seconds_per_unit * 1000
-        return touched_nodes, touched_edges, ms
-
-    planned_ms = budget_ms * PLANNING_SHARE
-    touched_nodes, touched_edges, expected_ms = price(edges)
-    sample = ""
-    if spec.sample and (spec.always_sampled or expected_ms > planned_ms):
-        for sample in _samples(spec):
-            run_edges = min(edges, math.ceil(edges * sampler(sample)[1]))
-            touched_nodes, touched_edges, expected_ms = price(run_edges)
-            if expected_ms <= planned_ms:
-                break
-    memory = nodes * NODE_BYTES + edges * EDGE_BYTES  # the projection
-    if sample:
-        memory += touched_nodes * NODE_BYTES + touched_edges * EDGE_BYTES
+    if spec.materialized:
+        return lookup_estimate(nodes, int(params.get("top_k", 50)), budget_ms)
+    touched_nodes, touched_edges, units = _work(spec, params, nodes, edges)
+    expected_ms = (FIXED_UNITS + units) * seconds_per_unit * 1000
     return Estimate(
         expected_ms=round(expected_ms, 3),
-        memory_bytes=int(memory),
+        memory_bytes=int(nodes * NODE_BYTES + edges * EDGE_BYTES),
         nodes_touched=touched_nodes,
         edges_touched=touched_edges,
-        sampling_applies=bool(sample),
+        sampling_applies=False,
         within_budget=expected_ms <= budget_ms,
-        sample=sample,
     )

@@ -1,4 +1,4 @@
-"""The AnalyticsService servicer: graph import and persisted packs with cost hints and deadlines."""
+"""The AnalyticsService servicer: graph import, materialized and parameterised packs, freshness."""
 
 from __future__ import annotations
 
@@ -12,13 +12,25 @@ from intelgraph.common.v1.pagination_pb2 import PageResponse
 
 from core.errors import FailedPrecondition
 from core.interfaces import UsageMeter
+from core.times import to_timestamp
 from interceptors import current_principal
-from servers.analytics.packs import PACKS, Estimate, PackSpec, bind, pack, sampler
-from servers.analytics.runs import PackRuns
+from servers.analytics.packs import PACKS, Estimate, PackSpec, bind, pack
+from servers.analytics.runs import Answer, PackRuns
+from servers.analytics.store.results import State
 from servers.runtime import Job, PlatformServicer, Runtime, ServiceDefinition
 from servers.switches import ANALYTICS_REMOVED_PACKS
 
-_PARAMETER_TYPES = {"integer": pb.PARAMETER_TYPE_INTEGER, "entity_id": pb.PARAMETER_TYPE_ENTITY_ID}
+_PARAMETER_TYPES = {
+    "integer": pb.PARAMETER_TYPE_INTEGER,
+    "entity_id": pb.PARAMETER_TYPE_ENTITY_ID,
+    "entity_ids": pb.PARAMETER_TYPE_ENTITY_IDS,
+}
+_STATES = {
+    State.PENDING: pb.MATERIALIZATION_STATE_PENDING,
+    State.RUNNING: pb.MATERIALIZATION_STATE_RUNNING,
+    State.READY: pb.MATERIALIZATION_STATE_READY,
+    State.FAILED: pb.MATERIALIZATION_STATE_FAILED,
+}
 
 
 def _spec_message(spec: PackSpec) -> pb.PackSpec:
@@ -44,7 +56,11 @@ def _spec_message(spec: PackSpec) -> pb.PackSpec:
 
 
 def _given(parameters: pb.PackParameters) -> dict[str, Any]:
-    given: dict[str, Any] = {"source_id": parameters.source_id, "target_id": parameters.target_id}
+    given: dict[str, Any] = {
+        "source_id": parameters.source_id,
+        "target_id": parameters.target_id,
+        "seed_ids": list(parameters.seed_ids),
+    }
     for name in ("top_k", "max_hops"):
         if parameters.HasField(name):
             given[name] = getattr(parameters, name)
@@ -61,11 +77,44 @@ def _estimate_message(found: Estimate, revision: int) -> pb.CostEstimate:
         within_budget=found.within_budget,
         graph_revision=revision,
         sampler=found.sample,
+        materialized=found.materialized,
+    )
+
+
+def _result_message(spec: PackSpec, answer: Answer) -> pb.PackResult:
+    fresh, accuracy = answer.freshness, answer.accuracy
+    return pb.PackResult(
+        pack_id=spec.id,
+        graph_revision=fresh.revision,
+        entities=[pb.ScoredEntity(**entity) for entity in answer.entities],
+        path=answer.path,
+        path_cost=answer.path_cost,
+        modularity=answer.modularity,
+        sampling=pb.Sampling(sampled=False, ratio=1.0),
+        estimate=_estimate_message(answer.estimate, fresh.revision),
+        elapsed_ms=answer.elapsed_ms,
+        projection_bytes=answer.projection_bytes,
+        freshness=pb.Freshness(
+            revision=fresh.revision,
+            computed_at=to_timestamp(fresh.computed_at),
+            stale=fresh.stale,
+            latest_revision=fresh.latest_revision,
+            expected_ready_at=to_timestamp(fresh.expected_ready_at),
+            warm_started=fresh.warm_started,
+        ),
+        accuracy=pb.Accuracy(
+            exact=bool(accuracy.get("exact", False)),
+            epsilon=float(accuracy.get("epsilon", 0.0)),
+            delta=float(accuracy.get("delta", 0.0)),
+            l1_error_bound=float(accuracy.get("l1_error_bound", 0.0)),
+            method=str(accuracy.get("method", "")),
+        ),
+        communities=answer.communities,
     )
 
 
 class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsServiceServicer):
-    """Persisted graph analytics packs with cost hints, sampling and deadlines."""
+    """Persisted graph analytics packs: materialized rankings and priced runs, with freshness."""
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
@@ -74,7 +123,7 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
             runtime.switches.add_check(ANALYTICS_REMOVED_PACKS, _unknown_packs)
 
     def background_jobs(self) -> list[Job]:
-        """The pack workers and the sweep of abandoned imports."""
+        """The pack workers, the materializer and the sweep of abandoned imports."""
         return self.runs.background_jobs()
 
     def _offered(self, pack_id: str) -> bool:
@@ -129,40 +178,53 @@ class AnalyticsService(PlatformServicer, analytics_service_pb2_grpc.AnalyticsSer
         request: pb.EstimatePackRequest,
         context: grpc.aio.ServicerContext[pb.EstimatePackRequest, pb.EstimatePackResponse],
     ) -> pb.EstimatePackResponse:
-        """Price a run without running it."""
+        """Price a run without running it (a lookup, for materialized packs)."""
         spec = self._offered_pack(request.pack_id)
         params = bind(spec, _given(request.parameters))
-        priced = await self.runs.price(current_principal().tenant, spec, params, spec.timeout_ms)
-        return pb.EstimatePackResponse(estimate=_estimate_message(priced.estimate, priced.revision))
+        found, revision = await self.runs.price(
+            current_principal().tenant, spec, params, spec.timeout_ms
+        )
+        return pb.EstimatePackResponse(estimate=_estimate_message(found, revision))
+
+    async def GetGraphStatus(
+        self,
+        request: pb.GetGraphStatusRequest,
+        context: grpc.aio.ServicerContext[pb.GetGraphStatusRequest, pb.GetGraphStatusResponse],
+    ) -> pb.GetGraphStatusResponse:
+        """The tenant's graph revision and the state of its whole-graph results."""
+        state = await self.runs.status(current_principal().tenant)
+        if state is None:
+            return pb.GetGraphStatusResponse()
+        latest, ready = state.latest, state.ready
+        return pb.GetGraphStatusResponse(
+            revision=state.revision,
+            entities=state.entities,
+            relationships=state.relationships,
+            state=_STATES[latest.state] if latest else pb.MATERIALIZATION_STATE_UNSPECIFIED,
+            ready_revision=ready.revision if ready else 0,
+            ready_at=to_timestamp(ready.finished_at if ready else None),
+            expected_ready_at=to_timestamp(self.runs.expected_ready_at(state)),
+            detail=latest.detail if latest else "",
+        )
 
     async def RunPack(
         self,
         request: pb.RunPackRequest,
         context: grpc.aio.ServicerContext[pb.RunPackRequest, pb.RunPackResponse],
     ) -> pb.RunPackResponse:
-        """Run a pack within budget and deadline (sampled, or refused, when it would not fit)."""
+        """A page of a materialized ranking, or a run within budget and deadline."""
         spec = self._offered_pack(request.pack_id)
         params = bind(spec, _given(request.parameters))
-        ran = await self.runs.run(current_principal().tenant, spec, params, context.time_remaining)
-        result, found, revision = ran.result, ran.priced.estimate, ran.priced.revision
-        sample = found.sample
+        answer = await self.runs.run(
+            current_principal().tenant,
+            spec,
+            params,
+            (request.page.page_size, request.page.page_token),
+            context.time_remaining,
+        )
         return pb.RunPackResponse(
-            result=pb.PackResult(
-                pack_id=spec.id,
-                graph_revision=revision,
-                entities=[pb.ScoredEntity(**entity) for entity in result.get("entities", [])],
-                path=result.get("path", []),
-                path_cost=result.get("path_cost", 0.0),
-                modularity=result.get("modularity", 0.0),
-                sampling=pb.Sampling(
-                    sampled=found.sampling_applies,
-                    sampler=sample,
-                    ratio=sampler(sample)[1] if sample else 1.0,
-                ),
-                estimate=_estimate_message(found, revision),
-                elapsed_ms=result["elapsed_ms"],
-                projection_bytes=result["projection_bytes"],
-            )
+            result=_result_message(spec, answer),
+            page=PageResponse(next_page_token=answer.next_page_token),
         )
 
 

@@ -18,7 +18,24 @@ Usage::
 `conductor COMMAND --help` shows each flag with its default and its CONDUCTOR_* variable.
 """
 
-from servers.cli.credentials import parse_ttl
-from servers.cli.main import main
+from __future__ import annotations
+
+from collections.abc import Sequence
 
 __all__ = ["main", "parse_ttl"]
+
+
+# The commands load when one runs, not when this package is imported: worker processes the
+# server spawns import the `conductor` script again, and need none of them.
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `conductor` command line (see `servers.cli.main.main`)."""
+    from servers.cli.main import main as run  # noqa: PLC0415 - see above
+
+    return run(argv)
+
+
+def parse_ttl(text: str) -> float:
+    """Seconds in a lifetime such as "15m" (see `servers.cli.credentials.parse_ttl`)."""
+    from servers.cli.credentials import parse_ttl as parse  # noqa: PLC0415 - see above
+
+    return parse(text)

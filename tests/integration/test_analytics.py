@@ -1,4 +1,4 @@
-"""The analytics packs through the SDK: import, list, estimate, run, refusals, deadlines."""
+"""The analytics packs through the SDK: import, materialized results, runs, refusals, deadlines."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import dataclasses
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,9 @@ import grpc
 import numpy as np
 import pytest
 import pytest_asyncio
-from intelgraph.sdk import INSECURE, AsyncClient, ConductorError, bearer_token
+from intelgraph.sdk import INSECURE, AsyncClient, bearer_token
 from intelgraph.sdk import analytics as pb
+from intelgraph.sdk.pagination import PageRequest
 from intelgraph.sdk.services import AsyncAnalyticsClient
 
 from core.errors import Conflict
@@ -28,6 +29,7 @@ from servers.analytics.graph import heavy_tailed
 from servers.analytics.packs import PACKS
 from servers.analytics.workers import PackWorkers
 from servers.app import Platform
+from tests.support.analytics import ready, refused
 from tests.support.clients import SdkClients
 from tests.support.serving import Minter, serving
 
@@ -98,24 +100,18 @@ def _batches(nodes: int, edges: int, seed: int) -> list[pb.ImportGraphRequest]:
     return batches
 
 
-async def _refused(awaitable: Awaitable[object]) -> ConductorError:
-    with pytest.raises(ConductorError) as raised:
-        await awaitable
-    return raised.value
-
-
 async def test_importing_is_idempotent_by_id_and_bumps_the_revision(analyst: Analyst) -> None:
     first = await analyst.analytics.import_graph(iter(_batches(200, 800, 1)))
     again = await analyst.analytics.import_graph(iter(_batches(200, 800, 1)))
     assert (first.entities_upserted, first.graph_revision, again.graph_revision) == (200, 1, 2)
-    estimate = await analyst.analytics.estimate_pack(pack_id="analytics.degreeTop:v1")
-    assert estimate.estimate.nodes_touched == 200  # not 400: the same ids
+    status = await analyst.analytics.get_graph_status()
+    assert (status.revision, status.entities) == (2, 200)  # not 400: the same ids
     dangling = pb.ImportGraphRequest(
         relationships=[pb.Relationship(id="x", source_id="e1", target_id="ghost", weight=1.0)]
     )
-    refused = await _refused(analyst.analytics.import_graph(iter([dangling])))
-    assert refused.code is grpc.StatusCode.INVALID_ARGUMENT
-    assert refused.metadata["unknown_entity"] == "ghost"
+    unknown = await refused(analyst.analytics.import_graph(iter([dangling])))
+    assert unknown.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert unknown.metadata["unknown_entity"] == "ghost"
 
 
 async def test_every_pack_runs_with_analytics_read(analyst: Analyst) -> None:
@@ -124,19 +120,33 @@ async def test_every_pack_runs_with_analytics_read(analyst: Analyst) -> None:
     assert {spec.id for spec in listed.packs} == set(PACKS)
     reader = analyst.holding(["analytics.read"])
     for spec in listed.packs:
-        parameters = pb.PackParameters(top_k=5, max_hops=3, source_id="e1", target_id="e2")
+        parameters = pb.PackParameters(
+            top_k=5, max_hops=3, source_id="e1", target_id="e2", seed_ids=["e1", "e7"]
+        )
         run = await reader.run_pack(pack_id=spec.id, parameters=parameters)
         result = run.result
         assert result.pack_id == spec.id
-        assert result.graph_revision == 1
-        assert result.sampling.sampled == result.estimate.sampling_applies
-        if spec.id in {"analytics.betweennessTop:v1", "analytics.communities:v1"}:
-            assert result.sampling.sampler == spec.sample
-            assert result.sampling.ratio == packs_module.sampler(spec.sample)[1]
-        if spec.id == "analytics.neighborhood:v1" or spec.id.endswith("Top:v1"):
+        assert result.graph_revision == result.freshness.revision == 1
+        assert not result.freshness.stale
+        assert result.freshness.computed_at.seconds > 0
+        assert not result.sampling.sampled
+        assert result.estimate.materialized == PACKS[spec.id].materialized
+        assert result.accuracy.method
+        if spec.id != "analytics.shortestPath:v1":
             assert 0 < len(result.entities) <= 5
             assert all(entity.entity_id.startswith("e") for entity in result.entities)
-    writer_only = await _refused(
+        if PACKS[spec.id].materialized:
+            assert run.page.next_page_token  # 2,000 entities: the ranking goes on
+    communities = await reader.run_pack(pack_id="analytics.communities:v1")
+    assert communities.result.modularity > 0.3
+    assert communities.result.communities > 1
+    betweenness = await reader.run_pack(pack_id="analytics.betweennessTop:v1")
+    assert betweenness.result.accuracy.exact  # small enough for Brandes
+    related = await reader.run_pack(
+        pack_id="analytics.personalizedPagerank:v1", parameters=pb.PackParameters(seed_ids=["e1"])
+    )
+    assert 0 <= related.result.accuracy.l1_error_bound <= 1e-3
+    writer_only = await refused(
         analyst.holding(["analytics.write"]).run_pack(pack_id="analytics.degreeTop:v1")
     )
     assert writer_only.code is grpc.StatusCode.PERMISSION_DENIED
@@ -144,27 +154,42 @@ async def test_every_pack_runs_with_analytics_read(analyst: Analyst) -> None:
 
 async def test_bad_runs_are_refused_clearly(analyst: Analyst) -> None:
     analytics = analyst.analytics
-    none_yet = await _refused(analytics.run_pack(pack_id="analytics.degreeTop:v1"))
+    none_yet = await refused(analytics.run_pack(pack_id="analytics.degreeTop:v1"))
     assert none_yet.code is grpc.StatusCode.FAILED_PRECONDITION
     await analytics.import_graph(iter(_batches(100, 300, 3)))
-    unknown = await _refused(analytics.run_pack(pack_id="analytics.adhoc:v1"))
+    unknown = await refused(analytics.run_pack(pack_id="analytics.adhoc:v1"))
     assert unknown.code is grpc.StatusCode.NOT_FOUND
-    too_many = await _refused(
+    too_many = await refused(
         analytics.run_pack(
             pack_id="analytics.pagerankTop:v1", parameters=pb.PackParameters(top_k=5000)
         )
     )
     assert too_many.metadata == {"field": "parameters.top_k"}
-    ghost = await _refused(
+    ghost = await refused(
         analytics.run_pack(
             pack_id="analytics.neighborhood:v1", parameters=pb.PackParameters(source_id="ghost")
         )
     )
     assert ghost.code is grpc.StatusCode.INVALID_ARGUMENT
+    personalized = "analytics.personalizedPagerank:v1"
+    seedless = await refused(analytics.run_pack(pack_id=personalized))
+    assert seedless.metadata == {"field": "parameters.seed_ids"}
+    ghosts = await refused(
+        analytics.run_pack(
+            pack_id=personalized, parameters=pb.PackParameters(seed_ids=["e1", "ghost"])
+        )
+    )
+    assert (ghosts.code, "ghost" in ghosts.details) == (grpc.StatusCode.INVALID_ARGUMENT, True)
+    forged = await refused(
+        analytics.run_pack(
+            pack_id="analytics.degreeTop:v1", page=PageRequest(page_token="bm90IG91cnM=")
+        )
+    )
+    assert forged.code is grpc.StatusCode.INVALID_ARGUMENT
 
 
-def _kills() -> float:
-    return float(metrics.DEADLINE_KILLS.labels("analytics.betweennessTop:v1")._value.get())
+def _kills(pack_id: str) -> float:
+    return float(metrics.DEADLINE_KILLS.labels(pack_id)._value.get())
 
 
 #: How late past its deadline a stopped run may be answered here. The server promises 50 ms
@@ -173,60 +198,63 @@ def _kills() -> float:
 #: fails on a loaded machine. What shows the run was stopped rather than finished is the
 #: DEADLINE_EXCEEDED answer and the killed worker; this bound only catches an answer that hangs.
 ANSWER_SLACK_ON_A_LOADED_MACHINE_S = 2.0
+#: A lightest path of up to four hops across the larger graph: about 27 ms here, so a 5 ms
+#: deadline always stops it.
+SLOW = "analytics.shortestPath:v1"
+SLOW_PARAMETERS = pb.PackParameters(source_id="e0", target_id="e29999", max_hops=4)
 
 
 async def _expires_in_time(
     analyst: Analyst, deadline_s: float, *, call_deadline_s: float | None = None
 ) -> None:
-    """A cold full betweenness (about 0.1 s here) stopped at `deadline_s`, answered in time.
+    """A slow run stopped at `deadline_s`, answered in time, its worker killed and replaced.
 
-    `call_deadline_s` is the betweenness call's own deadline (None: the SDK's RunPack default).
+    `call_deadline_s` is the call's own deadline (None: the SDK's RunPack default).
     """
-    kills = _kills()
+    kills = _kills(SLOW)
     analytics = analyst.analytics
-    # Warm the projection (loading it is paid once per revision, outside the deadline).
-    await analytics.run_pack(pack_id="analytics.degreeTop:v1")
     started = time.perf_counter()
-    expired = await _refused(
-        analytics.run_pack(pack_id="analytics.betweennessTop:v1", timeout=call_deadline_s)
+    expired = await refused(
+        analytics.run_pack(pack_id=SLOW, parameters=SLOW_PARAMETERS, timeout=call_deadline_s)
     )
     elapsed = time.perf_counter() - started
     assert expired.code is grpc.StatusCode.DEADLINE_EXCEEDED
     assert elapsed < deadline_s + ANSWER_SLACK_ON_A_LOADED_MACHINE_S
     for _ in range(100):  # the server killed the worker, and replaces it
-        if _kills() > kills:
+        if _kills(SLOW) > kills:
             break
         await asyncio.sleep(0.05)
-    assert _kills() == kills + 1
-    after = await analytics.run_pack(pack_id="analytics.degreeTop:v1")
-    assert after.result.entities
-    assert after.result.projection_bytes > 1_000_000  # a fresh worker loaded it again
+    assert _kills(SLOW) == kills + 1
+    after = await analytics.run_pack(
+        pack_id=SLOW, parameters=pb.PackParameters(source_id="e1", target_id="e2", max_hops=1)
+    )
+    assert after.result.accuracy.exact
+    assert after.result.projection_bytes > 1_000_000  # a fresh worker mapped it in again
 
 
 @pytest.fixture
 def underpriced(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Betweenness on the whole graph, priced far too low: only the deadline can stop it."""
+    """The slow pack priced far too low: only the deadline can stop it."""
 
     def patch(timeout_ms: int) -> None:
-        spec = dataclasses.replace(
-            PACKS["analytics.betweennessTop:v1"],
-            sample="",
-            always_sampled=False,
-            cost_per_unit=1e-9,
-            timeout_ms=timeout_ms,
-        )
+        spec = dataclasses.replace(PACKS[SLOW], cost_per_unit=1e-9, timeout_ms=timeout_ms)
         monkeypatch.setitem(packs_module.PACKS, spec.id, spec)
+        monkeypatch.setattr(packs_module, "FIXED_UNITS", 0)
 
     return patch
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def larger_graph(platform: Platform) -> uuid.UUID:
-    """A tenant with a 30k-entity, 200k-relationship graph (imported once)."""
+    """A tenant with a 30k-entity, 200k-relationship graph (imported once), mapped in."""
     tenant = uuid.uuid4()
     token = Minter(platform.settings)(ANALYST, tenant=tenant)
     async with AsyncClient(platform.grpc_target, INSECURE, token=bearer_token(token)) as importer:
         await importer.analytics.import_graph(iter(_batches(30_000, 200_000, 4)))
+        # The projection is mapped in (paid once per revision, outside any deadline).
+        await importer.analytics.run_pack(
+            pack_id=SLOW, parameters=pb.PackParameters(source_id="e1", target_id="e2", max_hops=1)
+        )
     return tenant
 
 
@@ -235,8 +263,8 @@ async def test_a_run_past_its_timeout_is_killed_and_answered_in_time(
     analyst: Analyst, larger_graph: uuid.UUID, underpriced: Any
 ) -> None:
     analyst.tenant = larger_graph
-    underpriced(timeout_ms=20)
-    await _expires_in_time(analyst, 0.02)
+    underpriced(timeout_ms=5)
+    await _expires_in_time(analyst, 0.005)
 
 
 @pytest.mark.slow
@@ -245,23 +273,23 @@ async def test_a_run_past_the_calls_deadline_is_killed_and_answered_in_time(
 ) -> None:
     analyst.tenant = larger_graph
     underpriced(timeout_ms=60_000)
-    await _expires_in_time(analyst, 0.03, call_deadline_s=0.03)
+    await _expires_in_time(analyst, 0.015, call_deadline_s=0.015)
 
 
-async def test_a_run_over_budget_without_a_sampler_is_refused_with_the_hint(
+async def test_a_run_over_budget_is_refused_with_the_hint(
     analyst: Analyst, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await analyst.analytics.import_graph(iter(_batches(1000, 5000, 6)))
     costly = dataclasses.replace(PACKS["analytics.shortestPath:v1"], cost_per_unit=1e6)
     monkeypatch.setitem(packs_module.PACKS, costly.id, costly)
-    hinted = await _refused(
+    hinted = await refused(
         analyst.analytics.run_pack(
             pack_id=costly.id, parameters=pb.PackParameters(source_id="e1", target_id="e2")
         )
     )
     assert hinted.code is grpc.StatusCode.FAILED_PRECONDITION
     assert float(hinted.metadata["expected_ms"]) > float(hinted.metadata["budget_ms"]) == 450
-    assert "has no sampler" in hinted.details
+    assert "over its 450 ms budget" in hinted.details
 
 
 async def test_estimates_answer_without_running(
@@ -275,10 +303,19 @@ async def test_estimates_answer_without_running(
         raise AssertionError("EstimatePack ran the pack")
 
     monkeypatch.setattr(PackWorkers, "run", no_run)
+    monkeypatch.setattr(PackWorkers, "materialize", no_run)
     found = await analyst.analytics.estimate_pack(pack_id="analytics.pagerankTop:v1")
-    assert found.estimate.expected_ms > 0
+    assert found.estimate.materialized  # a lookup, priced as one
+    assert 0 < found.estimate.expected_ms < 10
+    assert found.estimate.nodes_touched == 50
     assert found.estimate.memory_bytes > 0
     assert found.estimate.within_budget
+    related = await analyst.analytics.estimate_pack(
+        pack_id="analytics.personalizedPagerank:v1",
+        parameters=pb.PackParameters(seed_ids=["e1"]),
+    )
+    assert not related.estimate.materialized
+    assert related.estimate.expected_ms > 0
 
 
 async def test_snapshots_are_built_after_imports_and_old_ones_pruned(
@@ -287,27 +324,21 @@ async def test_snapshots_are_built_after_imports_and_old_ones_pruned(
     directory = platform.settings.var_dir / "analytics"
     for seed in range(3):
         await analyst.analytics.import_graph(iter(_batches(100, 300 + seed, seed + 20)))
-    revisions: list[int] = []
-    for _ in range(200):  # built in the background: no run asked for them
-        revisions = sorted(
-            int(path.name.removesuffix(".npz").rsplit("-", 1)[1])
-            for path in directory.glob(f"{analyst.tenant}-*.npz")
-        )
-        if 3 in revisions:
-            break
-        await asyncio.sleep(0.05)
+    await ready(analyst.analytics, 3)  # built in the background: no run asked for them
+    revisions = graph.revisions(directory, analyst.tenant)
     assert 3 in revisions
     assert min(revisions) >= 2  # older ones pruned
     # They hold the tenant's entity ids: its owner's only.
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    snapshot_file = graph.snapshot_path(directory, analyst.tenant, 3)
-    assert stat.S_IMODE(snapshot_file.stat().st_mode) == 0o600
-    latest = graph.load(graph.snapshot_path(directory, analyst.tenant, 3))
-    stored = await analyst.analytics.estimate_pack(pack_id="analytics.degreeTop:v1")
+    snapshot_directory = graph.snapshot_path(directory, analyst.tenant, 3)
+    assert stat.S_IMODE(snapshot_directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((snapshot_directory / "ids.npy").stat().st_mode) == 0o600
+    latest = graph.load(snapshot_directory)
+    stored = await analyst.analytics.get_graph_status()
     assert (latest.revision, latest.nodes, latest.edges) == (
         3,
-        stored.estimate.nodes_touched,
-        stored.estimate.edges_touched,
+        stored.entities,
+        stored.relationships,
     )
 
 
@@ -315,14 +346,15 @@ async def test_a_snapshot_pruned_before_loading_asks_for_a_retry(tmp_path: Path)
     workers = PackWorkers(1)
     await workers.start()
     try:
+        parameters = {"source_id": "e01", "max_hops": 1, "top_k": 3}
         with pytest.raises(Conflict):
-            await workers.run(tmp_path / "gone.npz", "analytics.degreeTop:v1", {}, "", 1.0)
+            await workers.run(tmp_path / "gone", "analytics.neighborhood:v1", parameters, 1.0)
         # The worker is still usable.
         sources, targets, weights = heavy_tailed(50, 200, seed=1)
         ids = np.array([f"e{i:02d}" for i in range(50)], dtype=object)
-        path = tmp_path / "one.npz"
-        graph.save(graph.Snapshot(1, ids, sources, targets, weights), path)
-        result = await workers.run(path, "analytics.degreeTop:v1", {"top_k": 3}, "", 5.0)
-        assert len(result["entities"]) == 3
+        path = tmp_path / "one"
+        graph.save(graph.Snapshot.of(1, ids, sources, targets, weights), path)
+        result = await workers.run(path, "analytics.neighborhood:v1", parameters, 5.0)
+        assert 0 < len(result["entities"]) <= 3
     finally:
         await workers.close()

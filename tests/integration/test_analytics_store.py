@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from intelgraph.analytics.v1 import analytics_service_pb2 as pb
 
 from core.errors import InvalidArgument
-from servers.analytics.graph import build_snapshot, heavy_tailed
+from servers.analytics.graph import heavy_tailed
 from servers.analytics.imports import GraphImport, import_graph, sweep_abandoned
-from servers.analytics.store import GraphRevisionRow
+from servers.analytics.snapshots import build_snapshot
+from servers.analytics.store import GraphRevisionRow, results
 from servers.db import Database, utc_now
 from servers.db.migrate import upgrade
 from tests.support.serving import OTHER_TENANT, TENANT
@@ -53,20 +55,30 @@ async def test_imports_and_snapshots_stay_within_their_tenant(database: Database
     await import_graph(database, OTHER_TENANT, _stream(theirs))
     snapshot = await build_snapshot(database, TENANT)
     assert (snapshot.revision, snapshot.nodes) == (1, 300)
-    assert list(snapshot.ids) == sorted(f"a{i}" for i in range(300))
+    assert snapshot.entities(np.arange(300)) == sorted(f"a{i}" for i in range(300))
     rebuilt = {
-        (snapshot.ids[s], snapshot.ids[t], w)
+        (snapshot.entity(s), snapshot.entity(t), w)
         for s, t, w in zip(snapshot.sources, snapshot.targets, snapshot.weights, strict=True)
     }
     assert rebuilt == _edges(ours)  # the same ids "r0".. in the other tenant stay theirs
     other = await build_snapshot(database, OTHER_TENANT)
-    assert (
-        other.nodes,
-        {(other.ids[s], other.ids[t]) for s, t in zip(other.sources, other.targets, strict=True)},
-    ) == (
+    pairs = zip(other.sources, other.targets, strict=True)
+    assert (other.nodes, {(other.entity(s), other.entity(t)) for s, t in pairs}) == (
         40,
         {(s, t) for s, t, _ in _edges(theirs)},
     )
+    # Each import queued its revision's whole-graph results, in its own tenant.
+    async with database.tenant_session(TENANT, readonly=True) as session:
+        queued = (await results.status(session)).latest
+    assert queued is not None
+    assert (queued.revision, queued.state, queued.relationships_imported) == (
+        1,
+        results.State.PENDING,
+        snapshot.edges,
+    )
+    async with database.platform_session() as session:
+        wanted = await results.wanted(session, max_attempts=3)
+    assert sorted(wanted) == sorted([(TENANT, 1), (OTHER_TENANT, 1)])
 
 
 async def test_a_failed_import_leaves_nothing_behind(database: Database) -> None:

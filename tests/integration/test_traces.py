@@ -91,6 +91,19 @@ async def graphql(platform: Platform, query: str, call_id: str, token: str) -> d
     return body
 
 
+async def ended(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
+    """The one span `name` once it has ended (waits up to 5 s).
+
+    A server span ends just after its answer is sent: the caller can see the answer first.
+    """
+    async with asyncio.timeout(5):
+        found = [span for span in exporter.get_finished_spans() if span.name == name]
+        while not found:  # the exporter has no event to wait on
+            await asyncio.sleep(0.01)
+            found = [span for span in exporter.get_finished_spans() if span.name == name]
+    return only(found, name)
+
+
 def only(spans: Sequence[ReadableSpan], name: str) -> ReadableSpan:
     (found,) = [span for span in spans if span.name == name]
     return found
@@ -154,7 +167,7 @@ async def test_a_callers_trace_context_is_followed(
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.GetEntity(catalog.GetEntityRequest(name="nobody"), metadata=metadata)
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
-    server = only(spans.get_finished_spans(), "/intelgraph.catalog.v1.CatalogService/GetEntity")
+    server = await ended(spans, "/intelgraph.catalog.v1.CatalogService/GetEntity")
     assert hex_trace(server) == caller_trace
     assert server.parent is not None
     assert trace.format_span_id(server.parent.span_id) == caller_span
@@ -181,10 +194,12 @@ async def test_an_analytics_run_is_a_span_of_its_rpc(
             )
         )
         spans.clear()
-        await client.analytics.run_pack(pack_id="analytics.degreeTop:v1")
-    finished = spans.get_finished_spans()
-    run = only(finished, "run analytics.degreeTop:v1")
-    server = only(finished, "/intelgraph.analytics.v1.AnalyticsService/RunPack")
+        await client.analytics.run_pack(
+            pack_id="analytics.neighborhood:v1",
+            parameters=analytics.PackParameters(source_id="a"),
+        )
+    server = await ended(spans, "/intelgraph.analytics.v1.AnalyticsService/RunPack")
+    run = only(spans.get_finished_spans(), "run analytics.neighborhood:v1")
     assert is_child(run, server)
     assert attributes(run)["analytics.entities"] == 3
     assert attributes(run)["analytics.relationships"] == 2
@@ -211,16 +226,18 @@ async def test_background_work_a_call_starts_carries_its_request_id_and_trace(
         await client.analytics.import_graph(
             iter([analytics.ImportGraphRequest(entities=[analytics.Entity(id="a", type="p")])])
         )
-    # The snapshot is built after the import answered, by a task the import started.
+    # The results are computed after the import answered, by a task the import started.
     async with asyncio.timeout(10):
-        built = [s for s in spans.get_finished_spans() if s.name == "build snapshot"]
-        while not built:  # the exporter has no event to wait on
+        done = [s for s in spans.get_finished_spans() if s.name == "materialize"]
+        while not done:  # the exporter has no event to wait on
             await asyncio.sleep(0.02)
-            built = [s for s in spans.get_finished_spans() if s.name == "build snapshot"]
+            done = [s for s in spans.get_finished_spans() if s.name == "materialize"]
     finished = spans.get_finished_spans()
     build = only(finished, "build snapshot")
+    materialize = only(finished, "materialize")
     server = only(finished, "/intelgraph.analytics.v1.AnalyticsService/ImportGraph")
-    assert is_child(build, server)
+    assert is_child(materialize, server)
+    assert is_child(build, materialize)
     (line,) = [
         record.msg
         for record in caplog.records

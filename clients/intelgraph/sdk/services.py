@@ -528,8 +528,11 @@ class AccessClient:
 class AnalyticsClient:
     """The client of AnalyticsService.
 
-    AnalyticsService runs curated, persisted analytics packs over a tenant's entity graph:
-    priced before they start, sampled when the graph is too big, stopped at their deadline.
+    AnalyticsService runs curated, persisted analytics packs over a tenant's entity graph.
+    Whole-graph packs (PageRank, degree, betweenness, communities) are computed once per graph
+    revision in the background and read as exact rankings; parameterised packs (paths,
+    neighbourhoods, personalised PageRank) run per call on a resident projection, priced first
+    and stopped at their deadline.
     """
 
     def __init__(self, channel: grpc.Channel) -> None:
@@ -547,6 +550,11 @@ class AnalyticsClient:
             "/intelgraph.analytics.v1.AnalyticsService/EstimatePack",
             request_serializer=analytics_analytics_service_pb2.EstimatePackRequest.SerializeToString,
             response_deserializer=analytics_analytics_service_pb2.EstimatePackResponse.FromString,
+        )
+        self._get_graph_status = channel.unary_unary(
+            "/intelgraph.analytics.v1.AnalyticsService/GetGraphStatus",
+            request_serializer=analytics_analytics_service_pb2.GetGraphStatusRequest.SerializeToString,
+            response_deserializer=analytics_analytics_service_pb2.GetGraphStatusResponse.FromString,
         )
         self._run_pack = channel.unary_unary(
             "/intelgraph.analytics.v1.AnalyticsService/RunPack",
@@ -641,6 +649,21 @@ class AnalyticsClient:
         )
         return self._estimate_pack(message, timeout=10.0 if timeout is None else timeout)
 
+    def get_graph_status(
+        self,
+        request: analytics_analytics_service_pb2.GetGraphStatusRequest | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> analytics_analytics_service_pb2.GetGraphStatusResponse:
+        """The tenant's graph revision and how far its whole-graph results are.
+
+        Permission: `analytics.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(analytics_analytics_service_pb2.GetGraphStatusRequest, request, {})
+        return self._get_graph_status(message, timeout=10.0 if timeout is None else timeout)
+
     def run_pack(
         self,
         request: analytics_analytics_service_pb2.RunPackRequest | None = None,
@@ -648,9 +671,13 @@ class AnalyticsClient:
         *,
         pack_id: str | None = None,
         parameters: analytics_analytics_service_pb2.PackParameters | None = None,
+        page: common_pagination_pb2.PageRequest | None = None,
         timeout: float | None = None,
     ) -> analytics_analytics_service_pb2.RunPackResponse:
-        """Runs a registered pack within its budget and deadline.
+        """Calls RunPack.
+
+        Runs a registered pack within its budget and deadline: a page of the revision's
+        materialized ranking, or a run on the resident projection.
 
         Permission: `analytics.read` (ABAC).
         Deadline: 120 s unless `timeout` says otherwise; never retried.
@@ -658,9 +685,31 @@ class AnalyticsClient:
         message = build(
             analytics_analytics_service_pb2.RunPackRequest,
             request,
-            {"pack_id": pack_id, "parameters": parameters},
+            {"pack_id": pack_id, "parameters": parameters, "page": page},
         )
         return self._run_pack(message, timeout=120.0 if timeout is None else timeout)
+
+    def iter_run_pack(
+        self,
+        request: analytics_analytics_service_pb2.RunPackRequest | None = None,
+        /,
+        *,
+        pack_id: str | None = None,
+        parameters: analytics_analytics_service_pb2.PackParameters | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[analytics_analytics_service_pb2.ScoredEntity]:
+        """Every item of RunPack, page after page; each page is one call.
+
+        Permission: `analytics.read` (ABAC).
+        """
+        message = build(
+            analytics_analytics_service_pb2.RunPackRequest,
+            request,
+            {"pack_id": pack_id, "parameters": parameters},
+        )
+        for page in pages(self.run_pack, message, page_size, timeout):
+            yield from page.result.entities
 
 
 class BillingClient:
@@ -3204,8 +3253,11 @@ class AsyncAccessClient:
 class AsyncAnalyticsClient:
     """The async client of AnalyticsService.
 
-    AnalyticsService runs curated, persisted analytics packs over a tenant's entity graph:
-    priced before they start, sampled when the graph is too big, stopped at their deadline.
+    AnalyticsService runs curated, persisted analytics packs over a tenant's entity graph.
+    Whole-graph packs (PageRank, degree, betweenness, communities) are computed once per graph
+    revision in the background and read as exact rankings; parameterised packs (paths,
+    neighbourhoods, personalised PageRank) run per call on a resident projection, priced first
+    and stopped at their deadline.
     """
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
@@ -3223,6 +3275,11 @@ class AsyncAnalyticsClient:
             "/intelgraph.analytics.v1.AnalyticsService/EstimatePack",
             request_serializer=analytics_analytics_service_pb2.EstimatePackRequest.SerializeToString,
             response_deserializer=analytics_analytics_service_pb2.EstimatePackResponse.FromString,
+        )
+        self._get_graph_status = channel.unary_unary(
+            "/intelgraph.analytics.v1.AnalyticsService/GetGraphStatus",
+            request_serializer=analytics_analytics_service_pb2.GetGraphStatusRequest.SerializeToString,
+            response_deserializer=analytics_analytics_service_pb2.GetGraphStatusResponse.FromString,
         )
         self._run_pack = channel.unary_unary(
             "/intelgraph.analytics.v1.AnalyticsService/RunPack",
@@ -3319,6 +3376,21 @@ class AsyncAnalyticsClient:
         )
         return await self._estimate_pack(message, timeout=10.0 if timeout is None else timeout)
 
+    async def get_graph_status(
+        self,
+        request: analytics_analytics_service_pb2.GetGraphStatusRequest | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> analytics_analytics_service_pb2.GetGraphStatusResponse:
+        """The tenant's graph revision and how far its whole-graph results are.
+
+        Permission: `analytics.read` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(analytics_analytics_service_pb2.GetGraphStatusRequest, request, {})
+        return await self._get_graph_status(message, timeout=10.0 if timeout is None else timeout)
+
     async def run_pack(
         self,
         request: analytics_analytics_service_pb2.RunPackRequest | None = None,
@@ -3326,9 +3398,13 @@ class AsyncAnalyticsClient:
         *,
         pack_id: str | None = None,
         parameters: analytics_analytics_service_pb2.PackParameters | None = None,
+        page: common_pagination_pb2.PageRequest | None = None,
         timeout: float | None = None,
     ) -> analytics_analytics_service_pb2.RunPackResponse:
-        """Runs a registered pack within its budget and deadline.
+        """Calls RunPack.
+
+        Runs a registered pack within its budget and deadline: a page of the revision's
+        materialized ranking, or a run on the resident projection.
 
         Permission: `analytics.read` (ABAC).
         Deadline: 120 s unless `timeout` says otherwise; never retried.
@@ -3336,9 +3412,32 @@ class AsyncAnalyticsClient:
         message = build(
             analytics_analytics_service_pb2.RunPackRequest,
             request,
-            {"pack_id": pack_id, "parameters": parameters},
+            {"pack_id": pack_id, "parameters": parameters, "page": page},
         )
         return await self._run_pack(message, timeout=120.0 if timeout is None else timeout)
+
+    async def iter_run_pack(
+        self,
+        request: analytics_analytics_service_pb2.RunPackRequest | None = None,
+        /,
+        *,
+        pack_id: str | None = None,
+        parameters: analytics_analytics_service_pb2.PackParameters | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[analytics_analytics_service_pb2.ScoredEntity]:
+        """Every item of RunPack, page after page; each page is one call.
+
+        Permission: `analytics.read` (ABAC).
+        """
+        message = build(
+            analytics_analytics_service_pb2.RunPackRequest,
+            request,
+            {"pack_id": pack_id, "parameters": parameters},
+        )
+        async for page in async_pages(self.run_pack, message, page_size, timeout):
+            for item in page.result.entities:
+                yield item
 
 
 class AsyncBillingClient:
@@ -5475,6 +5574,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "/intelgraph.analytics.v1.AnalyticsService/ImportGraph": ("analytics", "import_graph"),
     "/intelgraph.analytics.v1.AnalyticsService/ListPacks": ("analytics", "list_packs"),
     "/intelgraph.analytics.v1.AnalyticsService/EstimatePack": ("analytics", "estimate_pack"),
+    "/intelgraph.analytics.v1.AnalyticsService/GetGraphStatus": ("analytics", "get_graph_status"),
     "/intelgraph.analytics.v1.AnalyticsService/RunPack": ("analytics", "run_pack"),
     "/intelgraph.billing.v1.BillingService/RecordUsage": ("billing", "record_usage"),
     "/intelgraph.billing.v1.BillingService/GetInvoice": ("billing", "get_invoice"),
@@ -5562,6 +5662,7 @@ RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (
     ("intelgraph.access.v1.AccessService", "ListSwitchChanges"),
     ("intelgraph.analytics.v1.AnalyticsService", "ListPacks"),
     ("intelgraph.analytics.v1.AnalyticsService", "EstimatePack"),
+    ("intelgraph.analytics.v1.AnalyticsService", "GetGraphStatus"),
     ("intelgraph.billing.v1.BillingService", "RecordUsage"),
     ("intelgraph.billing.v1.BillingService", "GetInvoice"),
     ("intelgraph.billing.v1.BillingService", "ListInvoices"),

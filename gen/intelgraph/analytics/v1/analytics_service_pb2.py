@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from intelgraph.common.v1 import authorization_pb2 as intelgraph_dot_common_dot_v1_dot_authorization__pb2
 from intelgraph.common.v1 import cache_pb2 as intelgraph_dot_common_dot_v1_dot_cache__pb2
 from intelgraph.common.v1 import client_pb2 as intelgraph_dot_common_dot_v1_dot_client__pb2
@@ -29,7 +30,7 @@ from intelgraph.common.v1 import field_behavior_pb2 as intelgraph_dot_common_dot
 from intelgraph.common.v1 import pagination_pb2 as intelgraph_dot_common_dot_v1_dot_pagination__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/intelgraph/analytics/v1/analytics_service.proto\x12\x17intelgraph.analytics.v1\x1a(intelgraph/common/v1/authorization.proto\x1a intelgraph/common/v1/cache.proto\x1a!intelgraph/common/v1/client.proto\x1a)intelgraph/common/v1/field_behavior.proto\x1a%intelgraph/common/v1/pagination.proto\"K\n\x06\x45ntity\x12\x13\n\x02id\x18\x01 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x12\x14\n\x04type\x18\x02 \x01(\tB\x06\xca\xbc\x18\x02\x08@\x12\x16\n\x05label\x18\x03 \x01(\tB\x07\xca\xbc\x18\x03\x08\xe8\x07\"\x99\x01\n\x0cRelationship\x12\x13\n\x02id\x18\x01 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x12\x1a\n\tsource_id\x18\x02 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x12\x1a\n\ttarget_id\x18\x03 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x12\x14\n\x04type\x18\x04 \x01(\tB\x06\xca\xbc\x18\x02\x08@\x12&\n\x06weight\x18\x05 \x01(\x01\x42\x16\xca\xbc\x18\x12)\x95\xd6&\xe8\x0b.\x11>1\x00\x00\x00\x00\x65\xcd\xcd\x41\"\xb3\x01\n\rPackParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x04type\x18\x02 \x01(\x0e\x32&.intelgraph.analytics.v1.ParameterType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07minimum\x18\x04 \x01(\x03\x12\x0f\n\x07maximum\x18\x05 \x01(\x03\x12\x15\n\rdefault_value\x18\x06 \x01(\x03\x12\x10\n\x08required\x18\x07 \x01(\x08\"\x99\x01\n\x08PackSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x62\x61\x63\x18\x02 \x03(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x05\x12\x0e\n\x06sample\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12:\n\nparameters\x18\x06 \x03(\x0b\x32&.intelgraph.analytics.v1.PackParameter\"\x8a\x01\n\x0ePackParameters\x12\x12\n\x05top_k\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\x08max_hops\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1a\n\tsource_id\x18\x03 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x12\x1a\n\ttarget_id\x18\x04 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x42\x08\n\x06_top_kB\x0b\n\t_max_hops\"\xc1\x01\n\x0c\x43ostEstimate\x12\x13\n\x0b\x65xpected_ms\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x15\n\rnodes_touched\x18\x03 \x01(\x03\x12\x15\n\redges_touched\x18\x04 \x01(\x03\x12\x18\n\x10sampling_applies\x18\x05 \x01(\x08\x12\x15\n\rwithin_budget\x18\x06 \x01(\x08\x12\x16\n\x0egraph_revision\x18\x07 \x01(\x03\x12\x0f\n\x07sampler\x18\x08 \x01(\t\";\n\x08Sampling\x12\x0f\n\x07sampled\x18\x01 \x01(\x08\x12\x0f\n\x07sampler\x18\x02 \x01(\t\x12\r\n\x05ratio\x18\x03 \x01(\x01\"C\n\x0cScoredEntity\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tcommunity\x18\x03 \x01(\x05\"\xbf\x02\n\nPackResult\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12\x16\n\x0egraph_revision\x18\x02 \x01(\x03\x12\x37\n\x08\x65ntities\x18\x03 \x03(\x0b\x32%.intelgraph.analytics.v1.ScoredEntity\x12\x0c\n\x04path\x18\x04 \x03(\t\x12\x11\n\tpath_cost\x18\x05 \x01(\x01\x12\x12\n\nmodularity\x18\x06 \x01(\x01\x12\x33\n\x08sampling\x18\x07 \x01(\x0b\x32!.intelgraph.analytics.v1.Sampling\x12\x37\n\x08\x65stimate\x18\x08 \x01(\x0b\x32%.intelgraph.analytics.v1.CostEstimate\x12\x12\n\nelapsed_ms\x18\t \x01(\x01\x12\x18\n\x10projection_bytes\x18\n \x01(\x03\"\x97\x01\n\x12ImportGraphRequest\x12:\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x1f.intelgraph.analytics.v1.EntityB\x07\xca\xbc\x18\x03\x10\x88\'\x12\x45\n\rrelationships\x18\x02 \x03(\x0b\x32%.intelgraph.analytics.v1.RelationshipB\x07\xca\xbc\x18\x03\x10\x88\'\"h\n\x13ImportGraphResponse\x12\x19\n\x11\x65ntities_upserted\x18\x01 \x01(\x03\x12\x1e\n\x16relationships_upserted\x18\x02 \x01(\x03\x12\x16\n\x0egraph_revision\x18\x03 \x01(\x03\"C\n\x10ListPacksRequest\x12/\n\x04page\x18\x01 \x01(\x0b\x32!.intelgraph.common.v1.PageRequest\"w\n\x11ListPacksResponse\x12\x30\n\x05packs\x18\x01 \x03(\x0b\x32!.intelgraph.analytics.v1.PackSpec\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".intelgraph.common.v1.PageResponse\"i\n\x13\x45stimatePackRequest\x12\x15\n\x07pack_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12;\n\nparameters\x18\x02 \x01(\x0b\x32\'.intelgraph.analytics.v1.PackParameters\"O\n\x14\x45stimatePackResponse\x12\x37\n\x08\x65stimate\x18\x01 \x01(\x0b\x32%.intelgraph.analytics.v1.CostEstimate\"d\n\x0eRunPackRequest\x12\x15\n\x07pack_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12;\n\nparameters\x18\x02 \x01(\x0b\x32\'.intelgraph.analytics.v1.PackParameters\"F\n\x0fRunPackResponse\x12\x33\n\x06result\x18\x01 \x01(\x0b\x32#.intelgraph.analytics.v1.PackResult*i\n\rParameterType\x12\x1e\n\x1aPARAMETER_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PARAMETER_TYPE_INTEGER\x10\x01\x12\x1c\n\x18PARAMETER_TYPE_ENTITY_ID\x10\x02\x32\x82\x05\n\x10\x41nalyticsService\x12\xab\x01\n\x0bImportGraph\x12+.intelgraph.analytics.v1.ImportGraphRequest\x1a,.intelgraph.analytics.v1.ImportGraphResponse\"?\xa2\xbb\x18\x11\n\x0f\x61nalytics.write\xe2\xbd\x18&*$intelgraph.analytics.v1.CostEstimate(\x01\x12{\n\tListPacks\x12).intelgraph.analytics.v1.ListPacksRequest\x1a*.intelgraph.analytics.v1.ListPacksResponse\"\x17\x90\x02\x01\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\x12\x84\x01\n\x0c\x45stimatePack\x12,.intelgraph.analytics.v1.EstimatePackRequest\x1a-.intelgraph.analytics.v1.EstimatePackResponse\"\x17\x90\x02\x01\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\x12\xbb\x01\n\x07RunPack\x12\'.intelgraph.analytics.v1.RunPackRequest\x1a(.intelgraph.analytics.v1.RunPackResponse\"]\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\xe2\xbd\x18?*\x1dintelgraph.billing.v1.Invoice*\x1eintelgraph.billing.v1.SpendCap\xb2\xbe\x18\x02\x08xb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/intelgraph/analytics/v1/analytics_service.proto\x12\x17intelgraph.analytics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a(intelgraph/common/v1/authorization.proto\x1a intelgraph/common/v1/cache.proto\x1a!intelgraph/common/v1/client.proto\x1a)intelgraph/common/v1/field_behavior.proto\x1a%intelgraph/common/v1/pagination.proto\"K\n\x06\x45ntity\x12\x13\n\x02id\x18\x01 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x12\x14\n\x04type\x18\x02 \x01(\tB\x06\xca\xbc\x18\x02\x08@\x12\x16\n\x05label\x18\x03 \x01(\tB\x07\xca\xbc\x18\x03\x08\xe8\x07\"\x99\x01\n\x0cRelationship\x12\x13\n\x02id\x18\x01 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x12\x1a\n\tsource_id\x18\x02 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x12\x1a\n\ttarget_id\x18\x03 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x12\x14\n\x04type\x18\x04 \x01(\tB\x06\xca\xbc\x18\x02\x08@\x12&\n\x06weight\x18\x05 \x01(\x01\x42\x16\xca\xbc\x18\x12)\x95\xd6&\xe8\x0b.\x11>1\x00\x00\x00\x00\x65\xcd\xcd\x41\"\xb3\x01\n\rPackParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x04type\x18\x02 \x01(\x0e\x32&.intelgraph.analytics.v1.ParameterType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07minimum\x18\x04 \x01(\x03\x12\x0f\n\x07maximum\x18\x05 \x01(\x03\x12\x15\n\rdefault_value\x18\x06 \x01(\x03\x12\x10\n\x08required\x18\x07 \x01(\x08\"\x99\x01\n\x08PackSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x62\x61\x63\x18\x02 \x03(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x05\x12\x0e\n\x06sample\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12:\n\nparameters\x18\x06 \x03(\x0b\x32&.intelgraph.analytics.v1.PackParameter\"\xa7\x01\n\x0ePackParameters\x12\x12\n\x05top_k\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\x08max_hops\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1a\n\tsource_id\x18\x03 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x12\x1a\n\ttarget_id\x18\x04 \x01(\tB\x07\xca\xbc\x18\x03\x08\x80\x01\x12\x1b\n\x08seed_ids\x18\x05 \x03(\tB\t\xca\xbc\x18\x05\x08\x80\x01\x10@B\x08\n\x06_top_kB\x0b\n\t_max_hops\"\xd7\x01\n\x0c\x43ostEstimate\x12\x13\n\x0b\x65xpected_ms\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x15\n\rnodes_touched\x18\x03 \x01(\x03\x12\x15\n\redges_touched\x18\x04 \x01(\x03\x12\x18\n\x10sampling_applies\x18\x05 \x01(\x08\x12\x15\n\rwithin_budget\x18\x06 \x01(\x08\x12\x16\n\x0egraph_revision\x18\x07 \x01(\x03\x12\x0f\n\x07sampler\x18\x08 \x01(\t\x12\x14\n\x0cmaterialized\x18\t \x01(\x08\"\xc3\x01\n\tFreshness\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12/\n\x0b\x63omputed_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05stale\x18\x03 \x01(\x08\x12\x17\n\x0flatest_revision\x18\x04 \x01(\x03\x12\x35\n\x11\x65xpected_ready_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cwarm_started\x18\x06 \x01(\x08\"a\n\x08\x41\x63\x63uracy\x12\r\n\x05\x65xact\x18\x01 \x01(\x08\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x16\n\x0el1_error_bound\x18\x04 \x01(\x01\x12\x0e\n\x06method\x18\x05 \x01(\t\";\n\x08Sampling\x12\x0f\n\x07sampled\x18\x01 \x01(\x08\x12\x0f\n\x07sampler\x18\x02 \x01(\t\x12\r\n\x05ratio\x18\x03 \x01(\x01\"C\n\x0cScoredEntity\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tcommunity\x18\x03 \x01(\x05\"\xc0\x03\n\nPackResult\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12\x16\n\x0egraph_revision\x18\x02 \x01(\x03\x12\x37\n\x08\x65ntities\x18\x03 \x03(\x0b\x32%.intelgraph.analytics.v1.ScoredEntity\x12\x0c\n\x04path\x18\x04 \x03(\t\x12\x11\n\tpath_cost\x18\x05 \x01(\x01\x12\x12\n\nmodularity\x18\x06 \x01(\x01\x12\x33\n\x08sampling\x18\x07 \x01(\x0b\x32!.intelgraph.analytics.v1.Sampling\x12\x37\n\x08\x65stimate\x18\x08 \x01(\x0b\x32%.intelgraph.analytics.v1.CostEstimate\x12\x12\n\nelapsed_ms\x18\t \x01(\x01\x12\x18\n\x10projection_bytes\x18\n \x01(\x03\x12\x35\n\tfreshness\x18\x0b \x01(\x0b\x32\".intelgraph.analytics.v1.Freshness\x12\x33\n\x08\x61\x63\x63uracy\x18\x0c \x01(\x0b\x32!.intelgraph.analytics.v1.Accuracy\x12\x13\n\x0b\x63ommunities\x18\r \x01(\x05\"\x97\x01\n\x12ImportGraphRequest\x12:\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x1f.intelgraph.analytics.v1.EntityB\x07\xca\xbc\x18\x03\x10\x88\'\x12\x45\n\rrelationships\x18\x02 \x03(\x0b\x32%.intelgraph.analytics.v1.RelationshipB\x07\xca\xbc\x18\x03\x10\x88\'\"h\n\x13ImportGraphResponse\x12\x19\n\x11\x65ntities_upserted\x18\x01 \x01(\x03\x12\x1e\n\x16relationships_upserted\x18\x02 \x01(\x03\x12\x16\n\x0egraph_revision\x18\x03 \x01(\x03\"C\n\x10ListPacksRequest\x12/\n\x04page\x18\x01 \x01(\x0b\x32!.intelgraph.common.v1.PageRequest\"w\n\x11ListPacksResponse\x12\x30\n\x05packs\x18\x01 \x03(\x0b\x32!.intelgraph.analytics.v1.PackSpec\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".intelgraph.common.v1.PageResponse\"i\n\x13\x45stimatePackRequest\x12\x15\n\x07pack_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12;\n\nparameters\x18\x02 \x01(\x0b\x32\'.intelgraph.analytics.v1.PackParameters\"O\n\x14\x45stimatePackResponse\x12\x37\n\x08\x65stimate\x18\x01 \x01(\x0b\x32%.intelgraph.analytics.v1.CostEstimate\"\x95\x01\n\x0eRunPackRequest\x12\x15\n\x07pack_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12;\n\nparameters\x18\x02 \x01(\x0b\x32\'.intelgraph.analytics.v1.PackParameters\x12/\n\x04page\x18\x03 \x01(\x0b\x32!.intelgraph.common.v1.PageRequest\"x\n\x0fRunPackResponse\x12\x33\n\x06result\x18\x01 \x01(\x0b\x32#.intelgraph.analytics.v1.PackResult\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".intelgraph.common.v1.PageResponse\"\x17\n\x15GetGraphStatusRequest\"\x9e\x02\n\x16GetGraphStatusResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x10\n\x08\x65ntities\x18\x02 \x01(\x03\x12\x15\n\rrelationships\x18\x03 \x01(\x03\x12<\n\x05state\x18\x04 \x01(\x0e\x32-.intelgraph.analytics.v1.MaterializationState\x12\x16\n\x0eready_revision\x18\x05 \x01(\x03\x12,\n\x08ready_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x65xpected_ready_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t*\x88\x01\n\rParameterType\x12\x1e\n\x1aPARAMETER_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PARAMETER_TYPE_INTEGER\x10\x01\x12\x1c\n\x18PARAMETER_TYPE_ENTITY_ID\x10\x02\x12\x1d\n\x19PARAMETER_TYPE_ENTITY_IDS\x10\x03*\xc6\x01\n\x14MaterializationState\x12%\n!MATERIALIZATION_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dMATERIALIZATION_STATE_PENDING\x10\x01\x12!\n\x1dMATERIALIZATION_STATE_RUNNING\x10\x02\x12\x1f\n\x1bMATERIALIZATION_STATE_READY\x10\x03\x12 \n\x1cMATERIALIZATION_STATE_FAILED\x10\x04\x32\x8f\x06\n\x10\x41nalyticsService\x12\xab\x01\n\x0bImportGraph\x12+.intelgraph.analytics.v1.ImportGraphRequest\x1a,.intelgraph.analytics.v1.ImportGraphResponse\"?\xa2\xbb\x18\x11\n\x0f\x61nalytics.write\xe2\xbd\x18&*$intelgraph.analytics.v1.CostEstimate(\x01\x12{\n\tListPacks\x12).intelgraph.analytics.v1.ListPacksRequest\x1a*.intelgraph.analytics.v1.ListPacksResponse\"\x17\x90\x02\x01\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\x12\x84\x01\n\x0c\x45stimatePack\x12,.intelgraph.analytics.v1.EstimatePackRequest\x1a-.intelgraph.analytics.v1.EstimatePackResponse\"\x17\x90\x02\x01\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\x12\x8a\x01\n\x0eGetGraphStatus\x12..intelgraph.analytics.v1.GetGraphStatusRequest\x1a/.intelgraph.analytics.v1.GetGraphStatusResponse\"\x17\x90\x02\x01\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\x12\xbb\x01\n\x07RunPack\x12\'.intelgraph.analytics.v1.RunPackRequest\x1a(.intelgraph.analytics.v1.RunPackResponse\"]\xa2\xbb\x18\x10\n\x0e\x61nalytics.read\xe2\xbd\x18?*\x1dintelgraph.billing.v1.Invoice*\x1eintelgraph.billing.v1.SpendCap\xb2\xbe\x18\x02\x08xb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,6 +57,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PACKPARAMETERS'].fields_by_name['source_id']._serialized_options = b'\312\274\030\003\010\200\001'
   _globals['_PACKPARAMETERS'].fields_by_name['target_id']._loaded_options = None
   _globals['_PACKPARAMETERS'].fields_by_name['target_id']._serialized_options = b'\312\274\030\003\010\200\001'
+  _globals['_PACKPARAMETERS'].fields_by_name['seed_ids']._loaded_options = None
+  _globals['_PACKPARAMETERS'].fields_by_name['seed_ids']._serialized_options = b'\312\274\030\005\010\200\001\020@'
   _globals['_IMPORTGRAPHREQUEST'].fields_by_name['entities']._loaded_options = None
   _globals['_IMPORTGRAPHREQUEST'].fields_by_name['entities']._serialized_options = b'\312\274\030\003\020\210\''
   _globals['_IMPORTGRAPHREQUEST'].fields_by_name['relationships']._loaded_options = None
@@ -70,44 +73,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYTICSSERVICE'].methods_by_name['ListPacks']._serialized_options = b'\220\002\001\242\273\030\020\n\016analytics.read'
   _globals['_ANALYTICSSERVICE'].methods_by_name['EstimatePack']._loaded_options = None
   _globals['_ANALYTICSSERVICE'].methods_by_name['EstimatePack']._serialized_options = b'\220\002\001\242\273\030\020\n\016analytics.read'
+  _globals['_ANALYTICSSERVICE'].methods_by_name['GetGraphStatus']._loaded_options = None
+  _globals['_ANALYTICSSERVICE'].methods_by_name['GetGraphStatus']._serialized_options = b'\220\002\001\242\273\030\020\n\016analytics.read'
   _globals['_ANALYTICSSERVICE'].methods_by_name['RunPack']._loaded_options = None
   _globals['_ANALYTICSSERVICE'].methods_by_name['RunPack']._serialized_options = b'\242\273\030\020\n\016analytics.read\342\275\030?*\035intelgraph.billing.v1.Invoice*\036intelgraph.billing.v1.SpendCap\262\276\030\002\010x'
-  _globals['_PARAMETERTYPE']._serialized_start=2441
-  _globals['_PARAMETERTYPE']._serialized_end=2546
-  _globals['_ENTITY']._serialized_start=269
-  _globals['_ENTITY']._serialized_end=344
-  _globals['_RELATIONSHIP']._serialized_start=347
-  _globals['_RELATIONSHIP']._serialized_end=500
-  _globals['_PACKPARAMETER']._serialized_start=503
-  _globals['_PACKPARAMETER']._serialized_end=682
-  _globals['_PACKSPEC']._serialized_start=685
-  _globals['_PACKSPEC']._serialized_end=838
-  _globals['_PACKPARAMETERS']._serialized_start=841
-  _globals['_PACKPARAMETERS']._serialized_end=979
-  _globals['_COSTESTIMATE']._serialized_start=982
-  _globals['_COSTESTIMATE']._serialized_end=1175
-  _globals['_SAMPLING']._serialized_start=1177
-  _globals['_SAMPLING']._serialized_end=1236
-  _globals['_SCOREDENTITY']._serialized_start=1238
-  _globals['_SCOREDENTITY']._serialized_end=1305
-  _globals['_PACKRESULT']._serialized_start=1308
-  _globals['_PACKRESULT']._serialized_end=1627
-  _globals['_IMPORTGRAPHREQUEST']._serialized_start=1630
-  _globals['_IMPORTGRAPHREQUEST']._serialized_end=1781
-  _globals['_IMPORTGRAPHRESPONSE']._serialized_start=1783
-  _globals['_IMPORTGRAPHRESPONSE']._serialized_end=1887
-  _globals['_LISTPACKSREQUEST']._serialized_start=1889
-  _globals['_LISTPACKSREQUEST']._serialized_end=1956
-  _globals['_LISTPACKSRESPONSE']._serialized_start=1958
-  _globals['_LISTPACKSRESPONSE']._serialized_end=2077
-  _globals['_ESTIMATEPACKREQUEST']._serialized_start=2079
-  _globals['_ESTIMATEPACKREQUEST']._serialized_end=2184
-  _globals['_ESTIMATEPACKRESPONSE']._serialized_start=2186
-  _globals['_ESTIMATEPACKRESPONSE']._serialized_end=2265
-  _globals['_RUNPACKREQUEST']._serialized_start=2267
-  _globals['_RUNPACKREQUEST']._serialized_end=2367
-  _globals['_RUNPACKRESPONSE']._serialized_start=2369
-  _globals['_RUNPACKRESPONSE']._serialized_end=2439
-  _globals['_ANALYTICSSERVICE']._serialized_start=2549
-  _globals['_ANALYTICSSERVICE']._serialized_end=3191
+  _globals['_PARAMETERTYPE']._serialized_start=3366
+  _globals['_PARAMETERTYPE']._serialized_end=3502
+  _globals['_MATERIALIZATIONSTATE']._serialized_start=3505
+  _globals['_MATERIALIZATIONSTATE']._serialized_end=3703
+  _globals['_ENTITY']._serialized_start=302
+  _globals['_ENTITY']._serialized_end=377
+  _globals['_RELATIONSHIP']._serialized_start=380
+  _globals['_RELATIONSHIP']._serialized_end=533
+  _globals['_PACKPARAMETER']._serialized_start=536
+  _globals['_PACKPARAMETER']._serialized_end=715
+  _globals['_PACKSPEC']._serialized_start=718
+  _globals['_PACKSPEC']._serialized_end=871
+  _globals['_PACKPARAMETERS']._serialized_start=874
+  _globals['_PACKPARAMETERS']._serialized_end=1041
+  _globals['_COSTESTIMATE']._serialized_start=1044
+  _globals['_COSTESTIMATE']._serialized_end=1259
+  _globals['_FRESHNESS']._serialized_start=1262
+  _globals['_FRESHNESS']._serialized_end=1457
+  _globals['_ACCURACY']._serialized_start=1459
+  _globals['_ACCURACY']._serialized_end=1556
+  _globals['_SAMPLING']._serialized_start=1558
+  _globals['_SAMPLING']._serialized_end=1617
+  _globals['_SCOREDENTITY']._serialized_start=1619
+  _globals['_SCOREDENTITY']._serialized_end=1686
+  _globals['_PACKRESULT']._serialized_start=1689
+  _globals['_PACKRESULT']._serialized_end=2137
+  _globals['_IMPORTGRAPHREQUEST']._serialized_start=2140
+  _globals['_IMPORTGRAPHREQUEST']._serialized_end=2291
+  _globals['_IMPORTGRAPHRESPONSE']._serialized_start=2293
+  _globals['_IMPORTGRAPHRESPONSE']._serialized_end=2397
+  _globals['_LISTPACKSREQUEST']._serialized_start=2399
+  _globals['_LISTPACKSREQUEST']._serialized_end=2466
+  _globals['_LISTPACKSRESPONSE']._serialized_start=2468
+  _globals['_LISTPACKSRESPONSE']._serialized_end=2587
+  _globals['_ESTIMATEPACKREQUEST']._serialized_start=2589
+  _globals['_ESTIMATEPACKREQUEST']._serialized_end=2694
+  _globals['_ESTIMATEPACKRESPONSE']._serialized_start=2696
+  _globals['_ESTIMATEPACKRESPONSE']._serialized_end=2775
+  _globals['_RUNPACKREQUEST']._serialized_start=2778
+  _globals['_RUNPACKREQUEST']._serialized_end=2927
+  _globals['_RUNPACKRESPONSE']._serialized_start=2929
+  _globals['_RUNPACKRESPONSE']._serialized_end=3049
+  _globals['_GETGRAPHSTATUSREQUEST']._serialized_start=3051
+  _globals['_GETGRAPHSTATUSREQUEST']._serialized_end=3074
+  _globals['_GETGRAPHSTATUSRESPONSE']._serialized_start=3077
+  _globals['_GETGRAPHSTATUSRESPONSE']._serialized_end=3363
+  _globals['_ANALYTICSSERVICE']._serialized_start=3706
+  _globals['_ANALYTICSSERVICE']._serialized_end=4489
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from intelgraph.common.v1 import pagination_pb2 as _pagination_pb2
@@ -29,13 +30,43 @@ class _ParameterTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Paramet
     PARAMETER_TYPE_UNSPECIFIED: _ParameterType.ValueType  # 0
     PARAMETER_TYPE_INTEGER: _ParameterType.ValueType  # 1
     PARAMETER_TYPE_ENTITY_ID: _ParameterType.ValueType  # 2
+    PARAMETER_TYPE_ENTITY_IDS: _ParameterType.ValueType  # 3
+    """A list of entity ids."""
 
 class ParameterType(_ParameterType, metaclass=_ParameterTypeEnumTypeWrapper): ...
 
 PARAMETER_TYPE_UNSPECIFIED: ParameterType.ValueType  # 0
 PARAMETER_TYPE_INTEGER: ParameterType.ValueType  # 1
 PARAMETER_TYPE_ENTITY_ID: ParameterType.ValueType  # 2
+PARAMETER_TYPE_ENTITY_IDS: ParameterType.ValueType  # 3
+"""A list of entity ids."""
 Global___ParameterType: _TypeAlias = ParameterType  # noqa: Y015
+
+class _MaterializationState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MaterializationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MaterializationState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MATERIALIZATION_STATE_UNSPECIFIED: _MaterializationState.ValueType  # 0
+    MATERIALIZATION_STATE_PENDING: _MaterializationState.ValueType  # 1
+    """Waiting for a replica to compute them."""
+    MATERIALIZATION_STATE_RUNNING: _MaterializationState.ValueType  # 2
+    MATERIALIZATION_STATE_READY: _MaterializationState.ValueType  # 3
+    MATERIALIZATION_STATE_FAILED: _MaterializationState.ValueType  # 4
+    """The last attempt failed (detail says why); it is retried."""
+
+class MaterializationState(_MaterializationState, metaclass=_MaterializationStateEnumTypeWrapper):
+    """The state of a revision's whole-graph results."""
+
+MATERIALIZATION_STATE_UNSPECIFIED: MaterializationState.ValueType  # 0
+MATERIALIZATION_STATE_PENDING: MaterializationState.ValueType  # 1
+"""Waiting for a replica to compute them."""
+MATERIALIZATION_STATE_RUNNING: MaterializationState.ValueType  # 2
+MATERIALIZATION_STATE_READY: MaterializationState.ValueType  # 3
+MATERIALIZATION_STATE_FAILED: MaterializationState.ValueType  # 4
+"""The last attempt failed (detail says why); it is retried."""
+Global___MaterializationState: _TypeAlias = MaterializationState  # noqa: Y015
 
 @_typing.final
 class Entity(_message.Message):
@@ -186,10 +217,15 @@ class PackParameters(_message.Message):
     MAX_HOPS_FIELD_NUMBER: _builtins.int
     SOURCE_ID_FIELD_NUMBER: _builtins.int
     TARGET_ID_FIELD_NUMBER: _builtins.int
+    SEED_IDS_FIELD_NUMBER: _builtins.int
     top_k: _builtins.int
     max_hops: _builtins.int
     source_id: _builtins.str
     target_id: _builtins.str
+    @_builtins.property
+    def seed_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Entities a personalised PageRank starts from (equally)."""
+
     def __init__(
         self,
         *,
@@ -197,10 +233,11 @@ class PackParameters(_message.Message):
         max_hops: _builtins.int | None = ...,
         source_id: _builtins.str = ...,
         target_id: _builtins.str = ...,
+        seed_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_hops", b"_max_hops", "_top_k", b"_top_k", "max_hops", b"max_hops", "top_k", b"top_k"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_hops", b"_max_hops", "_top_k", b"_top_k", "max_hops", b"max_hops", "source_id", b"source_id", "target_id", b"target_id", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_hops", b"_max_hops", "_top_k", b"_top_k", "max_hops", b"max_hops", "seed_ids", b"seed_ids", "source_id", b"source_id", "target_id", b"target_id", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_hops: _TypeAlias = _typing.Literal["max_hops"]  # noqa: Y015
     _WhichOneofArgType__max_hops: _TypeAlias = _typing.Literal["_max_hops", b"_max_hops"]  # noqa: Y015
@@ -225,6 +262,7 @@ class CostEstimate(_message.Message):
     WITHIN_BUDGET_FIELD_NUMBER: _builtins.int
     GRAPH_REVISION_FIELD_NUMBER: _builtins.int
     SAMPLER_FIELD_NUMBER: _builtins.int
+    MATERIALIZED_FIELD_NUMBER: _builtins.int
     expected_ms: _builtins.float
     memory_bytes: _builtins.int
     nodes_touched: _builtins.int
@@ -239,6 +277,10 @@ class CostEstimate(_message.Message):
     """The sample the run would use, for example "top_edges:10%" (empty: the
     whole graph). A pack's own ratio, or the largest halving of it that fits.
     """
+    materialized: _builtins.bool
+    """True when the answer is a lookup of results materialized for the graph
+    revision: the price is the lookup's, not the computation's.
+    """
     def __init__(
         self,
         *,
@@ -250,14 +292,102 @@ class CostEstimate(_message.Message):
         within_budget: _builtins.bool = ...,
         graph_revision: _builtins.int = ...,
         sampler: _builtins.str = ...,
+        materialized: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges_touched", b"edges_touched", "expected_ms", b"expected_ms", "graph_revision", b"graph_revision", "memory_bytes", b"memory_bytes", "nodes_touched", b"nodes_touched", "sampler", b"sampler", "sampling_applies", b"sampling_applies", "within_budget", b"within_budget"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges_touched", b"edges_touched", "expected_ms", b"expected_ms", "graph_revision", b"graph_revision", "materialized", b"materialized", "memory_bytes", b"memory_bytes", "nodes_touched", b"nodes_touched", "sampler", b"sampler", "sampling_applies", b"sampling_applies", "within_budget", b"within_budget"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CostEstimate: _TypeAlias = CostEstimate  # noqa: Y015
+
+@_typing.final
+class Freshness(_message.Message):
+    """When and on what a result was computed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    COMPUTED_AT_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    LATEST_REVISION_FIELD_NUMBER: _builtins.int
+    EXPECTED_READY_AT_FIELD_NUMBER: _builtins.int
+    WARM_STARTED_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The graph revision the result was computed on."""
+    stale: _builtins.bool
+    """True while a newer revision's results are being computed: this result is
+    an earlier revision's.
+    """
+    latest_revision: _builtins.int
+    """The tenant's latest graph revision."""
+    warm_started: _builtins.bool
+    """PageRank started from the previous revision's vector (a small import)."""
+    @_builtins.property
+    def computed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expected_ready_at(self) -> _timestamp_pb2.Timestamp:
+        """When the latest revision's results are expected (set while stale)."""
+
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        computed_at: _timestamp_pb2.Timestamp | None = ...,
+        stale: _builtins.bool = ...,
+        latest_revision: _builtins.int = ...,
+        expected_ready_at: _timestamp_pb2.Timestamp | None = ...,
+        warm_started: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at", "expected_ready_at", b"expected_ready_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at", "expected_ready_at", b"expected_ready_at", "latest_revision", b"latest_revision", "revision", b"revision", "stale", b"stale", "warm_started", b"warm_started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Freshness: _TypeAlias = Freshness  # noqa: Y015
+
+@_typing.final
+class Accuracy(_message.Message):
+    """How close the scores are to the exact ones."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXACT_FIELD_NUMBER: _builtins.int
+    EPSILON_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    L1_ERROR_BOUND_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    exact: _builtins.bool
+    """The scores are exact (iterative ones to within l1_error_bound)."""
+    epsilon: _builtins.float
+    """Every score is within epsilon of the exact one, with probability at least
+    1 - delta (betweenness estimated by sampling).
+    """
+    delta: _builtins.float
+    l1_error_bound: _builtins.float
+    """Bound on the L1 distance between the scores and the exact vector
+    (PageRank, personalised PageRank).
+    """
+    method: _builtins.str
+    """The algorithm, for example "power_iteration", "kadabra", "brandes", "leiden", "forward_push"."""
+    def __init__(
+        self,
+        *,
+        exact: _builtins.bool = ...,
+        epsilon: _builtins.float = ...,
+        delta: _builtins.float = ...,
+        l1_error_bound: _builtins.float = ...,
+        method: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "epsilon", b"epsilon", "exact", b"exact", "l1_error_bound", b"l1_error_bound", "method", b"method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Accuracy: _TypeAlias = Accuracy  # noqa: Y015
 
 @_typing.final
 class Sampling(_message.Message):
@@ -328,6 +458,9 @@ class PackResult(_message.Message):
     ESTIMATE_FIELD_NUMBER: _builtins.int
     ELAPSED_MS_FIELD_NUMBER: _builtins.int
     PROJECTION_BYTES_FIELD_NUMBER: _builtins.int
+    FRESHNESS_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    COMMUNITIES_FIELD_NUMBER: _builtins.int
     pack_id: _builtins.str
     graph_revision: _builtins.int
     path_cost: _builtins.float
@@ -338,6 +471,8 @@ class PackResult(_message.Message):
     elapsed_ms: _builtins.float
     projection_bytes: _builtins.int
     """Resident memory the revision's in-memory projection took in its worker."""
+    communities: _builtins.int
+    """How many communities the partition has, for community packs."""
     @_builtins.property
     def entities(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoredEntity]:
         """Ranked entities with scores (centrality, neighbourhood, communities)."""
@@ -350,6 +485,10 @@ class PackResult(_message.Message):
     def sampling(self) -> Global___Sampling: ...
     @_builtins.property
     def estimate(self) -> Global___CostEstimate: ...
+    @_builtins.property
+    def freshness(self) -> Global___Freshness: ...
+    @_builtins.property
+    def accuracy(self) -> Global___Accuracy: ...
     def __init__(
         self,
         *,
@@ -363,10 +502,13 @@ class PackResult(_message.Message):
         estimate: Global___CostEstimate | None = ...,
         elapsed_ms: _builtins.float = ...,
         projection_bytes: _builtins.int = ...,
+        freshness: Global___Freshness | None = ...,
+        accuracy: Global___Accuracy | None = ...,
+        communities: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["estimate", b"estimate", "sampling", b"sampling"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "estimate", b"estimate", "freshness", b"freshness", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ms", b"elapsed_ms", "entities", b"entities", "estimate", b"estimate", "graph_revision", b"graph_revision", "modularity", b"modularity", "pack_id", b"pack_id", "path", b"path", "path_cost", b"path_cost", "projection_bytes", b"projection_bytes", "sampling", b"sampling"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "communities", b"communities", "elapsed_ms", b"elapsed_ms", "entities", b"entities", "estimate", b"estimate", "freshness", b"freshness", "graph_revision", b"graph_revision", "modularity", b"modularity", "pack_id", b"pack_id", "path", b"path", "path_cost", b"path_cost", "projection_bytes", b"projection_bytes", "sampling", b"sampling"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -519,18 +661,26 @@ class RunPackRequest(_message.Message):
 
     PACK_ID_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
     pack_id: _builtins.str
     @_builtins.property
     def parameters(self) -> Global___PackParameters: ...
+    @_builtins.property
+    def page(self) -> _pagination_pb2.PageRequest:
+        """Pages through a whole-graph ranking (page_size entities at a time, instead
+        of top_k); the pages all come from the revision of the first.
+        """
+
     def __init__(
         self,
         *,
         pack_id: _builtins.str = ...,
         parameters: Global___PackParameters | None = ...,
+        page: _pagination_pb2.PageRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pack_id", b"pack_id", "parameters", b"parameters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pack_id", b"pack_id", "page", b"page", "parameters", b"parameters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -541,17 +691,86 @@ class RunPackResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULT_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def result(self) -> Global___PackResult: ...
+    @_builtins.property
+    def page(self) -> _pagination_pb2.PageResponse:
+        """Where the ranking goes on (whole-graph packs); empty at its end."""
+
     def __init__(
         self,
         *,
         result: Global___PackResult | None = ...,
+        page: _pagination_pb2.PageResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunPackResponse: _TypeAlias = RunPackResponse  # noqa: Y015
+
+@_typing.final
+class GetGraphStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGraphStatusRequest: _TypeAlias = GetGraphStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetGraphStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    ENTITIES_FIELD_NUMBER: _builtins.int
+    RELATIONSHIPS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    READY_REVISION_FIELD_NUMBER: _builtins.int
+    READY_AT_FIELD_NUMBER: _builtins.int
+    EXPECTED_READY_AT_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The tenant's latest graph revision (0 before its first import)."""
+    entities: _builtins.int
+    relationships: _builtins.int
+    state: Global___MaterializationState.ValueType
+    """The state of the latest revision's whole-graph results."""
+    ready_revision: _builtins.int
+    """The newest revision whose results are ready (0: none yet)."""
+    detail: _builtins.str
+    """Why the last attempt failed."""
+    @_builtins.property
+    def ready_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expected_ready_at(self) -> _timestamp_pb2.Timestamp:
+        """When the latest revision's results are expected (while pending or running)."""
+
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        entities: _builtins.int = ...,
+        relationships: _builtins.int = ...,
+        state: Global___MaterializationState.ValueType = ...,
+        ready_revision: _builtins.int = ...,
+        ready_at: _timestamp_pb2.Timestamp | None = ...,
+        expected_ready_at: _timestamp_pb2.Timestamp | None = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_ready_at", b"expected_ready_at", "ready_at", b"ready_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "entities", b"entities", "expected_ready_at", b"expected_ready_at", "ready_at", b"ready_at", "ready_revision", b"ready_revision", "relationships", b"relationships", "revision", b"revision", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGraphStatusResponse: _TypeAlias = GetGraphStatusResponse  # noqa: Y015

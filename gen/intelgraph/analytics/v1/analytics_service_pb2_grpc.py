@@ -27,8 +27,11 @@ if _version_not_supported:
 
 class AnalyticsServiceStub:
     """AnalyticsService runs curated, persisted analytics packs over a tenant's
-    entity graph: priced before they start, sampled when the graph is too big,
-    stopped at their deadline.
+    entity graph. Whole-graph packs (PageRank, degree, betweenness, communities)
+    are computed once per graph revision in the background and read as exact
+    rankings; parameterised packs (paths, neighbourhoods, personalised PageRank)
+    run per call on a resident projection, priced first and stopped at their
+    deadline.
     """
 
     def __init__(self, channel):
@@ -52,6 +55,11 @@ class AnalyticsServiceStub:
                 request_serializer=intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.EstimatePackRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.EstimatePackResponse.FromString,
                 _registered_method=True)
+        self.GetGraphStatus = channel.unary_unary(
+                '/intelgraph.analytics.v1.AnalyticsService/GetGraphStatus',
+                request_serializer=intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.GetGraphStatusRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.GetGraphStatusResponse.FromString,
+                _registered_method=True)
         self.RunPack = channel.unary_unary(
                 '/intelgraph.analytics.v1.AnalyticsService/RunPack',
                 request_serializer=intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.RunPackRequest.SerializeToString,
@@ -61,8 +69,11 @@ class AnalyticsServiceStub:
 
 class AnalyticsServiceServicer:
     """AnalyticsService runs curated, persisted analytics packs over a tenant's
-    entity graph: priced before they start, sampled when the graph is too big,
-    stopped at their deadline.
+    entity graph. Whole-graph packs (PageRank, degree, betweenness, communities)
+    are computed once per graph revision in the background and read as exact
+    rankings; parameterised packs (paths, neighbourhoods, personalised PageRank)
+    run per call on a resident projection, priced first and stopped at their
+    deadline.
     """
 
     def ImportGraph(self, request_iterator, context):
@@ -86,8 +97,16 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetGraphStatus(self, request, context):
+        """The tenant's graph revision and how far its whole-graph results are.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RunPack(self, request, context):
-        """Runs a registered pack within its budget and deadline.
+        """Runs a registered pack within its budget and deadline: a page of the
+        revision's materialized ranking, or a run on the resident projection.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +130,11 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     request_deserializer=intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.EstimatePackRequest.FromString,
                     response_serializer=intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.EstimatePackResponse.SerializeToString,
             ),
+            'GetGraphStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGraphStatus,
+                    request_deserializer=intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.GetGraphStatusRequest.FromString,
+                    response_serializer=intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.GetGraphStatusResponse.SerializeToString,
+            ),
             'RunPack': grpc.unary_unary_rpc_method_handler(
                     servicer.RunPack,
                     request_deserializer=intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.RunPackRequest.FromString,
@@ -126,8 +150,11 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AnalyticsService:
     """AnalyticsService runs curated, persisted analytics packs over a tenant's
-    entity graph: priced before they start, sampled when the graph is too big,
-    stopped at their deadline.
+    entity graph. Whole-graph packs (PageRank, degree, betweenness, communities)
+    are computed once per graph revision in the background and read as exact
+    rankings; parameterised packs (paths, neighbourhoods, personalised PageRank)
+    run per call on a resident projection, priced first and stopped at their
+    deadline.
     """
 
     @staticmethod
@@ -201,6 +228,33 @@ class AnalyticsService:
             '/intelgraph.analytics.v1.AnalyticsService/EstimatePack',
             intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.EstimatePackRequest.SerializeToString,
             intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.EstimatePackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGraphStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.analytics.v1.AnalyticsService/GetGraphStatus',
+            intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.GetGraphStatusRequest.SerializeToString,
+            intelgraph_dot_analytics_dot_v1_dot_analytics__service__pb2.GetGraphStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,8 +28,11 @@ GRPC_VERSION: str
 
 class AnalyticsServiceStub:
     """AnalyticsService runs curated, persisted analytics packs over a tenant's
-    entity graph: priced before they start, sampled when the graph is too big,
-    stopped at their deadline.
+    entity graph. Whole-graph packs (PageRank, degree, betweenness, communities)
+    are computed once per graph revision in the background and read as exact
+    rankings; parameterised packs (paths, neighbourhoods, personalised PageRank)
+    run per call on a resident projection, priced first and stopped at their
+    deadline.
     """
 
     @_typing.overload
@@ -42,14 +45,21 @@ class AnalyticsServiceStub:
     """Lists the registered packs and their parameters."""
     EstimatePack: _grpc.UnaryUnaryMultiCallable[_analytics_service_pb2.EstimatePackRequest, _analytics_service_pb2.EstimatePackResponse]
     """Prices a pack run without running it."""
+    GetGraphStatus: _grpc.UnaryUnaryMultiCallable[_analytics_service_pb2.GetGraphStatusRequest, _analytics_service_pb2.GetGraphStatusResponse]
+    """The tenant's graph revision and how far its whole-graph results are."""
     RunPack: _grpc.UnaryUnaryMultiCallable[_analytics_service_pb2.RunPackRequest, _analytics_service_pb2.RunPackResponse]
-    """Runs a registered pack within its budget and deadline."""
+    """Runs a registered pack within its budget and deadline: a page of the
+    revision's materialized ranking, or a run on the resident projection.
+    """
 
 @_typing.type_check_only
 class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
     """AnalyticsService runs curated, persisted analytics packs over a tenant's
-    entity graph: priced before they start, sampled when the graph is too big,
-    stopped at their deadline.
+    entity graph. Whole-graph packs (PageRank, degree, betweenness, communities)
+    are computed once per graph revision in the background and read as exact
+    rankings; parameterised packs (paths, neighbourhoods, personalised PageRank)
+    run per call on a resident projection, priced first and stopped at their
+    deadline.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -59,13 +69,20 @@ class AnalyticsServiceAsyncStub(AnalyticsServiceStub):
     """Lists the registered packs and their parameters."""
     EstimatePack: _aio.UnaryUnaryMultiCallable[_analytics_service_pb2.EstimatePackRequest, _analytics_service_pb2.EstimatePackResponse]  # type: ignore[assignment]
     """Prices a pack run without running it."""
+    GetGraphStatus: _aio.UnaryUnaryMultiCallable[_analytics_service_pb2.GetGraphStatusRequest, _analytics_service_pb2.GetGraphStatusResponse]  # type: ignore[assignment]
+    """The tenant's graph revision and how far its whole-graph results are."""
     RunPack: _aio.UnaryUnaryMultiCallable[_analytics_service_pb2.RunPackRequest, _analytics_service_pb2.RunPackResponse]  # type: ignore[assignment]
-    """Runs a registered pack within its budget and deadline."""
+    """Runs a registered pack within its budget and deadline: a page of the
+    revision's materialized ranking, or a run on the resident projection.
+    """
 
 class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
     """AnalyticsService runs curated, persisted analytics packs over a tenant's
-    entity graph: priced before they start, sampled when the graph is too big,
-    stopped at their deadline.
+    entity graph. Whole-graph packs (PageRank, degree, betweenness, communities)
+    are computed once per graph revision in the background and read as exact
+    rankings; parameterised packs (paths, neighbourhoods, personalised PageRank)
+    run per call on a resident projection, priced first and stopped at their
+    deadline.
     """
 
     @_abc_1.abstractmethod
@@ -93,11 +110,21 @@ class AnalyticsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Prices a pack run without running it."""
 
     @_abc_1.abstractmethod
+    def GetGraphStatus(
+        self,
+        request: _analytics_service_pb2.GetGraphStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_service_pb2.GetGraphStatusResponse, _abc.Awaitable[_analytics_service_pb2.GetGraphStatusResponse]]:
+        """The tenant's graph revision and how far its whole-graph results are."""
+
+    @_abc_1.abstractmethod
     def RunPack(
         self,
         request: _analytics_service_pb2.RunPackRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_service_pb2.RunPackResponse, _abc.Awaitable[_analytics_service_pb2.RunPackResponse]]:
-        """Runs a registered pack within its budget and deadline."""
+        """Runs a registered pack within its budget and deadline: a page of the
+        revision's materialized ranking, or a run on the resident projection.
+        """
 
 def add_AnalyticsServiceServicer_to_server(servicer: AnalyticsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
