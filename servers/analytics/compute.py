@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import numpy as np
@@ -24,6 +24,7 @@ from servers.analytics.packs import (
     BETWEENNESS_DELTA,
     BETWEENNESS_EPSILON,
     DAMPING,
+    PAGERANK_TOLERANCE,
     PUSH_MAX_WORK,
     PUSH_TOLERANCE,
 )
@@ -55,6 +56,8 @@ class Projection:
     out: Adjacency
     incoming: Adjacency
     out_strength: np.ndarray
+    #: What runs derive from the graph alone, made once (personalised PageRank's blocks).
+    derived: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> Projection:
@@ -74,6 +77,15 @@ class Projection:
     def csr(self, rows: Adjacency) -> algorithms.Csr:
         """Rows as the algorithms take them."""
         return algorithms.Csr(rows.offsets, rows.heads, rows.weights)
+
+    def sweep_blocks(self) -> list[algorithms.PushBlock]:
+        """Personalised PageRank's sweep blocks of this graph (made on first use)."""
+        if "sweep_blocks" not in self.derived:
+            self.derived["sweep_blocks"] = algorithms.sweep_blocks(
+                self.csr(self.out), self.out_strength, DAMPING
+            )
+        blocks: list[algorithms.PushBlock] = self.derived["sweep_blocks"]
+        return blocks
 
     def degrees(self) -> np.ndarray:
         """Relationships in and out, per entity."""
@@ -156,6 +168,7 @@ def materialize(
             projection.csr(projection.incoming),
             projection.out_strength,
             damping=DAMPING,
+            tolerance=PAGERANK_TOLERANCE,
             start=start,
             threads=threads,
         )
@@ -253,13 +266,16 @@ def run_pack(projection: Projection, pack_id: str, params: Mapping[str, Any]) ->
             damping=DAMPING,
             tolerance=PUSH_TOLERANCE,
             max_work=PUSH_MAX_WORK,
+            blocks=projection.sweep_blocks(),
         )
-        best = found.nodes[_top(found.scores, top_k)]
-        scores = dict(zip(found.nodes.tolist(), found.scores.tolist(), strict=True))
+        chosen = _top(found.scores, top_k)
+        best = found.nodes[chosen]
         return {
             "entities": [
-                {"entity_id": entity, "score": scores[int(node)]}
-                for node, entity in zip(best.tolist(), snapshot.entities(best), strict=True)
+                {"entity_id": entity, "score": score}
+                for entity, score in zip(
+                    snapshot.entities(best), found.scores[chosen].tolist(), strict=True
+                )
             ],
             "accuracy": {
                 "method": "forward_push",

@@ -90,11 +90,17 @@ class Snapshot:
         targets: np.ndarray,
         weights: np.ndarray,
     ) -> Snapshot:
-        """A snapshot of sorted ids (str or bytes) and edges in any order."""
+        """A snapshot of entity ids (str, in any order) and edges between their positions."""
         encoded = np.asarray([str(entity).encode() for entity in ids.tolist()], dtype=bytes)
         if encoded.size == 0:
             encoded = np.zeros(0, dtype="S1")
         nodes = len(encoded)
+        if nodes > 1 and not bool((encoded[:-1] <= encoded[1:]).all()):  # sort, and renumber
+            order = np.argsort(encoded, kind="stable")
+            renumbered = np.empty(nodes, dtype=np.int64)
+            renumbered[order] = np.arange(nodes)
+            encoded = encoded[order]
+            sources, targets = renumbered[sources], renumbered[targets]
         order = np.argsort(sources, kind="stable")
         sources = np.asarray(sources, dtype=np.int32)[order]
         targets = np.asarray(targets, dtype=np.int32)[order]

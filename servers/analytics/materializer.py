@@ -211,7 +211,8 @@ class Materializer:
                 return False
             await self._finish(tenant, revision, done, warm_started=previous is not None)
         except Exception as error:  # noqa: BLE001 - recorded on the revision, retried
-            await self._failed(tenant, revision, error)
+            if not self.workers.closed:  # a stop is no failure: the next start goes on
+                await self._failed(tenant, revision, error)
             return False
         elapsed = time.perf_counter() - started
         relationships = begun[0]

@@ -168,6 +168,11 @@ class PackWorkers:
         #: Set by `close`: no worker starts after it (not even to replace a killed one).
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        """Whether the pool was closed (the platform stops)."""
+        return self._closed
+
     async def speed(self) -> float:
         """Seconds per work unit on this machine, once the first worker has measured it.
 

@@ -33,8 +33,7 @@ def _serve(settings: Settings) -> int:
         # Started first: they load their algorithms while this process loads the platform.
         from servers.analytics import prestart  # noqa: PLC0415
 
-        # The pack workers, and the materializer's.
-        prestart(settings.analytics_workers + 1, settings.analytics_projection_cache_bytes)
+        prestart(settings.analytics_workers, settings.analytics_projection_cache_bytes)
     from servers.app import StartupError  # noqa: PLC0415 - keep the other commands light
     from servers.app import serve as run  # noqa: PLC0415
     from servers.db.migrate import SchemaOutOfDate  # noqa: PLC0415

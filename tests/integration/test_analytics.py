@@ -211,19 +211,22 @@ async def _expires_in_time(
 
     `call_deadline_s` is the call's own deadline (None: the SDK's RunPack default).
     """
-    kills = _kills(SLOW)
     analytics = analyst.analytics
-    started = time.perf_counter()
-    expired = await refused(
-        analytics.run_pack(pack_id=SLOW, parameters=SLOW_PARAMETERS, timeout=call_deadline_s)
-    )
-    elapsed = time.perf_counter() - started
-    assert expired.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert elapsed < deadline_s + ANSWER_SLACK_ON_A_LOADED_MACHINE_S
-    for _ in range(100):  # the server killed the worker, and replaces it
+    for _ in range(5):  # a loaded machine can spend a short call deadline before the run starts
+        kills = _kills(SLOW)
+        started = time.perf_counter()
+        expired = await refused(
+            analytics.run_pack(pack_id=SLOW, parameters=SLOW_PARAMETERS, timeout=call_deadline_s)
+        )
+        elapsed = time.perf_counter() - started
+        assert expired.code is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert elapsed < deadline_s + ANSWER_SLACK_ON_A_LOADED_MACHINE_S
+        for _ in range(20):  # the server killed the worker, and replaces it
+            if _kills(SLOW) > kills:
+                break
+            await asyncio.sleep(0.05)
         if _kills(SLOW) > kills:
             break
-        await asyncio.sleep(0.05)
     assert _kills(SLOW) == kills + 1
     after = await analytics.run_pack(
         pack_id=SLOW, parameters=pb.PackParameters(source_id="e1", target_id="e2", max_hops=1)

@@ -63,7 +63,7 @@ def test_materialized_pagerank_is_networkxs(name: str) -> None:
     ours = {entry["entity_id"]: entry["score"] for entry in ranking.page(0, len(ranking))}
     assert len(ours) == graph.number_of_nodes()
     distance = sum(abs(ours[str(node)] - score) for node, score in reference.items())
-    assert distance <= float(summary["l1_error_bound"]) <= 1e-7  # type: ignore[arg-type]
+    assert distance <= float(summary["l1_error_bound"]) <= 5e-7  # type: ignore[arg-type]
     scores = ranking.scores.tolist()
     assert scores == sorted(scores, reverse=True)
 
@@ -232,7 +232,8 @@ def test_warm_started_pagerank_reaches_the_same_answer() -> None:
             strict=True,
         )
     )
-    assert sum(abs(warm_scores[key] - cold_scores[key]) for key in cold_scores) <= 2e-7
+    apart = sum(abs(warm_scores[key] - cold_scores[key]) for key in cold_scores)
+    assert apart <= warm_item.summary["l1_error_bound"] + cold_item.summary["l1_error_bound"]
 
 
 # -- snapshots and stored rankings -------------------------------------------------------
