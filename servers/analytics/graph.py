@@ -130,7 +130,7 @@ def snapshot_path(directory: Path, tenant: uuid.UUID, revision: int) -> Path:
     return directory / str(tenant) / str(revision)
 
 
-def revisions(directory: Path, tenant: uuid.UUID) -> list[int]:
+def revisions(directory: Path, tenant: uuid.UUID | str) -> list[int]:
     """The revisions of the tenant's complete snapshots here, oldest first."""
     tenant_directory = directory / str(tenant)
     if not tenant_directory.is_dir():

@@ -43,6 +43,8 @@ WAIT_POLL_S = 0.05
 #: its results are): changes made here (an import, results ready) are seen at once, those
 #: of other replicas within this long.
 STATE_TTL_S = 0.5
+#: Bytes of projections a restarted replica maps into its workers before calls ask.
+WARM_BYTES = 512 * 1024**2
 #: How long a run waits for a tenant's first results (within the call's deadline): a
 #: small graph's are ready by then; a large one's call is told when to come back.
 FIRST_RESULTS_WAIT_S = 5.0
@@ -98,6 +100,8 @@ class PackRuns:
             cache_bytes=settings.analytics_projection_cache_bytes,
         )
         self.lookups = Lookups(runtime.database, settings.analytics_results_cache_bytes)
+        #: What a restarted replica maps back in at once (more comes in on first use).
+        self._warm_bytes = min(settings.analytics_projection_cache_bytes, WARM_BYTES)
         self._states: TTLCache[uuid.UUID, GraphState] = TTLCache(maxsize=10_000, ttl=STATE_TTL_S)
         self._reading: dict[uuid.UUID, asyncio.Future[GraphState | None]] = {}
         self.materializer.on_ready.append(self._forget)
@@ -114,6 +118,8 @@ class PackRuns:
         async def run_workers() -> None:
             try:
                 await self.workers.start()
+                # The projections this replica kept, mapped back in before calls need them.
+                await self.workers.warm(self.snapshots.recent(self._warm_bytes))
                 await asyncio.Event().wait()
             finally:  # also when the platform stops while the workers still start
                 await self.workers.close()

@@ -98,6 +98,27 @@ class Snapshots:
         ]
         return kept[-1] if kept else None
 
+    def recent(self, budget_bytes: int) -> list[Path]:
+        """Each tenant's newest snapshot here, most recently written first, within a budget.
+
+        What a restarted replica maps back in first.
+        """
+        newest = []
+        if self.directory.is_dir():
+            for tenant_directory in self.directory.iterdir():
+                kept = graph.revisions(self.directory, tenant_directory.name)
+                if kept:
+                    path = tenant_directory / str(kept[-1])
+                    newest.append((path.stat().st_mtime, path))
+        chosen, total = [], 0
+        for _, path in sorted(newest, reverse=True):
+            size = sum(file.stat().st_size for file in path.iterdir())
+            if total + size > budget_bytes:
+                break
+            chosen.append(path)
+            total += size
+        return chosen
+
     async def ensure(self, tenant: uuid.UUID, revision: int) -> tuple[Path, int]:
         """A snapshot of at least `revision`: (its path, its revision), built if need be.
 

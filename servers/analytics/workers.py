@@ -14,8 +14,9 @@ Protocol on a pipe: the worker says ("hello", seconds_per_unit) when ready; for
 ("run", path, pack_id, params) it answers ("loaded", projection_bytes) then
 ("result", dict) or ("error", message); for ("materialize", path, previous,
 seed, threads) it answers ("loaded", projection_bytes) then ("materialized",
-[(pack_id, payload, summary), ...]); or ("gone", why) alone if the snapshot was
-pruned before it could be loaded.
+[(pack_id, payload, summary), ...]); for ("warm", path) ("loaded", ...) then
+("warmed", None); or ("gone", why) alone if the snapshot was pruned before it
+could be loaded.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def worker_main(connection: Connection, cache_bytes: int) -> None:
                 projections[path] = projection
         connection.send(("loaded", projection.memory_bytes))
         started = time.perf_counter()
+        if kind == "warm":  # mapped in, and what runs derive from the graph alone made
+            projection.sweep_blocks()
+            connection.send(("warmed", None))
+            continue
         if kind == "materialize":
             previous, seed, threads = arguments
             try:
@@ -246,6 +251,23 @@ class PackWorkers:
         if kind == "error":
             raise Unavailable(f"computing the whole-graph packs failed: {payload}")
         return cast("list[Materialized]", payload)
+
+    async def warm(self, snapshots: list[Path]) -> None:
+        """Map `snapshots` into each worker, one worker at a time, before calls need them.
+
+        For a restarted replica: a worker being warmed is taken from the pool, the others
+        serve meanwhile. A snapshot gone meanwhile is skipped.
+        """
+        for _ in range(self._size):
+            worker = await self._idle.get()
+            try:
+                for snapshot in snapshots:
+                    worker.connection.send(("warm", str(snapshot)))
+                    if (await _receive(worker.connection, LOAD_TIMEOUT_S))[0] == "loaded":
+                        await _receive(worker.connection, LOAD_TIMEOUT_S)
+            finally:
+                # At the back of the queue: the next turn takes a worker not warmed yet.
+                self._idle.put_nowait(worker)
 
     async def _exchange(
         self, message: tuple[Any, ...], label: str, deadline_s: float
