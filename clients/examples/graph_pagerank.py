@@ -1,6 +1,8 @@
 """Imports a small graph and asks who matters most in it (the PageRank pack).
 
-Scopes: `analytics.write` (import), `analytics.read` (run the pack).
+Scopes: `analytics.write` (import), `analytics.read` (run the pack). `Client.from_env()`
+reads CONDUCTOR_TARGET and CONDUCTOR_TOKEN, and CONDUCTOR_PLAINTEXT=1 for a server without
+TLS such as `make run` (clients/README.md).
 """
 
 from intelgraph.sdk import Client

@@ -290,11 +290,15 @@ class Materializer:
 
 
 def expected_ready(
-    state: State, expected_ready_at: datetime | None, predicted_s: float
+    state: State, expected_ready_at: datetime | None, requested_at: datetime, predicted_s: float
 ) -> datetime | None:
-    """When a revision's results should be ready: as its replica said, or a guess if pending."""
+    """When a revision's results should be ready.
+
+    As the replica computing them said, or, while they wait for one, their request
+    time plus how long such a graph takes (never in the past).
+    """
     if state == State.READY:
         return None
     if expected_ready_at is not None and state == State.RUNNING:
         return expected_ready_at
-    return utc_now() + timedelta(seconds=predicted_s)
+    return max(requested_at + timedelta(seconds=predicted_s), utc_now())

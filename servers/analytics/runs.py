@@ -21,7 +21,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from core.errors import FailedPrecondition
+from core.errors import FailedPrecondition, InvalidArgument
 from core.pagination import SEQUENCE_NUMBER, Keyset, Page
 from servers.analytics import metrics
 from servers.analytics.imports import Imported, import_graph, sweep_abandoned
@@ -174,6 +174,7 @@ class PackRuns:
         return expected_ready(
             latest.state,
             latest.expected_ready_at,
+            latest.requested_at,
             self.materializer.predicted_s(state.relationships),
         )
 
@@ -215,6 +216,11 @@ class PackRuns:
         state = await self.state(tenant)
         if spec.materialized:
             answer = await self._lookup(tenant, spec, params, page, state, time_remaining)
+        elif any(page):
+            raise InvalidArgument(
+                f"{spec.id} runs per call and is not paged: only whole-graph packs are",
+                field="page",
+            )
         else:
             answer = await self._compute(tenant, spec, params, state, time_remaining)
         if answer.freshness.stale:
@@ -287,10 +293,11 @@ class PackRuns:
             revision, offset = state.ready.revision, 0
         loaded = await self.lookups.ranking(tenant, revision, spec.id)
         if loaded is None:
+            newest = state.ready.revision if state.ready else 0
             raise FailedPrecondition(
-                f"the results of revision {revision} are no longer kept; ask for the first page"
-                " again",
-                metadata={"revision": str(revision)},
+                f"this graph has no results of revision {revision} (no longer kept, or not"
+                f" ready: the newest ready is {newest}); ask for the first page again",
+                metadata={"revision": str(revision), "ready_revision": str(newest)},
             )
         ranked = loaded.ranked
         summary = loaded.summary

@@ -223,8 +223,10 @@ class PackWorkers:
         kind, payload, projection_bytes = await self._exchange(
             ("run", str(snapshot), pack_id, params), pack_id, deadline_s
         )
-        if kind == "error":
-            raise InvalidArgument(str(payload), field="parameters")
+        if kind == "error":  # "seed_ids: no entity 'x' in this graph"
+            name = str(payload).partition(":")[0]
+            field = f"parameters.{name}" if name.isidentifier() else "parameters"
+            raise InvalidArgument(str(payload), field=field)
         result = cast("PackResult", payload)  # as compute.run_pack built it, in the worker
         result["projection_bytes"] = projection_bytes
         return result

@@ -186,6 +186,14 @@ async def test_bad_runs_are_refused_clearly(analyst: Analyst) -> None:
         )
     )
     assert forged.code is grpc.StatusCode.INVALID_ARGUMENT
+    unpaged = await refused(
+        analytics.run_pack(
+            pack_id="analytics.neighborhood:v1",
+            parameters=pb.PackParameters(source_id="e1"),
+            page=PageRequest(page_size=10),
+        )
+    )
+    assert unpaged.metadata == {"field": "page"}
 
 
 def _kills(pack_id: str) -> float:

@@ -109,7 +109,9 @@ class Relationship(_message.Message):
     target_id: _builtins.str
     type: _builtins.str
     weight: _builtins.float
-    """Positive weight, between 1e-9 and 1e9; shortest paths treat it as a distance."""
+    """Positive weight, between 1e-9 and 1e9: PageRank and communities read it as
+    the strength of the tie, shortest paths as a distance; betweenness ignores it.
+    """
     def __init__(
         self,
         *,
@@ -167,7 +169,7 @@ Global___PackParameter: _TypeAlias = PackParameter  # noqa: Y015
 @_typing.final
 class PackSpec(_message.Message):
     """A persisted pack spec, as in
-    {"id": "analytics.pagerankTop:v1", "abac": ["analytics.read"], "timeoutMs": 450, "sample": "top_edges:10%"}.
+    {"id": "analytics.pagerankTop:v1", "abac": ["analytics.read"], "timeoutMs": 450, "sample": ""}.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -182,7 +184,7 @@ class PackSpec(_message.Message):
     timeout_ms: _builtins.int
     sample: _builtins.str
     """Sampler and ratio applied when the estimate exceeds the budget; empty
-    means the pack is refused instead.
+    means the pack is refused instead. Empty for every registered pack.
     """
     description: _builtins.str
     @_builtins.property
@@ -268,14 +270,14 @@ class CostEstimate(_message.Message):
     nodes_touched: _builtins.int
     edges_touched: _builtins.int
     sampling_applies: _builtins.bool
-    """True when the run will use a sample of the graph."""
+    """True when the run will use a sample of the graph (no registered pack does)."""
     within_budget: _builtins.bool
     """True when the full or sampled run fits the pack's budget."""
     graph_revision: _builtins.int
     """Graph revision the estimate was made on."""
     sampler: _builtins.str
-    """The sample the run would use, for example "top_edges:10%" (empty: the
-    whole graph). A pack's own ratio, or the largest halving of it that fits.
+    """The sample the run would use (empty: the whole graph, as for every
+    registered pack).
     """
     materialized: _builtins.bool
     """True when the answer is a lookup of results materialized for the graph
@@ -360,7 +362,9 @@ class Accuracy(_message.Message):
     L1_ERROR_BOUND_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     exact: _builtins.bool
-    """The scores are exact (iterative ones to within l1_error_bound)."""
+    """The scores are exact (iterative ones to within l1_error_bound). False for
+    communities: Leiden is a heuristic, judged by its modularity.
+    """
     epsilon: _builtins.float
     """Every score is within epsilon of the exact one, with probability at least
     1 - delta (betweenness estimated by sampling).
@@ -391,6 +395,11 @@ Global___Accuracy: _TypeAlias = Accuracy  # noqa: Y015
 
 @_typing.final
 class Sampling(_message.Message):
+    """No registered pack samples any more (whole-graph packs are exact per
+    revision; a personalised PageRank states its error in Accuracy): kept so that
+    clients reading it go on working.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SAMPLED_FIELD_NUMBER: _builtins.int
@@ -426,8 +435,8 @@ class ScoredEntity(_message.Message):
     entity_id: _builtins.str
     score: _builtins.float
     community: _builtins.int
-    """Community index, for community packs (-1: not in the sample the
-    partition was computed on).
+    """Community index, for community packs (0 for other packs). The community
+    pack ranks entities by degree: its score is the entity's degree.
     """
     def __init__(
         self,
@@ -465,8 +474,8 @@ class PackResult(_message.Message):
     graph_revision: _builtins.int
     path_cost: _builtins.float
     modularity: _builtins.float
-    """Modularity of the partition on the whole graph (relationships undirected,
-    entities outside a sample on their own), for community packs.
+    """Modularity of the partition on the whole graph (relationships undirected),
+    for community packs.
     """
     elapsed_ms: _builtins.float
     projection_bytes: _builtins.int
@@ -667,8 +676,10 @@ class RunPackRequest(_message.Message):
     def parameters(self) -> Global___PackParameters: ...
     @_builtins.property
     def page(self) -> _pagination_pb2.PageRequest:
-        """Pages through a whole-graph ranking (page_size entities at a time, instead
-        of top_k); the pages all come from the revision of the first.
+        """Pages through a whole-graph ranking (page_size entities at a time, at most
+        500, instead of top_k); the pages all come from the revision of the first.
+        Without it, the top_k entities, and a next_page_token where the ranking goes
+        on. Parameterised packs are not paged (INVALID_ARGUMENT).
         """
 
     def __init__(
