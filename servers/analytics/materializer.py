@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # the server never loads the algorithms: its workers do
 
 _events = structlog.get_logger("conductor.analytics")
 
-#: Seconds between polls for revisions to materialize (an import on this replica wakes it).
+#: Seconds between polls for revisions to materialize (an import here starts its own at once).
 POLL_S = 1.0
 #: A tenant's materialization lease, renewed every third of it while the work lasts.
 LEASE_S = 30.0
@@ -72,7 +72,6 @@ class Materializer:
         self._snapshots = snapshots
         self._threads = threads
         self.workers = PackWorkers(1, cache_bytes=cache_bytes)
-        self._woken = asyncio.Event()
         #: Tenants this process is materializing (one at a time each).
         self._running: set[uuid.UUID] = set()
         self._started: set[asyncio.Task[bool]] = set()
@@ -84,10 +83,6 @@ class Materializer:
     def predicted_s(self, relationships: int) -> float:
         """How long a revision of so many relationships should take, as learnt here."""
         return BASE_SECONDS + self._seconds_per_relationship * relationships
-
-    def wake(self) -> None:
-        """Look for work now."""
-        self._woken.set()
 
     def start(self, tenant: uuid.UUID, revision: int) -> None:
         """Materialize a revision an import on this replica just committed, now.
@@ -123,9 +118,7 @@ class Materializer:
                 outage.failed(error)
             else:
                 outage.recovered()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), outage.pause(POLL_S))
-            self._woken.clear()
+            await asyncio.sleep(outage.pause(POLL_S))
 
     async def sweep(self) -> int:
         """Materialize each tenant's newest revision that needs it; how many this replica did.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -177,20 +177,10 @@ async def wanted(session: AsyncSession, max_attempts: int) -> list[tuple[uuid.UU
 
 async def materialization(session: AsyncSession, revision: int) -> MaterializationRow | None:
     """The session tenant's materialization row of `revision`, locked for update."""
-    return await session.get(MaterializationRow, (_tenant(session), revision), with_for_update=True)
-
-
-def _tenant(session: AsyncSession) -> uuid.UUID:
-    tenant: uuid.UUID = session.info["tenant_id"]
-    return tenant
-
-
-async def newest_revision(session: AsyncSession) -> int:
-    """The session tenant's newest requested revision (0 if none)."""
-    found = await session.scalar(
-        select(MaterializationRow.revision).order_by(MaterializationRow.revision.desc()).limit(1)
+    found = await session.scalars(
+        select(MaterializationRow).where(MaterializationRow.revision == revision).with_for_update()
     )
-    return int(found or 0)
+    return found.first()
 
 
 async def supersede(session: AsyncSession, revision: int, now: datetime) -> None:
@@ -267,10 +257,3 @@ async def result(session: AsyncSession, revision: int, pack_id: str) -> StoredRe
         return None
     computed_at, payload, summary = row
     return StoredResult(revision, computed_at, payload, json.loads(summary))
-
-
-async def stored_packs(session: AsyncSession, revision: int) -> Sequence[str]:
-    """Which packs have results at `revision`."""
-    return list(
-        await session.scalars(select(ResultRow.pack_id).where(ResultRow.revision == revision))
-    )
