@@ -120,6 +120,14 @@ run: install ## Serve the platform on the embedded SQLite default
 bench: install ## Run every benchmark in quick mode
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b --quick; done
 
+.PHONY: load
+load: install ## The seed's load mix on 1 and then 2 replicas over PostgreSQL and Redis (minutes)
+	$(PY) bench/load.py
+
+.PHONY: load-quick
+load-quick: install ## The load mix on 2 replicas for 20 s, failing on an SLO or a loss (CI)
+	$(PY) bench/load.py --quick
+
 .PHONY: clean
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -186,12 +186,19 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 def channel_options(retry: Retry | None) -> list[tuple[str, str | int]]:
-    """Channel arguments: the response size bound, and gRPC retries as `retry` says (or none)."""
+    """Channel arguments: the response size bound, balancing, and retries as `retry` says.
+
+    Calls are spread round robin over every address the target names or resolves
+    to (`ipv4:10.0.0.11:50051,10.0.0.12:50051`, or a DNS name with several
+    records), skipping those that do not answer; one address behaves as before.
+    """
     size = ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)
+    balancing = ("grpc.lb_policy_name", "round_robin")
     if retry is None:
-        return [size, ("grpc.enable_retries", 0)]
+        return [size, balancing, ("grpc.enable_retries", 0)]
     return [
         size,
+        balancing,
         ("grpc.enable_retries", 1),
         ("grpc.service_config", retry.service_config()),
         # The config is ours; never look one up in DNS.

@@ -1,0 +1,197 @@
+"""The seed's load mix, every lane at once, on `conductor serve` replicas over PostgreSQL and Redis.
+
+Starts the replicas (`--replicas`, each its own process on fixed ports) on a
+private schema of PostgreSQL and on Redis, enrols `--tenants` tenants (billing
+profile, a 2,000-entity graph whose analytics are materialized, a catalog of
+24 services), then runs for `--seconds` (tests/support/loadmix.py):
+
+  300/s persisted GraphQL reads over HTTP (hot keys, replicas in turn), 4/s
+  mutations that make them stale, 10/s analytics packs, 5/s billing usage
+  events (300 a day, run 1,440 times faster) with an invoice finalized every 5 s
+  and credited, an access flow a second (request, approve, claim, call, revoke,
+  the revoked token refused), a resumable upload and its summary every 2 s, and
+  2/s catalog what-if runs; `--scale` multiplies every rate.
+
+Reports per operation p50/p95/p99, errors and intended refusals; the edge
+cache's origin offload (1 - origin calls / GraphQL reads, from the replicas'
+own counters); the SLO checks (analytics p95 <= 450 ms; GraphQL reads p99 <=
+--graphql-p99-ms; no errors other than intended refusals); the load
+generator's own CPU (seconds of CPU per second of the run: near 1.0 would mean
+it, not the platform, set the pace); and afterwards that nothing was lost or
+counted twice (usage = acknowledged usage, reconciliation without drift, the
+audit chain, every upload, every credit note).
+
+The full run does it with 1 replica and then 2, and reports their ratio (of
+calls served per second and of the slowest lane's p95). On one 2-core machine
+both replicas share the same cores as PostgreSQL, Redis and the generator, so
+the ratio shows what coordination between replicas costs, not what a second
+machine adds: see docs/adr/0024-load-chaos-and-capacity.md for the capacity model.
+
+The last line is JSON: {"bench": "load", "replicas", "seconds", "calls",
+"calls_per_s", "error_rate", "analytics_p95_ms", "graphql_p99_ms",
+"graphql_p50_ms", "origin_offload", "loadgen_cpu", "lost", "duplicated",
+"slo_ok", "ops": {operation: {...}}, "phases": [...], "scale_ratio" (full run)}.
+Exit status 1 when an SLO or a loss check fails (so `--quick` can fail CI).
+
+    python bench/load.py [--quick] [--seconds S] [--replicas N] [--tenants T] [--scale F]
+    (PostgreSQL and Redis on 127.0.0.1 by default; CONDUCTOR_BENCH_POSTGRES_URL / _REDIS_URL)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.support.cluster import Cluster, running
+from tests.support.loadmix import Rates, check, error_rate, latency, mix_on, summary
+
+#: The seed's alert threshold for analytics packs.
+ANALYTICS_P95_MS = 450.0
+#: GraphQL reads' p99 bound on this machine class (persisted reads, mostly cache hits).
+GRAPHQL_P99_MS = 250.0
+
+
+def _counter(address: str, name: str) -> float:
+    """The sum of a counter's samples on one replica's /metrics."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(value) for value in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+async def _phase(cluster: Cluster, seconds: float, tenants: int, rates: Rates) -> dict[str, Any]:
+    async with mix_on(cluster, tenants=tenants, rates=rates) as mix:
+        origin_before = sum(
+            _counter(r.http, "edge_cache_origin_calls_total") for r in cluster.members
+        )
+        cpu_before, wall_before = time.process_time(), time.perf_counter()
+        mix.recorder.begin = time.perf_counter()
+        await mix.run(seconds)
+        cpu = (time.process_time() - cpu_before) / (time.perf_counter() - wall_before)
+        elapsed = mix.recorder.now()
+        origin = (
+            sum(_counter(r.http, "edge_cache_origin_calls_total") for r in cluster.members)
+            - origin_before
+        )
+        findings = await check(mix)
+        samples = mix.recorder.samples
+        reads = sum(1 for s in samples if s.operation.startswith("graphql."))
+        ops = summary(samples)
+        lanes_p95 = [row["p95_ms"] for name, row in ops.items() if not name.startswith("graphql")]
+        return {
+            "replicas": len(cluster.members),
+            "seconds": round(elapsed, 1),
+            "calls": len(samples),
+            "calls_per_s": round(len(samples) / elapsed, 1),
+            "error_rate": round(error_rate(samples), 5),
+            "analytics_p95_ms": latency(samples, "analytics.", 0.95),
+            "graphql_p50_ms": latency(samples, "graphql.", 0.50),
+            "graphql_p99_ms": latency(samples, "graphql.", 0.99),
+            "slowest_p95_ms": max(lanes_p95, default=0.0),
+            "origin_offload": round(1 - origin / max(reads, 1), 3),
+            "graphql_failovers": mix.graphql.failovers,
+            "loadgen_cpu": round(cpu, 3),
+            "loadgen_lagging_ticks": mix.recorder.lagging,
+            "lost": findings.lost,
+            "duplicated": findings.duplicated,
+            "problems": findings.problems,
+            "ops": ops,
+        }
+
+
+def _run(
+    directory: Path, replicas: int, seconds: float, tenants: int, rates: Rates
+) -> dict[str, Any]:
+    postgres = os.environ.get(
+        "CONDUCTOR_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    redis = os.environ.get("CONDUCTOR_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    cluster = Cluster(
+        directory,
+        postgres,
+        redis,
+        replicas,
+        settings={
+            "CONDUCTOR_LOG_LEVEL": "warning",
+            "CONDUCTOR_ANALYTICS_WORKERS": "1",
+            # Each run's edge cache keys live apart from any other's on the shared Redis.
+            "CONDUCTOR_EDGE_REDIS_PREFIX": f"load-{directory.name}:",
+        },
+    )
+    with running(cluster):
+        return asyncio.run(_phase(cluster, seconds, tenants, rates))
+
+
+def _print_table(phase: dict[str, Any]) -> None:
+    print(
+        f"\n{phase['replicas']} replica(s), {phase['seconds']} s, {phase['calls']} calls "
+        f"({phase['calls_per_s']}/s), loadgen CPU {phase['loadgen_cpu']}",
+        file=sys.stderr,
+    )
+    print(f"{'operation':34} {'calls':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'err':>4} {'ref':>4}",
+          file=sys.stderr)  # fmt: skip
+    for name, row in phase["ops"].items():
+        print(
+            f"{name:34} {row['calls']:>6} {row['p50_ms']:>7} {row['p95_ms']:>7} "
+            f"{row['p99_ms']:>7} {row['errors']:>4} {row['refused']:>4}",
+            file=sys.stderr,
+        )
+    for problem in phase["problems"]:
+        print(f"PROBLEM: {problem}", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 replicas for 20 s (under 50 s)")
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--replicas", type=int, help="only this many (default: 1, then 2)")
+    parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every lane's rate")
+    parser.add_argument("--graphql-p99-ms", type=float, default=GRAPHQL_P99_MS)
+    args = parser.parse_args()
+    seconds = args.seconds or (20.0 if args.quick else 60.0)
+    counts = [args.replicas] if args.replicas else ([2] if args.quick else [1, 2])
+    rates = Rates().scaled(args.scale)
+    phases = []
+    for replicas in counts:
+        with tempfile.TemporaryDirectory(prefix="load-") as directory:
+            phase = _run(Path(directory), replicas, seconds, args.tenants, rates)
+        _print_table(phase)
+        phases.append(phase)
+    last = phases[-1]
+    slo = {
+        "analytics_p95": last["analytics_p95_ms"] <= ANALYTICS_P95_MS,
+        "graphql_p99": last["graphql_p99_ms"] <= args.graphql_p99_ms,
+        "no_errors": last["error_rate"] == 0,
+        "nothing_lost": last["lost"] == 0 and last["duplicated"] == 0 and not last["problems"],
+    }
+    result: dict[str, Any] = {
+        "bench": "load",
+        **{key: value for key, value in last.items() if key not in {"ops", "problems"}},
+        "slo": slo,
+        "slo_ok": all(slo.values()),
+        "phases": [
+            {key: value for key, value in phase.items() if key != "ops"} for phase in phases
+        ],
+        "ops": last["ops"],
+    }
+    if len(phases) == 2:
+        one, two = phases
+        result["scale_ratio"] = round(two["calls_per_s"] / max(one["calls_per_s"], 1e-9), 3)
+        result["p95_ratio"] = round(two["slowest_p95_ms"] / max(one["slowest_p95_ms"], 1e-9), 3)
+    for name, held in slo.items():
+        print(f"SLO {name}: {'ok' if held else 'FAILED'}", file=sys.stderr)
+    print(json.dumps(result))
+    sys.exit(0 if result["slo_ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
