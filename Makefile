@@ -128,6 +128,11 @@ load: install ## The seed's load mix on 1 and then 2 replicas over PostgreSQL an
 load-quick: install ## The load mix on 2 replicas for 20 s, failing on an SLO or a loss (CI)
 	$(PY) bench/load.py --quick
 
+.PHONY: chaos
+chaos: install ## Every chaos case under the load mix for CHAOS_SECONDS each; table in test-artifacts/chaos/
+	CONDUCTOR_CHAOS_SECONDS=$(CHAOS_SECONDS) $(PY) -m pytest tests/chaos -v $(PYTEST_ARGS)
+CHAOS_SECONDS ?= 40
+
 .PHONY: clean
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

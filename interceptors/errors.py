@@ -3,9 +3,11 @@
 A `DomainError` becomes its status code with the message as details and a
 `google.rpc.ErrorInfo` (reason, domain "intelgraph", metadata) in the
 `grpc-status-details-bin` trailer, which `grpcurl` and every gRPC client with
-rich-status support decode. Any other exception becomes INTERNAL with an
-incident id; the traceback goes to the server log under that id and never to
-the caller.
+rich-status support decode. A dependency that cannot be reached (the
+database restarting, its connection lost mid-call, its pool exhausted) is
+UNAVAILABLE: the call can be repeated, and the SDK does so for the RPCs that
+are safe to repeat. Any other exception becomes INTERNAL with an incident id;
+the traceback goes to the server log under that id and never to the caller.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from sqlalchemy import exc as sql_errors
 
 from core.errors import (
     ERROR_DOMAIN,
     DomainError,
     ErrorReason,
     InvalidArgument,
+    Unavailable,
     reason_name,
 )
 from core.request_ids import REQUEST_ID_KEY, request_id
@@ -55,6 +59,19 @@ def _parsed(rpc: RpcMethod, request_or_iterator: Any) -> Any:
     if rpc.request_streaming:
         return decoded_stream(rpc, request_or_iterator)
     return rpc.decode(request_or_iterator)
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` says a dependency could not be reached (the call may be repeated).
+
+    Lost or refused database connections, a restarting server, an exhausted
+    pool: not errors in the request or in our code.
+    """
+    if isinstance(error, sql_errors.DBAPIError):
+        return error.connection_invalidated or isinstance(
+            error, sql_errors.OperationalError | sql_errors.InterfaceError
+        )
+    return isinstance(error, sql_errors.TimeoutError | ConnectionError)
 
 
 class ErrorMappingInterceptor(ServerInterceptor):
@@ -102,6 +119,9 @@ class ErrorMappingInterceptor(ServerInterceptor):
             error = InvalidArgument(
                 f"the request is not a valid {rpc.name} request message", field="request"
             )
+        if unreachable(error):
+            logger.warning("%s: a dependency is unreachable: %s", rpc.full_name, _first_line(error))
+            error = Unavailable("a dependency of the platform is unreachable; retry shortly")
         if isinstance(error, DomainError):
             code, details, trailer = rich_status(
                 error.status_code, error.message, reason_name(error.reason), error.metadata
@@ -125,3 +145,8 @@ class ErrorMappingInterceptor(ServerInterceptor):
             trailing = (*trailer, (REQUEST_ID_KEY, request_id.get()))
         await context.abort(code, details, trailing_metadata=trailing)
         raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import gc
 import logging
+import math
 import os
 import signal
 import socket
@@ -105,7 +106,7 @@ SCHEMA_CHECK_S = 60.0
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn that leaves signals to the platform, which drains gRPC first."""
+    """uvicorn that leaves signals to the platform, which drains both listeners (see `stop`)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -393,7 +394,13 @@ class Platform:
         )
         server = _EmbeddedUvicorn(
             uvicorn.Config(
-                app, log_config=None, access_log=False, lifespan="off", server_header=False, **tls
+                app,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                server_header=False,
+                timeout_graceful_shutdown=max(math.ceil(self.settings.shutdown_grace), 1),
+                **tls,
             )
         )
         task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -645,15 +652,29 @@ class Platform:
             _health_events.warning("not ready: health NOT_SERVING", **document)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain: refuse new calls, give in-flight ones `grace` seconds, close the store."""
+        """Drain: refuse new calls, give in-flight ones `grace` seconds, close the store.
+
+        HTTP stops taking connections first, and the requests it already took
+        finish while gRPC still serves: their GraphQL fields and console pages
+        call this process's gRPC server (stopped first, it would fail them
+        UNAVAILABLE). Then gRPC stops: clients are told to go elsewhere, and the
+        calls in flight get `grace` seconds.
+        """
         grace = self.settings.shutdown_grace if grace is None else grace
         self.state = "draining"
         await self.health.enter_graceful_shutdown()
-        if self._grpc is not None:
-            await self._grpc.stop(grace)
-        for server, task in self._http_servers:
+        deadline = time.monotonic() + grace
+        for server, _ in self._http_servers:
             server.should_exit = True
-            await task
+            server.force_exit = grace <= 0
+            for listener in getattr(server, "servers", ()):
+                listener.close()  # at once, not at uvicorn's next tick
+        answering = {task for server, _ in self._http_servers for task in server.server_state.tasks}
+        if answering and grace > 0:
+            await asyncio.wait(answering, timeout=grace)
+        if self._grpc is not None:
+            await self._grpc.stop(max(deadline - time.monotonic(), 0.0))
+        await asyncio.gather(*(task for _, task in self._http_servers), return_exceptions=True)
         self._http_servers.clear()
         for client in (self._client, self._console_client):
             if client is not None:

@@ -232,6 +232,19 @@ class Settings(BaseSettings):
         description="Directory of the keys billing documents are signed with; "
         "default: var_dir/billing-keys (created on first use). Replicas must share it.",
     )
+    tax_url: str = Field(
+        "",
+        description="Base URL (http(s)://) of the remote tax API invoices are taxed through "
+        "(POST /v1/tax/calculate; `conductor billing tax-sandbox` serves one); unset: the "
+        "built-in sandbox rate table, in process.",
+    )
+    tax_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="Seconds a tax calculation may take before the invoice waits tax_pending "
+        "(and is retried).",
+    )
     rag_keys_dir: Path | None = Field(
         None,
         description="Directory of the keys Rag proof manifests are signed with; "
@@ -323,6 +336,23 @@ class Settings(BaseSettings):
             raise ValueError("use the collector's http(s)://host:port (OTLP over HTTP, port 4318)")
         # The traces path is ours to add; given anyway (a common slip), it is taken off.
         return value.strip().rstrip("/").removesuffix("/v1/traces")
+
+    @field_validator("tax_url")
+    @classmethod
+    def _tax_api_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value.strip())
+        try:
+            parts.port  # noqa: B018 - read to check it
+        except ValueError:
+            raise ValueError("the port must be a number from 0 to 65535") from None
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("use the tax API's base URL: http(s)://host[:port][/path]")
+        if parts.query or parts.fragment:
+            raise ValueError("a base URL has no query or fragment")
+        # Its paths are ours to add under it (/v1/tax/calculate).
+        return value.strip().rstrip("/")
 
     @field_validator("redis_url")
     @classmethod

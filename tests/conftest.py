@@ -42,7 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 #: Each test's kind is the folder it lives in.
-KINDS = ("unit", "contract", "integration", "e2e")
+KINDS = ("unit", "contract", "integration", "e2e", "chaos")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -24,6 +24,7 @@ from servers.access import store
 from servers.db import Database, utc_now
 from servers.jobs import Outage, every
 from servers.runtime import Component, Foundation, Job
+from servers.shared_tier import command_client, subscriber_client
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class RevocationFeed(Component):
     ) -> None:
         self._database = database
         self._revocations = revocations
-        self._redis = redis.from_url(redis_url) if redis_url else None
+        self._redis = command_client(redis_url) if redis_url else None
+        self._subscriber = subscriber_client(redis_url) if redis_url else None
 
     async def refresh(self) -> int:
         """Load every live revocation from the shared table; returns how many there are."""
@@ -70,12 +72,12 @@ class RevocationFeed(Component):
 
     async def listen(self) -> None:
         """Apply revocations announced on Redis until cancelled (reconnecting on failures)."""
-        if self._redis is None:
+        if self._subscriber is None:
             return
         outage = Outage("revocation channel on Redis (polled meanwhile)", level=logging.WARNING)
         while True:
             try:
-                async with self._redis.pubsub() as pubsub:
+                async with self._subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     outage.recovered()
                     async for message in pubsub.listen():
@@ -99,6 +101,7 @@ class RevocationFeed(Component):
 
     async def close(self) -> None:
         """Close the Redis connection, if any."""
-        if self._redis is not None:
-            with contextlib.suppress(redis.RedisError):
-                await self._redis.aclose()
+        for client in (self._redis, self._subscriber):
+            if client is not None:
+                with contextlib.suppress(redis.RedisError):
+                    await client.aclose()

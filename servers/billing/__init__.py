@@ -1,7 +1,8 @@
 """Metered usage, signed invoices, credit notes, refunds, tax, reconciliation, guards.
 
-Public surface: the service definition, and what verifies signed billing
-documents offline (`conductor billing verify|jwks`).
+Public surface: the service definition, what verifies signed billing
+documents offline (`conductor billing verify|jwks`), and the sandbox tax API
+(`conductor billing tax-sandbox`).
 """
 
 from servers.billing.documents import (
@@ -13,6 +14,7 @@ from servers.billing.documents import (
     verify,
 )
 from servers.billing.service import SERVICE
+from servers.billing.tax_api import serving as serving_sandbox_tax_api
 
 __all__ = [
     "SERVICE",
@@ -20,6 +22,7 @@ __all__ = [
     "VerificationError",
     "public_keys",
     "published_keys",
+    "serving_sandbox_tax_api",
     "signed_parts",
     "verify",
 ]

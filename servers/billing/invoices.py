@@ -5,9 +5,9 @@ transaction: (1) the draft closes (status tax_pending, its period ends now,
 the tenant's tax facts are copied onto it; new usage goes to a new draft);
 (2) the provider taxes its lines; (3) the taxed lines, the number, the
 signature and the ledger's tax entry are written in one transaction. When the
-provider is unavailable the invoice stays tax_pending, an alert is raised and a
-background job retries with exponential backoff: nothing is guessed, nothing
-is lost.
+provider is unavailable (or refuses the jurisdiction) the invoice stays
+tax_pending, an alert is raised and a background job retries with exponential
+backoff: nothing is guessed, nothing is lost.
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ from servers.billing.documents import DocumentSigner
 from servers.billing.pricing import profile_of
 from servers.billing.rollout import require_billing
 from servers.billing.store import InvoiceLineRow, InvoiceRow, invoice_of, lines_of
-from servers.billing.tax import LineToTax, TaxCalculation, TaxProvider, TaxUnavailable
+from servers.billing.tax import (
+    LineToTax,
+    TaxCalculation,
+    TaxProvider,
+    TaxUnavailable,
+    UnknownJurisdiction,
+)
 from servers.db import Database
 
 __all__ = [
@@ -153,7 +159,9 @@ async def _tax_and_issue(
             mode="inclusive" if mode == "inclusive" else "exclusive",
             currency=currency,
         )
-    except TaxUnavailable as error:
+    except (TaxUnavailable, UnknownJurisdiction) as error:
+        # A remote provider may not know a jurisdiction the local table let the profile
+        # have: the invoice waits for it as for an outage (retried, alerted), never guessed.
         return await _postpone(billing, tenant, invoice_id, str(error))
     async with billing.database.tenant_session(tenant) as session:
         invoice = await invoice_of(session, invoice_id, lock=True)

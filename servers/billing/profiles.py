@@ -17,8 +17,8 @@ from servers.billing.pricing import PRICE_BOOK, Price, price_book, profile_of
 from servers.billing.store import BillingProfileRow, InvoiceRow, PriceRow
 from servers.billing.tax import (
     LineToTax,
-    SandboxTaxProvider,
     TaxCalculation,
+    TaxProvider,
     TaxUnavailable,
     UnknownJurisdiction,
 )
@@ -40,7 +40,7 @@ def require_currency_open(billed: InvoiceRow | None, code: str) -> None:
 
 async def set_profile(  # noqa: PLR0917 - one profile's facts
     database: Database,
-    tax: SandboxTaxProvider,
+    tax: TaxProvider,
     tenant: uuid.UUID,
     currency_code: str,
     jurisdiction: str,
@@ -151,7 +151,7 @@ async def prices(database: Database, tenant: uuid.UUID) -> list[Price]:
 
 async def calculate_tax(  # noqa: PLR0917 - one calculation's facts
     database: Database,
-    provider: SandboxTaxProvider,
+    provider: TaxProvider,
     tenant: uuid.UUID,
     lines: list[LineToTax],
     codes: set[str],

@@ -32,7 +32,7 @@ from servers.billing.credit_notes import CreditRequest
 from servers.billing.documents import DocumentSigner
 from servers.billing.invoices import Billing, finalize, finalize_due
 from servers.billing.metering import Metering
-from servers.billing.tax import LineToTax, SandboxTaxProvider
+from servers.billing.tax import HttpTaxProvider, LineToTax, SandboxTaxProvider, TaxProvider
 from servers.jobs import every_under_lease
 from servers.runtime import Job, PlatformServicer, Runtime, ServiceDefinition
 
@@ -57,7 +57,13 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
-        self.tax = SandboxTaxProvider()
+        settings = runtime.settings
+        #: The remote tax API of `tax_url`; unset, the sandbox rate table in process.
+        self.tax: TaxProvider = (
+            HttpTaxProvider(settings.tax_url, timeout_s=settings.tax_timeout)
+            if settings.tax_url
+            else SandboxTaxProvider()
+        )
         self.billing = Billing(
             runtime.database,
             self.tax,
@@ -70,13 +76,21 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         """Finalization of what is due and tax retries; daily reconciliation (one replica each)."""
         database = self.runtime.database
         return [
-            functools.partial(
-                every_under_lease, database, "billing.finalize", 5.0, self._finalize_due
-            ),
+            self._finalize_until_stopped,
             functools.partial(
                 every_under_lease, database, "billing.reconcile", 3600.0, self._reconcile_yesterday
             ),
         ]
+
+    async def _finalize_until_stopped(self) -> None:
+        try:
+            await every_under_lease(
+                self.runtime.database, "billing.finalize", 5.0, self._finalize_due
+            )
+        finally:
+            # The provider's last user: calls have ended before jobs are cancelled, and a
+            # cancelled job finishes the run under way first.
+            await self.tax.aclose()
 
     async def _finalize_due(self) -> int:
         return await finalize_due(self.billing, self.runtime.clock(), self._invoices_changed)

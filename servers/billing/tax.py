@@ -1,4 +1,4 @@
-"""Tax: the provider interface and the sandbox provider (no production remittance).
+"""Tax: the provider interface, the sandbox provider, and a remote tax API's client.
 
 The sandbox taxes from a jurisdiction rate table (`tax_rates.json`): a rate per
 jurisdiction and tax code ("" is the standard rate; "reduced", "zero"; "exempt"
@@ -10,12 +10,21 @@ own (half up), so a document's tax is the sum of its lines'.
 An outage is simulated with `SandboxTaxProvider.outage` (chaos tests, and the
 operators' drill): the provider then raises `TaxUnavailable`, as a remote one
 would on a timeout.
+
+`HttpTaxProvider` taxes through a remote tax API instead (`CONDUCTOR_TAX_URL`):
+`POST {url}/v1/tax/calculate` with a `CalculationRequest`, answered with a
+`CalculationAnswer`. Both ends read and write that JSON through the models here;
+`servers.billing.tax_api` serves the sandbox over it, so the chaos suite can make
+the tax provider fail or time out from outside the servers. Amounts are integers
+of minor units and rates decimal strings, never floats.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,11 +32,27 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from servers.billing.money import apply_rate, parse_rate, split_inclusive
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from servers.billing.money import MAX_MINOR_UNITS, apply_rate, parse_rate, split_inclusive
+from servers.billing.money import currency as iso_currency
+from servers.logs import url_origin
+
+logger = logging.getLogger(__name__)
 
 Mode = Literal["exclusive", "inclusive"]
 RATES_FILE = Path(__file__).with_name("tax_rates.json")
 _EU_VAT = re.compile(r"^(?P<country>[A-Z]{2})[0-9A-Z]{8,12}$")
+
+#: Where the remote tax API calculates, under its base URL.
+CALCULATE_PATH = "/v1/tax/calculate"
+#: The reasons of the API's refusals (`Refusal.error`).
+INVALID_REQUEST = "invalid_request"
+UNKNOWN_JURISDICTION = "unknown_jurisdiction"
+UNAVAILABLE = "unavailable"
+#: Longest message of the API's that is passed on (it reaches the tenant's alerts).
+_MAX_MESSAGE = 200
 
 
 class TaxUnavailable(Exception):
@@ -91,7 +116,15 @@ class TaxCalculation:
 
 
 class TaxProvider(Protocol):
-    """Calculates tax; raises `TaxUnavailable` when it cannot answer."""
+    """What billing taxes through: the platform's rate table, and calculations."""
+
+    def rate(self, jurisdiction: str, tax_code: str = "") -> Decimal:
+        """The rate of `tax_code` in `jurisdiction` (checks a profile's jurisdiction).
+
+        Raises:
+            UnknownJurisdiction: The rate table has no such jurisdiction or tax code.
+        """
+        ...
 
     async def calculate(
         self,
@@ -102,7 +135,16 @@ class TaxProvider(Protocol):
         mode: Mode,
         currency: str,
     ) -> TaxCalculation:
-        """Tax `lines` for a customer in `jurisdiction`."""
+        """Tax `lines` for a customer in `jurisdiction`.
+
+        Raises:
+            TaxUnavailable: The provider did not answer; nothing was taxed.
+            UnknownJurisdiction: The provider has no rates for the jurisdiction or a tax code.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the provider holds (its connections); it is not used afterwards."""
         ...
 
 
@@ -186,3 +228,251 @@ class SandboxTaxProvider:
             mode,
             reference,
         )
+
+    async def aclose(self) -> None:
+        """Nothing to release: the sandbox holds no connections."""
+
+
+# -- the remote tax API: its JSON, and its client ----------------------------------------------
+
+
+class _Strict(BaseModel):
+    """What the API accepts: exactly these fields, each of exactly its JSON type."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class RequestLine(_Strict):
+    """One line to tax in a `CalculationRequest` (see `LineToTax`)."""
+
+    reference: str
+    amount: int = Field(ge=-MAX_MINOR_UNITS, le=MAX_MINOR_UNITS)
+    tax_code: str
+
+
+class CalculationRequest(_Strict):
+    """The body of `POST /v1/tax/calculate`: the arguments of `TaxProvider.calculate`."""
+
+    lines: list[RequestLine]
+    jurisdiction: str
+    customer_tax_id: str
+    mode: Mode
+    currency: str
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str) -> str:
+        return iso_currency(value)
+
+    @classmethod
+    def of(
+        cls,
+        lines: Sequence[LineToTax],
+        *,
+        jurisdiction: str,
+        customer_tax_id: str,
+        mode: Mode,
+        currency: str,
+    ) -> CalculationRequest:
+        """The request a client sends; not checked here (the API checks what it receives)."""
+        return cls.model_construct(
+            lines=[
+                RequestLine.model_construct(
+                    reference=line.reference, amount=line.amount, tax_code=line.tax_code
+                )
+                for line in lines
+            ],
+            jurisdiction=jurisdiction,
+            customer_tax_id=customer_tax_id,
+            mode=mode,
+            currency=currency,
+        )
+
+    def lines_to_tax(self) -> list[LineToTax]:
+        """The lines, as a provider takes them."""
+        return [LineToTax(line.reference, line.amount, line.tax_code) for line in self.lines]
+
+
+class _Answer(BaseModel):
+    """What a client reads of an answer: these fields, each of its JSON type; others ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class AnswerLine(_Answer):
+    """One taxed line of a `CalculationAnswer` (see `TaxedLine`); the rate a decimal string."""
+
+    reference: str
+    jurisdiction: str
+    rate: str
+    taxable: int = Field(ge=-MAX_MINOR_UNITS, le=MAX_MINOR_UNITS)
+    tax: int = Field(ge=-MAX_MINOR_UNITS, le=MAX_MINOR_UNITS)
+    exemption: str
+
+
+class CalculationAnswer(_Answer):
+    """The body of a 200 answer to `POST /v1/tax/calculate` (see `TaxCalculation`)."""
+
+    lines: list[AnswerLine]
+    jurisdiction: str
+    rate: str
+    mode: Mode
+    provider_reference: str
+
+    @classmethod
+    def of(cls, calculation: TaxCalculation) -> CalculationAnswer:
+        """The answer that carries `calculation`."""
+        return cls(
+            lines=[
+                AnswerLine(
+                    reference=line.reference,
+                    jurisdiction=line.jurisdiction,
+                    rate=str(line.rate),
+                    taxable=line.taxable,
+                    tax=line.tax,
+                    exemption=line.exemption,
+                )
+                for line in calculation.lines
+            ],
+            jurisdiction=calculation.jurisdiction,
+            rate=str(calculation.rate),
+            mode=calculation.mode,
+            provider_reference=calculation.provider_reference,
+        )
+
+    def calculation(self) -> TaxCalculation:
+        """The calculation the answer carries.
+
+        Raises:
+            ValueError: A rate is not a decimal string in [0, 1).
+        """
+        return TaxCalculation(
+            tuple(
+                TaxedLine(
+                    line.reference,
+                    line.jurisdiction,
+                    parse_rate(line.rate),
+                    line.taxable,
+                    line.tax,
+                    line.exemption,
+                )
+                for line in self.lines
+            ),
+            self.jurisdiction,
+            parse_rate(self.rate),
+            self.mode,
+            self.provider_reference,
+        )
+
+
+class Refusal(_Answer):
+    """The body of an answer other than 200: the reason (`INVALID_REQUEST`, ...) and why."""
+
+    error: str
+    message: str
+
+
+class HttpTaxProvider:
+    """Taxes through a remote tax API (`CALCULATE_PATH` under `url`; see `servers.billing.tax_api`).
+
+    Jurisdictions and tax codes are checked against the local rate table
+    (`rate`), so setting a profile calls nothing; calculations are the API's.
+    Whatever keeps a usable answer from arriving within `timeout_s` — a timeout,
+    a refused connection, an HTTP error, a body that is not a calculation of the
+    lines sent — is `TaxUnavailable`: the invoice waits tax_pending and is retried,
+    nothing is guessed. One connection pool serves every calculation until `aclose`.
+
+    Args:
+        url: The API's base URL, http:// or https://.
+        timeout_s: Longest a calculation may take, connecting included.
+        table: The rate table `rate` reads; defaults to `tax_rates.json`.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float, table: dict[str, Any] | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._rates = SandboxTaxProvider(table)
+        self._client = httpx.AsyncClient(timeout=timeout_s)
+
+    def rate(self, jurisdiction: str, tax_code: str = "") -> Decimal:
+        """The rate of `tax_code` in `jurisdiction`, from the local rate table.
+
+        Raises:
+            UnknownJurisdiction: Not in the table.
+        """
+        return self._rates.rate(jurisdiction, tax_code)
+
+    async def calculate(
+        self,
+        lines: Sequence[LineToTax],
+        *,
+        jurisdiction: str,
+        customer_tax_id: str,
+        mode: Mode,
+        currency: str,
+    ) -> TaxCalculation:
+        """Ask the API to tax `lines` for a customer in `jurisdiction`.
+
+        Raises:
+            TaxUnavailable: No usable answer within `timeout_s`.
+            UnknownJurisdiction: The API has no rates for the jurisdiction or a tax code.
+        """
+        request = CalculationRequest.of(
+            lines,
+            jurisdiction=jurisdiction,
+            customer_tax_id=customer_tax_id,
+            mode=mode,
+            currency=currency,
+        )
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                response = await self._client.post(
+                    self.url + CALCULATE_PATH,
+                    content=request.model_dump_json(),
+                    headers={"content-type": "application/json"},
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            raise self._unavailable(
+                f"the tax API did not answer within {self.timeout_s:g} s"
+            ) from None
+        except httpx.HTTPError as error:
+            raise self._unavailable(
+                f"the tax API cannot be reached ({type(error).__name__})", error
+            ) from None
+        return self._calculation(response, [line.reference for line in lines], mode)
+
+    def _calculation(
+        self, response: httpx.Response, references: list[str], mode: Mode
+    ) -> TaxCalculation:
+        if response.status_code != httpx.codes.OK:
+            try:
+                refusal = Refusal.model_validate_json(response.content)
+            except ValueError:
+                refusal = None
+            if (
+                response.status_code == httpx.codes.UNPROCESSABLE_ENTITY
+                and refusal is not None
+                and refusal.error == UNKNOWN_JURISDICTION
+            ):
+                raise UnknownJurisdiction(refusal.message[:_MAX_MESSAGE])
+            said = f": {refusal.message[:_MAX_MESSAGE]}" if refusal is not None else ""
+            raise self._unavailable(f"the tax API answered HTTP {response.status_code}{said}")
+        try:
+            calculation = CalculationAnswer.model_validate_json(response.content).calculation()
+        except ValueError as error:  # pydantic's ValidationError is one
+            raise self._unavailable(
+                "the tax API's answer is not a tax calculation", error
+            ) from None
+        if [line.reference for line in calculation.lines] != references or calculation.mode != mode:
+            raise self._unavailable("the tax API's answer is not a calculation of the lines sent")
+        return calculation
+
+    def _unavailable(self, why: str, error: Exception | None = None) -> TaxUnavailable:
+        # The reason goes to the tenant's alert; where the API is, and the details, to the log.
+        details = f" ({str(error)[:300]})" if error is not None else ""
+        logger.warning("tax API %s: %s%s", url_origin(self.url), why, details)
+        return TaxUnavailable(why)
+
+    async def aclose(self) -> None:
+        """Close the connections to the API."""
+        await self._client.aclose()

@@ -10,6 +10,7 @@ Usage::
   conductor audit export --tenant UUID [--out FILE]
   conductor demo seed --tenant UUID [--nodes 250000] [--edges 1200000] [--seed 7]
   conductor billing verify FILE [--jwks FILE] | billing jwks
+  conductor billing tax-sandbox [--host 127.0.0.1] [--port 8089]
   conductor rag verify MANIFEST [--document FILE] [--text FILE] [--jwks FILE] | rag jwks
   conductor backup --out FILE | conductor restore FILE [--force]
   conductor switch list | set NAME VALUE --reason WHY | history [NAME]

@@ -1,9 +1,15 @@
-"""`conductor audit`, `demo`, `billing` and `rag`: the records the platform keeps, and proofs."""
+"""`conductor audit`, `demo`, `billing` and `rag`: the records the platform keeps, and proofs.
+
+(And `conductor billing tax-sandbox`, the sandbox tax API a platform may tax through.)
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import signal
+import socket
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -124,7 +130,7 @@ async def _seed(settings: Settings, tenant: uuid.UUID, nodes: int, edges: int, s
 
 @click.group()
 def billing() -> None:
-    """Signed billing documents (invoices, credit notes)."""
+    """Signed billing documents (invoices, credit notes), and the sandbox tax API."""
 
 
 @billing.command(name="verify")
@@ -166,6 +172,49 @@ def billing_jwks(**flags: Any) -> int:
     return with_database(
         settings, _print_keys(settings, lambda database: published_keys(database, directory))
     )
+
+
+@billing.command(name="tax-sandbox")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told)."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8089,
+    show_default=True,
+    help="Port; 0 picks a free one.",
+)
+def tax_sandbox(host: str, port: int) -> int:
+    """Serve the sandbox tax API until SIGTERM or Ctrl-C (CONDUCTOR_TAX_URL may point to it).
+
+    POST /v1/tax/calculate taxes from the built-in rate table exactly as the platform
+    does in process; GET /healthz answers 200. Says "tax sandbox serving http://HOST:PORT"
+    on standard error once it listens.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restarted on its port at once
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise Failed(f"cannot bind {host} port {port}: {error.strerror}") from None
+    with sock:
+        return asyncio.run(_serve_tax_sandbox(sock))
+
+
+async def _serve_tax_sandbox(sock: socket.socket) -> int:
+    from servers.billing import serving_sandbox_tax_api  # noqa: PLC0415
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    async with serving_sandbox_tax_api(sock) as url:
+        click.echo(f"tax sandbox serving {url}", err=True)
+        await stopping.wait()
+    return 0
 
 
 async def _print_keys(

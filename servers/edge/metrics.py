@@ -11,6 +11,11 @@ REQUESTS = Counter(
 ORIGIN_CALLS = Counter("edge_cache_origin_calls_total", "Reads executed against the services.")
 EVICTIONS = Counter("edge_cache_evictions_total", "Entries evicted by a tenant's byte cap.")
 PURGES = Counter("edge_cache_purges_total", "Purges (tenant or everything).")
+CAUGHT_BY_POLL = Counter(
+    "edge_cache_invalidations_caught_by_poll_total",
+    "Invalidations this replica learnt from polling the shared counters before (or without) "
+    "their announcement: a lost or late announcement, caught.",
+)
 LEAK_ALARMS = Counter(
     "edge_cache_leak_alarms_total", "Cache hits refused by the leak detector (should stay 0)."
 )

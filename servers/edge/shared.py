@@ -8,13 +8,18 @@
   `<prefix>l:<digest>` (SET NX PX); the others wait for its entry, and call
   the origin themselves only if the lock goes without one (an error, an
   uncacheable result) or the wait outlasts the lock.
-* Generation counters live in the hash `<prefix>gen`: a bump is HINCRBY plus a
-  PUBLISH on `<prefix>gen`; every replica applies announcements at once and
-  also reads the whole hash every `POLL_S` seconds, so a lost announcement
+* Generation counters live in the hash `<prefix>gen`: a bump raises each
+  counter past both its stored value and the bumping replica's own (so a Redis
+  that restarted empty never hands out a value replicas have already seen),
+  then PUBLISHes on `<prefix>gen`; every replica applies announcements at once
+  and also reads the whole hash every `POLL_S` seconds, so a lost announcement
   delays a purge by at most that (the emergency purge reaches every replica
-  within a second either way).
-* Redis failing never fails a request: a read goes to the origin, a bump is
-  applied locally (other replicas then rely on TTL fences), and both are logged.
+  within a second either way); what polling catches first is counted
+  (`edge_cache_invalidations_caught_by_poll_total`).
+* Redis failing never fails a request, nor holds it: commands time out after
+  `COMMAND_TIMEOUT_S`, and after a failure Redis is skipped for a second
+  (`servers.shared_tier.Breaker`); a read goes to the origin, a bump is applied
+  locally (other replicas then rely on TTL fences), and both are logged.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from typing import Any
 import redis.asyncio as redis
 
 from servers.edge.cache import Entry, Generations
+from servers.edge.metrics import CAUGHT_BY_POLL
 from servers.jobs import Outage
+from servers.shared_tier import Breaker, command_client, subscriber_client
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,19 @@ WAIT_STEP_S = 0.005
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
+"""
+#: KEYS[1] the hash; ARGV: n names, then the caller's n values. Each counter becomes one
+#: more than the larger of its stored value and the caller's; the new values are returned.
+_BUMP = """
+local n = #ARGV / 2
+local values = {}
+for i = 1, n do
+  local stored = tonumber(redis.call('hget', KEYS[1], ARGV[i]) or '0')
+  local value = math.max(stored, tonumber(ARGV[n + i])) + 1
+  redis.call('hset', KEYS[1], ARGV[i], value)
+  values[i] = value
+end
+return values
 """
 
 
@@ -105,18 +125,25 @@ class RedisTier:
         prefix: str = "intelgraph:edge:",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = redis.from_url(url)
+        self._redis = command_client(url)
+        self._subscriber = subscriber_client(url)
+        self._breaker = Breaker()
         self._generations = generations
         self._prefix = prefix
         self._clock = clock
         self._release = self._redis.register_script(_RELEASE)
+        self._bump = self._redis.register_script(_BUMP)
+        self._polled = False
         self.generation_key = f"{prefix}gen"
 
     async def get(self, digest: str) -> Entry | None:
-        """The shared entry, if any (None when Redis fails)."""
+        """The shared entry, if any (None when Redis fails, or failed within the last second)."""
+        if self._breaker.open:
+            return None
         try:
             raw = await self._redis.get(f"{self._prefix}e:{digest}")
         except redis.RedisError as error:
+            self._breaker.trip()
             logger.warning("edge cache: Redis read failed (%s); serving from the origin", error)
             return None
         if raw is None:
@@ -133,9 +160,13 @@ class RedisTier:
         """Run `origin` unless another replica is running it for `digest`; then use theirs."""
         lock = f"{self._prefix}l:{digest}"
         token = uuid.uuid4().hex
+        if self._breaker.open:
+            body, entry = await origin()
+            return body, entry, True
         try:
             holding = bool(await self._redis.set(lock, token, nx=True, px=LOCK_MS))
         except redis.RedisError as error:
+            self._breaker.trip()
             logger.warning("edge cache: Redis lock failed (%s); calling the origin", error)
             body, entry = await origin()
             return body, entry, True
@@ -159,6 +190,7 @@ class RedisTier:
         try:
             await self._redis.set(f"{self._prefix}e:{digest}", encode(entry), px=lifetime_ms)
         except redis.RedisError as error:
+            self._breaker.trip()
             logger.warning("edge cache: Redis write failed (%s); entry kept locally", error)
 
     async def _await_fill(self, digest: str, lock: str) -> Entry | None:
@@ -177,13 +209,17 @@ class RedisTier:
 
     async def bump(self, names: list[str]) -> dict[str, int]:
         """Advance shared counters and announce them (locally only when Redis fails)."""
+        if self._breaker.open:
+            return {name: self._generations.bump(name) for name in names}
         try:
-            async with self._redis.pipeline(transaction=True) as pipeline:
-                for name in names:
-                    pipeline.hincrby(self.generation_key, name, 1)
-                values = dict(zip(names, (int(v) for v in await pipeline.execute()), strict=True))
+            known = [self._generations.value(name) for name in names]
+            raised = await self._bump(keys=[self.generation_key], args=[*names, *known])
+            values = dict(zip(names, (int(v) for v in raised), strict=True))
+            for name, value in values.items():
+                self._generations.observe(name, value)
             await self._redis.publish(self.generation_key, json.dumps(values))
         except redis.RedisError as error:
+            self._breaker.trip()
             logger.warning(
                 "edge cache: Redis bump failed (%s); invalidated on this replica only", error
             )
@@ -193,17 +229,24 @@ class RedisTier:
     async def poll(self) -> None:
         """Take every counter from the hash (at start, then every POLL_S)."""
         counters = await self._redis.hgetall(self.generation_key)
-        for name, value in counters.items():
-            self._generations.observe(
-                name.decode() if isinstance(name, bytes) else name, int(value)
-            )
+        self._breaker.reset()
+        caught = 0
+        for raw, value in counters.items():
+            name = raw.decode() if isinstance(raw, bytes) else raw
+            caught += int(value) > self._generations.value(name)
+            self._generations.observe(name, int(value))
+        if self._polled and caught:
+            # Announcements come within a round trip; polling (every POLL_S) found these first.
+            CAUGHT_BY_POLL.inc(caught)
+            logger.info("edge cache: %d invalidation(s) caught by polling, not announced", caught)
+        self._polled = True
 
     async def listen(self) -> None:
         """Apply announced bumps until cancelled (reconnecting after failures)."""
         outage = Outage("edge cache: Redis announcements (polled meanwhile)", level=logging.WARNING)
         while True:
             try:
-                async with self._redis.pubsub() as pubsub:
+                async with self._subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(self.generation_key)
                     outage.recovered()
                     async for message in pubsub.listen():
@@ -221,3 +264,5 @@ class RedisTier:
         """Close the connection."""
         with contextlib.suppress(redis.RedisError):
             await self._redis.aclose()
+        with contextlib.suppress(redis.RedisError):
+            await self._subscriber.aclose()

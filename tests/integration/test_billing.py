@@ -16,9 +16,8 @@ import httpx
 import pytest
 import pytest_asyncio
 from intelgraph.billing.v1 import billing_service_pb2 as pb
-from intelgraph.billing.v1 import billing_service_pb2_grpc
 from intelgraph.common.v1.money_pb2 import Money
-from intelgraph.sdk import ConductorError, ErrorReason, from_grpc_error
+from intelgraph.sdk import ConductorError, ErrorReason
 from sqlalchemy import func, select, text
 
 from core.times import rfc3339
@@ -27,8 +26,10 @@ from servers.app import Platform
 from servers.billing.documents import VerificationError, public_keys, signed_parts, verify
 from servers.billing.metering import Metering
 from servers.billing.service import BillingService
+from servers.billing.tax import SandboxTaxProvider
 from servers.cli import main
-from tests.support.serving import Minter, serving
+from tests.support.billing import Biller, enrolled, new_biller
+from tests.support.serving import serving
 from tests.support.webhooks import Webhook
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -56,58 +57,14 @@ async def platform(
         yield running
 
 
-class Biller:
-    """One tenant's caller (every permission unless told otherwise)."""
-
-    def __init__(self, stub: Any, minter: Minter, tenant: uuid.UUID) -> None:
-        self.stub, self.minter, self.tenant = stub, minter, tenant
-
-    async def __call__(
-        self, method: str, request: Any, scopes: list[str] | None = None, **options: Any
-    ) -> Any:
-        try:
-            return await getattr(self.stub, method)(
-                request, metadata=self.minter.metadata(scopes, tenant=self.tenant), **options
-            )
-        except grpc.aio.AioRpcError as error:
-            raise from_grpc_error(error) from None
-
-    async def refused(self, method: str, request: Any, **options: Any) -> ConductorError:
-        with pytest.raises(ConductorError) as raised:
-            await self(method, request, **options)
-        return raised.value
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def biller(platform: Platform) -> AsyncIterator[Biller]:
-    async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
-        yield Biller(
-            billing_service_pb2_grpc.BillingServiceStub(channel),
-            Minter(platform.settings),
-            uuid.uuid4(),
-        )
+    async with new_biller(platform) as caller:
+        yield caller
 
 
 def gbp(minor_units: int) -> Money:
     return Money(minor_units=minor_units, currency_code="GBP")
-
-
-async def enrolled(
-    biller: Biller, stage: pb.RolloutStage.ValueType = pb.ROLLOUT_STAGE_PILOT, **profile: Any
-) -> None:
-    """Enroll the tenant and bill it in GBP under UK VAT (20 %), exclusive."""
-    await biller("SetRollout", pb.SetRolloutRequest(tenant_id=str(biller.tenant), stage=stage))
-    await biller(
-        "SetBillingProfile",
-        pb.SetBillingProfileRequest(
-            profile=pb.BillingProfile(
-                currency_code="GBP",
-                jurisdiction=profile.get("jurisdiction", "GB"),
-                tax_id=profile.get("tax_id", ""),
-                tax_mode=profile.get("tax_mode", pb.TAX_MODE_EXCLUSIVE),
-            )
-        ),
-    )
 
 
 METERS = ("api.call", "analytics.pack_run", "graphql.operation", "rag.bytes")
@@ -507,6 +464,7 @@ async def test_a_tax_outage_leaves_the_invoice_pending_and_it_is_issued_later(
     )
     (draft,) = (await biller("ListInvoices", pb.ListInvoicesRequest())).invoices
     service = platform.servicer(BillingService)
+    assert isinstance(service.tax, SandboxTaxProvider)  # no tax_url: the sandbox, in process
     service.tax.outage = True
     try:
         pending = (await biller("FinalizeInvoice", pb.FinalizeInvoiceRequest(id=draft.id))).invoice
@@ -700,12 +658,9 @@ async def test_without_webhooks_alerts_are_stored_and_nothing_enters_the_outbox(
 ) -> None:
     async with (
         serving(tmp_path / "var", database_url=database_url, services="billing") as quiet,
-        grpc.aio.insecure_channel(quiet.grpc_target) as channel,
+        new_biller(quiet) as biller,
     ):
-        tenant = uuid.uuid4()
-        biller = Biller(
-            billing_service_pb2_grpc.BillingServiceStub(channel), Minter(quiet.settings), tenant
-        )
+        tenant = biller.tenant
         await enrolled(biller)
         await biller(
             "SetPrice",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import redis.asyncio as redis
+from prometheus_client import REGISTRY
 
 from servers.app import Platform
 from servers.config import load_settings
@@ -133,6 +134,7 @@ async def test_a_lost_announcement_is_caught_by_polling(
     shared = replicas[1].component(EdgeLayer).shared
     assert shared is not None
     client = redis.from_url(redis_url)
+    caught = REGISTRY.get_sample_value("edge_cache_invalidations_caught_by_poll_total") or 0
     # A purge whose announcement never arrives: the counter moves, nothing is published.
     await client.hincrby(shared.generation_key, f"t:{b.id}", 1)
     await client.aclose()
@@ -140,6 +142,28 @@ async def test_a_lost_announcement_is_caught_by_polling(
     while (await b.read("PriceBook"))[1] == "hit":
         assert time.monotonic() - started < PURGE_BOUND_S
         await asyncio.sleep(0.01)
+    # Both replicas caught it by polling, and say so.
+    assert REGISTRY.get_sample_value("edge_cache_invalidations_caught_by_poll_total") == caught + 2
+
+
+async def test_invalidations_still_reach_every_replica_after_redis_lost_its_counters(
+    replicas: list[Platform], tenants: list[Tenant], redis_url: str
+) -> None:
+    a, b = tenants
+    for price in (100, 101, 102):  # counters well past 1 on both replicas
+        await a.set_price(price)
+        await b.read("PriceBook")
+    shared = replicas[0].component(EdgeLayer).shared
+    assert shared is not None
+    client = redis.from_url(redis_url)
+    await client.delete(shared.generation_key)  # as a Redis restarted without persistence
+    await client.aclose()
+    await b.read("PriceBook")
+    before, outcome = await b.read("PriceBook")
+    assert outcome == "hit"
+    await a.set_price(4343)  # its counter must pass what the replicas have already seen
+    assert await until_changed(b, "PriceBook", before) < PURGE_BOUND_S
+    assert api_call_price((await b.read("PriceBook"))[0]) == 4343
 
 
 async def test_concurrent_misses_across_replicas_make_one_origin_call(

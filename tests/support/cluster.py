@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -91,6 +92,8 @@ class Replica:
     def start(self, timeout_s: float = 60) -> float:
         """Start it and wait for its serving line; the seconds that took."""
         started = time.perf_counter()
+        if self.process is not None:
+            self.kill()  # reap the previous one (killed or exited)
         self.starts += 1
         with self.log.open("a") as output:
             output.write(f"--- start {self.starts} at {time.time():.3f}\n")
@@ -124,9 +127,10 @@ class Replica:
         return self.process.wait(timeout_s)
 
     def kill(self) -> None:
-        """SIGKILL it and reap it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+        """SIGKILL it (if it still runs) and reap it."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
             self.process.wait()
 
     def tail(self, lines: int = 40) -> str:
@@ -287,11 +291,16 @@ def _postgres_bin() -> Path | None:
 
 
 class PrivatePostgres:
-    """A PostgreSQL cluster of our own (initdb in a temporary directory), restartable."""
+    """A PostgreSQL cluster of our own (initdb in a temporary directory), restartable.
 
-    def __init__(self, directory: Path) -> None:
+    Its directory is a fresh one under the system's temporary directory (run as
+    root, the server runs as the `postgres` user, which must reach it); `remove`
+    deletes it.
+    """
+
+    def __init__(self) -> None:
         self.port = free_port()
-        self.directory = directory
+        self.directory = Path(tempfile.mkdtemp(prefix="conductor-postgres-"))
         self.bin = _postgres_bin()
         self._as_postgres = os.geteuid() == 0  # initdb refuses root
 
@@ -320,7 +329,6 @@ class PrivatePostgres:
         assert self.bin is not None
         data = self.directory / "data"
         if not data.exists():
-            self.directory.mkdir(parents=True, exist_ok=True)
             if self._as_postgres:
                 shutil.chown(self.directory, "postgres")
             self._run(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
@@ -334,6 +342,11 @@ class PrivatePostgres:
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"),
                       "-m", mode, "-w", "stop")  # fmt: skip
+
+    def remove(self) -> None:
+        """Stop it at once and delete its files."""
+        self.stop("immediate")
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _wait_for_port(port: int, timeout_s: float = 15) -> None:
@@ -372,6 +385,8 @@ class Proxy:
         self._ready.set()
         self._loop.run_forever()
         server.close()
+        self._loop.run_until_complete(server.wait_closed())
+        self._loop.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._flowing.wait()

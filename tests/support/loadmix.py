@@ -73,6 +73,12 @@ READS = [
     ("CatalogEntities", {"pageSize": 20}),
 ]
 BURST_S = 0.1
+#: Failures after which a request that is safe to repeat is sent again.
+TRANSIENT = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.ABORTED,
+)
 #: The meter the billing lane records (nothing else on the platform meters it).
 METER = "api.call"
 CURRENCY = "GBP"
@@ -112,8 +118,9 @@ class Sample:
     operation: str
     at: float
     seconds: float
-    outcome: str  # "ok", "refused:<CODE>" (intended), "error:<CODE>"
+    outcome: str  # "ok", "refused:<CODE>" (intended), "retried:<CODE>", "error:<CODE>"
     replica: str = ""
+    detail: str = ""  # what a failure said
 
 
 @dataclass
@@ -155,16 +162,46 @@ class Recorder:
             result = await awaitable
         except ConductorError as error:
             kind = "refused" if error.code in intended else "error"
+            outcome = f"{kind}:{error.code.name}"
             self.samples.append(
-                Sample(operation, started, self.now() - started, f"{kind}:{error.code.name}")
+                Sample(operation, started, self.now() - started, outcome, detail=error.details)
             )
             return None
         self.samples.append(Sample(operation, started, self.now() - started, "ok"))
         return result
 
-    def record(self, operation: str, started: float, outcome: str, replica: str = "") -> None:
+    async def acknowledged(
+        self, operation: str, make: Callable[[], Awaitable[T]], attempts: int = 40
+    ) -> T | None:
+        """`make()` repeated while it fails transiently, as a client of a keyed write does.
+
+        The request must be safe to repeat (an event id or idempotency key):
+        each transient failure is recorded as "retried:<CODE>" and the call is
+        made again after a backoff; None once it is refused or `attempts` ran out.
+        """
+        for attempt in range(attempts):
+            started = self.now()
+            try:
+                result = await make()
+            except ConductorError as error:
+                last = attempt + 1 == attempts or error.code not in TRANSIENT
+                kind = "error" if last else "retried"
+                self.record(operation, started, f"{kind}:{error.code.name}", detail=error.details)
+                if last:
+                    return None
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+                continue
+            self.record(operation, started, "ok")
+            return result
+        return None
+
+    def record(
+        self, operation: str, started: float, outcome: str, replica: str = "", detail: str = ""
+    ) -> None:
         """Record a call timed by its caller."""
-        self.samples.append(Sample(operation, started, self.now() - started, outcome, replica))
+        self.samples.append(
+            Sample(operation, started, self.now() - started, outcome, replica, detail)
+        )
 
 
 def percentile(ordered: list[float], share: float) -> float:
@@ -190,6 +227,7 @@ def summary(samples: list[Sample]) -> dict[str, dict[str, Any]]:
             "p99_ms": round(percentile(ok, 0.99), 1),
             "errors": sum(errors.values()),
             "error_codes": dict(errors),
+            "retried": sum(1 for s in taken if s.outcome.startswith("retried:")),
             "refused": sum(1 for s in taken if s.outcome.startswith("refused:")),
         }
     return table
@@ -214,11 +252,25 @@ class Graphql:
 
     async def _send(self, address: str, token: str, body: bytes) -> tuple[int, str, bytes]:
         idle = self._idle[address]
-        if idle:
+        while idle:
+            # A kept connection the server has since closed (idle timeout) fails at once:
+            # drop it and go on, as any HTTP client does.
             reader, writer = idle.pop()
-        else:
-            host, _, port = address.rpartition(":")
-            reader, writer = await asyncio.open_connection(host, int(port))
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                return await self._exchange(address, reader, writer, token, body)
+        host, _, port = address.rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return await self._exchange(address, reader, writer, token, body)
+
+    async def _exchange(
+        self,
+        address: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        token: str,
+        body: bytes,
+    ) -> tuple[int, str, bytes]:
+        idle = self._idle[address]
         try:
             writer.write(
                 (
@@ -234,7 +286,7 @@ class Graphql:
         except BaseException:
             writer.close()
             raise
-        if len(idle) < self._per_replica:
+        if len(idle) < self._per_replica and b"connection: close" not in head.lower():
             idle.append((reader, writer))
         else:
             writer.close()
@@ -245,9 +297,10 @@ class Graphql:
     async def post(self, token: str, body: bytes) -> tuple[int, str, bytes, str]:
         """(HTTP status, x-cache, body, replica address) of one request."""
         last: Exception | None = None
-        for _ in range(len(self.addresses)):
-            address = self.addresses[self._next % len(self.addresses)]
-            self._next += 1
+        first = self._next
+        self._next += 1
+        for turn in range(len(self.addresses)):  # each replica once, from the next in turn
+            address = self.addresses[(first + turn) % len(self.addresses)]
             try:
                 status, cache, payload = await self._send(address, token, body)
             except (OSError, asyncio.IncompleteReadError, ValueError) as error:
@@ -322,10 +375,16 @@ class Mix:
         tenants: How many tenants share the load.
         rates: Calls per second of each lane.
         seed: The same seed draws the same keys and choices.
+        nodes: Entities of each tenant's graph (four times as many relationships).
     """
 
     def __init__(
-        self, cluster: Cluster, tenants: int = 4, rates: Rates | None = None, seed: int = 7
+        self,
+        cluster: Cluster,
+        tenants: int = 4,
+        rates: Rates | None = None,
+        seed: int = 7,
+        nodes: int = 2000,
     ) -> None:
         self.cluster = cluster
         self.tenants = [uuid.uuid5(uuid.NAMESPACE_URL, f"load-{seed}-{n}") for n in range(tenants)]
@@ -333,7 +392,7 @@ class Mix:
         self.rng = random.Random(seed)
         self.recorder = Recorder()
         self.ledger = Ledger()
-        self.nodes = 2000
+        self.nodes = nodes
         self._stack = contextlib.AsyncExitStack()
         self.operators: list[AsyncClient] = []
         self.requesters: list[AsyncClient] = []
@@ -454,11 +513,19 @@ class Mix:
         started = self.recorder.now()
         try:
             status, _, payload, replica = await self.graphql.post(self.read_tokens[tenant], body)
-        except ConnectionError:
-            self.recorder.record(f"graphql.{operation}", started, "error:UNAVAILABLE")
+        except ConnectionError as error:
+            self.recorder.record(
+                f"graphql.{operation}", started, "error:UNAVAILABLE", detail=str(error)
+            )
             return
         if status != 200 or b'"errors"' in payload:
-            self.recorder.record(f"graphql.{operation}", started, f"error:HTTP_{status}", replica)
+            self.recorder.record(
+                f"graphql.{operation}",
+                started,
+                _graphql_error(status, payload),
+                replica,
+                payload[:300].decode(errors="replace"),
+            )
             return
         self.recorder.record(f"graphql.{operation}", started, "ok", replica)
 
@@ -503,19 +570,16 @@ class Mix:
         quantity = 1 + tick % 9
         self.ledger.unacknowledged[tenant][event_id] = quantity
         # Repeated with the same event id until acknowledged: the platform counts it once.
-        for attempt in range(40):
-            done = await self.recorder.call(
-                "billing.RecordUsage",
-                self.operators[index].billing.record_usage(
-                    event_id=event_id, meter=METER, quantity=quantity
-                ),
-            )
-            if done is not None:
-                del self.ledger.unacknowledged[tenant][event_id]
-                self.ledger.usage[tenant] += quantity
-                self.ledger.usage_events[tenant].add(event_id)
-                return
-            await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        done = await self.recorder.acknowledged(
+            "billing.RecordUsage",
+            lambda: self.operators[index].billing.record_usage(
+                event_id=event_id, meter=METER, quantity=quantity
+            ),
+        )
+        if done is not None:
+            del self.ledger.unacknowledged[tenant][event_id]
+            self.ledger.usage[tenant] += quantity
+            self.ledger.usage_events[tenant].add(event_id)
 
     async def _invoice(self, tick: int) -> None:
         index = tick % len(self.tenants)
@@ -529,17 +593,17 @@ class Mix:
             return
         draft = drafts.invoices[0]
         key = f"finalize-{draft.id}"
-        finalized = await self.recorder.call(
+        finalized = await self.recorder.acknowledged(
             "billing.FinalizeInvoice",
-            operator.billing.finalize_invoice(id=draft.id, idempotency_key=key),
+            lambda: operator.billing.finalize_invoice(id=draft.id, idempotency_key=key),
         )
         if finalized is None or finalized.invoice.status != billing_pb.INVOICE_STATUS_FINALIZED:
             return
         self.ledger.finalized[tenant].add(draft.id)
         if finalized.invoice.total.minor_units >= 2:
-            credited = await self.recorder.call(
+            credited = await self.recorder.acknowledged(
                 "billing.CreateCreditNote",
-                operator.billing.create_credit_note(
+                lambda: operator.billing.create_credit_note(
                     invoice_id=draft.id,
                     amount=Money(minor_units=1, currency_code=CURRENCY),
                     reason=billing_pb.CREDIT_NOTE_REASON_OTHER,
@@ -609,7 +673,7 @@ class Mix:
             )
         except ConductorError as error:
             self.recorder.record("rag.UploadDocument", started, f"error:{error.code.name}")
-            self.ledger.uploads_failed[tenant][upload_id] = digest
+            self.ledger.uploads_failed[tenant][upload_id] = str(error)
             return
         self.recorder.record("rag.UploadDocument", started, "ok")
         self.ledger.uploads[tenant][uploaded.document.id] = digest
@@ -631,6 +695,16 @@ class Mix:
         await self.recorder.call(
             "catalog.RunWhatIf", self.operators[index].catalog.run_what_if(scenario=scenario)
         )
+
+
+def _graphql_error(status: int, payload: bytes) -> str:
+    """ "error:<the gRPC code the facade names>" (or the HTTP status when it names none)."""
+    try:
+        errors = json.loads(payload).get("errors") or [{}]
+        code = errors[0].get("extensions", {}).get("code")
+    except (ValueError, AttributeError):
+        code = None
+    return f"error:{code or f'HTTP_{status}'}"
 
 
 async def _refused(awaitable: Awaitable[object]) -> None:

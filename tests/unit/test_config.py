@@ -63,6 +63,9 @@ def test_postgres_is_migrated_deliberately_unless_asked() -> None:
         ({"database_url": "sqlite+aiosqlite://"}, "an in-memory SQLite database"),
         ({"workers": 2, "grpc_port": 0}, "workers > 1 needs fixed ports"),
         ({"log_level": "loud"}, "CONDUCTOR_LOG_LEVEL / --log-level"),
+        ({"tax_url": "tax.internal:8089"}, "CONDUCTOR_TAX_URL / --tax-url: use the tax API's"),
+        ({"tax_url": "http://tax.internal/?key=1"}, "--tax-url: a base URL has no query"),
+        ({"tax_timeout": 0}, "CONDUCTOR_TAX_TIMEOUT / --tax-timeout: Input should be greater"),
     ],
 )
 def test_bad_values_are_named(overrides: dict[str, object], message: str) -> None:

@@ -20,7 +20,7 @@ import hashlib
 import mimetypes
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ from intelgraph.sdk.errors import (
     DeadlineExceededError,
     ErrorReason,
     FailedPreconditionError,
+    NotFoundError,
     UnavailableError,
 )
 from intelgraph.sdk.streams import Source, _opened
@@ -107,9 +108,11 @@ def upload_document(
             last transient failure once `attempts` are spent.
     """
     metadata = _metadata(source, filename, content_type, upload_id)
-    offset = 0
+    offset: int | None = 0  # None: ask the server where to go on from
     for attempt in range(attempts):
         try:
+            if offset is None:
+                offset = _resume_at(rag.get_upload_status, metadata.upload_id)
             return rag.upload_document_from_file(
                 source, metadata=metadata, offset=offset, chunk_bytes=chunk_bytes
             )
@@ -117,7 +120,7 @@ def upload_document(
             if not _resumable(error) or attempt + 1 == attempts:
                 raise
             time.sleep(backoff_s * 2**attempt)
-            offset = _committed(rag.get_upload_status(upload_id=metadata.upload_id))
+            offset = None
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -134,9 +137,11 @@ async def upload_document_async(
 ) -> pb.UploadDocumentResponse:
     """`upload_document` over an async client."""
     metadata = await asyncio.to_thread(_metadata, source, filename, content_type, upload_id)
-    offset = 0
+    offset: int | None = 0  # None: ask the server where to go on from
     for attempt in range(attempts):
         try:
+            if offset is None:
+                offset = await _resume_at_async(rag.get_upload_status, metadata.upload_id)
             return await rag.upload_document_from_file(
                 source, metadata=metadata, offset=offset, chunk_bytes=chunk_bytes
             )
@@ -144,9 +149,26 @@ async def upload_document_async(
             if not _resumable(error) or attempt + 1 == attempts:
                 raise
             await asyncio.sleep(backoff_s * 2**attempt)
-            offset = _committed(await rag.get_upload_status(upload_id=metadata.upload_id))
+            offset = None
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _committed(response: pb.GetUploadStatusResponse) -> int:
-    return response.status.offset
+def _resume_at(status: Callable[..., pb.GetUploadStatusResponse], upload_id: str) -> int:
+    """The offset the server committed (0 when the cut came before it made the upload).
+
+    A transient failure of this question raises, and costs the caller an attempt.
+    """
+    try:
+        return status(upload_id=upload_id).status.offset
+    except NotFoundError:
+        return 0
+
+
+async def _resume_at_async(
+    status: Callable[..., Awaitable[pb.GetUploadStatusResponse]], upload_id: str
+) -> int:
+    """`_resume_at` over an async client."""
+    try:
+        return (await status(upload_id=upload_id)).status.offset
+    except NotFoundError:
+        return 0
