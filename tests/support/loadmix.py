@@ -497,6 +497,47 @@ class Mix:
 
         await asyncio.gather(timer(), *lanes)
 
+    async def saturate(self, seconds: float, concurrency: int = 64) -> Recorder:
+        """Closed loop: `concurrency` callers, each calling again as soon as answered.
+
+        The same kinds of call in about the mix's proportions (GraphQL reads, a
+        materialized analytics lookup, what-if runs, usage events); what the
+        replicas sustain is the calls answered per second. Usage events go to
+        the ledger as in `run`, so `check` covers them too.
+        """
+        recorder, self.recorder = self.recorder, Recorder()
+        saturated = self.recorder
+        keys = [(t, op, vars_) for t in range(len(self.tenants)) for op, vars_ in READS]
+        draws = zipf(len(keys), random.Random(11))
+        menu = ["read"] * 16 + ["analytics", "what-if", "usage"]
+        deadline = time.perf_counter() + seconds
+
+        async def caller(index: int) -> None:
+            rng = random.Random(index)
+            tick = index
+            while time.perf_counter() < deadline:
+                kind = rng.choice(menu)
+                tick += concurrency
+                if kind == "read":
+                    await self._read(*keys[next(draws)])
+                elif kind == "analytics":
+                    await self.recorder.call(
+                        "analytics.pagerankTop",
+                        self.operators[tick % len(self.tenants)].analytics.run_pack(
+                            pack_id=PACKS[0], parameters=analytics_pb.PackParameters(top_k=20)
+                        ),
+                    )
+                elif kind == "what-if":
+                    await self._what_if(tick)
+                else:
+                    await self._usage(tick)
+
+        try:
+            await asyncio.gather(*(caller(index) for index in range(concurrency)))
+        finally:
+            self.recorder = recorder
+        return saturated
+
     async def _graphql_reads(self, stop: asyncio.Event) -> None:
         keys = [(t, op, vars_) for t in range(len(self.tenants)) for op, vars_ in READS]
         self.rng.shuffle(keys)
