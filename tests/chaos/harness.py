@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ import yaml
 from intelgraph.sdk import INSECURE, AsyncClient, ConductorError, bearer_token
 from intelgraph.sdk import access as access_pb
 from intelgraph.sdk import billing as billing_pb
+from intelgraph.sdk import rag as rag_pb
 from intelgraph.sdk.money import Money
 
 from tests.support.cluster import (
@@ -61,6 +63,7 @@ from tests.support.loadmix import (
     Rates,
     Sample,
     check,
+    document,
     stamp,
 )
 
@@ -425,7 +428,8 @@ class Stack:
 
         The fault may take as long as it likes (the load goes on meanwhile); the
         load stops at `seconds` or when the fault returns, whichever is later,
-        and then the checks run.
+        and then the checks run. A fault that prepares before it strikes says
+        when it struck as "injected" in the dict it returns.
         """
         rates = rates or Rates().scaled(0.5)
         async with Mix(self.cluster, tenants=2, rates=rates, nodes=400) as mix:
@@ -444,6 +448,8 @@ class Stack:
             await asyncio.sleep(seconds / 5)
             injected_at = clock()
             result = await fault(self, clock)
+            if isinstance(result, dict) and "injected" in result:
+                injected_at = result["injected"]  # after the fault's own preparations
             remaining = seconds - clock()
             if remaining > 0:
                 await asyncio.sleep(remaining)
@@ -663,3 +669,79 @@ class Billed:
             if time.monotonic() > deadline:
                 raise AssertionError(f"still not issued: {invoices}")
             await asyncio.sleep(0.2)
+
+
+class CutUpload:
+    """A document sent slowly to one replica, cut by a fault, then resumed on the other.
+
+    96 KiB in 8 KiB chunks, a chunk every 200 ms: in flight for about 2.5 s.
+    """
+
+    CHUNK = 8 * 1024
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.tenant = uuid.uuid4()
+        self.data = b"".join(document(index, 0.5) + b"\n\n" for index in range(40))[
+            : 12 * self.CHUNK
+        ]
+        self.metadata = rag_pb.UploadMetadata(
+            upload_id=str(uuid.uuid4()),
+            filename="cut.txt",
+            size_bytes=len(self.data),
+            sha256=hashlib.sha256(self.data).hexdigest(),
+        )
+        self._token = stack.cluster.token(self.tenant, ["rag.read", "rag.write"], "uploader")
+        self._task: asyncio.Task[Any] | None = None
+
+    def _client(self, replica: int) -> AsyncClient:
+        target = self.stack.cluster.members[replica].grpc
+        return AsyncClient(target, INSECURE, token=bearer_token(self._token), retry=None)
+
+    async def _parts(self) -> AsyncIterator[rag_pb.UploadDocumentRequest]:
+        yield rag_pb.UploadDocumentRequest(metadata=self.metadata)
+        for offset in range(0, len(self.data), self.CHUNK):
+            piece = self.data[offset : offset + self.CHUNK]
+            yield rag_pb.UploadDocumentRequest(
+                chunk=rag_pb.UploadChunk(
+                    offset=offset, data=piece, sha256=hashlib.sha256(piece).hexdigest()
+                )
+            )
+            await asyncio.sleep(0.2)
+
+    async def start(self, replica: int, chunks: int = 3) -> None:
+        """Start sending to `replica`; return once `chunks` chunks are committed."""
+
+        async def send() -> Any:
+            async with self._client(replica) as client:
+                return await client.rag.upload_document(self._parts())
+
+        self._task = asyncio.create_task(send())
+        while await self.committed() < chunks * self.CHUNK:
+            if self._task.done():
+                raise AssertionError(f"the upload ended early: {self._task.result()}")
+            await asyncio.sleep(0.05)
+
+    async def committed(self, replica: int = 0) -> int:
+        """The offset the platform has committed (0 before the upload exists)."""
+        async with self._client(replica) as client:
+            try:
+                status = await client.rag.get_upload_status(upload_id=self.metadata.upload_id)
+            except ConductorError:
+                return 0
+            return status.status.offset
+
+    async def resume(self, replica: int) -> tuple[int, str]:
+        """Once the cut stream has failed: resume on `replica` from the committed offset.
+
+        Returns the offset it resumed from and the finished document's SHA-256.
+        """
+        assert self._task is not None
+        with contextlib.suppress(ConductorError):
+            await self._task
+        offset = await self.committed(replica)
+        async with self._client(replica) as client:
+            done = await client.rag.upload_document_from_file(
+                self.data, metadata=self.metadata, offset=offset, chunk_bytes=self.CHUNK
+            )
+        return offset, done.document.sha256

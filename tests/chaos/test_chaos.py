@@ -33,6 +33,7 @@ from tests.chaos.harness import (
     EDGE_STALE_S,
     EDGE_TTL_S,
     Billed,
+    CutUpload,
     Jit,
     Outcome,
     Stack,
@@ -48,10 +49,12 @@ pytestmark = [pytest.mark.timeout(300)]
 
 #: Slack over a bound for a loaded 2-core machine (probes poll every 50-100 ms).
 SLACK_S = 1.0
+#: How soon after a fault ends (a replica or a server back) calls must stop failing.
+RECOVERY_S = 3.0
 
 
 def assert_clean(outcome: Outcome, *, until: float, codes: frozenset[str]) -> None:
-    """Nothing lost or doubled; failures only of `codes`, and only between injection and `until`."""
+    """Nothing lost or doubled; failures only of `codes`, only from injection to `until` + slack."""
     findings = outcome.findings
     assert (findings.lost, findings.duplicated, findings.problems) == (0, 0, [])
     assert not outcome.mix.ledger.uploads_failed, "an upload did not resume"
@@ -67,22 +70,38 @@ def assert_clean(outcome: Outcome, *, until: float, codes: frozenset[str]) -> No
     assert outcome.freshness.worst() <= EDGE_TTL_S + EDGE_STALE_S + SLACK_S
 
 
+def assert_resumed(upload: CutUpload, offset: int, sha256: str) -> None:
+    """The cut upload went on from what was committed (not from scratch) and came out whole."""
+    assert 0 < offset < len(upload.data)
+    assert sha256 == upload.metadata.sha256
+
+
 async def test_a_replica_killed_with_sigkill_loses_nothing(stack: Stack) -> None:
-    async def kill_and_restart(stack: Stack, clock: Callable[[], float]) -> dict[str, float]:
+    async def kill_and_restart(stack: Stack, clock: Callable[[], float]) -> dict[str, Any]:
         replica = stack.cluster.members[1]
+        upload = CutUpload(stack)
+        await upload.start(replica=1)  # in flight on b when b dies
         replica.signal(signal.SIGKILL)
         killed = clock()
+        resumed = await upload.resume(replica=0)  # on a, from what b committed
         await asyncio.sleep(2.0)
         await asyncio.to_thread(replica.start)
-        return {"killed": killed, "back": clock()}
+        return {"injected": killed, "back": clock(), "upload": upload, "resumed": resumed}
 
     outcome = await stack.under_load(kill_and_restart)
-    back = outcome.fault["back"]
-    recovered = max(back, outcome.last_failure() or back)
-    assert_clean(outcome, until=recovered, codes=frozenset({"UNAVAILABLE"}))
+    fault = outcome.fault
+    back = fault["back"]
+    assert_clean(outcome, until=back + RECOVERY_S, codes=frozenset({"UNAVAILABLE"}))
+    assert_resumed(fault["upload"], *fault["resumed"])
     detected = outcome.watcher.first("b", up=False, after=outcome.injected_at)
     assert detected is not None
-    record("replica SIGKILL (restarted after 2 s)", outcome, detected, recovered)
+    record(
+        "replica SIGKILL (restarted after 2 s)",
+        outcome,
+        detected,
+        max(back, outcome.last_failure() or back),
+        f"an upload cut on b resumed on a from byte {fault['resumed'][0]}",
+    )
 
 
 async def test_sigterm_under_load_drains_and_loses_nothing(stack: Stack) -> None:
@@ -98,7 +117,7 @@ async def test_sigterm_under_load_drains_and_loses_nothing(stack: Stack) -> None
     assert outcome.fault["status"] == 0
     back = outcome.fault["back"]
     recovered = max(back, outcome.last_failure() or back)
-    assert_clean(outcome, until=recovered, codes=frozenset({"UNAVAILABLE"}))
+    assert_clean(outcome, until=back + RECOVERY_S, codes=frozenset({"UNAVAILABLE"}))
     record(
         "replica SIGTERM (drained, restarted)",
         outcome,
@@ -109,22 +128,28 @@ async def test_sigterm_under_load_drains_and_loses_nothing(stack: Stack) -> None
 
 
 async def test_postgresql_restarting_mid_load_fails_calls_cleanly(stack: Stack) -> None:
-    async def restart(stack: Stack, clock: Callable[[], float]) -> dict[str, float]:
+    async def restart(stack: Stack, clock: Callable[[], float]) -> dict[str, Any]:
+        upload = CutUpload(stack)
+        await upload.start(replica=0)  # in flight when the database goes
         await asyncio.to_thread(stack.postgres.stop, "fast")
         stopped = clock()
         await asyncio.sleep(2.0)
         await asyncio.to_thread(stack.postgres.start)
-        return {"stopped": stopped, "back": clock()}
+        back = clock()
+        resumed = await upload.resume(replica=1)
+        return {"injected": stopped, "back": back, "upload": upload, "resumed": resumed}
 
     outcome = await stack.under_load(restart)
-    back = outcome.fault["back"]
-    recovered = max(back, outcome.last_failure() or back)
-    assert_clean(outcome, until=recovered, codes=frozenset({"UNAVAILABLE"}))
+    fault = outcome.fault
+    back = fault["back"]
+    assert_clean(outcome, until=back + RECOVERY_S, codes=frozenset({"UNAVAILABLE"}))
+    assert_resumed(fault["upload"], *fault["resumed"])
     record(
         "PostgreSQL restart (down 2 s)",
         outcome,
         outcome.first_failure(after=outcome.injected_at),
-        recovered,
+        max(back, outcome.last_failure() or back),
+        f"an upload cut by the restart resumed from byte {fault['resumed'][0]}",
     )
 
 
@@ -191,7 +216,7 @@ async def test_a_lost_purge_announcement_is_caught_within_the_staleness_bound(st
         "purge announcement lost (b's Redis cut 1.5 s)",
         outcome,
         fault["caught_at"],
-        max(during),
+        max(fault["caught_at"], *during),
         f"worst staleness on b {outcome.freshness.worst('b'):.2f} s "
         f"(bound {EDGE_TTL_S + EDGE_STALE_S:.0f} s)",
     )
@@ -254,6 +279,7 @@ async def test_a_tax_api_outage_leaves_invoices_pending_then_issues_them_taxed_r
     async def outage(stack: Stack, clock: Callable[[], float]) -> dict[str, Any]:
         async with Billed(stack) as billed:
             tax_proxy.stall()  # the API answers nothing: each call times out (1 s)
+            stalled = clock()
             first = await billed.finalize(quantity=700)
             pending_at = clock()
             await asyncio.to_thread(tax_api.stop)  # then it is gone: connections refused
@@ -268,6 +294,7 @@ async def test_a_tax_api_outage_leaves_invoices_pending_then_issues_them_taxed_r
             issued = await billed.all_finalized([i.id for i in invoices], timeout_s=30)
             issued_at = clock()
         return {
+            "injected": stalled,
             "pending": invoices,
             "pending_at": pending_at,
             "alerts": alerts,
