@@ -61,16 +61,30 @@ def _parsed(rpc: RpcMethod, request_or_iterator: Any) -> Any:
     return rpc.decode(request_or_iterator)
 
 
+#: SQLSTATEs of a database server that cannot take the call now: connection exceptions
+#: (class 08), too many connections, and a server shutting down or starting.
+_UNREACHABLE_STATES = ("08", "53300", "57P01", "57P02", "57P03")
+
+
 def unreachable(error: BaseException) -> bool:
     """Whether `error` says a dependency could not be reached (the call may be repeated).
 
-    Lost or refused database connections, a restarting server, an exhausted
-    pool: not errors in the request or in our code.
+    Lost or refused database connections, a server restarting or out of
+    connections, an exhausted pool, SQLite's busy file: not errors in the
+    request or in our code. Anything else the database says (a missing table,
+    a deadlock, a full disk, a statement timeout) stays an internal error.
     """
     if isinstance(error, sql_errors.DBAPIError):
-        return error.connection_invalidated or isinstance(
-            error, sql_errors.OperationalError | sql_errors.InterfaceError
-        )
+        if error.connection_invalidated or isinstance(error, sql_errors.InterfaceError):
+            return True
+        if not isinstance(error, sql_errors.OperationalError):
+            return False
+        state = getattr(error.orig, "sqlstate", "")
+        if state is None:  # psycopg: failed to connect, or the connection broke (no SQLSTATE)
+            return True
+        if state:
+            return str(state).startswith(_UNREACHABLE_STATES)
+        return "database is locked" in str(error.orig)  # SQLite: another writer holds the file
     return isinstance(error, sql_errors.TimeoutError | ConnectionError)
 
 

@@ -580,9 +580,12 @@ class Platform:
     async def health_report(self, *, schema: bool = True) -> tuple[bool, dict[str, object]]:
         """Whether this process should receive traffic, and the facts behind it: /readyz.
 
-        Serving, the database reachable and taking writes, its schema at head (not
-        checked with `schema` false: the watcher's frequent checks skip Alembic's
-        costly context), and Redis answering when one is configured.
+        Serving, the database reachable and taking writes, and its schema at head
+        (not checked with `schema` false: the watcher's frequent checks skip
+        Alembic's costly context). Redis, when configured, is reported but does not
+        decide: every replica falls back without it (ADR 0024), and taking them all
+        out of rotation would turn its outage into the platform's; the status then
+        says "degraded".
         """
         alive, document = await self.liveness()
         reachable = await self.database.ping()
@@ -598,15 +601,18 @@ class Platform:
             revision = await self._schema_revision()
             document["schema"] = "at head" if revision == head_revision() else f"at {revision}"
             checks.append(revision == head_revision())
+        degraded = False
         if self.settings.redis_url:
             document["redis"] = await self._redis_state()
-            checks.append(document["redis"] == "ok")
+            degraded = document["redis"] != "ok"
         if self.keys is not None and self.keys.problem:
             # Informational: the previous ring still verifies tokens, so the replica serves.
             document["keys"] = f"previous ring in use: {self.keys.problem}"
         ready = alive and self.state == "serving" and all(checks)
         if self.state == "serving" and not ready:
             document["status"] = "not ready"
+        elif ready and degraded:
+            document["status"] = "degraded"
         return ready, document
 
     async def _schema_revision(self) -> str | None:
@@ -651,6 +657,21 @@ class Platform:
         else:
             _health_events.warning("not ready: health NOT_SERVING", **document)
 
+    async def _drain_http(self, grace: float) -> None:
+        """Take no more HTTP requests; wait (up to `grace`) for those being answered."""
+        for server, _ in self._http_servers:
+            server.should_exit = True
+            server.force_exit = grace <= 0
+            # At once, not at uvicorn's next tick: no new connection, and no new request on
+            # a kept-alive one (idle ones close, busy ones close after their response).
+            for listener in getattr(server, "servers", ()):
+                listener.close()
+            for connection in list(server.server_state.connections):
+                connection.shutdown()
+        answering = {task for server, _ in self._http_servers for task in server.server_state.tasks}
+        if answering and grace > 0:
+            await asyncio.wait(answering, timeout=grace)
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain: refuse new calls, give in-flight ones `grace` seconds, close the store.
 
@@ -664,14 +685,7 @@ class Platform:
         self.state = "draining"
         await self.health.enter_graceful_shutdown()
         deadline = time.monotonic() + grace
-        for server, _ in self._http_servers:
-            server.should_exit = True
-            server.force_exit = grace <= 0
-            for listener in getattr(server, "servers", ()):
-                listener.close()  # at once, not at uvicorn's next tick
-        answering = {task for server, _ in self._http_servers for task in server.server_state.tasks}
-        if answering and grace > 0:
-            await asyncio.wait(answering, timeout=grace)
+        await self._drain_http(grace)
         if self._grpc is not None:
             await self._grpc.stop(max(deadline - time.monotonic(), 0.0))
         await asyncio.gather(*(task for _, task in self._http_servers), return_exceptions=True)

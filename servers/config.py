@@ -240,7 +240,7 @@ class Settings(BaseSettings):
     )
     tax_timeout: float = Field(
         5.0,
-        gt=0,
+        ge=0.1,
         le=120,
         description="Seconds a tax calculation may take before the invoice waits tax_pending "
         "(and is retried).",
@@ -342,15 +342,21 @@ class Settings(BaseSettings):
     def _tax_api_url(cls, value: str) -> str:
         if not value:
             return value
+        if any(character.isspace() for character in value.strip()):
+            raise ValueError("a URL has no spaces")
         parts = urlsplit(value.strip())
         try:
-            parts.port  # noqa: B018 - read to check it
+            port = parts.port
         except ValueError:
-            raise ValueError("the port must be a number from 0 to 65535") from None
+            raise ValueError("the port must be a number from 1 to 65535") from None
+        if port == 0:
+            raise ValueError("the port must be a number from 1 to 65535")
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError("use the tax API's base URL: http(s)://host[:port][/path]")
         if parts.query or parts.fragment:
             raise ValueError("a base URL has no query or fragment")
+        if parts.path.rstrip("/").endswith("/v1/tax/calculate"):
+            raise ValueError("give the API's base URL; /v1/tax/calculate is added to it")
         # Its paths are ours to add under it (/v1/tax/calculate).
         return value.strip().rstrip("/")
 
@@ -400,7 +406,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CONDUCTOR_CLIENT_CA / --client-ca (mTLS) needs TLS: give --tls-cert and --tls-key"
             )
-        if self.tls_cert is None and not self.insecure and not _is_loopback(self.host):
+        if self.tls_cert is None and not self.insecure and not is_loopback(self.host):
             raise ValueError(
                 f"CONDUCTOR_HOST / --host: {self.host} is reachable from other machines: serve "
                 "TLS there (--tls-cert, --tls-key) or say --insecure"
@@ -465,10 +471,10 @@ class Settings(BaseSettings):
         return env
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     """Whether `host` is reachable from this machine only.
 
-    >>> _is_loopback("127.0.0.1"), _is_loopback("::1"), _is_loopback("0.0.0.0")
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
     (True, True, False)
     """
     if host == "localhost":

@@ -236,28 +236,38 @@ class SandboxTaxProvider:
 # -- the remote tax API: its JSON, and its client ----------------------------------------------
 
 
+class _TooLarge(Exception):
+    """An answer past MAX_BODY_BYTES."""
+
+
 class _Strict(BaseModel):
     """What the API accepts: exactly these fields, each of exactly its JSON type."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+#: Bounds of the API's JSON, both ways: a body's bytes, its lines, a name's characters.
+MAX_BODY_BYTES = 1 << 20
+MAX_LINES = 1000
+MAX_NAME = 200
+
+
 class RequestLine(_Strict):
     """One line to tax in a `CalculationRequest` (see `LineToTax`)."""
 
-    reference: str
+    reference: str = Field(max_length=MAX_NAME)
     amount: int = Field(ge=-MAX_MINOR_UNITS, le=MAX_MINOR_UNITS)
-    tax_code: str
+    tax_code: str = Field(max_length=MAX_NAME)
 
 
 class CalculationRequest(_Strict):
     """The body of `POST /v1/tax/calculate`: the arguments of `TaxProvider.calculate`."""
 
-    lines: list[RequestLine]
-    jurisdiction: str
-    customer_tax_id: str
+    lines: list[RequestLine] = Field(max_length=MAX_LINES)
+    jurisdiction: str = Field(max_length=MAX_NAME)
+    customer_tax_id: str = Field(max_length=MAX_NAME)
     mode: Mode
-    currency: str
+    currency: str = Field(max_length=MAX_NAME)
 
     @field_validator("currency")
     @classmethod
@@ -426,11 +436,7 @@ class HttpTaxProvider:
         )
         try:
             async with asyncio.timeout(self.timeout_s):
-                response = await self._client.post(
-                    self.url + CALCULATE_PATH,
-                    content=request.model_dump_json(),
-                    headers={"content-type": "application/json"},
-                )
+                status, body = await self._post(request.model_dump_json())
         except (TimeoutError, httpx.TimeoutException):
             raise self._unavailable(
                 f"the tax API did not answer within {self.timeout_s:g} s"
@@ -439,26 +445,45 @@ class HttpTaxProvider:
             raise self._unavailable(
                 f"the tax API cannot be reached ({type(error).__name__})", error
             ) from None
-        return self._calculation(response, [line.reference for line in lines], mode)
+        except _TooLarge:
+            raise self._unavailable(
+                f"the tax API's answer is larger than {MAX_BODY_BYTES} bytes"
+            ) from None
+        return self._calculation(status, body, [line.reference for line in lines], mode)
+
+    async def _post(self, payload: str) -> tuple[int, bytes]:
+        """POST the request; (status, body), the body read up to MAX_BODY_BYTES."""
+        async with self._client.stream(
+            "POST",
+            self.url + CALCULATE_PATH,
+            content=payload,
+            headers={"content-type": "application/json"},
+        ) as response:
+            body = bytearray()
+            async for piece in response.aiter_bytes():
+                body += piece
+                if len(body) > MAX_BODY_BYTES:
+                    raise _TooLarge
+            return response.status_code, bytes(body)
 
     def _calculation(
-        self, response: httpx.Response, references: list[str], mode: Mode
+        self, status: int, body: bytes, references: list[str], mode: Mode
     ) -> TaxCalculation:
-        if response.status_code != httpx.codes.OK:
+        if status != httpx.codes.OK:
             try:
-                refusal = Refusal.model_validate_json(response.content)
+                refusal = Refusal.model_validate_json(body)
             except ValueError:
                 refusal = None
             if (
-                response.status_code == httpx.codes.UNPROCESSABLE_ENTITY
+                status == httpx.codes.UNPROCESSABLE_ENTITY
                 and refusal is not None
                 and refusal.error == UNKNOWN_JURISDICTION
             ):
                 raise UnknownJurisdiction(refusal.message[:_MAX_MESSAGE])
             said = f": {refusal.message[:_MAX_MESSAGE]}" if refusal is not None else ""
-            raise self._unavailable(f"the tax API answered HTTP {response.status_code}{said}")
+            raise self._unavailable(f"the tax API answered HTTP {status}{said}")
         try:
-            calculation = CalculationAnswer.model_validate_json(response.content).calculation()
+            calculation = CalculationAnswer.model_validate_json(body).calculation()
         except ValueError as error:  # pydantic's ValidationError is one
             raise self._unavailable(
                 "the tax API's answer is not a tax calculation", error

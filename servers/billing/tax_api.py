@@ -6,10 +6,11 @@ points to it taxes through it (`HttpTaxProvider`). Its answers are exactly what
 request, the same reference), so a platform taxes the same either way, and the
 chaos suite can make the tax provider fail or time out from outside the servers.
 
-- `POST /v1/tax/calculate`: a `CalculationRequest` (checked strictly: exactly its
-  fields, each of its JSON type) → 200 and a `CalculationAnswer`; 400
-  `invalid_request`; 422 `unknown_jurisdiction`; 503 `unavailable` while the
-  provider's simulated outage is on. Refusals are a `Refusal`.
+- `POST /v1/tax/calculate`: a `CalculationRequest` as application/json (checked
+  strictly: exactly its fields, each of its JSON type, at most MAX_LINES lines
+  and MAX_BODY_BYTES) → 200 and a `CalculationAnswer`; 400 `invalid_request`
+  (413 too large, 415 not JSON); 422 `unknown_jurisdiction`; 503 `unavailable`
+  while the provider's simulated outage is on. Refusals are a `Refusal`.
 - `GET /healthz` → 200.
 
 `serving` runs it under uvicorn in the caller's event loop, on a socket the
@@ -33,6 +34,7 @@ from starlette.routing import Route
 from servers.billing.tax import (
     CALCULATE_PATH,
     INVALID_REQUEST,
+    MAX_BODY_BYTES,
     UNAVAILABLE,
     UNKNOWN_JURISDICTION,
     CalculationAnswer,
@@ -52,8 +54,15 @@ def app(provider: SandboxTaxProvider | None = None) -> Starlette:
     sandbox = provider if provider is not None else SandboxTaxProvider()
 
     async def calculate(request: Request) -> Response:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return _refused(415, INVALID_REQUEST, "send the request as application/json")
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > MAX_BODY_BYTES:
+                return _refused(413, INVALID_REQUEST, f"the body is over {MAX_BODY_BYTES} bytes")
         try:
-            wanted = CalculationRequest.model_validate_json(await request.body())
+            wanted = CalculationRequest.model_validate_json(bytes(body))
         except ValidationError as error:
             return _refused(400, INVALID_REQUEST, _problems(error))
         try:

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from servers.cli.settings_options import STORE, settings_from, settings_options
 from servers.cli.store import Failed, with_database
-from servers.config import Settings
+from servers.config import Settings, is_loopback
 
 if TYPE_CHECKING:
     from servers.db import Database
@@ -185,13 +185,24 @@ def billing_jwks(**flags: Any) -> int:
     show_default=True,
     help="Port; 0 picks a free one.",
 )
-def tax_sandbox(host: str, port: int) -> int:
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve plain HTTP on an address other than loopback (refused otherwise).",
+)
+def tax_sandbox(host: str, port: int, *, insecure: bool) -> int:
     """Serve the sandbox tax API until SIGTERM or Ctrl-C (CONDUCTOR_TAX_URL may point to it).
 
     POST /v1/tax/calculate taxes from the built-in rate table exactly as the platform
     does in process; GET /healthz answers 200. Says "tax sandbox serving http://HOST:PORT"
     on standard error once it listens.
     """
+    if not insecure and not is_loopback(host):
+        raise click.BadParameter(
+            f"{host} is not loopback: the sandbox speaks plain HTTP (add --insecure to serve "
+            "it there anyway)",
+            param_hint="'--host'",
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restarted on its port at once

@@ -14,8 +14,9 @@
   then PUBLISHes on `<prefix>gen`; every replica applies announcements at once
   and also reads the whole hash every `POLL_S` seconds, so a lost announcement
   delays a purge by at most that (the emergency purge reaches every replica
-  within a second either way); what polling catches first is counted
-  (`edge_cache_invalidations_caught_by_poll_total`).
+  within a second either way); a value polling found whose announcement never
+  came is counted (`edge_cache_invalidations_caught_by_poll_total`). Counters
+  bumped on one replica while Redis failed are pushed to it once it answers.
 * Redis failing never fails a request, nor holds it: commands time out after
   `COMMAND_TIMEOUT_S`, and after a failure Redis is skipped for a second
   (`servers.shared_tier.Breaker`); a read goes to the origin, a bump is applied
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between full reads of the generation hash (the fallback for lost announcements).
 POLL_S = 0.5
+#: An announcement not heard this long after the poll found its value was lost.
+ANNOUNCE_GRACE_S = 1.0
 #: Longest an origin call may hold a key's fill lock; waiters give up after it.
 LOCK_MS = 10_000
 #: Seconds between looks for another replica's entry while it fills.
@@ -128,6 +131,12 @@ class RedisTier:
         self._redis = command_client(url)
         self._subscriber = subscriber_client(url)
         self._breaker = Breaker()
+        #: The highest value of each counter announced (or bumped here), and values the
+        #: poll found first, with when: the bookkeeping of lost announcements.
+        self._announced: dict[str, int] = {}
+        self._unheard: dict[tuple[str, int], float] = {}
+        #: Counters bumped on this replica alone while Redis failed.
+        self._unshared: set[str] = set()
         self._generations = generations
         self._prefix = prefix
         self._clock = clock
@@ -208,38 +217,81 @@ class RedisTier:
         return None
 
     async def bump(self, names: list[str]) -> dict[str, int]:
-        """Advance shared counters and announce them (locally only when Redis fails)."""
+        """Advance shared counters and announce them (locally only when Redis fails).
+
+        Counters bumped only here while Redis failed are pushed to it once it answers
+        again (`poll`), so the other replicas hear of them then rather than at TTL.
+        """
         if self._breaker.open:
+            self._unshared.update(names)
             return {name: self._generations.bump(name) for name in names}
         try:
-            known = [self._generations.value(name) for name in names]
-            raised = await self._bump(keys=[self.generation_key], args=[*names, *known])
-            values = dict(zip(names, (int(v) for v in raised), strict=True))
-            for name, value in values.items():
-                self._generations.observe(name, value)
-            await self._redis.publish(self.generation_key, json.dumps(values))
+            values = await self._share(names)
         except redis.RedisError as error:
             self._breaker.trip()
+            self._unshared.update(names)
             logger.warning(
                 "edge cache: Redis bump failed (%s); invalidated on this replica only", error
             )
             return {name: self._generations.bump(name) for name in names}
         return values
 
+    async def _share(self, names: list[str]) -> dict[str, int]:
+        """Raise `names` in the hash past what anyone has seen, apply and announce them."""
+        known = [self._generations.value(name) for name in names]
+        raised = await self._bump(keys=[self.generation_key], args=[*names, *known])
+        values = dict(zip(names, (int(v) for v in raised), strict=True))
+        for name, value in values.items():
+            self._heard(name, value)
+            self._generations.observe(name, value)
+        await self._redis.publish(self.generation_key, json.dumps(values))
+        return values
+
+    def _heard(self, name: str, value: int) -> None:
+        """A counter's value came announced (or from this replica's own bump)."""
+        if value > self._announced.get(name, 0):
+            self._announced[name] = value
+
     async def poll(self) -> None:
-        """Take every counter from the hash (at start, then every POLL_S)."""
+        """Take every counter from the hash (at start, then every POLL_S).
+
+        A value the poll finds before its announcement is applied at once; if
+        no announcement of it (or of a later value) has come ANNOUNCE_GRACE_S
+        later, the announcement was lost, and that is counted and logged.
+        """
         counters = await self._redis.hgetall(self.generation_key)
         self._breaker.reset()
-        caught = 0
-        for raw, value in counters.items():
-            name = raw.decode() if isinstance(raw, bytes) else raw
-            caught += int(value) > self._generations.value(name)
-            self._generations.observe(name, int(value))
-        if self._polled and caught:
-            # Announcements come within a round trip; polling (every POLL_S) found these first.
-            CAUGHT_BY_POLL.inc(caught)
-            logger.info("edge cache: %d invalidation(s) caught by polling, not announced", caught)
+        now = self._clock()
+        for raw, count in counters.items():
+            name, value = (raw.decode() if isinstance(raw, bytes) else raw), int(count)
+            if not self._polled:
+                self._heard(name, value)  # what was there before this replica started
+            elif value > self._announced.get(name, 0):
+                self._unheard.setdefault((name, value), now)
+            self._generations.observe(name, value)
         self._polled = True
+        lost = [
+            key
+            for key, since in self._unheard.items()
+            if self._announced.get(key[0], 0) < key[1] and now - since >= ANNOUNCE_GRACE_S
+        ]
+        self._unheard = {
+            key: since
+            for key, since in self._unheard.items()
+            if key not in lost and self._announced.get(key[0], 0) < key[1]
+        }
+        for name, value in lost:
+            self._heard(name, value)
+        if lost:
+            CAUGHT_BY_POLL.inc(len(lost))
+            logger.info("edge cache: %d invalidation(s) never announced, caught", len(lost))
+        if self._unshared:
+            unshared, self._unshared = sorted(self._unshared), set()
+            try:
+                await self._share(unshared)
+            except redis.RedisError:
+                self._unshared.update(unshared)
+                raise
 
     async def listen(self) -> None:
         """Apply announced bumps until cancelled (reconnecting after failures)."""
@@ -253,6 +305,7 @@ class RedisTier:
                         if message.get("type") != "message":
                             continue
                         for name, value in json.loads(message["data"]).items():
+                            self._heard(str(name), int(value))
                             self._generations.observe(str(name), int(value))
             except asyncio.CancelledError:
                 raise

@@ -15,7 +15,7 @@ from tests.chaos.harness import ROWS, Stack, write_table
 from tests.support.cluster import PrivatePostgres, PrivateRedis
 from tests.support.serving import IN_CI
 
-MISSING = "chaos cases need PostgreSQL's server programs (initdb, pg_ctl) and redis-server"
+MISSING = "PostgreSQL's server programs (initdb, pg_ctl) and redis-server"
 
 
 @pytest.fixture
@@ -26,8 +26,8 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     """
     if not (PrivatePostgres.available() and PrivateRedis.available()):
         if IN_CI:
-            pytest.fail(f"CI=true but {MISSING} are not installed")
-        pytest.skip(f"{MISSING}: apt-get install postgresql redis-server")
+            pytest.fail(f"CI=true, but the chaos cases' {MISSING} are not installed")
+        pytest.skip(f"the chaos cases need {MISSING}: apt-get install postgresql redis-server")
     built = Stack(tmp_path, tax_api=request.node.get_closest_marker("tax_api") is not None)
     try:
         built.start()

@@ -301,7 +301,7 @@ class Outcome:
         return [s for s in self.samples if s.outcome.startswith(kinds)]
 
     def last_failure(self) -> float | None:
-        """When the last failed call started."""
+        """When the last failed call ended."""
         failed = self.failures()
         return max((s.at + s.seconds for s in failed), default=None)
 
@@ -351,37 +351,51 @@ class Stack:
 
     def __init__(self, directory: Path, *, tax_api: bool = False, **settings: str) -> None:
         self.directory = directory
-        self.postgres = PrivatePostgres()
-        self.redis = PrivateRedis(directory)
-        self.postgres.start()
-        self.redis.start()
-        self.redis_proxy = Proxy(self.redis.port)
         self.tax_api: TaxApi | None = None
         self.tax_proxy: Proxy | None = None
-        if tax_api:
-            self.tax_api = TaxApi(directory)
-            self.tax_api.start()
-            self.tax_proxy = Proxy(self.tax_api.port)
-            settings = {
-                "CONDUCTOR_TAX_URL": f"http://127.0.0.1:{self.tax_proxy.port}",
-                "CONDUCTOR_TAX_TIMEOUT": "1",
-                **settings,
-            }
-        self.cluster = Cluster(
-            directory / "cluster",
-            self.postgres.url,
-            self.redis.url,
-            2,
-            settings={
-                "CONDUCTOR_LOG_LEVEL": "info",
-                "CONDUCTOR_ANALYTICS_WORKERS": "1",
-                "CONDUCTOR_EDGE_TTL": str(EDGE_TTL_S),
-                "CONDUCTOR_EDGE_STALE": str(EDGE_STALE_S),
-                "CONDUCTOR_TOKEN_LEEWAY": str(TOKEN_LEEWAY_S),
-                **settings,
-            },
-        )
-        self.cluster.use_redis(1, f"redis://127.0.0.1:{self.redis_proxy.port}/0")
+        # Each part is stopped in reverse order, by `close` or by a failure to build the rest.
+        self._teardown = contextlib.ExitStack()
+        try:
+            self.postgres = PrivatePostgres()
+            self._teardown.callback(self.postgres.remove)
+            self.postgres.start()
+            self.redis = PrivateRedis(directory)
+            self._teardown.callback(self.redis.stop)
+            self.redis.start()
+            self.redis_proxy = self._teardown.enter_context(
+                contextlib.closing(Proxy(self.redis.port))
+            )
+            if tax_api:
+                self.tax_api = TaxApi(directory)
+                self._teardown.callback(self.tax_api.stop)
+                self.tax_api.start()
+                self.tax_proxy = self._teardown.enter_context(
+                    contextlib.closing(Proxy(self.tax_api.port))
+                )
+                settings = {
+                    "CONDUCTOR_TAX_URL": f"http://127.0.0.1:{self.tax_proxy.port}",
+                    "CONDUCTOR_TAX_TIMEOUT": "1",
+                    **settings,
+                }
+            self.cluster = Cluster(
+                directory / "cluster",
+                self.postgres.url,
+                self.redis.url,
+                2,
+                settings={
+                    "CONDUCTOR_LOG_LEVEL": "info",
+                    "CONDUCTOR_ANALYTICS_WORKERS": "1",
+                    "CONDUCTOR_EDGE_TTL": str(EDGE_TTL_S),
+                    "CONDUCTOR_EDGE_STALE": str(EDGE_STALE_S),
+                    "CONDUCTOR_TOKEN_LEEWAY": str(TOKEN_LEEWAY_S),
+                    **settings,
+                },
+            )
+            self._teardown.callback(self.cluster.close)
+            self.cluster.use_redis(1, f"redis://127.0.0.1:{self.redis_proxy.port}/0")
+        except BaseException:
+            self._teardown.close()
+            raise
 
     def start(self) -> None:
         """Start the replicas."""
@@ -400,22 +414,10 @@ class Stack:
 
     def close(self) -> None:
         """Stop everything, whatever state the case left it in."""
-        for replica in self.cluster.members:
-            with contextlib.suppress(ProcessLookupError):
-                replica.signal(__import__("signal").SIGCONT)
         self.redis_proxy.heal()
-        if self.redis.process is None or self.redis.process.poll() is not None:
-            self.redis.start()
-        with contextlib.suppress(Exception):
-            self.postgres.start()  # a case may have left it stopped
-        self.cluster.close()
-        self.redis_proxy.close()
-        self.redis.stop()
-        self.postgres.remove()
         if self.tax_proxy is not None:
-            self.tax_proxy.close()
-        if self.tax_api is not None:
-            self.tax_api.stop()
+            self.tax_proxy.heal()
+        self._teardown.close()
 
     async def under_load(
         self,

@@ -142,8 +142,24 @@ async def test_a_lost_announcement_is_caught_by_polling(
     while (await b.read("PriceBook"))[1] == "hit":
         assert time.monotonic() - started < PURGE_BOUND_S
         await asyncio.sleep(0.01)
-    # Both replicas caught it by polling, and say so.
-    assert REGISTRY.get_sample_value("edge_cache_invalidations_caught_by_poll_total") == caught + 2
+    # Both replicas caught it by polling and, no announcement of it having come, say so.
+    started = time.monotonic()
+    while REGISTRY.get_sample_value("edge_cache_invalidations_caught_by_poll_total") != caught + 2:
+        assert time.monotonic() - started < 3.0
+        await asyncio.sleep(0.05)
+
+
+async def test_announced_invalidations_are_never_counted_as_lost(
+    tenants: list[Tenant],
+) -> None:
+    a, b = tenants
+    caught = REGISTRY.get_sample_value("edge_cache_invalidations_caught_by_poll_total") or 0
+    for price in range(200, 220):  # mutations on both replicas, polls running meanwhile
+        await (a if price % 2 else b).set_price(price)
+        await b.read("PriceBook")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.5)  # past the grace in which announcements are awaited
+    assert REGISTRY.get_sample_value("edge_cache_invalidations_caught_by_poll_total") == caught
 
 
 async def test_invalidations_still_reach_every_replica_after_redis_lost_its_counters(

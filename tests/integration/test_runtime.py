@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
 import logging
 import shutil
 import socket
@@ -36,6 +37,8 @@ from servers.app import Platform, StartupError
 from servers.catalog.service import SERVICE as CATALOG
 from servers.catalog.service import CatalogService
 from servers.config import Settings
+from servers.facade import DEFAULT_OPERATIONS_DIR as OPERATIONS
+from servers.facade.operations import operation_id
 from servers.registry import all_services
 from servers.runtime import PlatformServicer
 from tests.support.serving import IN_CI, Minter
@@ -133,6 +136,47 @@ async def test_draining_finishes_in_flight_calls_and_refuses_new_ones(
     assert response.entity.name == "svc-1"
     assert refused.value.code is grpc.StatusCode.UNAVAILABLE
     assert platform.state == "stopped"
+
+
+async def test_draining_never_fails_a_graphql_request_on_a_kept_alive_connection(
+    settings: Settings, minter: Minter
+) -> None:
+    """A request sent on a kept-alive HTTP connection after SIGTERM is answered or refused
+    a connection, never failed with UNAVAILABLE (its fields call this process's gRPC)."""
+    platform = Platform(settings)
+    await platform.start()
+    token = minter(["admin.write"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", platform.http_port)
+
+    async def read_access_requests(size: int) -> bytes:
+        body = json.dumps(
+            {"id": operation_id((OPERATIONS / "AccessRequests.graphql").read_text()),
+             "variables": {"pageSize": size}}
+        ).encode()  # fmt: skip
+        writer.write(
+            b"POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            + f"authorization: Bearer {token}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        return head + await reader.readexactly(length)
+
+    try:
+        assert b'"errors"' not in await read_access_requests(7)
+        stopping = asyncio.create_task(platform.stop(grace=5))
+        await asyncio.sleep(0.03)
+        try:
+            answer = await read_access_requests(8)  # a new page size: not in the cache
+        except (asyncio.IncompleteReadError, ConnectionError):
+            answer = b""  # the connection was closed: the client goes elsewhere
+        assert b"UNAVAILABLE" not in answer
+        assert answer == b"" or b'"errors"' not in answer
+        await stopping
+    finally:
+        writer.close()
+        if platform.state != "stopped":
+            await platform.stop(grace=0)
 
 
 async def test_a_taken_port_is_a_clear_start_up_error(settings: Settings) -> None:
@@ -237,7 +281,9 @@ async def _health(platform: Platform, service: str) -> int:
         return int(answer.status)
 
 
-async def test_health_follows_redis_down_and_back(settings: Settings, tmp_path: Path) -> None:
+async def test_redis_down_is_reported_but_keeps_the_replica_serving(
+    settings: Settings, tmp_path: Path
+) -> None:
     """A private Redis stopped and started again: readiness and gRPC health follow it."""
     if shutil.which("redis-server") is None:
         if IN_CI:
@@ -267,15 +313,19 @@ async def test_health_follows_redis_down_and_back(settings: Settings, tmp_path: 
         await server.wait()
         await platform.watch_readiness()
         ready, document = await platform.health_report()
-        assert not ready
+        # Reported, but still ready: every replica falls back without Redis, and pulling
+        # them all out of rotation would make its outage the platform's.
+        assert ready
         assert str(document["redis"]).startswith("unreachable")
-        assert await _health(platform, "") == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert await _health(platform, catalog_name) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert document["status"] == "degraded"
+        assert await _health(platform, "") == health_pb2.HealthCheckResponse.SERVING
+        assert await _health(platform, catalog_name) == health_pb2.HealthCheckResponse.SERVING
         server = await redis_server()
         await _until(lambda: _redis_answers(url))
         await platform.watch_readiness()
-        assert (await platform.health_report())[0]
-        assert await _health(platform, catalog_name) == health_pb2.HealthCheckResponse.SERVING
+        ready, document = await platform.health_report()
+        assert (ready, document["redis"]) == (True, "ok")
+        assert document["status"] != "degraded"
     finally:
         await platform.stop(grace=0)
         if server.returncode is None:

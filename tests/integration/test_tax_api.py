@@ -484,12 +484,73 @@ async def test_a_bad_body_is_a_400_that_names_what_is_wrong(
 ) -> None:
     calls = sandbox_api.provider.calls
     async with httpx.AsyncClient(base_url=sandbox_api.url) as client:
-        answer = await client.post("/v1/tax/calculate", content=body)
+        answer = await client.post("/v1/tax/calculate", content=body, headers=JSON)
     assert answer.status_code == 400
     refusal = answer.json()
     assert refusal["error"] == "invalid_request"
     assert named in refusal["message"]
     assert sandbox_api.provider.calls == calls
+
+
+JSON = {"content-type": "application/json"}
+
+
+async def test_too_large_a_body_too_many_lines_or_not_json_is_refused(
+    sandbox_api: SandboxApi,
+) -> None:
+    line = {"reference": "r", "amount": 1, "tax_code": ""}
+    request = {"jurisdiction": "GB", "customer_tax_id": "", "mode": "exclusive",
+               "currency": "GBP"}  # fmt: skip
+    async with httpx.AsyncClient(base_url=sandbox_api.url) as client:
+        huge = await client.post(
+            "/v1/tax/calculate", content=b"[" + b" " * (2 << 20) + b"]", headers=JSON
+        )
+        many = await client.post(
+            "/v1/tax/calculate", json={**request, "lines": [line] * 1001}, headers=JSON
+        )
+        long_name = await client.post(
+            "/v1/tax/calculate",
+            json={**request, "lines": [{**line, "reference": "r" * 201}]},
+            headers=JSON,
+        )
+        text = await client.post(
+            "/v1/tax/calculate",
+            content=json.dumps({**request, "lines": [line]}),
+            headers={"content-type": "text/plain"},
+        )
+    assert (huge.status_code, huge.json()["error"]) == (413, "invalid_request")
+    assert (many.status_code, long_name.status_code, text.status_code) == (400, 400, 415)
+
+
+async def test_an_answer_past_the_size_bound_is_unavailability() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b"x" * (2 << 20)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = HttpTaxProvider(f"http://127.0.0.1:{port}", timeout_s=5)
+    try:
+        with pytest.raises(TaxUnavailable, match="larger than"):
+            await provider.calculate(
+                [LineToTax("r", 100)],
+                jurisdiction="GB",
+                customer_tax_id="",
+                mode="exclusive",
+                currency="GBP",
+            )
+    finally:
+        await provider.aclose()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_health_answers_200(sandbox_api: SandboxApi) -> None:

@@ -98,18 +98,18 @@ class Replica:
         with self.log.open("a") as output:
             output.write(f"--- start {self.starts} at {time.time():.3f}\n")
             output.flush()
+            begin = output.tell()
             self.process = subprocess.Popen(
                 [str(BIN / "conductor"), "serve", "--grpc-port", str(self.grpc_port),
                  "--http-port", str(self.http_port), "--log-level", "info"],
                 env=self.env, stdout=output, stderr=output,
             )  # fmt: skip
-        begin = self.log.stat().st_size - 1 if self.log.exists() else 0
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"replica {self.name} exited:\n{self.tail()}")
             with self.log.open("rb") as text:
-                text.seek(max(begin, 0))
+                text.seek(begin)
                 if SERVING_LINE.search(text.read().decode(errors="replace")):
                     return time.perf_counter() - started
             time.sleep(0.05)
@@ -189,10 +189,14 @@ class Cluster:
             **self.settings,
         }
         self.env = shared
-        subprocess.run(
-            [str(BIN / "conductor"), "migrate", "--log-level", "warning"],
-            env=shared, check=True, capture_output=True,
-        )  # fmt: skip
+        try:
+            subprocess.run(
+                [str(BIN / "conductor"), "migrate", "--log-level", "warning"],
+                env=shared, check=True, capture_output=True,
+            )  # fmt: skip
+        except BaseException:
+            self._drop_schema()
+            raise
         for index in range(self.replicas):
             name = chr(ord("a") + index)
             self.members.append(
@@ -241,11 +245,14 @@ class Cluster:
                     replica.wait(20)
                 except subprocess.TimeoutExpired:
                     replica.kill()
+        self._drop_schema()
+
+    def _drop_schema(self) -> None:
         with (
             contextlib.suppress(psycopg.Error),
-            psycopg.connect(libpq(self.postgres_url), autocommit=True) as connection,
+            psycopg.connect(libpq(self.postgres_url), autocommit=True, connect_timeout=5) as db,
         ):
-            connection.execute(f'DROP SCHEMA "{self.schema}" CASCADE')
+            db.execute(f'DROP SCHEMA "{self.schema}" CASCADE')
 
 
 class PrivateRedis:
@@ -283,7 +290,10 @@ class PrivateRedis:
 
 
 def _postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+        key=lambda path: [int(part) for part in path.parts[-3].split(".") if part.isdigit()],
+    )
     if found:
         return found[-1].parent
     pg_ctl = shutil.which("pg_ctl")

@@ -128,7 +128,7 @@ class Ledger:
     """What the platform acknowledged, per tenant: the proof of nothing lost or doubled."""
 
     usage: Counter[str] = field(default_factory=Counter)
-    usage_events: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    usage_events: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
     unacknowledged: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
     uploads: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     uploads_failed: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
@@ -620,7 +620,7 @@ class Mix:
         if done is not None:
             del self.ledger.unacknowledged[tenant][event_id]
             self.ledger.usage[tenant] += quantity
-            self.ledger.usage_events[tenant].add(event_id)
+            self.ledger.usage_events[tenant][event_id] = quantity
 
     async def _invoice(self, tick: int) -> None:
         index = tick % len(self.tenants)
@@ -819,12 +819,15 @@ async def check(mix: Mix) -> Findings:
         chain = await operator.access.verify_audit_chain()
         if not chain.valid:
             findings.fail(f"{tenant}: the audit chain breaks: {chain}")
-        for document_id in mix.ledger.uploads[tenant]:
+        for document_id, digest in mix.ledger.uploads[tenant].items():
             try:
-                await operator.rag.get_document(document_id=document_id)
+                stored = (await operator.rag.get_document(document_id=document_id)).document
             except ConductorError as error:
                 findings.lost += 1
                 findings.fail(f"{tenant}: uploaded document {document_id}: {error}")
+                continue
+            if stored.sha256 != digest:
+                findings.fail(f"{tenant}: document {document_id} is not what was uploaded")
     return findings
 
 
@@ -842,6 +845,23 @@ async def _check_usage(mix: Mix, index: int, findings: Findings) -> None:
         findings.lost += max(0, expected - recorded)
         findings.duplicated += max(0, recorded - expected)
         findings.fail(f"{tenant}: usage {recorded} recorded, {expected} acknowledged")
+    # Each acknowledged event, sent again, must be one the platform already has: none was
+    # lost (and compensated by another counted twice).
+    slots = asyncio.Semaphore(16)
+
+    async def known(event_id: str, quantity: int) -> bool:
+        async with slots:
+            again = await operator.billing.record_usage(
+                event_id=event_id, meter=METER, quantity=quantity
+            )
+            return again.duplicate
+
+    events = mix.ledger.usage_events[tenant]
+    answers = await asyncio.gather(*(known(e, q) for e, q in events.items()))
+    missing = answers.count(False)
+    if missing:
+        findings.lost += missing
+        findings.fail(f"{tenant}: {missing} acknowledged usage events were not stored")
     day = datetime.now(UTC).date()
     for when in sorted({day - timedelta(days=1), day}):
         report = (await operator.billing.run_reconciliation(day=when.isoformat())).report
