@@ -133,8 +133,8 @@ async def test_postgresql_restarting_mid_load_fails_calls_cleanly(stack: Stack) 
     async def restart(stack: Stack, clock: Callable[[], float]) -> dict[str, Any]:
         upload = CutUpload(stack)
         await upload.start(replica=0)  # in flight when the database goes
+        stopped = clock()  # from the moment it is told to stop (it ends sessions at once)
         await asyncio.to_thread(stack.postgres.stop, "fast")
-        stopped = clock()
         await asyncio.sleep(2.0)
         await asyncio.to_thread(stack.postgres.start)
         back = clock()
