@@ -27,9 +27,15 @@ _QUIET = (
     ("httpx", logging.WARNING),
     ("httpcore", logging.WARNING),
 )
-#: Libraries that repeat one complaint while something stays down (a trace collector): each
-#: message is let through once per `THROTTLE_S`.
-_REPETITIVE = ("opentelemetry",)
+#: Loggers that repeat one complaint while something stays down (a trace collector, the tax
+#: API, Redis under the edge cache and the revocation fan-out): each message is let through
+#: once per `THROTTLE_S`, saying how many were held back.
+_REPETITIVE = (
+    "opentelemetry",
+    "servers.billing.tax",
+    "servers.edge.shared",
+    "servers.access.revocation",
+)
 THROTTLE_S = 60.0
 
 

@@ -73,3 +73,14 @@ def test_a_repeated_library_complaint_passes_once_a_minute_and_counts_the_rest()
     assert later.getMessage() == "Failed to export batch (and 2 more like it in the last 60s)"
     assert throttle.filter(record("servers.jobs", 5.0))
     assert throttle.filter(record("servers.jobs", 6.0))
+
+
+def test_the_platforms_own_outage_warnings_are_throttled_too() -> None:
+    """A tax API or a Redis that stays down says so once a minute, not per call."""
+    from servers.logs import _REPETITIVE  # noqa: PLC0415 - the configured list itself
+
+    throttle = Throttle(_REPETITIVE, interval_s=60)
+    for name in ("servers.billing.tax", "servers.edge.shared", "servers.access.revocation"):
+        assert throttle.filter(record(name, 0.0))
+        assert not throttle.filter(record(name, 1.0))
+    assert throttle.filter(record("servers.billing.invoices", 1.0))
