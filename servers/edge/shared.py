@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 POLL_S = 0.5
 #: An announcement not heard this long after the poll found its value was lost.
 ANNOUNCE_GRACE_S = 1.0
+#: How long heard announcements are remembered (for the poll's comparison).
+ANNOUNCED_KEPT_S = 30.0
 #: Longest an origin call may hold a key's fill lock; waiters give up after it.
 LOCK_MS = 10_000
 #: Seconds between looks for another replica's entry while it fills.
@@ -131,9 +133,9 @@ class RedisTier:
         self._redis = command_client(url)
         self._subscriber = subscriber_client(url)
         self._breaker = Breaker()
-        #: The highest value of each counter announced (or bumped here), and values the
-        #: poll found first, with when: the bookkeeping of lost announcements.
-        self._announced: dict[str, int] = {}
+        #: Values of counters announced (or bumped here) lately, and values the poll found
+        #: first, each with when: the bookkeeping of lost announcements.
+        self._announced: dict[tuple[str, int], float] = {}
         self._unheard: dict[tuple[str, int], float] = {}
         #: Counters bumped on this replica alone while Redis failed.
         self._unshared: set[str] = set()
@@ -249,39 +251,38 @@ class RedisTier:
 
     def _heard(self, name: str, value: int) -> None:
         """A counter's value came announced (or from this replica's own bump)."""
-        if value > self._announced.get(name, 0):
-            self._announced[name] = value
+        self._announced[name, value] = self._clock()
 
     async def poll(self) -> None:
         """Take every counter from the hash (at start, then every POLL_S).
 
-        A value the poll finds before its announcement is applied at once; if
-        no announcement of it (or of a later value) has come ANNOUNCE_GRACE_S
-        later, the announcement was lost, and that is counted and logged.
+        A value new to this replica that the poll finds before its announcement
+        is applied at once; if the announcement of that very value has not come
+        ANNOUNCE_GRACE_S later, it was lost (a later value announced does not
+        make up for it), and that is counted and logged.
         """
         counters = await self._redis.hgetall(self.generation_key)
         self._breaker.reset()
         now = self._clock()
         for raw, count in counters.items():
             name, value = (raw.decode() if isinstance(raw, bytes) else raw), int(count)
-            if not self._polled:
-                self._heard(name, value)  # what was there before this replica started
-            elif value > self._announced.get(name, 0):
+            if self._polled and value > self._generations.value(name):
                 self._unheard.setdefault((name, value), now)
             self._generations.observe(name, value)
         self._polled = True
         lost = [
             key
             for key, since in self._unheard.items()
-            if self._announced.get(key[0], 0) < key[1] and now - since >= ANNOUNCE_GRACE_S
+            if key not in self._announced and now - since >= ANNOUNCE_GRACE_S
         ]
         self._unheard = {
             key: since
             for key, since in self._unheard.items()
-            if key not in lost and self._announced.get(key[0], 0) < key[1]
+            if key not in lost and key not in self._announced
         }
-        for name, value in lost:
-            self._heard(name, value)
+        self._announced = {
+            key: at for key, at in self._announced.items() if now - at < ANNOUNCED_KEPT_S
+        }
         if lost:
             CAUGHT_BY_POLL.inc(len(lost))
             logger.info("edge cache: %d invalidation(s) never announced, caught", len(lost))
