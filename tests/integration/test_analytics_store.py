@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 
 import numpy as np
+import psycopg
 import pytest
 from intelgraph.analytics.v1 import analytics_service_pb2 as pb
+from sqlalchemy import event
 
 from core.errors import InvalidArgument
 from servers.analytics.graph import heavy_tailed
@@ -16,7 +18,7 @@ from servers.analytics.snapshots import build_snapshot
 from servers.analytics.store import GraphRevisionRow, results
 from servers.db import Database, utc_now
 from servers.db.migrate import upgrade
-from tests.support.serving import OTHER_TENANT, TENANT
+from tests.support.serving import OTHER_TENANT, TENANT, libpq_url
 
 
 async def _stream(batches: Iterable[pb.ImportGraphRequest]) -> AsyncIterator[pb.ImportGraphRequest]:
@@ -120,3 +122,42 @@ async def test_abandoned_staging_is_swept(database: Database) -> None:
     await fresh.stage(_graph(7, 5, 6, "f")[0])
     assert await sweep_abandoned(database, timedelta(hours=2)) == 5
     assert (await fresh.commit()).entities == 7
+
+
+@pytest.mark.postgres
+async def test_status_never_says_running_of_a_ready_revision(postgres_schema_url: str) -> None:
+    """A revision made ready between status's two statements is reported ready."""
+    database = Database(postgres_schema_url)
+    try:
+        await upgrade(database.engine)
+        now = utc_now()
+        async with database.tenant_session(TENANT) as session:
+            await results.request(session, 1, 10, now)
+            await results.request(session, 2, 10, now)
+        async with database.tenant_session(TENANT) as session:
+            (await results.materialization(session, 1)).state = results.State.READY  # type: ignore[union-attr]
+            (await results.materialization(session, 2)).state = results.State.RUNNING  # type: ignore[union-attr]
+        statements: list[str] = []
+
+        def finish_after_the_first(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+            if "graph_materializations" not in statement:
+                return
+            statements.append(statement)
+            if len(statements) == 1:  # another replica finishes revision 2 right now
+                with psycopg.connect(libpq_url(postgres_schema_url), autocommit=True) as other:
+                    other.execute(
+                        "UPDATE graph_materializations SET state = %s WHERE revision = 2",
+                        (results.State.READY,),
+                    )
+
+        event.listen(database.engine.sync_engine, "after_cursor_execute", finish_after_the_first)
+        async with database.tenant_session(TENANT, readonly=True) as session:
+            status = await results.status(session)
+        event.remove(database.engine.sync_engine, "after_cursor_execute", finish_after_the_first)
+    finally:
+        await database.dispose()
+    assert len(statements) >= 2
+    assert status.latest is not None
+    assert status.ready is not None
+    assert (status.latest.revision, status.latest.state) == (2, results.State.READY)
+    assert status.ready.revision == 2

@@ -146,8 +146,17 @@ async def status(session: AsyncSession) -> Status:
         ready = latest
     else:
         ready = (
-            await session.scalars(newest.where(MaterializationRow.state == State.READY))
+            await session.scalars(
+                newest.where(MaterializationRow.state == State.READY).execution_options(
+                    populate_existing=True
+                )
+            )
         ).first()
+        if ready is not None and ready.revision >= latest.revision:
+            # It became ready between the two statements (PostgreSQL's read committed
+            # gives each its own snapshot; the row is refreshed in place): one status,
+            # never "running" and ready at once.
+            latest = ready
     return Status(
         Materialization.of(latest) if latest else None,
         Materialization.of(ready) if ready else None,
