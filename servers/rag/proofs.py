@@ -47,8 +47,6 @@ alone (`inclusion_proof`, `verify_chunk_inclusion`).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -59,9 +57,9 @@ from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
 import rfc8785
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from core import dsse
 from core.times import rfc3339
 from interceptors import keys
 
@@ -508,17 +506,9 @@ def _check_schema(manifest: Any) -> None:
 # -- DSSE envelope ---------------------------------------------------------------------------
 
 
-def pae(payload_type: str, body: bytes) -> bytes:
-    """DSSE's pre-authentication encoding: the bytes actually signed.
-
-    Binding the payload type into the signature means a manifest's signature
-    can never be replayed as some other kind of signed document.
-
-    >>> pae("http://example.com/HelloWorld", b"hello world")
-    b'DSSEv1 29 http://example.com/HelloWorld 11 hello world'
-    """
-    kind = payload_type.encode()
-    return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(body), body)
+#: DSSE's pre-authentication encoding: the bytes actually signed (binding the payload
+#: type, so a manifest's signature can never be replayed as another kind of document).
+pae = dsse.pae
 
 
 def canonical_payload(manifest: Mapping[str, Any]) -> bytes:
@@ -547,19 +537,7 @@ def sign_envelope(
         _check_schema(manifest)
     except ManifestInvalid as error:
         raise ValueError(error.problem) from None
-    body = canonical_payload(manifest)
-    signature = key.sign(pae(PAYLOAD_TYPE, body))
-    return {
-        "payload": base64.b64encode(body).decode("ascii"),
-        "payloadType": PAYLOAD_TYPE,
-        "signatures": [{"keyid": keyid, "sig": base64.b64encode(signature).decode("ascii")}],
-    }
-
-
-def _decode_base64(value: str) -> bytes:
-    # DSSE verifiers must accept standard and URL-safe alphabets, padded or not.
-    standard = value.replace("-", "+").replace("_", "/")
-    return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+    return dsse.sign(canonical_payload(manifest), PAYLOAD_TYPE, key, keyid)
 
 
 #: The Ed25519 public keys of a JWKS, by kid (one reader of JWKS for the whole platform).
@@ -591,63 +569,6 @@ class VerifiedManifest:
     root: bytes
     document_checked: bool
     text_checked: bool
-
-
-def _envelope_parts(envelope: Any) -> tuple[bytes, str, list[tuple[str, bytes]]]:
-    if not isinstance(envelope, Mapping):
-        raise ManifestInvalid("envelope", "the envelope is not a JSON object")
-    payload, payload_type, signatures = (
-        envelope.get("payload"),
-        envelope.get("payloadType"),
-        envelope.get("signatures"),
-    )
-    if not isinstance(payload, str) or not isinstance(payload_type, str):
-        raise ManifestInvalid("envelope", "the envelope lacks a string payload or payloadType")
-    if not isinstance(signatures, list) or not signatures:
-        raise ManifestInvalid("envelope", "the envelope has no signatures")
-    decoded = []
-    for position, entry in enumerate(signatures):
-        if not isinstance(entry, Mapping):
-            raise ManifestInvalid("envelope", f"signature {position} is not a JSON object")
-        # DSSE: an unset keyid is the same as an empty one.
-        sig, keyid = entry.get("sig"), entry.get("keyid") or ""
-        if not isinstance(sig, str) or not isinstance(keyid, str):
-            raise ManifestInvalid("envelope", f"signature {position} lacks a string sig or keyid")
-        try:
-            decoded.append((keyid, _decode_base64(sig)))
-        except (binascii.Error, ValueError):
-            raise ManifestInvalid("envelope", f"signature {position} is not base64") from None
-    try:
-        body = _decode_base64(payload)
-    except (binascii.Error, ValueError):
-        raise ManifestInvalid("envelope", "the payload is not base64") from None
-    return body, payload_type, decoded
-
-
-def _verify_signatures(
-    body: bytes, signatures: list[tuple[str, bytes]], keys_by_id: Mapping[str, Ed25519PublicKey]
-) -> str:
-    message = pae(PAYLOAD_TYPE, body)
-    tried = False
-    for keyid, signature in signatures:
-        # The keyid only narrows which keys to try (DSSE); an absent one means all of them.
-        candidates = ([keyid] if keyid in keys_by_id else []) if keyid else list(keys_by_id)
-        for candidate in candidates:
-            tried = True
-            try:
-                keys_by_id[candidate].verify(signature, message)
-            except InvalidSignature:
-                continue
-            return candidate
-    if not tried:
-        named = sorted({keyid for keyid, _ in signatures if keyid})
-        raise ManifestInvalid(
-            "unknown_key",
-            f"signed by keys {named}, none of them given: pass the JWKS that holds them"
-            if named
-            else "no public keys were given: pass the JWKS of the signer",
-        )
-    raise ManifestInvalid("signature", "no signature verifies over the payload")
 
 
 def _parse_canonical(body: bytes) -> dict[str, Any]:
@@ -715,12 +636,12 @@ def verify_envelope(
     Raises:
         ManifestInvalid: The first check that failed, in `check` and `problem`.
     """
-    body, payload_type, signatures = _envelope_parts(envelope)
-    if payload_type != PAYLOAD_TYPE:
-        raise ManifestInvalid(
-            "payload_type", f"the payload type is {payload_type!r}, not {PAYLOAD_TYPE!r}"
-        )
-    keyid = _verify_signatures(body, signatures, keys_by_id)
+    try:
+        opened = dsse.open_envelope(envelope)
+        keyid = dsse.verify(opened, PAYLOAD_TYPE, keys_by_id)
+    except dsse.EnvelopeInvalid as error:
+        raise ManifestInvalid(error.check, error.problem) from None
+    body = opened.body
     manifest = _parse_canonical(body)
     _check_schema(manifest)
 
