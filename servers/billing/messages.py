@@ -21,6 +21,7 @@ from servers.billing.store import (
     PaymentRow,
     ReconciliationRow,
     RefundRow,
+    RolloutChangeRow,
     RolloutRow,
     SpendCapRow,
     UsageEventRow,
@@ -270,6 +271,20 @@ def rollout(row: RolloutRow) -> pb.TenantRollout:
         tenant_id=str(row.tenant),
         stage=STAGE_VALUES[row.stage],
         updated_at=to_timestamp(row.updated_at),
+    )
+
+
+def rollout_change(row: RolloutChangeRow) -> pb.RolloutChange:
+    """A RolloutChange message."""
+    return pb.RolloutChange(
+        id=str(row.id),
+        tenant_id=str(row.tenant),
+        from_stage=STAGE_VALUES.get(row.from_stage, pb.ROLLOUT_STAGE_UNSPECIFIED),
+        to_stage=STAGE_VALUES[row.to_stage],
+        changed_at=to_timestamp(row.changed_at),
+        changed_by=row.changed_by,
+        reason=row.reason,
+        backout=row.backout,
     )
 
 

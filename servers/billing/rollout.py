@@ -14,8 +14,9 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import ErrorReason, FailedPrecondition, InvalidArgument
+from core.pagination import Page
 from servers.billing import store
-from servers.billing.store import RolloutRow
+from servers.billing.store import RolloutChangeRow, RolloutRow
 from servers.db import Database
 
 #: The seed's limit: billing GA for at most eight production tenants.
@@ -54,7 +55,13 @@ async def rollout(session: AsyncSession) -> list[RolloutRow]:
 
 
 async def set_stage(
-    session: AsyncSession, tenant: uuid.UUID, stage: str, actor: str, now: datetime
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    stage: str,
+    actor: str,
+    now: datetime,
+    *,
+    reason: str = "",
 ) -> list[RolloutRow]:
     """Move one tenant to `stage` (pilot, ga or frozen).
 
@@ -70,14 +77,16 @@ async def set_stage(
             f"at most {MAX_GA_TENANTS} tenants may bill as GA",
             reason=ErrorReason.ERROR_REASON_ROLLOUT_GA_LIMIT,
         )
-    await store.put_stage(session, tenant, stage, actor, now)
+    await store.put_stage(session, tenant, stage, actor, now, reason=reason)
     return await rollout(session)
 
 
-async def back_out(session: AsyncSession, actor: str, now: datetime) -> list[RolloutRow]:
+async def back_out(
+    session: AsyncSession, actor: str, now: datetime, reason: str = ""
+) -> list[RolloutRow]:
     """Freeze every GA tenant: billing goes back to the pilots only."""
     await store.serialize_rollout(session)
-    await store.freeze_ga(session, actor, now)
+    await store.freeze_ga(session, actor, now, reason)
     return await rollout(session)
 
 
@@ -88,7 +97,13 @@ async def stages(database: Database) -> list[RolloutRow]:
 
 
 async def move(
-    database: Database, tenant: uuid.UUID, stage: str, actor: str, now: datetime
+    database: Database,
+    tenant: uuid.UUID,
+    stage: str,
+    actor: str,
+    now: datetime,
+    *,
+    reason: str = "",
 ) -> list[RolloutRow]:
     """Move one tenant to `stage` (one transaction); every enrolled tenant after.
 
@@ -97,10 +112,22 @@ async def move(
         FailedPrecondition: Promoting a ninth tenant to GA.
     """
     async with database.platform_session() as session:
-        return await set_stage(session, tenant, stage, actor, now)
+        return await set_stage(session, tenant, stage, actor, now, reason=reason)
 
 
-async def back_out_all(database: Database, actor: str, now: datetime) -> list[RolloutRow]:
+async def back_out_all(
+    database: Database, actor: str, now: datetime, reason: str = ""
+) -> list[RolloutRow]:
     """Freeze every GA tenant (one transaction); every enrolled tenant after."""
     async with database.platform_session() as session:
-        return await back_out(session, actor, now)
+        return await back_out(session, actor, now, reason)
+
+
+async def changes(
+    database: Database, tenant: uuid.UUID | None, page: Page
+) -> tuple[list[RolloutChangeRow], str]:
+    """A page of the rollout's history (of `tenant`, if given), newest first; the next token."""
+    async with database.platform_session(readonly=True) as session:
+        rows = await store.rollout_changes_page(session, tenant, page.after, page.size + 1)
+    token = page.next_token(rows, lambda row: (row.changed_at, row.id))
+    return rows[: page.size], token

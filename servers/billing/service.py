@@ -405,14 +405,32 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
         """Move a tenant between stages, or back out (freeze every GA tenant)."""
         actor, now = current_principal().subject, self.runtime.clock()
         if request.backout:
-            rows = await rollout.back_out_all(self.runtime.database, actor, now)
+            rows = await rollout.back_out_all(self.runtime.database, actor, now, request.reason)
         else:
             stage = messages.STAGES.get(request.stage)
             if stage is None:
                 raise InvalidArgument("stage must be pilot, GA or frozen", field="stage")
             tenant = uuid_field(request.tenant_id, "tenant_id")
-            rows = await rollout.move(self.runtime.database, tenant, stage, actor, now)
+            rows = await rollout.move(
+                self.runtime.database, tenant, stage, actor, now, reason=request.reason
+            )
         return pb.SetRolloutResponse(tenants=[messages.rollout(row) for row in rows])
+
+    async def ListRolloutChanges(
+        self,
+        request: pb.ListRolloutChangesRequest,
+        context: grpc.aio.ServicerContext[
+            pb.ListRolloutChangesRequest, pb.ListRolloutChangesResponse
+        ],
+    ) -> pb.ListRolloutChangesResponse:
+        """The rollout's history, newest first."""
+        tenant = uuid_field(request.tenant_id, "tenant_id") if request.tenant_id else None
+        page = Page.of(request, TIME_AND_ID, tenant=request.tenant_id)
+        rows, token = await rollout.changes(self.runtime.database, tenant, page)
+        return pb.ListRolloutChangesResponse(
+            changes=[messages.rollout_change(row) for row in rows],
+            page=PageResponse(next_page_token=token),
+        )
 
     async def ListBillingAlerts(
         self,

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 from intelgraph.billing.v1 import billing_service_pb2 as pb
 from intelgraph.common.v1.money_pb2 import Money
+from intelgraph.common.v1.pagination_pb2 import PageRequest
 from intelgraph.sdk import ConductorError, ErrorReason
 from sqlalchemy import func, select, text
 
@@ -743,6 +744,57 @@ async def test_the_rollout_holds_eight_ga_tenants_and_backs_out_in_one_call(
         await biller(
             "SetRollout", pb.SetRolloutRequest(tenant_id=tenant, stage=pb.ROLLOUT_STAGE_FROZEN)
         )
+
+
+async def test_every_rollout_change_is_kept_with_who_when_and_why(biller: Biller) -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    await biller(
+        "SetRollout",
+        pb.SetRolloutRequest(tenant_id=first, stage=pb.ROLLOUT_STAGE_PILOT, reason="pilot wave 1"),
+    )
+    await biller(
+        "SetRollout", pb.SetRolloutRequest(tenant_id=first, stage=pb.ROLLOUT_STAGE_GA, reason="ga")
+    )
+    await biller("SetRollout", pb.SetRolloutRequest(tenant_id=first, stage=pb.ROLLOUT_STAGE_GA))
+    await biller("SetRollout", pb.SetRolloutRequest(tenant_id=second, stage=pb.ROLLOUT_STAGE_GA))
+    await biller("SetRollout", pb.SetRolloutRequest(backout=True, reason="drift alert"))
+    mine = await biller("ListRolloutChanges", pb.ListRolloutChangesRequest(tenant_id=first))
+    steps = [(c.from_stage, c.to_stage, c.reason, c.backout) for c in reversed(mine.changes)]
+    assert steps == [  # the repeated GA is no change
+        (pb.ROLLOUT_STAGE_UNSPECIFIED, pb.ROLLOUT_STAGE_PILOT, "pilot wave 1", False),
+        (pb.ROLLOUT_STAGE_PILOT, pb.ROLLOUT_STAGE_GA, "ga", False),
+        (pb.ROLLOUT_STAGE_GA, pb.ROLLOUT_STAGE_FROZEN, "drift alert", True),
+    ]
+    assert all(change.changed_by and change.changed_at.seconds for change in mine.changes)
+    assert {change.tenant_id for change in mine.changes} == {first}
+    paged, token, pages = [], "", 0
+    while True:
+        page = await biller(
+            "ListRolloutChanges",
+            pb.ListRolloutChangesRequest(page=PageRequest(page_size=2, page_token=token)),
+        )
+        paged += page.changes
+        pages += 1
+        token = page.page.next_page_token
+        if not token:
+            break
+    ids = [change.id for change in paged]
+    assert len(ids) == len(set(ids)) >= 5
+    assert pages >= 3
+    times = [change.changed_at.ToDatetime() for change in paged]
+    assert times == sorted(times, reverse=True)
+    backout = [c for c in paged if c.backout and c.tenant_id == second]
+    assert len(backout) == 1
+    tenant_only = await biller.refused(
+        "ListRolloutChanges",
+        pb.ListRolloutChangesRequest(),
+        scopes=["billing.read", "billing.write", "admin.write"],
+    )
+    assert tenant_only.code is grpc.StatusCode.PERMISSION_DENIED
+    bad = await biller.refused(
+        "ListRolloutChanges", pb.ListRolloutChangesRequest(tenant_id="not-a-uuid")
+    )
+    assert bad.code is grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_tenants_never_see_each_others_documents(biller: Biller) -> None:

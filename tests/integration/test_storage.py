@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import ForeignKey, String, delete, func, insert, inspect, select, update
+from sqlalchemy import ForeignKey, String, delete, func, insert, inspect, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from servers.db import ALL_TENANTS, Base, Database, TenantScoped, TenantScopeError, copy_rows
@@ -79,6 +79,39 @@ async def test_migrations_go_up_and_down(database: Database) -> None:
     async with database.engine.connect() as connection:
         tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
     assert "job_leases" not in tables
+
+
+async def test_the_rollout_history_begins_with_each_enrolled_tenants_stage(
+    database: Database,
+) -> None:
+    await upgrade(database.engine, "0012")
+    tenant, at = uuid.uuid4(), datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO billing_rollout (tenant, stage, updated_at, updated_by)"
+                " VALUES (:tenant, 'ga', :at, 'ops@example.com')"
+            ),
+            {
+                "tenant": tenant.hex if database.engine.dialect.name == "sqlite" else tenant,
+                "at": at,
+            },
+        )
+    await upgrade(database.engine)
+    async with database.engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text(
+                    "SELECT from_stage, to_stage, changed_at, changed_by FROM billing_rollout_changes"
+                )
+            )
+        ).all()
+    assert len(rows) == 1
+    assert (rows[0].from_stage, rows[0].to_stage, rows[0].changed_by) == (
+        "",
+        "ga",
+        "ops@example.com",
+    )
 
 
 async def test_serving_refuses_a_schema_behind_head_unless_it_may_migrate(

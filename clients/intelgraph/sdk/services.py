@@ -791,6 +791,11 @@ class BillingClient:
             request_serializer=billing_billing_service_pb2.SetRolloutRequest.SerializeToString,
             response_deserializer=billing_billing_service_pb2.SetRolloutResponse.FromString,
         )
+        self._list_rollout_changes = channel.unary_unary(
+            "/intelgraph.billing.v1.BillingService/ListRolloutChanges",
+            request_serializer=billing_billing_service_pb2.ListRolloutChangesRequest.SerializeToString,
+            response_deserializer=billing_billing_service_pb2.ListRolloutChangesResponse.FromString,
+        )
         self._record_payment = channel.unary_unary(
             "/intelgraph.billing.v1.BillingService/RecordPayment",
             request_serializer=billing_billing_service_pb2.RecordPaymentRequest.SerializeToString,
@@ -1183,6 +1188,7 @@ class BillingClient:
         tenant_id: str | None = None,
         stage: billing_billing_service_pb2.RolloutStage.ValueType | None = None,
         backout: bool | None = None,
+        reason: str | None = None,
         timeout: float | None = None,
     ) -> billing_billing_service_pb2.SetRolloutResponse:
         """Moves a tenant between rollout stages, or backs out in one call.
@@ -1193,9 +1199,52 @@ class BillingClient:
         message = build(
             billing_billing_service_pb2.SetRolloutRequest,
             request,
-            {"tenant_id": tenant_id, "stage": stage, "backout": backout},
+            {"tenant_id": tenant_id, "stage": stage, "backout": backout, "reason": reason},
         )
         return self._set_rollout(message, timeout=30.0 if timeout is None else timeout)
+
+    def list_rollout_changes(
+        self,
+        request: billing_billing_service_pb2.ListRolloutChangesRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        tenant_id: str | None = None,
+        timeout: float | None = None,
+    ) -> billing_billing_service_pb2.ListRolloutChangesResponse:
+        """Calls ListRolloutChanges.
+
+        Lists every rollout change, newest first: which tenant moved from which stage to which,
+        when, by whom and why (backouts included, one change per tenant frozen).
+
+        Permission: `platform.admin` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            billing_billing_service_pb2.ListRolloutChangesRequest,
+            request,
+            {"page": page, "tenant_id": tenant_id},
+        )
+        return self._list_rollout_changes(message, timeout=10.0 if timeout is None else timeout)
+
+    def iter_rollout_changes(
+        self,
+        request: billing_billing_service_pb2.ListRolloutChangesRequest | None = None,
+        /,
+        *,
+        tenant_id: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[billing_billing_service_pb2.RolloutChange]:
+        """Every item of ListRolloutChanges, page after page; each page is one call.
+
+        Permission: `platform.admin` (ABAC).
+        """
+        message = build(
+            billing_billing_service_pb2.ListRolloutChangesRequest, request, {"tenant_id": tenant_id}
+        )
+        for page in pages(self.list_rollout_changes, message, page_size, timeout):
+            yield from page.changes
 
     def record_payment(
         self,
@@ -3519,6 +3568,11 @@ class AsyncBillingClient:
             request_serializer=billing_billing_service_pb2.SetRolloutRequest.SerializeToString,
             response_deserializer=billing_billing_service_pb2.SetRolloutResponse.FromString,
         )
+        self._list_rollout_changes = channel.unary_unary(
+            "/intelgraph.billing.v1.BillingService/ListRolloutChanges",
+            request_serializer=billing_billing_service_pb2.ListRolloutChangesRequest.SerializeToString,
+            response_deserializer=billing_billing_service_pb2.ListRolloutChangesResponse.FromString,
+        )
         self._record_payment = channel.unary_unary(
             "/intelgraph.billing.v1.BillingService/RecordPayment",
             request_serializer=billing_billing_service_pb2.RecordPaymentRequest.SerializeToString,
@@ -3916,6 +3970,7 @@ class AsyncBillingClient:
         tenant_id: str | None = None,
         stage: billing_billing_service_pb2.RolloutStage.ValueType | None = None,
         backout: bool | None = None,
+        reason: str | None = None,
         timeout: float | None = None,
     ) -> billing_billing_service_pb2.SetRolloutResponse:
         """Moves a tenant between rollout stages, or backs out in one call.
@@ -3926,9 +3981,55 @@ class AsyncBillingClient:
         message = build(
             billing_billing_service_pb2.SetRolloutRequest,
             request,
-            {"tenant_id": tenant_id, "stage": stage, "backout": backout},
+            {"tenant_id": tenant_id, "stage": stage, "backout": backout, "reason": reason},
         )
         return await self._set_rollout(message, timeout=30.0 if timeout is None else timeout)
+
+    async def list_rollout_changes(
+        self,
+        request: billing_billing_service_pb2.ListRolloutChangesRequest | None = None,
+        /,
+        *,
+        page: common_pagination_pb2.PageRequest | None = None,
+        tenant_id: str | None = None,
+        timeout: float | None = None,
+    ) -> billing_billing_service_pb2.ListRolloutChangesResponse:
+        """Calls ListRolloutChanges.
+
+        Lists every rollout change, newest first: which tenant moved from which stage to which,
+        when, by whom and why (backouts included, one change per tenant frozen).
+
+        Permission: `platform.admin` (ABAC).
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(
+            billing_billing_service_pb2.ListRolloutChangesRequest,
+            request,
+            {"page": page, "tenant_id": tenant_id},
+        )
+        return await self._list_rollout_changes(
+            message, timeout=10.0 if timeout is None else timeout
+        )
+
+    async def iter_rollout_changes(
+        self,
+        request: billing_billing_service_pb2.ListRolloutChangesRequest | None = None,
+        /,
+        *,
+        tenant_id: str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[billing_billing_service_pb2.RolloutChange]:
+        """Every item of ListRolloutChanges, page after page; each page is one call.
+
+        Permission: `platform.admin` (ABAC).
+        """
+        message = build(
+            billing_billing_service_pb2.ListRolloutChangesRequest, request, {"tenant_id": tenant_id}
+        )
+        async for page in async_pages(self.list_rollout_changes, message, page_size, timeout):
+            for item in page.changes:
+                yield item
 
     async def record_payment(
         self,
@@ -5593,6 +5694,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "/intelgraph.billing.v1.BillingService/SetSpendCap": ("billing", "set_spend_cap"),
     "/intelgraph.billing.v1.BillingService/GetRollout": ("billing", "get_rollout"),
     "/intelgraph.billing.v1.BillingService/SetRollout": ("billing", "set_rollout"),
+    "/intelgraph.billing.v1.BillingService/ListRolloutChanges": ("billing", "list_rollout_changes"),
     "/intelgraph.billing.v1.BillingService/RecordPayment": ("billing", "record_payment"),
     "/intelgraph.billing.v1.BillingService/ListCreditNotes": ("billing", "list_credit_notes"),
     "/intelgraph.billing.v1.BillingService/GetBillingProfile": ("billing", "get_billing_profile"),
@@ -5675,6 +5777,7 @@ RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (
     ("intelgraph.billing.v1.BillingService", "GetReconciliationReport"),
     ("intelgraph.billing.v1.BillingService", "SetSpendCap"),
     ("intelgraph.billing.v1.BillingService", "GetRollout"),
+    ("intelgraph.billing.v1.BillingService", "ListRolloutChanges"),
     ("intelgraph.billing.v1.BillingService", "RecordPayment"),
     ("intelgraph.billing.v1.BillingService", "ListCreditNotes"),
     ("intelgraph.billing.v1.BillingService", "GetBillingProfile"),

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import ScalarSelect
 
-from servers.billing.store.tables import RolloutRow
+from servers.billing.store.tables import RolloutChangeRow, RolloutRow
+from servers.db import after_position
 
 #: PostgreSQL advisory lock key serializing rollout changes (the GA count).
 _ROLLOUT_LOCK = 0x6269_6C6C  # "bill"
@@ -53,21 +55,66 @@ async def count_other_ga(session: AsyncSession, tenant: uuid.UUID) -> int:
 
 
 async def put_stage(
-    session: AsyncSession, tenant: uuid.UUID, stage: str, actor: str, now: datetime
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    stage: str,
+    actor: str,
+    now: datetime,
+    *,
+    reason: str = "",
 ) -> None:
-    """Write the tenant's stage (enrolling it if needed)."""
+    """Write the tenant's stage (enrolling it if needed), and its change to the history."""
     row = await session.get(RolloutRow, tenant)
+    before = row.stage if row is not None else ""
     if row is None:
         session.add(RolloutRow(tenant=tenant, stage=stage, updated_at=now, updated_by=actor))
     else:
         row.stage, row.updated_at, row.updated_by = stage, now, actor
+    if before != stage:
+        session.add(
+            RolloutChangeRow(
+                tenant=tenant,
+                from_stage=before,
+                to_stage=stage,
+                changed_at=now,
+                changed_by=actor,
+                reason=reason,
+            )
+        )
     await session.flush()
 
 
-async def freeze_ga(session: AsyncSession, actor: str, now: datetime) -> None:
-    """Freeze every GA tenant."""
-    await session.execute(
-        update(RolloutRow)
-        .where(RolloutRow.stage == "ga")
-        .values(stage="frozen", updated_at=now, updated_by=actor)
+async def freeze_ga(session: AsyncSession, actor: str, now: datetime, reason: str = "") -> None:
+    """Freeze every GA tenant, one backout change in the history for each."""
+    frozen = (
+        await session.execute(
+            update(RolloutRow)
+            .where(RolloutRow.stage == "ga")
+            .values(stage="frozen", updated_at=now, updated_by=actor)
+            .returning(RolloutRow.tenant)
+        )
+    ).scalars()
+    session.add_all(
+        RolloutChangeRow(
+            tenant=tenant,
+            from_stage="ga",
+            to_stage="frozen",
+            changed_at=now,
+            changed_by=actor,
+            reason=reason,
+            backout=True,
+        )
+        for tenant in sorted(frozen)
     )
+    await session.flush()
+
+
+async def rollout_changes_page(
+    session: AsyncSession, tenant: uuid.UUID | None, after: tuple[Any, ...] | None, limit: int
+) -> list[RolloutChangeRow]:
+    """Up to `limit` rollout changes (of `tenant`, if given), newest first, after a keyset."""
+    query = select(RolloutChangeRow)
+    if tenant is not None:
+        query = query.where(RolloutChangeRow.tenant == tenant)
+    query = after_position(query, (RolloutChangeRow.changed_at, RolloutChangeRow.id), after, limit)
+    return list((await session.execute(query)).scalars())

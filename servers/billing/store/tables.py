@@ -363,6 +363,22 @@ class RolloutRow(Base):
     updated_by: Mapped[str] = mapped_column(Text, default="")
 
 
+class RolloutChangeRow(Base):
+    """One change of one tenant's rollout stage: the rollout's history (a platform table)."""
+
+    __tablename__ = "billing_rollout_changes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    tenant: Mapped[uuid.UUID] = mapped_column(index=True)
+    #: "" when the change enrolled the tenant.
+    from_stage: Mapped[str] = mapped_column(String(8))
+    to_stage: Mapped[str] = mapped_column(String(8))
+    changed_at: Mapped[datetime] = mapped_column(index=True)
+    changed_by: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    backout: Mapped[bool] = mapped_column(default=False)
+
+
 class SigningKeyRow(Base):
     """Every public key that ever signed a billing document (documents outlive key rotation)."""
 

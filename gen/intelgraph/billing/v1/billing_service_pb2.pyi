@@ -929,6 +929,52 @@ class TenantRollout(_message.Message):
 Global___TenantRollout: _TypeAlias = TenantRollout  # noqa: Y015
 
 @_typing.final
+class RolloutChange(_message.Message):
+    """One change of one tenant's rollout stage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    FROM_STAGE_FIELD_NUMBER: _builtins.int
+    TO_STAGE_FIELD_NUMBER: _builtins.int
+    CHANGED_AT_FIELD_NUMBER: _builtins.int
+    CHANGED_BY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BACKOUT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    tenant_id: _builtins.str
+    from_stage: Global___RolloutStage.ValueType
+    """UNSPECIFIED when the change enrolled the tenant."""
+    to_stage: Global___RolloutStage.ValueType
+    changed_by: _builtins.str
+    """The subject of the token that made the change."""
+    reason: _builtins.str
+    backout: _builtins.bool
+    """The change was part of a backout (every GA tenant frozen at once)."""
+    @_builtins.property
+    def changed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        from_stage: Global___RolloutStage.ValueType = ...,
+        to_stage: Global___RolloutStage.ValueType = ...,
+        changed_at: _timestamp_pb2.Timestamp | None = ...,
+        changed_by: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        backout: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backout", b"backout", "changed_at", b"changed_at", "changed_by", b"changed_by", "from_stage", b"from_stage", "id", b"id", "reason", b"reason", "tenant_id", b"tenant_id", "to_stage", b"to_stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutChange: _TypeAlias = RolloutChange  # noqa: Y015
+
+@_typing.final
 class BillingAlert(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1591,22 +1637,26 @@ class SetRolloutRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     STAGE_FIELD_NUMBER: _builtins.int
     BACKOUT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     stage: Global___RolloutStage.ValueType
     backout: _builtins.bool
     """Backout: freeze billing to pilot tenants (every GA tenant is frozen);
     tenant_id and stage are then ignored.
     """
+    reason: _builtins.str
+    """Why, kept in the rollout history."""
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         stage: Global___RolloutStage.ValueType = ...,
         backout: _builtins.bool = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backout", b"backout", "stage", b"stage", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backout", b"backout", "reason", b"reason", "stage", b"stage", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1631,6 +1681,54 @@ class SetRolloutResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetRolloutResponse: _TypeAlias = SetRolloutResponse  # noqa: Y015
+
+@_typing.final
+class ListRolloutChangesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """Only this tenant's changes (all tenants' when empty)."""
+    @_builtins.property
+    def page(self) -> _pagination_pb2.PageRequest: ...
+    def __init__(
+        self,
+        *,
+        page: _pagination_pb2.PageRequest | None = ...,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRolloutChangesRequest: _TypeAlias = ListRolloutChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListRolloutChangesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RolloutChange]: ...
+    @_builtins.property
+    def page(self) -> _pagination_pb2.PageResponse: ...
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___RolloutChange] | None = ...,
+        page: _pagination_pb2.PageResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "page", b"page"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRolloutChangesResponse: _TypeAlias = ListRolloutChangesResponse  # noqa: Y015
 
 @_typing.final
 class RecordPaymentRequest(_message.Message):

@@ -108,6 +108,11 @@ class BillingServiceStub:
                 request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutResponse.FromString,
                 _registered_method=True)
+        self.ListRolloutChanges = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/ListRolloutChanges',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesResponse.FromString,
+                _registered_method=True)
         self.RecordPayment = channel.unary_unary(
                 '/intelgraph.billing.v1.BillingService/RecordPayment',
                 request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.RecordPaymentRequest.SerializeToString,
@@ -270,6 +275,14 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRolloutChanges(self, request, context):
+        """Lists every rollout change, newest first: which tenant moved from which stage to
+        which, when, by whom and why (backouts included, one change per tenant frozen).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordPayment(self, request, context):
         """Records a payment received against a finalized invoice.
         """
@@ -420,6 +433,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.SetRollout,
                     request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutRequest.FromString,
                     response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutResponse.SerializeToString,
+            ),
+            'ListRolloutChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRolloutChanges,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesResponse.SerializeToString,
             ),
             'RecordPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordPayment,
@@ -859,6 +877,33 @@ class BillingService:
             '/intelgraph.billing.v1.BillingService/SetRollout',
             intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutRequest.SerializeToString,
             intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.SetRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRolloutChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/ListRolloutChanges',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,10 @@ class BillingServiceStub:
     """Reads which tenants are pilot, GA or frozen."""
     SetRollout: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.SetRolloutRequest, _billing_service_pb2.SetRolloutResponse]
     """Moves a tenant between rollout stages, or backs out in one call."""
+    ListRolloutChanges: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListRolloutChangesRequest, _billing_service_pb2.ListRolloutChangesResponse]
+    """Lists every rollout change, newest first: which tenant moved from which stage to
+    which, when, by whom and why (backouts included, one change per tenant frozen).
+    """
     RecordPayment: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.RecordPaymentRequest, _billing_service_pb2.RecordPaymentResponse]
     """Records a payment received against a finalized invoice."""
     ListCreditNotes: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListCreditNotesRequest, _billing_service_pb2.ListCreditNotesResponse]
@@ -127,6 +131,10 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Reads which tenants are pilot, GA or frozen."""
     SetRollout: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.SetRolloutRequest, _billing_service_pb2.SetRolloutResponse]  # type: ignore[assignment]
     """Moves a tenant between rollout stages, or backs out in one call."""
+    ListRolloutChanges: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListRolloutChangesRequest, _billing_service_pb2.ListRolloutChangesResponse]  # type: ignore[assignment]
+    """Lists every rollout change, newest first: which tenant moved from which stage to
+    which, when, by whom and why (backouts included, one change per tenant frozen).
+    """
     RecordPayment: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.RecordPaymentRequest, _billing_service_pb2.RecordPaymentResponse]  # type: ignore[assignment]
     """Records a payment received against a finalized invoice."""
     ListCreditNotes: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListCreditNotesRequest, _billing_service_pb2.ListCreditNotesResponse]  # type: ignore[assignment]
@@ -270,6 +278,16 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_service_pb2.SetRolloutResponse, _abc.Awaitable[_billing_service_pb2.SetRolloutResponse]]:
         """Moves a tenant between rollout stages, or backs out in one call."""
+
+    @_abc_1.abstractmethod
+    def ListRolloutChanges(
+        self,
+        request: _billing_service_pb2.ListRolloutChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ListRolloutChangesResponse, _abc.Awaitable[_billing_service_pb2.ListRolloutChangesResponse]]:
+        """Lists every rollout change, newest first: which tenant moved from which stage to
+        which, when, by whom and why (backouts included, one change per tenant frozen).
+        """
 
     @_abc_1.abstractmethod
     def RecordPayment(
