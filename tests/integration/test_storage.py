@@ -102,7 +102,7 @@ async def test_the_rollout_history_begins_with_each_enrolled_tenants_stage(
         rows = (
             await connection.execute(
                 text(
-                    "SELECT from_stage, to_stage, changed_at, changed_by FROM billing_rollout_changes"
+                    "SELECT from_stage, to_stage, changed_by FROM billing_rollout_changes"
                 )
             )
         ).all()
