@@ -101,9 +101,7 @@ async def test_the_rollout_history_begins_with_each_enrolled_tenants_stage(
     async with database.engine.connect() as connection:
         rows = (
             await connection.execute(
-                text(
-                    "SELECT from_stage, to_stage, changed_by FROM billing_rollout_changes"
-                )
+                text("SELECT from_stage, to_stage, changed_by FROM billing_rollout_changes")
             )
         ).all()
     assert len(rows) == 1
