@@ -250,6 +250,11 @@ class Settings(BaseSettings):
         description="Directory of the keys Rag proof manifests are signed with; "
         "default: var_dir/rag-keys (created on first use). Replicas must share it.",
     )
+    evidence_keys_dir: Path | None = Field(
+        None,
+        description="Directory of the keys evidence bundles are signed with (Ed25519); "
+        "default: var_dir/evidence-keys (created on first use).",
+    )
     rag_max_document_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1,
@@ -439,6 +444,11 @@ class Settings(BaseSettings):
     def manifest_keys_dir(self) -> Path:
         """Where the Rag manifest signing keys live."""
         return self.rag_keys_dir or self.var_dir / "rag-keys"
+
+    @property
+    def bundle_keys_dir(self) -> Path:
+        """Where the evidence bundle signing keys live."""
+        return self.evidence_keys_dir or self.var_dir / "evidence-keys"
 
     @property
     def signing_keys_dir(self) -> Path:

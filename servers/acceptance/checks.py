@@ -88,6 +88,9 @@ class Context:
         quick: Smaller samples (CI); the thresholds are the same.
         demo_tenant: The tenant `conductor demo seed` filled, if the lane may use it.
         checks: The checks recorded so far.
+        showcase: Console page → the tenant whose data it should show (the evidence
+            bundle's screenshots): a lane names the tenant it filled, e.g.
+            `context.showcase["documents"] = tenant`. Shared by the lanes of a run.
     """
 
     lane: str
@@ -98,6 +101,7 @@ class Context:
     quick: bool = False
     demo_tenant: uuid.UUID | None = None
     checks: list[Check] = field(default_factory=list)
+    showcase: dict[str, uuid.UUID] = field(default_factory=dict)
 
     def tenant(self) -> uuid.UUID:
         """A new tenant for this run (nothing of it exists yet)."""

@@ -89,12 +89,15 @@ async def run_lanes(
     *,
     quick: bool = False,
     demo_tenant: uuid.UUID | None = None,
+    showcase: dict[str, uuid.UUID] | None = None,
 ) -> list[Check]:
     """Run each lane's checks; write every check to `out/results.json`, raw results below.
 
     A lane that fails unexpectedly (an exception) is one failed check naming the
-    error; the other lanes still run.
+    error; the other lanes still run. `showcase`, if given, collects the tenants
+    the lanes name for the console's pages (see `Context.showcase`).
     """
+    shown = {} if showcase is None else showcase
     checks: list[Check] = []
     timings: dict[str, float] = {}
     for lane in lanes:
@@ -107,6 +110,7 @@ async def run_lanes(
             raw_dir=out / "raw" / lane,
             quick=quick,
             demo_tenant=demo_tenant,
+            showcase=shown,
         )
         started = time.perf_counter()
         try:

@@ -8,12 +8,14 @@ Usage::
   conductor token mint --tenant UUID --scopes a,b [--ttl 15m] [--sub NAME]
   conductor scopes [--json]
   conductor audit export --tenant UUID [--out FILE]
-  conductor demo seed --tenant UUID [--nodes 250000] [--edges 1200000] [--seed 7]
+  conductor demo seed [--tenant UUID] [--nodes 250000] [--edges 1200000] [--seed 7]
   conductor billing verify FILE [--jwks FILE] | billing jwks
   conductor billing tax-sandbox [--host 127.0.0.1] [--port 8089]
   conductor rag verify MANIFEST [--document FILE] [--text FILE] [--jwks FILE] | rag jwks
   conductor backup --out FILE | conductor restore FILE [--force]
   conductor switch list | set NAME VALUE --reason WHY | history [NAME]
+  conductor acceptance [--lane L] [--target ADDR] [--quick] [--out DIR]
+  conductor evidence build [--target ADDR] --out DIR | verify DIR [--jwks FILE] | jwks
   conductor completion bash|zsh|fish
 
 `conductor COMMAND --help` shows each flag with its default and its CONDUCTOR_* variable.

@@ -16,6 +16,7 @@ from importlib.metadata import version
 import click
 
 from servers.cli.credentials import keys, scopes, token
+from servers.cli.evidence import acceptance, evidence
 from servers.cli.records import audit, backup_store, billing, demo, rag, restore_store
 from servers.cli.serving import migrate, serve
 from servers.cli.switches import switch
@@ -64,6 +65,8 @@ for command in (
     backup_store,
     restore_store,
     switch,
+    acceptance,
+    evidence,
 ):
     cli.add_command(command)
 

@@ -69,8 +69,18 @@ def demo() -> None:
     """Sample data to try the platform with."""
 
 
+#: The tenant `demo seed` fills unless told otherwise (and `acceptance` looks in).
+DEMO_TENANT = uuid.UUID("00000000-0000-4000-8000-00000000de30")
+
+
 @demo.command()
-@click.option("--tenant", required=True, type=click.UUID, help="The tenant's UUID.")
+@click.option(
+    "--tenant",
+    type=click.UUID,
+    default=str(DEMO_TENANT),
+    show_default=True,
+    help="The tenant's UUID (`conductor acceptance` uses this one's graph by default).",
+)
 @click.option(
     "--nodes",
     type=click.IntRange(1, 10_000_000),

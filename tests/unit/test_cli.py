@@ -97,7 +97,10 @@ BAD_VALUES = [
     (["demo", "seed", "--tenant", TENANT, "--nodes", "-5"], "'--nodes'"),
     (["demo", "seed", "--tenant", "not-a-uuid"], "'--tenant'"),
     (["demo", "seed", "--tenant", TENANT, "--edges", "many"], "'--edges'"),
-    (["demo", "seed"], "'--tenant'"),
+    (["demo", "seed", "--nodes", "0"], "'--nodes'"),
+    (["acceptance", "--lane", "nope"], "'--lane'"),
+    (["evidence", "verify", "no-such-dir"], "'BUNDLE'"),
+    (["evidence", "build"], "'--out'"),
     (
         ["token", "mint", "--tenant", TENANT, "--scopes", "catalog.raed"],
         "did you mean catalog.read",
