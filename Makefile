@@ -133,6 +133,20 @@ chaos: install ## Every chaos case under the load mix for CHAOS_SECONDS each; ta
 	CONDUCTOR_CHAOS_SECONDS=$(CHAOS_SECONDS) $(PY) -m pytest tests/chaos -v $(PYTEST_ARGS)
 CHAOS_SECONDS ?= 40
 
+.PHONY: evidence
+evidence: install ## Run every acceptance pack on an ephemeral deployment; a signed evidence bundle in test-artifacts/evidence/, verified
+	rm -rf $(EVIDENCE_DIR) && mkdir -p $(dir $(EVIDENCE_DIR))
+	status=0; $(VENV)/bin/conductor evidence build --out $(EVIDENCE_DIR) $(EVIDENCE_FLAGS) || status=$$?; \
+	  $(VENV)/bin/conductor evidence jwks > $(EVIDENCE_DIR).jwks.json \
+	  && $(VENV)/bin/conductor evidence verify $(EVIDENCE_DIR) --jwks $(EVIDENCE_DIR).jwks.json \
+	  && exit $$status
+
+.PHONY: evidence-quick
+evidence-quick: EVIDENCE_FLAGS := --quick
+evidence-quick: evidence ## The same with the packs' quick samples (CI)
+EVIDENCE_DIR ?= test-artifacts/evidence/bundle
+EVIDENCE_FLAGS ?=
+
 .PHONY: clean
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -277,6 +277,10 @@ def main() -> None:
                 file=sys.stderr,
             )
     print(json.dumps(result))
+    # Kept for the evidence bundle (`conductor evidence build` includes it).
+    artifacts = Path(os.environ.get("CONDUCTOR_TEST_ARTIFACTS", "test-artifacts")) / "load"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "load.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     sys.exit(0 if result["slo_ok"] else 1)
 
 

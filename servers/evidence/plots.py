@@ -18,6 +18,7 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 #: The analytics packs' latency SLO (p95), in milliseconds.
 ANALYTICS_P95_MS = 450.0
@@ -93,6 +94,7 @@ def burn_rate_chart(latencies: Mapping[str, Sequence[float]], axes: Axes) -> Non
     axes.axhline(1.0, color="tab:orange", linestyle="--", label="1x (budget pace)")
     axes.axhline(14.4, color="tab:red", linestyle=":", label="14.4x (page)")
     axes.set_ylim(bottom=0, top=max(16.0, *rates) if rates else 16.0)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel(f"window of {BURN_WINDOW} requests")
     axes.set_ylabel("burn rate")
     axes.set_title("Analytics latency SLO burn rate")
