@@ -38,7 +38,7 @@ PAGES: Mapping[str, tuple[str, str, tuple[str, ...]]] = {
     "catalog": ("catalog", "/console/catalog", ("catalog.read",)),
     "scenarios": ("catalog", "/console/catalog/scenarios", ("catalog.read",)),
     "documents": ("documents", "/console/documents", ("rag.read",)),
-    "approvals": ("approvals", "/console/approvals", ("admin.write", "access.review")),
+    "approvals": ("approvals", "/console/approvals", ("admin.write",)),
 }
 #: Where Debian's headless Chromium is, unless CONDUCTOR_CHROMIUM says otherwise.
 CHROMIUM_NAMES = ("chromium-headless-shell", "chromium")
