@@ -29,7 +29,7 @@ from servers.billing import (
     usage,
 )
 from servers.billing.credit_notes import CreditRequest
-from servers.billing.documents import DocumentSigner
+from servers.billing.documents import DocumentSigner, published_keys
 from servers.billing.invoices import Billing, finalize, finalize_due
 from servers.billing.metering import Metering
 from servers.billing.tax import HttpTaxProvider, LineToTax, SandboxTaxProvider, TaxProvider
@@ -416,6 +416,17 @@ class BillingService(PlatformServicer, billing_service_pb2_grpc.BillingServiceSe
             )
         return pb.SetRolloutResponse(tenants=[messages.rollout(row) for row in rows])
 
+    async def GetJwks(
+        self,
+        request: pb.GetJwksRequest,
+        context: grpc.aio.ServicerContext[pb.GetJwksRequest, pb.GetJwksResponse],
+    ) -> pb.GetJwksResponse:
+        """Every public key that ever signed an invoice or a credit note."""
+        keys = await published_keys(self.runtime.database, self.runtime.settings.document_keys_dir)
+        return pb.GetJwksResponse(
+            keys=[pb.Jwk(**{k: v for k, v in jwk.items() if k in _JWK_FIELDS}) for jwk in keys]
+        )
+
     async def ListRolloutChanges(
         self,
         request: pb.ListRolloutChangesRequest,
@@ -575,3 +586,7 @@ SERVICE = ServiceDefinition(
     add_to_server=billing_service_pb2_grpc.add_BillingServiceServicer_to_server,
     capability="billing GA: invoices, credit notes, refunds, tax, reconciliation (issue #7)",
 )
+
+
+#: The members of a public JWK the contract carries.
+_JWK_FIELDS = frozenset(pb.Jwk.DESCRIPTOR.fields_by_name)

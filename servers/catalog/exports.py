@@ -92,11 +92,17 @@ SCENARIO_COLUMNS = (
     *(f"{figure}_{side}" for figure in _FIGURES for side in ("before", "after")),
     "currency",
 )
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: A text cell starting with one of these gets a leading apostrophe. The apostrophe itself is
+#: among them, so a reader strips exactly one and gets the value back (`'=1` and `=1` differ).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
 def text(value: str) -> str:
-    """A text cell, neutralised if a spreadsheet would take it for a formula."""
+    """A text cell, neutralised if a spreadsheet would take it for a formula.
+
+    >>> text("=1+1"), text("'=1+1"), text("plain")
+    ("'=1+1", "''=1+1", 'plain')
+    """
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 

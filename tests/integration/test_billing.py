@@ -15,6 +15,7 @@ import grpc
 import httpx
 import pytest
 import pytest_asyncio
+from google.protobuf.json_format import MessageToDict
 from intelgraph.billing.v1 import billing_service_pb2 as pb
 from intelgraph.common.v1.money_pb2 import Money
 from intelgraph.common.v1.pagination_pb2 import PageRequest
@@ -416,7 +417,9 @@ async def test_documents_verify_offline_and_tampering_is_caught(
             ),
         )
     ).credit_note
-    keys = public_keys(platform.servicer(BillingService).billing.signer.jwks())
+    published = await biller.stub.GetJwks(pb.GetJwksRequest())  # public: no token needed
+    keys = public_keys(MessageToDict(published)["keys"])
+    assert set(keys) >= {invoice.signing_key_id, note.signing_key_id}
     document = verify(
         *signed_parts(
             {
@@ -438,8 +441,6 @@ async def test_documents_verify_offline_and_tampering_is_caught(
     forged = invoice.signed_payload.replace(f'"total":{invoice.total.minor_units}', '"total":1')
     with pytest.raises(VerificationError):
         verify(forged, invoice.signature, invoice.signing_key_id, keys)
-    from google.protobuf.json_format import MessageToDict  # noqa: PLC0415
-
     exported = tmp_path / "invoice.json"
     exported.write_text(json.dumps({"invoice": MessageToDict(invoice)}))
     jwks = tmp_path / "jwks.json"

@@ -609,6 +609,11 @@ async def test_entities_csv_round_trips_and_neutralises_formulas(tenant: Tenant)
     assert db["kind"] == "resource"
     entity = (await tenant.catalog.get_entity(name="api")).entity
     assert api["etag"] == entity.etag
+    await create(tenant, component("web", title="'=1+1"))  # already begins with the escape
+    rows = await read_csv(tenant, pb.CSV_EXPORT_KIND_ENTITIES)
+    web = dict(zip(header, rows[-1], strict=True))
+    assert web["name"] == "web"
+    assert web["title"] == "''=1+1"  # a reader strips one apostrophe: exactly the title
 
 
 async def test_slo_and_scenario_csv(tenant: Tenant) -> None:

@@ -796,6 +796,11 @@ class BillingClient:
             request_serializer=billing_billing_service_pb2.ListRolloutChangesRequest.SerializeToString,
             response_deserializer=billing_billing_service_pb2.ListRolloutChangesResponse.FromString,
         )
+        self._get_jwks = channel.unary_unary(
+            "/intelgraph.billing.v1.BillingService/GetJwks",
+            request_serializer=billing_billing_service_pb2.GetJwksRequest.SerializeToString,
+            response_deserializer=billing_billing_service_pb2.GetJwksResponse.FromString,
+        )
         self._record_payment = channel.unary_unary(
             "/intelgraph.billing.v1.BillingService/RecordPayment",
             request_serializer=billing_billing_service_pb2.RecordPaymentRequest.SerializeToString,
@@ -1245,6 +1250,24 @@ class BillingClient:
         )
         for page in pages(self.list_rollout_changes, message, page_size, timeout):
             yield from page.changes
+
+    def get_jwks(
+        self,
+        request: billing_billing_service_pb2.GetJwksRequest | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> billing_billing_service_pb2.GetJwksResponse:
+        """Calls GetJwks.
+
+        The public keys invoices and credit notes are signed with (every key that ever signed
+        one), as a JWKS, for verifying documents offline.
+
+        Permission: none: public.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(billing_billing_service_pb2.GetJwksRequest, request, {})
+        return self._get_jwks(message, timeout=10.0 if timeout is None else timeout)
 
     def record_payment(
         self,
@@ -3573,6 +3596,11 @@ class AsyncBillingClient:
             request_serializer=billing_billing_service_pb2.ListRolloutChangesRequest.SerializeToString,
             response_deserializer=billing_billing_service_pb2.ListRolloutChangesResponse.FromString,
         )
+        self._get_jwks = channel.unary_unary(
+            "/intelgraph.billing.v1.BillingService/GetJwks",
+            request_serializer=billing_billing_service_pb2.GetJwksRequest.SerializeToString,
+            response_deserializer=billing_billing_service_pb2.GetJwksResponse.FromString,
+        )
         self._record_payment = channel.unary_unary(
             "/intelgraph.billing.v1.BillingService/RecordPayment",
             request_serializer=billing_billing_service_pb2.RecordPaymentRequest.SerializeToString,
@@ -4030,6 +4058,24 @@ class AsyncBillingClient:
         async for page in async_pages(self.list_rollout_changes, message, page_size, timeout):
             for item in page.changes:
                 yield item
+
+    async def get_jwks(
+        self,
+        request: billing_billing_service_pb2.GetJwksRequest | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> billing_billing_service_pb2.GetJwksResponse:
+        """Calls GetJwks.
+
+        The public keys invoices and credit notes are signed with (every key that ever signed
+        one), as a JWKS, for verifying documents offline.
+
+        Permission: none: public.
+        Deadline: 10 s unless `timeout` says otherwise; retried on UNAVAILABLE.
+        """
+        message = build(billing_billing_service_pb2.GetJwksRequest, request, {})
+        return await self._get_jwks(message, timeout=10.0 if timeout is None else timeout)
 
     async def record_payment(
         self,
@@ -5695,6 +5741,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "/intelgraph.billing.v1.BillingService/GetRollout": ("billing", "get_rollout"),
     "/intelgraph.billing.v1.BillingService/SetRollout": ("billing", "set_rollout"),
     "/intelgraph.billing.v1.BillingService/ListRolloutChanges": ("billing", "list_rollout_changes"),
+    "/intelgraph.billing.v1.BillingService/GetJwks": ("billing", "get_jwks"),
     "/intelgraph.billing.v1.BillingService/RecordPayment": ("billing", "record_payment"),
     "/intelgraph.billing.v1.BillingService/ListCreditNotes": ("billing", "list_credit_notes"),
     "/intelgraph.billing.v1.BillingService/GetBillingProfile": ("billing", "get_billing_profile"),
@@ -5778,6 +5825,7 @@ RETRYABLE_METHODS: tuple[tuple[str, str], ...] = (
     ("intelgraph.billing.v1.BillingService", "SetSpendCap"),
     ("intelgraph.billing.v1.BillingService", "GetRollout"),
     ("intelgraph.billing.v1.BillingService", "ListRolloutChanges"),
+    ("intelgraph.billing.v1.BillingService", "GetJwks"),
     ("intelgraph.billing.v1.BillingService", "RecordPayment"),
     ("intelgraph.billing.v1.BillingService", "ListCreditNotes"),
     ("intelgraph.billing.v1.BillingService", "GetBillingProfile"),

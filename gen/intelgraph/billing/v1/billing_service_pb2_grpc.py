@@ -113,6 +113,11 @@ class BillingServiceStub:
                 request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesRequest.SerializeToString,
                 response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesResponse.FromString,
                 _registered_method=True)
+        self.GetJwks = channel.unary_unary(
+                '/intelgraph.billing.v1.BillingService/GetJwks',
+                request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetJwksRequest.SerializeToString,
+                response_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetJwksResponse.FromString,
+                _registered_method=True)
         self.RecordPayment = channel.unary_unary(
                 '/intelgraph.billing.v1.BillingService/RecordPayment',
                 request_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.RecordPaymentRequest.SerializeToString,
@@ -283,6 +288,14 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJwks(self, request, context):
+        """The public keys invoices and credit notes are signed with (every key that
+        ever signed one), as a JWKS, for verifying documents offline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordPayment(self, request, context):
         """Records a payment received against a finalized invoice.
         """
@@ -438,6 +451,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.ListRolloutChanges,
                     request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesRequest.FromString,
                     response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesResponse.SerializeToString,
+            ),
+            'GetJwks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJwks,
+                    request_deserializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetJwksRequest.FromString,
+                    response_serializer=intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetJwksResponse.SerializeToString,
             ),
             'RecordPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordPayment,
@@ -904,6 +922,33 @@ class BillingService:
             '/intelgraph.billing.v1.BillingService/ListRolloutChanges',
             intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesRequest.SerializeToString,
             intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.ListRolloutChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/intelgraph.billing.v1.BillingService/GetJwks',
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetJwksRequest.SerializeToString,
+            intelgraph_dot_billing_dot_v1_dot_billing__service__pb2.GetJwksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,10 @@ class BillingServiceStub:
     """Lists every rollout change, newest first: which tenant moved from which stage to
     which, when, by whom and why (backouts included, one change per tenant frozen).
     """
+    GetJwks: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.GetJwksRequest, _billing_service_pb2.GetJwksResponse]
+    """The public keys invoices and credit notes are signed with (every key that
+    ever signed one), as a JWKS, for verifying documents offline.
+    """
     RecordPayment: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.RecordPaymentRequest, _billing_service_pb2.RecordPaymentResponse]
     """Records a payment received against a finalized invoice."""
     ListCreditNotes: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListCreditNotesRequest, _billing_service_pb2.ListCreditNotesResponse]
@@ -134,6 +138,10 @@ class BillingServiceAsyncStub(BillingServiceStub):
     ListRolloutChanges: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListRolloutChangesRequest, _billing_service_pb2.ListRolloutChangesResponse]  # type: ignore[assignment]
     """Lists every rollout change, newest first: which tenant moved from which stage to
     which, when, by whom and why (backouts included, one change per tenant frozen).
+    """
+    GetJwks: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.GetJwksRequest, _billing_service_pb2.GetJwksResponse]  # type: ignore[assignment]
+    """The public keys invoices and credit notes are signed with (every key that
+    ever signed one), as a JWKS, for verifying documents offline.
     """
     RecordPayment: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.RecordPaymentRequest, _billing_service_pb2.RecordPaymentResponse]  # type: ignore[assignment]
     """Records a payment received against a finalized invoice."""
@@ -287,6 +295,16 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_billing_service_pb2.ListRolloutChangesResponse, _abc.Awaitable[_billing_service_pb2.ListRolloutChangesResponse]]:
         """Lists every rollout change, newest first: which tenant moved from which stage to
         which, when, by whom and why (backouts included, one change per tenant frozen).
+        """
+
+    @_abc_1.abstractmethod
+    def GetJwks(
+        self,
+        request: _billing_service_pb2.GetJwksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.GetJwksResponse, _abc.Awaitable[_billing_service_pb2.GetJwksResponse]]:
+        """The public keys invoices and credit notes are signed with (every key that
+        ever signed one), as a JWKS, for verifying documents offline.
         """
 
     @_abc_1.abstractmethod
