@@ -195,7 +195,8 @@ class TokenVerifier:
         keys: The key store (its ring may rotate underneath).
         issuer: Required `iss`.
         audience: Required `aud`.
-        leeway_s: Clock skew tolerated on `exp`, `nbf` and `iat`.
+        leeway_s: Clock skew tolerated on `exp`, `nbf` and `iat` (not on a just-in-time
+            token's `exp`: it ends with its grant).
         revocations: Consulted on every call.
         cache_size: How many verified tokens to remember.
     """
@@ -239,6 +240,13 @@ class TokenVerifier:
         if principal is None or principal.expires_at + self._leeway <= time.time():
             principal = self._verify_signed(token, ring)
             self._verified[token] = principal
+        if principal.jit and principal.expires_at <= time.time():
+            # A just-in-time token ends exactly with its grant: the platform minted it from
+            # the grant's end, so no issuer's clock skew is owed (the leeway is for those).
+            raise _refuse(
+                ErrorReason.ERROR_REASON_TOKEN_EXPIRED,
+                "just-in-time token expired (its grant ended)",
+            )
         if self._revocations.is_revoked(principal.token_id):  # after the cache, every call
             raise _refuse(ErrorReason.ERROR_REASON_TOKEN_REVOKED, "token revoked")
         return principal

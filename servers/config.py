@@ -128,7 +128,11 @@ class Settings(BaseSettings):
     token_issuer: str = Field("intelgraph-conductor", min_length=1, description="JWT `iss`.")
     token_audience: str = Field("intelgraph", min_length=1, description="JWT `aud`.")
     token_leeway: float = Field(
-        10.0, ge=0, le=300, description="Seconds of clock skew tolerated on exp/nbf/iat."
+        10.0,
+        ge=0,
+        le=300,
+        description="Seconds of clock skew tolerated on exp/nbf/iat (a just-in-time "
+        "token's exp, its grant's end, is held exactly).",
     )
     token_max_ttl: float = Field(
         3600.0, gt=0, le=7 * 86400, description="Longest lifetime `conductor token mint` grants."

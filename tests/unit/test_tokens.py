@@ -153,6 +153,21 @@ def test_leeway_tolerates_small_clock_skew(tmp_path: Path) -> None:
         verifier.verify(_mint(ring, now=time.time() + 30))
 
 
+def test_a_just_in_time_token_ends_with_its_grant_leeway_or_not(tmp_path: Path) -> None:
+    ring = keys.rotate(tmp_path, "EdDSA")
+    verifier = _verifier(tmp_path, tokens.InMemoryRevocations())  # leeway 5 s
+    ended = time.time() - 62  # exp 2 s ago
+    verifier.verify(_mint(ring, now=ended))  # an ordinary token: within the leeway
+    with pytest.raises(Unauthenticated) as refused:
+        verifier.verify(_mint(ring, now=ended, jit=True))
+    assert refused.value.reason == ErrorReason.ERROR_REASON_TOKEN_EXPIRED
+    cached = _mint(ring, ttl_s=2, jit=True)
+    verifier.verify(cached)
+    time.sleep(2.1)
+    with pytest.raises(Unauthenticated):  # verified once and cached: still refused at its end
+        verifier.verify(cached)
+
+
 def test_retirement_drops_cached_verifications(tmp_path: Path) -> None:
     old = keys.rotate(tmp_path, "EdDSA")
     store = keys.KeyStore(tmp_path)
