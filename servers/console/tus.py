@@ -36,7 +36,7 @@ from typing import Any
 from intelgraph.sdk import ConductorError, ErrorReason
 from intelgraph.sdk import rag as pb
 from intelgraph.sdk.services import AsyncRagClient
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -280,16 +280,22 @@ class TusEndpoint:
         declared = request.headers.get("Content-Length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > room:
             raise _too_long(room)
+        cut: list[bool] = []
         if checksum is None:  # streamed through; the service refuses bytes past the length
-            pieces = _pieces(request.stream(), offset)
+            pieces = _pieces(_until_cut(request.stream(), cut), offset)
         else:  # the whole body is checked before any of it is committed
-            body = await _read_checked(request.stream(), room, checksum)
+            try:
+                body = await _read_checked(request.stream(), room, checksum)
+            except ClientDisconnect:  # nothing was committed: the client sends it all again
+                return Response(status_code=400, headers=_headers())
             pieces = _pieces(_once(body), offset)
 
         async def append() -> pb.UploadDocumentResponse:
             return await self._rag.upload_document(_stream(head, pieces))
 
         done: pb.UploadDocumentResponse = await self._call_as(request, append)
+        if cut:  # nobody is there to answer; what arrived is kept, and HEAD will say how much
+            return Response(status_code=400, headers=_headers())
         headers = {"Upload-Offset": str(done.status.offset)}
         if done.status.state == pb.UPLOAD_STATE_RECEIVING:
             headers["Upload-Expires"] = _http_date(done.status)
@@ -310,6 +316,19 @@ class TusEndpoint:
 def _http_date(status: pb.UploadStatus) -> str:
     """The upload's expiry as an RFC 9110 HTTP date, as `Upload-Expires` wants it."""
     return format_datetime(status.expires_at.ToDatetime(tzinfo=UTC), usegmt=True)
+
+
+async def _until_cut(body: AsyncIterator[bytes], cut: list[bool]) -> AsyncIterator[bytes]:
+    """The body as it arrives, ending where the client went away (noted in `cut`).
+
+    A connection dropped mid-PATCH is the case tus exists for: the bytes that
+    arrived are committed, and the client resumes from the offset HEAD gives.
+    """
+    try:
+        async for block in body:
+            yield block
+    except ClientDisconnect:
+        cut.append(True)
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

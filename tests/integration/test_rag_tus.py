@@ -193,3 +193,46 @@ async def test_another_tenant_cannot_see_or_append(platform: Platform, token: st
             content=TEXT[:10],
         )
         assert appended.status_code == 404
+
+
+async def test_a_patch_cut_mid_body_keeps_what_arrived_quietly(
+    platform: Platform, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient() as http:
+        created = await http.post(files_url(platform), headers=creation_headers(token, TEXT))
+        url = urljoin(files_url(platform), created.headers["Location"])
+        path = created.headers["Location"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", platform.http_port)
+        head = (
+            f"PATCH {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ntus-resumable: 1.0.0\r\n"
+            f"authorization: Bearer {token}\r\ncontent-type: application/offset+octet-stream\r\n"
+            f"upload-offset: 0\r\ncontent-length: {len(TEXT)}\r\n\r\n"
+        )
+        writer.write(head.encode() + TEXT[:7000])
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()  # the connection drops mid-body
+        await writer.wait_closed()
+        offset = -1
+        for _ in range(100):
+            offset = int((await http.head(url, headers=auth)).headers["Upload-Offset"])
+            if offset == 7000:
+                break
+            await asyncio.sleep(0.05)
+        assert offset == 7000  # every byte that arrived was kept
+        rest = await http.patch(
+            url,
+            headers={
+                **auth,
+                "Content-Type": "application/offset+octet-stream",
+                "Upload-Offset": "7000",
+            },
+            content=TEXT[7000:],
+        )
+        assert rest.status_code == 204
+        assert rest.headers["Conductor-Document-Id"]
+        del reader
+    unhandled = [r for r in caplog.records if "Exception in ASGI application" in r.getMessage()]
+    assert not unhandled
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
