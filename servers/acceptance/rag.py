@@ -926,16 +926,46 @@ async def _committed(rag: AsyncRagClient, upload_id: str, wanted: int) -> int:
 
 
 def _resume_problem(
-    size: int, committed: int, after_cut: int, stored_sha256: str, sha256: str
+    size: int,
+    committed: int,
+    after_cut: int,
+    stored_sha256: str,
+    sha256: str,
+    *,
+    in_flight: int = 0,
 ) -> str:
-    """What went wrong with a cut and resumed upload ("" when nothing did)."""
+    """What went wrong with a cut and resumed upload ("" when nothing did).
+
+    `in_flight` bytes were sent when the cut came: the offset after it may keep any
+    of them (tus keeps what arrived), never more, and never lose what was committed.
+
+    >>> _resume_problem(100, 40, 44, "a", "a", in_flight=8), _resume_problem(100, 40, 39, "a", "a")
+    ('', '40 bytes were committed before the cut, 39 after it')
+    """
     if not 0 < committed < size:
         return f"the cut did not land part-way ({committed} of {size} bytes committed)"
-    if after_cut != committed:
+    if not committed <= after_cut <= committed + in_flight:
         return f"{committed} bytes were committed before the cut, {after_cut} after it"
     if stored_sha256 != sha256:
         return "the stored document's digest is not the original's"
     return ""
+
+
+async def _settled_offset(http: httpx.AsyncClient, location: str, auth: dict[str, str]) -> int:
+    """The upload's offset once the server has finished with a cut PATCH (HEAD, until steady).
+
+    The server commits what arrived before the connection dropped a moment after
+    the drop: the offset is read until two reads 100 ms apart agree (at most 3 s).
+    """
+    previous = -1
+    for _ in range(30):
+        head = await http.head(location, headers=auth)
+        offset = int(head.headers.get("Upload-Offset", "-1"))
+        if offset == previous:
+            return offset
+        previous = offset
+        await asyncio.sleep(0.1)
+    return previous
 
 
 async def _cut_over_tus(
@@ -977,8 +1007,7 @@ async def _cut_over_tus(
             )
         except (ConnectionResetError, httpx.HTTPError) as cut:
             cut_outcome = type(cut).__name__
-        head = await http.head(location, headers=auth)
-        after_cut = int(head.headers.get("Upload-Offset", "-1"))
+        after_cut = await _settled_offset(http, location, auth)
         rest = await http.patch(
             location, headers={**patch, "Upload-Offset": str(after_cut)}, content=data[after_cut:]
         )
@@ -988,13 +1017,14 @@ async def _cut_over_tus(
         "query($d: ID!) { document(documentId: $d) { document { id sha256 sizeBytes } } }",
         {"d": document_id},
     )
-    stored = (body.get("data") or {}).get("document", {}).get("document") or {}
+    stored = ((body.get("data") or {}).get("document") or {}).get("document") or {}
     problem = _resume_problem(
         len(data),
         committed,
         after_cut,
         str(stored.get("sha256", "")),
         hashlib.sha256(data).hexdigest(),
+        in_flight=CUT_CHUNK_BYTES,
     )
     if status != 200 or not document_id:
         problem = problem or f"no document (PATCH {rest.status_code}, GraphQL {status})"

@@ -60,6 +60,7 @@ def remote(grpc_target: str, http_url: str, settings: Settings) -> Target:
 async def ephemeral(**overrides: Any) -> AsyncIterator[Target]:
     """A platform on the embedded default (SQLite in a temporary directory), on free ports."""
     from servers.app import Platform  # noqa: PLC0415 - only a run without --target needs it
+    from servers.logs import configure_logging  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="conductor-acceptance-") as var_dir:
         settings = load_settings(
@@ -67,8 +68,11 @@ async def ephemeral(**overrides: Any) -> AsyncIterator[Target]:
             http_port=0,
             var_dir=Path(var_dir),
             auto_migrate=True,
+            # The run's table is the output: the platform says only what went wrong.
+            log_level="error",
             **overrides,
         )
+        configure_logging(settings.log_level, settings.log_format)
         platform = Platform(settings)
         await platform.start()
         try:

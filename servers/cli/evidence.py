@@ -94,6 +94,8 @@ def _table(checks: Sequence[Check]) -> Table:
 
 def _report(checks: Sequence[Check], out: Path) -> int:
     console = Console()
+    if not console.is_terminal:  # a log or a pipe: lines as wide as the figures need
+        console = Console(width=200)
     console.print(_table(checks))
     failed = [check for check in checks if not check.passed]
     for check in failed:
