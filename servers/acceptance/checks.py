@@ -88,6 +88,9 @@ class Context:
         quick: Smaller samples (CI); the thresholds are the same.
         demo_tenant: The tenant `conductor demo seed` filled, if the lane may use it.
         checks: The checks recorded so far.
+        owned: The deployment was started for this run (or is a test's): a lane may
+            change platform-wide settings on it, such as a backout switch, to measure a
+            baseline, and must put them back. Never on a deployment given by address.
         showcase: Console page → the tenant whose data it should show (the evidence
             bundle's screenshots): a lane names the tenant it filled, e.g.
             `context.showcase["documents"] = tenant`. Shared by the lanes of a run.
@@ -100,6 +103,7 @@ class Context:
     raw_dir: Path
     quick: bool = False
     demo_tenant: uuid.UUID | None = None
+    owned: bool = False
     checks: list[Check] = field(default_factory=list)
     showcase: dict[str, uuid.UUID] = field(default_factory=dict)
 

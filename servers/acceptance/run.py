@@ -31,6 +31,8 @@ class Target:
     minter: TokenMinter
     #: "ephemeral" for one started for the run, else the address given.
     description: str
+    #: Started for this run (see `Context.owned`).
+    owned: bool = False
 
 
 def settings_minter(settings: Settings) -> TokenMinter:
@@ -81,6 +83,7 @@ async def ephemeral(**overrides: Any) -> AsyncIterator[Target]:
                 f"http://{settings.host}:{platform.http_port}",
                 settings_minter(settings),
                 "ephemeral",
+                owned=True,
             )
         finally:
             await platform.stop(grace=1)
@@ -114,6 +117,7 @@ async def run_lanes(
             raw_dir=out / "raw" / lane,
             quick=quick,
             demo_tenant=demo_tenant,
+            owned=target.owned,
             showcase=shown,
         )
         started = time.perf_counter()

@@ -55,6 +55,7 @@ class EdgeService(PlatformServicer, edge_service_pb2_grpc.EdgeServiceServicer):
             evictions=stats.evictions,
             purges=stats.purges,
             leak_alarms=stats.leak_alarms,
+            origin_calls=stats.origin_calls,
         )
 
     async def Purge(

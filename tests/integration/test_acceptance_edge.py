@@ -61,6 +61,11 @@ async def test_the_edge_lane_passes_and_writes_its_raw_results(
     assert {op["name"] for op in coalescing["operations"]} == {
         name for name, _ in edge.TARGET_OPERATIONS
     }
+    # The test owns the platform: the baseline is measured with the switch off, then put back.
+    assert coalescing["baseline"] == "measured"
+    assert coalescing["served_without"].get("coalesced", 0) == 0
+    assert coalescing["switch_edge_coalescing"] == "on"
+    assert platform.switches.value(EDGE_COALESCING) == "on"
     written = "".join(path.read_text() for path in raw.iterdir())
     assert "Bearer" not in written
     assert "eyJ" not in written  # no token (a JWT's encoded header) in the raw results

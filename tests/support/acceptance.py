@@ -17,6 +17,7 @@ def target_of(platform: Platform) -> Target:
         f"http://{host}:{platform.http_port}",
         settings_minter(platform.settings),
         "in-process",
+        owned=True,
     )
 
 

@@ -29,7 +29,7 @@ from intelgraph.common.v1 import field_behavior_pb2 as intelgraph_dot_common_dot
 from intelgraph.common.v1 import pagination_pb2 as intelgraph_dot_common_dot_v1_dot_pagination__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%intelgraph/edge/v1/edge_service.proto\x12\x12intelgraph.edge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a(intelgraph/common/v1/authorization.proto\x1a intelgraph/common/v1/cache.proto\x1a)intelgraph/common/v1/field_behavior.proto\x1a%intelgraph/common/v1/pagination.proto\"\xc7\x01\n\x10TenantCacheStats\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x11\n\tcap_bytes\x18\x04 \x01(\x03\x12\x0c\n\x04hits\x18\x05 \x01(\x03\x12\x0e\n\x06misses\x18\x06 \x01(\x03\x12\x17\n\x0f\x63oalesced_waits\x18\x07 \x01(\x03\x12\x11\n\tevictions\x18\x08 \x01(\x03\x12\x0e\n\x06purges\x18\t \x01(\x03\x12\x13\n\x0bleak_alarms\x18\n \x01(\x03\"Q\n\x0cMutationEdge\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x16\n\x0eresource_types\x18\x02 \x03(\t\x12\x19\n\x11invalidated_reads\x18\x03 \x03(\t\"\x86\x01\n\tLeakAlarm\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coperation_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61\x63he_key_hash\x18\x05 \x01(\t\")\n\x0cPurgeRequest\x12\x0c\n\x04tags\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"#\n\rPurgeResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"1\n\x16PurgeEverythingRequest\x12\x17\n\x06reason\x18\x01 \x01(\tB\x07\xca\xbc\x18\x03\x08\xe8\x07\"-\n\x17PurgeEverythingResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"\x16\n\x14GetCacheStatsRequest\"L\n\x15GetCacheStatsResponse\x12\x33\n\x05stats\x18\x01 \x01(\x0b\x32$.intelgraph.edge.v1.TenantCacheStats\"\x19\n\x17GetMutationGraphRequest\"\x8e\x01\n\x18GetMutationGraphResponse\x12\x33\n\tmutations\x18\x01 \x03(\x0b\x32 .intelgraph.edge.v1.MutationEdge\x12\x10\n\x08\x63overage\x18\x02 \x01(\x01\x12\x15\n\rmutating_rpcs\x18\x03 \x01(\x05\x12\x14\n\x0c\x63overed_rpcs\x18\x04 \x01(\x05\"s\n\x15ListLeakAlarmsRequest\x12/\n\x04page\x18\x01 \x01(\x0b\x32!.intelgraph.common.v1.PageRequest\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x16ListLeakAlarmsResponse\x12-\n\x06\x61larms\x18\x01 \x03(\x0b\x32\x1d.intelgraph.edge.v1.LeakAlarm\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".intelgraph.common.v1.PageResponse\"U\n\x18SetTenantCacheCapRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12 \n\tcap_bytes\x18\x02 \x01(\x03\x42\r\xca\xbc\x18\t\x18\x00 \x80\x80\x80\x80\x80 \"P\n\x19SetTenantCacheCapResponse\x12\x33\n\x05stats\x18\x01 \x01(\x0b\x32$.intelgraph.edge.v1.TenantCacheStats2\xdb\x06\n\x0b\x45\x64geService\x12\x88\x01\n\x05Purge\x12 .intelgraph.edge.v1.PurgeRequest\x1a!.intelgraph.edge.v1.PurgeResponse\":\xa2\xbb\x18\r\n\x0b\x61\x64min.write\xe2\xbd\x18%*#intelgraph.edge.v1.TenantCacheStats\x12\xa9\x01\n\x0fPurgeEverything\x12*.intelgraph.edge.v1.PurgeEverythingRequest\x1a+.intelgraph.edge.v1.PurgeEverythingResponse\"=\xa2\xbb\x18\x10\n\x0eplatform.admin\xe2\xbd\x18%*#intelgraph.edge.v1.TenantCacheStats\x12~\n\rGetCacheStats\x12(.intelgraph.edge.v1.GetCacheStatsRequest\x1a).intelgraph.edge.v1.GetCacheStatsResponse\"\x18\x90\x02\x01\xa2\xbb\x18\x0b\n\tedge.read\xe2\xbd\x18\x02 \x01\x12\x87\x01\n\x10GetMutationGraph\x12+.intelgraph.edge.v1.GetMutationGraphRequest\x1a,.intelgraph.edge.v1.GetMutationGraphResponse\"\x18\x90\x02\x01\xa2\xbb\x18\x0b\n\tedge.read\xe2\xbd\x18\x02 \x01\x12\x81\x01\n\x0eListLeakAlarms\x12).intelgraph.edge.v1.ListLeakAlarmsRequest\x1a*.intelgraph.edge.v1.ListLeakAlarmsResponse\"\x18\x90\x02\x01\xa2\xbb\x18\x0b\n\tedge.read\xe2\xbd\x18\x02 \x01\x12\x86\x01\n\x11SetTenantCacheCap\x12,.intelgraph.edge.v1.SetTenantCacheCapRequest\x1a-.intelgraph.edge.v1.SetTenantCacheCapResponse\"\x14\xa2\xbb\x18\x10\n\x0eplatform.adminb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%intelgraph/edge/v1/edge_service.proto\x12\x12intelgraph.edge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a(intelgraph/common/v1/authorization.proto\x1a intelgraph/common/v1/cache.proto\x1a)intelgraph/common/v1/field_behavior.proto\x1a%intelgraph/common/v1/pagination.proto\"\xdd\x01\n\x10TenantCacheStats\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x11\n\tcap_bytes\x18\x04 \x01(\x03\x12\x0c\n\x04hits\x18\x05 \x01(\x03\x12\x0e\n\x06misses\x18\x06 \x01(\x03\x12\x17\n\x0f\x63oalesced_waits\x18\x07 \x01(\x03\x12\x11\n\tevictions\x18\x08 \x01(\x03\x12\x0e\n\x06purges\x18\t \x01(\x03\x12\x13\n\x0bleak_alarms\x18\n \x01(\x03\x12\x14\n\x0corigin_calls\x18\x0b \x01(\x03\"Q\n\x0cMutationEdge\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x16\n\x0eresource_types\x18\x02 \x03(\t\x12\x19\n\x11invalidated_reads\x18\x03 \x03(\t\"\x86\x01\n\tLeakAlarm\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coperation_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61\x63he_key_hash\x18\x05 \x01(\t\")\n\x0cPurgeRequest\x12\x0c\n\x04tags\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"#\n\rPurgeResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"1\n\x16PurgeEverythingRequest\x12\x17\n\x06reason\x18\x01 \x01(\tB\x07\xca\xbc\x18\x03\x08\xe8\x07\"-\n\x17PurgeEverythingResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"\x16\n\x14GetCacheStatsRequest\"L\n\x15GetCacheStatsResponse\x12\x33\n\x05stats\x18\x01 \x01(\x0b\x32$.intelgraph.edge.v1.TenantCacheStats\"\x19\n\x17GetMutationGraphRequest\"\x8e\x01\n\x18GetMutationGraphResponse\x12\x33\n\tmutations\x18\x01 \x03(\x0b\x32 .intelgraph.edge.v1.MutationEdge\x12\x10\n\x08\x63overage\x18\x02 \x01(\x01\x12\x15\n\rmutating_rpcs\x18\x03 \x01(\x05\x12\x14\n\x0c\x63overed_rpcs\x18\x04 \x01(\x05\"s\n\x15ListLeakAlarmsRequest\x12/\n\x04page\x18\x01 \x01(\x0b\x32!.intelgraph.common.v1.PageRequest\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x16ListLeakAlarmsResponse\x12-\n\x06\x61larms\x18\x01 \x03(\x0b\x32\x1d.intelgraph.edge.v1.LeakAlarm\x12\x30\n\x04page\x18\x02 \x01(\x0b\x32\".intelgraph.common.v1.PageResponse\"U\n\x18SetTenantCacheCapRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xc0\xbc\x18\x01\x12 \n\tcap_bytes\x18\x02 \x01(\x03\x42\r\xca\xbc\x18\t\x18\x00 \x80\x80\x80\x80\x80 \"P\n\x19SetTenantCacheCapResponse\x12\x33\n\x05stats\x18\x01 \x01(\x0b\x32$.intelgraph.edge.v1.TenantCacheStats2\xdb\x06\n\x0b\x45\x64geService\x12\x88\x01\n\x05Purge\x12 .intelgraph.edge.v1.PurgeRequest\x1a!.intelgraph.edge.v1.PurgeResponse\":\xa2\xbb\x18\r\n\x0b\x61\x64min.write\xe2\xbd\x18%*#intelgraph.edge.v1.TenantCacheStats\x12\xa9\x01\n\x0fPurgeEverything\x12*.intelgraph.edge.v1.PurgeEverythingRequest\x1a+.intelgraph.edge.v1.PurgeEverythingResponse\"=\xa2\xbb\x18\x10\n\x0eplatform.admin\xe2\xbd\x18%*#intelgraph.edge.v1.TenantCacheStats\x12~\n\rGetCacheStats\x12(.intelgraph.edge.v1.GetCacheStatsRequest\x1a).intelgraph.edge.v1.GetCacheStatsResponse\"\x18\x90\x02\x01\xa2\xbb\x18\x0b\n\tedge.read\xe2\xbd\x18\x02 \x01\x12\x87\x01\n\x10GetMutationGraph\x12+.intelgraph.edge.v1.GetMutationGraphRequest\x1a,.intelgraph.edge.v1.GetMutationGraphResponse\"\x18\x90\x02\x01\xa2\xbb\x18\x0b\n\tedge.read\xe2\xbd\x18\x02 \x01\x12\x81\x01\n\x0eListLeakAlarms\x12).intelgraph.edge.v1.ListLeakAlarmsRequest\x1a*.intelgraph.edge.v1.ListLeakAlarmsResponse\"\x18\x90\x02\x01\xa2\xbb\x18\x0b\n\tedge.read\xe2\xbd\x18\x02 \x01\x12\x86\x01\n\x11SetTenantCacheCap\x12,.intelgraph.edge.v1.SetTenantCacheCapRequest\x1a-.intelgraph.edge.v1.SetTenantCacheCapResponse\"\x14\xa2\xbb\x18\x10\n\x0eplatform.adminb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,35 +55,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EDGESERVICE'].methods_by_name['SetTenantCacheCap']._loaded_options = None
   _globals['_EDGESERVICE'].methods_by_name['SetTenantCacheCap']._serialized_options = b'\242\273\030\020\n\016platform.admin'
   _globals['_TENANTCACHESTATS']._serialized_start=253
-  _globals['_TENANTCACHESTATS']._serialized_end=452
-  _globals['_MUTATIONEDGE']._serialized_start=454
-  _globals['_MUTATIONEDGE']._serialized_end=535
-  _globals['_LEAKALARM']._serialized_start=538
-  _globals['_LEAKALARM']._serialized_end=672
-  _globals['_PURGEREQUEST']._serialized_start=674
-  _globals['_PURGEREQUEST']._serialized_end=715
-  _globals['_PURGERESPONSE']._serialized_start=717
-  _globals['_PURGERESPONSE']._serialized_end=752
-  _globals['_PURGEEVERYTHINGREQUEST']._serialized_start=754
-  _globals['_PURGEEVERYTHINGREQUEST']._serialized_end=803
-  _globals['_PURGEEVERYTHINGRESPONSE']._serialized_start=805
-  _globals['_PURGEEVERYTHINGRESPONSE']._serialized_end=850
-  _globals['_GETCACHESTATSREQUEST']._serialized_start=852
-  _globals['_GETCACHESTATSREQUEST']._serialized_end=874
-  _globals['_GETCACHESTATSRESPONSE']._serialized_start=876
-  _globals['_GETCACHESTATSRESPONSE']._serialized_end=952
-  _globals['_GETMUTATIONGRAPHREQUEST']._serialized_start=954
-  _globals['_GETMUTATIONGRAPHREQUEST']._serialized_end=979
-  _globals['_GETMUTATIONGRAPHRESPONSE']._serialized_start=982
-  _globals['_GETMUTATIONGRAPHRESPONSE']._serialized_end=1124
-  _globals['_LISTLEAKALARMSREQUEST']._serialized_start=1126
-  _globals['_LISTLEAKALARMSREQUEST']._serialized_end=1241
-  _globals['_LISTLEAKALARMSRESPONSE']._serialized_start=1243
-  _globals['_LISTLEAKALARMSRESPONSE']._serialized_end=1364
-  _globals['_SETTENANTCACHECAPREQUEST']._serialized_start=1366
-  _globals['_SETTENANTCACHECAPREQUEST']._serialized_end=1451
-  _globals['_SETTENANTCACHECAPRESPONSE']._serialized_start=1453
-  _globals['_SETTENANTCACHECAPRESPONSE']._serialized_end=1533
-  _globals['_EDGESERVICE']._serialized_start=1536
-  _globals['_EDGESERVICE']._serialized_end=2395
+  _globals['_TENANTCACHESTATS']._serialized_end=474
+  _globals['_MUTATIONEDGE']._serialized_start=476
+  _globals['_MUTATIONEDGE']._serialized_end=557
+  _globals['_LEAKALARM']._serialized_start=560
+  _globals['_LEAKALARM']._serialized_end=694
+  _globals['_PURGEREQUEST']._serialized_start=696
+  _globals['_PURGEREQUEST']._serialized_end=737
+  _globals['_PURGERESPONSE']._serialized_start=739
+  _globals['_PURGERESPONSE']._serialized_end=774
+  _globals['_PURGEEVERYTHINGREQUEST']._serialized_start=776
+  _globals['_PURGEEVERYTHINGREQUEST']._serialized_end=825
+  _globals['_PURGEEVERYTHINGRESPONSE']._serialized_start=827
+  _globals['_PURGEEVERYTHINGRESPONSE']._serialized_end=872
+  _globals['_GETCACHESTATSREQUEST']._serialized_start=874
+  _globals['_GETCACHESTATSREQUEST']._serialized_end=896
+  _globals['_GETCACHESTATSRESPONSE']._serialized_start=898
+  _globals['_GETCACHESTATSRESPONSE']._serialized_end=974
+  _globals['_GETMUTATIONGRAPHREQUEST']._serialized_start=976
+  _globals['_GETMUTATIONGRAPHREQUEST']._serialized_end=1001
+  _globals['_GETMUTATIONGRAPHRESPONSE']._serialized_start=1004
+  _globals['_GETMUTATIONGRAPHRESPONSE']._serialized_end=1146
+  _globals['_LISTLEAKALARMSREQUEST']._serialized_start=1148
+  _globals['_LISTLEAKALARMSREQUEST']._serialized_end=1263
+  _globals['_LISTLEAKALARMSRESPONSE']._serialized_start=1265
+  _globals['_LISTLEAKALARMSRESPONSE']._serialized_end=1386
+  _globals['_SETTENANTCACHECAPREQUEST']._serialized_start=1388
+  _globals['_SETTENANTCACHECAPREQUEST']._serialized_end=1473
+  _globals['_SETTENANTCACHECAPRESPONSE']._serialized_start=1475
+  _globals['_SETTENANTCACHECAPRESPONSE']._serialized_end=1555
+  _globals['_EDGESERVICE']._serialized_start=1558
+  _globals['_EDGESERVICE']._serialized_end=2417
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,7 @@ class TenantCacheStats(_message.Message):
     EVICTIONS_FIELD_NUMBER: _builtins.int
     PURGES_FIELD_NUMBER: _builtins.int
     LEAK_ALARMS_FIELD_NUMBER: _builtins.int
+    ORIGIN_CALLS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     entries: _builtins.int
     bytes: _builtins.int
@@ -46,6 +47,10 @@ class TenantCacheStats(_message.Message):
     evictions: _builtins.int
     purges: _builtins.int
     leak_alarms: _builtins.int
+    origin_calls: _builtins.int
+    """Calls this process made to the origin for the tenant's cacheable reads (a
+    coalesced burst of identical misses makes one).
+    """
     def __init__(
         self,
         *,
@@ -59,10 +64,11 @@ class TenantCacheStats(_message.Message):
         evictions: _builtins.int = ...,
         purges: _builtins.int = ...,
         leak_alarms: _builtins.int = ...,
+        origin_calls: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "cap_bytes", b"cap_bytes", "coalesced_waits", b"coalesced_waits", "entries", b"entries", "evictions", b"evictions", "hits", b"hits", "leak_alarms", b"leak_alarms", "misses", b"misses", "purges", b"purges", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "cap_bytes", b"cap_bytes", "coalesced_waits", b"coalesced_waits", "entries", b"entries", "evictions", b"evictions", "hits", b"hits", "leak_alarms", b"leak_alarms", "misses", b"misses", "origin_calls", b"origin_calls", "purges", b"purges", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
