@@ -32,7 +32,7 @@ import hashlib
 import itertools
 import json
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date
 from decimal import Decimal, InvalidOperation
@@ -49,7 +49,7 @@ from intelgraph.sdk import AsyncClient, ConductorError, ErrorReason
 from intelgraph.sdk import billing as pb
 from intelgraph.sdk.money import Money
 
-from servers.acceptance.checks import Context
+from servers.acceptance.checks import Context, Criterion, persisted_operations, refusal
 
 LANE = "billing"
 
@@ -62,14 +62,6 @@ DRIFT_LIMIT = 1
 MINOR_PER_MAJOR = 100
 #: The seed's limit on GA tenants.
 MAX_GA = 8
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """One of the pack's criteria: its name and its threshold, as the results table shows them."""
-
-    name: str
-    threshold: str
 
 
 DRIFT = Criterion("reconciliation drift per day", "≤ $0.01/day")
@@ -104,39 +96,6 @@ USAGE: tuple[tuple[str, tuple[int, ...]], ...] = (
 #: What the credit note takes off the api.call line, before tax.
 CREDITED_SUBTOTAL = 500
 
-#: The registered GraphQL operation `Invoices` (graphql/operations/Invoices.graphql):
-#: a client app's invoice list, which runs in production too.
-INVOICES_QUERY = """
-query Invoices($status: InvoiceStatus, $pageSize: Int) {
-  invoices(status: $status, page: { pageSize: $pageSize }) {
-    invoices {
-      id
-      number
-      status
-      periodStart
-      periodEnd
-      lines {
-        meter
-        quantity
-        total {
-          minorUnits
-          currencyCode
-        }
-      }
-      total {
-        minorUnits
-        currencyCode
-      }
-      amountPaid {
-        minorUnits
-      }
-      amountCredited {
-        minorUnits
-      }
-    }
-  }
-}
-"""
 RECONCILIATION_QUERY = """
 query Reconciliation($day: String!) {
   reconciliationReport(day: $day) {
@@ -202,15 +161,6 @@ class Findings:
         if self.passed:
             return done
         return f"{done} Problems: " + "; ".join(self.problems[:5])
-
-
-async def refusal(call: Awaitable[object]) -> ConductorError | None:
-    """The error `call` was refused with, or None when it succeeded."""
-    try:
-        await call
-    except ConductorError as error:
-        return error
-    return None
 
 
 # -- arithmetic as the contract states it ------------------------------------------------------
@@ -961,7 +911,7 @@ async def graphql_invoice_problems(
     production, where ad-hoc documents do not).
     """
     status, body, headers = await context.graphql(
-        token, INVOICES_QUERY, {"status": "FINALIZED", "pageSize": 10}
+        token, persisted_operations()["Invoices"].document, {"status": "FINALIZED", "pageSize": 10}
     )
     raw = {"status": status, "x_cache": headers.get("x-cache", ""), "body": body}
     if status != 200 or body.get("errors"):
@@ -1043,7 +993,7 @@ async def check_documents(
             f"the flow was refused: {error.code.name} {error.reason.name}: {error.details}",
         )
     if billed.finalized is None:
-        refused(context, DOCUMENTS, findings.problems[-1] if findings.problems else "no invoice")
+        context.unchecked(DOCUMENTS, findings.problems[-1] if findings.problems else "no invoice")
         return
     verification = await verify_documents(client, billed)
     final = billed.final or billed.invoice
@@ -1075,7 +1025,7 @@ async def check_documents(
 async def check_tax(context: Context, client: AsyncClient, billed: Billed) -> None:
     """Record the tax criterion: the invoice's tax fields, and the sandbox's calculations."""
     if billed.finalized is None:
-        refused(context, TAX, "no invoice was finalized, so no tax fields to check")
+        context.unchecked(TAX, "no invoice was finalized, so no tax fields to check")
         return
     invoice = billed.invoice
     findings = Findings()
@@ -1171,29 +1121,6 @@ async def check_rollout(context: Context, operator: AsyncClient, tenant: uuid.UU
     )
 
 
-def refused(context: Context, criterion: Criterion, why: str) -> None:
-    """Record `criterion` as failed because it could not be checked."""
-    context.check(
-        criterion.name,
-        threshold=criterion.threshold,
-        measured="not checked",
-        passed=False,
-        detail=why[:500],
-    )
-
-
-async def guarded(context: Context, criterion: Criterion, check: Awaitable[None]) -> None:
-    """Run one criterion's check; an API refusal on the way fails that criterion alone."""
-    try:
-        await check
-    except ConductorError as error:
-        refused(
-            context,
-            criterion,
-            f"The API refused a call: {error.code.name} {error.reason.name}: {error.details}",
-        )
-
-
 async def run(context: Context) -> None:
     """Bill a new pilot tenant end to end and check the Billing GA criteria."""
     tenant = context.tenant()
@@ -1205,7 +1132,7 @@ async def run(context: Context) -> None:
         await enrol(operator, client, tenant)
         billed = Billed()
         await bill(client, billed)
-        await guarded(context, DRIFT, reconcile(context, client, token, billed.days))
-        await guarded(context, DOCUMENTS, check_documents(context, client, token, billed))
-        await guarded(context, TAX, check_tax(context, client, billed))
-        await guarded(context, ROLLOUT, check_rollout(context, operator, tenant))
+        await context.guarded(DRIFT, reconcile(context, client, token, billed.days))
+        await context.guarded(DOCUMENTS, check_documents(context, client, token, billed))
+        await context.guarded(TAX, check_tax(context, client, billed))
+        await context.guarded(ROLLOUT, check_rollout(context, operator, tenant))

@@ -35,7 +35,7 @@ import csv
 import io
 import math
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -49,7 +49,7 @@ from intelgraph.sdk import catalog as pb
 from intelgraph.sdk.billing import Budget, SetBudgetRequest
 from intelgraph.sdk.money import Money
 
-from servers.acceptance.checks import Context
+from servers.acceptance.checks import Context, Criterion, persisted_operations, refusal
 
 LANE = "catalog"
 
@@ -63,14 +63,6 @@ WRITER_SCOPES = (
 VIEWER_SCOPES = ("catalog.read",)
 WRITER = "acceptance-catalog"
 VIEWER = "acceptance-viewer"
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """One of the pack's criteria: its name and its threshold, as the results table shows them."""
-
-    name: str
-    threshold: str
 
 
 SCENARIOS = Criterion(
@@ -169,72 +161,6 @@ SCENARIO_BUDGET = "acceptance-db-ha"
 BUDGET_METER = "api.call"
 BUDGET_USAGE = 1234
 
-#: The registered GraphQL operations the console and client apps send (they run in
-#: production too): graphql/operations/Scenario.graphql and WhatIf.graphql.
-SCENARIO_QUERY = """
-query Scenario($id: ID!) {
-  scenario(id: $id) {
-    scenario {
-      id
-      name
-      catalogChanged
-      budget {
-        budgetId
-        monthlyAmount {
-          minorUnits
-          currencyCode
-        }
-      }
-    }
-    impacts {
-      entity
-      before {
-        availability
-      }
-      after {
-        availability
-      }
-    }
-  }
-}
-"""
-WHAT_IF_QUERY = """
-query WhatIf($overrides: [EntityOverrideInput!]!) {
-  runWhatIf(scenario: { overrides: $overrides }) {
-    impacts {
-      entity
-      before {
-        availability
-        burnRate
-        timeBudgetSeconds
-        meetsObjective
-        weakestLink {
-          entity
-        }
-        monthlyCost {
-          minorUnits
-          currencyCode
-        }
-      }
-      after {
-        availability
-        burnRate
-        timeBudgetSeconds
-        meetsObjective
-        weakestLink {
-          entity
-        }
-        monthlyCost {
-          minorUnits
-          currencyCode
-        }
-      }
-    }
-  }
-}
-"""
-
-
 # -- helpers ---------------------------------------------------------------------------------
 
 
@@ -248,15 +174,6 @@ def as_json(message: Message) -> dict[str, Any]:
 def graphql_overrides(overrides: Iterable[pb.EntityOverride]) -> list[dict[str, Any]]:
     """Scenario overrides as GraphQL `EntityOverrideInput` values."""
     return [json_format.MessageToDict(override) for override in overrides]
-
-
-async def refusal(call: Awaitable[object]) -> ConductorError | None:
-    """The error `call` was refused with, or None when it succeeded."""
-    try:
-        await call
-    except ConductorError as error:
-        return error
-    return None
 
 
 def minute(moment: datetime) -> Timestamp:
@@ -693,7 +610,9 @@ async def check_scenarios(
     seen.add(*impact_differences("re-run from the shared overrides", list(rerun.impacts), ran))
 
     viewer_token = context.token(tenant, VIEWER_SCOPES, subject=VIEWER)
-    data, problems = await graphql_data(context, viewer_token, SCENARIO_QUERY, {"id": share})
+    data, problems = await graphql_data(
+        context, viewer_token, persisted_operations()["Scenario"].document, {"id": share}
+    )
     seen.add(1, problems)
     through_graphql = [
         (i["entity"], i["before"]["availability"], i["after"]["availability"])
@@ -831,7 +750,9 @@ async def link_scenario(
         await writer.catalog.link_budget(scenario_id=share, budget_id=SCENARIO_BUDGET)
     ).scenario
     seen.add(*budget_differences("linked scenario", linked.budget, budget))
-    opened, problems = await graphql_data(context, token, SCENARIO_QUERY, {"id": share})
+    opened, problems = await graphql_data(
+        context, token, persisted_operations()["Scenario"].document, {"id": share}
+    )
     seen.add(1, problems)
     shown = ((opened.get("scenario") or {}).get("scenario") or {}).get("budget") or {}
     seen.same(
@@ -911,7 +832,10 @@ async def check_budget_link(
     )
     token = context.token(tenant, WRITER_SCOPES, subject=WRITER)
     what_if, problems = await graphql_data(
-        context, token, WHAT_IF_QUERY, {"overrides": graphql_overrides(OVERRIDES)}
+        context,
+        token,
+        persisted_operations()["WhatIf"].document,
+        {"overrides": graphql_overrides(OVERRIDES)},
     )
     seen.add(1, problems)
     costs = {
@@ -956,29 +880,6 @@ async def check_budget_link(
     )
 
 
-def refused(context: Context, criterion: Criterion, why: str) -> None:
-    """Record `criterion` as failed because it could not be checked."""
-    context.check(
-        criterion.name,
-        threshold=criterion.threshold,
-        measured="not checked",
-        passed=False,
-        detail=why[:500],
-    )
-
-
-async def guarded(context: Context, criterion: Criterion, check: Awaitable[None]) -> None:
-    """Run one criterion's check; an API refusal on the way fails that criterion alone."""
-    try:
-        await check
-    except ConductorError as error:
-        refused(
-            context,
-            criterion,
-            f"The API refused a call: {error.code.name} {error.reason.name}: {error.details}",
-        )
-
-
 async def run(context: Context) -> None:
     """Build a catalog in a new tenant and check the Catalog criteria."""
     tenant = context.tenant()
@@ -989,8 +890,8 @@ async def run(context: Context) -> None:
         context.client(tenant, VIEWER_SCOPES, subject=VIEWER) as viewer,
     ):
         await build(writer)
-        await guarded(context, SCENARIOS, check_scenarios(context, tenant, writer, viewer, shared))
-        await guarded(context, CSV_ROUND_TRIP, check_csv(context, writer, shared.share))
-        await guarded(
-            context, BUDGET_LINK, check_budget_link(context, tenant, writer, viewer, shared.share)
+        await context.guarded(SCENARIOS, check_scenarios(context, tenant, writer, viewer, shared))
+        await context.guarded(CSV_ROUND_TRIP, check_csv(context, writer, shared.share))
+        await context.guarded(
+            BUDGET_LINK, check_budget_link(context, tenant, writer, viewer, shared.share)
         )

@@ -11,16 +11,22 @@ reaches into a service's modules or the store: it proves what a user would get.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
-from intelgraph.sdk import INSECURE, AsyncClient, bearer_token
+from intelgraph.sdk import INSECURE, AsyncClient, ConductorError, bearer_token
+
+T = TypeVar("T")
+#: The persisted GraphQL operations, as committed beside the schema (what client apps send).
+OPERATIONS_DIR = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,46 @@ class Check:
     def as_json(self) -> dict[str, Any]:
         """The check as JSON data."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One of a pack's criteria: its name and its threshold, as the results table shows them."""
+
+    name: str
+    threshold: str
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A persisted GraphQL operation: its id (the hex SHA-256 of its file) and its document."""
+
+    id: str
+    document: str
+
+
+@functools.cache
+def persisted_operations(directory: Path = OPERATIONS_DIR) -> dict[str, Operation]:
+    """Every persisted operation, by name (its file's stem).
+
+    >>> operations = persisted_operations()
+    >>> "PriceBook" in operations and len(operations["PriceBook"].id) == 64
+    True
+    """
+    found = {}
+    for path in sorted(directory.glob("*.graphql")):
+        document = path.read_text()
+        found[path.stem] = Operation(hashlib.sha256(document.encode()).hexdigest(), document)
+    return found
+
+
+async def refusal(call: Awaitable[object]) -> ConductorError | None:
+    """The error `call` was refused with, or None when it succeeded."""
+    try:
+        await call
+    except ConductorError as error:
+        return error
+    return None
 
 
 class TokenMinter(Protocol):
@@ -159,6 +205,30 @@ class Context:
                 "/graphql", json=payload, headers={"authorization": f"Bearer {token}"}
             )
         return response.status_code, response.json(), response.headers
+
+    async def guarded(self, criterion: Criterion, check: Awaitable[T]) -> T | None:
+        """Run one criterion's check; an error in it fails that criterion alone, not the lane.
+
+        An API refusal is said as the API said it; any other error by its type and message.
+        """
+        try:
+            return await check
+        except ConductorError as error:
+            why = f"the API refused a call: {error.code.name} {error.reason.name}: {error.details}"
+        except Exception as error:  # noqa: BLE001 - one criterion's fault fails that criterion
+            why = f"{type(error).__name__}: {error}"
+        self.unchecked(criterion, why)
+        return None
+
+    def unchecked(self, criterion: Criterion, why: str) -> Check:
+        """Record `criterion` as failed because it could not be checked, and why."""
+        return self.check(
+            criterion.name,
+            threshold=criterion.threshold,
+            measured="not checked",
+            passed=False,
+            detail=why[:500],
+        )
 
     def raw(self, name: str, data: Any) -> Path:
         """Write `data` as the lane's raw result `name` (JSON, keys sorted); its path."""

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import random
 import time
@@ -44,7 +43,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -56,12 +54,10 @@ from intelgraph.sdk import catalog as catalog_pb
 from intelgraph.sdk.money import Money
 from intelgraph.sdk.pagination import PageRequest
 
-from servers.acceptance.checks import Context
+from servers.acceptance.checks import OPERATIONS_DIR, Context, persisted_operations
 
 LANE = "edge"
 
-#: Where the persisted operations are kept (their ids are the SHA-256 of each file's text).
-OPERATIONS_DIR = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 #: The seed's thresholds.
 COVERAGE_THRESHOLD = 0.95
 REDUCTION_THRESHOLD = 0.20
@@ -95,16 +91,13 @@ METER = "api.call"
 CURRENCY = "USD"
 
 
-def persisted_operations(directory: Path = OPERATIONS_DIR) -> dict[str, str]:
-    """Each persisted operation's id (the hex SHA-256 of its file), by name.
+def operation_ids() -> dict[str, str]:
+    """Each persisted GraphQL operation's id (what a client app sends), by name.
 
-    >>> "PriceBook" in persisted_operations()
-    True
+    >>> len(operation_ids()["PriceBook"])
+    64
     """
-    return {
-        path.stem: hashlib.sha256(path.read_text().encode()).hexdigest()
-        for path in sorted(directory.glob("*.graphql"))
-    }
+    return {name: operation.id for name, operation in persisted_operations().items()}
 
 
 # -- judgments (pure: tests give them bad data) -----------------------------------------------
@@ -861,7 +854,7 @@ async def check_coalescing(context: Context, operations: Mapping[str, str]) -> N
 
 async def run(context: Context) -> None:
     """The Edge pack's three checks."""
-    operations = persisted_operations()
+    operations = operation_ids()
     missing = [
         name
         for name in ("PriceBook", "SpendCap", "AccessRequests", "Invoices", "CatalogEntities")

@@ -46,7 +46,7 @@ from intelgraph.sdk.services import AsyncRagClient
 
 from core import dsse
 from interceptors.keys import ed25519_public_keys
-from servers.acceptance.checks import Context
+from servers.acceptance.checks import Context, Criterion
 
 LANE = "rag"
 
@@ -534,16 +534,7 @@ async def run(context: Context) -> None:
 
 async def _guarded(context: Context, name: str, check: Coroutine[Any, Any, T]) -> T | None:
     """Run one criterion's check; an error in it is that criterion's failure, not the lane's."""
-    try:
-        return await check
-    except Exception as error:  # noqa: BLE001 - one criterion's fault fails that criterion
-        context.check(
-            name,
-            threshold=THRESHOLDS[name],
-            measured=f"{type(error).__name__}: {error}"[:500],
-            passed=False,
-        )
-        return None
+    return await context.guarded(Criterion(name, THRESHOLDS[name]), check)
 
 
 async def _export(

@@ -19,8 +19,8 @@ from servers.acceptance.edge import (
     judge_coverage,
     judge_reduction,
     leaked_marks,
+    operation_ids,
     origin_burst,
-    persisted_operations,
 )
 from servers.app import Platform
 from servers.switches import EDGE_COALESCING
@@ -120,7 +120,7 @@ async def test_without_coalescing_every_miss_calls_the_origin(
     async with AsyncClient(platform.grpc_target, INSECURE, token=bearer_token(token)) as admin:
         await admin.access.set_switch(name=EDGE_COALESCING, value="off", reason="baseline test")
         try:
-            burst = await origin_burst(context, persisted_operations(), copies=10, rounds=1)
+            burst = await origin_burst(context, operation_ids(), copies=10, rounds=1)
         finally:
             await admin.access.set_switch(name=EDGE_COALESCING, value="on", reason="test over")
     assert burst.served["coalesced"] == 0
