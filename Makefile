@@ -139,7 +139,16 @@ evidence: install ## Run every acceptance pack on an ephemeral deployment; a sig
 	status=0; $(VENV)/bin/conductor evidence build --out $(EVIDENCE_DIR) $(EVIDENCE_FLAGS) || status=$$?; \
 	  $(VENV)/bin/conductor evidence jwks > $(EVIDENCE_DIR).jwks.json \
 	  && $(VENV)/bin/conductor evidence verify $(EVIDENCE_DIR) --jwks $(EVIDENCE_DIR).jwks.json \
-	  && exit $$status
+	  && $(MAKE) --no-print-directory evidence-tampered && exit $$status
+
+# A copy of the bundle with one byte of index.html flipped must not verify.
+.PHONY: evidence-tampered
+evidence-tampered:
+	rm -rf $(EVIDENCE_DIR).tampered && cp -r $(EVIDENCE_DIR) $(EVIDENCE_DIR).tampered
+	$(PY) -c 'import sys; p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[0] ^= 1; open(p, "wb").write(b)' \
+	  $(EVIDENCE_DIR).tampered/index.html
+	! $(VENV)/bin/conductor evidence verify $(EVIDENCE_DIR).tampered --jwks $(EVIDENCE_DIR).jwks.json
+	rm -rf $(EVIDENCE_DIR).tampered
 
 .PHONY: evidence-quick
 evidence-quick: EVIDENCE_FLAGS := --quick
