@@ -7,7 +7,15 @@ what they found. Public surface: `run_lanes`, `remote`, `ephemeral`, `LANES`,
 """
 
 from servers.acceptance.checks import Check, Context
-from servers.acceptance.run import LANES, RESULTS_FILE, Target, ephemeral, remote, run_lanes
+from servers.acceptance.run import (
+    LANES,
+    RESULTS_FILE,
+    Target,
+    ephemeral,
+    remote,
+    run_lanes,
+    unreachable,
+)
 
 __all__ = [
     "LANES",
@@ -18,4 +26,5 @@ __all__ = [
     "ephemeral",
     "remote",
     "run_lanes",
+    "unreachable",
 ]

@@ -511,8 +511,10 @@ def _judge_refusals(context: Context, revoked: list[Revocation], expiry: Expiry)
         detail="; ".join(problems)[:500]
         or (
             "UNAUTHENTICATED with TOKEN_REVOKED (gRPC and GraphQL) / TOKEN_EXPIRED; the shortest "
-            f"grant asked for ended {expiry.ends_at.isoformat()}, its token last accepted "
-            f"{_ms(expiry.last_accepted_s)} ms after it"
+            f"grant asked for ended {expiry.ends_at.isoformat()}; its token was last accepted "
+            f"{abs(expiry.last_accepted_s or 0.0) * 1000:.0f} ms "
+            f"{'after' if (expiry.last_accepted_s or 0.0) > 0 else 'before'} that end and "
+            f"refused {_ms(expiry.refused_after_s)} ms after it"
         ),
     )
 

@@ -284,7 +284,7 @@ async def graph_tenant(context: Context) -> Graph:
             entities=entities, relationships=relationships
         )
         status = await _ready(client.analytics, imported.graph_revision)
-    origin = "imported" + (" (the demo tenant had no ready results)" if context.demo_tenant else "")
+    origin = "imported" + ("; the demo tenant had no ready results" if context.demo_tenant else "")
     return Graph(tenant, origin, status)
 
 
@@ -423,7 +423,7 @@ async def check_latency(
         value=judged.worst_p95_ms,
         detail=(
             f"worst p95 {judged.worst_pack}; {len(packs)} packs, {runs} runs at"
-            f" {REQUESTS_PER_S:.0f}/s for {seconds:.0f} s on the {graph.origin} graph"
+            f" {REQUESTS_PER_S:.0f}/s for {seconds:.0f} s (graph: {graph.origin})"
             f" ({graph.status.entities} entities, {graph.status.relationships} relationships)"
             if judged.passed
             else "; ".join(judged.problems)[:500]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import json
+import shutil
 import tempfile
 import time
 import uuid
@@ -12,6 +14,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import grpc
+import httpx
+from intelgraph.sdk import INSECURE, AsyncClient, ConductorError, bearer_token
 
 from servers.acceptance.checks import Check, Context, TokenMinter
 from servers.config import Settings, load_settings
@@ -105,6 +111,7 @@ async def run_lanes(
     the lanes name for the console's pages (see `Context.showcase`).
     """
     shown = {} if showcase is None else showcase
+    await asyncio.to_thread(_clear, out)
     checks: list[Check] = []
     timings: dict[str, float] = {}
     for lane in lanes:
@@ -124,11 +131,13 @@ async def run_lanes(
         try:
             await module.run(context)
         except Exception as error:  # noqa: BLE001 - one lane's fault is that lane's failure
+            why = f"{type(error).__name__}: {error}"[:500]
             context.check(
                 "the lane's checks ran to the end",
                 threshold="no error",
-                measured=f"{type(error).__name__}: {error}"[:500],
+                measured=why,
                 passed=False,
+                detail=f"The lane stopped at an error it did not expect: {why}",
             )
         timings[lane] = round(time.perf_counter() - started, 3)
         checks += context.checks
@@ -143,6 +152,59 @@ async def run_lanes(
         },
     )
     return checks
+
+
+def _clear(out: Path) -> None:
+    """Remove an earlier run's results from `out` (its raw results would sit beside ours)."""
+    shutil.rmtree(out / "raw", ignore_errors=True)
+    (out / RESULTS_FILE).unlink(missing_ok=True)
+
+
+async def unreachable(target: Target, timeout_s: float = 5.0) -> list[str]:
+    """What keeps the packs from running against `target`: its listeners, its keys.
+
+    Each problem is one sentence naming the setting to fix; none when all is well.
+    """
+    problems = []
+    token = ""
+    try:
+        token = target.minter(uuid.uuid4(), [], subject="acceptance", ttl_s=60)
+    except Exception as error:  # noqa: BLE001 - KeyRingError or a key that cannot sign
+        problems.append(
+            f"cannot mint tokens the deployment accepts ({error}): run where its signing "
+            "keys are, with the same --var-dir or --keys-dir"
+        )
+    channel = grpc.aio.insecure_channel(target.grpc_target)
+    try:
+        await asyncio.wait_for(channel.channel_ready(), timeout_s)
+    except (TimeoutError, grpc.RpcError):
+        problems.append(f"nothing answers gRPC at {target.grpc_target} (--target)")
+    else:
+        if token:
+            async with AsyncClient(target.grpc_target, INSECURE, token=bearer_token(token)) as c:
+                try:
+                    await c.access.get_caller(timeout=timeout_s)
+                except ConductorError as error:
+                    problems.append(
+                        f"{target.grpc_target} refuses tokens signed with these keys "
+                        f"({error.reason.name}): use the deployment's --var-dir or --keys-dir"
+                    )
+    finally:
+        await channel.close()
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as http:
+            answer = await http.get(f"{target.http_url}/healthz")
+        if answer.status_code != 200:
+            problems.append(
+                f"{target.http_url}/healthz answered HTTP {answer.status_code}: is --http-url "
+                "the deployment's HTTP port?"
+            )
+    except httpx.HTTPError as error:
+        problems.append(
+            f"nothing answers HTTP at {target.http_url} ({type(error).__name__}): give the "
+            "deployment's HTTP address with --http-url"
+        )
+    return problems
 
 
 def _write_results(out: Path, results: dict[str, Any]) -> None:

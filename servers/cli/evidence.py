@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -31,6 +34,32 @@ LANE_NAMES = ("billing", "edge", "rag", "catalog", "access", "analytics")
 PACK_SETTINGS = (*KEY_SETTINGS, "token_issuer", "token_audience")
 
 
+#: host:port, the host a name, IPv4 or bracketed IPv6 address.
+_ADDRESS = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
+#: Largest --jwks file read.
+MAX_JWKS_BYTES = 1024 * 1024
+
+
+def _address(_context: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    found = _ADDRESS.fullmatch(value)
+    if found is None or not 0 < int(found[1]) < 65536:
+        raise click.BadParameter(f"{value!r} is not host:port (for example 127.0.0.1:50051)")
+    return value
+
+
+def _http_url(_context: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.path not in {"", "/"}:
+        raise click.BadParameter(
+            f"{value!r} is not an http(s)://host:port base URL (for example http://127.0.0.1:8080)"
+        )
+    return value.rstrip("/")
+
+
 def _target_options(command: Any) -> Any:
     for option in reversed(
         [
@@ -43,13 +72,16 @@ def _target_options(command: Any) -> Any:
             ),
             click.option(
                 "--target",
+                callback=_address,
                 help="gRPC address (host:port) of a running deployment whose signing keys "
                 "--keys-dir/--var-dir can read [default: start an ephemeral one on the "
                 "embedded default for the run].",
             ),
             click.option(
                 "--http-url",
-                help="The deployment's HTTP base URL [default: http://<target host>:8080].",
+                callback=_http_url,
+                help="The deployment's HTTP base URL (GraphQL, the console) [default: "
+                "http://<target host>:8080; give it when the HTTP port is another].",
             ),
             click.option("--quick", is_flag=True, help="Smaller samples (same thresholds)."),
             click.option(
@@ -70,7 +102,7 @@ def _target_options(command: Any) -> Any:
 async def _deployment(
     settings: Settings, target: str | None, http_url: str | None
 ) -> AsyncIterator[Target]:
-    from servers.acceptance import ephemeral, remote  # noqa: PLC0415 - loaded when a run does
+    from servers.acceptance import ephemeral, remote, unreachable  # noqa: PLC0415
 
     if target is None:
         if http_url:
@@ -78,8 +110,12 @@ async def _deployment(
         async with ephemeral() as started:
             yield started
         return
-    host = target.rpartition(":")[0] or target
-    yield remote(target, http_url or f"http://{host}:8080", settings)
+    host = target.rpartition(":")[0]
+    deployment = remote(target, http_url or f"http://{host}:8080", settings)
+    problems = await unreachable(deployment)
+    if problems:
+        raise Failed("; ".join(problems))
+    yield deployment
 
 
 def _table(checks: Sequence[Check]) -> Table:
@@ -192,11 +228,35 @@ def build(
     Exit status 0 when the bundle is built and every check passed, 1 otherwise (the
     bundle is still built and says which failed).
     """
-    from servers.evidence import BundleSigner, Inputs, collect, render  # noqa: PLC0415
+    from servers.evidence import (  # noqa: PLC0415
+        BundleSigner,
+        Inputs,
+        RenderFailed,
+        collect,
+        render,
+    )
 
     settings = settings_from(flags)
-    if out.exists():
-        raise click.BadParameter(f"{out} exists: give a new directory", param_hint="'--out'")
+    _new_directory(out)
+    if from_bundle is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--target", target),
+                ("--http-url", http_url),
+                ("--lane", lanes),
+                ("--quick", quick),
+                ("--load-results", load_results),
+                ("--chaos-results", chaos_results),
+                ("--no-screenshots", no_screenshots),
+            )
+            if value
+        ]
+        if given:
+            raise click.UsageError(
+                f"--from renders the data of an earlier bundle: {', '.join(given)} would "
+                "change nothing (build without --from to run the packs again)"
+            )
     artifacts = Path("test-artifacts")
     inputs = Inputs(
         load=load_results or _existing(artifacts / "load" / "load.json"),
@@ -219,12 +279,16 @@ def build(
 
     signer = BundleSigner(settings.bundle_keys_dir)
     release = version("intelgraph-conductor")
-    if from_bundle is not None:
-        digest = render(from_bundle, out, signer, datetime.now(UTC), version=release)
-    else:
-        with _scratch(out) as data:
-            asyncio.run(gather(data))
-            digest = render(data, out, signer, datetime.now(UTC), version=release)
+    try:
+        if from_bundle is not None:
+            _verified_here(from_bundle, signer)
+            digest = render(from_bundle, out, signer, datetime.now(UTC), version=release)
+        else:
+            with _scratch(out) as data:
+                asyncio.run(gather(data))
+                digest = render(data, out, signer, datetime.now(UTC), version=release)
+    except RenderFailed as error:
+        raise Failed(str(error)) from None
     results = json.loads((out / "acceptance" / "results.json").read_text())
     failed = [check for check in results["checks"] if not check["passed"]]
     click.echo(
@@ -232,6 +296,33 @@ def build(
         f"checks passed); statement sha256 {digest}; open {out / 'index.html'}"
     )
     return 1 if failed else 0
+
+
+def _new_directory(out: Path) -> None:
+    """Refuse an --out that exists (or is a link) or whose parent cannot be made, up front."""
+    if out.exists() or out.is_symlink():
+        raise click.BadParameter(f"{out} exists: give a new directory", param_hint="'--out'")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.BadParameter(
+            f"cannot create {out.parent}: {error.strerror}", param_hint="'--out'"
+        ) from None
+    if not os.access(out.parent, os.W_OK):
+        raise click.BadParameter(f"{out.parent} is not writable", param_hint="'--out'")
+
+
+def _verified_here(bundle: Path, signer: Any) -> None:
+    """Refuse to render again from a bundle this signer did not sign, or one changed since."""
+    from servers.evidence import BundleInvalid, verify_bundle  # noqa: PLC0415
+
+    try:
+        verify_bundle(bundle, signer.jwks())
+    except BundleInvalid as error:
+        raise Failed(
+            f"{bundle} does not verify with this signer's keys ({error.check}: "
+            f"{error.problem}); only an unchanged bundle built here is rendered again"
+        ) from None
 
 
 def _existing(path: Path) -> Path | None:
@@ -262,13 +353,19 @@ def _scratch(out: Path) -> Any:
 def verify(bundle: Path, jwks: Path | None) -> int:
     """Check BUNDLE's files against its signed manifest, offline (exit 1 if anything differs)."""
     from servers.evidence import BundleInvalid, verify_bundle  # noqa: PLC0415
+    from servers.evidence.manifest import shown  # noqa: PLC0415
 
     keys = None
     if jwks is not None:
+        if jwks.stat().st_size > MAX_JWKS_BYTES:
+            raise click.BadParameter(
+                f"larger than {MAX_JWKS_BYTES} bytes: not a JWKS", param_hint="'--jwks'"
+            )
         try:
             keys = json.loads(jwks.read_text())
-        except ValueError as error:
-            raise click.BadParameter(f"not JSON: {error}", param_hint="'--jwks'") from None
+        except (ValueError, RecursionError) as error:
+            problem = "nested too deeply" if isinstance(error, RecursionError) else error
+            raise click.BadParameter(f"not JSON: {problem}", param_hint="'--jwks'") from None
         if not isinstance(keys, dict):
             raise click.BadParameter("not a JWKS (a JSON object)", param_hint="'--jwks'")
     try:
@@ -280,7 +377,7 @@ def verify(bundle: Path, jwks: Path | None) -> int:
             ("added", error.added),
         ):
             for name in names:
-                click.echo(f"{label}: {name}", err=True)
+                click.echo(f"{label}: {shown(name)}", err=True)
         raise Failed(f"{bundle} does not verify ({error.check}): {error.problem}") from None
     checks = verified.predicate.get("checks", {})
     click.echo(

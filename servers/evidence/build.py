@@ -23,12 +23,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from servers.acceptance import LANES, RESULTS_FILE, Target, run_lanes
 from servers.evidence.manifest import BundleSigner, seal
 from servers.evidence.page import write_index
 from servers.evidence.plots import render_plots
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 #: What `collect` writes, which `render` copies into the bundle.
 DATA_DIRS = ("acceptance", "screenshots", "load", "chaos")
@@ -40,6 +44,8 @@ PAGES: Mapping[str, tuple[str, str, tuple[str, ...]]] = {
     "documents": ("documents", "/console/documents", ("rag.read",)),
     "approvals": ("approvals", "/console/approvals", ("admin.write",)),
 }
+#: How long one page may take to load, in milliseconds.
+SCREENSHOT_TIMEOUT_MS = 15_000
 #: Where Debian's headless Chromium is, unless CONDUCTOR_CHROMIUM says otherwise.
 CHROMIUM_NAMES = ("chromium-headless-shell", "chromium")
 
@@ -72,8 +78,9 @@ async def screenshots(
     not_taken: dict[str, str] = {}
     browser_path = chromium()
     try:
-        from playwright.async_api import async_playwright  # noqa: PLC0415 - optional extra
-    except ImportError:
+        from playwright.async_api import Error as PlaywrightError  # noqa: PLC0415 - optional
+        from playwright.async_api import async_playwright  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the dev group has it
         reason = "playwright is not installed (pip install 'intelgraph-conductor[evidence]')"
         return {"taken": {}, "not_taken": dict.fromkeys(PAGES, reason)}
     if browser_path is None:
@@ -88,25 +95,41 @@ async def screenshots(
                 if tenant is None:
                     not_taken[name] = f"no lane of this run filled the {section} section"
                     continue
-                context = await browser.new_context(viewport={"width": 1280, "height": 800})
-                page = await context.new_page()
-                await page.goto(f"{target.http_url}/console/sign-in")
                 token = target.minter(tenant, scopes, subject="evidence", ttl_s=300)
-                await page.fill("#token", token)
-                await page.click("form[action$='/sign-in'] button")
-                await page.wait_for_load_state("networkidle")
-                response = await page.goto(f"{target.http_url}{path}")
-                status = response.status if response is not None else 0
-                if status != 200:
-                    not_taken[name] = f"GET {path} answered HTTP {status}"
+                try:
+                    problem = await _screenshot(browser, target.http_url, path, token, out / name)
+                except PlaywrightError as error:  # the console cannot be reached, or hangs
+                    problem = str(error).splitlines()[0][:300]
+                if problem:
+                    not_taken[name] = problem
                 else:
-                    file = f"{name}.png"
-                    await page.screenshot(path=str(out / file), full_page=True)
-                    taken[name] = file
-                await context.close()
+                    taken[name] = f"{name}.png"
         finally:
             await browser.close()
     return {"taken": taken, "not_taken": not_taken}
+
+
+async def _screenshot(browser: Browser, base: str, path: str, token: str, out: Path) -> str:
+    """Sign in with `token`, open `path`, save `<out>.png`; why not, or "" when taken."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = await context.new_page()
+        page.set_default_timeout(SCREENSHOT_TIMEOUT_MS)
+        await page.goto(f"{base}/console/sign-in")
+        await page.fill("#token", token)
+        await page.click("form[action$='/sign-in'] button")
+        await page.wait_for_load_state("networkidle")
+        response = await page.goto(f"{base}{path}")
+        status = response.status if response is not None else 0
+        landed = urlsplit(page.url).path
+        if status != 200:
+            return f"GET {path} answered HTTP {status}"
+        if landed != path:  # e.g. sent back to the sign-in page: the token was refused
+            return f"GET {path} ended on {landed} (signing in with the run's token failed)"
+        await page.screenshot(path=f"{out}.png", full_page=True)
+        return ""
+    finally:
+        await context.close()
 
 
 def _copy_input(source: Path | None, out: Path, what: str) -> dict[str, Any]:
@@ -167,6 +190,10 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+class RenderFailed(Exception):
+    """The collected data could not be rendered into a bundle (nothing is left at `out`)."""
+
+
 def render(data: Path, out: Path, signer: BundleSigner, built_at: datetime, *, version: str) -> str:
     """Render the bundle from collected `data` into `out` (which must not exist) and seal it.
 
@@ -175,17 +202,23 @@ def render(data: Path, out: Path, signer: BundleSigner, built_at: datetime, *, v
 
     Raises:
         FileExistsError: `out` exists.
-        FileNotFoundError: `data` holds no collection.
+        RenderFailed: `data` is not collected evidence of the expected shape (what had
+            been written to `out` is removed).
     """
+    out.mkdir(parents=True)
+    try:
+        return _render(data, out, signer, built_at, version)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+        shutil.rmtree(out, ignore_errors=True)
+        raise RenderFailed(
+            f"{data} does not hold collected evidence that can be rendered "
+            f"({type(error).__name__}: {error})"[:500]
+        ) from None
+
+
+def _render(data: Path, out: Path, signer: BundleSigner, built_at: datetime, version: str) -> str:
     collection = json.loads((data / COLLECTION_FILE).read_text())
     results = json.loads((data / "acceptance" / RESULTS_FILE).read_text())
-    out.mkdir(parents=True)
-    shutil.copyfile(data / COLLECTION_FILE, out / COLLECTION_FILE)
-    for name in DATA_DIRS:
-        if (data / name).is_dir():
-            shutil.copytree(data / name, out / name)
-    plots = render_plots(out / "acceptance" / "raw", out / "plots")
-    write_index(out, collection, results, plots, version=version)
     checks = results["checks"]
     about = {
         "platform_version": version,
@@ -193,4 +226,10 @@ def render(data: Path, out: Path, signer: BundleSigner, built_at: datetime, *, v
         "lanes": collection["lanes"],
         "checks": {"passed": sum(1 for c in checks if c["passed"]), "total": len(checks)},
     }
+    shutil.copyfile(data / COLLECTION_FILE, out / COLLECTION_FILE)
+    for name in DATA_DIRS:
+        if (data / name).is_dir():
+            shutil.copytree(data / name, out / name)
+    plots = render_plots(out / "acceptance" / "raw", out / "plots")
+    write_index(out, collection, results, plots, version=version)
     return seal(out, signer, built_at, about)

@@ -73,20 +73,52 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _walk(root: Path) -> tuple[dict[str, str], list[str]]:
+    """The regular files under `root` (but the envelope) with their sha256, and the rest.
+
+    The rest: symbolic links, pipes, devices and empty directories (`name/`).
+    """
+    found = {}
+    strays = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            strays.append(relative)
+        elif path.is_dir():
+            if not any(path.iterdir()):
+                strays.append(relative + "/")
+        elif relative != ENVELOPE_FILE:
+            found[relative] = _sha256(path)
+    return found, strays
+
+
 def bundle_files(root: Path) -> dict[str, str]:
     """Every file under `root` but the envelope, by POSIX relative path, with its sha256.
 
     Raises:
-        BundleInvalid: A symbolic link (a bundle holds files only).
+        BundleInvalid: Anything but regular files and the directories holding them: a
+            symbolic link, a pipe or device, or an empty directory (a bundle holds files
+            only, and a verifier must see everything that is there).
     """
-    found = {}
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            raise BundleInvalid("files", f"{relative} is a symbolic link", added=(relative,))
-        if path.is_file() and relative != ENVELOPE_FILE:
-            found[relative] = _sha256(path)
+    found, strays = _walk(root)
+    if strays:
+        raise BundleInvalid(
+            "files",
+            "the bundle holds what is not a file: " + ", ".join(map(shown, strays[:5])),
+            added=tuple(strays),
+        )
     return found
+
+
+def shown(name: str) -> str:
+    """A file name as it is safe to print: control characters escaped, quoted if any were.
+
+    (A name holding a newline must not print as a line of its own, an escape sequence
+    must not reach the terminal.)
+    """
+    if name.isprintable():
+        return name
+    return "'" + name.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
 
 
 def statement(files: Mapping[str, str], predicate: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,13 +180,38 @@ class Verified:
     self_signed_keys: bool = False
 
 
+#: The largest envelope or JWKS read (a bundle's manifest of thousands of files is far less).
+MAX_JSON_BYTES = 16 * 1024 * 1024
+
+
 def _read_json(path: Path, check: str, what: str) -> Any:
     try:
+        if path.is_symlink() or path.stat().st_size > MAX_JSON_BYTES:
+            raise BundleInvalid(check, f"{what} is a link or larger than {MAX_JSON_BYTES} bytes")
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise BundleInvalid(check, f"{what} is missing ({path.name})") from None
-    except (OSError, ValueError) as error:
-        raise BundleInvalid(check, f"{what} is not readable JSON: {error}") from None
+    except (OSError, ValueError, RecursionError) as error:
+        problem = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise BundleInvalid(check, f"{what} is not readable JSON: {problem}") from None
+
+
+def public_keys(jwks: Any) -> dict[str, ed25519.Ed25519PublicKey]:
+    """The Ed25519 keys of a JWKS document, by kid.
+
+    Raises:
+        BundleInvalid: ("unknown_key") It is not a JWKS with at least one Ed25519 key.
+    """
+    listed = jwks.get("keys") if isinstance(jwks, Mapping) else None
+    if not isinstance(listed, list) or not all(isinstance(jwk, Mapping) for jwk in listed):
+        raise BundleInvalid("unknown_key", 'the JWKS is not {"keys": [JWK, ...]}')
+    try:
+        found = keys.ed25519_public_keys(listed)
+    except (AttributeError, TypeError, ValueError) as error:
+        raise BundleInvalid("unknown_key", f"the JWKS has a malformed key: {error}") from None
+    if not found:
+        raise BundleInvalid("unknown_key", "the JWKS holds no Ed25519 key")
+    return found
 
 
 def _statement_files(body: bytes) -> tuple[dict[str, str], dict[str, Any]]:
@@ -166,8 +223,8 @@ def _statement_files(body: bytes) -> tuple[dict[str, str], dict[str, Any]]:
         subjects, predicate = parsed["subject"], parsed["predicate"]
         listed = {item["name"]: item["digest"]["sha256"] for item in subjects}
         kinds = (parsed["_type"], parsed["predicateType"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise malformed(str(error)) from None
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
+        raise malformed(type(error).__name__) from None
     if kinds != (STATEMENT_TYPE, PREDICATE_TYPE):
         raise malformed("not an evidence bundle statement")
     if len(listed) != len(subjects) or not all(
@@ -192,11 +249,9 @@ def verify_bundle(root: Path, jwks: Mapping[str, Any] | None = None) -> Verified
             missing or added.
     """
     own_keys = jwks is None
-    keyset = _read_json(root / JWKS_FILE, "unknown_key", "the JWKS") if own_keys else jwks
-    try:
-        keys_by_id = keys.ed25519_public_keys(keyset.get("keys", []))  # type: ignore[union-attr]
-    except (AttributeError, ValueError) as error:
-        raise BundleInvalid("unknown_key", f"the JWKS is not usable: {error}") from None
+    keys_by_id = public_keys(
+        _read_json(root / JWKS_FILE, "unknown_key", "the JWKS") if own_keys else jwks
+    )
     envelope = _read_json(root / ENVELOPE_FILE, "envelope", "the signed manifest")
     try:
         opened = dsse.open_envelope(envelope)
@@ -204,13 +259,16 @@ def verify_bundle(root: Path, jwks: Mapping[str, Any] | None = None) -> Verified
     except dsse.EnvelopeInvalid as error:
         raise BundleInvalid(error.check, error.problem) from None
     listed, predicate = _statement_files(opened.body)
-    present = bundle_files(root)
+    present, strays = _walk(root)
+    # A directory emptied by a deletion is that deletion, said once (as a missing file).
+    holders = {name.rsplit("/", 1)[0] + "/" for name in listed if "/" in name}
     changed = tuple(sorted(n for n in listed.keys() & present.keys() if listed[n] != present[n]))
     missing = tuple(sorted(listed.keys() - present.keys()))
-    added = tuple(sorted(present.keys() - listed.keys()))
+    added = tuple(sorted((present.keys() - listed.keys()) | (set(strays) - holders)))
     if changed or missing or added:
         parts = [
-            f"{len(found)} {what} ({', '.join(found[:5])}{', …' if len(found) > 5 else ''})"
+            f"{len(found)} {what} ({', '.join(map(shown, found[:5]))}"
+            f"{', …' if len(found) > 5 else ''})"
             for what, found in (("changed", changed), ("missing", missing), ("added", added))
             if found
         ]

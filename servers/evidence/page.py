@@ -154,5 +154,10 @@ def write_index(
         not_taken=sorted(shots["not_taken"].items()),
         load=_load(out, collection),
         chaos=_chaos(out, collection),
+        files=[
+            {"path": path.relative_to(out).as_posix(), "size": path.stat().st_size}
+            for path in sorted(out.rglob("*"))
+            if path.is_file()
+        ],
     )
     (out / "index.html").write_text(page)

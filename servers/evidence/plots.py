@@ -119,7 +119,8 @@ def drift_chart(reports: Sequence[Mapping[str, Any]], axes: Axes) -> None:
     axes.bar(days, drift, color="tab:blue")
     for bound in (DRIFT_BOUND_MINOR, -DRIFT_BOUND_MINOR):
         axes.axhline(bound, color="tab:red", linestyle="--")
-    axes.set_ylim(-2 * DRIFT_BOUND_MINOR - 1, 2 * DRIFT_BOUND_MINOR + 1)
+    reach = max([2 * DRIFT_BOUND_MINOR + 1, *(abs(value) + 1 for value in drift)])
+    axes.set_ylim(-reach, reach)  # a large drift is drawn to its size, never clipped
     axes.set_ylabel("drift (minor units)")
     axes.set_title("Billing reconciliation drift per day (bound ±$0.01)")
 
@@ -166,6 +167,10 @@ def render_plots(raw: Path, out: Path) -> dict[str, list[str]]:
             if not available:
                 continue
             figure, axes = plt.subplots(figsize=size)
-            draw(axes)
+            try:
+                draw(axes)
+            except (KeyError, TypeError, ValueError):  # raw results of another shape: no plot
+                plt.close(figure)
+                continue
             plots[name] = _save(figure, out, name)
     return plots

@@ -99,6 +99,9 @@ BAD_VALUES = [
     (["demo", "seed", "--tenant", TENANT, "--edges", "many"], "'--edges'"),
     (["demo", "seed", "--nodes", "0"], "'--nodes'"),
     (["acceptance", "--lane", "nope"], "'--lane'"),
+    (["acceptance", "--target", "127.0.0.1"], "'--target'"),
+    (["acceptance", "--target", "127.0.0.1:70000"], "'--target'"),
+    (["acceptance", "--target", "127.0.0.1:1", "--http-url", "ftp://x"], "'--http-url'"),
     (["evidence", "verify", "no-such-dir"], "'BUNDLE'"),
     (["evidence", "build"], "'--out'"),
     (
@@ -250,3 +253,16 @@ def test_migrate_check_only_reports(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["migrate", "--check", "--var-dir", str(tmp_path / "var")]) == 1
     assert "no database at" in capsys.readouterr().out
     assert not (tmp_path / "var").exists()
+
+
+def test_acceptance_against_nothing_fails_at_once_naming_what_to_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--target", "127.0.0.1:1", "--http-url", "http://127.0.0.1:1"]
+    assert main(["acceptance", *flags, "--var-dir", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1
+    assert "cannot mint tokens" in error
+    assert "nothing answers gRPC at 127.0.0.1:1 (--target)" in error
+    assert "--http-url" in error
+    assert not (tmp_path / "acceptance").exists()

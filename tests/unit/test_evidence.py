@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from servers.cli import main
-from servers.evidence import BundleInvalid, BundleSigner, render, verify_bundle
+from servers.evidence import BundleInvalid, BundleSigner, RenderFailed, render, verify_bundle
 from servers.evidence.manifest import ENVELOPE_FILE, JWKS_FILE, PAYLOAD_TYPE
 from servers.evidence.plots import burn_rates
 from tests.support.evidence import sample_data
@@ -154,11 +155,13 @@ def test_verification_fails_on_a_forged_manifest_or_the_wrong_keys(
 def test_the_command_verifies_and_fails_after_one_flipped_byte(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    keys_dir, out = tmp_path / "evidence-keys", tmp_path / "bundle"
-    built = ["evidence", "build", "--from", str(data), "--out", str(out)]
-    assert main([*built, "--evidence-keys-dir", str(keys_dir)]) == 0
+    keys_dir, first, out = tmp_path / "evidence-keys", tmp_path / "first", tmp_path / "bundle"
+    render(data, first, BundleSigner(keys_dir), BUILT, version="0.1.0")  # as `build` would
+    keys = ["--evidence-keys-dir", str(keys_dir)]
+    built = ["evidence", "build", "--from", str(first), "--out", str(out), *keys]
+    assert main(built) == 0
     assert "2 of 2 checks passed" in capsys.readouterr().out
-    assert main(["evidence", "jwks", "--evidence-keys-dir", str(keys_dir)]) == 0
+    assert main(["evidence", "jwks", *keys]) == 0
     jwks = tmp_path / "jwks.json"
     jwks.write_text(capsys.readouterr().out)
     assert main(["evidence", "verify", str(out), "--jwks", str(jwks)]) == 0
@@ -171,7 +174,19 @@ def test_the_command_verifies_and_fails_after_one_flipped_byte(
     error = capsys.readouterr().err
     assert "changed: index.html" in error
     assert "does not verify (files)" in error
-    assert main([*built, "--evidence-keys-dir", str(keys_dir)]) == 2  # --out exists
+    assert main(built) == 2  # --out exists
+    # A changed bundle is not signed again: --from takes only an unchanged one built here.
+    again = ["evidence", "build", "--from", str(out), "--out", str(tmp_path / "laundered")]
+    assert main([*again, *keys]) == 1
+    assert "does not verify with this signer's keys" in capsys.readouterr().err
+    assert not (tmp_path / "laundered").exists()
+    stranger = ["--evidence-keys-dir", str(tmp_path / "stranger-keys")]
+    assert (
+        main(["evidence", "build", "--from", str(first), "--out", str(tmp_path / "o"), *stranger])
+        == 1
+    )
+    assert main([*built[:4], "--out", str(tmp_path / "q"), "--quick", *keys]) == 2
+    assert "--quick would change nothing" in capsys.readouterr().err
 
 
 def test_the_burn_rate_is_the_share_over_the_slo_against_the_budget() -> None:
@@ -179,3 +194,53 @@ def test_the_burn_rate_is_the_share_over_the_slo_against_the_budget() -> None:
     assert burn_rates({"a": [10.0] * 18 + [451.0, 900.0]}) == [2.0]
     assert burn_rates({"a": [500.0] * 40}) == [20.0, 20.0]
     assert burn_rates({"a": [1.0] * 19}) == []  # no whole window yet
+
+
+def test_what_is_not_a_file_and_unusable_keys_are_refused_not_crashed(
+    data: Path, signer: BundleSigner, tmp_path: Path
+) -> None:
+    out = tmp_path / "bundle"
+    render(data, out, signer, BUILT, version="0.1.0")
+    (out / "empty").mkdir()
+    os.mkfifo(out / "plots" / "pipe")
+    (out / "screenshots" / "linked.png").symlink_to(out / "index.html")
+    with pytest.raises(BundleInvalid) as strays:
+        verify_bundle(out, signer.jwks())
+    assert set(strays.value.added) == {"empty/", "plots/pipe", "screenshots/linked.png"}
+    unusable_keys: list[dict[str, Any]] = [
+        {"keys": 5},
+        {"keys": []},
+        {},
+        {"keys": [{"kty": "OKP", "crv": "Ed25519"}]},
+    ]
+    for jwks in unusable_keys:
+        with pytest.raises(BundleInvalid) as unusable:
+            verify_bundle(out, jwks)
+        assert unusable.value.check == "unknown_key"
+    (out / JWKS_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleInvalid) as deep:
+        verify_bundle(out)
+    assert "nested too deeply" in deep.value.problem
+
+
+def test_file_names_are_printed_safely(data: Path, signer: BundleSigner, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    render(data, out, signer, BUILT, version="0.1.0")
+    (out / "a\nchanged: index.html").write_text("x")
+    with pytest.raises(BundleInvalid) as added:
+        verify_bundle(out, signer.jwks())
+    assert "\n" not in added.value.problem
+    assert "'a\\nchanged: index.html'" in added.value.problem
+
+
+def test_data_of_another_shape_is_refused_and_leaves_nothing(
+    data: Path, signer: BundleSigner, tmp_path: Path
+) -> None:
+    (data / "collection.json").write_text("{}")
+    out = tmp_path / "bundle"
+    with pytest.raises(RenderFailed):
+        render(data, out, signer, BUILT, version="0.1.0")
+    assert not out.exists()
+    with pytest.raises(RenderFailed):
+        render(tmp_path / "nothing-here", out, signer, BUILT, version="0.1.0")
+    assert not out.exists()
