@@ -158,6 +158,7 @@ def test_public_rpcs_are_few_and_deliberate() -> None:
     ]
     assert public == [
         "intelgraph.access.v1.AccessService.GetJwks",
+        "intelgraph.billing.v1.BillingService.GetJwks",
         "intelgraph.rag.v1.RagService.GetJwks",
     ]
 

@@ -256,6 +256,16 @@ def seed(target: Target) -> None:
                 metadata=caller,
             )
             target.known += seed_catalog(services, money, caller)
+        for tenant in (TENANT_A, TENANT_B):  # the graph's results are computed in the background
+            for _ in range(600):
+                status = graph.GetGraphStatus(
+                    analytics.GetGraphStatusRequest(), metadata=target.bearer(tenant)
+                )
+                if status.ready_revision >= 1:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError(f"tenant {tenant}'s graph results were never ready")
         usage = billing.RecordUsageRequest(event_id="seed", meter="api.call", quantity=2)
         money.RecordUsage(usage, metadata=target.bearer(TENANT_A))
         invoices = money.ListInvoices(
