@@ -139,7 +139,9 @@ evidence: install ## Run every acceptance pack on an ephemeral deployment; a sig
 	status=0; $(VENV)/bin/conductor evidence build --out $(EVIDENCE_DIR) $(EVIDENCE_FLAGS) || status=$$?; \
 	  $(VENV)/bin/conductor evidence jwks > $(EVIDENCE_DIR).jwks.json \
 	  && $(VENV)/bin/conductor evidence verify $(EVIDENCE_DIR) --jwks $(EVIDENCE_DIR).jwks.json \
-	  && $(MAKE) --no-print-directory evidence-tampered && exit $$status
+	  && $(MAKE) --no-print-directory evidence-tampered \
+	  && $(PY) -m tests.support.index_screenshot $(EVIDENCE_DIR) $(EVIDENCE_DIR)-index.png \
+	  && exit $$status
 
 # A copy of the bundle with one byte of index.html flipped must not verify.
 .PHONY: evidence-tampered
