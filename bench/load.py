@@ -215,6 +215,12 @@ def _print_table(phase: dict[str, Any]) -> None:
         print(f"PROBLEM: {problem}", file=sys.stderr)
 
 
+#: Latency bounds --quick reports without failing on: CI's shared machine is too noisy for an
+#: absolute latency bound (the same run measured GraphQL p99 61 to 473 ms on one day);
+#: `make load` enforces them. Errors, refusals and anything lost always fail.
+ADVISORY_IN_QUICK = frozenset({"analytics_p95_ms", "graphql_p99_ms"})
+
+
 def _slo(phase: dict[str, Any], graphql_p99_ms: float) -> dict[str, dict[str, Any]]:
     """Each check of one phase: the measured value, the bound, and whether it held."""
     checks = {
@@ -257,7 +263,12 @@ def main() -> None:
     result: dict[str, Any] = {
         "bench": "load",
         **{key: value for key, value in last.items() if key not in {"ops", "problems"}},
-        "slo_ok": all(held["ok"] for phase in phases for held in phase["slo"].values()),
+        "slo_ok": all(
+            held["ok"]
+            for phase in phases
+            for name, held in phase["slo"].items()
+            if not (args.quick and name in ADVISORY_IN_QUICK)
+        ),
         "phases": [
             {key: value for key, value in phase.items() if key != "ops"} for phase in phases
         ],
@@ -271,9 +282,13 @@ def main() -> None:
         )
     for phase in phases:
         for name, held in phase["slo"].items():
+            advisory = args.quick and name in ADVISORY_IN_QUICK
+            verdict = (
+                "ok" if held["ok"] else ("over (advisory in --quick)" if advisory else "FAILED")
+            )
             print(
                 f"{phase['replicas']} replica(s) {name}: {held['value']} (bound "
-                f"{held['bound']}): {'ok' if held['ok'] else 'FAILED'}",
+                f"{held['bound']}): {verdict}",
                 file=sys.stderr,
             )
     print(json.dumps(result))

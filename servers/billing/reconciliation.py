@@ -82,7 +82,11 @@ async def reconcile(
     now: datetime,
     notifications: Notifications | None = None,
 ) -> ReconciliationRow:
-    """Reconcile one tenant's day, store the report (replacing an earlier one), raise alerts."""
+    """Reconcile one tenant's day, store the report (replacing an earlier one), raise alerts.
+
+    Call it first in its transaction: the sums are read from one snapshot.
+    """
+    await store.one_snapshot(session)
     start, end = day_bounds(day)
     currency = (await profile_of(session, tenant)).currency
     ledger_total, billed = await store.ledger_sums(session, start, end)

@@ -36,6 +36,7 @@ from servers.billing.store.reconciliation import (
     billed_history,
     documents_sum,
     ledger_sums,
+    one_snapshot,
     report_of,
     touched_lines,
 )
@@ -157,6 +158,7 @@ __all__ = [
     "ledger_sums",
     "lines_of",
     "locked_invoice",
+    "one_snapshot",
     "open_draft",
     "paid_and_refunded",
     "price_override",

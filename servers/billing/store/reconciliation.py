@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from servers.billing.store.tables import (
@@ -18,6 +18,18 @@ from servers.billing.store.tables import (
     RefundRow,
     UsageEventRow,
 )
+
+
+async def one_snapshot(session: AsyncSession) -> None:
+    """Make every later statement of the transaction read one snapshot (PostgreSQL).
+
+    Reconciliation sums the ledger, the usage and the documents in separate
+    statements; under READ COMMITTED each would see the writes committed before
+    it, so usage recorded between two of them showed as drift. Must come before
+    the transaction's first query. (SQLite's transactions read one snapshot already.)
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
 
 
 async def _sum(session: AsyncSession, column: object, *where: object) -> int:
